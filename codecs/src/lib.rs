@@ -1,0 +1,14 @@
+//! Pure encoders and decoders for Quire, with no sockets, files or clocks.
+//!
+//! - [`wire`]: the `quire/1` frames scanners and the server exchange over QUIC streams.
+//! - [`sealed`]: the sealed object format every stored byte is written in.
+//! - [`manifest`]: the job manifest, itself stored as a sealed object.
+//!
+//! Keeping these sans-IO (as quinn-proto and rustls do) means every parser is tested and
+//! fuzzed by feeding bytes, and the server shell stays thin.
+#![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+pub mod manifest;
+pub mod sealed;
+pub mod wire;

@@ -1,0 +1,1167 @@
+//! The scanner wire protocol (`quire/1`), as pure encode/decode with no sockets.
+//!
+//! Every QUIC stream carries one request: the client writes frames and finishes its
+//! send side, the server answers with frames and finishes. A frame is
+//! `type: u8 | len: u32 big-endian | payload`. Page bytes travel in `Data` frames that
+//! the [`Decoder`] hands out as slices of the buffers it was fed, never copied; every
+//! other frame is bounded by [`MAX_CONTROL_LEN`]. `docs/PROTOCOL.md` is the reference.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The ALPN identifier of this protocol version; a TLS handshake without it fails.
+pub const ALPN: &[u8] = b"quire/1";
+/// Largest payload of a control (non-`Data`) frame.
+pub const MAX_CONTROL_LEN: u32 = 64 * 1024;
+/// Largest payload of one `Data` frame.
+pub const MAX_DATA_LEN: u32 = 4 * 1024 * 1024;
+/// Bytes of frame header before the payload.
+pub const FRAME_HEADER_LEN: usize = 5;
+/// Longest tenant or device identifier.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest job identifier.
+pub const MAX_JOB_ID_LEN: usize = 128;
+/// Longest page file name, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 255;
+/// Most pages one job may hold.
+pub const MAX_PAGES: u32 = 100_000;
+
+/// A malformed or out-of-bounds frame. Always the sender's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownFrameType(u8),
+    #[error("frame type 0x{kind:02x} declares {len} bytes, more than the limit of {limit}")]
+    FrameTooLong { kind: u8, len: u32, limit: u32 },
+    #[error("frame type 0x{kind:02x} is malformed: {reason}")]
+    Malformed { kind: u8, reason: &'static str },
+    #[error("the stream ended inside a frame")]
+    TruncatedFrame,
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        field: &'static str,
+        reason: &'static str,
+    },
+}
+
+/// Machine-readable reason carried by an [`Frame::Error`] reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame could not be parsed or broke a protocol rule.
+    Malformed,
+    /// No device with that identifier is registered.
+    UnknownDevice,
+    /// The credential secret does not match.
+    BadCredential,
+    /// The device exists but an administrator has not enabled it, or disabled it.
+    DeviceDisabled,
+    /// The request names a tenant other than the authenticated device's.
+    TenantMismatch,
+    /// A request arrived before the connection was authenticated.
+    NotAuthenticated,
+    /// The page ended before its declared size, or carried more bytes.
+    Truncated,
+    /// The page bytes do not hash to the declared SHA-256.
+    IntegrityMismatch,
+    /// A page or job exceeds a configured limit.
+    TooLarge,
+    /// The job or page does not exist (for this tenant).
+    NotFound,
+    /// The job conflicts with what is already stored (e.g. a different page under the same index).
+    Conflict,
+    /// The object store failed; the page was not stored and may be retried.
+    StoreUnavailable,
+    /// The caller lacks the role for this request.
+    Forbidden,
+    /// Anything else on the server's side.
+    Internal,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 14] = [
+        ErrorCode::Malformed,
+        ErrorCode::UnknownDevice,
+        ErrorCode::BadCredential,
+        ErrorCode::DeviceDisabled,
+        ErrorCode::TenantMismatch,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::Truncated,
+        ErrorCode::IntegrityMismatch,
+        ErrorCode::TooLarge,
+        ErrorCode::NotFound,
+        ErrorCode::Conflict,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::Forbidden,
+        ErrorCode::Internal,
+    ];
+
+    /// The code's number on the wire.
+    pub fn to_u16(self) -> u16 {
+        Self::ALL.iter().position(|c| *c == self).unwrap_or(13) as u16 + 1
+    }
+
+    /// Parses a wire number; unknown numbers map to `Internal` so newer servers stay readable.
+    pub fn from_u16(v: u16) -> Self {
+        v.checked_sub(1)
+            .and_then(|i| Self::ALL.get(i as usize).copied())
+            .unwrap_or(ErrorCode::Internal)
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::StoreUnavailable | ErrorCode::Internal)
+    }
+}
+
+/// One page of a job as the manifest and the job status record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageEntry {
+    pub index: u32,
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// A device's role, fixed when its credential is issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A scanner: pushes and reads back its tenant's jobs.
+    Device,
+    /// A tenant administrator: manages devices of its tenant.
+    TenantAdmin,
+    /// The service operator: manages tenants.
+    ServiceAdmin,
+}
+
+impl Role {
+    fn to_u8(self) -> u8 {
+        match self {
+            Role::Device => 1,
+            Role::TenantAdmin => 2,
+            Role::ServiceAdmin => 3,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Role::Device,
+            2 => Role::TenantAdmin,
+            3 => Role::ServiceAdmin,
+            _ => return None,
+        })
+    }
+    /// The lowercase name used in credential files and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Device => "device",
+            Role::TenantAdmin => "tenant-admin",
+            Role::ServiceAdmin => "service-admin",
+        }
+    }
+    /// Parses [`Role::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Role::Device, Role::TenantAdmin, Role::ServiceAdmin]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// An administrative request, sent by a credential with an admin role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// Create a tenant (service admin only).
+    TenantCreate { name: String },
+    /// Issue a new credential of `role` for `tenant`; the device starts disabled unless `enabled`.
+    DeviceCreate {
+        tenant: String,
+        device_id: String,
+        role: Role,
+        enabled: bool,
+    },
+    /// Enable, disable or revoke a device.
+    DeviceSetState { device_id: String, state: DeviceState },
+    /// List devices of a tenant.
+    DeviceList { tenant: String },
+}
+
+/// The life cycle of a device credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Registered, waiting for an administrator.
+    Pending,
+    /// May send.
+    Enabled,
+    /// Stopped by an administrator; may be enabled again.
+    Disabled,
+    /// Permanently withdrawn.
+    Revoked,
+}
+
+impl DeviceState {
+    fn to_u8(self) -> u8 {
+        match self {
+            DeviceState::Pending => 1,
+            DeviceState::Enabled => 2,
+            DeviceState::Disabled => 3,
+            DeviceState::Revoked => 4,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => DeviceState::Pending,
+            2 => DeviceState::Enabled,
+            3 => DeviceState::Disabled,
+            4 => DeviceState::Revoked,
+            _ => return None,
+        })
+    }
+    /// The lowercase name used in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Pending => "pending",
+            DeviceState::Enabled => "enabled",
+            DeviceState::Disabled => "disabled",
+            DeviceState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One row of a device listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub device_id: String,
+    pub tenant: String,
+    pub role: Role,
+    pub state: DeviceState,
+}
+
+/// Every frame of the protocol. See `docs/PROTOCOL.md` for who sends which and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Client, first stream of a connection: who I am.
+    Hello {
+        tenant: String,
+        device_id: String,
+        secret: [u8; 32],
+    },
+    /// Server: the connection is authenticated.
+    Welcome { tenant: String, role: Role },
+    /// Client: I am about to push (or resume) this job; which pages do you already hold?
+    JobOpen { tenant: String, job_id: String },
+    /// Server: the pages of the job already stored and acknowledged.
+    JobStatus {
+        committed: bool,
+        pages: Vec<PageEntry>,
+    },
+    /// Client: a page follows in `Data` frames, closed by `PageEnd`.
+    PagePut {
+        tenant: String,
+        job_id: String,
+        page: PageEntry,
+    },
+    /// Page bytes (either direction).
+    Data(Bytes),
+    /// End of a page's bytes.
+    PageEnd,
+    /// Server: the page is durably stored; the client may forget it.
+    PageStored { index: u32, sha256: [u8; 32] },
+    /// Client: every page is sent; write the manifest.
+    JobCommit {
+        tenant: String,
+        job_id: String,
+        page_count: u32,
+    },
+    /// Server: the manifest is stored.
+    JobCommitted { pages: u32, bytes: u64 },
+    /// Client: send me this job's manifest and pages (all, or one).
+    JobGet {
+        tenant: String,
+        job_id: String,
+        page: Option<u32>,
+    },
+    /// Server: the job's manifest; for a `JobGet`, pages follow as `PageBegin`/`Data`/`PageEnd`.
+    Manifest {
+        job_id: String,
+        pages: Vec<PageEntry>,
+    },
+    /// Server: one page of a `JobGet` follows.
+    PageBegin(PageEntry),
+    /// Server: the request is answered in full.
+    Done,
+    /// Client: an administrative request for the given tenant scope.
+    Admin(AdminRequest),
+    /// Server: a new credential's secret (sent once, never stored in clear).
+    AdminIssued {
+        device_id: String,
+        tenant: String,
+        role: Role,
+        secret: [u8; 32],
+    },
+    /// Server: a device listing.
+    AdminDevices(Vec<DeviceInfo>),
+    /// Either side: the request failed.
+    Error { code: ErrorCode, message: String },
+}
+
+mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const JOB_OPEN: u8 = 0x10;
+    pub const JOB_STATUS: u8 = 0x11;
+    pub const PAGE_PUT: u8 = 0x12;
+    pub const DATA: u8 = 0x13;
+    pub const PAGE_END: u8 = 0x14;
+    pub const PAGE_STORED: u8 = 0x15;
+    pub const JOB_COMMIT: u8 = 0x16;
+    pub const JOB_COMMITTED: u8 = 0x17;
+    pub const JOB_GET: u8 = 0x18;
+    pub const MANIFEST: u8 = 0x19;
+    pub const PAGE_BEGIN: u8 = 0x1a;
+    pub const DONE: u8 = 0x1b;
+    pub const ADMIN: u8 = 0x30;
+    pub const ADMIN_ISSUED: u8 = 0x31;
+    pub const ADMIN_DEVICES: u8 = 0x32;
+    pub const ERROR: u8 = 0x7f;
+}
+
+/// Checks a tenant or device identifier: 1 to 64 of `[A-Za-z0-9_-]`, so that it is safe in
+/// object keys and file names.
+pub fn validate_id(field: &'static str, id: &str) -> Result<(), WireError> {
+    validate_token(field, id, MAX_ID_LEN, false)
+}
+
+/// Checks a job identifier: 1 to 128 of `[A-Za-z0-9._-]`, not starting with a dot, so that it
+/// can never climb out of its tenant's prefix.
+pub fn validate_job_id(id: &str) -> Result<(), WireError> {
+    validate_token("job id", id, MAX_JOB_ID_LEN, true)
+}
+
+fn validate_token(
+    field: &'static str,
+    s: &str,
+    max: usize,
+    dots: bool,
+) -> Result<(), WireError> {
+    let bad = |reason| Err(WireError::InvalidField { field, reason });
+    if s.is_empty() {
+        return bad("empty");
+    }
+    if s.len() > max {
+        return bad("too long");
+    }
+    if s.starts_with('.') || s.starts_with('-') {
+        return bad("must start with a letter, digit or underscore");
+    }
+    let ok = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (dots && b == b'.'));
+    if !ok {
+        return bad("only letters, digits, '_' and '-' (and '.' in job ids) are allowed");
+    }
+    Ok(())
+}
+
+/// Checks a page file name: valid UTF-8 of 1 to 255 bytes, no path separator, no control
+/// character, not `.` or `..`. Names are metadata only; they never form object keys.
+pub fn validate_page_name(name: &str) -> Result<(), WireError> {
+    let bad = |reason| {
+        Err(WireError::InvalidField {
+            field: "page name",
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return bad("must be 1 to 255 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("must not be '.' or '..'");
+    }
+    if name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+        return bad("must not contain '/', '\\' or control characters");
+    }
+    Ok(())
+}
+
+/// Appends the encoding of `frame` to `out`.
+///
+/// For large pages prefer [`encode_data_header`] followed by the payload itself, which
+/// avoids copying page bytes.
+pub fn encode(frame: &Frame, out: &mut BytesMut) {
+    if let Frame::Data(bytes) = frame {
+        encode_data_header(bytes.len() as u32, out);
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let start = out.len();
+    out.put_u8(0);
+    out.put_u32(0);
+    let k = encode_body(frame, out);
+    out[start] = k;
+    let len = (out.len() - start - FRAME_HEADER_LEN) as u32;
+    out[start + 1..start + FRAME_HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Convenience: the encoding of one frame as `Bytes`.
+pub fn encode_to_bytes(frame: &Frame) -> Bytes {
+    let mut b = BytesMut::new();
+    encode(frame, &mut b);
+    b.freeze()
+}
+
+/// Appends the header of a `Data` frame carrying `len` bytes; the caller sends the bytes.
+pub fn encode_data_header(len: u32, out: &mut BytesMut) {
+    debug_assert!(len <= MAX_DATA_LEN);
+    out.put_u8(kind::DATA);
+    out.put_u32(len);
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    out.put_u16(s.len() as u16);
+    out.put_slice(s.as_bytes());
+}
+
+fn put_entry(out: &mut BytesMut, p: &PageEntry) {
+    out.put_u32(p.index);
+    put_str(out, &p.name);
+    out.put_u64(p.size);
+    out.put_slice(&p.sha256);
+}
+
+fn put_entries(out: &mut BytesMut, pages: &[PageEntry]) {
+    out.put_u32(pages.len() as u32);
+    for p in pages {
+        put_entry(out, p);
+    }
+}
+
+fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
+    match frame {
+        Frame::Hello {
+            tenant,
+            device_id,
+            secret,
+        } => {
+            put_str(out, tenant);
+            put_str(out, device_id);
+            out.put_slice(secret);
+            kind::HELLO
+        }
+        Frame::Welcome { tenant, role } => {
+            put_str(out, tenant);
+            out.put_u8(role.to_u8());
+            kind::WELCOME
+        }
+        Frame::JobOpen { tenant, job_id } => {
+            put_str(out, tenant);
+            put_str(out, job_id);
+            kind::JOB_OPEN
+        }
+        Frame::JobStatus { committed, pages } => {
+            out.put_u8(*committed as u8);
+            put_entries(out, pages);
+            kind::JOB_STATUS
+        }
+        Frame::PagePut {
+            tenant,
+            job_id,
+            page,
+        } => {
+            put_str(out, tenant);
+            put_str(out, job_id);
+            put_entry(out, page);
+            kind::PAGE_PUT
+        }
+        Frame::Data(_) => unreachable!("handled by encode"),
+        Frame::PageEnd => kind::PAGE_END,
+        Frame::PageStored { index, sha256 } => {
+            out.put_u32(*index);
+            out.put_slice(sha256);
+            kind::PAGE_STORED
+        }
+        Frame::JobCommit {
+            tenant,
+            job_id,
+            page_count,
+        } => {
+            put_str(out, tenant);
+            put_str(out, job_id);
+            out.put_u32(*page_count);
+            kind::JOB_COMMIT
+        }
+        Frame::JobCommitted { pages, bytes } => {
+            out.put_u32(*pages);
+            out.put_u64(*bytes);
+            kind::JOB_COMMITTED
+        }
+        Frame::JobGet {
+            tenant,
+            job_id,
+            page,
+        } => {
+            put_str(out, tenant);
+            put_str(out, job_id);
+            match page {
+                Some(p) => {
+                    out.put_u8(1);
+                    out.put_u32(*p);
+                }
+                None => out.put_u8(0),
+            }
+            kind::JOB_GET
+        }
+        Frame::Manifest { job_id, pages } => {
+            put_str(out, job_id);
+            put_entries(out, pages);
+            kind::MANIFEST
+        }
+        Frame::PageBegin(p) => {
+            put_entry(out, p);
+            kind::PAGE_BEGIN
+        }
+        Frame::Done => kind::DONE,
+        Frame::Admin(req) => {
+            match req {
+                AdminRequest::TenantCreate { name } => {
+                    out.put_u8(1);
+                    put_str(out, name);
+                }
+                AdminRequest::DeviceCreate {
+                    tenant,
+                    device_id,
+                    role,
+                    enabled,
+                } => {
+                    out.put_u8(2);
+                    put_str(out, tenant);
+                    put_str(out, device_id);
+                    out.put_u8(role.to_u8());
+                    out.put_u8(*enabled as u8);
+                }
+                AdminRequest::DeviceSetState { device_id, state } => {
+                    out.put_u8(3);
+                    put_str(out, device_id);
+                    out.put_u8(state.to_u8());
+                }
+                AdminRequest::DeviceList { tenant } => {
+                    out.put_u8(4);
+                    put_str(out, tenant);
+                }
+            }
+            kind::ADMIN
+        }
+        Frame::AdminIssued {
+            device_id,
+            tenant,
+            role,
+            secret,
+        } => {
+            put_str(out, device_id);
+            put_str(out, tenant);
+            out.put_u8(role.to_u8());
+            out.put_slice(secret);
+            kind::ADMIN_ISSUED
+        }
+        Frame::AdminDevices(list) => {
+            out.put_u32(list.len() as u32);
+            for d in list {
+                put_str(out, &d.device_id);
+                put_str(out, &d.tenant);
+                out.put_u8(d.role.to_u8());
+                out.put_u8(d.state.to_u8());
+            }
+            kind::ADMIN_DEVICES
+        }
+        Frame::Error { code, message } => {
+            out.put_u16(code.to_u16());
+            // Bounded so that an error can always be encoded within MAX_CONTROL_LEN.
+            let mut end = message.len().min(4096);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            put_str(out, &message[..end]);
+            kind::ERROR
+        }
+    }
+}
+
+/// Cursor over one control frame's payload; every read is bounds-checked.
+struct Reader<'a> {
+    kind: u8,
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, reason: &'static str) -> WireError {
+        WireError::Malformed {
+            kind: self.kind,
+            reason,
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.buf.len() < n {
+            return Err(self.err("payload shorter than its fields"));
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn array32(&mut self) -> Result<[u8; 32], WireError> {
+        Ok(self.take(32)?.try_into().unwrap())
+    }
+    fn string(&mut self, max: usize) -> Result<String, WireError> {
+        let len = self.u16()? as usize;
+        if len > max {
+            return Err(self.err("string longer than its limit"));
+        }
+        let raw = self.take(len)?;
+        String::from_utf8(raw.to_vec()).map_err(|_| self.err("string is not UTF-8"))
+    }
+    fn id(&mut self, field: &'static str) -> Result<String, WireError> {
+        let s = self.string(MAX_ID_LEN)?;
+        validate_id(field, &s)?;
+        Ok(s)
+    }
+    fn job_id(&mut self) -> Result<String, WireError> {
+        let s = self.string(MAX_JOB_ID_LEN)?;
+        validate_job_id(&s)?;
+        Ok(s)
+    }
+    fn entry(&mut self) -> Result<PageEntry, WireError> {
+        let index = self.u32()?;
+        if index >= MAX_PAGES {
+            return Err(self.err("page index beyond the page limit"));
+        }
+        let name = self.string(MAX_NAME_LEN)?;
+        validate_page_name(&name)?;
+        Ok(PageEntry {
+            index,
+            name,
+            size: self.u64()?,
+            sha256: self.array32()?,
+        })
+    }
+    fn entries(&mut self) -> Result<Vec<PageEntry>, WireError> {
+        let n = self.u32()?;
+        if n > MAX_PAGES {
+            return Err(self.err("more pages than the page limit"));
+        }
+        // Each entry is at least 46 bytes, so the count cannot make us allocate beyond the payload.
+        let mut v = Vec::with_capacity((n as usize).min(self.buf.len() / 46));
+        for _ in 0..n {
+            v.push(self.entry()?);
+        }
+        Ok(v)
+    }
+    fn role(&mut self) -> Result<Role, WireError> {
+        let v = self.u8()?;
+        Role::from_u8(v).ok_or_else(|| self.err("unknown role"))
+    }
+    fn state(&mut self) -> Result<DeviceState, WireError> {
+        let v = self.u8()?;
+        DeviceState::from_u8(v).ok_or_else(|| self.err("unknown device state"))
+    }
+    fn bool(&mut self) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.err("boolean is neither 0 nor 1")),
+        }
+    }
+    fn finish(self) -> Result<(), WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err("trailing bytes after the last field"))
+        }
+    }
+}
+
+/// Parses the payload of a control frame of type `k`.
+fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
+    let mut r = Reader {
+        kind: k,
+        buf: payload,
+    };
+    let frame = match k {
+        kind::HELLO => Frame::Hello {
+            tenant: r.id("tenant")?,
+            device_id: r.id("device id")?,
+            secret: r.array32()?,
+        },
+        kind::WELCOME => Frame::Welcome {
+            tenant: r.id("tenant")?,
+            role: r.role()?,
+        },
+        kind::JOB_OPEN => Frame::JobOpen {
+            tenant: r.id("tenant")?,
+            job_id: r.job_id()?,
+        },
+        kind::JOB_STATUS => Frame::JobStatus {
+            committed: r.bool()?,
+            pages: r.entries()?,
+        },
+        kind::PAGE_PUT => Frame::PagePut {
+            tenant: r.id("tenant")?,
+            job_id: r.job_id()?,
+            page: r.entry()?,
+        },
+        kind::PAGE_END => Frame::PageEnd,
+        kind::PAGE_STORED => Frame::PageStored {
+            index: r.u32()?,
+            sha256: r.array32()?,
+        },
+        kind::JOB_COMMIT => Frame::JobCommit {
+            tenant: r.id("tenant")?,
+            job_id: r.job_id()?,
+            page_count: r.u32()?,
+        },
+        kind::JOB_COMMITTED => Frame::JobCommitted {
+            pages: r.u32()?,
+            bytes: r.u64()?,
+        },
+        kind::JOB_GET => Frame::JobGet {
+            tenant: r.id("tenant")?,
+            job_id: r.job_id()?,
+            page: if r.bool()? { Some(r.u32()?) } else { None },
+        },
+        kind::MANIFEST => Frame::Manifest {
+            job_id: r.job_id()?,
+            pages: r.entries()?,
+        },
+        kind::PAGE_BEGIN => Frame::PageBegin(r.entry()?),
+        kind::DONE => Frame::Done,
+        kind::ADMIN => Frame::Admin(match r.u8()? {
+            1 => AdminRequest::TenantCreate {
+                name: r.id("tenant")?,
+            },
+            2 => AdminRequest::DeviceCreate {
+                tenant: r.id("tenant")?,
+                device_id: r.id("device id")?,
+                role: r.role()?,
+                enabled: r.bool()?,
+            },
+            3 => AdminRequest::DeviceSetState {
+                device_id: r.id("device id")?,
+                state: r.state()?,
+            },
+            4 => AdminRequest::DeviceList {
+                tenant: r.id("tenant")?,
+            },
+            _ => return Err(r.err("unknown admin request")),
+        }),
+        kind::ADMIN_ISSUED => Frame::AdminIssued {
+            device_id: r.id("device id")?,
+            tenant: r.id("tenant")?,
+            role: r.role()?,
+            secret: r.array32()?,
+        },
+        kind::ADMIN_DEVICES => {
+            let n = r.u32()?;
+            let mut v = Vec::with_capacity((n as usize).min(r.buf.len() / 8));
+            for _ in 0..n {
+                v.push(DeviceInfo {
+                    device_id: r.id("device id")?,
+                    tenant: r.id("tenant")?,
+                    role: r.role()?,
+                    state: r.state()?,
+                });
+            }
+            Frame::AdminDevices(v)
+        }
+        kind::ERROR => Frame::Error {
+            code: ErrorCode::from_u16(r.u16()?),
+            message: r.string(4096)?,
+        },
+        other => return Err(WireError::UnknownFrameType(other)),
+    };
+    r.finish()?;
+    Ok(frame)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Head,
+    Data { remaining: usize },
+    Failed,
+}
+
+/// Incremental frame decoder: feed it whatever the transport delivered, take frames out.
+///
+/// `Data` payloads are returned as zero-copy slices of the fed buffers, possibly split
+/// into several `Frame::Data` items; control frames are returned whole. Memory held is
+/// bounded by what was fed and not yet taken plus one control frame. After an error the
+/// decoder stays failed.
+#[derive(Debug)]
+pub struct Decoder {
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    state: State,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Decoder {
+            chunks: VecDeque::new(),
+            buffered: 0,
+            state: State::Head,
+        }
+    }
+
+    /// Adds bytes received from the peer.
+    pub fn feed(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.buffered += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    /// Bytes fed and not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Whether the decoder sits exactly between frames (so end of stream here is clean).
+    pub fn at_frame_boundary(&self) -> bool {
+        matches!(self.state, State::Head) && self.buffered == 0
+    }
+
+    /// Reports the end of the stream: an error if it cut a frame short.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if self.at_frame_boundary() {
+            Ok(())
+        } else {
+            Err(WireError::TruncatedFrame)
+        }
+    }
+
+    /// The next complete frame, `None` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, WireError> {
+        loop {
+            match self.state {
+                State::Failed => return Err(WireError::TruncatedFrame),
+                State::Data { remaining } => {
+                    if remaining == 0 {
+                        self.state = State::Head;
+                        continue;
+                    }
+                    let Some(front) = self.chunks.front_mut() else {
+                        return Ok(None);
+                    };
+                    let n = remaining.min(front.len());
+                    let part = front.split_to(n);
+                    if front.is_empty() {
+                        self.chunks.pop_front();
+                    }
+                    self.buffered -= n;
+                    self.state = State::Data {
+                        remaining: remaining - n,
+                    };
+                    return Ok(Some(Frame::Data(part)));
+                }
+                State::Head => {
+                    if self.buffered < FRAME_HEADER_LEN {
+                        return Ok(None);
+                    }
+                    let mut head = [0u8; FRAME_HEADER_LEN];
+                    self.peek(&mut head);
+                    let k = head[0];
+                    let len = u32::from_be_bytes(head[1..].try_into().unwrap());
+                    let limit = if k == kind::DATA {
+                        MAX_DATA_LEN
+                    } else {
+                        MAX_CONTROL_LEN
+                    };
+                    if len > limit {
+                        self.state = State::Failed;
+                        return Err(WireError::FrameTooLong { kind: k, len, limit });
+                    }
+                    if k == kind::DATA {
+                        self.consume(FRAME_HEADER_LEN);
+                        self.state = State::Data {
+                            remaining: len as usize,
+                        };
+                        continue;
+                    }
+                    let total = FRAME_HEADER_LEN + len as usize;
+                    if self.buffered < total {
+                        return Ok(None);
+                    }
+                    self.consume(FRAME_HEADER_LEN);
+                    let mut payload = vec![0u8; len as usize];
+                    self.peek(&mut payload);
+                    self.consume(len as usize);
+                    return match decode_control(k, &payload) {
+                        Ok(f) => Ok(Some(f)),
+                        Err(e) => {
+                            self.state = State::Failed;
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    fn peek(&self, out: &mut [u8]) {
+        let mut filled = 0;
+        for c in &self.chunks {
+            let n = (out.len() - filled).min(c.len());
+            out[filled..filled + n].copy_from_slice(&c[..n]);
+            filled += n;
+            if filled == out.len() {
+                return;
+            }
+        }
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        self.buffered -= n;
+        while n > 0 {
+            let front = self.chunks.front_mut().expect("consume within buffered");
+            if front.len() <= n {
+                n -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u32) -> PageEntry {
+        PageEntry {
+            index: i,
+            name: format!("Größe {i}.tif"),
+            size: 1234 + i as u64,
+            sha256: [i as u8; 32],
+        }
+    }
+
+    fn all_frames() -> Vec<Frame> {
+        vec![
+            Frame::Hello {
+                tenant: "acme".into(),
+                device_id: "scanner-1".into(),
+                secret: [7; 32],
+            },
+            Frame::Welcome {
+                tenant: "acme".into(),
+                role: Role::Device,
+            },
+            Frame::JobOpen {
+                tenant: "acme".into(),
+                job_id: "job.2026-11-22_x".into(),
+            },
+            Frame::JobStatus {
+                committed: true,
+                pages: vec![entry(0), entry(5)],
+            },
+            Frame::PagePut {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page: entry(3),
+            },
+            Frame::Data(Bytes::from_static(b"hello page")),
+            Frame::PageEnd,
+            Frame::PageStored {
+                index: 3,
+                sha256: [9; 32],
+            },
+            Frame::JobCommit {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page_count: 7,
+            },
+            Frame::JobCommitted {
+                pages: 7,
+                bytes: 1 << 40,
+            },
+            Frame::JobGet {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page: Some(2),
+            },
+            Frame::JobGet {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page: None,
+            },
+            Frame::Manifest {
+                job_id: "j1".into(),
+                pages: vec![entry(1)],
+            },
+            Frame::PageBegin(entry(2)),
+            Frame::Done,
+            Frame::Admin(AdminRequest::TenantCreate {
+                name: "beta".into(),
+            }),
+            Frame::Admin(AdminRequest::DeviceCreate {
+                tenant: "beta".into(),
+                device_id: "d-1".into(),
+                role: Role::TenantAdmin,
+                enabled: true,
+            }),
+            Frame::Admin(AdminRequest::DeviceSetState {
+                device_id: "d-1".into(),
+                state: DeviceState::Disabled,
+            }),
+            Frame::Admin(AdminRequest::DeviceList {
+                tenant: "beta".into(),
+            }),
+            Frame::AdminIssued {
+                device_id: "d-1".into(),
+                tenant: "beta".into(),
+                role: Role::Device,
+                secret: [1; 32],
+            },
+            Frame::AdminDevices(vec![DeviceInfo {
+                device_id: "d-1".into(),
+                tenant: "beta".into(),
+                role: Role::ServiceAdmin,
+                state: DeviceState::Pending,
+            }]),
+            Frame::Error {
+                code: ErrorCode::TenantMismatch,
+                message: "no".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_even_fed_one_byte_at_a_time() {
+        let frames = all_frames();
+        let mut wire = BytesMut::new();
+        for f in &frames {
+            encode(f, &mut wire);
+        }
+        let wire = wire.freeze();
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        let mut data = Vec::new();
+        for i in 0..wire.len() {
+            d.feed(wire.slice(i..i + 1));
+            while let Some(f) = d.next_frame().unwrap() {
+                match f {
+                    Frame::Data(b) => data.extend_from_slice(&b),
+                    other => {
+                        if !data.is_empty() {
+                            out.push(Frame::Data(Bytes::from(std::mem::take(&mut data))));
+                        }
+                        out.push(other)
+                    }
+                }
+            }
+        }
+        assert_eq!(out, frames);
+        assert!(d.finish().is_ok());
+    }
+
+    #[test]
+    fn data_payload_is_not_copied() {
+        let payload = Bytes::from(vec![42u8; 1000]);
+        let mut head = BytesMut::new();
+        encode_data_header(1000, &mut head);
+        let mut d = Decoder::new();
+        d.feed(head.freeze());
+        d.feed(payload.clone());
+        match d.next_frame().unwrap() {
+            Some(Frame::Data(b)) => assert_eq!(b.as_ptr(), payload.as_ptr()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_buffering() {
+        let mut d = Decoder::new();
+        d.feed(Bytes::from_static(&[kind::HELLO, 0xff, 0xff, 0xff, 0xff]));
+        assert!(matches!(
+            d.next_frame(),
+            Err(WireError::FrameTooLong { .. })
+        ));
+        let mut d = Decoder::new();
+        let mut b = vec![kind::DATA];
+        b.extend_from_slice(&(MAX_DATA_LEN + 1).to_be_bytes());
+        d.feed(Bytes::from(b));
+        assert!(matches!(
+            d.next_frame(),
+            Err(WireError::FrameTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_frames_get_typed_errors() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![0x55, 0, 0, 0, 0], "unknown type"),
+            (vec![kind::HELLO, 0, 0, 0, 2, 0, 9], "short"),
+            (vec![kind::PAGE_END, 0, 0, 0, 1, 0], "trailing"),
+            (vec![kind::JOB_OPEN, 0, 0, 0, 6, 0, 1, b'a', 0, 1, b'/'], "bad job id"),
+            (vec![kind::JOB_GET, 0, 0, 0, 7, 0, 1, b'a', 0, 1, b'j', 7], "bad bool"),
+        ];
+        for (bytes, what) in cases {
+            let mut d = Decoder::new();
+            d.feed(Bytes::from(bytes));
+            assert!(d.next_frame().is_err(), "{what} accepted");
+            assert!(d.next_frame().is_err(), "{what}: decoder recovered");
+        }
+    }
+
+    #[test]
+    fn truncation_is_reported_at_finish() {
+        let wire = encode_to_bytes(&Frame::JobOpen {
+            tenant: "acme".into(),
+            job_id: "j".into(),
+        });
+        let mut d = Decoder::new();
+        d.feed(wire.slice(..wire.len() - 1));
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.finish(), Err(WireError::TruncatedFrame));
+    }
+
+    #[test]
+    fn identifiers_cannot_escape_their_prefix() {
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a b", "é", &"x".repeat(129)] {
+            assert!(validate_job_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["j", "job-1", "2026.11.22_scan"] {
+            assert!(validate_job_id(good).is_ok(), "{good:?}");
+        }
+        assert!(validate_id("tenant", "a.b").is_err());
+        for bad in ["..", ".", "a/b", "a\\b", "a\nb", ""] {
+            assert!(validate_page_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_page_name("Lieferschein Nr. 5 – Größe (Kopie) 北京.jpg").is_ok());
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(c.to_u16()), c);
+        }
+        assert_eq!(ErrorCode::from_u16(999), ErrorCode::Internal);
+    }
+}
