@@ -1,1 +1,126 @@
-pub fn x(){}
+//! The ingest pipeline: what happens to a page between the QUIC stream and the object store.
+//!
+//! ```text
+//!  scanner ──QUIC──▶ auth ──▶ hash ──▶ compress ──▶ seal ──▶ store ──▶ ack ──▶ erase
+//!                   (auth)   (hash)  (compress)   (seal)   (store)         (erase)
+//! ```
+//!
+//! Each stage lives in the module named after it; [`ingest`] wires them together for one page
+//! with bounded queues between them, and [`retrieve`] runs the inverse path for `get`.
+//! Hashing, compression and encryption run on rayon; the async runtime only moves bytes.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod compress;
+pub mod erase;
+pub mod hash;
+pub mod ingest;
+pub mod keys;
+pub mod retrieve;
+pub mod seal;
+pub mod store;
+pub mod vault;
+
+use std::sync::Arc;
+
+use quire_codecs::sealed::{SealError, DEFAULT_CHUNK_SIZE};
+use quire_codecs::wire::ErrorCode;
+use quire_storage::{Store, StoreError};
+
+pub use ingest::{PageInput, Receipt};
+pub use vault::{FileVault, KeyVault, VaultError};
+
+/// Tunables of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Plaintext bytes per sealed chunk.
+    pub chunk_size: u32,
+    /// Pages whose sealed size is at most this are written in one conditional put; larger
+    /// ones stream up as multipart uploads.
+    pub single_put_limit: u64,
+    /// Chunks sealing in parallel per page.
+    pub seal_window: usize,
+    /// Largest page accepted, in bytes.
+    pub max_page_size: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            single_put_limit: 8 * 1024 * 1024,
+            seal_window: 8,
+            max_page_size: 2 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// A page could not be ingested or read back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error("the page ended after {got} of its declared {declared} bytes")]
+    Truncated { declared: u64, got: u64 },
+    #[error("the page carried more than its declared {declared} bytes")]
+    Oversized { declared: u64 },
+    #[error("the page is {size} bytes, more than the limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the page's SHA-256 is {actual}, not the declared {declared}")]
+    IntegrityMismatch { declared: String, actual: String },
+    #[error("page {index} of this job is already stored with different content")]
+    Conflict { index: u32 },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("object store: {0}")]
+    Store(StoreError),
+    #[error("key vault: {0}")]
+    Vault(#[from] VaultError),
+    #[error("stored object {key} failed to open: {source}")]
+    Corrupt { key: String, source: SealError },
+    #[error("the page was abandoned by the sender")]
+    Abandoned,
+}
+
+impl From<StoreError> for PipelineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(k) => PipelineError::NotFound(k),
+            other => PipelineError::Store(other),
+        }
+    }
+}
+
+impl PipelineError {
+    /// The wire error code the scanner receives.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PipelineError::Truncated { .. }
+            | PipelineError::Oversized { .. }
+            | PipelineError::Abandoned => ErrorCode::Truncated,
+            PipelineError::TooLarge { .. } => ErrorCode::TooLarge,
+            PipelineError::IntegrityMismatch { .. } => ErrorCode::IntegrityMismatch,
+            PipelineError::Conflict { .. } => ErrorCode::Conflict,
+            PipelineError::NotFound(_) => ErrorCode::NotFound,
+            PipelineError::Store(_) => ErrorCode::StoreUnavailable,
+            PipelineError::Vault(_) | PipelineError::Corrupt { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The shared state of the stages: where objects go and where keys come from.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub store: Store,
+    pub vault: Arc<dyn KeyVault>,
+    pub config: PipelineConfig,
+}
+
+impl Pipeline {
+    pub fn new(store: Store, vault: Arc<dyn KeyVault>, config: PipelineConfig) -> Self {
+        Pipeline {
+            store,
+            vault,
+            config,
+        }
+    }
+}

@@ -139,10 +139,15 @@ impl Store {
 
     /// Whether an object exists at `key`.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.size(key).await?.is_some())
+    }
+
+    /// The size of the object at `key`, `None` if there is none.
+    pub async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let path = self.path(key)?;
         match self.inner.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(map_err(&self.name, key, e)),
         }
     }

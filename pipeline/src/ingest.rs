@@ -1,0 +1,423 @@
+//! One page through every stage, from the bytes the network stage hands over to the store's
+//! confirmation. See the crate docs for the picture.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quire_codecs::manifest::Manifest;
+use quire_codecs::sealed::{self, ChunkCipher, Chunker, Compression, PlainChunk};
+use quire_codecs::wire::PageEntry;
+use tokio::sync::mpsc;
+
+use crate::compress::{self, Compressor};
+use crate::erase;
+use crate::hash::PageHasher;
+use crate::keys;
+use crate::seal::{on_rayon, SealWindow};
+use crate::store::{write_object, ToStore};
+use crate::{Pipeline, PipelineError};
+
+/// What the network stage feeds the pipeline for one page.
+#[derive(Debug)]
+pub enum PageInput {
+    /// The next bytes of the page, in order.
+    Data(Bytes),
+    /// The sender says the page is complete.
+    End,
+}
+
+/// Proof that a page is stored: what the scanner is acknowledged with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub entry: PageEntry,
+    pub object_key: String,
+    /// Size of the sealed object in the store.
+    pub stored_bytes: u64,
+    /// The page was already stored by an earlier attempt (verified, not written again).
+    pub already_stored: bool,
+}
+
+/// The sequential part of a page's processing: hashing, compression and chunking all carry
+/// state from one byte to the next. It moves into a rayon task per batch and back.
+struct Sequential {
+    hasher: PageHasher,
+    compressor: Compressor,
+    chunker: Chunker,
+}
+
+impl Sequential {
+    fn absorb(&mut self, batch: Vec<Bytes>) -> Vec<PlainChunk> {
+        let mut out = Vec::new();
+        for data in batch {
+            self.hasher.update(&data);
+            let packed = self.compressor.push(&data);
+            out.extend(self.chunker.push(&packed));
+            drop(packed);
+            erase::wipe_bytes(data);
+        }
+        out
+    }
+
+    fn finish(self) -> ([u8; 32], u64, Vec<PlainChunk>) {
+        let (digest, len) = self.hasher.finish();
+        let mut chunker = self.chunker;
+        let mut out = chunker.push(&self.compressor.finish());
+        out.push(chunker.finish());
+        (digest, len, out)
+    }
+}
+
+/// Most page bytes gathered into one rayon task; amortises the hand-off for small network reads.
+const BATCH_BYTES: usize = 1024 * 1024;
+
+impl Pipeline {
+    /// Runs one page through hash, compress, seal and store. Returns once the store confirmed
+    /// the object; on any error nothing is visible at the page's key.
+    ///
+    /// If the key already holds an object (a retry after a lost acknowledgement, or a crash
+    /// between store and acknowledgement) it is opened and checked against the declared
+    /// digest instead of being written again: same content is success, different is a
+    /// conflict. The input is then not read, and the caller should stop the stream.
+    pub async fn ingest_page(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        entry: PageEntry,
+        mut input: mpsc::Receiver<PageInput>,
+    ) -> Result<Receipt, PipelineError> {
+        if entry.size > self.config.max_page_size {
+            return Err(PipelineError::TooLarge {
+                size: entry.size,
+                limit: self.config.max_page_size,
+            });
+        }
+        let key = keys::page_key(tenant, job_id, entry.index);
+        if self.store.exists(&key).await? {
+            return self.verify_existing(tenant, entry, key).await;
+        }
+
+        // Gather a sample to choose the compression, then start the store stage.
+        let mut first: Vec<Bytes> = Vec::new();
+        let mut sampled = 0usize;
+        let mut ended = false;
+        while sampled < compress::SAMPLE_LEN && (sampled as u64) < entry.size {
+            match input.recv().await {
+                Some(PageInput::Data(b)) => {
+                    sampled += b.len();
+                    first.push(b);
+                }
+                Some(PageInput::End) => {
+                    ended = true;
+                    break;
+                }
+                None => return Err(PipelineError::Abandoned),
+            }
+        }
+        let sample: Vec<u8> = first.iter().flat_map(|b| b.iter().copied()).take(compress::SAMPLE_LEN).collect();
+        let compression = compress::choose(&sample);
+        erase::wipe_vec(sample);
+
+        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
+        let (header, cipher) = ChunkCipher::create(&kek, kek_ref, &key, compression, self.config.chunk_size);
+        drop(kek);
+        let expected_sealed = match compression {
+            Compression::None => header.sealed_size(entry.size),
+            Compression::Zstd => u64::MAX, // unknown until compressed: stream it up
+        };
+        let (to_store, store_rx) = mpsc::channel(self.config.seal_window);
+        let writer = tokio::spawn(write_object(
+            self.store.clone(),
+            key.clone(),
+            expected_sealed,
+            self.config.single_put_limit,
+            store_rx,
+        ));
+        let outcome = self
+            .run_stages(&entry, header.encoded(), cipher, compression, first, ended, &mut input, &to_store)
+            .await;
+        if outcome.is_ok() {
+            let _ = to_store.send(ToStore::Commit).await;
+        }
+        drop(to_store);
+        let written = writer.await.expect("store stage panicked");
+        match (outcome, written) {
+            // A store failure explains an abandoned pipeline better than the pipeline does.
+            (Err(PipelineError::Abandoned), Err(store)) => Err(store.into()),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(store)) => Err(store.into()),
+            (Ok(()), Ok(Some(stored_bytes))) => Ok(Receipt {
+                entry,
+                object_key: key,
+                stored_bytes,
+                already_stored: false,
+            }),
+            (Ok(()), Ok(None)) => Err(PipelineError::Abandoned),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_stages(
+        &self,
+        entry: &PageEntry,
+        header: &[u8],
+        cipher: ChunkCipher,
+        compression: Compression,
+        first: Vec<Bytes>,
+        mut ended: bool,
+        input: &mut mpsc::Receiver<PageInput>,
+        to_store: &mpsc::Sender<ToStore>,
+    ) -> Result<(), PipelineError> {
+        let send = |b: Bytes| async move {
+            to_store
+                .send(ToStore::Sealed(b))
+                .await
+                .map_err(|_| PipelineError::Abandoned)
+        };
+        send(Bytes::copy_from_slice(header)).await?;
+
+        let mut seq = Some(Sequential {
+            hasher: PageHasher::new(),
+            compressor: Compressor::new(compression),
+            chunker: Chunker::new(cipher.chunk_size() as u32),
+        });
+        let mut window = SealWindow::new(Arc::new(cipher), self.config.seal_window);
+        let mut received: u64 = first.iter().map(|b| b.len() as u64).sum();
+        let mut batch = first;
+        loop {
+            if received > entry.size {
+                return Err(PipelineError::Oversized {
+                    declared: entry.size,
+                });
+            }
+            // Take whatever else is already queued, up to a batch, without waiting.
+            let mut batch_len: usize = batch.iter().map(|b| b.len()).sum();
+            while !ended && batch_len < BATCH_BYTES {
+                match input.try_recv() {
+                    Ok(PageInput::Data(b)) => {
+                        received += b.len() as u64;
+                        batch_len += b.len();
+                        batch.push(b);
+                    }
+                    Ok(PageInput::End) => ended = true,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        return Err(PipelineError::Abandoned)
+                    }
+                }
+            }
+            if received > entry.size {
+                return Err(PipelineError::Oversized {
+                    declared: entry.size,
+                });
+            }
+            if !batch.is_empty() {
+                let mut s = seq.take().expect("sequential state present");
+                let b = std::mem::take(&mut batch);
+                let (s, chunks) = on_rayon(move || {
+                    let c = s.absorb(b);
+                    (s, c)
+                })
+                .await;
+                seq = Some(s);
+                for c in chunks {
+                    if !window.has_room() {
+                        send(window.next_sealed().await.expect("window non-empty")).await?;
+                    }
+                    window.submit(c);
+                }
+            }
+            if ended {
+                break;
+            }
+            match input.recv().await {
+                Some(PageInput::Data(b)) => {
+                    received += b.len() as u64;
+                    batch.push(b);
+                }
+                Some(PageInput::End) => ended = true,
+                None => return Err(PipelineError::Abandoned),
+            }
+        }
+        if received != entry.size {
+            return Err(PipelineError::Truncated {
+                declared: entry.size,
+                got: received,
+            });
+        }
+        let s = seq.take().expect("sequential state present");
+        let (digest, len, tail) = on_rayon(move || s.finish()).await;
+        debug_assert_eq!(len, received);
+        if digest != entry.sha256 {
+            return Err(PipelineError::IntegrityMismatch {
+                declared: hex::encode(entry.sha256),
+                actual: hex::encode(digest),
+            });
+        }
+        for c in tail {
+            if !window.has_room() {
+                send(window.next_sealed().await.expect("window non-empty")).await?;
+            }
+            window.submit(c);
+        }
+        while let Some(b) = window.next_sealed().await {
+            send(b).await?;
+        }
+        Ok(())
+    }
+
+    async fn verify_existing(
+        &self,
+        tenant: &str,
+        entry: PageEntry,
+        key: String,
+    ) -> Result<Receipt, PipelineError> {
+        let (tx, mut rx) = mpsc::channel(4);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let read = self.read_object(tenant, &key, tx).await;
+        let _ = drain.await;
+        match read {
+            Ok((digest, size)) if digest == entry.sha256 && size == entry.size => {
+                let stored_bytes = self.store.size(&key).await?.unwrap_or(0);
+                Ok(Receipt {
+                    entry,
+                    object_key: key,
+                    stored_bytes,
+                    already_stored: true,
+                })
+            }
+            Ok(_) => Err(PipelineError::Conflict { index: entry.index }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Seals and stores a job's manifest. Storing the same manifest twice is a no-op; a
+    /// different one under the same job is a conflict.
+    pub async fn write_manifest(&self, tenant: &str, manifest: &Manifest) -> Result<(), PipelineError> {
+        let key = keys::manifest_key(tenant, &manifest.job_id);
+        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
+        let body = manifest.encode();
+        let sealed = sealed::seal_all(&kek, kek_ref, &key, Compression::None, self.config.chunk_size, &body);
+        match self.store.put_new(&key, sealed).await {
+            Ok(()) => Ok(()),
+            Err(quire_storage::StoreError::AlreadyExists(_)) => {
+                let existing = self.read_manifest(tenant, &manifest.job_id).await?;
+                if &existing == manifest {
+                    Ok(())
+                } else {
+                    Err(PipelineError::Conflict { index: 0 })
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::sha256;
+    use crate::{FileVault, PipelineConfig};
+    use quire_storage::Store;
+
+    fn pipeline(dir: &std::path::Path) -> Pipeline {
+        let vault = Arc::new(FileVault::open(dir).unwrap());
+        let config = PipelineConfig {
+            single_put_limit: 100_000,
+            ..PipelineConfig::default()
+        };
+        Pipeline::new(Store::memory(), vault, config)
+    }
+
+    fn entry(index: u32, data: &[u8]) -> PageEntry {
+        PageEntry {
+            index,
+            name: format!("p{index}"),
+            size: data.len() as u64,
+            sha256: sha256(data),
+        }
+    }
+
+    async fn push(p: &Pipeline, e: PageEntry, parts: Vec<PageInput>) -> Result<Receipt, PipelineError> {
+        let (tx, rx) = mpsc::channel(4);
+        let feeder = tokio::spawn(async move {
+            for part in parts {
+                if tx.send(part).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let r = p.ingest_page("acme", "job1", e, rx).await;
+        feeder.await.unwrap();
+        r
+    }
+
+    fn split(data: &[u8], n: usize) -> Vec<PageInput> {
+        let mut v: Vec<PageInput> = data.chunks(n).map(|c| PageInput::Data(Bytes::copy_from_slice(c))).collect();
+        v.push(PageInput::End);
+        v
+    }
+
+    async fn read_back(p: &Pipeline, key: &str) -> Vec<u8> {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let collect = tokio::spawn(async move {
+            let mut v = Vec::new();
+            while let Some(b) = rx.recv().await {
+                v.extend_from_slice(&b);
+            }
+            v
+        });
+        p.read_object("acme", key, tx).await.unwrap();
+        collect.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_of_every_size_round_trip_compressed_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let text = b"Rechnung 2026 ".repeat(100_000); // compresses, multipart
+        let mut noise = vec![0u8; 700_000];
+        getrandom::fill(&mut noise).unwrap();
+        for (i, data) in [vec![], vec![1u8], text, noise].into_iter().enumerate() {
+            let r = push(&p, entry(i as u32, &data), split(&data, 10_000)).await.unwrap();
+            assert!(!r.already_stored);
+            assert_eq!(read_back(&p, &r.object_key).await, data);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_pages_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let data = vec![3u8; 300_000];
+        let mut wrong = entry(0, &data);
+        wrong.sha256[0] ^= 1;
+        let e = push(&p, wrong, split(&data, 4096)).await.unwrap_err();
+        assert!(matches!(e, PipelineError::IntegrityMismatch { .. }), "{e}");
+        let short = push(&p, entry(1, &data), split(&data[..1000], 100)).await.unwrap_err();
+        assert!(matches!(short, PipelineError::Truncated { .. }), "{short}");
+        let mut cut = split(&data, 4096);
+        cut.truncate(5);
+        let gone = push(&p, entry(2, &data), cut).await.unwrap_err();
+        assert!(matches!(gone, PipelineError::Abandoned), "{gone}");
+        let mut long = data.clone();
+        long.push(0);
+        let over = push(&p, entry(3, &data), split(&long, 4096)).await.unwrap_err();
+        assert!(matches!(over, PipelineError::Oversized { .. }), "{over}");
+        assert!(p.store.list("tenants").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retry_is_verified_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let data = b"page".repeat(1000);
+        let first = push(&p, entry(0, &data), split(&data, 100)).await.unwrap();
+        let again = push(&p, entry(0, &data), split(&data, 100)).await.unwrap();
+        assert!(again.already_stored);
+        assert_eq!(first.object_key, again.object_key);
+        let other = b"different".repeat(10);
+        let e = push(&p, entry(0, &other), split(&other, 100)).await.unwrap_err();
+        assert!(matches!(e, PipelineError::Conflict { index: 0 }));
+        assert_eq!(p.store.list("tenants").await.unwrap().len(), 1);
+    }
+}

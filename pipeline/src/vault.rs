@@ -1,0 +1,279 @@
+//! The key vault: per-tenant key-encryption keys (KEKs), themselves sealed under a master key.
+//!
+//! [`KeyVault`] is the seam where a cloud KMS or HashiCorp Vault plugs in later. The embedded
+//! [`FileVault`] keeps one file per tenant under `<dir>/tenants/`, each line one KEK version
+//! wrapped (AES-256-GCM) under the master key. The master key comes from
+//! `QUIRE_MASTER_KEY` (64 hex digits) or `<dir>/master.key`, which must not be readable by
+//! group or others. Unwrapped KEKs stay in memory only, zeroized on drop, never logged.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use quire_codecs::sealed::{unwrap_key, wrap_key, KekRef, SecretKey, WRAPPED_KEY_LEN};
+use zeroize::Zeroizing;
+
+/// The KEK id every tenant key carries in this vault.
+pub const KEK_ID: &str = "tenant";
+
+/// A key could not be provided.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    #[error("no key for tenant {tenant} (version {version})")]
+    UnknownKey { tenant: String, version: u32 },
+    #[error("master key file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    MasterKeyExposed { path: PathBuf, mode: u32 },
+    #[error("master key is malformed: {0}")]
+    BadMasterKey(&'static str),
+    #[error("vault file {path} is corrupt or sealed under another master key")]
+    Corrupt { path: PathBuf },
+    #[error("vault I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Supplies key-encryption keys. Implementations must never log key bytes.
+pub trait KeyVault: Send + Sync + std::fmt::Debug {
+    /// The tenant's newest KEK, created on first use.
+    fn current_kek(&self, tenant: &str) -> Result<(KekRef, SecretKey), VaultError>;
+    /// The KEK a sealed header names.
+    fn kek(&self, kek: &KekRef) -> Result<SecretKey, VaultError>;
+}
+
+/// A vault in a local directory. See the module docs for the layout.
+pub struct FileVault {
+    dir: PathBuf,
+    master: SecretKey,
+    cache: RwLock<HashMap<String, Vec<SecretKey>>>,
+}
+
+impl std::fmt::Debug for FileVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileVault").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
+    move |source| VaultError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn parse_hex_key(s: &str) -> Result<SecretKey, VaultError> {
+    let s = s.trim();
+    let mut k = Zeroizing::new([0u8; 32]);
+    if s.len() != 64 {
+        return Err(VaultError::BadMasterKey("expected 64 hex digits"));
+    }
+    hex::decode_to_slice(s, &mut k[..]).map_err(|_| VaultError::BadMasterKey("not hex"))?;
+    Ok(SecretKey::from_bytes(*k))
+}
+
+fn master_ref() -> KekRef {
+    KekRef {
+        tenant: "quire-vault".into(),
+        kek_id: "master".into(),
+        version: 1,
+    }
+}
+
+impl FileVault {
+    /// Opens (or initialises) the vault in `dir`. The master key is taken from
+    /// `QUIRE_MASTER_KEY` if set, else from `dir/master.key`, generated with mode 0600 if
+    /// missing. Refuses a master key file that group or others can read.
+    pub fn open(dir: &Path) -> Result<FileVault, VaultError> {
+        std::fs::create_dir_all(dir.join("tenants")).map_err(io(dir))?;
+        let master = match std::env::var("QUIRE_MASTER_KEY") {
+            Ok(v) => parse_hex_key(&v)?,
+            Err(_) => Self::master_from_file(&dir.join("master.key"))?,
+        };
+        Ok(FileVault {
+            dir: dir.to_path_buf(),
+            master,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn master_from_file(path: &Path) -> Result<SecretKey, VaultError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if !path.exists() {
+            let key = SecretKey::generate();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io(path))?;
+            let hexed = Zeroizing::new(hex::encode(key.expose()));
+            f.write_all(hexed.as_bytes()).map_err(io(path))?;
+            f.sync_all().map_err(io(path))?;
+            return Ok(key);
+        }
+        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(VaultError::MasterKeyExposed {
+                path: path.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io(path))?);
+        parse_hex_key(&text)
+    }
+
+    fn tenant_file(&self, tenant: &str) -> PathBuf {
+        self.dir.join("tenants").join(format!("{tenant}.kek"))
+    }
+
+    fn tenant_ref(tenant: &str, version: u32) -> KekRef {
+        KekRef {
+            tenant: tenant.into(),
+            kek_id: KEK_ID.into(),
+            version,
+        }
+    }
+
+    /// Loads every version of a tenant's KEK from disk (empty if it has none yet).
+    fn load(&self, tenant: &str) -> Result<Vec<SecretKey>, VaultError> {
+        let path = self.tenant_file(tenant);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let corrupt = || VaultError::Corrupt { path: path.clone() };
+        let mut keys = Vec::new();
+        for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            let (v, w) = line.split_once(' ').ok_or_else(corrupt)?;
+            let version: u32 = v.parse().map_err(|_| corrupt())?;
+            if version as usize != i + 1 {
+                return Err(corrupt());
+            }
+            let mut wrapped = [0u8; WRAPPED_KEY_LEN];
+            hex::decode_to_slice(w.trim(), &mut wrapped).map_err(|_| corrupt())?;
+            let mut aad_ref = master_ref();
+            aad_ref.kek_id = format!("{tenant}/{version}");
+            let k = unwrap_key(&self.master, &aad_ref, &wrapped).map_err(|_| corrupt())?;
+            keys.push(k);
+        }
+        Ok(keys)
+    }
+
+    /// Adds a new KEK version for `tenant` and returns its number. New objects use it; older
+    /// versions stay available to open existing objects.
+    pub fn rotate(&self, tenant: &str) -> Result<u32, VaultError> {
+        let mut cache = self.cache.write().expect("vault lock poisoned");
+        let mut keys = self.load(tenant)?;
+        let version = keys.len() as u32 + 1;
+        let kek = SecretKey::generate();
+        let mut aad_ref = master_ref();
+        aad_ref.kek_id = format!("{tenant}/{version}");
+        let wrapped = wrap_key(&self.master, &aad_ref, &kek);
+        let path = self.tenant_file(tenant);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        writeln!(f, "{version} {}", hex::encode(wrapped)).map_err(io(&path))?;
+        f.sync_all().map_err(io(&path))?;
+        keys.push(kek);
+        cache.insert(tenant.to_string(), keys);
+        Ok(version)
+    }
+
+    fn with_keys<T>(
+        &self,
+        tenant: &str,
+        f: impl Fn(&[SecretKey]) -> Option<T>,
+    ) -> Result<Option<T>, VaultError> {
+        if let Some(keys) = self.cache.read().expect("vault lock poisoned").get(tenant) {
+            if let Some(t) = f(keys) {
+                return Ok(Some(t));
+            }
+        }
+        let keys = self.load(tenant)?;
+        let out = f(&keys);
+        self.cache
+            .write()
+            .expect("vault lock poisoned")
+            .insert(tenant.to_string(), keys);
+        Ok(out)
+    }
+}
+
+impl KeyVault for FileVault {
+    fn current_kek(&self, tenant: &str) -> Result<(KekRef, SecretKey), VaultError> {
+        let newest = |keys: &[SecretKey]| {
+            keys.last()
+                .map(|k| (Self::tenant_ref(tenant, keys.len() as u32), k.clone()))
+        };
+        if let Some(found) = self.with_keys(tenant, newest)? {
+            return Ok(found);
+        }
+        self.rotate(tenant)?;
+        self.with_keys(tenant, newest)?
+            .ok_or(VaultError::UnknownKey {
+                tenant: tenant.into(),
+                version: 1,
+            })
+    }
+
+    fn kek(&self, kek: &KekRef) -> Result<SecretKey, VaultError> {
+        let unknown = || VaultError::UnknownKey {
+            tenant: kek.tenant.clone(),
+            version: kek.version,
+        };
+        if kek.kek_id != KEK_ID || kek.version == 0 {
+            return Err(unknown());
+        }
+        let idx = kek.version as usize - 1;
+        self.with_keys(&kek.tenant, |keys| keys.get(idx).cloned())?
+            .ok_or_else(unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_persist_rotate_and_stay_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = FileVault::open(dir.path()).unwrap();
+        let (r1, k1) = v.current_kek("acme").unwrap();
+        assert_eq!(r1.version, 1);
+        assert_eq!(v.rotate("acme").unwrap(), 2);
+        let (r2, k2) = v.current_kek("acme").unwrap();
+        assert_eq!(r2.version, 2);
+        assert_ne!(k1.expose(), k2.expose());
+
+        let again = FileVault::open(dir.path()).unwrap();
+        assert_eq!(again.kek(&r1).unwrap().expose(), k1.expose());
+        assert_eq!(again.kek(&r2).unwrap().expose(), k2.expose());
+        // The vault file never holds a KEK in clear.
+        let text = std::fs::read_to_string(dir.path().join("tenants/acme.kek")).unwrap();
+        assert!(!text.contains(&hex::encode(k1.expose())));
+        assert!(matches!(
+            again.kek(&FileVault::tenant_ref("acme", 3)),
+            Err(VaultError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn world_readable_master_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        FileVault::open(dir.path()).unwrap();
+        let p = dir.path().join("master.key");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            FileVault::open(dir.path()),
+            Err(VaultError::MasterKeyExposed { .. })
+        ));
+    }
+}
