@@ -1,1 +1,345 @@
-fn main(){}
+//! The `quire` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use quire::client::{self, push::PushOptions, Connection};
+use quire::config::ServerConfig;
+use quire::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use quire::server::Server;
+use quire_codecs::wire::{DeviceState, Role};
+
+/// Quire: scanners push jobs over QUIC; every page is hashed, compressed, encrypted under
+/// its tenant's key and written to an object store.
+///
+/// Quick start (one terminal each, from the same directory):
+///   quire serve                       # dev certificate, dev tenant and device, ./quire-data
+///   quire push samples/invoice-batch  # prints the job id last
+///   quire get --job JOB_ID --out restored/
+#[derive(Parser, Debug)]
+#[command(name = "quire", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the ingest server (QUIC on 127.0.0.1:4433, data in ./quire-data by default).
+    Serve(ServeArgs),
+    /// Push each DIR as one job, its files as pages in name order; resumes if interrupted.
+    Push(PushArgs),
+    /// Fetch a job's pages back, verified against the job manifest.
+    Get(GetArgs),
+    /// Manage tenants and devices (needs an admin credential).
+    Admin(AdminArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// TOML configuration file; every key is optional (see README).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:4433, or `listen` in the config].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory for metadata, keys, certificates and the local store [default: ./quire-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// Server address [default: the one in the credential file, written by `serve`].
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// Credential file [default: ./quire-data/dev/device.cred, or admin.cred for `admin`].
+    #[arg(long, env = "QUIRE_CREDENTIAL")]
+    credential: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PushArgs {
+    /// Job directories; each becomes one job.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Job id (single directory only) [default: resumed from an unfinished push of the same
+    /// directory, else generated].
+    #[arg(long)]
+    job: Option<String>,
+    /// Pages in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Do not draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Where unfinished pushes are remembered.
+    #[arg(long, default_value = ".quire-push")]
+    state_dir: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    /// The job to fetch.
+    #[arg(long)]
+    job: String,
+    /// Fetch only this page (0-based index).
+    #[arg(long)]
+    page: Option<u32>,
+    /// Directory to write pages into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Devices (scanners) and admin credentials.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Issue a credential for a new device; it stays pending until enabled.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Device id (letters, digits, '-' and '_').
+        #[arg(long)]
+        id: String,
+        /// device, tenant-admin or service-admin.
+        #[arg(long, default_value = "device")]
+        role: String,
+        /// Enable it at once.
+        #[arg(long)]
+        enable: bool,
+        /// Where to write the credential file (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Allow a device to send.
+    Enable { device_id: String },
+    /// Stop a device from sending (reversible).
+    Disable { device_id: String },
+    /// Withdraw a device's credential for good.
+    Revoke { device_id: String },
+    /// List a tenant's devices.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Serve(a) => serve(a).await,
+        Command::Push(a) => push(a).await,
+        Command::Get(a) => get(a).await,
+        Command::Admin(a) => admin(a).await,
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let config = ServerConfig::load(a.config.as_deref(), a.listen, a.data_dir)?;
+    let data_dir = config.data_dir.clone();
+    let dev = config.dev_bootstrap;
+    let server = Server::start(config).await?;
+    println!("quire listening on {}", server.local_addr());
+    println!("data directory: {}", data_dir.display());
+    if dev {
+        println!(
+            "development credentials: {} (scanner), {} (admin)",
+            data_dir.join(DEV_DEVICE_CRED).display(),
+            data_dir.join(DEV_ADMIN_CRED).display()
+        );
+    }
+    tokio::select! {
+        _ = server.run() => {}
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            server.shutdown().await;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn load_credential(c: &ClientArgs, default: &str) -> Result<(Credential, PathBuf)> {
+    let path = c
+        .credential
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(quire::config::DEFAULT_DATA_DIR).join(default));
+    Ok((Credential::load(&path)?, path))
+}
+
+async fn connect(c: &ClientArgs, default: &str) -> Result<(Connection, Credential)> {
+    let (cred, path) = load_credential(c, default)?;
+    let conn = Connection::connect(&cred, c.server)
+        .await
+        .with_context(|| format!("connecting as {} ({})", cred.device_id, path.display()))?;
+    Ok((conn, cred))
+}
+
+async fn push(a: PushArgs) -> Result<()> {
+    if a.job.is_some() && a.dirs.len() > 1 {
+        bail!("--job names one job, but {} directories were given; push them one at a time", a.dirs.len());
+    }
+    let (conn, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
+    let opts = PushOptions {
+        job: a.job.clone(),
+        concurrency: a.concurrency,
+        progress: !a.no_progress,
+        state_dir: a.state_dir.clone(),
+    };
+    let mut jobs = Vec::new();
+    for dir in &a.dirs {
+        let r = client::push::push_dir(&conn, dir, &opts)
+            .await
+            .with_context(|| format!("pushing {}", dir.display()))?;
+        let secs = r.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "job {} committed: {} pages, {} bytes ({} already stored) in {:.2} s, {:.1} pages/s, {:.1} MB/s",
+            r.job_id,
+            r.pages,
+            r.bytes,
+            r.skipped,
+            secs,
+            r.pages as f64 / secs,
+            r.bytes as f64 / secs / 1e6
+        );
+        jobs.push(r.job_id);
+    }
+    conn.close().await;
+    for j in jobs {
+        println!("{j}");
+    }
+    Ok(())
+}
+
+async fn get(a: GetArgs) -> Result<()> {
+    let (conn, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
+    let fetched = client::get::get_job(&conn, &a.job, a.page, &a.out)
+        .await
+        .with_context(|| format!("fetching job {}", a.job))?;
+    conn.close().await;
+    for f in &fetched {
+        println!("{}\t{}\t{}", f.path.display(), f.entry.size, hex::encode(f.entry.sha256));
+    }
+    eprintln!("{} pages verified against the job manifest", fetched.len());
+    Ok(())
+}
+
+async fn admin(a: AdminArgs) -> Result<()> {
+    let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
+    match a.command {
+        AdminCommand::Tenant {
+            command: TenantCommand::Create { name },
+        } => {
+            client::admin::create_tenant(&conn, &name).await?;
+            println!("tenant {name} created");
+        }
+        AdminCommand::Device { command } => match command {
+            DeviceCommand::Create {
+                tenant,
+                id,
+                role,
+                enable,
+                out,
+            } => {
+                let role = Role::parse(&role)
+                    .with_context(|| format!("--role {role:?}: expected device, tenant-admin or service-admin"))?;
+                let server = a.client.server.map(|s| s.to_string()).unwrap_or_else(|| cred.server.clone());
+                let issued =
+                    client::admin::create_device(&conn, &cred, &server, &tenant, &id, role, enable).await?;
+                issued.save(&out)?;
+                println!(
+                    "device {id} of tenant {tenant} is {}; credential written to {}",
+                    if enable { "enabled" } else { "pending (enable it with `quire admin device enable`)" },
+                    out.display()
+                );
+            }
+            DeviceCommand::Enable { device_id } => {
+                client::admin::set_device_state(&conn, &device_id, DeviceState::Enabled).await?;
+                println!("device {device_id} enabled");
+            }
+            DeviceCommand::Disable { device_id } => {
+                client::admin::set_device_state(&conn, &device_id, DeviceState::Disabled).await?;
+                println!("device {device_id} disabled");
+            }
+            DeviceCommand::Revoke { device_id } => {
+                client::admin::set_device_state(&conn, &device_id, DeviceState::Revoked).await?;
+                println!("device {device_id} revoked");
+            }
+            DeviceCommand::List { tenant } => {
+                for d in client::admin::list_devices(&conn, &tenant).await? {
+                    println!("{}\t{}\t{}\t{}", d.device_id, d.tenant, d.role.as_str(), d.state.as_str());
+                }
+            }
+        },
+    }
+    conn.close().await;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `quire get`: fetch a job's pages back, decrypted by the server, and verify every byte
+//! against the job manifest before it takes its final name.
+
+use std::path::{Path, PathBuf};
+
+use quire_codecs::wire::{self, Frame, PageEntry};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{ClientError, Connection};
+
+/// What `get` wrote.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub entry: PageEntry,
+    pub path: PathBuf,
+}
+
+fn local_err(path: &Path, message: impl std::fmt::Display) -> ClientError {
+    ClientError::Local {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Fetches all pages of `job_id` (or only `page`) into `out_dir`, named as pushed.
+pub async fn get_job(
+    conn: &Connection,
+    job_id: &str,
+    page: Option<u32>,
+    out_dir: &Path,
+) -> Result<Vec<Fetched>, ClientError> {
+    wire::validate_job_id(job_id).map_err(|e| local_err(Path::new("--job"), e))?;
+    tokio::fs::create_dir_all(out_dir).await.map_err(|e| local_err(out_dir, e))?;
+    let (mut send, mut reader) = conn
+        .open(&Frame::JobGet {
+            tenant: conn.tenant.clone(),
+            job_id: job_id.to_string(),
+            page,
+        })
+        .await?;
+    let _ = send.finish();
+    let mut fetched = Vec::new();
+    let mut current: Option<(PageEntry, tokio::fs::File, PathBuf, Sha256, u64)> = None;
+    loop {
+        let frame = super::expect_answer(&mut reader).await?;
+        match frame {
+            Frame::Manifest { .. } if fetched.is_empty() && current.is_none() => {}
+            Frame::PageBegin(entry) if current.is_none() => {
+                // The name comes from the server: check it cannot point outside out_dir.
+                wire::validate_page_name(&entry.name).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let tmp = out_dir.join(format!(".quire-get-{}.part", entry.index));
+                let f = tokio::fs::File::create(&tmp).await.map_err(|e| local_err(&tmp, e))?;
+                current = Some((entry, f, tmp, Sha256::new(), 0));
+            }
+            Frame::Data(b) => {
+                let Some((_, f, tmp, h, n)) = current.as_mut() else {
+                    return Err(ClientError::Protocol("Data outside a page".into()));
+                };
+                h.update(&b);
+                *n += b.len() as u64;
+                f.write_all(&b).await.map_err(|e| local_err(tmp, e))?;
+            }
+            Frame::PageEnd => {
+                let Some((entry, mut f, tmp, h, n)) = current.take() else {
+                    return Err(ClientError::Protocol("PageEnd outside a page".into()));
+                };
+                f.flush().await.map_err(|e| local_err(&tmp, e))?;
+                f.sync_all().await.map_err(|e| local_err(&tmp, e))?;
+                drop(f);
+                let digest: [u8; 32] = h.finalize().into();
+                if digest != entry.sha256 || n != entry.size {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(ClientError::Protocol(format!(
+                        "page {} ({}) failed verification: got {n} bytes with SHA-256 {}, manifest says {} bytes with {}",
+                        entry.index,
+                        entry.name,
+                        hex::encode(digest),
+                        entry.size,
+                        hex::encode(entry.sha256)
+                    )));
+                }
+                let path = out_dir.join(&entry.name);
+                tokio::fs::rename(&tmp, &path).await.map_err(|e| local_err(&path, e))?;
+                fetched.push(Fetched { entry, path });
+            }
+            Frame::Done if current.is_none() => return Ok(fetched),
+            other => return Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+        }
+    }
+}

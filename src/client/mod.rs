@@ -1,0 +1,195 @@
+//! The client side: what a scanner (`push`, `get`) and an administrator (`admin`) run.
+
+pub mod admin;
+pub mod get;
+pub mod push;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quire_codecs::wire::{ErrorCode, Frame, Role, ALPN};
+
+use crate::credential::{Credential, CredentialError};
+use crate::stream::{write_frame, FrameReader, StreamError};
+
+/// A client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot reach the server at {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("the server refused: {message} ({code:?})")]
+    Refused { code: ErrorCode, message: String },
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("{path}: {message}")]
+    Local { path: String, message: String },
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated connection to a Quire server.
+#[derive(Debug)]
+pub struct Connection {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    pub tenant: String,
+    pub device_id: String,
+    pub role: Role,
+}
+
+/// What identifies a client to the server.
+#[derive(Debug, Clone)]
+pub struct Login<'a> {
+    pub addr: SocketAddr,
+    pub server_name: &'a str,
+    pub ca_pem: &'a str,
+    pub alpn: &'a [u8],
+    pub tenant: &'a str,
+    pub device_id: &'a str,
+    pub secret: [u8; 32],
+}
+
+fn closed_reason(e: &quinn::ConnectionError) -> Option<String> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        _ => None,
+    }
+}
+
+impl Connection {
+    /// Connects with a credential file's contents; `server` overrides the address in it.
+    pub async fn connect(cred: &Credential, server: Option<SocketAddr>) -> Result<Connection, ClientError> {
+        let addr = match server {
+            Some(a) => a,
+            None => cred.server.parse().map_err(|_| ClientError::Connect {
+                addr: cred.server.clone(),
+                message: "the credential's server is not an address like 127.0.0.1:4433".into(),
+            })?,
+        };
+        let secret = cred.secret_bytes().ok_or_else(|| ClientError::Protocol("bad secret".into()))?;
+        Self::login(Login {
+            addr,
+            server_name: &cred.server_name,
+            ca_pem: &cred.server_ca,
+            alpn: ALPN,
+            tenant: &cred.tenant,
+            device_id: &cred.device_id,
+            secret: *secret,
+        })
+        .await
+    }
+
+    /// Connects and authenticates with explicit parameters (tests use this to misbehave).
+    pub async fn login(l: Login<'_>) -> Result<Connection, ClientError> {
+        let mut config = crate::tls::client_config(l.ca_pem, l.alpn)?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.stream_receive_window((8u32 * 1024 * 1024).into());
+        transport.receive_window((32u32 * 1024 * 1024).into());
+        transport.send_window(16 * 1024 * 1024);
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        config.transport_config(std::sync::Arc::new(transport));
+        let bind: SocketAddr = if l.addr.is_ipv4() {
+            "0.0.0.0:0".parse().expect("valid")
+        } else {
+            "[::]:0".parse().expect("valid")
+        };
+        let connect_err = |message: String| ClientError::Connect {
+            addr: l.addr.to_string(),
+            message,
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(l.addr, l.server_name)
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = tokio::time::timeout(Duration::from_secs(15), connecting)
+            .await
+            .map_err(|_| connect_err("no answer within 15 s (is `quire serve` running?)".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+
+        let refused_by_close = |e: &quinn::ConnectionError| match closed_reason(e) {
+            Some(reason) => ClientError::Refused {
+                code: ErrorCode::BadCredential,
+                message: reason,
+            },
+            None => connect_err(e.to_string()),
+        };
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| refused_by_close(&e))?;
+        write_frame(
+            &mut send,
+            &Frame::Hello {
+                tenant: l.tenant.into(),
+                device_id: l.device_id.into(),
+                secret: l.secret,
+            },
+        )
+        .await?;
+        let _ = send.finish();
+        let mut reader = FrameReader::new(recv);
+        let answer = match reader.next().await {
+            Ok(f) => f,
+            Err(StreamError::Read(quinn::ReadError::ConnectionLost(e))) => return Err(refused_by_close(&e)),
+            Err(e) => return Err(e.into()),
+        };
+        match answer {
+            Some(Frame::Welcome { tenant, role }) => Ok(Connection {
+                endpoint,
+                conn,
+                tenant,
+                device_id: l.device_id.into(),
+                role,
+            }),
+            Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
+            other => Err(ClientError::Protocol(format!("expected Welcome, got {other:?}"))),
+        }
+    }
+
+    /// Opens a request stream and sends its first frame.
+    pub async fn open(&self, request: &Frame) -> Result<(quinn::SendStream, FrameReader), ClientError> {
+        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connect {
+            addr: self.conn.remote_address().to_string(),
+            message: e.to_string(),
+        })?;
+        write_frame(&mut send, request).await?;
+        Ok((send, FrameReader::new(recv)))
+    }
+
+    /// Sends a one-frame request and returns the one-frame answer; an `Error` answer
+    /// becomes [`ClientError::Refused`].
+    pub async fn call(&self, request: &Frame) -> Result<Frame, ClientError> {
+        let (mut send, mut reader) = self.open(request).await?;
+        let _ = send.finish();
+        expect_answer(&mut reader).await
+    }
+
+    /// Closes the connection politely and waits for the close to be sent.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Reads one answer frame, turning `Error` into [`ClientError::Refused`].
+pub async fn expect_answer(reader: &mut FrameReader) -> Result<Frame, ClientError> {
+    match reader.next().await? {
+        Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
+        Some(f) => Ok(f),
+        None => Err(ClientError::Protocol("the server closed the stream without an answer".into())),
+    }
+}

@@ -1,0 +1,295 @@
+//! `quire push`: what a scanner does. Each directory is a job, each regular file a page, in
+//! name order. Pages already acknowledged by the server are skipped, so re-running an
+//! interrupted push resumes it; a small journal remembers which job a directory was going to.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::stream::{self, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry};
+use sha2::{Digest, Sha256};
+
+use super::{expect_answer, ClientError, Connection};
+use crate::stream::{write_data, write_frame, StreamError};
+
+/// Bytes read from a page file per `Data` frame.
+const READ_SIZE: usize = 256 * 1024;
+
+/// How a push should run.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Job id to use (only with a single directory); otherwise resumed from the journal or
+    /// generated.
+    pub job: Option<String>,
+    /// Pages in flight at once, each on its own QUIC stream.
+    pub concurrency: usize,
+    /// Draw a progress bar (only when stderr is a terminal).
+    pub progress: bool,
+    /// Where the journal of unfinished jobs lives.
+    pub state_dir: PathBuf,
+}
+
+/// The result of pushing one directory.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    pub job_id: String,
+    pub pages: u32,
+    pub bytes: u64,
+    /// Pages the server already held (from an earlier, interrupted run).
+    pub skipped: u32,
+    pub elapsed: Duration,
+}
+
+/// A page on disk, hashed.
+#[derive(Debug, Clone)]
+pub struct LocalPage {
+    pub path: PathBuf,
+    pub entry: PageEntry,
+}
+
+fn local_err(path: &Path, message: impl std::fmt::Display) -> ClientError {
+    ClientError::Local {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Lists and hashes the pages of a job directory, in file-name order.
+pub fn scan_dir(dir: &Path) -> Result<Vec<LocalPage>, ClientError> {
+    let mut files = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(|e| local_err(dir, e))? {
+        let item = item.map_err(|e| local_err(dir, e))?;
+        let path = item.path();
+        let meta = std::fs::metadata(&path).map_err(|e| local_err(&path, e))?;
+        if meta.is_file() {
+            files.push((item.file_name(), path));
+        }
+    }
+    files.sort();
+    if files.len() > wire::MAX_PAGES as usize {
+        return Err(local_err(dir, format!("more than {} pages in one job", wire::MAX_PAGES)));
+    }
+    let mut pages = Vec::with_capacity(files.len());
+    for (i, (name, path)) in files.into_iter().enumerate() {
+        let name = name
+            .into_string()
+            .map_err(|_| local_err(&path, "file name is not valid UTF-8"))?;
+        wire::validate_page_name(&name).map_err(|e| local_err(&path, e))?;
+        let (sha256, size) = hash_file(&path)?;
+        pages.push(LocalPage {
+            path,
+            entry: PageEntry {
+                index: i as u32,
+                name,
+                size,
+                sha256,
+            },
+        });
+    }
+    Ok(pages)
+}
+
+fn hash_file(path: &Path) -> Result<([u8; 32], u64), ClientError> {
+    let mut f = std::fs::File::open(path).map_err(|e| local_err(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| local_err(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((h.finalize().into(), size))
+}
+
+/// A new job id: time-ordered and unique.
+pub fn new_job_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut r = [0u8; 6];
+    getrandom::fill(&mut r).expect("the OS random source failed");
+    format!("job-{secs}-{}", hex::encode(r))
+}
+
+fn journal_path(state_dir: &Path, dir: &Path) -> Result<PathBuf, ClientError> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| local_err(dir, e))?;
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    Ok(state_dir.join(format!("{}.job", hex::encode(&digest[..12]))))
+}
+
+fn choose_job_id(opts: &PushOptions, journal: &Path) -> Result<String, ClientError> {
+    if let Some(j) = &opts.job {
+        wire::validate_job_id(j).map_err(|e| local_err(Path::new("--job"), e))?;
+        return Ok(j.clone());
+    }
+    if let Ok(text) = std::fs::read_to_string(journal) {
+        let j = text.trim().to_string();
+        if wire::validate_job_id(&j).is_ok() {
+            return Ok(j);
+        }
+    }
+    Ok(new_job_id())
+}
+
+/// Pushes one directory as one job. Returns once every page is acknowledged and the job
+/// committed; on error, what was acknowledged stays stored and a re-run resumes.
+pub async fn push_dir(conn: &Connection, dir: &Path, opts: &PushOptions) -> Result<PushReport, ClientError> {
+    let started = Instant::now();
+    let pages = tokio::task::spawn_blocking({
+        let dir = dir.to_path_buf();
+        move || scan_dir(&dir)
+    })
+    .await
+    .expect("scan task panicked")?;
+    let journal = journal_path(&opts.state_dir, dir)?;
+    let job_id = choose_job_id(opts, &journal)?;
+    std::fs::create_dir_all(&opts.state_dir).map_err(|e| local_err(&opts.state_dir, e))?;
+    std::fs::write(&journal, &job_id).map_err(|e| local_err(&journal, e))?;
+
+    let status = conn
+        .call(&Frame::JobOpen {
+            tenant: conn.tenant.clone(),
+            job_id: job_id.clone(),
+        })
+        .await?;
+    let Frame::JobStatus { committed, pages: stored } = status else {
+        return Err(ClientError::Protocol(format!("expected JobStatus, got {status:?}")));
+    };
+    let mut todo = Vec::new();
+    let mut skipped = 0u32;
+    for p in &pages {
+        match stored.iter().find(|s| s.index == p.entry.index) {
+            Some(s) if s.sha256 == p.entry.sha256 && s.size == p.entry.size => skipped += 1,
+            Some(_) => {
+                return Err(local_err(
+                    &p.path,
+                    format!("job {job_id} already holds a different page {} here; the directory changed since it was pushed", p.entry.index),
+                ))
+            }
+            None => todo.push(p.clone()),
+        }
+    }
+    if committed && !todo.is_empty() {
+        return Err(ClientError::Refused {
+            code: ErrorCode::Conflict,
+            message: format!("job {job_id} is already committed with other pages"),
+        });
+    }
+
+    let total_bytes: u64 = todo.iter().map(|p| p.entry.size).sum();
+    let page_total = pages.len();
+    let tty = std::io::stderr().is_terminal();
+    let bar = if opts.progress && tty {
+        let b = ProgressBar::new(total_bytes);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message(format!("{job_id} pages {skipped}/{page_total}"));
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let done = Arc::new(std::sync::atomic::AtomicU32::new(skipped));
+    let results: Vec<Result<(), ClientError>> = stream::iter(todo)
+        .map(|p| {
+            let (bar, done, job_id) = (bar.clone(), done.clone(), job_id.clone());
+            async move {
+                let r = send_page(conn, &job_id, &p, &bar).await;
+                if r.is_ok() {
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    bar.set_message(format!("{job_id} pages {n}/{page_total}"));
+                    if !tty {
+                        eprintln!("stored page {n}/{page_total}: {}", p.entry.name);
+                    }
+                }
+                r.map_err(|e| match e {
+                    ClientError::Refused { code, message } => ClientError::Refused {
+                        code,
+                        message: format!("page {} ({}): {message}", p.entry.index, p.entry.name),
+                    },
+                    other => other,
+                })
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    if let Some(err) = results.into_iter().find_map(Result::err) {
+        return Err(err);
+    }
+
+    let committed = conn
+        .call(&Frame::JobCommit {
+            tenant: conn.tenant.clone(),
+            job_id: job_id.clone(),
+            page_count: page_total as u32,
+        })
+        .await?;
+    let Frame::JobCommitted { pages: n, bytes } = committed else {
+        return Err(ClientError::Protocol(format!("expected JobCommitted, got {committed:?}")));
+    };
+    let _ = std::fs::remove_file(&journal);
+    Ok(PushReport {
+        job_id,
+        pages: n,
+        bytes,
+        skipped,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Streams one page and waits for its acknowledgement.
+pub async fn send_page(conn: &Connection, job_id: &str, page: &LocalPage, bar: &ProgressBar) -> Result<(), ClientError> {
+    let (mut send, mut reader) = conn
+        .open(&Frame::PagePut {
+            tenant: conn.tenant.clone(),
+            job_id: job_id.to_string(),
+            page: page.entry.clone(),
+        })
+        .await?;
+    let mut file = tokio::fs::File::open(&page.path)
+        .await
+        .map_err(|e| local_err(&page.path, e))?;
+    let written = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        loop {
+            buf.reserve(READ_SIZE);
+            let n = file.read_buf(&mut buf).await.map_err(|e| local_err(&page.path, e))?;
+            if n == 0 {
+                break;
+            }
+            write_data(&mut send, buf.split().freeze()).await?;
+            bar.inc(n as u64);
+        }
+        write_frame(&mut send, &Frame::PageEnd).await?;
+        let _ = send.finish();
+        Ok::<(), ClientError>(())
+    }
+    .await;
+    match written {
+        Ok(()) => {}
+        // The server stopped reading: it already has the page, or refused it. Its answer says which.
+        Err(ClientError::Stream(StreamError::Write(quinn::WriteError::Stopped(_)))) => {}
+        Err(e) => return Err(e),
+    }
+    match expect_answer(&mut reader).await? {
+        Frame::PageStored { index, sha256 } if index == page.entry.index && sha256 == page.entry.sha256 => Ok(()),
+        other => Err(ClientError::Protocol(format!("expected PageStored for page {}, got {other:?}", page.entry.index))),
+    }
+}

@@ -1,0 +1,285 @@
+//! Server configuration: embedded defaults, overridden by a TOML file, overridden by flags.
+//!
+//! Every key is optional; an unknown key or a bad value is refused with a message that
+//! names it, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use quire_codecs::sealed::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
+use quire_pipeline::PipelineConfig;
+use serde::Deserialize;
+
+/// Where `serve` listens and `push` connects when told nothing else.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
+/// Where `serve` keeps its state when told nothing else.
+pub const DEFAULT_DATA_DIR: &str = "quire-data";
+
+/// A configuration problem, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls: TlsSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    pipeline: PipelineSection,
+    #[serde(default)]
+    dev: DevSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    kind: Option<String>,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineSection {
+    chunk_size: Option<u32>,
+    single_put_limit: Option<u64>,
+    seal_window: Option<usize>,
+    max_page_size: Option<u64>,
+    max_streams_per_connection: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevSection {
+    bootstrap: Option<bool>,
+    tenant: Option<String>,
+}
+
+/// Which object store holds sealed objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A directory on this machine.
+    Local { path: PathBuf },
+}
+
+/// The resolved server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Certificate and key in PEM; `None` means generate (once) and keep a development pair.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub store: StoreKind,
+    pub pipeline: PipelineConfig,
+    pub max_streams_per_connection: u32,
+    /// Create a development tenant, device and admin credential on start.
+    pub dev_bootstrap: bool,
+    pub dev_tenant: String,
+}
+
+impl ServerConfig {
+    /// Resolves the configuration from an optional file and command-line overrides.
+    pub fn load(
+        file: Option<&Path>,
+        listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<ServerConfig, ConfigError> {
+        let fc = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::resolve(fc, listen, data_dir)
+    }
+
+    /// Parses a configuration from TOML text (no overrides).
+    pub fn from_toml(text: &str) -> Result<ServerConfig, ConfigError> {
+        let fc = toml::from_str::<FileConfig>(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string(),
+        })?;
+        Self::resolve(fc, None, None)
+    }
+
+    fn resolve(
+        fc: FileConfig,
+        listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<ServerConfig, ConfigError> {
+        let listen = match (listen, fc.listen) {
+            (Some(a), _) => a,
+            (None, Some(s)) => s.parse().map_err(|e| ConfigError::Invalid {
+                key: "listen",
+                reason: format!("{s:?} is not an address like 127.0.0.1:4433 ({e})"),
+            })?,
+            (None, None) => DEFAULT_LISTEN.parse().expect("default address parses"),
+        };
+        let data_dir = data_dir
+            .or(fc.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tls = match (fc.tls.cert, fc.tls.key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.key",
+                    reason: "tls.cert is set, so tls.key must be too".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.cert",
+                    reason: "tls.key is set, so tls.cert must be too".into(),
+                })
+            }
+        };
+        let store = match fc.store.kind.as_deref().unwrap_or("local") {
+            "local" => StoreKind::Local {
+                path: fc.store.path.unwrap_or_else(|| data_dir.join("store")),
+            },
+            other => {
+                return Err(ConfigError::Invalid {
+                    key: "store.kind",
+                    reason: format!("{other:?} is not a known store (expected \"local\")"),
+                })
+            }
+        };
+        let mut pipeline = PipelineConfig::default();
+        let p = fc.pipeline;
+        if let Some(cs) = p.chunk_size {
+            if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
+                return Err(ConfigError::Invalid {
+                    key: "pipeline.chunk_size",
+                    reason: format!("{cs} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"),
+                });
+            }
+            pipeline.chunk_size = cs;
+        }
+        if let Some(v) = p.single_put_limit {
+            pipeline.single_put_limit = v;
+        }
+        if let Some(v) = p.seal_window {
+            if v == 0 || v > 1024 {
+                return Err(ConfigError::Invalid {
+                    key: "pipeline.seal_window",
+                    reason: format!("{v} is outside 1..=1024"),
+                });
+            }
+            pipeline.seal_window = v;
+        }
+        if let Some(v) = p.max_page_size {
+            if v == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "pipeline.max_page_size",
+                    reason: "must be at least 1".into(),
+                });
+            }
+            pipeline.max_page_size = v;
+        }
+        let max_streams_per_connection = p.max_streams_per_connection.unwrap_or(64);
+        if max_streams_per_connection == 0 || max_streams_per_connection > 4096 {
+            return Err(ConfigError::Invalid {
+                key: "pipeline.max_streams_per_connection",
+                reason: format!("{max_streams_per_connection} is outside 1..=4096"),
+            });
+        }
+        let dev_tenant = fc.dev.tenant.unwrap_or_else(|| "dev".into());
+        quire_codecs::wire::validate_id("tenant", &dev_tenant).map_err(|e| ConfigError::Invalid {
+            key: "dev.tenant",
+            reason: e.to_string(),
+        })?;
+        Ok(ServerConfig {
+            listen,
+            data_dir,
+            tls,
+            store,
+            pipeline,
+            max_streams_per_connection,
+            dev_bootstrap: fc.dev.bootstrap.unwrap_or(true),
+            dev_tenant,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_hold_without_a_file() {
+        let c = ServerConfig::from_toml("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.store, StoreKind::Local { path: PathBuf::from("quire-data/store") });
+        assert!(c.dev_bootstrap);
+    }
+
+    #[test]
+    fn every_key_overrides() {
+        let c = ServerConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            data_dir = "/srv/q"
+            [store]
+            kind = "local"
+            path = "/srv/objects"
+            [pipeline]
+            chunk_size = 65536
+            max_page_size = 1000
+            [dev]
+            bootstrap = false
+            tenant = "acme"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/q"));
+        assert_eq!(c.pipeline.chunk_size, 65536);
+        assert_eq!(c.pipeline.max_page_size, 1000);
+        assert!(!c.dev_bootstrap);
+        assert_eq!(c.dev_tenant, "acme");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("listen = \"nowhere\"", "listen"),
+            ("[pipeline]\nchunk_size = 12", "pipeline.chunk_size"),
+            ("[store]\nkind = \"floppy\"", "store.kind"),
+            ("[tls]\ncert = \"a.pem\"", "tls.key"),
+            ("lisen = \"127.0.0.1:1\"", "lisen"),
+            ("[pipeline]\nchunk_sise = 65536", "chunk_sise"),
+        ];
+        for (text, key) in cases {
+            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} gave {e:?}");
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The server's metadata: devices and the progress of jobs, in an embedded crash-safe store
+//! (redb, every commit fsync'd). Page bodies never come here; only which pages of which job
+//! are stored, so a resumed push knows what to skip.
+//!
+//! Keys are `tenant/job/...` strings, so one tenant's rows form a contiguous range.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use quire_codecs::wire::{DeviceInfo, DeviceState, PageEntry, Role};
+use quire_pipeline::auth::DeviceRecord;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const PAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("pages");
+
+/// The metadata store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata store: {0}")]
+    Db(String),
+    #[error("metadata record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("tenant {0} does not exist")]
+    NoSuchTenant(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("device {0} does not exist")]
+    NoSuchDevice(String),
+}
+
+fn db<E: std::fmt::Display>(e: E) -> MetaError {
+    MetaError::Db(e.to_string())
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeviceRow {
+    tenant: String,
+    role: String,
+    state: String,
+    secret_hash: String,
+}
+
+/// A job's state as the server records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub committed: bool,
+    pub page_count: u32,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PageRow {
+    name: String,
+    size: u64,
+    sha256: String,
+    object_key: String,
+    stored_bytes: u64,
+}
+
+fn state_from(s: &str) -> Option<DeviceState> {
+    [DeviceState::Pending, DeviceState::Enabled, DeviceState::Disabled, DeviceState::Revoked]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+}
+
+/// Handle on the metadata store. Cheap to clone.
+#[derive(Clone)]
+pub struct Meta {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Meta")
+    }
+}
+
+fn job_key(tenant: &str, job: &str) -> String {
+    format!("{tenant}/{job}")
+}
+
+fn page_row_key(tenant: &str, job: &str, index: u32) -> String {
+    format!("{tenant}/{job}/{index:06}")
+}
+
+impl Meta {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Meta, MetaError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(db)?;
+        }
+        let database = Database::create(path).map_err(db)?;
+        let txn = database.begin_write().map_err(db)?;
+        for t in [DEVICES, TENANTS, JOBS, PAGES] {
+            txn.open_table(t).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(Meta {
+            db: Arc::new(database),
+        })
+    }
+
+    fn put(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(table).map_err(db)?;
+            t.insert(key, value).map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    fn get(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(table).map_err(db)?;
+        Ok(t.get(key).map_err(db)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn tenant_exists(&self, tenant: &str) -> Result<bool, MetaError> {
+        Ok(self.get(TENANTS, tenant)?.is_some())
+    }
+
+    /// Creates a tenant; fails if it exists.
+    pub fn create_tenant(&self, tenant: &str) -> Result<(), MetaError> {
+        if self.tenant_exists(tenant)? {
+            return Err(MetaError::Exists(format!("tenant {tenant}")));
+        }
+        self.put(TENANTS, tenant, b"{}")
+    }
+
+    /// Creates a tenant if it does not exist yet.
+    pub fn ensure_tenant(&self, tenant: &str) -> Result<(), MetaError> {
+        if !self.tenant_exists(tenant)? {
+            self.put(TENANTS, tenant, b"{}")?;
+        }
+        Ok(())
+    }
+
+    /// The stored record of a device.
+    pub fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, MetaError> {
+        let Some(raw) = self.get(DEVICES, device_id)? else {
+            return Ok(None);
+        };
+        let row: DeviceRow = serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let corrupt = || MetaError::Corrupt(format!("device {device_id}"));
+        let mut secret_hash = [0u8; 32];
+        hex::decode_to_slice(&row.secret_hash, &mut secret_hash).map_err(|_| corrupt())?;
+        Ok(Some(DeviceRecord {
+            device_id: device_id.to_string(),
+            tenant: row.tenant,
+            role: Role::parse(&row.role).ok_or_else(corrupt)?,
+            state: state_from(&row.state).ok_or_else(corrupt)?,
+            secret_hash,
+        }))
+    }
+
+    /// Registers a device (or replaces its record, e.g. to rotate the secret).
+    pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), MetaError> {
+        if !self.tenant_exists(&rec.tenant)? {
+            return Err(MetaError::NoSuchTenant(rec.tenant.clone()));
+        }
+        let row = DeviceRow {
+            tenant: rec.tenant.clone(),
+            role: rec.role.as_str().into(),
+            state: rec.state.as_str().into(),
+            secret_hash: hex::encode(rec.secret_hash),
+        };
+        self.put(DEVICES, &rec.device_id, &serde_json::to_vec(&row).expect("row serialises"))
+    }
+
+    /// Changes a device's state.
+    pub fn set_device_state(&self, device_id: &str, state: DeviceState) -> Result<DeviceRecord, MetaError> {
+        let mut rec = self
+            .device(device_id)?
+            .ok_or_else(|| MetaError::NoSuchDevice(device_id.into()))?;
+        rec.state = state;
+        self.put_device(&rec)?;
+        Ok(rec)
+    }
+
+    /// Every device of a tenant.
+    pub fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(DEVICES).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            if let Some(rec) = self.device(k.value())? {
+                if rec.tenant == tenant {
+                    out.push(DeviceInfo {
+                        device_id: rec.device_id,
+                        tenant: rec.tenant,
+                        role: rec.role,
+                        state: rec.state,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A job's record, `None` if nothing was ever pushed to it.
+    pub fn job(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError> {
+        self.get(JOBS, &job_key(tenant, job))?
+            .map(|raw| serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Records a job as committed with its totals.
+    pub fn commit_job(&self, tenant: &str, job: &str, page_count: u32, bytes: u64) -> Result<(), MetaError> {
+        let row = JobRow {
+            committed: true,
+            page_count,
+            bytes,
+        };
+        self.put(JOBS, &job_key(tenant, job), &serde_json::to_vec(&row).expect("row serialises"))
+    }
+
+    /// Records a stored page (creating the job record if needed), in one transaction.
+    pub fn record_page(
+        &self,
+        tenant: &str,
+        job: &str,
+        entry: &PageEntry,
+        object_key: &str,
+        stored_bytes: u64,
+    ) -> Result<(), MetaError> {
+        let row = PageRow {
+            name: entry.name.clone(),
+            size: entry.size,
+            sha256: hex::encode(entry.sha256),
+            object_key: object_key.into(),
+            stored_bytes,
+        };
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut jobs = txn.open_table(JOBS).map_err(db)?;
+            let jk = job_key(tenant, job);
+            if jobs.get(jk.as_str()).map_err(db)?.is_none() {
+                let fresh = serde_json::to_vec(&JobRow::default()).expect("row serialises");
+                jobs.insert(jk.as_str(), fresh.as_slice()).map_err(db)?;
+            }
+            let mut pages = txn.open_table(PAGES).map_err(db)?;
+            let value = serde_json::to_vec(&row).expect("row serialises");
+            pages
+                .insert(page_row_key(tenant, job, entry.index).as_str(), value.as_slice())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// The pages of a job recorded as stored, by index.
+    pub fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(PAGES).map_err(db)?;
+        let start = format!("{tenant}/{job}/");
+        let end = format!("{tenant}/{job}0"); // '0' sorts right after '/'
+        let mut out = Vec::new();
+        for item in t.range(start.as_str()..end.as_str()).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let key = k.value();
+            let index: u32 = key[start.len()..]
+                .parse()
+                .map_err(|_| MetaError::Corrupt(format!("page key {key}")))?;
+            let row: PageRow = serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(&row.sha256, &mut sha256)
+                .map_err(|_| MetaError::Corrupt(format!("page {key}")))?;
+            out.push(PageEntry {
+                index,
+                name: row.name,
+                size: row.size,
+                sha256,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_and_pages_persist_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        let e = |i: u32| PageEntry {
+            index: i,
+            name: format!("{i}.jpg"),
+            size: 5,
+            sha256: [i as u8; 32],
+        };
+        m.record_page("a", "j", &e(1), "k1", 50).unwrap();
+        m.record_page("a", "j", &e(0), "k0", 50).unwrap();
+        m.record_page("a", "j2", &e(0), "x", 50).unwrap();
+        m.record_page("b", "j", &e(7), "y", 50).unwrap();
+        drop(m);
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        assert_eq!(m.pages("a", "j").unwrap(), vec![e(0), e(1)]);
+        assert_eq!(m.pages("b", "j").unwrap(), vec![e(7)]);
+        assert!(!m.job("a", "j").unwrap().unwrap().committed);
+        m.commit_job("a", "j", 2, 10).unwrap();
+        assert!(m.job("a", "j").unwrap().unwrap().committed);
+        assert_eq!(m.job("a", "nope").unwrap(), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! `quire serve`: the ingest edge. Accepts QUIC connections, authenticates each one, and
+//! hands every request stream to its handler in [`requests`]. Pages go from there into the
+//! stages of `quire_pipeline`.
+
+mod requests;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
+use quire_pipeline::auth::{self, DeviceRecord, Principal};
+use quire_pipeline::{FileVault, Pipeline};
+use quire_storage::Store;
+use tracing::{debug, info, warn};
+
+use crate::config::{ServerConfig, StoreKind};
+use crate::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use crate::meta::Meta;
+use crate::stream::{write_frame, FrameReader};
+use crate::tls::Identity;
+
+/// The server failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+    #[error(transparent)]
+    Vault(#[from] quire_pipeline::VaultError),
+    #[error(transparent)]
+    Store(#[from] quire_storage::StoreError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Credential(#[from] crate::credential::CredentialError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What every connection handler shares.
+pub(crate) struct State {
+    pub meta: Meta,
+    pub pipeline: Pipeline,
+    /// Pages being stored right now (`tenant/job/index`): a second stream for the same page
+    /// waits its turn instead of racing the first.
+    pub in_flight: Mutex<HashSet<String>>,
+}
+
+/// A running server.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    state: Arc<State>,
+    cert_pem: String,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.local_addr()).finish()
+    }
+}
+
+/// Application error code a connection is closed with when authentication fails.
+pub const CLOSE_AUTH_FAILED: u32 = 1;
+/// Application error code for a clean shutdown.
+pub const CLOSE_SHUTDOWN: u32 = 0;
+
+fn transport(config: &ServerConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(config.max_streams_per_connection.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Windows sized for a few pages in flight per connection on a fast LAN; these bound
+    // the memory a scanner can make the server hold.
+    t.stream_receive_window((4u32 * 1024 * 1024).into());
+    t.receive_window((16u32 * 1024 * 1024).into());
+    t.send_window(16 * 1024 * 1024);
+    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t
+}
+
+impl Server {
+    /// Opens the stores, loads or creates the TLS identity and the development credentials,
+    /// and binds the QUIC endpoint.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServeError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        let meta = Meta::open(&dir.join("meta.redb"))?;
+        let vault = FileVault::open(&dir.join("vault"))?;
+        let store = match &config.store {
+            StoreKind::Local { path } => Store::local(path)?,
+        };
+        let identity = match &config.tls {
+            Some((cert, key)) => Identity::load(cert, key)?,
+            None => Identity::dev(&dir.join("tls"))?,
+        };
+        let mut server_config = crate::tls::server_config(&identity)?;
+        server_config.transport_config(Arc::new(transport(&config)));
+        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
+            ServeError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let pipeline = Pipeline::new(store, Arc::new(vault), config.pipeline.clone());
+        let server = Server {
+            endpoint,
+            state: Arc::new(State {
+                meta,
+                pipeline,
+                in_flight: Mutex::new(HashSet::new()),
+            }),
+            cert_pem: identity.cert_pem.clone(),
+        };
+        if config.dev_bootstrap {
+            server.bootstrap_dev(dir, &config.dev_tenant)?;
+        }
+        info!(addr = %server.local_addr(), store = server.state.pipeline.store.name(), "quire listening");
+        Ok(server)
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("bound endpoint has an address")
+    }
+
+    /// The server certificate clients must trust (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Serves connections until [`Server::shutdown`] or the endpoint closes.
+    pub async fn run(&self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(conn) => handle_connection(state, conn).await,
+                    Err(e) => debug!(error = %e, "handshake failed"),
+                }
+            });
+        }
+    }
+
+    /// Stops accepting, closes connections and waits until they are gone.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
+        self.endpoint.wait_idle().await;
+    }
+
+    /// Creates the development tenant, an enabled scanner and a service admin, and writes
+    /// their credential files under `dir/dev/`. Existing credentials are kept (only the
+    /// server address in them is refreshed) so a restart does not invalidate them.
+    fn bootstrap_dev(&self, dir: &Path, tenant: &str) -> Result<(), ServeError> {
+        let meta = &self.state.meta;
+        meta.ensure_tenant(tenant)?;
+        let addr = self.local_addr();
+        let connect_ip = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        let server = SocketAddr::new(connect_ip, addr.port()).to_string();
+        for (file, device_id, role) in [
+            (DEV_DEVICE_CRED, "dev-scanner", Role::Device),
+            (DEV_ADMIN_CRED, "dev-admin", Role::ServiceAdmin),
+        ] {
+            let path = dir.join(file);
+            let existing = Credential::load(&path).ok().filter(|c| {
+                let rec = meta.device(&c.device_id).ok().flatten();
+                match (rec, c.secret_bytes()) {
+                    (Some(rec), Some(secret)) => rec.secret_hash == auth::hash_secret(&secret),
+                    _ => false,
+                }
+            });
+            let cred = match existing {
+                Some(mut c) => {
+                    c.server = server.clone();
+                    c.server_ca = self.cert_pem.clone();
+                    c
+                }
+                None => {
+                    let secret = crate::random_secret();
+                    meta.put_device(&DeviceRecord {
+                        device_id: device_id.into(),
+                        tenant: tenant.into(),
+                        role,
+                        state: DeviceState::Enabled,
+                        secret_hash: auth::hash_secret(&secret),
+                    })?;
+                    Credential {
+                        server: server.clone(),
+                        server_name: "localhost".into(),
+                        tenant: tenant.into(),
+                        device_id: device_id.into(),
+                        role: role.as_str().into(),
+                        secret: hex::encode(*secret),
+                        server_ca: self.cert_pem.clone(),
+                    }
+                }
+            };
+            cred.save(&path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Authenticates a connection on its first stream, then serves its request streams.
+async fn handle_connection(state: Arc<State>, conn: quinn::Connection) {
+    let remote = conn.remote_address();
+    let principal = match authenticate(&state, &conn).await {
+        Ok(p) => p,
+        Err(reason) => {
+            warn!(%remote, %reason, "connection refused");
+            // Give the client a moment to read the error frame before the close arrives.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(CLOSE_AUTH_FAILED.into(), reason.as_bytes());
+            return;
+        }
+    };
+    debug!(%remote, device = %principal.device_id, tenant = %principal.tenant, "authenticated");
+    let principal = Arc::new(principal);
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%remote, error = %e, "connection ended");
+                return;
+            }
+        };
+        let (state, principal) = (state.clone(), principal.clone());
+        tokio::spawn(async move {
+            requests::handle_stream(state, principal, send, FrameReader::new(recv)).await;
+        });
+    }
+}
+
+async fn authenticate(state: &State, conn: &quinn::Connection) -> Result<Principal, String> {
+    let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        .await
+        .map_err(|_| "no hello within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut reader = FrameReader::new(recv);
+    let hello = tokio::time::timeout(Duration::from_secs(10), reader.next())
+        .await
+        .map_err(|_| "no hello within 10 s".to_string())?;
+    let refuse = |code: ErrorCode, message: String| (code, message);
+    let result = match hello {
+        Ok(Some(Frame::Hello {
+            tenant,
+            device_id,
+            secret,
+        })) => {
+            let rec = state.meta.device(&device_id).map_err(|e| e.to_string())?;
+            auth::authenticate(rec.as_ref(), &device_id, &tenant, &secret)
+                .map_err(|e| refuse(e.code(), e.to_string()))
+        }
+        Ok(Some(_)) => Err(refuse(
+            ErrorCode::NotAuthenticated,
+            "the first stream of a connection must carry a Hello frame".into(),
+        )),
+        Ok(None) => Err(refuse(ErrorCode::NotAuthenticated, "no Hello frame".into())),
+        Err(e) => Err(refuse(ErrorCode::Malformed, e.to_string())),
+    };
+    let reply = match &result {
+        Ok(p) => Frame::Welcome {
+            tenant: p.tenant.clone(),
+            role: p.role,
+        },
+        Err((code, message)) => Frame::Error {
+            code: *code,
+            message: message.clone(),
+        },
+    };
+    let _ = write_frame(&mut send, &reply).await;
+    let _ = send.finish();
+    result.map_err(|(_, m)| m)
+}

@@ -1,0 +1,514 @@
+//! One request stream: read the request frame, check who may ask it, answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quire_codecs::manifest::Manifest;
+use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role};
+use quire_pipeline::auth::{self, AuthError, DeviceRecord, Principal};
+use quire_pipeline::{keys, PageInput, PipelineError};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::State;
+use crate::stream::{write_data, write_frame, FrameReader};
+
+/// A refusal sent back as an `Error` frame.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::new(e.code(), e.to_string())
+    }
+}
+
+impl From<PipelineError> for Refusal {
+    fn from(e: PipelineError) -> Self {
+        let message = match &e {
+            // Internal detail stays in the server log; the scanner learns the category.
+            PipelineError::Vault(_) | PipelineError::Corrupt { .. } => {
+                warn!(error = %e, "internal failure");
+                "internal error; see the server log".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Refusal::new(e.code(), message)
+    }
+}
+
+impl From<crate::meta::MetaError> for Refusal {
+    fn from(e: crate::meta::MetaError) -> Self {
+        warn!(error = %e, "metadata failure");
+        Refusal::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+}
+
+/// Runs a blocking metadata call off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("metadata task panicked")
+}
+
+pub(super) async fn handle_stream(
+    state: Arc<State>,
+    principal: Arc<Principal>,
+    mut send: quinn::SendStream,
+    mut reader: FrameReader,
+) {
+    let outcome = serve_request(&state, &principal, &mut send, &mut reader).await;
+    if let Err(r) = outcome {
+        debug!(device = %principal.device_id, code = ?r.code, message = %r.message, "request refused");
+        reader.stop();
+        let _ = write_frame(
+            &mut send,
+            &Frame::Error {
+                code: r.code,
+                message: r.message,
+            },
+        )
+        .await;
+    }
+    let _ = send.finish();
+}
+
+async fn serve_request(
+    state: &Arc<State>,
+    principal: &Principal,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+) -> Result<(), Refusal> {
+    let first = match reader.next().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(Refusal::new(ErrorCode::Malformed, "empty request stream")),
+        Err(e) => return Err(Refusal::new(ErrorCode::Malformed, e.to_string())),
+    };
+    // Credentials can be disabled while a connection is open: check on every request.
+    let meta = state.meta.clone();
+    let device_id = principal.device_id.clone();
+    let current = blocking(move || meta.device(&device_id)).await?;
+    match current {
+        Some(rec) if rec.state == DeviceState::Enabled => {}
+        Some(rec) => {
+            return Err(AuthError::DeviceDisabled {
+                device: rec.device_id,
+                state: rec.state.as_str(),
+            }
+            .into())
+        }
+        None => return Err(AuthError::UnknownDevice(principal.device_id.clone()).into()),
+    }
+    match first {
+        Frame::JobOpen { tenant, job_id } => {
+            principal.check_tenant(&tenant)?;
+            job_open(state, &tenant, &job_id, send).await
+        }
+        Frame::PagePut {
+            tenant,
+            job_id,
+            page,
+        } => {
+            principal.check_tenant(&tenant)?;
+            require_device(principal)?;
+            page_put(state, &tenant, &job_id, page, send, reader).await
+        }
+        Frame::JobCommit {
+            tenant,
+            job_id,
+            page_count,
+        } => {
+            principal.check_tenant(&tenant)?;
+            require_device(principal)?;
+            job_commit(state, &tenant, &job_id, page_count, send).await
+        }
+        Frame::JobGet {
+            tenant,
+            job_id,
+            page,
+        } => {
+            principal.check_tenant(&tenant)?;
+            job_get(state, &tenant, &job_id, page, send).await
+        }
+        Frame::Admin(req) => admin(state, principal, req, send).await,
+        other => Err(Refusal::new(
+            ErrorCode::Malformed,
+            format!("{} is not a request frame", frame_name(&other)),
+        )),
+    }
+}
+
+fn require_device(p: &Principal) -> Result<(), Refusal> {
+    if p.role == Role::Device {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden { needed: "device" }.into())
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "Hello",
+        Frame::Data(_) => "Data",
+        Frame::PageEnd => "PageEnd",
+        _ => "this frame",
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), Refusal> {
+    write_frame(send, frame)
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+}
+
+async fn job_open(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    let (job, pages) = blocking(move || -> Result<_, crate::meta::MetaError> {
+        Ok((meta.job(&t, &j)?, meta.pages(&t, &j)?))
+    })
+    .await?;
+    reply(
+        send,
+        &Frame::JobStatus {
+            committed: job.is_some_and(|j| j.committed),
+            pages,
+        },
+    )
+    .await
+}
+
+/// Releases a page's in-flight slot when the request ends, however it ends.
+struct InFlight<'a> {
+    state: &'a State,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state
+            .in_flight
+            .lock()
+            .expect("in-flight lock poisoned")
+            .remove(&self.key);
+    }
+}
+
+async fn page_put(
+    state: &Arc<State>,
+    tenant: &str,
+    job_id: &str,
+    page: PageEntry,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+) -> Result<(), Refusal> {
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    if blocking(move || meta.job(&t, &j)).await?.is_some_and(|j| j.committed) {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!("job {job_id} is already committed; push new pages as a new job"),
+        ));
+    }
+    let slot = keys::page_key(tenant, job_id, page.index);
+    if !state
+        .in_flight
+        .lock()
+        .expect("in-flight lock poisoned")
+        .insert(slot.clone())
+    {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!("page {} of job {job_id} is being stored by another stream", page.index),
+        ));
+    }
+    let _slot = InFlight {
+        state,
+        key: slot,
+    };
+
+    // The network stage: frames from QUIC into the pipeline's bounded queue. When the queue
+    // is full this loop stops reading, QUIC stops granting credit, and the scanner waits.
+    let (tx, rx) = mpsc::channel::<PageInput>(16);
+    let pipeline = state.pipeline.clone();
+    let (t, j, entry) = (tenant.to_string(), job_id.to_string(), page.clone());
+    let ingest = tokio::spawn(async move { pipeline.ingest_page(&t, &j, entry, rx).await });
+    let mut received = 0u64;
+    let mut protocol_error: Option<Refusal> = None;
+    let mut saw_end = false;
+    loop {
+        match reader.next().await {
+            Ok(Some(Frame::Data(b))) => {
+                received += b.len() as u64;
+                if tx.send(PageInput::Data(b)).await.is_err() {
+                    break; // the pipeline finished early (already stored, or refused)
+                }
+            }
+            Ok(Some(Frame::PageEnd)) => {
+                saw_end = true;
+                let _ = tx.send(PageInput::End).await;
+                break;
+            }
+            Ok(Some(other)) => {
+                protocol_error = Some(Refusal::new(
+                    ErrorCode::Malformed,
+                    format!("{} inside a page; expected Data or PageEnd", frame_name(&other)),
+                ));
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                protocol_error = Some(Refusal::new(ErrorCode::Malformed, e.to_string()));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = ingest.await.expect("ingest task panicked");
+    if let Some(r) = protocol_error {
+        return Err(r);
+    }
+    let receipt = match result {
+        Ok(r) => r,
+        Err(PipelineError::Abandoned) if !saw_end => {
+            return Err(Refusal::new(
+                ErrorCode::Truncated,
+                format!(
+                    "page {} truncated: the stream ended after {received} of {} bytes without PageEnd",
+                    page.index, page.size
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if receipt.already_stored {
+        reader.stop();
+    }
+    let (meta, t, j, r) = (state.meta.clone(), tenant.to_string(), job_id.to_string(), receipt.clone());
+    blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes)).await?;
+    info!(
+        tenant,
+        job = job_id,
+        page = receipt.entry.index,
+        bytes = receipt.entry.size,
+        stored = receipt.stored_bytes,
+        again = receipt.already_stored,
+        "page stored"
+    );
+    reply(
+        send,
+        &Frame::PageStored {
+            index: receipt.entry.index,
+            sha256: receipt.entry.sha256,
+        },
+    )
+    .await
+}
+
+async fn job_commit(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    page_count: u32,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    let (job, pages) = blocking(move || -> Result<_, crate::meta::MetaError> {
+        Ok((meta.job(&t, &j)?, meta.pages(&t, &j)?))
+    })
+    .await?;
+    if job.is_none() && page_count > 0 {
+        return Err(Refusal::new(ErrorCode::NotFound, format!("job {job_id} has no stored pages")));
+    }
+    if pages.len() != page_count as usize || pages.iter().enumerate().any(|(i, p)| p.index as usize != i) {
+        let have: Vec<u32> = pages.iter().map(|p| p.index).collect();
+        let missing: Vec<u32> = (0..page_count).filter(|i| !have.contains(i)).take(20).collect();
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {job_id} cannot be committed with {page_count} pages: {} stored, missing {missing:?}",
+                pages.len()
+            ),
+        ));
+    }
+    let manifest = Manifest {
+        job_id: job_id.to_string(),
+        pages,
+    };
+    state.pipeline.write_manifest(tenant, &manifest).await?;
+    let bytes = manifest.total_bytes();
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    blocking(move || meta.commit_job(&t, &j, page_count, bytes)).await?;
+    info!(tenant, job = job_id, pages = page_count, bytes, "job committed");
+    reply(
+        send,
+        &Frame::JobCommitted {
+            pages: page_count,
+            bytes,
+        },
+    )
+    .await
+}
+
+async fn job_get(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    page: Option<u32>,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let not_found = || Refusal::new(ErrorCode::NotFound, format!("job {job_id} not found or not committed"));
+    let manifest = match state.pipeline.read_manifest(tenant, job_id).await {
+        Ok(m) => m,
+        Err(PipelineError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    let selected: Vec<PageEntry> = match page {
+        None => manifest.pages.clone(),
+        Some(n) => vec![manifest
+            .pages
+            .get(n as usize)
+            .cloned()
+            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("job {job_id} has no page {n}")))?],
+    };
+    reply(
+        send,
+        &Frame::Manifest {
+            job_id: manifest.job_id.clone(),
+            pages: manifest.pages.clone(),
+        },
+    )
+    .await?;
+    for entry in selected {
+        reply(send, &Frame::PageBegin(entry.clone())).await?;
+        let key = keys::page_key(tenant, job_id, entry.index);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let pipeline = state.pipeline.clone();
+        let t = tenant.to_string();
+        let reading = tokio::spawn(async move { pipeline.read_object(&t, &key, tx).await });
+        while let Some(b) = rx.recv().await {
+            if let Err(e) = write_data(send, b).await {
+                return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
+            }
+        }
+        let (digest, len) = reading.await.expect("read task panicked")?;
+        if digest != entry.sha256 || len != entry.size {
+            return Err(Refusal::new(
+                ErrorCode::IntegrityMismatch,
+                format!("page {} does not match its manifest entry", entry.index),
+            ));
+        }
+        reply(send, &Frame::PageEnd).await?;
+    }
+    reply(send, &Frame::Done).await
+}
+
+async fn admin(
+    state: &State,
+    principal: &Principal,
+    req: AdminRequest,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let meta = state.meta.clone();
+    // A tenant admin acts within its own tenant; anything outside it is reported as not
+    // found, so nobody learns what other tenants hold.
+    let in_scope = |tenant: &str| match principal.role {
+        Role::ServiceAdmin => true,
+        Role::TenantAdmin => principal.tenant == tenant,
+        Role::Device => false,
+    };
+    if principal.role == Role::Device {
+        return Err(AuthError::Forbidden { needed: "admin" }.into());
+    }
+    match req {
+        AdminRequest::TenantCreate { name } => {
+            if principal.role != Role::ServiceAdmin {
+                return Err(AuthError::Forbidden { needed: "service-admin" }.into());
+            }
+            let n = name.clone();
+            blocking(move || meta.create_tenant(&n)).await.map_err(|e| match e {
+                crate::meta::MetaError::Exists(what) => Refusal::new(ErrorCode::Conflict, format!("{what} already exists")),
+                other => other.into(),
+            })?;
+            info!(tenant = %name, by = %principal.device_id, "tenant created");
+            reply(send, &Frame::Done).await
+        }
+        AdminRequest::DeviceCreate {
+            tenant,
+            device_id,
+            role,
+            enabled,
+        } => {
+            if !in_scope(&tenant) {
+                return Err(Refusal::new(ErrorCode::NotFound, format!("tenant {tenant} not found")));
+            }
+            if role == Role::ServiceAdmin && principal.role != Role::ServiceAdmin {
+                return Err(AuthError::Forbidden { needed: "service-admin" }.into());
+            }
+            let secret = crate::random_secret();
+            let rec = DeviceRecord {
+                device_id: device_id.clone(),
+                tenant: tenant.clone(),
+                role,
+                state: if enabled { DeviceState::Enabled } else { DeviceState::Pending },
+                secret_hash: auth::hash_secret(&secret),
+            };
+            let r = rec.clone();
+            blocking(move || -> Result<(), Refusal> {
+                if meta.device(&r.device_id)?.is_some() {
+                    return Err(Refusal::new(ErrorCode::Conflict, format!("device {} already exists", r.device_id)));
+                }
+                meta.put_device(&r).map_err(|e| match e {
+                    crate::meta::MetaError::NoSuchTenant(t) => {
+                        Refusal::new(ErrorCode::NotFound, format!("tenant {t} not found"))
+                    }
+                    other => other.into(),
+                })
+            })
+            .await?;
+            info!(device = %device_id, tenant = %tenant, role = role.as_str(), by = %principal.device_id, "credential issued");
+            reply(
+                send,
+                &Frame::AdminIssued {
+                    device_id,
+                    tenant,
+                    role,
+                    secret: *secret,
+                },
+            )
+            .await
+        }
+        AdminRequest::DeviceSetState { device_id, state: new_state } => {
+            let id = device_id.clone();
+            let m = meta.clone();
+            let rec = blocking(move || m.device(&id)).await?;
+            match rec {
+                Some(r) if in_scope(&r.tenant) => {}
+                _ => return Err(Refusal::new(ErrorCode::NotFound, format!("device {device_id} not found"))),
+            }
+            let id = device_id.clone();
+            blocking(move || meta.set_device_state(&id, new_state)).await?;
+            info!(device = %device_id, state = new_state.as_str(), by = %principal.device_id, "device state changed");
+            reply(send, &Frame::Done).await
+        }
+        AdminRequest::DeviceList { tenant } => {
+            if !in_scope(&tenant) {
+                return Err(Refusal::new(ErrorCode::NotFound, format!("tenant {tenant} not found")));
+            }
+            let list = blocking(move || meta.devices(&tenant)).await?;
+            reply(send, &Frame::AdminDevices(list)).await
+        }
+    }
+}

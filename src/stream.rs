@@ -1,0 +1,78 @@
+//! The thin IO shell around the sans-IO codec: frames in and out of QUIC streams.
+
+use bytes::{Bytes, BytesMut};
+use quire_codecs::wire::{self, Decoder, Frame, WireError, MAX_DATA_LEN};
+
+/// Bytes asked of QUIC per read; QUIC hands back at most what has arrived.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("malformed frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("stream failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("stream failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream closed: {0}")]
+    Closed(#[from] quinn::ClosedStream),
+}
+
+/// Reads frames from one QUIC receive stream.
+#[derive(Debug)]
+pub struct FrameReader {
+    recv: quinn::RecvStream,
+    decoder: Decoder,
+    finished: bool,
+}
+
+impl FrameReader {
+    pub fn new(recv: quinn::RecvStream) -> Self {
+        FrameReader {
+            recv,
+            decoder: Decoder::new(),
+            finished: false,
+        }
+    }
+
+    /// The next frame; `None` when the peer finished the stream cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok(Some(f));
+            }
+            if self.finished {
+                self.decoder.finish()?;
+                return Ok(None);
+            }
+            match self.recv.read_chunk(READ_CHUNK, true).await? {
+                Some(chunk) => self.decoder.feed(chunk.bytes),
+                None => self.finished = true,
+            }
+        }
+    }
+
+    /// Tells the peer to stop sending (we have what we need, or refused the request).
+    pub fn stop(&mut self) {
+        let _ = self.recv.stop(0u32.into());
+    }
+}
+
+/// Writes one control frame.
+pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), StreamError> {
+    let b = wire::encode_to_bytes(frame);
+    send.write_chunk(b).await?;
+    Ok(())
+}
+
+/// Writes page bytes as `Data` frames without copying them.
+pub async fn write_data(send: &mut quinn::SendStream, mut data: Bytes) -> Result<(), StreamError> {
+    while !data.is_empty() {
+        let part = data.split_to(data.len().min(MAX_DATA_LEN as usize));
+        let mut head = BytesMut::with_capacity(wire::FRAME_HEADER_LEN);
+        wire::encode_data_header(part.len() as u32, &mut head);
+        send.write_all_chunks(&mut [head.freeze(), part]).await?;
+    }
+    Ok(())
+}
