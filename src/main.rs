@@ -199,14 +199,24 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let data_dir = config.data_dir.clone();
     let dev = config.dev_bootstrap;
     let server = Server::start(config).await?;
-    println!("quire listening on {}", server.local_addr());
-    println!("data directory: {}", data_dir.display());
+    // Written at once and errors ignored: a closed stdout must not take the server down.
+    let mut banner = format!(
+        "quire listening on {}\ndata directory: {}\n",
+        server.local_addr(),
+        data_dir.display()
+    );
     if dev {
-        println!(
-            "development credentials: {} (scanner), {} (admin)",
+        banner.push_str(&format!(
+            "development credentials: {} (scanner), {} (admin)\n",
             data_dir.join(DEV_DEVICE_CRED).display(),
             data_dir.join(DEV_ADMIN_CRED).display()
-        );
+        ));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
     }
     tokio::select! {
         _ = server.run() => {}

@@ -1,0 +1,267 @@
+//! Test harness: a real `quire serve` child process in a temporary directory, and helpers to
+//! run the real CLI against it from that directory (so its defaults are what is tested).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use quire::client::{Connection, Login};
+use quire::credential::Credential;
+use quire_codecs::wire::ALPN;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_quire");
+
+/// The shared sample corpus (`../shared/corpus` beside the checkout, or `QUIRE_CORPUS`).
+pub fn corpus() -> PathBuf {
+    let p = std::env::var_os("QUIRE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    assert!(
+        p.join("MANIFEST.tsv").exists(),
+        "sample corpus not found at {} (set QUIRE_CORPUS)",
+        p.display()
+    );
+    p
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    /// Kept open so the server can keep writing to its stdout.
+    stdout: Option<BufReader<std::process::ChildStdout>>,
+    pub log: PathBuf,
+}
+
+impl TestServer {
+    /// Starts `quire serve` on a free loopback port with its data in a fresh directory.
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> TestServer {
+        let log = dir.path().join("serve.log");
+        let mut s = TestServer {
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: None,
+            stdout: None,
+            log,
+        };
+        s.spawn("127.0.0.1:0");
+        s
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", listen])
+            .current_dir(self.dir.path())
+            .env("QUIRE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn quire serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("quire listening on ")
+            .unwrap_or_else(|| panic!("unexpected serve output {line:?}; log: {}", self.log_text()));
+        self.addr = addr.parse().unwrap();
+        self.child = Some(child);
+        self.stdout = Some(reader);
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.addr.to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The old socket may linger for a moment.
+            if std::net::UdpSocket::bind(self.addr).is_ok() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn(&listen);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Peak resident memory of the server so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.path().join("quire-data/store")
+    }
+
+    pub fn device_cred(&self) -> Credential {
+        Credential::load(&self.path().join("quire-data/dev/device.cred")).unwrap()
+    }
+
+    pub fn admin_cred_path(&self) -> PathBuf {
+        self.path().join("quire-data/dev/admin.cred")
+    }
+
+    /// Runs the real CLI from the server's directory.
+    pub fn quire(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run quire")
+    }
+
+    /// Pushes one directory and returns the job id (last stdout line); panics on failure.
+    pub fn push_ok(&self, dir: &Path, extra: &[&str]) -> String {
+        let mut args = vec!["push", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.quire(&args);
+        assert!(
+            out.status.success(),
+            "push {} failed: {}\nserver log:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        last_line(&out.stdout)
+    }
+
+    /// Fetches a job into `out` and panics on failure.
+    pub fn get_ok(&self, job: &str, out: &Path) {
+        let o = self.quire(&["get", "--job", job, "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "get {job} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// An authenticated in-process connection with the development device credential.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.device_cred(), Some(self.addr)).await.unwrap()
+    }
+
+    /// Connects with explicit, possibly wrong, parameters.
+    pub async fn login(&self, tenant: &str, device: &str, secret: [u8; 32], alpn: &[u8]) -> Result<Connection, quire::client::ClientError> {
+        let cred = self.device_cred();
+        Connection::login(Login {
+            addr: self.addr,
+            server_name: &cred.server_name,
+            ca_pem: &cred.server_ca,
+            alpn,
+            tenant,
+            device_id: device,
+            secret,
+        })
+        .await
+    }
+
+    pub fn dev_secret(&self) -> [u8; 32] {
+        *self.device_cred().secret_bytes().unwrap()
+    }
+
+    /// Every file in the object store.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        walk(&self.store_dir())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn default_alpn() -> &'static [u8] {
+    ALPN
+}
+
+pub fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(p) else { return out };
+    for e in rd {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn last_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Fills a file with `len` pseudo-random (incompressible) bytes from `seed`, streaming.
+pub fn write_random_file(path: &Path, len: u64, seed: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// Whether `needle` occurs anywhere in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}

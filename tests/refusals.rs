@@ -1,0 +1,192 @@
+//! Bad input against the real server: each refusal names its reason, and nothing of a
+//! refused page is stored or acknowledged.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use quire::client::{expect_answer, ClientError, Connection};
+use quire::stream::{write_data, write_frame};
+use quire_codecs::wire::{ErrorCode, Frame, PageEntry};
+use sha2::Digest;
+
+fn entry(index: u32, data: &[u8]) -> PageEntry {
+    PageEntry {
+        index,
+        name: format!("page-{index}.tif"),
+        size: data.len() as u64,
+        sha256: sha2::Sha256::digest(data).into(),
+    }
+}
+
+/// Sends a page by hand: `data` as Data frames, then PageEnd if `end`, then finishes.
+async fn put_raw(conn: &Connection, tenant: &str, job: &str, e: PageEntry, data: &[u8], end: bool) -> Result<Frame, ClientError> {
+    let (mut send, mut reader) = conn
+        .open(&Frame::PagePut {
+            tenant: tenant.into(),
+            job_id: job.into(),
+            page: e,
+        })
+        .await?;
+    let _ = write_data(&mut send, Bytes::copy_from_slice(data)).await;
+    if end {
+        let _ = write_frame(&mut send, &Frame::PageEnd).await;
+    }
+    let _ = send.finish();
+    expect_answer(&mut reader).await
+}
+
+fn refused(r: Result<Frame, ClientError>) -> (ErrorCode, String) {
+    match r {
+        Err(ClientError::Refused { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn stored_pages(conn: &Connection, job: &str) -> Vec<PageEntry> {
+    match conn
+        .call(&Frame::JobOpen {
+            tenant: conn.tenant.clone(),
+            job_id: job.into(),
+        })
+        .await
+        .unwrap()
+    {
+        Frame::JobStatus { pages, .. } => pages,
+        f => panic!("{f:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_refused_with_their_reason() {
+    let server = TestServer::start();
+    let secret = server.dev_secret();
+
+    let e = server.login("dev", "ghost-scanner", secret, default_alpn()).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::UnknownDevice), "{e}");
+    assert!(e.to_string().contains("unknown device ghost-scanner"), "{e}");
+
+    let mut wrong = secret;
+    wrong[0] ^= 1;
+    let e = server.login("dev", "dev-scanner", wrong, default_alpn()).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadCredential), "{e}");
+
+    let e = server.login("other", "dev-scanner", secret, default_alpn()).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TenantMismatch), "{e}");
+
+    let e = server.login("dev", "dev-scanner", secret, b"h3").await.unwrap_err();
+    assert!(matches!(e, ClientError::Connect { .. }), "wrong ALPN gave {e}");
+    assert!(e.to_string().to_lowercase().contains("application protocol") || e.to_string().contains("120"), "{e}");
+
+    // The right credential still works.
+    server.login("dev", "dev-scanner", secret, default_alpn()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_sends_only_while_enabled() {
+    let server = TestServer::start();
+    let admin = server.admin_cred_path();
+    let admin = admin.to_str().unwrap();
+    let cred = server.path().join("scanner-2.cred");
+    let out = server.quire(&[
+        "admin", "--credential", admin, "device", "create", "--tenant", "dev", "--id", "scanner-2", "--out",
+        cred.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("a.tif"), b"page one").unwrap();
+    let push = |s: &TestServer| s.quire(&["push", job.to_str().unwrap(), "--credential", cred.to_str().unwrap(), "--job", "j-enabled"]);
+
+    // Pending after enrolment: refused.
+    let o = push(&server);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("scanner-2 is pending") && err.contains("enable"), "{err}");
+
+    let o = server.quire(&["admin", "--credential", admin, "device", "enable", "scanner-2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = push(&server);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Disabled while a connection is open: the next request on it is refused.
+    let c = quire::credential::Credential::load(&cred).unwrap();
+    let conn = Connection::connect(&c, Some(server.addr)).await.unwrap();
+    let o = server.quire(&["admin", "--credential", admin, "device", "disable", "scanner-2"]);
+    assert!(o.status.success());
+    let data = b"late page";
+    let (code, msg) = refused(put_raw(&conn, "dev", "j-late", entry(0, data), data, true).await);
+    assert_eq!(code, ErrorCode::DeviceDisabled, "{msg}");
+    let e = Connection::connect(&c, Some(server.addr)).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::DeviceDisabled), "{e}");
+
+    let list = server.quire(&["admin", "--credential", admin, "device", "list", "--tenant", "dev"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("scanner-2\tdev\tdevice\tdisabled"), "{text}");
+    assert!(!server.stored_files().iter().any(|p| p.to_string_lossy().contains("j-late")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pages_are_refused_and_nothing_is_stored() {
+    let server = TestServer::start();
+    let conn = server.connect().await;
+    let data = vec![7u8; 100_000];
+
+    // A frame naming another tenant.
+    let (code, msg) = refused(put_raw(&conn, "acme", "j1", entry(0, &data), &data, true).await);
+    assert_eq!(code, ErrorCode::TenantMismatch, "{msg}");
+    assert!(!msg.contains("dev"), "the refusal must not reveal the caller's tenant: {msg}");
+
+    // Declared 100 000 bytes, sent half, then PageEnd.
+    let (code, msg) = refused(put_raw(&conn, "dev", "j1", entry(0, &data), &data[..50_000], true).await);
+    assert_eq!(code, ErrorCode::Truncated, "{msg}");
+    // Sent half and finished the stream without PageEnd.
+    let (code, msg) = refused(put_raw(&conn, "dev", "j1", entry(0, &data), &data[..50_000], false).await);
+    assert_eq!(code, ErrorCode::Truncated, "{msg}");
+    assert!(msg.contains("50000 of 100000"), "{msg}");
+    // More bytes than declared.
+    let mut longer = data.clone();
+    longer.extend_from_slice(b"extra");
+    let (code, msg) = refused(put_raw(&conn, "dev", "j1", entry(0, &data), &longer, true).await);
+    assert_eq!(code, ErrorCode::Truncated, "{msg}");
+
+    // Bytes that do not match the declared SHA-256.
+    let mut e = entry(0, &data);
+    e.sha256[5] ^= 0x40;
+    let (code, msg) = refused(put_raw(&conn, "dev", "j1", e, &data, true).await);
+    assert_eq!(code, ErrorCode::IntegrityMismatch, "{msg}");
+
+    // A page larger than the protocol allows in one Data frame header.
+    let (mut send, mut reader) = conn
+        .open(&Frame::PagePut {
+            tenant: "dev".into(),
+            job_id: "j1".into(),
+            page: entry(0, &data),
+        })
+        .await
+        .unwrap();
+    send.write_all(&[0x13, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    let _ = send.finish();
+    let (code, msg) = refused(expect_answer(&mut reader).await);
+    assert_eq!(code, ErrorCode::Malformed, "{msg}");
+
+    // Garbage instead of a request.
+    let (mut send, recv) = {
+        let c = &conn;
+        c.open(&Frame::Done).await.unwrap()
+    };
+    let _ = send.finish();
+    let mut reader = recv;
+    let (code, _) = refused(expect_answer(&mut reader).await);
+    assert_eq!(code, ErrorCode::Malformed);
+
+    // Nothing of any refused page is stored or acknowledged.
+    assert!(stored_pages(&conn, "j1").await.is_empty());
+    assert!(server.stored_files().is_empty(), "{:?}", server.stored_files());
+
+    // And a good page after all that is accepted.
+    let ok = put_raw(&conn, "dev", "j1", entry(0, &data), &data, true).await.unwrap();
+    assert!(matches!(ok, Frame::PageStored { index: 0, .. }));
+    assert_eq!(stored_pages(&conn, "j1").await.len(), 1);
+}
