@@ -212,9 +212,11 @@ impl ServerConfig {
             });
         }
         let dev_tenant = fc.dev.tenant.unwrap_or_else(|| "dev".into());
-        quire_codecs::wire::validate_id("tenant", &dev_tenant).map_err(|e| ConfigError::Invalid {
-            key: "dev.tenant",
-            reason: e.to_string(),
+        quire_codecs::wire::validate_id("tenant", &dev_tenant).map_err(|e| {
+            ConfigError::Invalid {
+                key: "dev.tenant",
+                reason: e.to_string(),
+            }
         })?;
         Ok(ServerConfig {
             listen,
@@ -237,7 +239,12 @@ mod tests {
     fn defaults_hold_without_a_file() {
         let c = ServerConfig::from_toml("").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.store, StoreKind::Local { path: PathBuf::from("quire-data/store") });
+        assert_eq!(
+            c.store,
+            StoreKind::Local {
+                path: PathBuf::from("quire-data/store")
+            }
+        );
         assert!(c.dev_bootstrap);
     }
 

@@ -76,7 +76,8 @@ impl Credential {
             path: path.into(),
             message: m.into(),
         };
-        c.secret_bytes().ok_or_else(|| bad("secret must be 64 hex digits"))?;
+        c.secret_bytes()
+            .ok_or_else(|| bad("secret must be 64 hex digits"))?;
         c.role().ok_or_else(|| bad("unknown role"))?;
         Ok(c)
     }

@@ -255,7 +255,10 @@ async fn connect(c: &ClientArgs, default: &str) -> Result<(Connection, Credentia
 
 async fn push(a: PushArgs) -> Result<()> {
     if a.job.is_some() && a.dirs.len() > 1 {
-        bail!("--job names one job, but {} directories were given; push them one at a time", a.dirs.len());
+        bail!(
+            "--job names one job, but {} directories were given; push them one at a time",
+            a.dirs.len()
+        );
     }
     let (conn, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
     let opts = PushOptions {
@@ -296,7 +299,12 @@ async fn get(a: GetArgs) -> Result<()> {
         .with_context(|| format!("fetching job {}", a.job))?;
     conn.close().await;
     for f in &fetched {
-        println!("{}\t{}\t{}", f.path.display(), f.entry.size, hex::encode(f.entry.sha256));
+        println!(
+            "{}\t{}\t{}",
+            f.path.display(),
+            f.entry.size,
+            hex::encode(f.entry.sha256)
+        );
     }
     eprintln!("{} pages verified against the job manifest", fetched.len());
     Ok(())
@@ -319,15 +327,25 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 enable,
                 out,
             } => {
-                let role = Role::parse(&role)
-                    .with_context(|| format!("--role {role:?}: expected device, tenant-admin or service-admin"))?;
-                let server = a.client.server.map(|s| s.to_string()).unwrap_or_else(|| cred.server.clone());
+                let role = Role::parse(&role).with_context(|| {
+                    format!("--role {role:?}: expected device, tenant-admin or service-admin")
+                })?;
+                let server = a
+                    .client
+                    .server
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| cred.server.clone());
                 let issued =
-                    client::admin::create_device(&conn, &cred, &server, &tenant, &id, role, enable).await?;
+                    client::admin::create_device(&conn, &cred, &server, &tenant, &id, role, enable)
+                        .await?;
                 issued.save(&out)?;
                 println!(
                     "device {id} of tenant {tenant} is {}; credential written to {}",
-                    if enable { "enabled" } else { "pending (enable it with `quire admin device enable`)" },
+                    if enable {
+                        "enabled"
+                    } else {
+                        "pending (enable it with `quire admin device enable`)"
+                    },
                     out.display()
                 );
             }
@@ -345,7 +363,13 @@ async fn admin(a: AdminArgs) -> Result<()> {
             }
             DeviceCommand::List { tenant } => {
                 for d in client::admin::list_devices(&conn, &tenant).await? {
-                    println!("{}\t{}\t{}\t{}", d.device_id, d.tenant, d.role.as_str(), d.state.as_str());
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        d.device_id,
+                        d.tenant,
+                        d.role.as_str(),
+                        d.state.as_str()
+                    );
                 }
             }
         },

@@ -62,9 +62,14 @@ struct PageRow {
 }
 
 fn state_from(s: &str) -> Option<DeviceState> {
-    [DeviceState::Pending, DeviceState::Enabled, DeviceState::Disabled, DeviceState::Revoked]
-        .into_iter()
-        .find(|d| d.as_str() == s)
+    [
+        DeviceState::Pending,
+        DeviceState::Enabled,
+        DeviceState::Disabled,
+        DeviceState::Revoked,
+    ]
+    .into_iter()
+    .find(|d| d.as_str() == s)
 }
 
 /// Handle on the metadata store. Cheap to clone.
@@ -104,7 +109,12 @@ impl Meta {
         })
     }
 
-    fn put(&self, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) -> Result<(), MetaError> {
+    fn put(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(), MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         {
             let mut t = txn.open_table(table).map_err(db)?;
@@ -113,7 +123,11 @@ impl Meta {
         txn.commit().map_err(db)
     }
 
-    fn get(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<Option<Vec<u8>>, MetaError> {
+    fn get(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, MetaError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         Ok(t.get(key).map_err(db)?.map(|v| v.value().to_vec()))
@@ -144,7 +158,8 @@ impl Meta {
         let Some(raw) = self.get(DEVICES, device_id)? else {
             return Ok(None);
         };
-        let row: DeviceRow = serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let row: DeviceRow =
+            serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string()))?;
         let corrupt = || MetaError::Corrupt(format!("device {device_id}"));
         let mut secret_hash = [0u8; 32];
         hex::decode_to_slice(&row.secret_hash, &mut secret_hash).map_err(|_| corrupt())?;
@@ -168,11 +183,19 @@ impl Meta {
             state: rec.state.as_str().into(),
             secret_hash: hex::encode(rec.secret_hash),
         };
-        self.put(DEVICES, &rec.device_id, &serde_json::to_vec(&row).expect("row serialises"))
+        self.put(
+            DEVICES,
+            &rec.device_id,
+            &serde_json::to_vec(&row).expect("row serialises"),
+        )
     }
 
     /// Changes a device's state.
-    pub fn set_device_state(&self, device_id: &str, state: DeviceState) -> Result<DeviceRecord, MetaError> {
+    pub fn set_device_state(
+        &self,
+        device_id: &str,
+        state: DeviceState,
+    ) -> Result<DeviceRecord, MetaError> {
         let mut rec = self
             .device(device_id)?
             .ok_or_else(|| MetaError::NoSuchDevice(device_id.into()))?;
@@ -210,13 +233,23 @@ impl Meta {
     }
 
     /// Records a job as committed with its totals.
-    pub fn commit_job(&self, tenant: &str, job: &str, page_count: u32, bytes: u64) -> Result<(), MetaError> {
+    pub fn commit_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        page_count: u32,
+        bytes: u64,
+    ) -> Result<(), MetaError> {
         let row = JobRow {
             committed: true,
             page_count,
             bytes,
         };
-        self.put(JOBS, &job_key(tenant, job), &serde_json::to_vec(&row).expect("row serialises"))
+        self.put(
+            JOBS,
+            &job_key(tenant, job),
+            &serde_json::to_vec(&row).expect("row serialises"),
+        )
     }
 
     /// Records a stored page (creating the job record if needed), in one transaction.
@@ -246,7 +279,10 @@ impl Meta {
             let mut pages = txn.open_table(PAGES).map_err(db)?;
             let value = serde_json::to_vec(&row).expect("row serialises");
             pages
-                .insert(page_row_key(tenant, job, entry.index).as_str(), value.as_slice())
+                .insert(
+                    page_row_key(tenant, job, entry.index).as_str(),
+                    value.as_slice(),
+                )
                 .map_err(db)?;
         }
         txn.commit().map_err(db)
@@ -265,7 +301,8 @@ impl Meta {
             let index: u32 = key[start.len()..]
                 .parse()
                 .map_err(|_| MetaError::Corrupt(format!("page key {key}")))?;
-            let row: PageRow = serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            let row: PageRow =
+                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
             let mut sha256 = [0u8; 32];
             hex::decode_to_slice(&row.sha256, &mut sha256)
                 .map_err(|_| MetaError::Corrupt(format!("page {key}")))?;

@@ -14,9 +14,16 @@ fn every_corpus_job_round_trips_and_is_sealed() {
     let mut expected: HashMap<(String, String), String> = HashMap::new();
     for line in manifest.lines().skip(1) {
         let cols: Vec<&str> = line.split('\t').collect();
-        expected.insert((cols[0].to_string(), cols[1].to_string()), cols[3].to_string());
+        expected.insert(
+            (cols[0].to_string(), cols[1].to_string()),
+            cols[3].to_string(),
+        );
     }
-    assert!(expected.len() >= 31, "manifest lists {} files", expected.len());
+    assert!(
+        expected.len() >= 31,
+        "manifest lists {} files",
+        expected.len()
+    );
 
     let server = TestServer::start();
     let out_root = server.path().join("restored");
@@ -37,7 +44,10 @@ fn every_corpus_job_round_trips_and_is_sealed() {
             let original = std::fs::read(&f).unwrap();
             let restored = std::fs::read(out.join(&name))
                 .unwrap_or_else(|e| panic!("{job_name}/{name} not restored: {e}"));
-            assert!(original == restored, "{job_name}/{name} differs after the round trip");
+            assert!(
+                original == restored,
+                "{job_name}/{name} differs after the round trip"
+            );
             let want = expected
                 .get(&(job_name.clone(), name.clone()))
                 .unwrap_or_else(|| panic!("{job_name}/{name} not in MANIFEST.tsv"));
@@ -46,19 +56,33 @@ fn every_corpus_job_round_trips_and_is_sealed() {
             // A run of plaintext from the middle of each page must appear in no stored file.
             if original.len() >= 64 {
                 let mid = original.len() / 2;
-                probes.push((format!("{job_name}/{name}"), original[mid..mid + 32].to_vec()));
+                probes.push((
+                    format!("{job_name}/{name}"),
+                    original[mid..mid + 32].to_vec(),
+                ));
             }
         }
     }
     assert_eq!(checked, expected.len(), "every manifest file was checked");
 
     let stored = server.stored_files();
-    assert!(stored.len() >= checked, "one sealed object per page at least");
+    assert!(
+        stored.len() >= checked,
+        "one sealed object per page at least"
+    );
     for path in &stored {
         let sealed = std::fs::read(path).unwrap();
-        assert!(sealed.starts_with(b"QRSO"), "{} is not a sealed object", path.display());
+        assert!(
+            sealed.starts_with(b"QRSO"),
+            "{} is not a sealed object",
+            path.display()
+        );
         for (what, probe) in &probes {
-            assert!(!contains(&sealed, probe), "plaintext of {what} found in {}", path.display());
+            assert!(
+                !contains(&sealed, probe),
+                "plaintext of {what} found in {}",
+                path.display()
+            );
         }
     }
 }

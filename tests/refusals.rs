@@ -20,7 +20,14 @@ fn entry(index: u32, data: &[u8]) -> PageEntry {
 }
 
 /// Sends a page by hand: `data` as Data frames, then PageEnd if `end`, then finishes.
-async fn put_raw(conn: &Connection, tenant: &str, job: &str, e: PageEntry, data: &[u8], end: bool) -> Result<Frame, ClientError> {
+async fn put_raw(
+    conn: &Connection,
+    tenant: &str,
+    job: &str,
+    e: PageEntry,
+    data: &[u8],
+    end: bool,
+) -> Result<Frame, ClientError> {
     let (mut send, mut reader) = conn
         .open(&Frame::PagePut {
             tenant: tenant.into(),
@@ -62,24 +69,51 @@ async fn bad_credentials_are_refused_with_their_reason() {
     let server = TestServer::start();
     let secret = server.dev_secret();
 
-    let e = server.login("dev", "ghost-scanner", secret, default_alpn()).await.unwrap_err();
+    let e = server
+        .login("dev", "ghost-scanner", secret, default_alpn())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::UnknownDevice), "{e}");
-    assert!(e.to_string().contains("unknown device ghost-scanner"), "{e}");
+    assert!(
+        e.to_string().contains("unknown device ghost-scanner"),
+        "{e}"
+    );
 
     let mut wrong = secret;
     wrong[0] ^= 1;
-    let e = server.login("dev", "dev-scanner", wrong, default_alpn()).await.unwrap_err();
+    let e = server
+        .login("dev", "dev-scanner", wrong, default_alpn())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::BadCredential), "{e}");
 
-    let e = server.login("other", "dev-scanner", secret, default_alpn()).await.unwrap_err();
+    let e = server
+        .login("other", "dev-scanner", secret, default_alpn())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::TenantMismatch), "{e}");
 
-    let e = server.login("dev", "dev-scanner", secret, b"h3").await.unwrap_err();
-    assert!(matches!(e, ClientError::Connect { .. }), "wrong ALPN gave {e}");
-    assert!(e.to_string().to_lowercase().contains("application protocol") || e.to_string().contains("120"), "{e}");
+    let e = server
+        .login("dev", "dev-scanner", secret, b"h3")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Connect { .. }),
+        "wrong ALPN gave {e}"
+    );
+    assert!(
+        e.to_string()
+            .to_lowercase()
+            .contains("application protocol")
+            || e.to_string().contains("120"),
+        "{e}"
+    );
 
     // The right credential still works.
-    server.login("dev", "dev-scanner", secret, default_alpn()).await.unwrap();
+    server
+        .login("dev", "dev-scanner", secret, default_alpn())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,23 +123,55 @@ async fn a_device_sends_only_while_enabled() {
     let admin = admin.to_str().unwrap();
     let cred = server.path().join("scanner-2.cred");
     let out = server.quire(&[
-        "admin", "--credential", admin, "device", "create", "--tenant", "dev", "--id", "scanner-2", "--out",
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "create",
+        "--tenant",
+        "dev",
+        "--id",
+        "scanner-2",
+        "--out",
         cred.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let job = server.path().join("job");
     std::fs::create_dir(&job).unwrap();
     std::fs::write(job.join("a.tif"), b"page one").unwrap();
-    let push = |s: &TestServer| s.quire(&["push", job.to_str().unwrap(), "--credential", cred.to_str().unwrap(), "--job", "j-enabled"]);
+    let push = |s: &TestServer| {
+        s.quire(&[
+            "push",
+            job.to_str().unwrap(),
+            "--credential",
+            cred.to_str().unwrap(),
+            "--job",
+            "j-enabled",
+        ])
+    };
 
     // Pending after enrolment: refused.
     let o = push(&server);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("scanner-2 is pending") && err.contains("enable"), "{err}");
+    assert!(
+        err.contains("scanner-2 is pending") && err.contains("enable"),
+        "{err}"
+    );
 
-    let o = server.quire(&["admin", "--credential", admin, "device", "enable", "scanner-2"]);
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "enable",
+        "scanner-2",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = push(&server);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -113,18 +179,38 @@ async fn a_device_sends_only_while_enabled() {
     // Disabled while a connection is open: the next request on it is refused.
     let c = quire::credential::Credential::load(&cred).unwrap();
     let conn = Connection::connect(&c, Some(server.addr)).await.unwrap();
-    let o = server.quire(&["admin", "--credential", admin, "device", "disable", "scanner-2"]);
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "disable",
+        "scanner-2",
+    ]);
     assert!(o.status.success());
     let data = b"late page";
     let (code, msg) = refused(put_raw(&conn, "dev", "j-late", entry(0, data), data, true).await);
     assert_eq!(code, ErrorCode::DeviceDisabled, "{msg}");
-    let e = Connection::connect(&c, Some(server.addr)).await.unwrap_err();
+    let e = Connection::connect(&c, Some(server.addr))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::DeviceDisabled), "{e}");
 
-    let list = server.quire(&["admin", "--credential", admin, "device", "list", "--tenant", "dev"]);
+    let list = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "list",
+        "--tenant",
+        "dev",
+    ]);
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("scanner-2\tdev\tdevice\tdisabled"), "{text}");
-    assert!(!server.stored_files().iter().any(|p| p.to_string_lossy().contains("j-late")));
+    assert!(!server
+        .stored_files()
+        .iter()
+        .any(|p| p.to_string_lossy().contains("j-late")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,13 +222,18 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
     // A frame naming another tenant.
     let (code, msg) = refused(put_raw(&conn, "acme", "j1", entry(0, &data), &data, true).await);
     assert_eq!(code, ErrorCode::TenantMismatch, "{msg}");
-    assert!(!msg.contains("dev"), "the refusal must not reveal the caller's tenant: {msg}");
+    assert!(
+        !msg.contains("dev"),
+        "the refusal must not reveal the caller's tenant: {msg}"
+    );
 
     // Declared 100 000 bytes, sent half, then PageEnd.
-    let (code, msg) = refused(put_raw(&conn, "dev", "j1", entry(0, &data), &data[..50_000], true).await);
+    let (code, msg) =
+        refused(put_raw(&conn, "dev", "j1", entry(0, &data), &data[..50_000], true).await);
     assert_eq!(code, ErrorCode::Truncated, "{msg}");
     // Sent half and finished the stream without PageEnd.
-    let (code, msg) = refused(put_raw(&conn, "dev", "j1", entry(0, &data), &data[..50_000], false).await);
+    let (code, msg) =
+        refused(put_raw(&conn, "dev", "j1", entry(0, &data), &data[..50_000], false).await);
     assert_eq!(code, ErrorCode::Truncated, "{msg}");
     assert!(msg.contains("50000 of 100000"), "{msg}");
     // More bytes than declared.
@@ -166,7 +257,9 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
         })
         .await
         .unwrap();
-    send.write_all(&[0x13, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+    send.write_all(&[0x13, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
     let _ = send.finish();
     let (code, msg) = refused(expect_answer(&mut reader).await);
     assert_eq!(code, ErrorCode::Malformed, "{msg}");
@@ -183,10 +276,16 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
 
     // Nothing of any refused page is stored or acknowledged.
     assert!(stored_pages(&conn, "j1").await.is_empty());
-    assert!(server.stored_files().is_empty(), "{:?}", server.stored_files());
+    assert!(
+        server.stored_files().is_empty(),
+        "{:?}",
+        server.stored_files()
+    );
 
     // And a good page after all that is accepted.
-    let ok = put_raw(&conn, "dev", "j1", entry(0, &data), &data, true).await.unwrap();
+    let ok = put_raw(&conn, "dev", "j1", entry(0, &data), &data, true)
+        .await
+        .unwrap();
     assert!(matches!(ok, Frame::PageStored { index: 0, .. }));
     assert_eq!(stored_pages(&conn, "j1").await.len(), 1);
 }

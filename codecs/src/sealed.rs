@@ -62,7 +62,9 @@ pub enum SealError {
     CommitmentMismatch,
     #[error("the data key could not be unwrapped: wrong key-encryption key or tampered header")]
     UnwrapFailed,
-    #[error("chunk {0} failed authentication: tampered, reordered, truncated or from another object")]
+    #[error(
+        "chunk {0} failed authentication: tampered, reordered, truncated or from another object"
+    )]
     ChunkAuthFailed(u64),
     #[error("the object ends before its final chunk")]
     Truncated,
@@ -132,7 +134,8 @@ pub struct KekRef {
 
 impl KekRef {
     fn wrap_aad(&self) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(LABEL_WRAP.len() + 2 + self.tenant.len() + self.kek_id.len() + 4);
+        let mut aad =
+            Vec::with_capacity(LABEL_WRAP.len() + 2 + self.tenant.len() + self.kek_id.len() + 4);
         aad.extend_from_slice(LABEL_WRAP);
         aad.push(self.tenant.len() as u8);
         aad.extend_from_slice(self.tenant.as_bytes());
@@ -246,7 +249,9 @@ impl Header {
         let tenant = take_str("bad tenant id")?;
         let kek_id = take_str("bad key id")?;
         if rest.len() != 4 + WRAPPED_KEY_LEN {
-            return Err(SealError::MalformedHeader("header length does not match its fields"));
+            return Err(SealError::MalformedHeader(
+                "header length does not match its fields",
+            ));
         }
         let version = u32::from_be_bytes(rest[..4].try_into().unwrap());
         let wrapped_dek: [u8; WRAPPED_KEY_LEN] = rest[4..].try_into().unwrap();
@@ -385,7 +390,15 @@ impl ChunkCipher {
         let mut salt = [0u8; 32];
         getrandom::fill(&mut salt).expect("the OS random source failed");
         let wrapped = wrap_key(kek, &kek_ref, &dek);
-        Self::create_with(&dek, salt, wrapped, kek_ref, object_key, compression, chunk_size)
+        Self::create_with(
+            &dek,
+            salt,
+            wrapped,
+            kek_ref,
+            object_key,
+            compression,
+            chunk_size,
+        )
     }
 
     /// Deterministic variant of [`ChunkCipher::create`] for test vectors: the caller supplies
@@ -400,7 +413,14 @@ impl ChunkCipher {
         chunk_size: u32,
     ) -> (Header, ChunkCipher) {
         let d = derive(dek, &salt);
-        let header = Header::encode(compression, chunk_size, salt, d.commitment, kek_ref, wrapped_dek);
+        let header = Header::encode(
+            compression,
+            chunk_size,
+            salt,
+            d.commitment,
+            kek_ref,
+            wrapped_dek,
+        );
         let cipher = ChunkCipher {
             aead: Aes256Gcm::new((&*d.chunk_key).into()),
             aad: chunk_aad(object_key, &header),
@@ -410,7 +430,11 @@ impl ChunkCipher {
     }
 
     /// Prepares to open an object: unwraps its data key with `kek` and checks the commitment.
-    pub fn open(kek: &SecretKey, header: &Header, object_key: &str) -> Result<ChunkCipher, SealError> {
+    pub fn open(
+        kek: &SecretKey,
+        header: &Header,
+        object_key: &str,
+    ) -> Result<ChunkCipher, SealError> {
         let dek = unwrap_key(kek, &header.kek, &header.wrapped_dek)?;
         let d = derive(&dek, &header.salt);
         if !bool::from(d.commitment.ct_eq(&header.commitment)) {
@@ -435,7 +459,11 @@ impl ChunkCipher {
         assert!(buf.len() <= self.chunk_size() && (last || buf.len() == self.chunk_size()));
         let tag = self
             .aead
-            .encrypt_inout_detached(&chunk_nonce(index, last), &self.aad, buf.as_mut_slice().into())
+            .encrypt_inout_detached(
+                &chunk_nonce(index, last),
+                &self.aad,
+                buf.as_mut_slice().into(),
+            )
             .expect("chunk within AES-GCM limits");
         buf.extend_from_slice(&tag);
     }
@@ -575,7 +603,11 @@ impl SealedReader {
     /// only then can the final chunk be recognised.
     pub fn next_chunk(&mut self, eof: bool) -> Result<Option<SealedChunk>, SealError> {
         let Some(h) = self.header()? else {
-            return if eof { Err(SealError::Truncated) } else { Ok(None) };
+            return if eof {
+                Err(SealError::Truncated)
+            } else {
+                Ok(None)
+            };
         };
         let full = h.chunk_size as usize + TAG_LEN;
         if self.done {
@@ -688,7 +720,14 @@ mod tests {
     #[test]
     fn wrong_key_object_key_or_kek_ref_fail() {
         let kek = SecretKey::generate();
-        let sealed = seal_all(&kek, kek_ref(), "t/o", Compression::None, MIN_CHUNK_SIZE, b"secret");
+        let sealed = seal_all(
+            &kek,
+            kek_ref(),
+            "t/o",
+            Compression::None,
+            MIN_CHUNK_SIZE,
+            b"secret",
+        );
         assert_eq!(
             open_all(&sealed, "t/o", |_| Some(SecretKey::generate())).unwrap_err(),
             SealError::UnwrapFailed
@@ -703,7 +742,14 @@ mod tests {
     fn truncation_at_a_chunk_boundary_is_detected() {
         let kek = SecretKey::generate();
         let cs = MIN_CHUNK_SIZE as usize;
-        let sealed = seal_all(&kek, kek_ref(), "o", Compression::None, cs as u32, &sample(3 * cs));
+        let sealed = seal_all(
+            &kek,
+            kek_ref(),
+            "o",
+            Compression::None,
+            cs as u32,
+            &sample(3 * cs),
+        );
         let hlen = Header::parse(&sealed).unwrap().unwrap().encoded().len();
         for keep_chunks in 0..3 {
             let cut = hlen + keep_chunks * (cs + TAG_LEN);
@@ -723,7 +769,10 @@ mod tests {
         spliced[hlen..hlen + cs + TAG_LEN].copy_from_slice(&b[hlen..hlen + cs + TAG_LEN]);
         assert!(open_all(&spliced, "o", |_| Some(kek.clone())).is_err());
         let mut reordered = a.to_vec();
-        let (c0, c1) = (hlen..hlen + cs + TAG_LEN, hlen + cs + TAG_LEN..hlen + 2 * (cs + TAG_LEN));
+        let (c0, c1) = (
+            hlen..hlen + cs + TAG_LEN,
+            hlen + cs + TAG_LEN..hlen + 2 * (cs + TAG_LEN),
+        );
         let first = a[c0.clone()].to_vec();
         reordered[c0].copy_from_slice(&a[c1.clone()]);
         reordered[c1].copy_from_slice(&first);
@@ -766,7 +815,10 @@ mod tests {
         assert_eq!(Header::parse(b"XXXXXXXX").unwrap_err(), SealError::BadMagic);
         let mut h = MAGIC.to_vec();
         h.extend_from_slice(&[1, 1, 0xff, 0xff]);
-        assert!(matches!(Header::parse(&h), Err(SealError::MalformedHeader(_))));
+        assert!(matches!(
+            Header::parse(&h),
+            Err(SealError::MalformedHeader(_))
+        ));
     }
 
     #[test]

@@ -181,7 +181,10 @@ pub enum AdminRequest {
         enabled: bool,
     },
     /// Enable, disable or revoke a device.
-    DeviceSetState { device_id: String, state: DeviceState },
+    DeviceSetState {
+        device_id: String,
+        state: DeviceState,
+    },
     /// List devices of a tenant.
     DeviceList { tenant: String },
 }
@@ -338,12 +341,7 @@ pub fn validate_job_id(id: &str) -> Result<(), WireError> {
     validate_token("job id", id, MAX_JOB_ID_LEN, true)
 }
 
-fn validate_token(
-    field: &'static str,
-    s: &str,
-    max: usize,
-    dots: bool,
-) -> Result<(), WireError> {
+fn validate_token(field: &'static str, s: &str, max: usize, dots: bool) -> Result<(), WireError> {
     let bad = |reason| Err(WireError::InvalidField { field, reason });
     if s.is_empty() {
         return bad("empty");
@@ -378,7 +376,10 @@ pub fn validate_page_name(name: &str) -> Result<(), WireError> {
     if name == "." || name == ".." {
         return bad("must not be '.' or '..'");
     }
-    if name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+    if name
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
         return bad("must not contain '/', '\\' or control characters");
     }
     Ok(())
@@ -893,7 +894,11 @@ impl Decoder {
                     };
                     if len > limit {
                         self.state = State::Failed;
-                        return Err(WireError::FrameTooLong { kind: k, len, limit });
+                        return Err(WireError::FrameTooLong {
+                            kind: k,
+                            len,
+                            limit,
+                        });
                     }
                     if k == kind::DATA {
                         self.consume(FRAME_HEADER_LEN);
@@ -1119,8 +1124,14 @@ mod tests {
             (vec![0x55, 0, 0, 0, 0], "unknown type"),
             (vec![kind::HELLO, 0, 0, 0, 2, 0, 9], "short"),
             (vec![kind::PAGE_END, 0, 0, 0, 1, 0], "trailing"),
-            (vec![kind::JOB_OPEN, 0, 0, 0, 6, 0, 1, b'a', 0, 1, b'/'], "bad job id"),
-            (vec![kind::JOB_GET, 0, 0, 0, 7, 0, 1, b'a', 0, 1, b'j', 7], "bad bool"),
+            (
+                vec![kind::JOB_OPEN, 0, 0, 0, 6, 0, 1, b'a', 0, 1, b'/'],
+                "bad job id",
+            ),
+            (
+                vec![kind::JOB_GET, 0, 0, 0, 7, 0, 1, b'a', 0, 1, b'j', 7],
+                "bad bool",
+            ),
         ];
         for (bytes, what) in cases {
             let mut d = Decoder::new();
@@ -1144,7 +1155,16 @@ mod tests {
 
     #[test]
     fn identifiers_cannot_escape_their_prefix() {
-        for bad in ["", "..", "../x", "a/b", ".hidden", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(validate_job_id(bad).is_err(), "{bad:?}");
         }
         for good in ["j", "job-1", "2026.11.22_scan"] {

@@ -123,21 +123,33 @@ mod tests {
         let ok = rec(DeviceState::Enabled);
         assert!(authenticate(Some(&ok), "d1", "acme", &[5; 32]).is_ok());
         assert_eq!(
-            authenticate(None, "d9", "acme", &[5; 32]).unwrap_err().code(),
+            authenticate(None, "d9", "acme", &[5; 32])
+                .unwrap_err()
+                .code(),
             ErrorCode::UnknownDevice
         );
         assert_eq!(
-            authenticate(Some(&ok), "d1", "acme", &[6; 32]).unwrap_err().code(),
+            authenticate(Some(&ok), "d1", "acme", &[6; 32])
+                .unwrap_err()
+                .code(),
             ErrorCode::BadCredential
         );
-        for s in [DeviceState::Pending, DeviceState::Disabled, DeviceState::Revoked] {
+        for s in [
+            DeviceState::Pending,
+            DeviceState::Disabled,
+            DeviceState::Revoked,
+        ] {
             assert_eq!(
-                authenticate(Some(&rec(s)), "d1", "acme", &[5; 32]).unwrap_err().code(),
+                authenticate(Some(&rec(s)), "d1", "acme", &[5; 32])
+                    .unwrap_err()
+                    .code(),
                 ErrorCode::DeviceDisabled
             );
         }
         assert_eq!(
-            authenticate(Some(&ok), "d1", "beta", &[5; 32]).unwrap_err().code(),
+            authenticate(Some(&ok), "d1", "beta", &[5; 32])
+                .unwrap_err()
+                .code(),
             ErrorCode::TenantMismatch
         );
     }

@@ -113,12 +113,17 @@ impl Pipeline {
                 None => return Err(PipelineError::Abandoned),
             }
         }
-        let sample: Vec<u8> = first.iter().flat_map(|b| b.iter().copied()).take(compress::SAMPLE_LEN).collect();
+        let sample: Vec<u8> = first
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .take(compress::SAMPLE_LEN)
+            .collect();
         let compression = compress::choose(&sample);
         erase::wipe_vec(sample);
 
         let (kek_ref, kek) = self.vault.current_kek(tenant)?;
-        let (header, cipher) = ChunkCipher::create(&kek, kek_ref, &key, compression, self.config.chunk_size);
+        let (header, cipher) =
+            ChunkCipher::create(&kek, kek_ref, &key, compression, self.config.chunk_size);
         drop(kek);
         let expected_sealed = match compression {
             Compression::None => header.sealed_size(entry.size),
@@ -133,7 +138,16 @@ impl Pipeline {
             store_rx,
         ));
         let outcome = self
-            .run_stages(&entry, header.encoded(), cipher, compression, first, ended, &mut input, &to_store)
+            .run_stages(
+                &entry,
+                header.encoded(),
+                cipher,
+                compression,
+                first,
+                ended,
+                &mut input,
+                &to_store,
+            )
             .await;
         if outcome.is_ok() {
             let _ = to_store.send(ToStore::Commit).await;
@@ -292,11 +306,22 @@ impl Pipeline {
 
     /// Seals and stores a job's manifest. Storing the same manifest twice is a no-op; a
     /// different one under the same job is a conflict.
-    pub async fn write_manifest(&self, tenant: &str, manifest: &Manifest) -> Result<(), PipelineError> {
+    pub async fn write_manifest(
+        &self,
+        tenant: &str,
+        manifest: &Manifest,
+    ) -> Result<(), PipelineError> {
         let key = keys::manifest_key(tenant, &manifest.job_id);
         let (kek_ref, kek) = self.vault.current_kek(tenant)?;
         let body = manifest.encode();
-        let sealed = sealed::seal_all(&kek, kek_ref, &key, Compression::None, self.config.chunk_size, &body);
+        let sealed = sealed::seal_all(
+            &kek,
+            kek_ref,
+            &key,
+            Compression::None,
+            self.config.chunk_size,
+            &body,
+        );
         match self.store.put_new(&key, sealed).await {
             Ok(()) => Ok(()),
             Err(quire_storage::StoreError::AlreadyExists(_)) => {
@@ -337,7 +362,11 @@ mod tests {
         }
     }
 
-    async fn push(p: &Pipeline, e: PageEntry, parts: Vec<PageInput>) -> Result<Receipt, PipelineError> {
+    async fn push(
+        p: &Pipeline,
+        e: PageEntry,
+        parts: Vec<PageInput>,
+    ) -> Result<Receipt, PipelineError> {
         let (tx, rx) = mpsc::channel(4);
         let feeder = tokio::spawn(async move {
             for part in parts {
@@ -352,7 +381,10 @@ mod tests {
     }
 
     fn split(data: &[u8], n: usize) -> Vec<PageInput> {
-        let mut v: Vec<PageInput> = data.chunks(n).map(|c| PageInput::Data(Bytes::copy_from_slice(c))).collect();
+        let mut v: Vec<PageInput> = data
+            .chunks(n)
+            .map(|c| PageInput::Data(Bytes::copy_from_slice(c)))
+            .collect();
         v.push(PageInput::End);
         v
     }
@@ -378,7 +410,9 @@ mod tests {
         let mut noise = vec![0u8; 700_000];
         getrandom::fill(&mut noise).unwrap();
         for (i, data) in [vec![], vec![1u8], text, noise].into_iter().enumerate() {
-            let r = push(&p, entry(i as u32, &data), split(&data, 10_000)).await.unwrap();
+            let r = push(&p, entry(i as u32, &data), split(&data, 10_000))
+                .await
+                .unwrap();
             assert!(!r.already_stored);
             assert_eq!(read_back(&p, &r.object_key).await, data);
         }
@@ -393,7 +427,9 @@ mod tests {
         wrong.sha256[0] ^= 1;
         let e = push(&p, wrong, split(&data, 4096)).await.unwrap_err();
         assert!(matches!(e, PipelineError::IntegrityMismatch { .. }), "{e}");
-        let short = push(&p, entry(1, &data), split(&data[..1000], 100)).await.unwrap_err();
+        let short = push(&p, entry(1, &data), split(&data[..1000], 100))
+            .await
+            .unwrap_err();
         assert!(matches!(short, PipelineError::Truncated { .. }), "{short}");
         let mut cut = split(&data, 4096);
         cut.truncate(5);
@@ -401,7 +437,9 @@ mod tests {
         assert!(matches!(gone, PipelineError::Abandoned), "{gone}");
         let mut long = data.clone();
         long.push(0);
-        let over = push(&p, entry(3, &data), split(&long, 4096)).await.unwrap_err();
+        let over = push(&p, entry(3, &data), split(&long, 4096))
+            .await
+            .unwrap_err();
         assert!(matches!(over, PipelineError::Oversized { .. }), "{over}");
         assert!(p.store.list("tenants").await.unwrap().is_empty());
     }
@@ -416,7 +454,9 @@ mod tests {
         assert!(again.already_stored);
         assert_eq!(first.object_key, again.object_key);
         let other = b"different".repeat(10);
-        let e = push(&p, entry(0, &other), split(&other, 100)).await.unwrap_err();
+        let e = push(&p, entry(0, &other), split(&other, 100))
+            .await
+            .unwrap_err();
         assert!(matches!(e, PipelineError::Conflict { index: 0 }));
         assert_eq!(p.store.list("tenants").await.unwrap().len(), 1);
     }

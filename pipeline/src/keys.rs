@@ -28,6 +28,9 @@ mod tests {
     #[test]
     fn keys_sort_by_page_index() {
         assert!(super::page_key("t", "j", 9) < super::page_key("t", "j", 10));
-        assert_eq!(super::page_key("t", "j", 3), "tenants/t/jobs/j/pages/000003");
+        assert_eq!(
+            super::page_key("t", "j", 3),
+            "tenants/t/jobs/j/pages/000003"
+        );
     }
 }

@@ -46,7 +46,9 @@ impl Pipeline {
             if opener.is_none() {
                 if let Some(h) = reader.header().map_err(corrupt)? {
                     if h.kek.tenant != tenant {
-                        return Err(corrupt(SealError::MalformedHeader("object belongs to another tenant")));
+                        return Err(corrupt(SealError::MalformedHeader(
+                            "object belongs to another tenant",
+                        )));
                     }
                     let kek = self.vault.kek(&h.kek)?;
                     let cipher = ChunkCipher::open(&kek, h, key).map_err(corrupt)?;
@@ -60,7 +62,11 @@ impl Pipeline {
             let (cipher, decomp) = opener.as_mut().expect("opener set above");
             while let Some(c) = reader.next_chunk(eof).map_err(corrupt)? {
                 if pending.len() >= window {
-                    let plain = pending.pop_front().expect("non-empty").await.expect("open task")
+                    let plain = pending
+                        .pop_front()
+                        .expect("non-empty")
+                        .await
+                        .expect("open task")
                         .map_err(corrupt)?;
                     emit(decomp, &mut hasher, plain, &out).await?;
                 }
@@ -83,22 +89,31 @@ impl Pipeline {
             .map_err(|_| corrupt(SealError::MalformedHeader("compressed stream is corrupt")))?;
         if !tail.is_empty() {
             hasher.update(&tail);
-            out.send(Bytes::from(tail)).await.map_err(|_| PipelineError::Abandoned)?;
+            out.send(Bytes::from(tail))
+                .await
+                .map_err(|_| PipelineError::Abandoned)?;
         }
         Ok(hasher.finish())
     }
 
     /// Reads and opens a job's manifest.
-    pub async fn read_manifest(&self, tenant: &str, job_id: &str) -> Result<Manifest, PipelineError> {
+    pub async fn read_manifest(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Manifest, PipelineError> {
         let key = keys::manifest_key(tenant, job_id);
         let sealed = self.store.get(&key).await?;
         let corrupt = |source| PipelineError::Corrupt {
             key: key.clone(),
             source,
         };
-        let (header, body) = sealed::open_all(&sealed, &key, |r| self.vault.kek(r).ok()).map_err(corrupt)?;
+        let (header, body) =
+            sealed::open_all(&sealed, &key, |r| self.vault.kek(r).ok()).map_err(corrupt)?;
         if header.kek.tenant != tenant {
-            return Err(corrupt(SealError::MalformedHeader("object belongs to another tenant")));
+            return Err(corrupt(SealError::MalformedHeader(
+                "object belongs to another tenant",
+            )));
         }
         Manifest::decode(Bytes::from(body))
             .map_err(|_| corrupt(SealError::MalformedHeader("manifest body is malformed")))

@@ -44,11 +44,7 @@ pub async fn write_object(
                 written += b.len() as u64;
                 match &mut sink {
                     Sink::Buffer(buf) => buf.extend_from_slice(&b),
-                    Sink::Upload(up) => {
-                        if let Err(e) = up.write(b).await {
-                            return Err(e);
-                        }
-                    }
+                    Sink::Upload(up) => up.write(b).await?,
                 }
             }
             ToStore::Commit => {

@@ -53,7 +53,9 @@ pub struct FileVault {
 
 impl std::fmt::Debug for FileVault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileVault").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("FileVault")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +116,10 @@ impl FileVault {
             f.sync_all().map_err(io(path))?;
             return Ok(key);
         }
-        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
+        let mode = std::fs::metadata(path)
+            .map_err(io(path))?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             return Err(VaultError::MasterKeyExposed {
                 path: path.to_path_buf(),

@@ -12,7 +12,12 @@ fn unexpected(f: Frame) -> ClientError {
 
 /// Creates a tenant (service admin only).
 pub async fn create_tenant(conn: &Connection, name: &str) -> Result<(), ClientError> {
-    match conn.call(&Frame::Admin(AdminRequest::TenantCreate { name: name.into() })).await? {
+    match conn
+        .call(&Frame::Admin(AdminRequest::TenantCreate {
+            name: name.into(),
+        }))
+        .await?
+    {
         Frame::Done => Ok(()),
         f => Err(unexpected(f)),
     }
@@ -57,7 +62,11 @@ pub async fn create_device(
 }
 
 /// Enables, disables or revokes a device.
-pub async fn set_device_state(conn: &Connection, device_id: &str, state: DeviceState) -> Result<(), ClientError> {
+pub async fn set_device_state(
+    conn: &Connection,
+    device_id: &str,
+    state: DeviceState,
+) -> Result<(), ClientError> {
     match conn
         .call(&Frame::Admin(AdminRequest::DeviceSetState {
             device_id: device_id.into(),
@@ -72,7 +81,12 @@ pub async fn set_device_state(conn: &Connection, device_id: &str, state: DeviceS
 
 /// Lists a tenant's devices.
 pub async fn list_devices(conn: &Connection, tenant: &str) -> Result<Vec<DeviceInfo>, ClientError> {
-    match conn.call(&Frame::Admin(AdminRequest::DeviceList { tenant: tenant.into() })).await? {
+    match conn
+        .call(&Frame::Admin(AdminRequest::DeviceList {
+            tenant: tenant.into(),
+        }))
+        .await?
+    {
         Frame::AdminDevices(v) => Ok(v),
         f => Err(unexpected(f)),
     }

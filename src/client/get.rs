@@ -31,7 +31,9 @@ pub async fn get_job(
     out_dir: &Path,
 ) -> Result<Vec<Fetched>, ClientError> {
     wire::validate_job_id(job_id).map_err(|e| local_err(Path::new("--job"), e))?;
-    tokio::fs::create_dir_all(out_dir).await.map_err(|e| local_err(out_dir, e))?;
+    tokio::fs::create_dir_all(out_dir)
+        .await
+        .map_err(|e| local_err(out_dir, e))?;
     let (mut send, mut reader) = conn
         .open(&Frame::JobGet {
             tenant: conn.tenant.clone(),
@@ -48,9 +50,12 @@ pub async fn get_job(
             Frame::Manifest { .. } if fetched.is_empty() && current.is_none() => {}
             Frame::PageBegin(entry) if current.is_none() => {
                 // The name comes from the server: check it cannot point outside out_dir.
-                wire::validate_page_name(&entry.name).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                wire::validate_page_name(&entry.name)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let tmp = out_dir.join(format!(".quire-get-{}.part", entry.index));
-                let f = tokio::fs::File::create(&tmp).await.map_err(|e| local_err(&tmp, e))?;
+                let f = tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(|e| local_err(&tmp, e))?;
                 current = Some((entry, f, tmp, Sha256::new(), 0));
             }
             Frame::Data(b) => {
@@ -81,7 +86,9 @@ pub async fn get_job(
                     )));
                 }
                 let path = out_dir.join(&entry.name);
-                tokio::fs::rename(&tmp, &path).await.map_err(|e| local_err(&path, e))?;
+                tokio::fs::rename(&tmp, &path)
+                    .await
+                    .map_err(|e| local_err(&path, e))?;
                 fetched.push(Fetched { entry, path });
             }
             Frame::Done if current.is_none() => return Ok(fetched),

@@ -74,7 +74,10 @@ fn closed_reason(e: &quinn::ConnectionError) -> Option<String> {
 
 impl Connection {
     /// Connects with a credential file's contents; `server` overrides the address in it.
-    pub async fn connect(cred: &Credential, server: Option<SocketAddr>) -> Result<Connection, ClientError> {
+    pub async fn connect(
+        cred: &Credential,
+        server: Option<SocketAddr>,
+    ) -> Result<Connection, ClientError> {
         let addr = match server {
             Some(a) => a,
             None => cred.server.parse().map_err(|_| ClientError::Connect {
@@ -82,7 +85,9 @@ impl Connection {
                 message: "the credential's server is not an address like 127.0.0.1:4433".into(),
             })?,
         };
-        let secret = cred.secret_bytes().ok_or_else(|| ClientError::Protocol("bad secret".into()))?;
+        let secret = cred
+            .secret_bytes()
+            .ok_or_else(|| ClientError::Protocol("bad secret".into()))?;
         Self::login(Login {
             addr,
             server_name: &cred.server_name,
@@ -102,7 +107,9 @@ impl Connection {
         transport.stream_receive_window((8u32 * 1024 * 1024).into());
         transport.receive_window((32u32 * 1024 * 1024).into());
         transport.send_window(16 * 1024 * 1024);
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        // A scanner should notice a dead server within seconds, not minutes.
+        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        transport.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("10 s fits")));
         config.transport_config(std::sync::Arc::new(transport));
         let bind: SocketAddr = if l.addr.is_ipv4() {
             "0.0.0.0:0".parse().expect("valid")
@@ -144,7 +151,9 @@ impl Connection {
         let mut reader = FrameReader::new(recv);
         let answer = match reader.next().await {
             Ok(f) => f,
-            Err(StreamError::Read(quinn::ReadError::ConnectionLost(e))) => return Err(refused_by_close(&e)),
+            Err(StreamError::Read(quinn::ReadError::ConnectionLost(e))) => {
+                return Err(refused_by_close(&e))
+            }
             Err(e) => return Err(e.into()),
         };
         match answer {
@@ -156,16 +165,25 @@ impl Connection {
                 role,
             }),
             Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
-            other => Err(ClientError::Protocol(format!("expected Welcome, got {other:?}"))),
+            other => Err(ClientError::Protocol(format!(
+                "expected Welcome, got {other:?}"
+            ))),
         }
     }
 
     /// Opens a request stream and sends its first frame.
-    pub async fn open(&self, request: &Frame) -> Result<(quinn::SendStream, FrameReader), ClientError> {
-        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connect {
-            addr: self.conn.remote_address().to_string(),
-            message: e.to_string(),
-        })?;
+    pub async fn open(
+        &self,
+        request: &Frame,
+    ) -> Result<(quinn::SendStream, FrameReader), ClientError> {
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: self.conn.remote_address().to_string(),
+                message: e.to_string(),
+            })?;
         write_frame(&mut send, request).await?;
         Ok((send, FrameReader::new(recv)))
     }
@@ -190,6 +208,8 @@ pub async fn expect_answer(reader: &mut FrameReader) -> Result<Frame, ClientErro
     match reader.next().await? {
         Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
         Some(f) => Ok(f),
-        None => Err(ClientError::Protocol("the server closed the stream without an answer".into())),
+        None => Err(ClientError::Protocol(
+            "the server closed the stream without an answer".into(),
+        )),
     }
 }

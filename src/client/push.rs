@@ -71,7 +71,10 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<LocalPage>, ClientError> {
     }
     files.sort();
     if files.len() > wire::MAX_PAGES as usize {
-        return Err(local_err(dir, format!("more than {} pages in one job", wire::MAX_PAGES)));
+        return Err(local_err(
+            dir,
+            format!("more than {} pages in one job", wire::MAX_PAGES),
+        ));
     }
     let mut pages = Vec::with_capacity(files.len());
     for (i, (name, path)) in files.into_iter().enumerate() {
@@ -142,7 +145,11 @@ fn choose_job_id(opts: &PushOptions, journal: &Path) -> Result<String, ClientErr
 
 /// Pushes one directory as one job. Returns once every page is acknowledged and the job
 /// committed; on error, what was acknowledged stays stored and a re-run resumes.
-pub async fn push_dir(conn: &Connection, dir: &Path, opts: &PushOptions) -> Result<PushReport, ClientError> {
+pub async fn push_dir(
+    conn: &Connection,
+    dir: &Path,
+    opts: &PushOptions,
+) -> Result<PushReport, ClientError> {
     let started = Instant::now();
     let pages = tokio::task::spawn_blocking({
         let dir = dir.to_path_buf();
@@ -161,8 +168,14 @@ pub async fn push_dir(conn: &Connection, dir: &Path, opts: &PushOptions) -> Resu
             job_id: job_id.clone(),
         })
         .await?;
-    let Frame::JobStatus { committed, pages: stored } = status else {
-        return Err(ClientError::Protocol(format!("expected JobStatus, got {status:?}")));
+    let Frame::JobStatus {
+        committed,
+        pages: stored,
+    } = status
+    else {
+        return Err(ClientError::Protocol(format!(
+            "expected JobStatus, got {status:?}"
+        )));
     };
     let mut todo = Vec::new();
     let mut skipped = 0u32;
@@ -241,7 +254,9 @@ pub async fn push_dir(conn: &Connection, dir: &Path, opts: &PushOptions) -> Resu
         })
         .await?;
     let Frame::JobCommitted { pages: n, bytes } = committed else {
-        return Err(ClientError::Protocol(format!("expected JobCommitted, got {committed:?}")));
+        return Err(ClientError::Protocol(format!(
+            "expected JobCommitted, got {committed:?}"
+        )));
     };
     let _ = std::fs::remove_file(&journal);
     Ok(PushReport {
@@ -254,7 +269,12 @@ pub async fn push_dir(conn: &Connection, dir: &Path, opts: &PushOptions) -> Resu
 }
 
 /// Streams one page and waits for its acknowledgement.
-pub async fn send_page(conn: &Connection, job_id: &str, page: &LocalPage, bar: &ProgressBar) -> Result<(), ClientError> {
+pub async fn send_page(
+    conn: &Connection,
+    job_id: &str,
+    page: &LocalPage,
+    bar: &ProgressBar,
+) -> Result<(), ClientError> {
     let (mut send, mut reader) = conn
         .open(&Frame::PagePut {
             tenant: conn.tenant.clone(),
@@ -270,7 +290,10 @@ pub async fn send_page(conn: &Connection, job_id: &str, page: &LocalPage, bar: &
         let mut buf = BytesMut::with_capacity(READ_SIZE);
         loop {
             buf.reserve(READ_SIZE);
-            let n = file.read_buf(&mut buf).await.map_err(|e| local_err(&page.path, e))?;
+            let n = file
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| local_err(&page.path, e))?;
             if n == 0 {
                 break;
             }
@@ -289,7 +312,14 @@ pub async fn send_page(conn: &Connection, job_id: &str, page: &LocalPage, bar: &
         Err(e) => return Err(e),
     }
     match expect_answer(&mut reader).await? {
-        Frame::PageStored { index, sha256 } if index == page.entry.index && sha256 == page.entry.sha256 => Ok(()),
-        other => Err(ClientError::Protocol(format!("expected PageStored for page {}, got {other:?}", page.entry.index))),
+        Frame::PageStored { index, sha256 }
+            if index == page.entry.index && sha256 == page.entry.sha256 =>
+        {
+            Ok(())
+        }
+        other => Err(ClientError::Protocol(format!(
+            "expected PageStored for page {}, got {other:?}",
+            page.entry.index
+        ))),
     }
 }

@@ -3,11 +3,11 @@
 //! stages of `quire_pipeline`.
 
 mod requests;
+pub mod slots;
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
@@ -51,9 +51,9 @@ pub enum ServeError {
 pub(crate) struct State {
     pub meta: Meta,
     pub pipeline: Pipeline,
-    /// Pages being stored right now (`tenant/job/index`): a second stream for the same page
-    /// waits its turn instead of racing the first.
-    pub in_flight: Mutex<HashSet<String>>,
+    /// Pages being stored right now: a second upload of the same page supersedes the first
+    /// instead of racing it.
+    pub in_flight: slots::PageSlots,
 }
 
 /// A running server.
@@ -65,7 +65,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.local_addr()).finish()
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr())
+            .finish()
     }
 }
 
@@ -120,7 +122,7 @@ impl Server {
             state: Arc::new(State {
                 meta,
                 pipeline,
-                in_flight: Mutex::new(HashSet::new()),
+                in_flight: slots::PageSlots::default(),
             }),
             cert_pem: identity.cert_pem.clone(),
         };
@@ -133,7 +135,9 @@ impl Server {
 
     /// The address the endpoint is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.endpoint.local_addr().expect("bound endpoint has an address")
+        self.endpoint
+            .local_addr()
+            .expect("bound endpoint has an address")
     }
 
     /// The server certificate clients must trust (PEM).
@@ -156,7 +160,8 @@ impl Server {
 
     /// Stops accepting, closes connections and waits until they are gone.
     pub async fn shutdown(&self) {
-        self.endpoint.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
+        self.endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"server shutting down");
         self.endpoint.wait_idle().await;
     }
 

@@ -1,6 +1,7 @@
 //! One request stream: read the request frame, check who may ask it, answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use quire_codecs::manifest::Manifest;
@@ -57,7 +58,9 @@ impl From<crate::meta::MetaError> for Refusal {
 
 /// Runs a blocking metadata call off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("metadata task panicked")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("metadata task panicked")
 }
 
 pub(super) async fn handle_stream(
@@ -191,22 +194,6 @@ async fn job_open(
     .await
 }
 
-/// Releases a page's in-flight slot when the request ends, however it ends.
-struct InFlight<'a> {
-    state: &'a State,
-    key: String,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.state
-            .in_flight
-            .lock()
-            .expect("in-flight lock poisoned")
-            .remove(&self.key);
-    }
-}
-
 async fn page_put(
     state: &Arc<State>,
     tenant: &str,
@@ -216,27 +203,28 @@ async fn page_put(
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
-    if blocking(move || meta.job(&t, &j)).await?.is_some_and(|j| j.committed) {
+    if blocking(move || meta.job(&t, &j))
+        .await?
+        .is_some_and(|j| j.committed)
+    {
         return Err(Refusal::new(
             ErrorCode::Conflict,
             format!("job {job_id} is already committed; push new pages as a new job"),
         ));
     }
-    let slot = keys::page_key(tenant, job_id, page.index);
-    if !state
+    let slot_key = keys::page_key(tenant, job_id, page.index);
+    let Some(mut slot) = state
         .in_flight
-        .lock()
-        .expect("in-flight lock poisoned")
-        .insert(slot.clone())
-    {
+        .claim(&slot_key, Duration::from_secs(10))
+        .await
+    else {
         return Err(Refusal::new(
             ErrorCode::Conflict,
-            format!("page {} of job {job_id} is being stored by another stream", page.index),
+            format!(
+                "page {} of job {job_id} is being stored by another stream",
+                page.index
+            ),
         ));
-    }
-    let _slot = InFlight {
-        state,
-        key: slot,
     };
 
     // The network stage: frames from QUIC into the pipeline's bounded queue. When the queue
@@ -248,8 +236,16 @@ async fn page_put(
     let mut received = 0u64;
     let mut protocol_error: Option<Refusal> = None;
     let mut saw_end = false;
+    let mut superseded = false;
     loop {
-        match reader.next().await {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = slot.superseded.changed() => {
+                superseded = true;
+                break;
+            }
+        };
+        match next {
             Ok(Some(Frame::Data(b))) => {
                 received += b.len() as u64;
                 if tx.send(PageInput::Data(b)).await.is_err() {
@@ -264,7 +260,10 @@ async fn page_put(
             Ok(Some(other)) => {
                 protocol_error = Some(Refusal::new(
                     ErrorCode::Malformed,
-                    format!("{} inside a page; expected Data or PageEnd", frame_name(&other)),
+                    format!(
+                        "{} inside a page; expected Data or PageEnd",
+                        frame_name(&other)
+                    ),
                 ));
                 break;
             }
@@ -277,6 +276,15 @@ async fn page_put(
     }
     drop(tx);
     let result = ingest.await.expect("ingest task panicked");
+    if superseded {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "page {} of job {job_id} was superseded by a newer upload of it",
+                page.index
+            ),
+        ));
+    }
     if let Some(r) = protocol_error {
         return Err(r);
     }
@@ -286,9 +294,9 @@ async fn page_put(
             return Err(Refusal::new(
                 ErrorCode::Truncated,
                 format!(
-                    "page {} truncated: the stream ended after {received} of {} bytes without PageEnd",
-                    page.index, page.size
-                ),
+                "page {} truncated: the stream ended after {received} of {} bytes without PageEnd",
+                page.index, page.size
+            ),
             ))
         }
         Err(e) => return Err(e.into()),
@@ -296,7 +304,12 @@ async fn page_put(
     if receipt.already_stored {
         reader.stop();
     }
-    let (meta, t, j, r) = (state.meta.clone(), tenant.to_string(), job_id.to_string(), receipt.clone());
+    let (meta, t, j, r) = (
+        state.meta.clone(),
+        tenant.to_string(),
+        job_id.to_string(),
+        receipt.clone(),
+    );
     blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes)).await?;
     info!(
         tenant,
@@ -330,11 +343,19 @@ async fn job_commit(
     })
     .await?;
     if job.is_none() && page_count > 0 {
-        return Err(Refusal::new(ErrorCode::NotFound, format!("job {job_id} has no stored pages")));
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("job {job_id} has no stored pages"),
+        ));
     }
-    if pages.len() != page_count as usize || pages.iter().enumerate().any(|(i, p)| p.index as usize != i) {
+    if pages.len() != page_count as usize
+        || pages.iter().enumerate().any(|(i, p)| p.index as usize != i)
+    {
         let have: Vec<u32> = pages.iter().map(|p| p.index).collect();
-        let missing: Vec<u32> = (0..page_count).filter(|i| !have.contains(i)).take(20).collect();
+        let missing: Vec<u32> = (0..page_count)
+            .filter(|i| !have.contains(i))
+            .take(20)
+            .collect();
         return Err(Refusal::new(
             ErrorCode::Conflict,
             format!(
@@ -351,7 +372,13 @@ async fn job_commit(
     let bytes = manifest.total_bytes();
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
     blocking(move || meta.commit_job(&t, &j, page_count, bytes)).await?;
-    info!(tenant, job = job_id, pages = page_count, bytes, "job committed");
+    info!(
+        tenant,
+        job = job_id,
+        pages = page_count,
+        bytes,
+        "job committed"
+    );
     reply(
         send,
         &Frame::JobCommitted {
@@ -369,7 +396,12 @@ async fn job_get(
     page: Option<u32>,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let not_found = || Refusal::new(ErrorCode::NotFound, format!("job {job_id} not found or not committed"));
+    let not_found = || {
+        Refusal::new(
+            ErrorCode::NotFound,
+            format!("job {job_id} not found or not committed"),
+        )
+    };
     let manifest = match state.pipeline.read_manifest(tenant, job_id).await {
         Ok(m) => m,
         Err(PipelineError::NotFound(_)) => return Err(not_found()),
@@ -377,11 +409,9 @@ async fn job_get(
     };
     let selected: Vec<PageEntry> = match page {
         None => manifest.pages.clone(),
-        Some(n) => vec![manifest
-            .pages
-            .get(n as usize)
-            .cloned()
-            .ok_or_else(|| Refusal::new(ErrorCode::NotFound, format!("job {job_id} has no page {n}")))?],
+        Some(n) => vec![manifest.pages.get(n as usize).cloned().ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("job {job_id} has no page {n}"))
+        })?],
     };
     reply(
         send,
@@ -435,13 +465,20 @@ async fn admin(
     match req {
         AdminRequest::TenantCreate { name } => {
             if principal.role != Role::ServiceAdmin {
-                return Err(AuthError::Forbidden { needed: "service-admin" }.into());
+                return Err(AuthError::Forbidden {
+                    needed: "service-admin",
+                }
+                .into());
             }
             let n = name.clone();
-            blocking(move || meta.create_tenant(&n)).await.map_err(|e| match e {
-                crate::meta::MetaError::Exists(what) => Refusal::new(ErrorCode::Conflict, format!("{what} already exists")),
-                other => other.into(),
-            })?;
+            blocking(move || meta.create_tenant(&n))
+                .await
+                .map_err(|e| match e {
+                    crate::meta::MetaError::Exists(what) => {
+                        Refusal::new(ErrorCode::Conflict, format!("{what} already exists"))
+                    }
+                    other => other.into(),
+                })?;
             info!(tenant = %name, by = %principal.device_id, "tenant created");
             reply(send, &Frame::Done).await
         }
@@ -452,23 +489,36 @@ async fn admin(
             enabled,
         } => {
             if !in_scope(&tenant) {
-                return Err(Refusal::new(ErrorCode::NotFound, format!("tenant {tenant} not found")));
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("tenant {tenant} not found"),
+                ));
             }
             if role == Role::ServiceAdmin && principal.role != Role::ServiceAdmin {
-                return Err(AuthError::Forbidden { needed: "service-admin" }.into());
+                return Err(AuthError::Forbidden {
+                    needed: "service-admin",
+                }
+                .into());
             }
             let secret = crate::random_secret();
             let rec = DeviceRecord {
                 device_id: device_id.clone(),
                 tenant: tenant.clone(),
                 role,
-                state: if enabled { DeviceState::Enabled } else { DeviceState::Pending },
+                state: if enabled {
+                    DeviceState::Enabled
+                } else {
+                    DeviceState::Pending
+                },
                 secret_hash: auth::hash_secret(&secret),
             };
             let r = rec.clone();
             blocking(move || -> Result<(), Refusal> {
                 if meta.device(&r.device_id)?.is_some() {
-                    return Err(Refusal::new(ErrorCode::Conflict, format!("device {} already exists", r.device_id)));
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        format!("device {} already exists", r.device_id),
+                    ));
                 }
                 meta.put_device(&r).map_err(|e| match e {
                     crate::meta::MetaError::NoSuchTenant(t) => {
@@ -490,13 +540,21 @@ async fn admin(
             )
             .await
         }
-        AdminRequest::DeviceSetState { device_id, state: new_state } => {
+        AdminRequest::DeviceSetState {
+            device_id,
+            state: new_state,
+        } => {
             let id = device_id.clone();
             let m = meta.clone();
             let rec = blocking(move || m.device(&id)).await?;
             match rec {
                 Some(r) if in_scope(&r.tenant) => {}
-                _ => return Err(Refusal::new(ErrorCode::NotFound, format!("device {device_id} not found"))),
+                _ => {
+                    return Err(Refusal::new(
+                        ErrorCode::NotFound,
+                        format!("device {device_id} not found"),
+                    ))
+                }
             }
             let id = device_id.clone();
             blocking(move || meta.set_device_state(&id, new_state)).await?;
@@ -505,7 +563,10 @@ async fn admin(
         }
         AdminRequest::DeviceList { tenant } => {
             if !in_scope(&tenant) {
-                return Err(Refusal::new(ErrorCode::NotFound, format!("tenant {tenant} not found")));
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("tenant {tenant} not found"),
+                ));
             }
             let list = blocking(move || meta.devices(&tenant)).await?;
             reply(send, &Frame::AdminDevices(list)).await

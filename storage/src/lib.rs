@@ -287,19 +287,28 @@ mod tests {
     use super::*;
 
     async fn exercise(store: Store) {
-        store.put_new("t/a/1", Bytes::from_static(b"one")).await.unwrap();
+        store
+            .put_new("t/a/1", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
         assert!(matches!(
             store.put_new("t/a/1", Bytes::from_static(b"two")).await,
             Err(StoreError::AlreadyExists(_))
         ));
-        assert_eq!(store.get("t/a/1").await.unwrap(), Bytes::from_static(b"one"));
+        assert_eq!(
+            store.get("t/a/1").await.unwrap(),
+            Bytes::from_static(b"one")
+        );
 
         let mut up = store.begin_upload("t/a/big").await.unwrap();
         let part = Bytes::from(vec![7u8; 3 * 1024 * 1024]);
         for _ in 0..4 {
             up.write(part.clone()).await.unwrap();
         }
-        assert!(!store.exists("t/a/big").await.unwrap(), "visible before finish");
+        assert!(
+            !store.exists("t/a/big").await.unwrap(),
+            "visible before finish"
+        );
         up.finish().await.unwrap();
         let got: Vec<Bytes> = store
             .get_stream("t/a/big")
@@ -319,12 +328,24 @@ mod tests {
         up.abort().await.unwrap();
         assert!(!store.exists("t/a/aborted").await.unwrap());
 
-        store.put_new("t/b/1", Bytes::from_static(b"x")).await.unwrap();
-        let keys: Vec<String> = store.list("t/a").await.unwrap().into_iter().map(|o| o.key).collect();
+        store
+            .put_new("t/b/1", Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let keys: Vec<String> = store
+            .list("t/a")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["t/a/1".to_string(), "t/a/big".to_string()]);
         store.delete("t/a/1").await.unwrap();
         store.delete("t/a/1").await.unwrap();
-        assert!(matches!(store.get("t/a/1").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.get("t/a/1").await,
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[tokio::test]

@@ -77,7 +77,9 @@ impl TestServer {
         let addr = line
             .trim()
             .strip_prefix("quire listening on ")
-            .unwrap_or_else(|| panic!("unexpected serve output {line:?}; log: {}", self.log_text()));
+            .unwrap_or_else(|| {
+                panic!("unexpected serve output {line:?}; log: {}", self.log_text())
+            });
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
         self.stdout = Some(reader);
@@ -167,16 +169,28 @@ impl TestServer {
     /// Fetches a job into `out` and panics on failure.
     pub fn get_ok(&self, job: &str, out: &Path) {
         let o = self.quire(&["get", "--job", job, "--out", out.to_str().unwrap()]);
-        assert!(o.status.success(), "get {job} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "get {job} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// An authenticated in-process connection with the development device credential.
     pub async fn connect(&self) -> Connection {
-        Connection::connect(&self.device_cred(), Some(self.addr)).await.unwrap()
+        Connection::connect(&self.device_cred(), Some(self.addr))
+            .await
+            .unwrap()
     }
 
     /// Connects with explicit, possibly wrong, parameters.
-    pub async fn login(&self, tenant: &str, device: &str, secret: [u8; 32], alpn: &[u8]) -> Result<Connection, quire::client::ClientError> {
+    pub async fn login(
+        &self,
+        tenant: &str,
+        device: &str,
+        secret: [u8; 32],
+        alpn: &[u8],
+    ) -> Result<Connection, quire::client::ClientError> {
         let cred = self.device_cred();
         Connection::login(Login {
             addr: self.addr,
@@ -212,7 +226,9 @@ pub fn default_alpn() -> &'static [u8] {
 
 pub fn walk(p: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(p) else { return out };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return out;
+    };
     for e in rd {
         let e = e.unwrap();
         if e.file_type().unwrap().is_dir() {
