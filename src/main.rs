@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
 use quire::client::{self, push::PushOptions, Connection};
 use quire::config::ServerConfig;
 use quire::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
@@ -76,6 +77,9 @@ struct PushArgs {
     /// Do not draw a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Directories pushed side by side.
+    #[arg(long, default_value_t = 4)]
+    parallel_jobs: usize,
     /// Where unfinished pushes are remembered.
     #[arg(long, default_value = ".quire-push")]
     state_dir: PathBuf,
@@ -260,36 +264,66 @@ async fn push(a: PushArgs) -> Result<()> {
             a.dirs.len()
         );
     }
-    let (conn, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
+    let (connection, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
     let opts = PushOptions {
         job: a.job.clone(),
         concurrency: a.concurrency,
-        progress: !a.no_progress,
+        progress: (!a.no_progress).then(indicatif::MultiProgress::new),
         state_dir: a.state_dir.clone(),
     };
+    // Several directories go up side by side on the one connection: small jobs are bound by
+    // round trips (open, commit), not bandwidth.
+    let (conn, opts) = (&connection, &opts);
+    let mut results: Vec<(usize, Result<client::push::PushReport>)> =
+        futures::stream::iter(a.dirs.iter().enumerate())
+            .map(|(i, dir)| async move {
+                let r = client::push::push_dir(conn, dir, opts)
+                    .await
+                    .with_context(|| format!("pushing {}", dir.display()));
+                (i, r)
+            })
+            .buffer_unordered(a.parallel_jobs.max(1))
+            .collect()
+            .await;
+    results.sort_by_key(|(i, _)| *i);
     let mut jobs = Vec::new();
-    for dir in &a.dirs {
-        let r = client::push::push_dir(&conn, dir, &opts)
-            .await
-            .with_context(|| format!("pushing {}", dir.display()))?;
-        let secs = r.elapsed.as_secs_f64().max(1e-9);
-        eprintln!(
-            "job {} committed: {} pages, {} bytes ({} already stored) in {:.2} s, {:.1} pages/s, {:.1} MB/s",
-            r.job_id,
-            r.pages,
-            r.bytes,
-            r.skipped,
-            secs,
-            r.pages as f64 / secs,
-            r.bytes as f64 / secs / 1e6
-        );
-        jobs.push(r.job_id);
+    let mut failures = Vec::new();
+    for (_, r) in results {
+        match r {
+            Ok(r) => {
+                let secs = r.elapsed.as_secs_f64().max(1e-9);
+                eprintln!(
+                    "job {} committed: {} pages, {} bytes ({} already stored) in {:.2} s, {:.1} pages/s, {:.1} MB/s",
+                    r.job_id,
+                    r.pages,
+                    r.bytes,
+                    r.skipped,
+                    secs,
+                    r.pages as f64 / secs,
+                    r.bytes as f64 / secs / 1e6
+                );
+                jobs.push(r.job_id);
+            }
+            Err(e) => failures.push(e),
+        }
     }
-    conn.close().await;
     for j in jobs {
         println!("{j}");
     }
-    Ok(())
+    connection.close().await;
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        n => {
+            for e in &failures {
+                eprintln!("error: {e:#}");
+            }
+            bail!(
+                "{n} of {} directories failed; run the same command again to resume them",
+                a.dirs.len()
+            )
+        }
+    }
 }
 
 async fn get(a: GetArgs) -> Result<()> {

@@ -1,1 +1,163 @@
-fn main() {}
+//! Throughput of each ingest stage and of the whole in-process pipeline (no network).
+//!
+//! `cargo bench -p quire-benches` ; compare seal/open against the raw AES-256-GCM line,
+//! measured in the same run, for the ratio to the ceiling.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use quire_benches::{bitmap_like, jpeg_like, noise};
+use quire_codecs::sealed::{ChunkCipher, Compression, KekRef, SecretKey};
+use quire_codecs::wire::PageEntry;
+use quire_pipeline::{compress, hash, FileVault, PageInput, Pipeline, PipelineConfig};
+use quire_storage::Store;
+
+const MIB: usize = 1024 * 1024;
+
+fn kek_ref() -> KekRef {
+    KekRef {
+        tenant: "bench".into(),
+        kek_id: "tenant".into(),
+        version: 1,
+    }
+}
+
+fn bench_hash(c: &mut Criterion) {
+    let data = noise(4 * MIB);
+    let mut g = c.benchmark_group("hash");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("sha256", |b| b.iter(|| hash::sha256(&data)));
+    g.finish();
+}
+
+fn bench_compress(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compress");
+    for (kind, data) in [
+        ("jpeg", jpeg_like(4 * MIB)),
+        ("bitmap", bitmap_like(4 * MIB)),
+        ("noise", noise(4 * MIB)),
+    ] {
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_with_input(BenchmarkId::new("choose", kind), &data, |b, d| {
+            b.iter(|| compress::choose(d))
+        });
+        let choice = compress::choose(&data);
+        g.bench_with_input(BenchmarkId::new("as_chosen", kind), &data, |b, d| {
+            b.iter(|| {
+                let mut c = compress::Compressor::new(choice);
+                let n = c.push(d).len();
+                n + c.finish().len()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_seal(c: &mut Criterion) {
+    let kek = SecretKey::generate();
+    let data = noise(8 * MIB);
+    let mut g = c.benchmark_group("seal");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    // The ceiling: raw AES-256-GCM over the same bytes in 1 MiB messages, no framing.
+    g.bench_function("aes256gcm_raw_1MiB", |b| {
+        use aes_gcm::aead::{AeadInOut, KeyInit};
+        let cipher = aes_gcm::Aes256Gcm::new(kek.expose().into());
+        let mut buf = data.clone();
+        b.iter(|| {
+            for (i, chunk) in buf.chunks_mut(MIB).enumerate() {
+                let mut n = [0u8; 12];
+                n[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                let _ = cipher
+                    .encrypt_inout_detached(&n.into(), b"", chunk.into())
+                    .unwrap();
+            }
+        })
+    });
+    for chunk in [64 * 1024u32, 256 * 1024, 1024 * 1024] {
+        let (_, cipher) = ChunkCipher::create(&kek, kek_ref(), "k", Compression::None, chunk);
+        g.bench_with_input(BenchmarkId::new("one_thread", chunk), &chunk, |b, &cs| {
+            b.iter(|| {
+                for (i, part) in data.chunks(cs as usize).enumerate() {
+                    let mut v = part.to_vec();
+                    cipher.seal_chunk(i as u64, false, &mut v);
+                }
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("rayon", chunk), &chunk, |b, &cs| {
+            use rayon::prelude::*;
+            b.iter(|| {
+                data.par_chunks(cs as usize)
+                    .enumerate()
+                    .for_each(|(i, part)| {
+                        let mut v = part.to_vec();
+                        cipher.seal_chunk(i as u64, false, &mut v);
+                    })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_pipeline(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(FileVault::open(dir.path()).unwrap());
+    let mut g = c.benchmark_group("pipeline");
+    g.sample_size(10);
+    for (kind, data) in [
+        ("jpeg_4MiB", jpeg_like(4 * MIB)),
+        ("bitmap_4MiB", bitmap_like(4 * MIB)),
+    ] {
+        let data = Bytes::from(data);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("ingest_page_memory_store", kind),
+            &data,
+            |b, data| {
+                let mut n = 0u32;
+                b.iter(|| {
+                    let pipeline =
+                        Pipeline::new(Store::memory(), vault.clone(), PipelineConfig::default());
+                    n += 1;
+                    let entry = PageEntry {
+                        index: 0,
+                        name: "p".into(),
+                        size: data.len() as u64,
+                        sha256: hash::sha256(data),
+                    };
+                    rt.block_on(async {
+                        let (tx, rx) = tokio::sync::mpsc::channel(16);
+                        let d = data.clone();
+                        let feed = tokio::spawn(async move {
+                            let mut rest = d;
+                            while !rest.is_empty() {
+                                let part = rest.split_to(rest.len().min(64 * 1024));
+                                tx.send(PageInput::Data(part)).await.unwrap();
+                            }
+                            tx.send(PageInput::End).await.unwrap();
+                        });
+                        pipeline
+                            .ingest_page("bench", &format!("j{n}"), entry, rx)
+                            .await
+                            .unwrap();
+                        feed.await.unwrap();
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_hash,
+    bench_compress,
+    bench_seal,
+    bench_pipeline
+);
+criterion_main!(benches);

@@ -27,8 +27,8 @@ pub struct PushOptions {
     pub job: Option<String>,
     /// Pages in flight at once, each on its own QUIC stream.
     pub concurrency: usize,
-    /// Draw a progress bar (only when stderr is a terminal).
-    pub progress: bool,
+    /// Draw progress bars here (only when stderr is a terminal); `None` for no bars.
+    pub progress: Option<indicatif::MultiProgress>,
     /// Where the journal of unfinished jobs lives.
     pub state_dir: PathBuf,
 }
@@ -201,8 +201,8 @@ pub async fn push_dir(
     let total_bytes: u64 = todo.iter().map(|p| p.entry.size).sum();
     let page_total = pages.len();
     let tty = std::io::stderr().is_terminal();
-    let bar = if opts.progress && tty {
-        let b = ProgressBar::new(total_bytes);
+    let bar = if let Some(multi) = opts.progress.as_ref().filter(|_| tty) {
+        let b = multi.add(ProgressBar::new(total_bytes));
         b.set_style(
             ProgressStyle::with_template(
                 "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
@@ -226,7 +226,7 @@ pub async fn push_dir(
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     bar.set_message(format!("{job_id} pages {n}/{page_total}"));
                     if !tty {
-                        eprintln!("stored page {n}/{page_total}: {}", p.entry.name);
+                        eprintln!("stored page {n}/{page_total} of {job_id}: {}", p.entry.name);
                     }
                 }
                 r.map_err(|e| match e {
