@@ -1,0 +1,91 @@
+//! The command line as a newcomer meets it: help, config errors, no server running.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, _) = run(dir.path(), &["--help"]);
+    assert!(ok);
+    for cmd in ["serve", "push", "get", "admin"] {
+        assert!(out.contains(cmd), "--help does not mention {cmd}: {out}");
+    }
+    let (ok, out, _) = run(dir.path(), &["push", "--help"]);
+    assert!(
+        ok && out.contains("--job") && out.contains("--server"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_invalid_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        ("[pipeline]\nchunk_size = 3\n", "pipeline.chunk_size"),
+        ("listen = \"not an address\"\n", "listen"),
+        ("[store]\nbucket = \"x\"\n", "bucket"),
+    ] {
+        std::fs::write(dir.path().join("quire.toml"), text).unwrap();
+        let (ok, _, err) = run(dir.path(), &["serve", "--config", "quire.toml"]);
+        assert!(!ok, "{text:?} was accepted");
+        assert!(err.contains(key), "{text:?}: {err}");
+    }
+    assert!(
+        !dir.path().join("quire-data").exists(),
+        "a refused config must not create state"
+    );
+}
+
+#[test]
+fn a_config_file_sets_the_listen_address_and_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("quire.toml"),
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"elsewhere\"\n[dev]\ntenant = \"acme\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", "quire.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.starts_with("quire listening on 127.0.0.1:"), "{line}");
+    let cred = std::fs::read_to_string(dir.path().join("elsewhere/dev/device.cred")).unwrap();
+    assert!(cred.contains("tenant = \"acme\""), "{cred}");
+}
+
+#[test]
+fn push_without_a_server_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("job")).unwrap();
+    let (ok, _, err) = run(dir.path(), &["push", "job"]);
+    assert!(!ok);
+    assert!(err.contains("quire serve"), "{err}");
+}
