@@ -11,7 +11,7 @@ use quire::client::{self, push::PushOptions, Connection};
 use quire::config::ServerConfig;
 use quire::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
 use quire::server::Server;
-use quire_codecs::wire::{DeviceState, Role};
+use quire_codecs::wire::{AdminRequest, DeviceState, Role};
 
 /// Quire: scanners push jobs over QUIC; every page is hashed, compressed, encrypted under
 /// its tenant's key and written to an object store.
@@ -122,12 +122,34 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Tenant keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Add a new key version; new objects use it, old ones still open.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Re-wrap every stored data key under the newest key version (headers only).
+    Rewrap {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
     /// Create a tenant.
     Create { name: String },
+    /// Destroy every key of the tenant (crypto-shredding): its stored data can never be
+    /// opened again, and its devices are revoked. Irreversible.
+    Shred { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +375,40 @@ async fn admin(a: AdminArgs) -> Result<()> {
             client::admin::create_tenant(&conn, &name).await?;
             println!("tenant {name} created");
         }
+        AdminCommand::Tenant {
+            command: TenantCommand::Shred { name },
+        } => {
+            client::admin::key_op(
+                &conn,
+                AdminRequest::TenantShred {
+                    tenant: name.clone(),
+                },
+            )
+            .await?;
+            println!("tenant {name} shredded: its keys are destroyed and its data can no longer be opened");
+        }
+        AdminCommand::Key { command } => match command {
+            KeyCommand::Rotate { tenant } => {
+                let (v, _) = client::admin::key_op(
+                    &conn,
+                    AdminRequest::KeyRotate {
+                        tenant: tenant.clone(),
+                    },
+                )
+                .await?;
+                println!("tenant {tenant} now seals new objects under key version {v}");
+            }
+            KeyCommand::Rewrap { tenant } => {
+                let (v, n) = client::admin::key_op(
+                    &conn,
+                    AdminRequest::KeyRewrap {
+                        tenant: tenant.clone(),
+                    },
+                )
+                .await?;
+                println!("tenant {tenant}: {n} objects re-wrapped to key version {v}");
+            }
+        },
         AdminCommand::Device { command } => match command {
             DeviceCommand::Create {
                 tenant,

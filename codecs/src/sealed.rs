@@ -326,6 +326,35 @@ impl Header {
         }
     }
 
+    /// This header with its data key re-wrapped under `new_kek` (key rotation). The body is
+    /// untouched: chunks do not authenticate the key-wrap section, and the commitment proves
+    /// the re-wrapped key is the same data key.
+    pub fn rewrap(
+        &self,
+        old_kek: &SecretKey,
+        new_kek: &SecretKey,
+        new_ref: KekRef,
+    ) -> Result<Header, SealError> {
+        if new_ref.tenant != self.kek.tenant {
+            return Err(SealError::MalformedHeader(
+                "a data key cannot move to another tenant",
+            ));
+        }
+        let dek = unwrap_key(old_kek, &self.kek, &self.wrapped_dek)?;
+        if !bool::from(derive(&dek, &self.salt).commitment.ct_eq(&self.commitment)) {
+            return Err(SealError::CommitmentMismatch);
+        }
+        let wrapped = wrap_key(new_kek, &new_ref, &dek);
+        Ok(Header::encode(
+            self.compression,
+            self.chunk_size,
+            self.salt,
+            self.commitment,
+            new_ref,
+            wrapped,
+        ))
+    }
+
     /// Total stored size of an object with `plaintext_len` bytes (after compression) under this header.
     pub fn sealed_size(&self, plaintext_len: u64) -> u64 {
         let cs = self.chunk_size as u64;
@@ -897,6 +926,31 @@ mod tests {
                 assert_eq!(back, reference_in);
             }
         }
+    }
+
+    #[test]
+    fn rewrapping_keeps_the_body_and_changes_only_the_key_section() {
+        let old = SecretKey::generate();
+        let new = SecretKey::generate();
+        let cs = MIN_CHUNK_SIZE as usize;
+        let pt = sample(2 * cs + 9);
+        let sealed = seal_all(&old, kek_ref(), "o", Compression::None, cs as u32, &pt);
+        let h = Header::parse(&sealed).unwrap().unwrap();
+        let mut new_ref = kek_ref();
+        new_ref.version = 4;
+        let h2 = h.rewrap(&old, &new, new_ref.clone()).unwrap();
+        let mut rewrapped = h2.encoded().to_vec();
+        rewrapped.extend_from_slice(&sealed[h.encoded().len()..]);
+        let (_, out) = open_all(&rewrapped, "o", |r| (r == &new_ref).then(|| new.clone())).unwrap();
+        assert_eq!(out, pt);
+        assert!(open_all(&rewrapped, "o", |_| Some(old.clone())).is_err());
+        assert_eq!(
+            h.rewrap(&new, &new, kek_ref()).unwrap_err(),
+            SealError::UnwrapFailed
+        );
+        let mut other = kek_ref();
+        other.tenant = "beta".into();
+        assert!(h.rewrap(&old, &new, other).is_err());
     }
 
     #[test]

@@ -187,6 +187,12 @@ pub enum AdminRequest {
     },
     /// List devices of a tenant.
     DeviceList { tenant: String },
+    /// Add a new key-encryption key version for a tenant.
+    KeyRotate { tenant: String },
+    /// Re-wrap every stored data key of a tenant under its newest key version.
+    KeyRewrap { tenant: String },
+    /// Destroy every key of a tenant (crypto-shredding) and revoke its devices.
+    TenantShred { tenant: String },
 }
 
 /// The life cycle of a device credential.
@@ -304,6 +310,12 @@ pub enum Frame {
     },
     /// Server: a device listing.
     AdminDevices(Vec<DeviceInfo>),
+    /// Server: the outcome of a key operation.
+    AdminKey {
+        tenant: String,
+        version: u32,
+        rewrapped: u64,
+    },
     /// Either side: the request failed.
     Error { code: ErrorCode, message: String },
 }
@@ -326,6 +338,7 @@ mod kind {
     pub const ADMIN: u8 = 0x30;
     pub const ADMIN_ISSUED: u8 = 0x31;
     pub const ADMIN_DEVICES: u8 = 0x32;
+    pub const ADMIN_KEY: u8 = 0x33;
     pub const ERROR: u8 = 0x7f;
 }
 
@@ -549,6 +562,18 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                     out.put_u8(4);
                     put_str(out, tenant);
                 }
+                AdminRequest::KeyRotate { tenant } => {
+                    out.put_u8(5);
+                    put_str(out, tenant);
+                }
+                AdminRequest::KeyRewrap { tenant } => {
+                    out.put_u8(6);
+                    put_str(out, tenant);
+                }
+                AdminRequest::TenantShred { tenant } => {
+                    out.put_u8(7);
+                    put_str(out, tenant);
+                }
             }
             kind::ADMIN
         }
@@ -573,6 +598,16 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                 out.put_u8(d.state.to_u8());
             }
             kind::ADMIN_DEVICES
+        }
+        Frame::AdminKey {
+            tenant,
+            version,
+            rewrapped,
+        } => {
+            put_str(out, tenant);
+            out.put_u32(*version);
+            out.put_u64(*rewrapped);
+            kind::ADMIN_KEY
         }
         Frame::Error { code, message } => {
             out.put_u16(code.to_u16());
@@ -762,6 +797,15 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             4 => AdminRequest::DeviceList {
                 tenant: r.id("tenant")?,
             },
+            5 => AdminRequest::KeyRotate {
+                tenant: r.id("tenant")?,
+            },
+            6 => AdminRequest::KeyRewrap {
+                tenant: r.id("tenant")?,
+            },
+            7 => AdminRequest::TenantShred {
+                tenant: r.id("tenant")?,
+            },
             _ => return Err(r.err("unknown admin request")),
         }),
         kind::ADMIN_ISSUED => Frame::AdminIssued {
@@ -783,6 +827,11 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             }
             Frame::AdminDevices(v)
         }
+        kind::ADMIN_KEY => Frame::AdminKey {
+            tenant: r.id("tenant")?,
+            version: r.u32()?,
+            rewrapped: r.u64()?,
+        },
         kind::ERROR => Frame::Error {
             code: ErrorCode::from_u16(r.u16()?),
             message: r.string(4096)?,
@@ -1038,6 +1087,20 @@ mod tests {
             Frame::Admin(AdminRequest::DeviceList {
                 tenant: "beta".into(),
             }),
+            Frame::Admin(AdminRequest::KeyRotate {
+                tenant: "beta".into(),
+            }),
+            Frame::Admin(AdminRequest::KeyRewrap {
+                tenant: "beta".into(),
+            }),
+            Frame::Admin(AdminRequest::TenantShred {
+                tenant: "beta".into(),
+            }),
+            Frame::AdminKey {
+                tenant: "beta".into(),
+                version: 3,
+                rewrapped: 12,
+            },
             Frame::AdminIssued {
                 device_id: "d-1".into(),
                 tenant: "beta".into(),

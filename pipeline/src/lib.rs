@@ -16,6 +16,7 @@ pub mod erase;
 pub mod hash;
 pub mod ingest;
 pub mod keys;
+pub mod rekey;
 pub mod retrieve;
 pub mod seal;
 pub mod store;
@@ -102,6 +103,7 @@ impl PipelineError {
             PipelineError::Conflict { .. } => ErrorCode::Conflict,
             PipelineError::NotFound(_) => ErrorCode::NotFound,
             PipelineError::Store(_) => ErrorCode::StoreUnavailable,
+            PipelineError::Vault(VaultError::Shredded(_)) => ErrorCode::Forbidden,
             PipelineError::Vault(_) | PipelineError::Corrupt { .. } => ErrorCode::Internal,
         }
     }

@@ -108,8 +108,16 @@ impl Pipeline {
             key: key.clone(),
             source,
         };
-        let (header, body) =
-            sealed::open_all(&sealed, &key, |r| self.vault.kek(r).ok()).map_err(corrupt)?;
+        let named =
+            sealed::Header::parse(&sealed)
+                .map_err(corrupt)?
+                .ok_or(PipelineError::Corrupt {
+                    key: key.clone(),
+                    source: SealError::Truncated,
+                })?;
+        // Ask the vault directly so that a destroyed key says so, rather than "corrupt".
+        let kek = self.vault.kek(&named.kek)?;
+        let (header, body) = sealed::open_all(&sealed, &key, |_| Some(kek)).map_err(corrupt)?;
         if header.kek.tenant != tenant {
             return Err(corrupt(SealError::MalformedHeader(
                 "object belongs to another tenant",

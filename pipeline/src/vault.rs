@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use quire_codecs::sealed::{unwrap_key, wrap_key, KekRef, SecretKey, WRAPPED_KEY_LEN};
 use zeroize::Zeroizing;
@@ -23,6 +25,10 @@ pub const KEK_ID: &str = "tenant";
 pub enum VaultError {
     #[error("no key for tenant {tenant} (version {version})")]
     UnknownKey { tenant: String, version: u32 },
+    #[error(
+        "the keys of tenant {0} were destroyed (crypto-shredded); its data can no longer be opened"
+    )]
+    Shredded(String),
     #[error("master key file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
     MasterKeyExposed { path: PathBuf, mode: u32 },
     #[error("master key is malformed: {0}")]
@@ -42,13 +48,36 @@ pub trait KeyVault: Send + Sync + std::fmt::Debug {
     fn current_kek(&self, tenant: &str) -> Result<(KekRef, SecretKey), VaultError>;
     /// The KEK a sealed header names.
     fn kek(&self, kek: &KekRef) -> Result<SecretKey, VaultError>;
+    /// Adds a new KEK version for the tenant; new objects use it, old ones still open.
+    fn rotate(&self, tenant: &str) -> Result<u32, VaultError>;
+    /// Destroys every KEK of the tenant, for good: nothing sealed under them opens again,
+    /// and no new key is ever created for the tenant.
+    fn shred(&self, tenant: &str) -> Result<(), VaultError>;
+}
+
+/// How long an unwrapped KEK may be served from memory before it is read and unwrapped again.
+pub const CACHE_MAX_AGE: Duration = Duration::from_secs(300);
+/// How many uses an unwrapped KEK may serve from memory before it is reloaded.
+pub const CACHE_MAX_USES: u64 = 100_000;
+
+/// A tenant's unwrapped KEKs held in memory, with what bounds their life there.
+struct Cached {
+    keys: Vec<SecretKey>,
+    loaded: Instant,
+    uses: AtomicU64,
+}
+
+impl Cached {
+    fn fresh(&self) -> bool {
+        self.loaded.elapsed() < CACHE_MAX_AGE && self.uses.load(Ordering::Relaxed) < CACHE_MAX_USES
+    }
 }
 
 /// A vault in a local directory. See the module docs for the layout.
 pub struct FileVault {
     dir: PathBuf,
     master: SecretKey,
-    cache: RwLock<HashMap<String, Vec<SecretKey>>>,
+    cache: RwLock<HashMap<String, Cached>>,
 }
 
 impl std::fmt::Debug for FileVault {
@@ -134,6 +163,18 @@ impl FileVault {
         self.dir.join("tenants").join(format!("{tenant}.kek"))
     }
 
+    fn tombstone(&self, tenant: &str) -> PathBuf {
+        self.dir.join("tenants").join(format!("{tenant}.shredded"))
+    }
+
+    fn check_not_shredded(&self, tenant: &str) -> Result<(), VaultError> {
+        if self.tombstone(tenant).exists() {
+            Err(VaultError::Shredded(tenant.to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
     fn tenant_ref(tenant: &str, version: u32) -> KekRef {
         KekRef {
             tenant: tenant.into(),
@@ -144,6 +185,7 @@ impl FileVault {
 
     /// Loads every version of a tenant's KEK from disk (empty if it has none yet).
     fn load(&self, tenant: &str) -> Result<Vec<SecretKey>, VaultError> {
+        self.check_not_shredded(tenant)?;
         let path = self.tenant_file(tenant);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -168,9 +210,7 @@ impl FileVault {
         Ok(keys)
     }
 
-    /// Adds a new KEK version for `tenant` and returns its number. New objects use it; older
-    /// versions stay available to open existing objects.
-    pub fn rotate(&self, tenant: &str) -> Result<u32, VaultError> {
+    fn add_version(&self, tenant: &str) -> Result<u32, VaultError> {
         let mut cache = self.cache.write().expect("vault lock poisoned");
         let mut keys = self.load(tenant)?;
         let version = keys.len() as u32 + 1;
@@ -187,7 +227,7 @@ impl FileVault {
         writeln!(f, "{version} {}", hex::encode(wrapped)).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
         keys.push(kek);
-        cache.insert(tenant.to_string(), keys);
+        cache.insert(tenant.to_string(), Cached::new(keys));
         Ok(version)
     }
 
@@ -196,17 +236,22 @@ impl FileVault {
         tenant: &str,
         f: impl Fn(&[SecretKey]) -> Option<T>,
     ) -> Result<Option<T>, VaultError> {
-        if let Some(keys) = self.cache.read().expect("vault lock poisoned").get(tenant) {
-            if let Some(t) = f(keys) {
-                return Ok(Some(t));
+        if let Some(c) = self.cache.read().expect("vault lock poisoned").get(tenant) {
+            if c.fresh() {
+                if let Some(t) = f(&c.keys) {
+                    c.uses.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(t));
+                }
             }
         }
+        // Stale, missing, or lacking the wanted version: read and unwrap again. The old
+        // entry's keys are zeroized as it drops.
         let keys = self.load(tenant)?;
         let out = f(&keys);
         self.cache
             .write()
             .expect("vault lock poisoned")
-            .insert(tenant.to_string(), keys);
+            .insert(tenant.to_string(), Cached::new(keys));
         Ok(out)
     }
 }
@@ -220,7 +265,7 @@ impl KeyVault for FileVault {
         if let Some(found) = self.with_keys(tenant, newest)? {
             return Ok(found);
         }
-        self.rotate(tenant)?;
+        self.add_version(tenant)?;
         self.with_keys(tenant, newest)?
             .ok_or(VaultError::UnknownKey {
                 tenant: tenant.into(),
@@ -239,6 +284,50 @@ impl KeyVault for FileVault {
         let idx = kek.version as usize - 1;
         self.with_keys(&kek.tenant, |keys| keys.get(idx).cloned())?
             .ok_or_else(unknown)
+    }
+
+    fn rotate(&self, tenant: &str) -> Result<u32, VaultError> {
+        self.add_version(tenant)
+    }
+
+    fn shred(&self, tenant: &str) -> Result<(), VaultError> {
+        let mut cache = self.cache.write().expect("vault lock poisoned");
+        // The tombstone first: from here on no key of the tenant is served or created.
+        let tomb = self.tombstone(tenant);
+        std::fs::write(&tomb, b"").map_err(io(&tomb))?;
+        cache.remove(tenant);
+        let path = self.tenant_file(tenant);
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                // Best effort against later recovery from this file system: overwrite the
+                // wrapped keys before unlinking. (On SSDs and copy-on-write file systems only
+                // destroying the master key, or a KMS-held key, is a guarantee; see SECURITY.md.)
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                f.write_all(&vec![0u8; meta.len() as usize])
+                    .map_err(io(&path))?;
+                f.sync_all().map_err(io(&path))?;
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+        if let Ok(d) = std::fs::File::open(self.dir.join("tenants")) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Cached {
+    fn new(keys: Vec<SecretKey>) -> Self {
+        Cached {
+            keys,
+            loaded: Instant::now(),
+            uses: AtomicU64::new(0),
+        }
     }
 }
 
@@ -267,6 +356,45 @@ mod tests {
             again.kek(&FileVault::tenant_ref("acme", 3)),
             Err(VaultError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn shredding_destroys_every_version_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = FileVault::open(dir.path()).unwrap();
+        let (r1, _) = v.current_kek("acme").unwrap();
+        v.rotate("acme").unwrap();
+        v.current_kek("beta").unwrap();
+        v.shred("acme").unwrap();
+        assert!(matches!(v.kek(&r1), Err(VaultError::Shredded(_))));
+        assert!(matches!(
+            v.current_kek("acme"),
+            Err(VaultError::Shredded(_))
+        ));
+        assert!(matches!(v.rotate("acme"), Err(VaultError::Shredded(_))));
+        let reopened = FileVault::open(dir.path()).unwrap();
+        assert!(matches!(reopened.kek(&r1), Err(VaultError::Shredded(_))));
+        assert!(!dir.path().join("tenants/acme.kek").exists());
+        reopened.current_kek("beta").unwrap();
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = FileVault::open(dir.path()).unwrap();
+        let (r, _) = v.current_kek("acme").unwrap(); // one use
+        for _ in 1..CACHE_MAX_USES {
+            v.kek(&r).unwrap();
+        }
+        let stale = v.cache.read().unwrap().get("acme").map(|c| c.fresh());
+        assert_eq!(
+            stale,
+            Some(false),
+            "the entry should be spent after its use budget"
+        );
+        v.kek(&r).unwrap();
+        let fresh = v.cache.read().unwrap().get("acme").map(|c| c.fresh());
+        assert_eq!(fresh, Some(true), "a spent entry is reloaded");
     }
 
     #[test]

@@ -91,3 +91,13 @@ pub async fn list_devices(conn: &Connection, tenant: &str) -> Result<Vec<DeviceI
         f => Err(unexpected(f)),
     }
 }
+
+/// Runs a key operation (rotate, rewrap, shred) and returns (version, objects re-wrapped).
+pub async fn key_op(conn: &Connection, req: AdminRequest) -> Result<(u32, u64), ClientError> {
+    match conn.call(&Frame::Admin(req)).await? {
+        Frame::AdminKey {
+            version, rewrapped, ..
+        } => Ok((version, rewrapped)),
+        f => Err(unexpected(f)),
+    }
+}

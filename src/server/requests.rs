@@ -571,5 +571,76 @@ async fn admin(
             let list = blocking(move || meta.devices(&tenant)).await?;
             reply(send, &Frame::AdminDevices(list)).await
         }
+        AdminRequest::KeyRotate { tenant }
+        | AdminRequest::KeyRewrap { tenant }
+        | AdminRequest::TenantShred { tenant }
+            if !in_scope(&tenant) || !state.meta.tenant_exists(&tenant)? =>
+        {
+            Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("tenant {tenant} not found"),
+            ))
+        }
+        AdminRequest::KeyRotate { tenant } => {
+            let vault = state.pipeline.vault.clone();
+            let t = tenant.clone();
+            let version = blocking(move || vault.rotate(&t))
+                .await
+                .map_err(PipelineError::from)?;
+            info!(tenant = %tenant, version, by = %principal.device_id, "tenant key rotated");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version,
+                    rewrapped: 0,
+                },
+            )
+            .await
+        }
+        AdminRequest::KeyRewrap { tenant } => {
+            let r = state.pipeline.rewrap_tenant(&tenant).await?;
+            info!(tenant = %tenant, version = r.version, rewrapped = r.rewrapped, by = %principal.device_id, "tenant data keys re-wrapped");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version: r.version,
+                    rewrapped: r.rewrapped,
+                },
+            )
+            .await
+        }
+        AdminRequest::TenantShred { tenant } => {
+            if principal.role != Role::ServiceAdmin {
+                return Err(AuthError::Forbidden {
+                    needed: "service-admin",
+                }
+                .into());
+            }
+            let vault = state.pipeline.vault.clone();
+            let t = tenant.clone();
+            blocking(move || vault.shred(&t))
+                .await
+                .map_err(PipelineError::from)?;
+            let t = tenant.clone();
+            blocking(move || -> Result<(), crate::meta::MetaError> {
+                for d in meta.devices(&t)? {
+                    meta.set_device_state(&d.device_id, DeviceState::Revoked)?;
+                }
+                Ok(())
+            })
+            .await?;
+            warn!(tenant = %tenant, by = %principal.device_id, "tenant crypto-shredded: every key destroyed, devices revoked");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version: 0,
+                    rewrapped: 0,
+                },
+            )
+            .await
+        }
     }
 }

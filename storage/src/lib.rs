@@ -137,6 +137,23 @@ impl Store {
         })
     }
 
+    /// Starts a streamed upload that replaces whatever is at `key` when it completes
+    /// (key rotation rewrites headers this way). Readers see the old object or the new one,
+    /// never a mix.
+    pub async fn begin_replace(&self, key: &str) -> Result<Upload, StoreError> {
+        let path = self.path(key)?;
+        let up = self
+            .inner
+            .put_multipart_opts(&path, PutMultipartOptions::default())
+            .await
+            .map_err(|e| map_err(&self.name, key, e))?;
+        Ok(Upload {
+            writer: Some(WriteMultipart::new_with_chunk_size(up, PART_SIZE)),
+            key: key.into(),
+            store: self.name.clone(),
+        })
+    }
+
     /// Whether an object exists at `key`.
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         Ok(self.size(key).await?.is_some())
