@@ -148,7 +148,15 @@ fn quire_opens_the_committed_vectors() {
 
 #[test]
 fn an_independent_python_decryptor_opens_them_from_the_spec() {
-    let python = std::env::var("QUIRE_PYTHON").unwrap_or_else(|_| "python3".into());
+    // scripts/test.sh installs the decryptor's packages into target/interop-venv.
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python");
+    let python = std::env::var("QUIRE_PYTHON").unwrap_or_else(|_| {
+        if venv.exists() {
+            venv.display().to_string()
+        } else {
+            "python3".into()
+        }
+    });
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/open_sealed.py");
     let out = std::process::Command::new(&python)
         .arg(&script)
