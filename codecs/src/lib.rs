@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod sealed;
 pub mod wire;
