@@ -89,3 +89,24 @@ fn push_without_a_server_says_so() {
     assert!(!ok);
     assert!(err.contains("quire serve"), "{err}");
 }
+
+#[test]
+fn a_world_readable_master_key_stops_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let vault = dir.path().join("quire-data/vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    std::fs::write(vault.join("master.key"), "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(
+        vault.join("master.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (ok, _, err) = run(dir.path(), &["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!ok);
+    assert!(err.contains("readable by group or others"), "{err}");
+    assert!(
+        !err.contains(&"ab".repeat(32)),
+        "the key must never be printed"
+    );
+}
