@@ -54,6 +54,39 @@ pub(crate) struct State {
     /// Pages being stored right now: a second upload of the same page supersedes the first
     /// instead of racing it.
     pub in_flight: slots::PageSlots,
+    /// Open connections by device, so that disabling a device cuts it off at once.
+    pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
+}
+
+impl State {
+    /// Closes every open connection of `device_id`, telling the scanner why.
+    pub(crate) fn disconnect_device(&self, device_id: &str, reason: &str) {
+        let conns = self
+            .live
+            .lock()
+            .expect("live lock poisoned")
+            .remove(device_id);
+        for c in conns.unwrap_or_default() {
+            c.close(CLOSE_DEVICE_DISABLED.into(), reason.as_bytes());
+        }
+    }
+
+    fn register(&self, device_id: &str, conn: &quinn::Connection) {
+        let mut live = self.live.lock().expect("live lock poisoned");
+        let list = live.entry(device_id.to_string()).or_default();
+        list.retain(|c| c.close_reason().is_none());
+        list.push(conn.clone());
+    }
+
+    fn unregister(&self, device_id: &str, conn: &quinn::Connection) {
+        let mut live = self.live.lock().expect("live lock poisoned");
+        if let Some(list) = live.get_mut(device_id) {
+            list.retain(|c| c.stable_id() != conn.stable_id());
+            if list.is_empty() {
+                live.remove(device_id);
+            }
+        }
+    }
 }
 
 /// A running server.
@@ -75,6 +108,8 @@ impl std::fmt::Debug for Server {
 pub const CLOSE_AUTH_FAILED: u32 = 1;
 /// Application error code for a clean shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
+/// Application error code when an administrator disabled or revoked the device.
+pub const CLOSE_DEVICE_DISABLED: u32 = 2;
 
 fn transport(config: &ServerConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -123,6 +158,7 @@ impl Server {
                 meta,
                 pipeline,
                 in_flight: slots::PageSlots::default(),
+                live: Default::default(),
             }),
             cert_pem: identity.cert_pem.clone(),
         };
@@ -237,11 +273,13 @@ async fn handle_connection(state: Arc<State>, conn: quinn::Connection) {
     };
     debug!(%remote, device = %principal.device_id, tenant = %principal.tenant, "authenticated");
     let principal = Arc::new(principal);
+    state.register(&principal.device_id, &conn);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {
                 debug!(%remote, error = %e, "connection ended");
+                state.unregister(&principal.device_id, &conn);
                 return;
             }
         };

@@ -558,6 +558,15 @@ async fn admin(
             }
             let id = device_id.clone();
             blocking(move || meta.set_device_state(&id, new_state)).await?;
+            if new_state != DeviceState::Enabled {
+                state.disconnect_device(
+                    &device_id,
+                    &format!(
+                        "device {device_id} was {} by an administrator",
+                        new_state.as_str()
+                    ),
+                );
+            }
             info!(device = %device_id, state = new_state.as_str(), by = %principal.device_id, "device state changed");
             reply(send, &Frame::Done).await
         }
@@ -631,6 +640,14 @@ async fn admin(
                 Ok(())
             })
             .await?;
+            let t = tenant.clone();
+            let m = state.meta.clone();
+            for d in blocking(move || m.devices(&t)).await? {
+                state.disconnect_device(
+                    &d.device_id,
+                    "the tenant's keys were destroyed; device revoked",
+                );
+            }
             warn!(tenant = %tenant, by = %principal.device_id, "tenant crypto-shredded: every key destroyed, devices revoked");
             reply(
                 send,
