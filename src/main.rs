@@ -37,6 +37,28 @@ enum Command {
     Get(GetArgs),
     /// Manage tenants and devices (needs an admin credential).
     Admin(AdminArgs),
+    /// Enroll this scanner with a one-time token from `quire admin token create`; it stays
+    /// pending until an administrator enables it.
+    Enroll(EnrollArgs),
+}
+
+#[derive(Args, Debug)]
+struct EnrollArgs {
+    /// Server address.
+    #[arg(long, default_value = quire::config::DEFAULT_LISTEN)]
+    server: SocketAddr,
+    /// Name the server's certificate is issued to.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// The token (qt1.…).
+    #[arg(long)]
+    token: String,
+    /// Device id to register [default: scanner-<random>].
+    #[arg(long)]
+    device_id: Option<String>,
+    /// Where to write the credential file (mode 0600).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -122,10 +144,27 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// One-time enrollment tokens for new scanners.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Tenant keys.
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Issue a token; it is printed as the last line.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// Hours until the token expires.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u32,
     },
 }
 
@@ -217,6 +256,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Push(a) => push(a).await,
         Command::Get(a) => get(a).await,
         Command::Admin(a) => admin(a).await,
+        Command::Enroll(a) => enroll(a).await,
     }
 }
 
@@ -366,6 +406,25 @@ async fn get(a: GetArgs) -> Result<()> {
     Ok(())
 }
 
+async fn enroll(a: EnrollArgs) -> Result<()> {
+    let token = client::enroll::EnrollToken::parse(&a.token)?;
+    let device_id = a.device_id.clone().unwrap_or_else(|| {
+        let mut r = [0u8; 4];
+        getrandom::fill(&mut r).expect("the OS random source failed");
+        format!("scanner-{}", hex::encode(r))
+    });
+    let cred = client::enroll::enroll(a.server, &a.server_name, &token, &device_id).await?;
+    cred.save(&a.out)?;
+    println!(
+        "enrolled device {} of tenant {}; credential written to {}. It stays pending until an administrator runs `quire admin device enable {}`.",
+        cred.device_id,
+        cred.tenant,
+        a.out.display(),
+        cred.device_id
+    );
+    Ok(())
+}
+
 async fn admin(a: AdminArgs) -> Result<()> {
     let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
     match a.command {
@@ -386,6 +445,16 @@ async fn admin(a: AdminArgs) -> Result<()> {
             )
             .await?;
             println!("tenant {name} shredded: its keys are destroyed and its data can no longer be opened");
+        }
+        AdminCommand::Token {
+            command: TokenCommand::Create { tenant, ttl_hours },
+        } => {
+            let ttl = ttl_hours.saturating_mul(3600);
+            let (token, expires) = client::admin::create_token(&conn, &cred, &tenant, ttl).await?;
+            eprintln!(
+                "one-time enrollment token for tenant {tenant}, valid until Unix time {expires}:"
+            );
+            println!("{token}");
         }
         AdminCommand::Key { command } => match command {
             KeyCommand::Rotate { tenant } => {

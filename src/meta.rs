@@ -16,6 +16,7 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const PAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("pages");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_tokens");
 
 /// The metadata store failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,15 @@ pub enum MetaError {
     Exists(String),
     #[error("device {0} does not exist")]
     NoSuchDevice(String),
+    #[error("the enrollment token is unknown, already used, or expired")]
+    BadToken,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenRow {
+    tenant: String,
+    expires_unix: u64,
+    used: bool,
 }
 
 fn db<E: std::fmt::Display>(e: E) -> MetaError {
@@ -100,7 +110,7 @@ impl Meta {
         }
         let database = Database::create(path).map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
-        for t in [DEVICES, TENANTS, JOBS, PAGES] {
+        for t in [DEVICES, TENANTS, JOBS, PAGES, TOKENS] {
             txn.open_table(t).map_err(db)?;
         }
         txn.commit().map_err(db)?;
@@ -151,6 +161,77 @@ impl Meta {
             self.put(TENANTS, tenant, b"{}")?;
         }
         Ok(())
+    }
+
+    /// Records a one-time enrollment token, by the SHA-256 of its secret (never the secret).
+    pub fn create_token(
+        &self,
+        token_hash: &[u8; 32],
+        tenant: &str,
+        expires_unix: u64,
+    ) -> Result<(), MetaError> {
+        if !self.tenant_exists(tenant)? {
+            return Err(MetaError::NoSuchTenant(tenant.into()));
+        }
+        let row = TokenRow {
+            tenant: tenant.into(),
+            expires_unix,
+            used: false,
+        };
+        self.put(
+            TOKENS,
+            &hex::encode(token_hash),
+            &serde_json::to_vec(&row).expect("row serialises"),
+        )
+    }
+
+    /// Uses up a token and registers `device` (pending) for its tenant, in one transaction:
+    /// a token enrolls at most one device, however many clients race with it.
+    pub fn enroll(
+        &self,
+        token_hash: &[u8; 32],
+        now_unix: u64,
+        device_id: &str,
+        secret_hash: [u8; 32],
+    ) -> Result<DeviceRecord, MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let rec = {
+            let mut tokens = txn.open_table(TOKENS).map_err(db)?;
+            let key = hex::encode(token_hash);
+            let mut row: TokenRow = match tokens.get(key.as_str()).map_err(db)? {
+                Some(v) => serde_json::from_slice(v.value())
+                    .map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                None => return Err(MetaError::BadToken),
+            };
+            if row.used || now_unix >= row.expires_unix {
+                return Err(MetaError::BadToken);
+            }
+            let mut devices = txn.open_table(DEVICES).map_err(db)?;
+            if devices.get(device_id).map_err(db)?.is_some() {
+                return Err(MetaError::Exists(format!("device {device_id}")));
+            }
+            row.used = true;
+            let used = serde_json::to_vec(&row).expect("row serialises");
+            tokens.insert(key.as_str(), used.as_slice()).map_err(db)?;
+            let rec = DeviceRecord {
+                device_id: device_id.into(),
+                tenant: row.tenant.clone(),
+                role: Role::Device,
+                state: DeviceState::Pending,
+                secret_hash,
+            };
+            let dev = DeviceRow {
+                tenant: rec.tenant.clone(),
+                role: rec.role.as_str().into(),
+                state: rec.state.as_str().into(),
+                secret_hash: hex::encode(secret_hash),
+            };
+            let dev = serde_json::to_vec(&dev).expect("row serialises");
+            devices.insert(device_id, dev.as_slice()).map_err(db)?;
+            rec
+        };
+        txn.commit().map_err(db)?;
+        Ok(rec)
     }
 
     /// The stored record of a device.
@@ -320,6 +401,40 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_single_use_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        m.create_tenant("acme").unwrap();
+        m.create_token(&[1; 32], "acme", 1000).unwrap();
+        m.create_token(&[2; 32], "acme", 1000).unwrap();
+        assert!(matches!(
+            m.enroll(&[9; 32], 10, "d0", [0; 32]),
+            Err(MetaError::BadToken)
+        ));
+        assert!(
+            matches!(
+                m.enroll(&[1; 32], 1000, "d1", [0; 32]),
+                Err(MetaError::BadToken)
+            ),
+            "expired"
+        );
+        let rec = m.enroll(&[2; 32], 999, "d2", [5; 32]).unwrap();
+        assert_eq!(
+            (rec.tenant.as_str(), rec.state),
+            ("acme", DeviceState::Pending)
+        );
+        assert!(
+            matches!(
+                m.enroll(&[2; 32], 999, "d3", [0; 32]),
+                Err(MetaError::BadToken)
+            ),
+            "reused"
+        );
+        assert_eq!(m.device("d2").unwrap().unwrap().secret_hash, [5; 32]);
+        assert!(m.device("d3").unwrap().is_none());
+    }
 
     #[test]
     fn jobs_and_pages_persist_per_tenant() {

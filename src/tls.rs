@@ -137,3 +137,104 @@ pub fn client_config(ca_pem: &str, alpn: &[u8]) -> Result<quinn::ClientConfig, T
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }
+
+/// SHA-256 of a certificate's DER bytes: what an enrollment token pins.
+pub fn cert_fingerprint(der: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).into()
+}
+
+/// The fingerprint of the first certificate in `pem`.
+pub fn pem_fingerprint(pem: &str) -> Result<[u8; 32], TlsError> {
+    let cert = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or(TlsError::Pem {
+            path: "server_ca".into(),
+            what: "certificate",
+        })?;
+    Ok(cert_fingerprint(&cert))
+}
+
+/// PEM text of a DER certificate.
+pub fn der_to_pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// Trusts exactly the server certificate whose SHA-256 is `pin` (enrollment, before the
+/// device has the certificate). Handshake signatures are still verified with that
+/// certificate's key, so only the holder of its private key passes.
+#[derive(Debug)]
+struct PinnedCert {
+    pin: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use subtle::ConstantTimeEq;
+        if bool::from(cert_fingerprint(end_entity).ct_eq(&self.pin)) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The QUIC client configuration for enrollment: trusts only the pinned certificate.
+pub fn pinned_client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert { pin, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_early_data = false;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}

@@ -193,6 +193,8 @@ pub enum AdminRequest {
     KeyRewrap { tenant: String },
     /// Destroy every key of a tenant (crypto-shredding) and revoke its devices.
     TenantShred { tenant: String },
+    /// Issue a one-time enrollment token for a tenant, valid for `ttl_secs`.
+    TokenCreate { tenant: String, ttl_secs: u32 },
 }
 
 /// The life cycle of a device credential.
@@ -257,6 +259,9 @@ pub enum Frame {
     },
     /// Server: the connection is authenticated.
     Welcome { tenant: String, role: Role },
+    /// Client, first stream of a connection instead of `Hello`: enroll a new device with a
+    /// one-time token. The answer is `AdminIssued` (the device starts pending) or `Error`.
+    Enroll { token: [u8; 32], device_id: String },
     /// Client: I am about to push (or resume) this job; which pages do you already hold?
     JobOpen { tenant: String, job_id: String },
     /// Server: the pages of the job already stored and acknowledged.
@@ -310,6 +315,8 @@ pub enum Frame {
     },
     /// Server: a device listing.
     AdminDevices(Vec<DeviceInfo>),
+    /// Server: a one-time enrollment token and when it expires (Unix seconds).
+    AdminToken { token: [u8; 32], expires_unix: u64 },
     /// Server: the outcome of a key operation.
     AdminKey {
         tenant: String,
@@ -323,6 +330,7 @@ pub enum Frame {
 mod kind {
     pub const HELLO: u8 = 0x01;
     pub const WELCOME: u8 = 0x02;
+    pub const ENROLL: u8 = 0x03;
     pub const JOB_OPEN: u8 = 0x10;
     pub const JOB_STATUS: u8 = 0x11;
     pub const PAGE_PUT: u8 = 0x12;
@@ -339,6 +347,7 @@ mod kind {
     pub const ADMIN_ISSUED: u8 = 0x31;
     pub const ADMIN_DEVICES: u8 = 0x32;
     pub const ADMIN_KEY: u8 = 0x33;
+    pub const ADMIN_TOKEN: u8 = 0x34;
     pub const ERROR: u8 = 0x7f;
 }
 
@@ -472,6 +481,19 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             put_str(out, job_id);
             kind::JOB_OPEN
         }
+        Frame::Enroll { token, device_id } => {
+            out.put_slice(token);
+            put_str(out, device_id);
+            kind::ENROLL
+        }
+        Frame::AdminToken {
+            token,
+            expires_unix,
+        } => {
+            out.put_slice(token);
+            out.put_u64(*expires_unix);
+            kind::ADMIN_TOKEN
+        }
         Frame::JobStatus { committed, pages } => {
             out.put_u8(*committed as u8);
             put_entries(out, pages);
@@ -573,6 +595,11 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                 AdminRequest::TenantShred { tenant } => {
                     out.put_u8(7);
                     put_str(out, tenant);
+                }
+                AdminRequest::TokenCreate { tenant, ttl_secs } => {
+                    out.put_u8(8);
+                    put_str(out, tenant);
+                    out.put_u32(*ttl_secs);
                 }
             }
             kind::ADMIN
@@ -742,6 +769,14 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             tenant: r.id("tenant")?,
             role: r.role()?,
         },
+        kind::ENROLL => Frame::Enroll {
+            token: r.array32()?,
+            device_id: r.id("device id")?,
+        },
+        kind::ADMIN_TOKEN => Frame::AdminToken {
+            token: r.array32()?,
+            expires_unix: r.u64()?,
+        },
         kind::JOB_OPEN => Frame::JobOpen {
             tenant: r.id("tenant")?,
             job_id: r.job_id()?,
@@ -805,6 +840,10 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             },
             7 => AdminRequest::TenantShred {
                 tenant: r.id("tenant")?,
+            },
+            8 => AdminRequest::TokenCreate {
+                tenant: r.id("tenant")?,
+                ttl_secs: r.u32()?,
             },
             _ => return Err(r.err("unknown admin request")),
         }),
@@ -1031,6 +1070,18 @@ mod tests {
                 tenant: "acme".into(),
                 job_id: "job.2026-11-22_x".into(),
             },
+            Frame::Enroll {
+                token: [3; 32],
+                device_id: "scanner-9".into(),
+            },
+            Frame::AdminToken {
+                token: [4; 32],
+                expires_unix: 1_800_000_000,
+            },
+            Frame::Admin(AdminRequest::TokenCreate {
+                tenant: "acme".into(),
+                ttl_secs: 3600,
+            }),
             Frame::JobStatus {
                 committed: true,
                 pages: vec![entry(0), entry(5)],

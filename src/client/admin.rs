@@ -101,3 +101,32 @@ pub async fn key_op(conn: &Connection, req: AdminRequest) -> Result<(u32, u64), 
         f => Err(unexpected(f)),
     }
 }
+
+/// Issues a one-time enrollment token for `tenant`; returns its printable form (which pins
+/// the server certificate of `admin_cred`) and its expiry.
+pub async fn create_token(
+    conn: &Connection,
+    admin_cred: &Credential,
+    tenant: &str,
+    ttl_secs: u32,
+) -> Result<(String, u64), ClientError> {
+    let answer = conn
+        .call(&Frame::Admin(AdminRequest::TokenCreate {
+            tenant: tenant.into(),
+            ttl_secs,
+        }))
+        .await?;
+    match answer {
+        Frame::AdminToken {
+            token,
+            expires_unix,
+        } => {
+            let fp = crate::tls::pem_fingerprint(&admin_cred.server_ca)?;
+            Ok((
+                super::enroll::EnrollToken::format(&token, &fp),
+                expires_unix,
+            ))
+        }
+        f => Err(unexpected(f)),
+    }
+}

@@ -262,7 +262,13 @@ impl Server {
 async fn handle_connection(state: Arc<State>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     let principal = match authenticate(&state, &conn).await {
-        Ok(p) => p,
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            // An enrollment: the new credential is sent; this connection has no other use.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(CLOSE_SHUTDOWN.into(), b"enrolled");
+            return;
+        }
         Err(reason) => {
             warn!(%remote, %reason, "connection refused");
             // Give the client a moment to read the error frame before the close arrives.
@@ -290,7 +296,12 @@ async fn handle_connection(state: Arc<State>, conn: quinn::Connection) {
     }
 }
 
-async fn authenticate(state: &State, conn: &quinn::Connection) -> Result<Principal, String> {
+/// Reads the first stream: `Hello` authenticates (`Some(principal)`), `Enroll` registers a
+/// new pending device (`None`).
+async fn authenticate(
+    state: &State,
+    conn: &quinn::Connection,
+) -> Result<Option<Principal>, String> {
     let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
         .await
         .map_err(|_| "no hello within 10 s".to_string())?
@@ -309,6 +320,51 @@ async fn authenticate(state: &State, conn: &quinn::Connection) -> Result<Princip
             let rec = state.meta.device(&device_id).map_err(|e| e.to_string())?;
             auth::authenticate(rec.as_ref(), &device_id, &tenant, &secret)
                 .map_err(|e| refuse(e.code(), e.to_string()))
+        }
+        Ok(Some(Frame::Enroll { token, device_id })) => {
+            let secret = crate::random_secret();
+            let hash = requests::token_hash(&token);
+            let meta = state.meta.clone();
+            let (id, secret_hash) = (device_id.clone(), auth::hash_secret(&secret));
+            let outcome = tokio::task::spawn_blocking(move || {
+                meta.enroll(&hash, requests::unix_now(), &id, secret_hash)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let reply = match outcome {
+                Ok(rec) => {
+                    info!(device = %rec.device_id, tenant = %rec.tenant, "device enrolled; pending until an administrator enables it");
+                    Frame::AdminIssued {
+                        device_id: rec.device_id,
+                        tenant: rec.tenant,
+                        role: rec.role,
+                        secret: *secret,
+                    }
+                }
+                Err(crate::meta::MetaError::BadToken) => Frame::Error {
+                    code: ErrorCode::BadCredential,
+                    message: "the enrollment token is unknown, already used, or expired".into(),
+                },
+                Err(crate::meta::MetaError::Exists(what)) => Frame::Error {
+                    code: ErrorCode::Conflict,
+                    message: format!("{what} already exists; choose another --device-id"),
+                },
+                Err(e) => {
+                    warn!(error = %e, "enrollment failed");
+                    Frame::Error {
+                        code: ErrorCode::Internal,
+                        message: "internal error; see the server log".into(),
+                    }
+                }
+            };
+            let failed = matches!(reply, Frame::Error { .. });
+            let _ = write_frame(&mut send, &reply).await;
+            let _ = send.finish();
+            return if failed {
+                Err("enrollment refused".into())
+            } else {
+                Ok(None)
+            };
         }
         Ok(Some(_)) => Err(refuse(
             ErrorCode::NotAuthenticated,
@@ -329,5 +385,5 @@ async fn authenticate(state: &State, conn: &quinn::Connection) -> Result<Princip
     };
     let _ = write_frame(&mut send, &reply).await;
     let _ = send.finish();
-    result.map_err(|(_, m)| m)
+    result.map(Some).map_err(|(_, m)| m)
 }

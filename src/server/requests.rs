@@ -583,12 +583,29 @@ async fn admin(
         AdminRequest::KeyRotate { tenant }
         | AdminRequest::KeyRewrap { tenant }
         | AdminRequest::TenantShred { tenant }
+        | AdminRequest::TokenCreate { tenant, .. }
             if !in_scope(&tenant) || !state.meta.tenant_exists(&tenant)? =>
         {
             Err(Refusal::new(
                 ErrorCode::NotFound,
                 format!("tenant {tenant} not found"),
             ))
+        }
+        AdminRequest::TokenCreate { tenant, ttl_secs } => {
+            let token = crate::random_secret();
+            let hash = token_hash(&token);
+            let expires_unix = unix_now() + u64::from(ttl_secs.clamp(60, 30 * 24 * 3600));
+            let t = tenant.clone();
+            blocking(move || meta.create_token(&hash, &t, expires_unix)).await?;
+            info!(tenant = %tenant, expires_unix, by = %principal.device_id, "enrollment token issued");
+            reply(
+                send,
+                &Frame::AdminToken {
+                    token: *token,
+                    expires_unix,
+                },
+            )
+            .await
         }
         AdminRequest::KeyRotate { tenant } => {
             let vault = state.pipeline.vault.clone();
@@ -660,4 +677,20 @@ async fn admin(
             .await
         }
     }
+}
+
+/// Tokens are stored only as this digest.
+pub(super) fn token_hash(token: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"quire/1 enrollment token");
+    h.update(token);
+    h.finalize().into()
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -1,0 +1,139 @@
+//! `quire enroll`: a new scanner trades a one-time token for its own credential.
+//!
+//! The token, issued by `quire admin token create`, reads `qt1.<secret>.<certificate
+//! fingerprint>`: the secret proves the administrator let this scanner in, and the
+//! fingerprint (SHA-256 of the server's certificate) lets the scanner trust the server before
+//! it has the certificate. The device starts pending: it can send nothing until an
+//! administrator enables it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quire_codecs::wire::Frame;
+use zeroize::Zeroizing;
+
+use super::{expect_answer, ClientError};
+use crate::credential::Credential;
+use crate::stream::{write_frame, FrameReader};
+
+const PREFIX: &str = "qt1";
+
+/// A parsed enrollment token.
+pub struct EnrollToken {
+    pub secret: Zeroizing<[u8; 32]>,
+    pub fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for EnrollToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrollToken(<redacted>)")
+    }
+}
+
+impl EnrollToken {
+    /// The printable form.
+    pub fn format(secret: &[u8; 32], fingerprint: &[u8; 32]) -> String {
+        format!(
+            "{PREFIX}.{}.{}",
+            hex::encode(secret),
+            hex::encode(fingerprint)
+        )
+    }
+
+    pub fn parse(s: &str) -> Result<EnrollToken, ClientError> {
+        let bad = || ClientError::Local {
+            path: "--token".into(),
+            message: "not an enrollment token (expected qt1.<64 hex>.<64 hex>)".into(),
+        };
+        let mut parts = s.trim().split('.');
+        if parts.next() != Some(PREFIX) {
+            return Err(bad());
+        }
+        let mut secret = Zeroizing::new([0u8; 32]);
+        let mut fingerprint = [0u8; 32];
+        hex::decode_to_slice(parts.next().ok_or_else(bad)?, &mut secret[..]).map_err(|_| bad())?;
+        hex::decode_to_slice(parts.next().ok_or_else(bad)?, &mut fingerprint).map_err(|_| bad())?;
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(EnrollToken {
+            secret,
+            fingerprint,
+        })
+    }
+}
+
+/// Enrolls `device_id` at the server and returns its credential, ready to save.
+pub async fn enroll(
+    addr: SocketAddr,
+    server_name: &str,
+    token: &EnrollToken,
+    device_id: &str,
+) -> Result<Credential, ClientError> {
+    let config = crate::tls::pinned_client_config(token.fingerprint)?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid");
+    let connect_err = |message: String| ClientError::Connect {
+        addr: addr.to_string(),
+        message,
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    let conn = tokio::time::timeout(
+        Duration::from_secs(15),
+        endpoint
+            .connect(addr, server_name)
+            .map_err(|e| connect_err(e.to_string()))?,
+    )
+    .await
+    .map_err(|_| connect_err("no answer within 15 s".into()))?
+    .map_err(|e| connect_err(e.to_string()))?;
+    let cert_der = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().map(|c| c.to_vec()))
+        .ok_or_else(|| ClientError::Protocol("the server presented no certificate".into()))?;
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    write_frame(
+        &mut send,
+        &Frame::Enroll {
+            token: *token.secret,
+            device_id: device_id.into(),
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    let answer = expect_answer(&mut FrameReader::new(recv)).await;
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    match answer? {
+        Frame::AdminIssued {
+            device_id,
+            tenant,
+            role,
+            secret,
+        } => Ok(Credential {
+            server: addr.to_string(),
+            server_name: server_name.into(),
+            tenant,
+            device_id,
+            role: role.as_str().into(),
+            secret: hex::encode(secret),
+            server_ca: crate::tls::der_to_pem(&cert_der),
+        }),
+        other => Err(ClientError::Protocol(format!(
+            "expected a credential, got {other:?}"
+        ))),
+    }
+}
