@@ -189,6 +189,24 @@ impl Connection {
         Ok((send, FrameReader::new(recv)))
     }
 
+    /// Opens a request stream and sends `raw` bytes as they are (tests use this to send
+    /// frames no well-behaved client would build).
+    pub async fn open_raw(
+        &self,
+        raw: bytes::Bytes,
+    ) -> Result<(quinn::SendStream, FrameReader), ClientError> {
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: self.conn.remote_address().to_string(),
+                message: e.to_string(),
+            })?;
+        send.write_chunk(raw).await.map_err(StreamError::from)?;
+        Ok((send, FrameReader::new(recv)))
+    }
+
     /// Sends a one-frame request and returns the one-frame answer; an `Error` answer
     /// becomes [`ClientError::Refused`].
     pub async fn call(&self, request: &Frame) -> Result<Frame, ClientError> {
