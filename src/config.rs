@@ -42,6 +42,18 @@ struct FileConfig {
     pipeline: PipelineSection,
     #[serde(default)]
     dev: DevSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    device_pages_per_sec: Option<f64>,
+    device_bytes_per_sec: Option<f64>,
+    tenant_pages_per_sec: Option<f64>,
+    tenant_bytes_per_sec: Option<f64>,
+    device_concurrent_jobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -95,6 +107,8 @@ pub struct ServerConfig {
     /// Create a development tenant, device and admin credential on start.
     pub dev_bootstrap: bool,
     pub dev_tenant: String,
+    /// Per-device and per-tenant limits (0 = unlimited).
+    pub limits: crate::server::limits::LimitConfig,
 }
 
 impl ServerConfig {
@@ -218,7 +232,26 @@ impl ServerConfig {
                 reason: e.to_string(),
             }
         })?;
+        let l = fc.limits;
+        let rate = |key: &'static str, v: Option<f64>| -> Result<f64, ConfigError> {
+            match v {
+                Some(x) if !(x.is_finite() && x >= 0.0) => Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("{x} is not a rate (a number >= 0; 0 means unlimited)"),
+                }),
+                Some(x) => Ok(x),
+                None => Ok(0.0),
+            }
+        };
+        let limits = crate::server::limits::LimitConfig {
+            device_pages_per_sec: rate("limits.device_pages_per_sec", l.device_pages_per_sec)?,
+            device_bytes_per_sec: rate("limits.device_bytes_per_sec", l.device_bytes_per_sec)?,
+            tenant_pages_per_sec: rate("limits.tenant_pages_per_sec", l.tenant_pages_per_sec)?,
+            tenant_bytes_per_sec: rate("limits.tenant_bytes_per_sec", l.tenant_bytes_per_sec)?,
+            device_concurrent_jobs: l.device_concurrent_jobs.unwrap_or(0),
+        };
         Ok(ServerConfig {
+            limits,
             listen,
             data_dir,
             tls,

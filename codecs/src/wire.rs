@@ -78,10 +78,12 @@ pub enum ErrorCode {
     Forbidden,
     /// Anything else on the server's side.
     Internal,
+    /// A per-device or per-tenant limit (rate, concurrent jobs) is exceeded; retry later.
+    LimitExceeded,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownDevice,
         ErrorCode::BadCredential,
@@ -96,6 +98,7 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
         ErrorCode::Forbidden,
         ErrorCode::Internal,
+        ErrorCode::LimitExceeded,
     ];
 
     /// The code's number on the wire.
@@ -112,7 +115,10 @@ impl ErrorCode {
 
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorCode::StoreUnavailable | ErrorCode::Internal)
+        matches!(
+            self,
+            ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::LimitExceeded
+        )
     }
 }
 

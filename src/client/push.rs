@@ -221,7 +221,19 @@ pub async fn push_dir(
         .map(|p| {
             let (bar, done, job_id) = (bar.clone(), done.clone(), job_id.clone());
             async move {
-                let r = send_page(conn, &job_id, &p, &bar).await;
+                // A rate or concurrency limit is a "later", not a "no": back off and retry.
+                let mut r = send_page(conn, &job_id, &p, &bar).await;
+                let mut backoff = Duration::from_millis(500);
+                for _ in 0..6 {
+                    match &r {
+                        Err(e) if e.code() == Some(ErrorCode::LimitExceeded) => {
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                            r = send_page(conn, &job_id, &p, &bar).await;
+                        }
+                        _ => break,
+                    }
+                }
                 if r.is_ok() {
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     bar.set_message(format!("{job_id} pages {n}/{page_total}"));

@@ -2,6 +2,7 @@
 //! hands every request stream to its handler in [`requests`]. Pages go from there into the
 //! stages of `quire_pipeline`.
 
+pub mod limits;
 mod requests;
 pub mod slots;
 
@@ -54,6 +55,8 @@ pub(crate) struct State {
     /// Pages being stored right now: a second upload of the same page supersedes the first
     /// instead of racing it.
     pub in_flight: slots::PageSlots,
+    /// Rate and concurrency limits per device and tenant.
+    pub limits: limits::Limits,
     /// Open connections by device, so that disabling a device cuts it off at once.
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
 }
@@ -159,6 +162,7 @@ impl Server {
                 pipeline,
                 in_flight: slots::PageSlots::default(),
                 live: Default::default(),
+                limits: limits::Limits::new(config.limits),
             }),
             cert_pem: identity.cert_pem.clone(),
         };

@@ -123,7 +123,7 @@ async fn serve_request(
         } => {
             principal.check_tenant(&tenant)?;
             require_device(principal)?;
-            page_put(state, &tenant, &job_id, page, send, reader).await
+            page_put(state, principal, &tenant, &job_id, page, send, reader).await
         }
         Frame::JobCommit {
             tenant,
@@ -196,6 +196,7 @@ async fn job_open(
 
 async fn page_put(
     state: &Arc<State>,
+    principal: &Principal,
     tenant: &str,
     job_id: &str,
     page: PageEntry,
@@ -212,6 +213,11 @@ async fn page_put(
             format!("job {job_id} is already committed; push new pages as a new job"),
         ));
     }
+    let _place = state
+        .limits
+        .admit_page(&principal.device_id, tenant, job_id)
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::LimitExceeded, e.0))?;
     let slot_key = keys::page_key(tenant, job_id, page.index);
     let Some(mut slot) = state
         .in_flight
@@ -248,6 +254,10 @@ async fn page_put(
         match next {
             Ok(Some(Frame::Data(b))) => {
                 received += b.len() as u64;
+                state
+                    .limits
+                    .pace_bytes(&principal.device_id, tenant, b.len())
+                    .await;
                 if tx.send(PageInput::Data(b)).await.is_err() {
                     break; // the pipeline finished early (already stored, or refused)
                 }

@@ -33,6 +33,8 @@ pub struct TestServer {
     child: Option<Child>,
     /// Kept open so the server can keep writing to its stdout.
     stdout: Option<BufReader<std::process::ChildStdout>>,
+    /// Whether to pass `--config quire.toml`.
+    config: bool,
     pub log: PathBuf,
 }
 
@@ -43,6 +45,22 @@ impl TestServer {
         Self::start_in(dir)
     }
 
+    /// Starts `quire serve --config quire.toml` with `toml` as the file's contents.
+    pub fn start_with_config(toml: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("quire.toml"), toml).unwrap();
+        let mut s = TestServer {
+            log: dir.path().join("serve.log"),
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            child: None,
+            stdout: None,
+            config: true,
+        };
+        s.spawn("127.0.0.1:0");
+        s
+    }
+
     pub fn start_in(dir: tempfile::TempDir) -> TestServer {
         let log = dir.path().join("serve.log");
         let mut s = TestServer {
@@ -50,6 +68,7 @@ impl TestServer {
             addr: "127.0.0.1:0".parse().unwrap(),
             child: None,
             stdout: None,
+            config: false,
             log,
         };
         s.spawn("127.0.0.1:0");
@@ -62,8 +81,12 @@ impl TestServer {
             .append(true)
             .open(&self.log)
             .unwrap();
+        let mut args = vec!["serve", "--listen", listen];
+        if self.config {
+            args.extend(["--config", "quire.toml"]);
+        }
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", listen])
+            .args(&args)
             .current_dir(self.dir.path())
             .env("QUIRE_LOG", "info")
             .stdout(Stdio::piped())

@@ -1,0 +1,274 @@
+//! Per-device and per-tenant limits: pages per second, bytes per second, jobs in progress.
+//!
+//! Rates are token buckets (burst = one second's worth). A page waits for its token up to
+//! [`MAX_WAIT`], then is refused with `LimitExceeded`; page bytes wait for theirs, which
+//! slows the reading of the stream and so, through QUIC flow control, the scanner. The
+//! bucket arithmetic is pure (it is given `now`) and tested without a clock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Longest a page waits for a rate token before it is refused.
+pub const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Configured limits; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LimitConfig {
+    pub device_pages_per_sec: f64,
+    pub device_bytes_per_sec: f64,
+    pub tenant_pages_per_sec: f64,
+    pub tenant_bytes_per_sec: f64,
+    pub device_concurrent_jobs: usize,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub fn new(rate: f64, now: Instant) -> Bucket {
+        let burst = rate.max(1.0);
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes `n` tokens, going into debt if needed; returns how long the caller must wait
+    /// for the debt to be paid (zero if there were enough).
+    pub fn take(&mut self, n: f64, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - n;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// Returns tokens taken for work that was then refused.
+    pub fn give_back(&mut self, n: f64) {
+        self.tokens = (self.tokens + n).min(self.burst);
+    }
+}
+
+/// Why admission was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded(pub String);
+
+#[derive(Debug, Default)]
+struct Buckets(HashMap<String, Bucket>);
+
+impl Buckets {
+    fn take(&mut self, key: &str, rate: f64, n: f64, now: Instant) -> Duration {
+        if rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.0
+            .entry(key.to_string())
+            .or_insert_with(|| Bucket::new(rate, now))
+            .take(n, now)
+    }
+
+    fn give_back(&mut self, key: &str, n: f64) {
+        if let Some(b) = self.0.get_mut(key) {
+            b.give_back(n);
+        }
+    }
+}
+
+/// The server's limit state.
+#[derive(Debug, Default)]
+pub struct Limits {
+    config: LimitConfig,
+    pages: Mutex<Buckets>,
+    bytes: Mutex<Buckets>,
+    jobs: Mutex<HashMap<String, HashMap<String, usize>>>,
+}
+
+/// Holds a job's place among a device's jobs in progress while one of its pages is stored.
+#[derive(Debug)]
+pub struct JobPlace<'a> {
+    limits: &'a Limits,
+    device: String,
+    job: String,
+}
+
+impl Drop for JobPlace<'_> {
+    fn drop(&mut self) {
+        let mut jobs = self.limits.jobs.lock().expect("limits lock poisoned");
+        if let Some(per_job) = jobs.get_mut(&self.device) {
+            if let Some(n) = per_job.get_mut(&self.job) {
+                *n -= 1;
+                if *n == 0 {
+                    per_job.remove(&self.job);
+                }
+            }
+            if per_job.is_empty() {
+                jobs.remove(&self.device);
+            }
+        }
+    }
+}
+
+impl Limits {
+    pub fn new(config: LimitConfig) -> Limits {
+        Limits {
+            config,
+            ..Limits::default()
+        }
+    }
+
+    /// Admits one more page of `job` for `device` of `tenant`, waiting for rate tokens.
+    pub async fn admit_page(
+        &self,
+        device: &str,
+        tenant: &str,
+        job: &str,
+    ) -> Result<JobPlace<'_>, Exceeded> {
+        let c = self.config;
+        {
+            let mut jobs = self.jobs.lock().expect("limits lock poisoned");
+            let per_job = jobs.entry(device.to_string()).or_default();
+            if c.device_concurrent_jobs > 0
+                && !per_job.contains_key(job)
+                && per_job.len() >= c.device_concurrent_jobs
+            {
+                let open: HashSet<&String> = per_job.keys().collect();
+                return Err(Exceeded(format!(
+                    "device {device} already has {} jobs in progress, its limit is {}",
+                    open.len(),
+                    c.device_concurrent_jobs
+                )));
+            }
+            *per_job.entry(job.to_string()).or_default() += 1;
+        }
+        let place = JobPlace {
+            limits: self,
+            device: device.to_string(),
+            job: job.to_string(),
+        };
+        let now = Instant::now();
+        let wait = {
+            let mut p = self.pages.lock().expect("limits lock poisoned");
+            let d = p.take(&format!("d/{device}"), c.device_pages_per_sec, 1.0, now);
+            let t = p.take(&format!("t/{tenant}"), c.tenant_pages_per_sec, 1.0, now);
+            let wait = d.max(t);
+            if wait > MAX_WAIT {
+                p.give_back(&format!("d/{device}"), 1.0);
+                p.give_back(&format!("t/{tenant}"), 1.0);
+            }
+            wait
+        };
+        if wait > MAX_WAIT {
+            let which = if c.device_pages_per_sec > 0.0 && c.tenant_pages_per_sec <= 0.0 {
+                format!(
+                    "device {device} exceeds its limit of {} pages/s",
+                    c.device_pages_per_sec
+                )
+            } else {
+                format!("pages/s limit exceeded for device {device} or its tenant")
+            };
+            return Err(Exceeded(which));
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(place)
+    }
+
+    /// Waits until `n` more page bytes of `device` of `tenant` fit their byte rates.
+    pub async fn pace_bytes(&self, device: &str, tenant: &str, n: usize) {
+        let c = self.config;
+        if c.device_bytes_per_sec <= 0.0 && c.tenant_bytes_per_sec <= 0.0 {
+            return;
+        }
+        let now = Instant::now();
+        let wait = {
+            let mut b = self.bytes.lock().expect("limits lock poisoned");
+            let d = b.take(
+                &format!("d/{device}"),
+                c.device_bytes_per_sec,
+                n as f64,
+                now,
+            );
+            let t = b.take(
+                &format!("t/{tenant}"),
+                c.tenant_bytes_per_sec,
+                n as f64,
+                now,
+            );
+            d.max(t)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(10.0, t0);
+        for _ in 0..10 {
+            assert_eq!(b.take(1.0, t0), Duration::ZERO);
+        }
+        let wait = b.take(1.0, t0);
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        // Half a second later five tokens have come back, minus the debt of one.
+        assert_eq!(b.take(4.0, t0 + Duration::from_millis(600)), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn concurrent_jobs_per_device_are_capped() {
+        let l = Limits::new(LimitConfig {
+            device_concurrent_jobs: 2,
+            ..LimitConfig::default()
+        });
+        let a = l.admit_page("d", "t", "job-a").await.unwrap();
+        let a2 = l.admit_page("d", "t", "job-a").await.unwrap();
+        let b = l.admit_page("d", "t", "job-b").await.unwrap();
+        let refused = l.admit_page("d", "t", "job-c").await.unwrap_err();
+        assert!(refused.0.contains("2 jobs in progress"), "{}", refused.0);
+        assert!(l.admit_page("other", "t", "job-c").await.is_ok());
+        drop((a, a2));
+        assert!(l.admit_page("d", "t", "job-c").await.is_ok());
+        drop(b);
+    }
+
+    #[tokio::test]
+    async fn a_page_rate_far_beyond_the_limit_is_refused() {
+        let l = Limits::new(LimitConfig {
+            device_pages_per_sec: 1.0,
+            ..LimitConfig::default()
+        });
+        // Burst of one, then each page must wait a second; the sixth would wait over 5 s.
+        let mut refused = 0;
+        let now = Instant::now();
+        let mut debt = Duration::ZERO;
+        {
+            let mut p = l.pages.lock().unwrap();
+            for _ in 0..7 {
+                debt = p.take("d/x", 1.0, 1.0, now);
+            }
+        }
+        assert!(debt > MAX_WAIT);
+        if l.admit_page("x", "t", "j").await.is_err() {
+            refused += 1;
+        }
+        assert_eq!(refused, 1);
+    }
+}
