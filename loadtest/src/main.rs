@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     jobs: u32,
     /// A folder of job folders (e.g. ../shared/corpus/jobs).
-    #[arg(long)]
+    #[arg(long, default_value = "../shared/corpus/jobs")]
     corpus: PathBuf,
     /// Pages in flight per scanner.
     #[arg(long, default_value_t = 4)]
@@ -45,6 +45,13 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Instead of scanners, run this many tasks that connect with a wrong secret over and
+    /// over (needs --server and --credential, whose device id and tenant they borrow).
+    #[arg(long)]
+    hammer: Option<u32>,
+    /// How long the hammer runs, in seconds.
+    #[arg(long, default_value_t = 10)]
+    hammer_seconds: u64,
 }
 
 #[derive(Serialize)]
@@ -110,6 +117,9 @@ fn load_corpus(dir: &Path) -> Result<Vec<Vec<LocalPage>>> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(n) = args.hammer {
+        return hammer(&args, n).await;
+    }
     let corpus = Arc::new(load_corpus(&args.corpus)?);
 
     let mut _server_dir = None;
@@ -355,4 +365,54 @@ async fn push_one(ctx: &Ctx, conn: &Connection, job_id: &str, p: &LocalPage) -> 
             false
         }
     }
+}
+
+/// Bad handshakes as fast as `n` tasks can make them, for `--hammer-seconds`.
+async fn hammer(args: &Args, n: u32) -> Result<()> {
+    let Some(addr) = args.server else {
+        bail!("--hammer needs --server");
+    };
+    let path = args
+        .credential
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("quire-data/dev/device.cred"));
+    let cred = Arc::new(Credential::load(&path)?);
+    let attempts = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.hammer_seconds);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (cred, attempts, refused) = (cred.clone(), attempts.clone(), refused.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let mut secret = [0u8; 32];
+                    getrandom::fill(&mut secret).expect("randomness");
+                    let r = quire::client::Connection::login(quire::client::Login {
+                        addr,
+                        server_name: &cred.server_name,
+                        ca_pem: &cred.server_ca,
+                        alpn: quire_codecs::wire::ALPN,
+                        tenant: &cred.tenant,
+                        device_id: &cred.device_id,
+                        secret,
+                    })
+                    .await;
+                    attempts.fetch_add(1, Ordering::Relaxed);
+                    if r.is_err() {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await?;
+    }
+    let a = attempts.load(Ordering::Relaxed);
+    println!(
+        "{{\"hammer_attempts\": {a}, \"refused\": {}, \"per_s\": {:.1}}}",
+        refused.load(Ordering::Relaxed),
+        a as f64 / args.hammer_seconds as f64
+    );
+    Ok(())
 }

@@ -123,13 +123,32 @@ impl Connection {
         };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
         endpoint.set_default_client_config(config);
-        let connecting = endpoint
-            .connect(l.addr, l.server_name)
-            .map_err(|e| connect_err(e.to_string()))?;
-        let conn = tokio::time::timeout(Duration::from_secs(15), connecting)
-            .await
-            .map_err(|_| connect_err("no answer within 15 s (is `quire serve` running?)".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
+        // A busy server refuses new connections outright (CONNECTION_REFUSED): back off and
+        // try again a few times before giving up.
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        let conn = loop {
+            let connecting = endpoint
+                .connect(l.addr, l.server_name)
+                .map_err(|e| connect_err(e.to_string()))?;
+            match tokio::time::timeout(Duration::from_secs(15), connecting).await {
+                Err(_) => {
+                    return Err(connect_err(
+                        "no answer within 15 s (is `quire serve` running?)".into(),
+                    ))
+                }
+                Ok(Ok(c)) => break c,
+                Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
+                        && attempt < 6 =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Ok(Err(e)) => return Err(connect_err(e.to_string())),
+            }
+        };
 
         let refused_by_close = |e: &quinn::ConnectionError| match closed_reason(e) {
             Some(reason) => ClientError::Refused {

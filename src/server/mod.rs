@@ -111,6 +111,8 @@ impl std::fmt::Debug for Server {
 pub const CLOSE_AUTH_FAILED: u32 = 1;
 /// Application error code for a clean shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
+/// Connections allowed between their first packet and a successful `Hello` at once.
+pub const MAX_PENDING_AUTH: usize = 16;
 /// Application error code when an administrator disabled or revoked the device.
 pub const CLOSE_DEVICE_DISABLED: u32 = 2;
 
@@ -186,12 +188,23 @@ impl Server {
     }
 
     /// Serves connections until [`Server::shutdown`] or the endpoint closes.
+    ///
+    /// At most [`MAX_PENDING_AUTH`] connections may be between their first packet and a
+    /// successful `Hello` at once; beyond that new connections are refused (a cheap
+    /// CONNECTION_REFUSED, no TLS work). A flood of bad handshakes therefore costs a bounded
+    /// share of the CPU, and scanners that are already connected keep theirs.
     pub async fn run(&self) {
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_AUTH));
         while let Some(incoming) = self.endpoint.accept().await {
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                debug!(remote = %incoming.remote_address(), "too many handshakes in progress; refused");
+                incoming.refuse();
+                continue;
+            };
             let state = self.state.clone();
             tokio::spawn(async move {
                 match incoming.await {
-                    Ok(conn) => handle_connection(state, conn).await,
+                    Ok(conn) => handle_connection(state, conn, permit).await,
                     Err(e) => debug!(error = %e, "handshake failed"),
                 }
             });
@@ -263,9 +276,15 @@ impl Server {
 }
 
 /// Authenticates a connection on its first stream, then serves its request streams.
-async fn handle_connection(state: Arc<State>, conn: quinn::Connection) {
+async fn handle_connection(
+    state: Arc<State>,
+    conn: quinn::Connection,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) {
     let remote = conn.remote_address();
-    let principal = match authenticate(&state, &conn).await {
+    let outcome = authenticate(&state, &conn).await;
+    drop(pending);
+    let principal = match outcome {
         Ok(Some(p)) => p,
         Ok(None) => {
             // An enrollment: the new credential is sent; this connection has no other use.
