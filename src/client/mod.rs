@@ -29,7 +29,35 @@ pub enum ClientError {
     #[error("{path}: {message}")]
     Local { path: String, message: String },
     #[error(transparent)]
-    Stream(#[from] StreamError),
+    Stream(StreamError),
+}
+
+/// A connection the server closed because an administrator disabled or revoked the device
+/// is a refusal with a reason, not a network failure.
+fn closed_by_admin(e: &quinn::ConnectionError) -> Option<ClientError> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == crate::server::CLOSE_DEVICE_DISABLED.into() =>
+        {
+            Some(ClientError::Refused {
+                code: ErrorCode::DeviceDisabled,
+                message: String::from_utf8_lossy(&c.reason).into_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+impl From<StreamError> for ClientError {
+    fn from(e: StreamError) -> Self {
+        let lost = match &e {
+            StreamError::Read(quinn::ReadError::ConnectionLost(c)) => Some(c),
+            StreamError::Write(quinn::WriteError::ConnectionLost(c)) => Some(c),
+            _ => None,
+        };
+        lost.and_then(closed_by_admin)
+            .unwrap_or(ClientError::Stream(e))
+    }
 }
 
 impl ClientError {
@@ -196,14 +224,12 @@ impl Connection {
         &self,
         request: &Frame,
     ) -> Result<(quinn::SendStream, FrameReader), ClientError> {
-        let (mut send, recv) = self
-            .conn
-            .open_bi()
-            .await
-            .map_err(|e| ClientError::Connect {
+        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| {
+            closed_by_admin(&e).unwrap_or_else(|| ClientError::Connect {
                 addr: self.conn.remote_address().to_string(),
                 message: e.to_string(),
-            })?;
+            })
+        })?;
         write_frame(&mut send, request).await?;
         Ok((send, FrameReader::new(recv)))
     }

@@ -661,7 +661,12 @@ async fn admin(
                 .map_err(PipelineError::from)?;
             let t = tenant.clone();
             blocking(move || -> Result<(), crate::meta::MetaError> {
-                for d in meta.devices(&t)? {
+                // Service admins operate the whole service; they are not the tenant's to lose.
+                for d in meta
+                    .devices(&t)?
+                    .into_iter()
+                    .filter(|d| d.role != Role::ServiceAdmin)
+                {
                     meta.set_device_state(&d.device_id, DeviceState::Revoked)?;
                 }
                 Ok(())
@@ -669,7 +674,8 @@ async fn admin(
             .await?;
             let t = tenant.clone();
             let m = state.meta.clone();
-            for d in blocking(move || m.devices(&t)).await? {
+            let revoked = blocking(move || m.devices(&t)).await?;
+            for d in revoked.into_iter().filter(|d| d.role != Role::ServiceAdmin) {
                 state.disconnect_device(
                     &d.device_id,
                     "the tenant's keys were destroyed; device revoked",
