@@ -210,9 +210,17 @@ impl FileVault {
         Ok(keys)
     }
 
-    fn add_version(&self, tenant: &str) -> Result<u32, VaultError> {
+    /// Appends a KEK version. With `only_if_none`, does nothing if the tenant has one already:
+    /// the check and the write happen under the same lock, so concurrent first uses create one
+    /// version, not several.
+    fn add_version(&self, tenant: &str, only_if_none: bool) -> Result<u32, VaultError> {
         let mut cache = self.cache.write().expect("vault lock poisoned");
         let mut keys = self.load(tenant)?;
+        if only_if_none && !keys.is_empty() {
+            let n = keys.len() as u32;
+            cache.insert(tenant.to_string(), Cached::new(keys));
+            return Ok(n);
+        }
         let version = keys.len() as u32 + 1;
         let kek = SecretKey::generate();
         let mut aad_ref = master_ref();
@@ -265,7 +273,7 @@ impl KeyVault for FileVault {
         if let Some(found) = self.with_keys(tenant, newest)? {
             return Ok(found);
         }
-        self.add_version(tenant)?;
+        self.add_version(tenant, true)?;
         self.with_keys(tenant, newest)?
             .ok_or(VaultError::UnknownKey {
                 tenant: tenant.into(),
@@ -287,7 +295,7 @@ impl KeyVault for FileVault {
     }
 
     fn rotate(&self, tenant: &str) -> Result<u32, VaultError> {
-        self.add_version(tenant)
+        self.add_version(tenant, false)
     }
 
     fn shred(&self, tenant: &str) -> Result<(), VaultError> {
@@ -395,6 +403,22 @@ mod tests {
         v.kek(&r).unwrap();
         let fresh = v.cache.read().unwrap().get("acme").map(|c| c.fresh());
         assert_eq!(fresh, Some(true), "a spent entry is reloaded");
+    }
+
+    #[test]
+    fn concurrent_first_use_creates_one_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = std::sync::Arc::new(FileVault::open(dir.path()).unwrap());
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let v = v.clone();
+                std::thread::spawn(move || v.current_kek("acme").unwrap().0.version)
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 1);
+        }
+        assert_eq!(v.rotate("acme").unwrap(), 2);
     }
 
     #[test]
