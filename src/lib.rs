@@ -6,6 +6,7 @@
 //! `quire-pipeline`, and the object stores in `quire-storage`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod credential;

@@ -144,6 +144,19 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Read-only status of a tenant (operators, admins, and support partners with a grant).
+    Status {
+        #[arg(long)]
+        tenant: String,
+        /// Why you look; required of support partners, recorded in the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Time-boxed, revocable access for a support partner.
+    Grant {
+        #[command(subcommand)]
+        command: GrantCommand,
+    },
     /// One-time enrollment tokens for new scanners.
     Token {
         #[command(subcommand)]
@@ -153,6 +166,30 @@ enum AdminCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCommand {
+    /// Let a support partner see the tenant's status for some hours.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// The support partner's device id.
+        #[arg(long)]
+        partner: String,
+        #[arg(long, default_value_t = 4)]
+        hours: u32,
+        /// Why access is granted; recorded in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Withdraw a support partner's access at once.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        partner: String,
     },
 }
 
@@ -200,7 +237,7 @@ enum DeviceCommand {
         /// Device id (letters, digits, '-' and '_').
         #[arg(long)]
         id: String,
-        /// device, tenant-admin or service-admin.
+        /// device, tenant-admin, operator, support-partner or service-admin.
         #[arg(long, default_value = "device")]
         role: String,
         /// Enable it at once.
@@ -445,6 +482,53 @@ async fn admin(a: AdminArgs) -> Result<()> {
             )
             .await?;
             println!("tenant {name} shredded: its keys are destroyed and its data can no longer be opened");
+        }
+        AdminCommand::Status { tenant, reason } => {
+            match conn.call(&quire_codecs::wire::Frame::Admin(AdminRequest::Status { tenant, reason })).await? {
+                quire_codecs::wire::Frame::AdminStatus {
+                    tenant,
+                    devices,
+                    jobs,
+                    committed_jobs,
+                    committed_bytes,
+                } => println!(
+                    "tenant {tenant}: {devices} devices, {jobs} jobs ({committed_jobs} committed, {committed_bytes} bytes)"
+                ),
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        AdminCommand::Grant { command } => {
+            let req = match &command {
+                GrantCommand::Create {
+                    tenant,
+                    partner,
+                    hours,
+                    reason,
+                } => AdminRequest::GrantCreate {
+                    tenant: tenant.clone(),
+                    partner: partner.clone(),
+                    hours: *hours,
+                    reason: reason.clone(),
+                },
+                GrantCommand::Revoke { tenant, partner } => AdminRequest::GrantRevoke {
+                    tenant: tenant.clone(),
+                    partner: partner.clone(),
+                },
+            };
+            conn.call(&quire_codecs::wire::Frame::Admin(req)).await?;
+            match command {
+                GrantCommand::Create {
+                    tenant,
+                    partner,
+                    hours,
+                    ..
+                } => {
+                    println!("{partner} may see tenant {tenant} for {hours} hours")
+                }
+                GrantCommand::Revoke { tenant, partner } => {
+                    println!("{partner} may no longer see tenant {tenant}")
+                }
+            }
         }
         AdminCommand::Token {
             command: TokenCommand::Create { tenant, ttl_hours },

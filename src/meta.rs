@@ -17,6 +17,7 @@ const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const PAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("pages");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_tokens");
+const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("support_grants");
 
 /// The metadata store failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,23 @@ pub enum MetaError {
     NoSuchDevice(String),
     #[error("the enrollment token is unknown, already used, or expired")]
     BadToken,
+}
+
+/// A support partner's time-boxed access to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub expires_unix: u64,
+    pub reason: String,
+    pub granted_by: String,
+}
+
+/// Counts for `quire admin status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantStats {
+    pub devices: u32,
+    pub jobs: u32,
+    pub committed_jobs: u32,
+    pub committed_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,7 +128,7 @@ impl Meta {
         }
         let database = Database::create(path).map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
-        for t in [DEVICES, TENANTS, JOBS, PAGES, TOKENS] {
+        for t in [DEVICES, TENANTS, JOBS, PAGES, TOKENS, GRANTS] {
             txn.open_table(t).map_err(db)?;
         }
         txn.commit().map_err(db)?;
@@ -232,6 +250,57 @@ impl Meta {
         };
         txn.commit().map_err(db)?;
         Ok(rec)
+    }
+
+    /// Records (or replaces) a support partner's access to a tenant.
+    pub fn put_grant(&self, tenant: &str, partner: &str, grant: &Grant) -> Result<(), MetaError> {
+        self.put(
+            GRANTS,
+            &format!("{tenant}/{partner}"),
+            &serde_json::to_vec(grant).expect("row serialises"),
+        )
+    }
+
+    /// Withdraws a grant; says whether there was one.
+    pub fn remove_grant(&self, tenant: &str, partner: &str) -> Result<bool, MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let existed = {
+            let mut t = txn.open_table(GRANTS).map_err(db)?;
+            let key = format!("{tenant}/{partner}");
+            let removed = t.remove(key.as_str()).map_err(db)?.is_some();
+            removed
+        };
+        txn.commit().map_err(db)?;
+        Ok(existed)
+    }
+
+    /// The partner's grant on the tenant, if any (expired or not).
+    pub fn grant(&self, tenant: &str, partner: &str) -> Result<Option<Grant>, MetaError> {
+        self.get(GRANTS, &format!("{tenant}/{partner}"))?
+            .map(|raw| serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Counts of a tenant's devices and jobs.
+    pub fn stats(&self, tenant: &str) -> Result<TenantStats, MetaError> {
+        let mut st = TenantStats {
+            devices: self.devices(tenant)?.len() as u32,
+            ..TenantStats::default()
+        };
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(JOBS).map_err(db)?;
+        let (start, end) = (format!("{tenant}/"), format!("{tenant}0"));
+        for item in t.range(start.as_str()..end.as_str()).map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            let row: JobRow =
+                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            st.jobs += 1;
+            if row.committed {
+                st.committed_jobs += 1;
+                st.committed_bytes += row.bytes;
+            }
+        }
+        Ok(st)
     }
 
     /// The stored record of a device.

@@ -24,6 +24,8 @@ pub const MAX_ID_LEN: usize = 64;
 pub const MAX_JOB_ID_LEN: usize = 128;
 /// Longest page file name, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
+/// Longest stated reason for a support access or grant.
+pub const MAX_REASON_LEN: usize = 512;
 /// Most pages one job may hold.
 pub const MAX_PAGES: u32 = 100_000;
 
@@ -140,6 +142,11 @@ pub enum Role {
     TenantAdmin,
     /// The service operator: manages tenants.
     ServiceAdmin,
+    /// Read-only status of its own tenant.
+    Operator,
+    /// A support partner: read-only status of a tenant that granted it access, while the
+    /// grant lasts.
+    SupportPartner,
 }
 
 impl Role {
@@ -148,6 +155,8 @@ impl Role {
             Role::Device => 1,
             Role::TenantAdmin => 2,
             Role::ServiceAdmin => 3,
+            Role::Operator => 4,
+            Role::SupportPartner => 5,
         }
     }
     fn from_u8(v: u8) -> Option<Self> {
@@ -155,6 +164,8 @@ impl Role {
             1 => Role::Device,
             2 => Role::TenantAdmin,
             3 => Role::ServiceAdmin,
+            4 => Role::Operator,
+            5 => Role::SupportPartner,
             _ => return None,
         })
     }
@@ -164,13 +175,21 @@ impl Role {
             Role::Device => "device",
             Role::TenantAdmin => "tenant-admin",
             Role::ServiceAdmin => "service-admin",
+            Role::Operator => "operator",
+            Role::SupportPartner => "support-partner",
         }
     }
     /// Parses [`Role::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Role::Device, Role::TenantAdmin, Role::ServiceAdmin]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Device,
+            Role::TenantAdmin,
+            Role::ServiceAdmin,
+            Role::Operator,
+            Role::SupportPartner,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -201,6 +220,17 @@ pub enum AdminRequest {
     TenantShred { tenant: String },
     /// Issue a one-time enrollment token for a tenant, valid for `ttl_secs`.
     TokenCreate { tenant: String, ttl_secs: u32 },
+    /// Read-only status of a tenant; a support partner states why it looks.
+    Status { tenant: String, reason: String },
+    /// Let a support partner see a tenant's status for `hours`, for a stated reason.
+    GrantCreate {
+        tenant: String,
+        partner: String,
+        hours: u32,
+        reason: String,
+    },
+    /// Withdraw a support partner's access at once.
+    GrantRevoke { tenant: String, partner: String },
 }
 
 /// The life cycle of a device credential.
@@ -323,6 +353,14 @@ pub enum Frame {
     AdminDevices(Vec<DeviceInfo>),
     /// Server: a one-time enrollment token and when it expires (Unix seconds).
     AdminToken { token: [u8; 32], expires_unix: u64 },
+    /// Server: a tenant's status.
+    AdminStatus {
+        tenant: String,
+        devices: u32,
+        jobs: u32,
+        committed_jobs: u32,
+        committed_bytes: u64,
+    },
     /// Server: the outcome of a key operation.
     AdminKey {
         tenant: String,
@@ -354,6 +392,7 @@ mod kind {
     pub const ADMIN_DEVICES: u8 = 0x32;
     pub const ADMIN_KEY: u8 = 0x33;
     pub const ADMIN_TOKEN: u8 = 0x34;
+    pub const ADMIN_STATUS: u8 = 0x35;
     pub const ERROR: u8 = 0x7f;
 }
 
@@ -607,6 +646,28 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                     put_str(out, tenant);
                     out.put_u32(*ttl_secs);
                 }
+                AdminRequest::Status { tenant, reason } => {
+                    out.put_u8(9);
+                    put_str(out, tenant);
+                    put_str(out, reason);
+                }
+                AdminRequest::GrantCreate {
+                    tenant,
+                    partner,
+                    hours,
+                    reason,
+                } => {
+                    out.put_u8(10);
+                    put_str(out, tenant);
+                    put_str(out, partner);
+                    out.put_u32(*hours);
+                    put_str(out, reason);
+                }
+                AdminRequest::GrantRevoke { tenant, partner } => {
+                    out.put_u8(11);
+                    put_str(out, tenant);
+                    put_str(out, partner);
+                }
             }
             kind::ADMIN
         }
@@ -641,6 +702,20 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             out.put_u32(*version);
             out.put_u64(*rewrapped);
             kind::ADMIN_KEY
+        }
+        Frame::AdminStatus {
+            tenant,
+            devices,
+            jobs,
+            committed_jobs,
+            committed_bytes,
+        } => {
+            put_str(out, tenant);
+            out.put_u32(*devices);
+            out.put_u32(*jobs);
+            out.put_u32(*committed_jobs);
+            out.put_u64(*committed_bytes);
+            kind::ADMIN_STATUS
         }
         Frame::Error { code, message } => {
             out.put_u16(code.to_u16());
@@ -851,6 +926,20 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
                 tenant: r.id("tenant")?,
                 ttl_secs: r.u32()?,
             },
+            9 => AdminRequest::Status {
+                tenant: r.id("tenant")?,
+                reason: r.string(MAX_REASON_LEN)?,
+            },
+            10 => AdminRequest::GrantCreate {
+                tenant: r.id("tenant")?,
+                partner: r.id("device id")?,
+                hours: r.u32()?,
+                reason: r.string(MAX_REASON_LEN)?,
+            },
+            11 => AdminRequest::GrantRevoke {
+                tenant: r.id("tenant")?,
+                partner: r.id("device id")?,
+            },
             _ => return Err(r.err("unknown admin request")),
         }),
         kind::ADMIN_ISSUED => Frame::AdminIssued {
@@ -876,6 +965,13 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             tenant: r.id("tenant")?,
             version: r.u32()?,
             rewrapped: r.u64()?,
+        },
+        kind::ADMIN_STATUS => Frame::AdminStatus {
+            tenant: r.id("tenant")?,
+            devices: r.u32()?,
+            jobs: r.u32()?,
+            committed_jobs: r.u32()?,
+            committed_bytes: r.u64()?,
         },
         kind::ERROR => Frame::Error {
             code: ErrorCode::from_u16(r.u16()?),
@@ -1088,6 +1184,27 @@ mod tests {
                 tenant: "acme".into(),
                 ttl_secs: 3600,
             }),
+            Frame::Admin(AdminRequest::Status {
+                tenant: "acme".into(),
+                reason: "ticket 42".into(),
+            }),
+            Frame::Admin(AdminRequest::GrantCreate {
+                tenant: "acme".into(),
+                partner: "helpdesk-1".into(),
+                hours: 4,
+                reason: "scanner jams".into(),
+            }),
+            Frame::Admin(AdminRequest::GrantRevoke {
+                tenant: "acme".into(),
+                partner: "helpdesk-1".into(),
+            }),
+            Frame::AdminStatus {
+                tenant: "acme".into(),
+                devices: 3,
+                jobs: 9,
+                committed_jobs: 8,
+                committed_bytes: 1 << 33,
+            },
             Frame::JobStatus {
                 committed: true,
                 pages: vec![entry(0), entry(5)],

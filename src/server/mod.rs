@@ -57,6 +57,8 @@ pub(crate) struct State {
     pub in_flight: slots::PageSlots,
     /// Rate and concurrency limits per device and tenant.
     pub limits: limits::Limits,
+    /// Every administrative action and support access, appended.
+    pub audit: crate::audit::AuditLog,
     /// Open connections by device, so that disabling a device cuts it off at once.
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
 }
@@ -165,6 +167,12 @@ impl Server {
                 in_flight: slots::PageSlots::default(),
                 live: Default::default(),
                 limits: limits::Limits::new(config.limits),
+                audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
+                    ServeError::DataDir {
+                        path: dir.join("audit.log"),
+                        source,
+                    }
+                })?,
             }),
             cert_pem: identity.cert_pem.clone(),
         };

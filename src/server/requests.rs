@@ -455,20 +455,127 @@ async fn job_get(
     reply(send, &Frame::Done).await
 }
 
+/// What a request asks of a tenant.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Change something.
+    Manage,
+    /// Look only.
+    Read,
+}
+
+/// Checks `principal` may act on `tenant`. Outside its reach the tenant is reported as not
+/// found, so nobody learns what exists elsewhere.
+fn access(state: &State, principal: &Principal, tenant: &str, need: Need) -> Result<(), Refusal> {
+    let hidden = || Refusal::new(ErrorCode::NotFound, format!("tenant {tenant} not found"));
+    match principal.role {
+        Role::ServiceAdmin => Ok(()),
+        Role::TenantAdmin if principal.tenant == tenant => Ok(()),
+        Role::Operator if principal.tenant == tenant => match need {
+            Need::Read => Ok(()),
+            Need::Manage => Err(AuthError::Forbidden {
+                needed: "tenant-admin",
+            }
+            .into()),
+        },
+        Role::SupportPartner => {
+            let grant = state.meta.grant(tenant, &principal.device_id)?;
+            match grant {
+                Some(g) if g.expires_unix > unix_now() => match need {
+                    Need::Read => Ok(()),
+                    Need::Manage => Err(AuthError::Forbidden {
+                        needed: "tenant-admin",
+                    }
+                    .into()),
+                },
+                _ => Err(hidden()),
+            }
+        }
+        Role::Device => Err(AuthError::Forbidden { needed: "admin" }.into()),
+        Role::TenantAdmin | Role::Operator => Err(hidden()),
+    }
+}
+
+/// The audit log's view of a request: action, tenant, detail.
+fn describe(req: &AdminRequest) -> (&'static str, String, String) {
+    match req {
+        AdminRequest::TenantCreate { name } => ("tenant.create", name.clone(), String::new()),
+        AdminRequest::DeviceCreate {
+            tenant,
+            device_id,
+            role,
+            enabled,
+        } => (
+            "device.create",
+            tenant.clone(),
+            format!(
+                "device={device_id} role={} enabled={enabled}",
+                role.as_str()
+            ),
+        ),
+        AdminRequest::DeviceSetState { device_id, state } => (
+            "device.set-state",
+            String::new(),
+            format!("device={device_id} state={}", state.as_str()),
+        ),
+        AdminRequest::DeviceList { tenant } => ("device.list", tenant.clone(), String::new()),
+        AdminRequest::KeyRotate { tenant } => ("key.rotate", tenant.clone(), String::new()),
+        AdminRequest::KeyRewrap { tenant } => ("key.rewrap", tenant.clone(), String::new()),
+        AdminRequest::TenantShred { tenant } => ("tenant.shred", tenant.clone(), String::new()),
+        AdminRequest::TokenCreate { tenant, ttl_secs } => (
+            "token.create",
+            tenant.clone(),
+            format!("ttl_secs={ttl_secs}"),
+        ),
+        AdminRequest::Status { tenant, reason } => {
+            ("status", tenant.clone(), format!("reason={reason}"))
+        }
+        AdminRequest::GrantCreate {
+            tenant,
+            partner,
+            hours,
+            reason,
+        } => (
+            "grant.create",
+            tenant.clone(),
+            format!("partner={partner} hours={hours} reason={reason}"),
+        ),
+        AdminRequest::GrantRevoke { tenant, partner } => {
+            ("grant.revoke", tenant.clone(), format!("partner={partner}"))
+        }
+    }
+}
+
 async fn admin(
     state: &State,
     principal: &Principal,
     req: AdminRequest,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let meta = state.meta.clone();
-    // A tenant admin acts within its own tenant; anything outside it is reported as not
-    // found, so nobody learns what other tenants hold.
-    let in_scope = |tenant: &str| match principal.role {
-        Role::ServiceAdmin => true,
-        Role::TenantAdmin => principal.tenant == tenant,
-        Role::Device => false,
+    let (action, tenant, detail) = describe(&req);
+    let outcome = admin_request(state, principal, req, send).await;
+    let result = match &outcome {
+        Ok(()) => "ok".to_string(),
+        Err(r) => format!("refused: {}", r.message),
     };
+    state.audit.record(
+        &principal.device_id,
+        principal.role.as_str(),
+        action,
+        &tenant,
+        &detail,
+        &result,
+    );
+    outcome
+}
+
+async fn admin_request(
+    state: &State,
+    principal: &Principal,
+    req: AdminRequest,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let meta = state.meta.clone();
     if principal.role == Role::Device {
         return Err(AuthError::Forbidden { needed: "admin" }.into());
     }
@@ -498,12 +605,7 @@ async fn admin(
             role,
             enabled,
         } => {
-            if !in_scope(&tenant) {
-                return Err(Refusal::new(
-                    ErrorCode::NotFound,
-                    format!("tenant {tenant} not found"),
-                ));
-            }
+            access(state, principal, &tenant, Need::Manage)?;
             if role == Role::ServiceAdmin && principal.role != Role::ServiceAdmin {
                 return Err(AuthError::Forbidden {
                     needed: "service-admin",
@@ -557,14 +659,15 @@ async fn admin(
             let id = device_id.clone();
             let m = meta.clone();
             let rec = blocking(move || m.device(&id)).await?;
+            let missing =
+                || Refusal::new(ErrorCode::NotFound, format!("device {device_id} not found"));
             match rec {
-                Some(r) if in_scope(&r.tenant) => {}
-                _ => {
-                    return Err(Refusal::new(
-                        ErrorCode::NotFound,
-                        format!("device {device_id} not found"),
-                    ))
-                }
+                Some(r) => match access(state, principal, &r.tenant, Need::Manage) {
+                    Ok(()) => {}
+                    Err(e) if e.code == ErrorCode::NotFound => return Err(missing()),
+                    Err(e) => return Err(e),
+                },
+                None => return Err(missing()),
             }
             let id = device_id.clone();
             blocking(move || meta.set_device_state(&id, new_state)).await?;
@@ -581,12 +684,10 @@ async fn admin(
             reply(send, &Frame::Done).await
         }
         AdminRequest::DeviceList { tenant } => {
-            if !in_scope(&tenant) {
-                return Err(Refusal::new(
-                    ErrorCode::NotFound,
-                    format!("tenant {tenant} not found"),
-                ));
+            if principal.role == Role::SupportPartner {
+                return Err(AuthError::Forbidden { needed: "operator" }.into());
             }
+            access(state, principal, &tenant, Need::Read)?;
             let list = blocking(move || meta.devices(&tenant)).await?;
             reply(send, &Frame::AdminDevices(list)).await
         }
@@ -594,14 +695,81 @@ async fn admin(
         | AdminRequest::KeyRewrap { tenant }
         | AdminRequest::TenantShred { tenant }
         | AdminRequest::TokenCreate { tenant, .. }
-            if !in_scope(&tenant) || !state.meta.tenant_exists(&tenant)? =>
+            if access(state, principal, &tenant, Need::Manage)
+                .is_err_and(|e| e.code == ErrorCode::NotFound)
+                || !state.meta.tenant_exists(&tenant)? =>
         {
             Err(Refusal::new(
                 ErrorCode::NotFound,
                 format!("tenant {tenant} not found"),
             ))
         }
+        AdminRequest::Status { tenant, reason } => {
+            if principal.role == Role::SupportPartner && reason.trim().is_empty() {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "a support partner must state a reason (--reason)",
+                ));
+            }
+            access(state, principal, &tenant, Need::Read)?;
+            let t = tenant.clone();
+            let st = blocking(move || meta.stats(&t)).await?;
+            reply(
+                send,
+                &Frame::AdminStatus {
+                    tenant,
+                    devices: st.devices,
+                    jobs: st.jobs,
+                    committed_jobs: st.committed_jobs,
+                    committed_bytes: st.committed_bytes,
+                },
+            )
+            .await
+        }
+        AdminRequest::GrantCreate {
+            tenant,
+            partner,
+            hours,
+            reason,
+        } => {
+            access(state, principal, &tenant, Need::Manage)?;
+            if reason.trim().is_empty() || hours == 0 || hours > 24 * 90 {
+                return Err(Refusal::new(
+                    ErrorCode::Malformed,
+                    "a grant needs a reason and 1 to 2160 hours",
+                ));
+            }
+            let m = meta.clone();
+            let p = partner.clone();
+            let rec = blocking(move || m.device(&p)).await?;
+            if !rec.is_some_and(|r| r.role == Role::SupportPartner) {
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("support partner {partner} not found"),
+                ));
+            }
+            let grant = crate::meta::Grant {
+                expires_unix: unix_now() + u64::from(hours) * 3600,
+                reason,
+                granted_by: principal.device_id.clone(),
+            };
+            let (t, p) = (tenant.clone(), partner.clone());
+            blocking(move || meta.put_grant(&t, &p, &grant)).await?;
+            reply(send, &Frame::Done).await
+        }
+        AdminRequest::GrantRevoke { tenant, partner } => {
+            access(state, principal, &tenant, Need::Manage)?;
+            let (t, p) = (tenant.clone(), partner.clone());
+            if !blocking(move || meta.remove_grant(&t, &p)).await? {
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("no grant for {partner} on tenant {tenant}"),
+                ));
+            }
+            reply(send, &Frame::Done).await
+        }
         AdminRequest::TokenCreate { tenant, ttl_secs } => {
+            access(state, principal, &tenant, Need::Manage)?;
             let token = crate::random_secret();
             let hash = token_hash(&token);
             let expires_unix = unix_now() + u64::from(ttl_secs.clamp(60, 30 * 24 * 3600));
@@ -618,6 +786,7 @@ async fn admin(
             .await
         }
         AdminRequest::KeyRotate { tenant } => {
+            access(state, principal, &tenant, Need::Manage)?;
             let vault = state.pipeline.vault.clone();
             let t = tenant.clone();
             let version = blocking(move || vault.rotate(&t))
@@ -635,6 +804,7 @@ async fn admin(
             .await
         }
         AdminRequest::KeyRewrap { tenant } => {
+            access(state, principal, &tenant, Need::Manage)?;
             let r = state.pipeline.rewrap_tenant(&tenant).await?;
             info!(tenant = %tenant, version = r.version, rewrapped = r.rewrapped, by = %principal.device_id, "tenant data keys re-wrapped");
             reply(

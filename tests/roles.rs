@@ -1,0 +1,144 @@
+//! Roles: operators look but do not touch; support partners see a tenant only while it grants
+//! them access, say why each time, and every access lands in the audit log.
+
+mod common;
+
+use common::*;
+
+struct Who<'a> {
+    server: &'a TestServer,
+    cred: std::path::PathBuf,
+}
+
+impl Who<'_> {
+    fn admin(&self, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["admin", "--credential", self.cred.to_str().unwrap()];
+        full.extend_from_slice(args);
+        let o = self.server.quire(&full);
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+}
+
+#[test]
+fn operators_and_support_partners_see_only_what_they_may() {
+    let server = TestServer::start();
+    let root = Who {
+        server: &server,
+        cred: server.admin_cred_path(),
+    };
+    for t in ["acme", "helpdesk"] {
+        assert!(root.admin(&["tenant", "create", t]).0);
+    }
+    let mk = |tenant: &str, id: &str, role: &str| {
+        let out = server.path().join(format!("{id}.cred"));
+        let (ok, text) = root.admin(&[
+            "device",
+            "create",
+            "--tenant",
+            tenant,
+            "--id",
+            id,
+            "--role",
+            role,
+            "--enable",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        Who {
+            server: &server,
+            cred: out,
+        }
+    };
+    let acme_admin = mk("acme", "acme-admin", "tenant-admin");
+    let ops = mk("acme", "acme-ops", "operator");
+    let partner = mk("helpdesk", "hd-1", "support-partner");
+    mk("acme", "acme-scanner", "device");
+
+    // The operator reads its tenant, changes nothing, sees nothing else.
+    let (ok, out) = ops.admin(&["status", "--tenant", "acme"]);
+    assert!(ok && out.contains("tenant acme: 3 devices"), "{out}");
+    assert!(ops.admin(&["device", "list", "--tenant", "acme"]).0);
+    let (ok, out) = ops.admin(&["device", "disable", "acme-scanner"]);
+    assert!(!ok && out.contains("tenant-admin"), "{out}");
+    let (ok, out) = ops.admin(&["status", "--tenant", "dev"]);
+    assert!(!ok && out.contains("tenant dev not found"), "{out}");
+
+    // No grant: the partner cannot tell the tenant exists.
+    let (ok, out) = partner.admin(&["status", "--tenant", "acme", "--reason", "curious"]);
+    assert!(!ok && out.contains("tenant acme not found"), "{out}");
+    let (ok, out) = acme_admin.admin(&[
+        "grant",
+        "create",
+        "--tenant",
+        "acme",
+        "--partner",
+        "hd-1",
+        "--hours",
+        "2",
+        "--reason",
+        "ticket 7: scanner jams",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = partner.admin(&["status", "--tenant", "acme", "--reason", "ticket 7"]);
+    assert!(ok && out.contains("tenant acme"), "{out}");
+    let (ok, out) = partner.admin(&["status", "--tenant", "acme"]);
+    assert!(!ok && out.contains("must state a reason"), "{out}");
+    let (ok, _) = partner.admin(&["device", "disable", "acme-scanner"]);
+    assert!(!ok);
+    let (ok, _) = partner.admin(&["device", "list", "--tenant", "acme"]);
+    assert!(!ok);
+    // A tenant admin cannot grant on another tenant's behalf.
+    let (ok, out) = acme_admin.admin(&[
+        "grant",
+        "create",
+        "--tenant",
+        "dev",
+        "--partner",
+        "hd-1",
+        "--reason",
+        "x",
+    ]);
+    assert!(!ok && out.contains("tenant dev not found"), "{out}");
+
+    // Revoked: gone at once.
+    assert!(
+        acme_admin
+            .admin(&["grant", "revoke", "--tenant", "acme", "--partner", "hd-1"])
+            .0
+    );
+    let (ok, out) = partner.admin(&["status", "--tenant", "acme", "--reason", "ticket 7"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+
+    // The audit log holds every one of those, with who, why and the outcome.
+    let audit = std::fs::read_to_string(server.path().join("quire-data/audit.log")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |actor: &str, action: &str, outcome_starts: &str| {
+        lines.iter().any(|e| {
+            e["actor"] == actor
+                && e["action"] == action
+                && e["outcome"].as_str().unwrap().starts_with(outcome_starts)
+        })
+    };
+    assert!(find("acme-admin", "grant.create", "ok"));
+    assert!(find("hd-1", "status", "ok"));
+    assert!(find("hd-1", "status", "refused"));
+    assert!(find("acme-ops", "device.set-state", "refused"));
+    assert!(find("acme-admin", "grant.revoke", "ok"));
+    assert!(lines
+        .iter()
+        .any(|e| e["actor"] == "hd-1" && e["detail"].as_str().unwrap().contains("ticket 7")));
+    assert!(lines
+        .iter()
+        .all(|e| e["ts_unix_ms"].as_u64().unwrap() > 1_700_000_000_000));
+}
