@@ -253,6 +253,13 @@ enum DeviceCommand {
     Disable { device_id: String },
     /// Withdraw a device's credential for good.
     Revoke { device_id: String },
+    /// Issue a new secret for a device; the old one stops working at once.
+    Rotate {
+        device_id: String,
+        /// Where to write the new credential file (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// List a tenant's devices.
     List {
         #[arg(long)]
@@ -599,6 +606,19 @@ async fn admin(a: AdminArgs) -> Result<()> {
             DeviceCommand::Disable { device_id } => {
                 client::admin::set_device_state(&conn, &device_id, DeviceState::Disabled).await?;
                 println!("device {device_id} disabled");
+            }
+            DeviceCommand::Rotate { device_id, out } => {
+                let server = a
+                    .client
+                    .server
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| cred.server.clone());
+                let fresh = client::admin::rotate_device(&conn, &cred, &server, &device_id).await?;
+                fresh.save(&out)?;
+                println!(
+                    "device {device_id} has a new credential in {}; the old one no longer works",
+                    out.display()
+                );
             }
             DeviceCommand::Revoke { device_id } => {
                 client::admin::set_device_state(&conn, &device_id, DeviceState::Revoked).await?;

@@ -369,3 +369,65 @@ fn disabling_a_device_stops_its_running_job_within_a_second() {
         "the job was not stopped: {stored} more pages stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_credential_voids_the_old_one_at_once() {
+    let server = TestServer::start();
+    let admin = server.admin_cred_path();
+    let admin = admin.to_str().unwrap();
+    let old = server.path().join("r.cred");
+    let new = server.path().join("r2.cred");
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "create",
+        "--tenant",
+        "dev",
+        "--id",
+        "scanner-r",
+        "--enable",
+        "--out",
+        old.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let old_cred = quire::credential::Credential::load(&old).unwrap();
+    let live = Connection::connect(&old_cred, Some(server.addr))
+        .await
+        .unwrap();
+
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "rotate",
+        "scanner-r",
+        "--out",
+        new.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The connection opened with the old secret is gone, with the reason.
+    let data = b"after rotation";
+    let (code, msg) = refused(put_raw(&live, "dev", "j-rot", entry(0, data), data, true).await);
+    assert_eq!(code, ErrorCode::DeviceDisabled);
+    assert!(
+        msg.contains("credential of device scanner-r was rotated"),
+        "{msg}"
+    );
+    // The old secret no longer authenticates; the new one does.
+    let e = Connection::connect(&old_cred, Some(server.addr))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadCredential), "{e}");
+    let new_cred = quire::credential::Credential::load(&new).unwrap();
+    let conn = Connection::connect(&new_cred, Some(server.addr))
+        .await
+        .unwrap();
+    assert!(matches!(
+        put_raw(&conn, "dev", "j-rot", entry(0, data), data, true).await,
+        Ok(Frame::PageStored { .. })
+    ));
+}

@@ -231,6 +231,8 @@ pub enum AdminRequest {
     },
     /// Withdraw a support partner's access at once.
     GrantRevoke { tenant: String, partner: String },
+    /// Issue a new secret for a device; the old one stops working at once.
+    DeviceRotate { device_id: String },
 }
 
 /// The life cycle of a device credential.
@@ -668,6 +670,10 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                     put_str(out, tenant);
                     put_str(out, partner);
                 }
+                AdminRequest::DeviceRotate { device_id } => {
+                    out.put_u8(12);
+                    put_str(out, device_id);
+                }
             }
             kind::ADMIN
         }
@@ -940,6 +946,9 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
                 tenant: r.id("tenant")?,
                 partner: r.id("device id")?,
             },
+            12 => AdminRequest::DeviceRotate {
+                device_id: r.id("device id")?,
+            },
             _ => return Err(r.err("unknown admin request")),
         }),
         kind::ADMIN_ISSUED => Frame::AdminIssued {
@@ -1197,6 +1206,9 @@ mod tests {
             Frame::Admin(AdminRequest::GrantRevoke {
                 tenant: "acme".into(),
                 partner: "helpdesk-1".into(),
+            }),
+            Frame::Admin(AdminRequest::DeviceRotate {
+                device_id: "scanner-1".into(),
             }),
             Frame::AdminStatus {
                 tenant: "acme".into(),

@@ -130,3 +130,34 @@ pub async fn create_token(
         f => Err(unexpected(f)),
     }
 }
+
+/// Rotates a device's secret; returns the new credential, ready to save.
+pub async fn rotate_device(
+    conn: &Connection,
+    admin_cred: &Credential,
+    server: &str,
+    device_id: &str,
+) -> Result<Credential, ClientError> {
+    match conn
+        .call(&Frame::Admin(AdminRequest::DeviceRotate {
+            device_id: device_id.into(),
+        }))
+        .await?
+    {
+        Frame::AdminIssued {
+            device_id,
+            tenant,
+            role,
+            secret,
+        } => Ok(Credential {
+            server: server.into(),
+            server_name: admin_cred.server_name.clone(),
+            tenant,
+            device_id,
+            role: role.as_str().into(),
+            secret: hex::encode(secret),
+            server_ca: admin_cred.server_ca.clone(),
+        }),
+        f => Err(unexpected(f)),
+    }
+}

@@ -543,6 +543,11 @@ fn describe(req: &AdminRequest) -> (&'static str, String, String) {
         AdminRequest::GrantRevoke { tenant, partner } => {
             ("grant.revoke", tenant.clone(), format!("partner={partner}"))
         }
+        AdminRequest::DeviceRotate { device_id } => (
+            "device.rotate",
+            String::new(),
+            format!("device={device_id}"),
+        ),
     }
 }
 
@@ -767,6 +772,46 @@ async fn admin_request(
                 ));
             }
             reply(send, &Frame::Done).await
+        }
+        AdminRequest::DeviceRotate { device_id } => {
+            let id = device_id.clone();
+            let m = meta.clone();
+            let missing =
+                || Refusal::new(ErrorCode::NotFound, format!("device {device_id} not found"));
+            let mut rec = match blocking(move || m.device(&id)).await? {
+                Some(r) => r,
+                None => return Err(missing()),
+            };
+            match access(state, principal, &rec.tenant, Need::Manage) {
+                Ok(()) => {}
+                Err(e) if e.code == ErrorCode::NotFound => return Err(missing()),
+                Err(e) => return Err(e),
+            }
+            if rec.role == Role::ServiceAdmin && principal.role != Role::ServiceAdmin {
+                return Err(AuthError::Forbidden {
+                    needed: "service-admin",
+                }
+                .into());
+            }
+            let secret = crate::random_secret();
+            rec.secret_hash = auth::hash_secret(&secret);
+            let r = rec.clone();
+            blocking(move || meta.put_device(&r)).await?;
+            // The old secret is void; connections opened with it go now.
+            state.disconnect_device(
+                &device_id,
+                &format!("the credential of device {device_id} was rotated"),
+            );
+            reply(
+                send,
+                &Frame::AdminIssued {
+                    device_id: rec.device_id,
+                    tenant: rec.tenant,
+                    role: rec.role,
+                    secret: *secret,
+                },
+            )
+            .await
         }
         AdminRequest::TokenCreate { tenant, ttl_secs } => {
             access(state, principal, &tenant, Need::Manage)?;
