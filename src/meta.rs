@@ -120,6 +120,91 @@ fn page_row_key(tenant: &str, job: &str, index: u32) -> String {
     format!("{tenant}/{job}/{index:06}")
 }
 
+/// The metadata the server keeps: tenants, devices, enrollment tokens, grants, and the
+/// progress of jobs. The embedded default is [`Meta`] (redb); a shared database serving
+/// several ingest nodes implements the same trait.
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Whether the tenant exists.
+    fn tenant_exists(&self, tenant: &str) -> Result<bool, MetaError>;
+
+    /// Creates a tenant; fails if it exists.
+    fn create_tenant(&self, tenant: &str) -> Result<(), MetaError>;
+
+    /// Creates a tenant if it does not exist yet.
+    fn ensure_tenant(&self, tenant: &str) -> Result<(), MetaError>;
+
+    /// Records a one-time enrollment token, by the SHA-256 of its secret (never the secret).
+    fn create_token(
+        &self,
+        token_hash: &[u8; 32],
+        tenant: &str,
+        expires_unix: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Uses up a token and registers `device` (pending) for its tenant, in one transaction:
+    /// a token enrolls at most one device, however many clients race with it.
+    fn enroll(
+        &self,
+        token_hash: &[u8; 32],
+        now_unix: u64,
+        device_id: &str,
+        secret_hash: [u8; 32],
+    ) -> Result<DeviceRecord, MetaError>;
+
+    /// Records (or replaces) a support partner's access to a tenant.
+    fn put_grant(&self, tenant: &str, partner: &str, grant: &Grant) -> Result<(), MetaError>;
+
+    /// Withdraws a grant; says whether there was one.
+    fn remove_grant(&self, tenant: &str, partner: &str) -> Result<bool, MetaError>;
+
+    /// The partner's grant on the tenant, if any (expired or not).
+    fn grant(&self, tenant: &str, partner: &str) -> Result<Option<Grant>, MetaError>;
+
+    /// Counts of a tenant's devices and jobs.
+    fn stats(&self, tenant: &str) -> Result<TenantStats, MetaError>;
+
+    /// The stored record of a device.
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, MetaError>;
+
+    /// Registers a device (or replaces its record, e.g. to rotate the secret).
+    fn put_device(&self, rec: &DeviceRecord) -> Result<(), MetaError>;
+
+    /// Changes a device's state.
+    fn set_device_state(
+        &self,
+        device_id: &str,
+        state: DeviceState,
+    ) -> Result<DeviceRecord, MetaError>;
+
+    /// Every device of a tenant.
+    fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError>;
+
+    /// A job's record, `None` if nothing was ever pushed to it.
+    fn job(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError>;
+
+    /// Records a job as committed with its totals.
+    fn commit_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        page_count: u32,
+        bytes: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Records a stored page (creating the job record if needed), in one transaction.
+    fn record_page(
+        &self,
+        tenant: &str,
+        job: &str,
+        entry: &PageEntry,
+        object_key: &str,
+        stored_bytes: u64,
+    ) -> Result<(), MetaError>;
+
+    /// The pages of a job recorded as stored, by index.
+    fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError>;
+}
+
 impl Meta {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
@@ -160,13 +245,15 @@ impl Meta {
         let t = txn.open_table(table).map_err(db)?;
         Ok(t.get(key).map_err(db)?.map(|v| v.value().to_vec()))
     }
+}
 
-    pub fn tenant_exists(&self, tenant: &str) -> Result<bool, MetaError> {
+impl MetaStore for Meta {
+    fn tenant_exists(&self, tenant: &str) -> Result<bool, MetaError> {
         Ok(self.get(TENANTS, tenant)?.is_some())
     }
 
     /// Creates a tenant; fails if it exists.
-    pub fn create_tenant(&self, tenant: &str) -> Result<(), MetaError> {
+    fn create_tenant(&self, tenant: &str) -> Result<(), MetaError> {
         if self.tenant_exists(tenant)? {
             return Err(MetaError::Exists(format!("tenant {tenant}")));
         }
@@ -174,7 +261,7 @@ impl Meta {
     }
 
     /// Creates a tenant if it does not exist yet.
-    pub fn ensure_tenant(&self, tenant: &str) -> Result<(), MetaError> {
+    fn ensure_tenant(&self, tenant: &str) -> Result<(), MetaError> {
         if !self.tenant_exists(tenant)? {
             self.put(TENANTS, tenant, b"{}")?;
         }
@@ -182,7 +269,7 @@ impl Meta {
     }
 
     /// Records a one-time enrollment token, by the SHA-256 of its secret (never the secret).
-    pub fn create_token(
+    fn create_token(
         &self,
         token_hash: &[u8; 32],
         tenant: &str,
@@ -205,7 +292,7 @@ impl Meta {
 
     /// Uses up a token and registers `device` (pending) for its tenant, in one transaction:
     /// a token enrolls at most one device, however many clients race with it.
-    pub fn enroll(
+    fn enroll(
         &self,
         token_hash: &[u8; 32],
         now_unix: u64,
@@ -253,7 +340,7 @@ impl Meta {
     }
 
     /// Records (or replaces) a support partner's access to a tenant.
-    pub fn put_grant(&self, tenant: &str, partner: &str, grant: &Grant) -> Result<(), MetaError> {
+    fn put_grant(&self, tenant: &str, partner: &str, grant: &Grant) -> Result<(), MetaError> {
         self.put(
             GRANTS,
             &format!("{tenant}/{partner}"),
@@ -262,7 +349,7 @@ impl Meta {
     }
 
     /// Withdraws a grant; says whether there was one.
-    pub fn remove_grant(&self, tenant: &str, partner: &str) -> Result<bool, MetaError> {
+    fn remove_grant(&self, tenant: &str, partner: &str) -> Result<bool, MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
         let existed = {
             let mut t = txn.open_table(GRANTS).map_err(db)?;
@@ -275,14 +362,14 @@ impl Meta {
     }
 
     /// The partner's grant on the tenant, if any (expired or not).
-    pub fn grant(&self, tenant: &str, partner: &str) -> Result<Option<Grant>, MetaError> {
+    fn grant(&self, tenant: &str, partner: &str) -> Result<Option<Grant>, MetaError> {
         self.get(GRANTS, &format!("{tenant}/{partner}"))?
             .map(|raw| serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string())))
             .transpose()
     }
 
     /// Counts of a tenant's devices and jobs.
-    pub fn stats(&self, tenant: &str) -> Result<TenantStats, MetaError> {
+    fn stats(&self, tenant: &str) -> Result<TenantStats, MetaError> {
         let mut st = TenantStats {
             devices: self.devices(tenant)?.len() as u32,
             ..TenantStats::default()
@@ -304,7 +391,7 @@ impl Meta {
     }
 
     /// The stored record of a device.
-    pub fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, MetaError> {
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, MetaError> {
         let Some(raw) = self.get(DEVICES, device_id)? else {
             return Ok(None);
         };
@@ -323,7 +410,7 @@ impl Meta {
     }
 
     /// Registers a device (or replaces its record, e.g. to rotate the secret).
-    pub fn put_device(&self, rec: &DeviceRecord) -> Result<(), MetaError> {
+    fn put_device(&self, rec: &DeviceRecord) -> Result<(), MetaError> {
         if !self.tenant_exists(&rec.tenant)? {
             return Err(MetaError::NoSuchTenant(rec.tenant.clone()));
         }
@@ -341,7 +428,7 @@ impl Meta {
     }
 
     /// Changes a device's state.
-    pub fn set_device_state(
+    fn set_device_state(
         &self,
         device_id: &str,
         state: DeviceState,
@@ -355,7 +442,7 @@ impl Meta {
     }
 
     /// Every device of a tenant.
-    pub fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError> {
+    fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(DEVICES).map_err(db)?;
         let mut out = Vec::new();
@@ -376,14 +463,14 @@ impl Meta {
     }
 
     /// A job's record, `None` if nothing was ever pushed to it.
-    pub fn job(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError> {
+    fn job(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError> {
         self.get(JOBS, &job_key(tenant, job))?
             .map(|raw| serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string())))
             .transpose()
     }
 
     /// Records a job as committed with its totals.
-    pub fn commit_job(
+    fn commit_job(
         &self,
         tenant: &str,
         job: &str,
@@ -403,7 +490,7 @@ impl Meta {
     }
 
     /// Records a stored page (creating the job record if needed), in one transaction.
-    pub fn record_page(
+    fn record_page(
         &self,
         tenant: &str,
         job: &str,
@@ -439,7 +526,7 @@ impl Meta {
     }
 
     /// The pages of a job recorded as stored, by index.
-    pub fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError> {
+    fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(PAGES).map_err(db)?;
         let start = format!("{tenant}/{job}/");

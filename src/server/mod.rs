@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, StoreKind};
 use crate::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
-use crate::meta::Meta;
+use crate::meta::{Meta, MetaStore};
 use crate::stream::{write_frame, FrameReader};
 use crate::tls::Identity;
 
@@ -50,7 +50,7 @@ pub enum ServeError {
 
 /// What every connection handler shares.
 pub(crate) struct State {
-    pub meta: Meta,
+    pub meta: Arc<dyn MetaStore>,
     pub pipeline: Pipeline,
     /// Pages being stored right now: a second upload of the same page supersedes the first
     /// instead of racing it.
@@ -141,7 +141,7 @@ impl Server {
             path: dir.clone(),
             source,
         })?;
-        let meta = Meta::open(&dir.join("meta.redb"))?;
+        let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&dir.join("meta.redb"))?);
         let vault = FileVault::open(&dir.join("vault"))?;
         let store = match &config.store {
             StoreKind::Local { path } => Store::local(path)?,
