@@ -72,6 +72,18 @@ struct DeviceRow {
     secret_hash: String,
 }
 
+impl DeviceRow {
+    fn encode(rec: &DeviceRecord) -> Vec<u8> {
+        serde_json::to_vec(&DeviceRow {
+            tenant: rec.tenant.clone(),
+            role: rec.role.as_str().into(),
+            state: rec.state.as_str().into(),
+            secret_hash: hex::encode(rec.secret_hash),
+        })
+        .expect("row serialises")
+    }
+}
+
 /// A job's state as the server records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRow {
@@ -325,13 +337,7 @@ impl MetaStore for Meta {
                 state: DeviceState::Pending,
                 secret_hash,
             };
-            let dev = DeviceRow {
-                tenant: rec.tenant.clone(),
-                role: rec.role.as_str().into(),
-                state: rec.state.as_str().into(),
-                secret_hash: hex::encode(secret_hash),
-            };
-            let dev = serde_json::to_vec(&dev).expect("row serialises");
+            let dev = DeviceRow::encode(&rec);
             devices.insert(device_id, dev.as_slice()).map_err(db)?;
             rec
         };
@@ -414,17 +420,7 @@ impl MetaStore for Meta {
         if !self.tenant_exists(&rec.tenant)? {
             return Err(MetaError::NoSuchTenant(rec.tenant.clone()));
         }
-        let row = DeviceRow {
-            tenant: rec.tenant.clone(),
-            role: rec.role.as_str().into(),
-            state: rec.state.as_str().into(),
-            secret_hash: hex::encode(rec.secret_hash),
-        };
-        self.put(
-            DEVICES,
-            &rec.device_id,
-            &serde_json::to_vec(&row).expect("row serialises"),
-        )
+        self.put(DEVICES, &rec.device_id, &DeviceRow::encode(rec))
     }
 
     /// Changes a device's state.

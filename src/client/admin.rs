@@ -42,6 +42,15 @@ pub async fn create_device(
             enabled,
         }))
         .await?;
+    issued_credential(answer, admin_cred, server)
+}
+
+/// The credential an `AdminIssued` answer carries, pointing at the admin's server.
+fn issued_credential(
+    answer: Frame,
+    admin_cred: &Credential,
+    server: &str,
+) -> Result<Credential, ClientError> {
     match answer {
         Frame::AdminIssued {
             device_id,
@@ -138,26 +147,10 @@ pub async fn rotate_device(
     server: &str,
     device_id: &str,
 ) -> Result<Credential, ClientError> {
-    match conn
+    let answer = conn
         .call(&Frame::Admin(AdminRequest::DeviceRotate {
             device_id: device_id.into(),
         }))
-        .await?
-    {
-        Frame::AdminIssued {
-            device_id,
-            tenant,
-            role,
-            secret,
-        } => Ok(Credential {
-            server: server.into(),
-            server_name: admin_cred.server_name.clone(),
-            tenant,
-            device_id,
-            role: role.as_str().into(),
-            secret: hex::encode(secret),
-            server_ca: admin_cred.server_ca.clone(),
-        }),
-        f => Err(unexpected(f)),
-    }
+        .await?;
+    issued_credential(answer, admin_cred, server)
 }

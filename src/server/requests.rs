@@ -173,17 +173,26 @@ async fn reply(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), Refusa
         .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
 }
 
+/// A job's record and its stored pages, read off the async workers.
+async fn job_and_pages(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+) -> Result<(Option<crate::meta::JobRow>, Vec<PageEntry>), Refusal> {
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    Ok(blocking(move || -> Result<_, crate::meta::MetaError> {
+        Ok((meta.job(&t, &j)?, meta.pages(&t, &j)?))
+    })
+    .await?)
+}
+
 async fn job_open(
     state: &State,
     tenant: &str,
     job_id: &str,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
-    let (job, pages) = blocking(move || -> Result<_, crate::meta::MetaError> {
-        Ok((meta.job(&t, &j)?, meta.pages(&t, &j)?))
-    })
-    .await?;
+    let (job, pages) = job_and_pages(state, tenant, job_id).await?;
     reply(
         send,
         &Frame::JobStatus {
@@ -347,11 +356,7 @@ async fn job_commit(
     page_count: u32,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
-    let (job, pages) = blocking(move || -> Result<_, crate::meta::MetaError> {
-        Ok((meta.job(&t, &j)?, meta.pages(&t, &j)?))
-    })
-    .await?;
+    let (job, pages) = job_and_pages(state, tenant, job_id).await?;
     if job.is_none() && page_count > 0 {
         return Err(Refusal::new(
             ErrorCode::NotFound,

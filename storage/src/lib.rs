@@ -124,17 +124,7 @@ impl Store {
         if self.exists(key).await? {
             return Err(StoreError::AlreadyExists(key.into()));
         }
-        let path = self.path(key)?;
-        let up = self
-            .inner
-            .put_multipart_opts(&path, PutMultipartOptions::default())
-            .await
-            .map_err(|e| map_err(&self.name, key, e))?;
-        Ok(Upload {
-            writer: Some(WriteMultipart::new_with_chunk_size(up, PART_SIZE)),
-            key: key.into(),
-            store: self.name.clone(),
-        })
+        self.begin_replace(key).await
     }
 
     /// Starts a streamed upload that replaces whatever is at `key` when it completes
