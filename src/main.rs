@@ -77,10 +77,10 @@ struct ServeArgs {
 #[derive(Args, Debug)]
 struct ClientArgs {
     /// Server address [default: the one in the credential file, written by `serve`].
-    #[arg(long)]
+    #[arg(long, global = true)]
     server: Option<SocketAddr>,
     /// Credential file [default: ./quire-data/dev/device.cred, or admin.cred for `admin`].
-    #[arg(long, env = "QUIRE_CREDENTIAL")]
+    #[arg(long, env = "QUIRE_CREDENTIAL", global = true)]
     credential: Option<PathBuf>,
 }
 
