@@ -68,6 +68,14 @@ struct TlsSection {
 struct StoreSection {
     kind: Option<String>,
     path: Option<PathBuf>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    bucket: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    account: Option<String>,
+    access_key: Option<String>,
+    container: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -88,10 +96,23 @@ struct DevSection {
 }
 
 /// Which object store holds sealed objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StoreKind {
     /// A directory on this machine.
     Local { path: PathBuf },
+    /// An S3-compatible service.
+    S3(quire_storage::S3Options),
+    /// An Azure Blob container.
+    Azure(quire_storage::AzureOptions),
+}
+
+impl PartialEq for StoreKind {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (StoreKind::Local { path: a }, StoreKind::Local { path: b }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// The resolved server configuration.
@@ -175,14 +196,34 @@ impl ServerConfig {
                 })
             }
         };
-        let store = match fc.store.kind.as_deref().unwrap_or("local") {
+        let st = fc.store;
+        let need = |key: &'static str, v: Option<String>| {
+            v.filter(|x| !x.is_empty()).ok_or(ConfigError::Invalid {
+                key,
+                reason: "required for this store kind".into(),
+            })
+        };
+        let store = match st.kind.as_deref().unwrap_or("local") {
             "local" => StoreKind::Local {
-                path: fc.store.path.unwrap_or_else(|| data_dir.join("store")),
+                path: st.path.unwrap_or_else(|| data_dir.join("store")),
             },
+            "s3" => StoreKind::S3(quire_storage::S3Options {
+                endpoint: need("store.endpoint", st.endpoint)?,
+                region: need("store.region", st.region)?,
+                bucket: need("store.bucket", st.bucket)?,
+                access_key_id: need("store.access_key_id", st.access_key_id)?,
+                secret_access_key: need("store.secret_access_key", st.secret_access_key)?,
+            }),
+            "azure" => StoreKind::Azure(quire_storage::AzureOptions {
+                endpoint: need("store.endpoint", st.endpoint)?,
+                account: need("store.account", st.account)?,
+                access_key: need("store.access_key", st.access_key)?,
+                container: need("store.container", st.container)?,
+            }),
             other => {
                 return Err(ConfigError::Invalid {
                     key: "store.kind",
-                    reason: format!("{other:?} is not a known store (expected \"local\")"),
+                    reason: format!("{other:?} is not a known store (expected local, s3 or azure)"),
                 })
             }
         };

@@ -145,6 +145,8 @@ impl Server {
         let vault = FileVault::open(&dir.join("vault"))?;
         let store = match &config.store {
             StoreKind::Local { path } => Store::local(path)?,
+            StoreKind::S3(o) => Store::s3(o)?,
+            StoreKind::Azure(o) => Store::azure(o)?,
         };
         let identity = match &config.tls {
             Some((cert, key)) => Identity::load(cert, key)?,

@@ -1,0 +1,153 @@
+//! The whole pipeline into real S3 and Azure servers (started by scripts/test.sh): pages go
+//! in sealed, a third-party client (boto3, azure-storage-blob) lists and downloads what Quire
+//! wrote, and Quire opens exactly those downloaded bytes again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test.sh"))
+}
+
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn python() -> String {
+    std::env::var("QUIRE_PYTHON").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/interop-venv/bin/python")
+            .display()
+            .to_string()
+    })
+}
+
+/// Runs a Python snippet with the third-party SDKs; panics with its output on failure.
+fn third_party(script: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn round_trip_through(store_toml: &str, download: impl Fn(&str, &Path) -> usize) {
+    let server = TestServer::start_with_config(store_toml);
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    let job = server.push_ok(&samples, &["--no-progress"]);
+    let out = server.path().join("out-cloud");
+    server.get_ok(&job, &out);
+    for f in walk(&samples) {
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(out.join(f.file_name().unwrap())).unwrap()
+        );
+    }
+
+    // A third-party client downloads the job's objects into a local store layout.
+    let local = server.path().join("downloaded");
+    let n = download(&format!("tenants/dev/jobs/{job}/"), &local);
+    assert_eq!(n, 6, "five pages and a manifest");
+    for f in walk(&local) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(bytes.starts_with(b"QRSO"), "{} is not sealed", f.display());
+    }
+
+    // Quire, pointed at those bytes as a local store, opens them.
+    std::fs::write(
+        server.path().join("quire.toml"),
+        format!(
+            "[store]\nkind = \"local\"\npath = \"{}\"\n",
+            local.display()
+        ),
+    )
+    .unwrap();
+    let mut server = server;
+    server.restart();
+    let again = server.path().join("out-local");
+    server.get_ok(&job, &again);
+    for f in walk(&samples) {
+        assert_eq!(
+            std::fs::read(&f).unwrap(),
+            std::fs::read(again.join(f.file_name().unwrap())).unwrap()
+        );
+    }
+}
+
+#[test]
+fn pages_sealed_into_s3_are_readable_by_boto3_and_open_in_quire() {
+    let endpoint = env("QUIRE_TEST_S3_ENDPOINT");
+    let bucket = env("QUIRE_TEST_S3_BUCKET");
+    let toml = format!(
+        "[store]\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nregion = \"eu-central-1\"\nbucket = \"{bucket}\"\naccess_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n"
+    );
+    round_trip_through(&toml, |prefix, dest| {
+        let script = r#"
+import os, sys, boto3
+endpoint, bucket, prefix, dest = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+for k in keys:
+    path = os.path.join(dest, k)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    s3.download_file(bucket, k, path)
+print(len(keys))
+"#;
+        third_party(
+            script,
+            &[&endpoint, &bucket, prefix, dest.to_str().unwrap()],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    });
+}
+
+#[test]
+fn pages_sealed_into_azure_are_readable_by_the_azure_sdk_and_open_in_quire() {
+    let endpoint = env("QUIRE_TEST_AZURE_ENDPOINT");
+    let container = env("QUIRE_TEST_AZURE_CONTAINER");
+    let toml = format!(
+        "[store]\nkind = \"azure\"\nendpoint = \"{endpoint}\"\naccount = \"devstoreaccount1\"\naccess_key = \"{AZURITE_KEY}\"\ncontainer = \"{container}\"\n"
+    );
+    round_trip_through(&toml, |prefix, dest| {
+        let script = r#"
+import os, sys
+from azure.storage.blob import BlobServiceClient
+endpoint, container, prefix, dest, key = sys.argv[1:6]
+conn = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint={endpoint};"
+c = BlobServiceClient.from_connection_string(conn).get_container_client(container)
+names = [b.name for b in c.list_blobs(name_starts_with=prefix)]
+for n in names:
+    path = os.path.join(dest, n)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(c.download_blob(n).readall())
+print(len(names))
+"#;
+        third_party(
+            script,
+            &[
+                &endpoint,
+                &container,
+                prefix,
+                dest.to_str().unwrap(),
+                AZURITE_KEY,
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    });
+}
