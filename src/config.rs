@@ -26,7 +26,7 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config key `{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
+    Invalid { key: String, reason: String },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +44,21 @@ struct FileConfig {
     dev: DevSection,
     #[serde(default)]
     limits: LimitsSection,
+    /// Named stores beyond the default one, for tenants routed elsewhere.
+    #[serde(default)]
+    stores: std::collections::HashMap<String, StoreSection>,
+    /// Per-tenant routing and residency.
+    #[serde(default)]
+    tenants: std::collections::HashMap<String, TenantSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantSection {
+    /// A `[stores.NAME]`; absent means the default `[store]`.
+    store: Option<String>,
+    /// Where the tenant's data must stay; its store must be in the same region.
+    region: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -76,6 +91,45 @@ struct StoreSection {
     account: Option<String>,
     access_key: Option<String>,
     container: Option<String>,
+}
+
+/// Parses one store section; `prefix` names it in errors (`store`, `stores.eu`).
+fn parse_store(
+    st: StoreSection,
+    prefix: &str,
+    data_dir: &Path,
+) -> Result<(StoreKind, Option<String>), ConfigError> {
+    let need = |field: &str, v: Option<String>| {
+        v.filter(|x| !x.is_empty()).ok_or(ConfigError::Invalid {
+            key: format!("{prefix}.{field}"),
+            reason: "required for this store kind".into(),
+        })
+    };
+    let kind = match st.kind.as_deref().unwrap_or("local") {
+        "local" => StoreKind::Local {
+            path: st.path.unwrap_or_else(|| data_dir.join("store")),
+        },
+        "s3" => StoreKind::S3(quire_storage::S3Options {
+            endpoint: need("endpoint", st.endpoint)?,
+            region: need("region", st.region.clone())?,
+            bucket: need("bucket", st.bucket)?,
+            access_key_id: need("access_key_id", st.access_key_id)?,
+            secret_access_key: need("secret_access_key", st.secret_access_key)?,
+        }),
+        "azure" => StoreKind::Azure(quire_storage::AzureOptions {
+            endpoint: need("endpoint", st.endpoint)?,
+            account: need("account", st.account)?,
+            access_key: need("access_key", st.access_key)?,
+            container: need("container", st.container)?,
+        }),
+        other => {
+            return Err(ConfigError::Invalid {
+                key: format!("{prefix}.kind"),
+                reason: format!("{other:?} is not a known store (expected local, s3 or azure)"),
+            })
+        }
+    };
+    Ok((kind, st.region))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,6 +184,8 @@ pub struct ServerConfig {
     pub dev_tenant: String,
     /// Per-device and per-tenant limits (0 = unlimited).
     pub limits: crate::server::limits::LimitConfig,
+    /// Tenants whose objects go to a store other than the default, in their region.
+    pub routes: Vec<(String, StoreKind)>,
 }
 
 impl ServerConfig {
@@ -172,7 +228,7 @@ impl ServerConfig {
         let listen = match (listen, fc.listen) {
             (Some(a), _) => a,
             (None, Some(s)) => s.parse().map_err(|e| ConfigError::Invalid {
-                key: "listen",
+                key: "listen".into(),
                 reason: format!("{s:?} is not an address like 127.0.0.1:4433 ({e})"),
             })?,
             (None, None) => DEFAULT_LISTEN.parse().expect("default address parses"),
@@ -185,54 +241,67 @@ impl ServerConfig {
             (None, None) => None,
             (Some(_), None) => {
                 return Err(ConfigError::Invalid {
-                    key: "tls.key",
+                    key: "tls.key".into(),
                     reason: "tls.cert is set, so tls.key must be too".into(),
                 })
             }
             (None, Some(_)) => {
                 return Err(ConfigError::Invalid {
-                    key: "tls.cert",
+                    key: "tls.cert".into(),
                     reason: "tls.key is set, so tls.cert must be too".into(),
                 })
             }
         };
-        let st = fc.store;
-        let need = |key: &'static str, v: Option<String>| {
-            v.filter(|x| !x.is_empty()).ok_or(ConfigError::Invalid {
-                key,
-                reason: "required for this store kind".into(),
-            })
-        };
-        let store = match st.kind.as_deref().unwrap_or("local") {
-            "local" => StoreKind::Local {
-                path: st.path.unwrap_or_else(|| data_dir.join("store")),
-            },
-            "s3" => StoreKind::S3(quire_storage::S3Options {
-                endpoint: need("store.endpoint", st.endpoint)?,
-                region: need("store.region", st.region)?,
-                bucket: need("store.bucket", st.bucket)?,
-                access_key_id: need("store.access_key_id", st.access_key_id)?,
-                secret_access_key: need("store.secret_access_key", st.secret_access_key)?,
-            }),
-            "azure" => StoreKind::Azure(quire_storage::AzureOptions {
-                endpoint: need("store.endpoint", st.endpoint)?,
-                account: need("store.account", st.account)?,
-                access_key: need("store.access_key", st.access_key)?,
-                container: need("store.container", st.container)?,
-            }),
-            other => {
+        let (store, default_region) = parse_store(fc.store, "store", &data_dir)?;
+        let mut named = std::collections::HashMap::new();
+        for (name, section) in fc.stores {
+            let prefix = format!("stores.{name}");
+            let (kind, region) = parse_store(section, &prefix, &data_dir)?;
+            let region = region.ok_or(ConfigError::Invalid {
+                key: format!("{prefix}.region"),
+                reason: "every named store must say which region it is in".into(),
+            })?;
+            named.insert(name, (kind, region));
+        }
+        let mut routes = Vec::new();
+        for (tenant, t) in fc.tenants {
+            let key = format!("tenants.{tenant}.store");
+            quire_codecs::wire::validate_id("tenant", &tenant).map_err(|e| {
+                ConfigError::Invalid {
+                    key: format!("tenants.{tenant}"),
+                    reason: e.to_string(),
+                }
+            })?;
+            let (kind, store_region) = match &t.store {
+                Some(name) => {
+                    let (kind, region) = named.get(name).ok_or(ConfigError::Invalid {
+                        key: key.clone(),
+                        reason: format!("no [stores.{name}] section"),
+                    })?;
+                    (Some(kind.clone()), Some(region.clone()))
+                }
+                None => (None, default_region.clone()),
+            };
+            if store_region.as_deref() != Some(t.region.as_str()) {
                 return Err(ConfigError::Invalid {
-                    key: "store.kind",
-                    reason: format!("{other:?} is not a known store (expected local, s3 or azure)"),
-                })
+                    key,
+                    reason: format!(
+                        "tenant {tenant} must stay in region {}, but its store is in {}",
+                        t.region,
+                        store_region.as_deref().unwrap_or("no stated region")
+                    ),
+                });
             }
-        };
+            if let Some(kind) = kind {
+                routes.push((tenant, kind));
+            }
+        }
         let mut pipeline = PipelineConfig::default();
         let p = fc.pipeline;
         if let Some(cs) = p.chunk_size {
             if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
                 return Err(ConfigError::Invalid {
-                    key: "pipeline.chunk_size",
+                    key: "pipeline.chunk_size".into(),
                     reason: format!("{cs} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"),
                 });
             }
@@ -244,7 +313,7 @@ impl ServerConfig {
         if let Some(v) = p.seal_window {
             if v == 0 || v > 1024 {
                 return Err(ConfigError::Invalid {
-                    key: "pipeline.seal_window",
+                    key: "pipeline.seal_window".into(),
                     reason: format!("{v} is outside 1..=1024"),
                 });
             }
@@ -253,7 +322,7 @@ impl ServerConfig {
         if let Some(v) = p.max_page_size {
             if v == 0 {
                 return Err(ConfigError::Invalid {
-                    key: "pipeline.max_page_size",
+                    key: "pipeline.max_page_size".into(),
                     reason: "must be at least 1".into(),
                 });
             }
@@ -262,14 +331,14 @@ impl ServerConfig {
         let max_streams_per_connection = p.max_streams_per_connection.unwrap_or(64);
         if max_streams_per_connection == 0 || max_streams_per_connection > 4096 {
             return Err(ConfigError::Invalid {
-                key: "pipeline.max_streams_per_connection",
+                key: "pipeline.max_streams_per_connection".into(),
                 reason: format!("{max_streams_per_connection} is outside 1..=4096"),
             });
         }
         let dev_tenant = fc.dev.tenant.unwrap_or_else(|| "dev".into());
         quire_codecs::wire::validate_id("tenant", &dev_tenant).map_err(|e| {
             ConfigError::Invalid {
-                key: "dev.tenant",
+                key: "dev.tenant".into(),
                 reason: e.to_string(),
             }
         })?;
@@ -277,7 +346,7 @@ impl ServerConfig {
         let rate = |key: &'static str, v: Option<f64>| -> Result<f64, ConfigError> {
             match v {
                 Some(x) if !(x.is_finite() && x >= 0.0) => Err(ConfigError::Invalid {
-                    key,
+                    key: key.into(),
                     reason: format!("{x} is not a rate (a number >= 0; 0 means unlimited)"),
                 }),
                 Some(x) => Ok(x),
@@ -292,6 +361,7 @@ impl ServerConfig {
             device_concurrent_jobs: l.device_concurrent_jobs.unwrap_or(0),
         };
         Ok(ServerConfig {
+            routes,
             limits,
             listen,
             data_dir,
@@ -346,6 +416,25 @@ mod tests {
         assert_eq!(c.pipeline.max_page_size, 1000);
         assert!(!c.dev_bootstrap);
         assert_eq!(c.dev_tenant, "acme");
+    }
+
+    #[test]
+    fn tenants_stay_in_their_region() {
+        let ok = ServerConfig::from_toml(
+            "[store]\nregion = \"eu\"\n[stores.us]\nkind = \"local\"\npath = \"/us\"\nregion = \"us\"\n\
+             [tenants.acme]\nstore = \"us\"\nregion = \"us\"\n[tenants.dev]\nregion = \"eu\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.routes.len(), 1);
+        for (text, key) in [
+            ("[stores.us]\npath = \"/us\"\nregion = \"us\"\n[tenants.acme]\nstore = \"us\"\nregion = \"eu\"\n", "tenants.acme.store"),
+            ("[tenants.acme]\nregion = \"eu\"\n", "tenants.acme.store"),
+            ("[stores.us]\npath = \"/us\"\n", "stores.us.region"),
+            ("[tenants.acme]\nstore = \"mars\"\nregion = \"eu\"\n", "tenants.acme.store"),
+        ] {
+            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -271,3 +271,45 @@ fn a_tenant_admin_cannot_see_or_touch_another_tenant() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stdout).contains("dev-scanner"));
 }
+
+#[test]
+fn each_tenants_bytes_stay_in_its_regions_store() {
+    let server = TestServer::start_with_config(
+        "[store]\nkind = \"local\"\npath = \"store-eu\"\nregion = \"eu\"\n\
+         [stores.us]\nkind = \"local\"\npath = \"store-us\"\nregion = \"us\"\n\
+         [tenants.acme]\nstore = \"us\"\nregion = \"us\"\n\
+         [tenants.dev]\nregion = \"eu\"\n",
+    );
+    let (acme, _) = second_tenant(&server);
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    let dev_job = server.push_ok(&samples, &["--no-progress"]);
+    let acme_job = server.push_ok(
+        &samples,
+        &["--no-progress", "--credential", acme.to_str().unwrap()],
+    );
+    let eu = walk(&server.path().join("store-eu"));
+    let us = walk(&server.path().join("store-us"));
+    assert_eq!(eu.len(), 6);
+    assert_eq!(us.len(), 6);
+    assert!(
+        eu.iter()
+            .all(|p| p.to_string_lossy().contains("/tenants/dev/")),
+        "{eu:?}"
+    );
+    assert!(
+        us.iter()
+            .all(|p| p.to_string_lossy().contains("/tenants/acme/")),
+        "{us:?}"
+    );
+    server.get_ok(&dev_job, &server.path().join("out-dev"));
+    let o = server.quire(&[
+        "get",
+        "--job",
+        &acme_job,
+        "--out",
+        "out-acme",
+        "--credential",
+        acme.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -92,7 +92,7 @@ impl Pipeline {
             });
         }
         let key = keys::page_key(tenant, job_id, entry.index);
-        if self.store.exists(&key).await? {
+        if self.store_for(tenant).exists(&key).await? {
             return self.verify_existing(tenant, entry, key).await;
         }
 
@@ -131,7 +131,7 @@ impl Pipeline {
         };
         let (to_store, store_rx) = mpsc::channel(self.config.seal_window);
         let writer = tokio::spawn(write_object(
-            self.store.clone(),
+            self.store_for(tenant).clone(),
             key.clone(),
             expected_sealed,
             self.config.single_put_limit,
@@ -291,7 +291,7 @@ impl Pipeline {
         let _ = drain.await;
         match read {
             Ok((digest, size)) if digest == entry.sha256 && size == entry.size => {
-                let stored_bytes = self.store.size(&key).await?.unwrap_or(0);
+                let stored_bytes = self.store_for(tenant).size(&key).await?.unwrap_or(0);
                 Ok(Receipt {
                     entry,
                     object_key: key,
@@ -322,7 +322,7 @@ impl Pipeline {
             self.config.chunk_size,
             &body,
         );
-        match self.store.put_new(&key, sealed).await {
+        match self.store_for(tenant).put_new(&key, sealed).await {
             Ok(()) => Ok(()),
             Err(quire_storage::StoreError::AlreadyExists(_)) => {
                 let existing = self.read_manifest(tenant, &manifest.job_id).await?;

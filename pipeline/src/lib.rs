@@ -112,7 +112,10 @@ impl PipelineError {
 /// The shared state of the stages: where objects go and where keys come from.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
+    /// The store of every tenant without a route of its own.
     pub store: Store,
+    /// Tenants whose data lives in a store of their own (their region's).
+    pub routes: Arc<std::collections::HashMap<String, Store>>,
     pub vault: Arc<dyn KeyVault>,
     pub config: PipelineConfig,
 }
@@ -121,8 +124,21 @@ impl Pipeline {
     pub fn new(store: Store, vault: Arc<dyn KeyVault>, config: PipelineConfig) -> Self {
         Pipeline {
             store,
+            routes: Arc::default(),
             vault,
             config,
         }
+    }
+
+    /// Routes `tenant`'s objects to `store` (checked against regions by the caller's config).
+    pub fn with_routes(mut self, routes: std::collections::HashMap<String, Store>) -> Self {
+        self.routes = Arc::new(routes);
+        self
+    }
+
+    /// The store that holds `tenant`'s objects. Every read and write goes through here, so a
+    /// tenant's bytes only ever reach its own store.
+    pub fn store_for(&self, tenant: &str) -> &Store {
+        self.routes.get(tenant).unwrap_or(&self.store)
     }
 }

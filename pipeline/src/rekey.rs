@@ -26,12 +26,16 @@ impl Pipeline {
             version: new_ref.version,
             ..RewrapReport::default()
         };
-        for obj in self.store.list(&keys::tenant_prefix(tenant)).await? {
+        for obj in self
+            .store_for(tenant)
+            .list(&keys::tenant_prefix(tenant))
+            .await?
+        {
             let corrupt = |source| PipelineError::Corrupt {
                 key: obj.key.clone(),
                 source,
             };
-            let mut stream = self.store.get_stream(&obj.key).await?;
+            let mut stream = self.store_for(tenant).get_stream(&obj.key).await?;
             let mut head = Vec::new();
             let header = loop {
                 match Header::parse(&head).map_err(corrupt)? {
@@ -53,7 +57,7 @@ impl Pipeline {
             let fresh = header
                 .rewrap(&old_kek, &new_kek, new_ref.clone())
                 .map_err(corrupt)?;
-            let mut up = self.store.begin_replace(&obj.key).await?;
+            let mut up = self.store_for(tenant).begin_replace(&obj.key).await?;
             let body_start = header.encoded().len();
             up.write(bytes::Bytes::copy_from_slice(fresh.encoded()))
                 .await?;

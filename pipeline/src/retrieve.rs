@@ -29,7 +29,7 @@ impl Pipeline {
             key: key.to_string(),
             source,
         };
-        let mut stream = self.store.get_stream(key).await?;
+        let mut stream = self.store_for(tenant).get_stream(key).await?;
         let mut reader = SealedReader::new();
         let mut opener: Option<(Arc<ChunkCipher>, Decompressor)> = None;
         let mut hasher = PageHasher::new();
@@ -103,7 +103,7 @@ impl Pipeline {
         job_id: &str,
     ) -> Result<Manifest, PipelineError> {
         let key = keys::manifest_key(tenant, job_id);
-        let sealed = self.store.get(&key).await?;
+        let sealed = self.store_for(tenant).get(&key).await?;
         let corrupt = |source| PipelineError::Corrupt {
             key: key.clone(),
             source,

@@ -143,11 +143,18 @@ impl Server {
         })?;
         let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&dir.join("meta.redb"))?);
         let vault = FileVault::open(&dir.join("vault"))?;
-        let store = match &config.store {
-            StoreKind::Local { path } => Store::local(path)?,
-            StoreKind::S3(o) => Store::s3(o)?,
-            StoreKind::Azure(o) => Store::azure(o)?,
+        let open_store = |kind: &StoreKind| -> Result<Store, quire_storage::StoreError> {
+            match kind {
+                StoreKind::Local { path } => Store::local(path),
+                StoreKind::S3(o) => Store::s3(o),
+                StoreKind::Azure(o) => Store::azure(o),
+            }
         };
+        let store = open_store(&config.store)?;
+        let mut routes = std::collections::HashMap::new();
+        for (tenant, kind) in &config.routes {
+            routes.insert(tenant.clone(), open_store(kind)?);
+        }
         let identity = match &config.tls {
             Some((cert, key)) => Identity::load(cert, key)?,
             None => Identity::dev(&dir.join("tls"))?,
@@ -160,7 +167,8 @@ impl Server {
                 source,
             }
         })?;
-        let pipeline = Pipeline::new(store, Arc::new(vault), config.pipeline.clone());
+        let pipeline =
+            Pipeline::new(store, Arc::new(vault), config.pipeline.clone()).with_routes(routes);
         let server = Server {
             endpoint,
             state: Arc::new(State {
