@@ -6,19 +6,6 @@ use std::process::Command;
 
 use common::*;
 
-fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn help_lists_every_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -40,7 +27,8 @@ fn an_invalid_config_is_refused_naming_the_key() {
     for (text, key) in [
         ("[pipeline]\nchunk_size = 3\n", "pipeline.chunk_size"),
         ("listen = \"not an address\"\n", "listen"),
-        ("[store]\nbucket = \"x\"\n", "bucket"),
+        ("[store]\nbukket = \"x\"\n", "bukket"),
+        ("[store]\nkind = \"s3\"\n", "store.endpoint"),
     ] {
         std::fs::write(dir.path().join("quire.toml"), text).unwrap();
         let (ok, _, err) = run(dir.path(), &["serve", "--config", "quire.toml"]);

@@ -85,11 +85,7 @@ fn a_bad_limit_is_refused_naming_the_key() {
         "[limits]\ndevice_pages_per_sec = -3\n",
     )
     .unwrap();
-    let o = std::process::Command::new(BIN)
-        .args(["serve", "--config", "quire.toml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("limits.device_pages_per_sec"));
+    let (ok, _, err) = run(dir.path(), &["serve", "--config", "quire.toml"]);
+    assert!(!ok);
+    assert!(err.contains("limits.device_pages_per_sec"), "{err}");
 }
