@@ -121,25 +121,7 @@ async fn a_device_sends_only_while_enabled() {
     let server = TestServer::start();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
-    let cred = server.path().join("scanner-2.cred");
-    let out = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "device",
-        "create",
-        "--tenant",
-        "dev",
-        "--id",
-        "scanner-2",
-        "--out",
-        cred.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cred = server.create_device("dev", "scanner-2", "device", false);
 
     let job = server.path().join("job");
     std::fs::create_dir(&job).unwrap();
@@ -297,22 +279,7 @@ fn disabling_a_device_stops_its_running_job_within_a_second() {
     let server = TestServer::start();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
-    let cred = server.path().join("scanner-3.cred");
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "device",
-        "create",
-        "--tenant",
-        "dev",
-        "--id",
-        "scanner-3",
-        "--enable",
-        "--out",
-        cred.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cred = server.create_device("dev", "scanner-3", "device", true);
     let job = server.path().join("long-job");
     std::fs::create_dir(&job).unwrap();
     for i in 0..400 {
@@ -375,23 +342,8 @@ async fn rotating_a_credential_voids_the_old_one_at_once() {
     let server = TestServer::start();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
-    let old = server.path().join("r.cred");
+    let old = server.create_device("dev", "scanner-r", "device", true);
     let new = server.path().join("r2.cred");
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "device",
-        "create",
-        "--tenant",
-        "dev",
-        "--id",
-        "scanner-r",
-        "--enable",
-        "--out",
-        old.to_str().unwrap(),
-    ]);
-    assert!(o.status.success());
     let old_cred = quire::credential::Credential::load(&old).unwrap();
     let live = Connection::connect(&old_cred, Some(server.addr))
         .await

@@ -164,6 +164,38 @@ impl TestServer {
         self.path().join("quire-data/dev/admin.cred")
     }
 
+    /// Issues a credential for a new device of `tenant` as the development service admin,
+    /// through the real CLI, and returns the credential file; panics if refused.
+    pub fn create_device(&self, tenant: &str, id: &str, role: &str, enable: bool) -> PathBuf {
+        let cred = self.path().join(format!("{id}.cred"));
+        let admin = self.admin_cred_path();
+        let mut args = vec![
+            "admin",
+            "--credential",
+            admin.to_str().unwrap(),
+            "device",
+            "create",
+            "--tenant",
+            tenant,
+            "--id",
+            id,
+            "--role",
+            role,
+            "--out",
+            cred.to_str().unwrap(),
+        ];
+        if enable {
+            args.push("--enable");
+        }
+        let o = self.quire(&args);
+        assert!(
+            o.status.success(),
+            "creating {id}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        cred
+    }
+
     /// Runs the real CLI from the server's directory.
     pub fn quire(&self, args: &[&str]) -> Output {
         Command::new(BIN)
