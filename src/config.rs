@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use quire_codecs::sealed::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use quire_pipeline::PipelineConfig;
+use std::time::Duration;
+
+use quire_pipeline::{AckMode, PipelineConfig, SpoolConfig};
 use serde::Deserialize;
 
 /// Where `serve` listens and `push` connects when told nothing else.
@@ -44,6 +46,8 @@ struct FileConfig {
     dev: DevSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    spool: SpoolSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -144,6 +148,19 @@ struct PipelineSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SpoolSection {
+    ack: Option<String>,
+    capacity: Option<u64>,
+    busy_wait_secs: Option<f64>,
+    ack_timeout_secs: Option<f64>,
+    key_dir: Option<PathBuf>,
+    epoch_records: Option<u64>,
+    epoch_age_secs: Option<f64>,
+    upload_concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DevSection {
     bootstrap: Option<bool>,
     tenant: Option<String>,
@@ -186,6 +203,9 @@ pub struct ServerConfig {
     pub limits: crate::server::limits::LimitConfig,
     /// Tenants whose objects go to a store other than the default, in their region.
     pub routes: Vec<(String, StoreKind)>,
+    pub spool: quire_pipeline::SpoolConfig,
+    /// Where spool keys live; `None` picks RAM (`/dev/shm`) when the machine has it.
+    pub spool_key_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -328,6 +348,78 @@ impl ServerConfig {
             }
             pipeline.max_page_size = v;
         }
+        let sp = fc.spool;
+        let secs = |key: &str,
+                    v: Option<f64>,
+                    default: Duration|
+         -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(x) if x.is_finite() && x > 0.0 && x < 1e9 => Ok(Duration::from_secs_f64(x)),
+                Some(x) => Err(ConfigError::Invalid {
+                    key: key.into(),
+                    reason: format!("{x} is not a number of seconds > 0"),
+                }),
+            }
+        };
+        match sp.ack.as_deref() {
+            None | Some("stored") => pipeline.ack = AckMode::Stored,
+            Some("spooled") => pipeline.ack = AckMode::Spooled,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "spool.ack".into(),
+                    reason: format!("{other:?} is neither \"stored\" nor \"spooled\""),
+                })
+            }
+        }
+        pipeline.ack_timeout = secs(
+            "spool.ack_timeout_secs",
+            sp.ack_timeout_secs,
+            pipeline.ack_timeout,
+        )?;
+        if let Some(v) = sp.upload_concurrency {
+            if v == 0 || v > 1024 {
+                return Err(ConfigError::Invalid {
+                    key: "spool.upload_concurrency".into(),
+                    reason: format!("{v} is outside 1..=1024"),
+                });
+            }
+            pipeline.upload_concurrency = v;
+        }
+        let defaults = SpoolConfig::default();
+        let spool = SpoolConfig {
+            capacity: match sp.capacity {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        key: "spool.capacity".into(),
+                        reason: "must be at least 1 byte".into(),
+                    })
+                }
+                Some(v) => v,
+                None => defaults.capacity,
+            },
+            busy_wait: secs(
+                "spool.busy_wait_secs",
+                sp.busy_wait_secs,
+                defaults.busy_wait,
+            )?,
+            durable: pipeline.ack == AckMode::Spooled,
+            epoch_records: match sp.epoch_records {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        key: "spool.epoch_records".into(),
+                        reason: "must be at least 1".into(),
+                    })
+                }
+                Some(v) => v,
+                None => defaults.epoch_records,
+            },
+            epoch_age: secs(
+                "spool.epoch_age_secs",
+                sp.epoch_age_secs,
+                defaults.epoch_age,
+            )?,
+        };
         let max_streams_per_connection = p.max_streams_per_connection.unwrap_or(64);
         if max_streams_per_connection == 0 || max_streams_per_connection > 4096 {
             return Err(ConfigError::Invalid {
@@ -361,6 +453,8 @@ impl ServerConfig {
             device_concurrent_jobs: l.device_concurrent_jobs.unwrap_or(0),
         };
         Ok(ServerConfig {
+            spool,
+            spool_key_dir: sp.key_dir,
             routes,
             limits,
             listen,

@@ -176,7 +176,24 @@ fn bench_pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let vault = Arc::new(FileVault::open(dir.path()).unwrap());
+    let vault = Arc::new(FileVault::open(&dir.path().join("vault")).unwrap());
+    let spool = quire_pipeline::Spool::open(
+        &dir.path().join("spool"),
+        &dir.path().join("spool-keys"),
+        quire_pipeline::SpoolConfig::default(),
+    )
+    .unwrap();
+    // The whole way to the store: seal, spool, upload, acknowledge (ack = "stored").
+    let pipeline = Pipeline::new(
+        Store::memory(),
+        vault,
+        Arc::new(spool),
+        PipelineConfig::default(),
+    );
+    let _delivery = {
+        let _guard = rt.enter();
+        pipeline.spawn_delivery()
+    };
     let mut g = c.benchmark_group("pipeline");
     g.sample_size(10);
     for (kind, data) in [
@@ -192,8 +209,6 @@ fn bench_pipeline(c: &mut Criterion) {
             |b, data| {
                 let mut n = 0u32;
                 b.iter(|| {
-                    let pipeline =
-                        Pipeline::new(Store::memory(), vault.clone(), PipelineConfig::default());
                     n += 1;
                     let entry = PageEntry {
                         index: 0,
@@ -213,7 +228,7 @@ fn bench_pipeline(c: &mut Criterion) {
                             tx.send(PageInput::End).await.unwrap();
                         });
                         pipeline
-                            .ingest_page("bench", &format!("j{n}"), entry, rx)
+                            .ingest_page("bench", &format!("{kind}-{n}"), entry, rx)
                             .await
                             .unwrap();
                         feed.await.unwrap();

@@ -82,10 +82,12 @@ pub enum ErrorCode {
     Internal,
     /// A per-device or per-tenant limit (rate, concurrent jobs) is exceeded; retry later.
     LimitExceeded,
+    /// The server's spool is full (the object store is slow or down); retry later.
+    Busy,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 16] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownDevice,
         ErrorCode::BadCredential,
@@ -101,6 +103,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::Internal,
         ErrorCode::LimitExceeded,
+        ErrorCode::Busy,
     ];
 
     /// The code's number on the wire.
@@ -119,7 +122,10 @@ impl ErrorCode {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::StoreUnavailable | ErrorCode::Internal | ErrorCode::LimitExceeded
+            ErrorCode::StoreUnavailable
+                | ErrorCode::Internal
+                | ErrorCode::LimitExceeded
+                | ErrorCode::Busy
         )
     }
 }

@@ -14,8 +14,10 @@ use crate::erase;
 use crate::hash::PageHasher;
 use crate::keys;
 use crate::seal::{on_rayon, SealWindow};
-use crate::store::{write_object, ToStore};
+use crate::spool::{self, AckMode, Delivery, Record, SpoolError};
+use crate::store::ToStore;
 use crate::{Pipeline, PipelineError};
+use quire_storage::StoreError;
 
 /// What the network stage feeds the pipeline for one page.
 #[derive(Debug)]
@@ -71,13 +73,14 @@ impl Sequential {
 const BATCH_BYTES: usize = 1024 * 1024;
 
 impl Pipeline {
-    /// Runs one page through hash, compress, seal and store. Returns once the store confirmed
-    /// the object; on any error nothing is visible at the page's key.
+    /// Runs one page through hash, compress, seal and spool, and returns when the scanner may
+    /// be told it is stored: once the store confirmed it (`ack = "stored"`), or once it is in
+    /// the spool (`ack = "spooled"`). On any error nothing is visible at the page's key.
     ///
     /// If the key already holds an object (a retry after a lost acknowledgement, or a crash
-    /// between store and acknowledgement) it is opened and checked against the declared
-    /// digest instead of being written again: same content is success, different is a
-    /// conflict. The input is then not read, and the caller should stop the stream.
+    /// between store and acknowledgement) or a spool record, that is checked against the
+    /// declared digest instead of being written again: same content is success, different is
+    /// a conflict. The input is then not read, and the caller should stop the stream.
     pub async fn ingest_page(
         &self,
         tenant: &str,
@@ -92,11 +95,26 @@ impl Pipeline {
             });
         }
         let key = keys::page_key(tenant, job_id, entry.index);
+        if let Some(record) = self.spool.pending(&key) {
+            let stored_bytes = self.same_or_conflict(&record, &entry).await?;
+            return Ok(Receipt {
+                entry,
+                object_key: key,
+                stored_bytes,
+                already_stored: true,
+            });
+        }
         if self.store_for(tenant).exists(&key).await? {
             return self.verify_existing(tenant, entry, key).await;
         }
+        // Room in the spool first: while there is none, the page is not read, and QUIC flow
+        // control holds the scanner back; after `busy_wait` it is refused as busy.
+        let reservation = self
+            .spool
+            .reserve(spool::reservation_for(entry.size))
+            .await?;
 
-        // Gather a sample to choose the compression, then start the store stage.
+        // Gather a sample to choose the compression, then start the spool stage.
         let mut first: Vec<Bytes> = Vec::new();
         let mut sampled = 0usize;
         let mut ended = false;
@@ -125,18 +143,11 @@ impl Pipeline {
         let (header, cipher) =
             ChunkCipher::create(&kek, kek_ref, &key, compression, self.config.chunk_size);
         drop(kek);
-        let expected_sealed = match compression {
-            Compression::None => header.sealed_size(entry.size),
-            Compression::Zstd => u64::MAX, // unknown until compressed: stream it up
-        };
-        let (to_store, store_rx) = mpsc::channel(self.config.seal_window);
-        let writer = tokio::spawn(write_object(
-            self.store_for(tenant).clone(),
-            key.clone(),
-            expected_sealed,
-            self.config.single_put_limit,
-            store_rx,
-        ));
+        let record = self
+            .spool
+            .writer(reservation, tenant, &key, entry.sha256, entry.size)?;
+        let (to_spool, spool_rx) = mpsc::channel(self.config.seal_window);
+        let writer = tokio::task::spawn_blocking(move || spool_record(record, spool_rx));
         let outcome = self
             .run_stages(
                 &entry,
@@ -146,27 +157,104 @@ impl Pipeline {
                 first,
                 ended,
                 &mut input,
-                &to_store,
+                &to_spool,
             )
             .await;
         if outcome.is_ok() {
-            let _ = to_store.send(ToStore::Commit).await;
+            let _ = to_spool.send(ToStore::Commit).await;
         }
-        drop(to_store);
-        let written = writer.await.expect("store stage panicked");
-        match (outcome, written) {
-            // A store failure explains an abandoned pipeline better than the pipeline does.
-            (Err(PipelineError::Abandoned), Err(store)) => Err(store.into()),
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(store)) => Err(store.into()),
-            (Ok(()), Ok(Some(stored_bytes))) => Ok(Receipt {
-                entry,
-                object_key: key,
-                stored_bytes,
-                already_stored: false,
-            }),
-            (Ok(()), Ok(None)) => Err(PipelineError::Abandoned),
+        drop(to_spool);
+        let written = writer.await.expect("spool stage panicked");
+        let record = match (outcome, written) {
+            (Err(e), _) => return Err(e),
+            (Ok(()), Err(e)) => return Err(e.into()),
+            (Ok(()), Ok(None)) => return Err(PipelineError::Abandoned),
+            (Ok(()), Ok(Some(record))) => record,
+        };
+        // A concurrent upload of the same page may have spooled first; commit then handed
+        // back that record instead.
+        let stored_bytes = self.same_or_conflict(&record, &entry).await?;
+        Ok(Receipt {
+            entry,
+            object_key: key,
+            stored_bytes,
+            already_stored: false,
+        })
+    }
+
+    /// `record` is the spooled copy of the object `entry` describes: waits for the
+    /// acknowledgement the configured mode asks for. A record with other content is a conflict.
+    async fn same_or_conflict(
+        &self,
+        record: &Record,
+        entry: &PageEntry,
+    ) -> Result<u64, PipelineError> {
+        if record.meta.plain_sha256 != hex::encode(entry.sha256)
+            || record.meta.plain_size != entry.size
+        {
+            return Err(PipelineError::Conflict { index: entry.index });
         }
+        self.await_ack(record).await
+    }
+
+    /// Waits for what `ack` promises. Returns the object's sealed size.
+    async fn await_ack(&self, record: &Record) -> Result<u64, PipelineError> {
+        if self.config.ack == AckMode::Spooled {
+            return Ok(record.meta.sealed_size);
+        }
+        let mut status = record.watch();
+        let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
+        loop {
+            let last_error = match &*status.borrow_and_update() {
+                Delivery::Stored { stored_bytes } => return Ok(*stored_bytes),
+                Delivery::Failed(why) => return Err(PipelineError::Undeliverable(why.clone())),
+                Delivery::Retrying(why) => Some(why.clone()),
+                Delivery::Queued => None,
+            };
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(PipelineError::Undeliverable("spool closed".into())),
+                Err(_) => {
+                    let store = self.store_for(&record.meta.tenant).name().to_string();
+                    return Err(PipelineError::Store(StoreError::Unavailable {
+                        store,
+                        message: format!(
+                            "no confirmation within {:?}{}; the object is spooled and will be \
+                             stored when the store answers, retry to confirm",
+                            self.config.ack_timeout,
+                            last_error
+                                .map(|e| format!(" (last error: {e})"))
+                                .unwrap_or_default()
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Spools a whole small sealed object (manifests) and waits for its acknowledgement.
+    async fn spool_whole(
+        &self,
+        tenant: &str,
+        key: &str,
+        plain_sha256: [u8; 32],
+        plain_size: u64,
+        sealed: Bytes,
+    ) -> Result<Arc<Record>, PipelineError> {
+        let reservation = self
+            .spool
+            .reserve(spool::reservation_for(plain_size))
+            .await?;
+        let mut writer = self
+            .spool
+            .writer(reservation, tenant, key, plain_sha256, plain_size)?;
+        let record = tokio::task::spawn_blocking(move || {
+            writer.write(&sealed)?;
+            writer.commit()
+        })
+        .await
+        .expect("spool writer panicked")?;
+        Ok(record)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -179,10 +267,10 @@ impl Pipeline {
         first: Vec<Bytes>,
         mut ended: bool,
         input: &mut mpsc::Receiver<PageInput>,
-        to_store: &mpsc::Sender<ToStore>,
+        to_spool: &mpsc::Sender<ToStore>,
     ) -> Result<(), PipelineError> {
         let send = |b: Bytes| async move {
-            to_store
+            to_spool
                 .send(ToStore::Sealed(b))
                 .await
                 .map_err(|_| PipelineError::Abandoned)
@@ -304,16 +392,34 @@ impl Pipeline {
         }
     }
 
-    /// Seals and stores a job's manifest. Storing the same manifest twice is a no-op; a
-    /// different one under the same job is a conflict.
+    /// Seals and stores a job's manifest (through the spool, acknowledged like a page).
+    /// Storing the same manifest twice is a no-op; a different one under the same job is a
+    /// conflict.
     pub async fn write_manifest(
         &self,
         tenant: &str,
         manifest: &Manifest,
     ) -> Result<(), PipelineError> {
         let key = keys::manifest_key(tenant, &manifest.job_id);
-        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
         let body = manifest.encode();
+        let as_entry = PageEntry {
+            index: 0,
+            name: "manifest".into(),
+            size: body.len() as u64,
+            sha256: crate::hash::sha256(&body),
+        };
+        if let Some(record) = self.spool.pending(&key) {
+            return self.same_or_conflict(&record, &as_entry).await.map(drop);
+        }
+        if self.store_for(tenant).exists(&key).await? {
+            let existing = self.read_manifest(tenant, &manifest.job_id).await?;
+            return if &existing == manifest {
+                Ok(())
+            } else {
+                Err(PipelineError::Conflict { index: 0 })
+            };
+        }
+        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
         let sealed = sealed::seal_all(
             &kek,
             kek_ref,
@@ -322,35 +428,41 @@ impl Pipeline {
             self.config.chunk_size,
             &body,
         );
-        match self.store_for(tenant).put_new(&key, sealed).await {
-            Ok(()) => Ok(()),
-            Err(quire_storage::StoreError::AlreadyExists(_)) => {
-                let existing = self.read_manifest(tenant, &manifest.job_id).await?;
-                if &existing == manifest {
-                    Ok(())
-                } else {
-                    Err(PipelineError::Conflict { index: 0 })
-                }
-            }
-            Err(e) => Err(e.into()),
+        drop(kek);
+        let record = self
+            .spool_whole(tenant, &key, as_entry.sha256, as_entry.size, sealed)
+            .await?;
+        self.same_or_conflict(&record, &as_entry).await.map(drop)
+    }
+}
+
+/// The spool stage for one object: sealed bytes from the seal stage into a spool record,
+/// committed (and queued for the store) only on `Commit`. Blocking file I/O.
+fn spool_record(
+    mut record: spool::RecordWriter,
+    mut rx: mpsc::Receiver<ToStore>,
+) -> Result<Option<Arc<Record>>, SpoolError> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            ToStore::Sealed(b) => record.write(&b)?,
+            ToStore::Commit => return record.commit().map(Some),
         }
     }
+    Ok(None) // dropped uncommitted: the writer erases what it wrote
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::hash::sha256;
-    use crate::{FileVault, PipelineConfig};
-    use quire_storage::Store;
+    use crate::PipelineConfig;
 
     fn pipeline(dir: &std::path::Path) -> Pipeline {
-        let vault = Arc::new(FileVault::open(dir).unwrap());
         let config = PipelineConfig {
             single_put_limit: 100_000,
             ..PipelineConfig::default()
         };
-        Pipeline::new(Store::memory(), vault, config)
+        crate::test_pipeline(dir, config)
     }
 
     fn entry(index: u32, data: &[u8]) -> PageEntry {

@@ -1,13 +1,17 @@
 //! The ingest pipeline: what happens to a page between the QUIC stream and the object store.
 //!
 //! ```text
-//!  scanner ──QUIC──▶ auth ──▶ hash ──▶ compress ──▶ seal ──▶ store ──▶ ack ──▶ erase
-//!                   (auth)   (hash)  (compress)   (seal)   (store)         (erase)
+//!  scanner ──QUIC──▶ auth ──▶ hash ──▶ compress ──▶ seal ──▶ spool ──▶ store ──▶ erase
+//!                   (auth)   (hash)  (compress)   (seal)   (spool)   (store)   (erase)
+//!                                                            │ ack = "spooled"  │ ack = "stored"
+//!                                                            ▼                  ▼
+//!                                                         scanner            scanner
 //! ```
 //!
 //! Each stage lives in the module named after it; [`ingest`] wires them together for one page
-//! with bounded queues between them, and [`retrieve`] runs the inverse path for `get`.
-//! Hashing, compression and encryption run on rayon; the async runtime only moves bytes.
+//! with bounded queues between them, the delivery task in [`store`] drains the [`spool`], and
+//! [`retrieve`] runs the inverse path for `get`. Hashing, compression and encryption run on
+//! rayon; the async runtime only moves bytes.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -19,6 +23,7 @@ pub mod keys;
 pub mod rekey;
 pub mod retrieve;
 pub mod seal;
+pub mod spool;
 pub mod store;
 pub mod vault;
 
@@ -29,6 +34,7 @@ use quire_codecs::wire::ErrorCode;
 use quire_storage::{Store, StoreError};
 
 pub use ingest::{PageInput, Receipt};
+pub use spool::{AckMode, Spool, SpoolConfig, SpoolError};
 pub use vault::{FileVault, KeyVault, VaultError};
 
 /// Tunables of the pipeline.
@@ -43,6 +49,13 @@ pub struct PipelineConfig {
     pub seal_window: usize,
     /// Largest page accepted, in bytes.
     pub max_page_size: u64,
+    /// When a page counts as stored for the scanner.
+    pub ack: AckMode,
+    /// With `ack = "stored"`, how long a page waits for the store before the scanner is told
+    /// to retry (the page stays spooled and is delivered when the store answers).
+    pub ack_timeout: std::time::Duration,
+    /// Spool records uploading at once.
+    pub upload_concurrency: usize,
 }
 
 impl Default for PipelineConfig {
@@ -52,6 +65,9 @@ impl Default for PipelineConfig {
             single_put_limit: 8 * 1024 * 1024,
             seal_window: 8,
             max_page_size: 2 * 1024 * 1024 * 1024,
+            ack: AckMode::Stored,
+            ack_timeout: std::time::Duration::from_secs(30),
+            upload_concurrency: 8,
         }
     }
 }
@@ -80,6 +96,21 @@ pub enum PipelineError {
     Corrupt { key: String, source: SealError },
     #[error("the page was abandoned by the sender")]
     Abandoned,
+    #[error("{0}")]
+    Busy(SpoolError),
+    #[error("spool: {0}")]
+    Spool(SpoolError),
+    #[error("the object cannot be delivered to the store: {0}")]
+    Undeliverable(String),
+}
+
+impl From<SpoolError> for PipelineError {
+    fn from(e: SpoolError) -> Self {
+        match e {
+            SpoolError::Full { .. } => PipelineError::Busy(e),
+            other => PipelineError::Spool(other),
+        }
+    }
 }
 
 impl From<StoreError> for PipelineError {
@@ -104,7 +135,11 @@ impl PipelineError {
             PipelineError::NotFound(_) => ErrorCode::NotFound,
             PipelineError::Store(_) => ErrorCode::StoreUnavailable,
             PipelineError::Vault(VaultError::Shredded(_)) => ErrorCode::Forbidden,
-            PipelineError::Vault(_) | PipelineError::Corrupt { .. } => ErrorCode::Internal,
+            PipelineError::Busy(_) => ErrorCode::Busy,
+            PipelineError::Vault(_)
+            | PipelineError::Corrupt { .. }
+            | PipelineError::Spool(_)
+            | PipelineError::Undeliverable(_) => ErrorCode::Internal,
         }
     }
 }
@@ -117,15 +152,25 @@ pub struct Pipeline {
     /// Tenants whose data lives in a store of their own (their region's).
     pub routes: Arc<std::collections::HashMap<String, Store>>,
     pub vault: Arc<dyn KeyVault>,
+    /// Sealed objects on their way to the store.
+    pub spool: Arc<Spool>,
     pub config: PipelineConfig,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, vault: Arc<dyn KeyVault>, config: PipelineConfig) -> Self {
+    /// A pipeline writing through `spool` into `store`. Nothing reaches the store until
+    /// [`Pipeline::spawn_delivery`] runs.
+    pub fn new(
+        store: Store,
+        vault: Arc<dyn KeyVault>,
+        spool: Arc<Spool>,
+        config: PipelineConfig,
+    ) -> Self {
         Pipeline {
             store,
             routes: Arc::default(),
             vault,
+            spool,
             config,
         }
     }
@@ -141,4 +186,19 @@ impl Pipeline {
     pub fn store_for(&self, tenant: &str) -> &Store {
         self.routes.get(tenant).unwrap_or(&self.store)
     }
+}
+
+/// A pipeline over the in-memory store with vault and spool under `dir`, delivering.
+#[cfg(test)]
+pub(crate) fn test_pipeline(dir: &std::path::Path, config: PipelineConfig) -> Pipeline {
+    let vault = Arc::new(FileVault::open(&dir.join("vault")).unwrap());
+    let spool = Spool::open(
+        &dir.join("spool"),
+        &dir.join("spool-keys"),
+        SpoolConfig::default(),
+    )
+    .unwrap();
+    let p = Pipeline::new(Store::memory(), vault, Arc::new(spool), config);
+    p.spawn_delivery();
+    p
 }

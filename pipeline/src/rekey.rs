@@ -75,16 +75,13 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use quire_codecs::manifest::Manifest;
     use quire_codecs::wire::PageEntry;
     use tokio::sync::mpsc;
 
     use crate::hash::sha256;
-    use crate::{
-        FileVault, KeyVault, PageInput, Pipeline, PipelineConfig, PipelineError, VaultError,
-    };
+    use crate::{PageInput, Pipeline, PipelineConfig, PipelineError, VaultError};
 
     async fn store_page(p: &Pipeline, job: &str, data: &[u8]) -> String {
         let (tx, rx) = mpsc::channel(4);
@@ -128,12 +125,8 @@ mod tests {
     #[tokio::test]
     async fn rotate_rewrap_then_shred() {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Arc::new(FileVault::open(dir.path()).unwrap());
-        let p = Pipeline::new(
-            quire_storage::Store::memory(),
-            vault.clone(),
-            PipelineConfig::default(),
-        );
+        let p = crate::test_pipeline(dir.path(), PipelineConfig::default());
+        let vault = p.vault.clone();
         let old_key = store_page(&p, "j1", &b"old page ".repeat(50_000)).await;
         assert_eq!(vault.rotate("acme").unwrap(), 2);
         let new_key = store_page(&p, "j2", b"new page").await;

@@ -1,13 +1,20 @@
-//! Stage 5, store: sealed bytes go to the object store, visible only once complete.
+//! Stage 6, store: sealed objects go from the spool to the object store, visible only once
+//! complete, and the spool record is erased once the store confirmed them.
 //!
 //! Small pages are written in one conditional create; large ones stream up as a multipart
 //! upload, so a page larger than memory never sits in memory. Either way nothing appears at
 //! the key unless the writer is told to commit, and an upload that is not committed is
 //! aborted, leaving nothing behind.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use quire_storage::{Store, StoreError, Upload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, warn};
+
+use crate::spool::{Delivery, Record};
 
 /// What the seal stage sends the store stage.
 #[derive(Debug)]
@@ -60,4 +67,156 @@ pub async fn write_object(
         up.abort().await?;
     }
     Ok(None)
+}
+
+/// Why an upload attempt of a spool record did not end in the store.
+enum Attempt {
+    /// The store is slow or down: try again later.
+    Retry(String),
+    /// It can never succeed (damaged record, different content under the key).
+    Never(String),
+}
+
+impl crate::Pipeline {
+    /// Starts the delivery stage: spool records go to their tenant's store, a few at a time,
+    /// each retried with capped exponential backoff and jitter until the store takes it.
+    /// Call once per pipeline, inside a tokio runtime.
+    pub fn spawn_delivery(&self) -> tokio::task::JoinHandle<()> {
+        let p = self.clone();
+        tokio::spawn(async move {
+            let Some(mut queue) = p.spool.take_queue() else {
+                return;
+            };
+            let slots = Arc::new(Semaphore::new(p.config.upload_concurrency.max(1)));
+            while let Some(record) = queue.recv().await {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                let p = p.clone();
+                tokio::spawn(async move {
+                    p.deliver(record).await;
+                    drop(permit);
+                });
+            }
+        })
+    }
+
+    async fn deliver(&self, record: Arc<Record>) {
+        let mut backoff = RETRY_FIRST;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            match self.upload(&record).await {
+                Ok(stored_bytes) => {
+                    if let Err(e) = self.spool.delivered(&record, stored_bytes) {
+                        warn!(error = %e, "spool record delivered but not fully erased");
+                    }
+                    debug!(object = %record.meta.object_key, attempts, "delivered");
+                    return;
+                }
+                Err(Attempt::Never(why)) => {
+                    self.spool.quarantine(&record, &why);
+                    return;
+                }
+                Err(Attempt::Retry(why)) => {
+                    if attempts == 1 || attempts % 10 == 0 {
+                        warn!(object = %record.meta.object_key, attempts, error = %why, "store write failed; will retry");
+                    }
+                    record.set_status(Delivery::Retrying(why));
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One attempt: stream the record's body from the spool into the store, and commit the
+    /// object only if every byte read back matches the SHA-256 recorded when it was spooled.
+    async fn upload(&self, record: &Arc<Record>) -> Result<u64, Attempt> {
+        let meta = &record.meta;
+        let store = self.store_for(&meta.tenant).clone();
+        let retry = |e: StoreError| {
+            if e.is_retryable() {
+                Attempt::Retry(e.to_string())
+            } else {
+                Attempt::Never(e.to_string())
+            }
+        };
+        // An earlier attempt, or a crash between the store's answer and the spool's erase,
+        // may have stored it already: conditional create makes that a check, not a rewrite.
+        if store.exists(&meta.object_key).await.map_err(retry)? {
+            return self.check_stored(record).await;
+        }
+        let (body_tx, mut body_rx) = mpsc::channel::<Bytes>(4);
+        let spool = self.spool.clone();
+        let rec = record.clone();
+        let reader = tokio::task::spawn_blocking(move || spool.read_body(&rec, &body_tx));
+        let (to_store, store_rx) = mpsc::channel(4);
+        let writer = tokio::spawn(write_object(
+            store,
+            meta.object_key.clone(),
+            meta.sealed_size,
+            self.config.single_put_limit,
+            store_rx,
+        ));
+        let mut sent_all = true;
+        while let Some(b) = body_rx.recv().await {
+            if to_store.send(ToStore::Sealed(b)).await.is_err() {
+                sent_all = false; // the store stage failed; its error says why
+                break;
+            }
+        }
+        drop(body_rx);
+        let read = reader.await.expect("spool reader panicked");
+        if read.is_ok() && sent_all {
+            let _ = to_store.send(ToStore::Commit).await;
+        }
+        drop(to_store);
+        let written = writer.await.expect("store stage panicked");
+        match (read, written) {
+            (Err(e), _) => Err(Attempt::Never(e.to_string())),
+            (Ok(()), Ok(Some(n))) => Ok(n),
+            (Ok(()), Ok(None)) => Err(Attempt::Retry("upload stopped early".into())),
+            (Ok(()), Err(StoreError::AlreadyExists(_))) => self.check_stored(record).await,
+            (Ok(()), Err(e)) => Err(retry(e)),
+        }
+    }
+
+    /// The store already has an object at the record's key: it counts as delivered only if
+    /// it opens to the same plaintext.
+    async fn check_stored(&self, record: &Record) -> Result<u64, Attempt> {
+        let meta = &record.meta;
+        let (tx, mut rx) = mpsc::channel(4);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let read = self.read_object(&meta.tenant, &meta.object_key, tx).await;
+        let _ = drain.await;
+        match read {
+            Ok((digest, size))
+                if hex::encode(digest) == meta.plain_sha256 && size == meta.plain_size =>
+            {
+                let store = self.store_for(&meta.tenant);
+                Ok(store
+                    .size(&meta.object_key)
+                    .await
+                    .map_err(|e| Attempt::Retry(e.to_string()))?
+                    .unwrap_or(0))
+            }
+            Ok(_) => Err(Attempt::Never(format!(
+                "the store holds different content under {}",
+                meta.object_key
+            ))),
+            Err(crate::PipelineError::Store(e)) => Err(Attempt::Retry(e.to_string())),
+            Err(crate::PipelineError::NotFound(_)) => Err(Attempt::Retry("object vanished".into())),
+            Err(e) => Err(Attempt::Never(e.to_string())),
+        }
+    }
+}
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Somewhere between half and all of `d`, so retries from many records do not align.
+fn jitter(d: Duration) -> Duration {
+    let mut r = [0u8; 2];
+    getrandom::fill(&mut r).expect("the OS random source failed");
+    let frac = 0.5 + (u16::from_le_bytes(r) as f64 / u16::MAX as f64) / 2.0;
+    d.mul_f64(frac)
 }

@@ -221,12 +221,22 @@ pub async fn push_dir(
         .map(|p| {
             let (bar, done, job_id) = (bar.clone(), done.clone(), job_id.clone());
             async move {
-                // A rate or concurrency limit is a "later", not a "no": back off and retry.
+                // A rate limit, a full spool or a store that did not answer in time is a
+                // "later", not a "no": back off and retry.
                 let mut r = send_page(conn, &job_id, &p, &bar).await;
                 let mut backoff = Duration::from_millis(500);
                 for _ in 0..6 {
                     match &r {
-                        Err(e) if e.code() == Some(ErrorCode::LimitExceeded) => {
+                        Err(e)
+                            if matches!(
+                                e.code(),
+                                Some(
+                                    ErrorCode::LimitExceeded
+                                        | ErrorCode::Busy
+                                        | ErrorCode::StoreUnavailable
+                                )
+                            ) =>
+                        {
                             tokio::time::sleep(backoff).await;
                             backoff *= 2;
                             r = send_page(conn, &job_id, &p, &bar).await;

@@ -38,6 +38,8 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] quire_storage::StoreError),
     #[error(transparent)]
+    Spool(#[from] quire_pipeline::SpoolError),
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Credential(#[from] crate::credential::CredentialError),
@@ -167,8 +169,33 @@ impl Server {
                 source,
             }
         })?;
-        let pipeline =
-            Pipeline::new(store, Arc::new(vault), config.pipeline.clone()).with_routes(routes);
+        let key_dir = config
+            .spool_key_dir
+            .clone()
+            .unwrap_or_else(|| quire_pipeline::spool::keydir::default_key_dir(dir));
+        if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
+            warn!(
+                key_dir = %key_dir.display(),
+                "spool keys are on persistent storage: delivered spool records are only as \
+                 erased as that storage lets deleted files be (see docs/SECURITY.md)"
+            );
+        } else if config.pipeline.ack == quire_pipeline::AckMode::Spooled {
+            warn!(
+                key_dir = %key_dir.display(),
+                "ack = \"spooled\" with spool keys in RAM: acknowledged pages survive a crash \
+                 of quire, not a reboot before they reach the store (see README)"
+            );
+        }
+        let spool =
+            quire_pipeline::Spool::open(&dir.join("spool"), &key_dir, config.spool.clone())?;
+        let pipeline = Pipeline::new(
+            store,
+            Arc::new(vault),
+            Arc::new(spool),
+            config.pipeline.clone(),
+        )
+        .with_routes(routes);
+        pipeline.spawn_delivery();
         let server = Server {
             endpoint,
             state: Arc::new(State {

@@ -20,7 +20,11 @@ impl Key {
             0,
             "key destroyed while a record still waits for the store"
         );
-        assert_eq!(self.destroyed.fetch_add(1, Ordering::SeqCst), 0, "key destroyed twice");
+        assert_eq!(
+            self.destroyed.fetch_add(1, Ordering::SeqCst),
+            0,
+            "key destroyed twice"
+        );
     }
 }
 
@@ -134,7 +138,11 @@ fn a_record_joining_during_close_is_either_counted_or_turned_away() {
         let joined = joiner.join().unwrap();
         deliverer.join().unwrap();
         if joined {
-            assert_eq!(key.destroyed.load(Ordering::SeqCst), 0, "joined record lost its key");
+            assert_eq!(
+                key.destroyed.load(Ordering::SeqCst),
+                0,
+                "joined record lost its key"
+            );
             key.records_needing_it.fetch_sub(1, Ordering::SeqCst);
             act(t.release(), &key);
         }

@@ -1,0 +1,1034 @@
+//! Between seal and store: a write-ahead spool of sealed objects on local disk.
+//!
+//! Every object the pipeline writes (pages and manifests) first becomes a spool *record*, and
+//! the delivery task (see [`crate::store`]) moves records to the object store, retrying with
+//! backoff while the store is slow or down. The spool is what lets ingest acknowledge a page
+//! before the store does (`ack = "spooled"`), absorb bursts, and survive a store outage up to
+//! its capacity; after a crash, [`Spool::open`] finds every complete record and queues it
+//! again, and erases what is incomplete.
+//!
+//! A record is two files, both in the sealed object format (docs/FORMAT.md) under a *spool
+//! key*: `<id>.body` holds the tenant-sealed object, sealed once more, and `<id>.meta` says
+//! where it goes and what it must hash to. The `.meta` file is the commit record: it is
+//! written (and, for `ack = "spooled"`, fsync'd) after the body, so a body without one is
+//! an interrupted write. Records hold only ciphertext; the spool key of their epoch makes
+//! them readable, and destroying that key once every record of the epoch is delivered erases
+//! them for good, wherever the disk may have left copies ([`quire_erase_tracker`] decides
+//! when). Keys live in a [`keydir::KeyDir`], by default in RAM.
+
+pub mod keydir;
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quire_codecs::sealed::{
+    self, ChunkCipher, Chunker, Compression, KekRef, SealError, SealedReader, SecretKey,
+    DEFAULT_CHUNK_SIZE,
+};
+use quire_erase_tracker::{EpochTracker, Erase, RecordLatch};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{info, warn};
+
+use keydir::KeyDir;
+
+/// A spool operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    #[error("spool file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spool key directory {0} is readable by group or others; chmod 700 it")]
+    Insecure(PathBuf),
+    #[error("spool record is damaged: {0}")]
+    Corrupt(String),
+    #[error("the spool is full ({used} of {capacity} bytes waiting for the object store)")]
+    Full { used: u64, capacity: u64 },
+}
+
+/// When the scanner hears "stored".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// After the object store confirmed the write and its checksum was verified.
+    #[default]
+    Stored,
+    /// As soon as the sealed page is fsync'd in the spool.
+    Spooled,
+}
+
+/// Tunables of the spool.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Bytes of records waiting for the store before new pages wait, then get `Busy`.
+    pub capacity: u64,
+    /// How long a page waits for spool space before it is refused as busy.
+    pub busy_wait: Duration,
+    /// fsync records (and keys) before they count as written. On for `ack = "spooled"`.
+    pub durable: bool,
+    /// A new epoch (and key) starts after this many records...
+    pub epoch_records: u64,
+    /// ...or after this long, whichever comes first. Idle epochs close at once.
+    pub epoch_age: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            capacity: 4 * 1024 * 1024 * 1024,
+            busy_wait: Duration::from_secs(5),
+            durable: false,
+            epoch_records: 4096,
+            epoch_age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a record goes and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMeta {
+    pub tenant: String,
+    pub object_key: String,
+    /// SHA-256 and size of the plaintext inside the tenant-sealed object.
+    pub plain_sha256: String,
+    pub plain_size: u64,
+    /// SHA-256 and size of the tenant-sealed object itself: what the store must receive.
+    pub sealed_sha256: String,
+    pub sealed_size: u64,
+}
+
+/// How far a record has got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Waiting for (or in) an upload.
+    Queued,
+    /// The last attempt failed and will be retried.
+    Retrying(String),
+    /// The store has the object; the record is gone.
+    Stored { stored_bytes: u64 },
+    /// Cannot ever be delivered (damaged record, conflicting object); kept for an operator.
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Epoch {
+    id: u64,
+    key: SecretKey,
+    tracker: EpochTracker,
+    opened: Instant,
+}
+
+impl Epoch {
+    fn kek_ref(&self) -> KekRef {
+        KekRef {
+            tenant: "quire-spool".into(),
+            kek_id: format!("epoch-{:016x}", self.id),
+            version: 1,
+        }
+    }
+}
+
+/// A committed record waiting for delivery.
+#[derive(Debug)]
+pub struct Record {
+    name: String,
+    epoch: Arc<Epoch>,
+    pub meta: RecordMeta,
+    latch: RecordLatch,
+    reserved: u64,
+    status: watch::Sender<Delivery>,
+}
+
+impl Record {
+    /// Follows the record's delivery.
+    pub fn watch(&self) -> watch::Receiver<Delivery> {
+        self.status.subscribe()
+    }
+
+    /// Reports a failed attempt (the record stays queued).
+    pub fn set_status(&self, d: Delivery) {
+        self.status.send_replace(d);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Epochs {
+    current: Option<Arc<Epoch>>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Space {
+    used: Mutex<u64>,
+    freed: Notify,
+    capacity: u64,
+}
+
+/// The spool: see the module docs.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    keys: KeyDir,
+    config: SpoolConfig,
+    space: Space,
+    epochs: Mutex<Epochs>,
+    records: Mutex<HashMap<String, Arc<Record>>>,
+    next_seq: AtomicU64,
+    queue: mpsc::UnboundedSender<Arc<Record>>,
+    queue_rx: Mutex<Option<mpsc::UnboundedReceiver<Arc<Record>>>>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |e| SpoolError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Room to reserve for a page of `plain` bytes: its largest possible sealed size, twice
+/// wrapped, so the reservation never falls short.
+pub fn reservation_for(plain: u64) -> u64 {
+    let chunks = plain / DEFAULT_CHUNK_SIZE as u64 + 2;
+    plain + 2 * (chunks * sealed::TAG_LEN as u64 + sealed::MAX_HEADER_LEN as u64) + 4096
+}
+
+/// Room held in the spool for one record; given back on drop unless moved into the record.
+#[derive(Debug)]
+pub struct Reservation {
+    spool: Arc<Spool>,
+    bytes: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.spool.release_space(self.bytes);
+    }
+}
+
+impl Spool {
+    /// Opens the spool in `dir` with keys in `key_dir`, recovering what a crash left: complete
+    /// records are queued for delivery again, incomplete ones and keys that no record needs
+    /// are erased. Records whose key is gone (the RAM key directory did not survive a reboot)
+    /// can never be read again and are erased too; the count is logged.
+    pub fn open(dir: &Path, key_dir: &Path, config: SpoolConfig) -> Result<Spool, SpoolError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let keys = KeyDir::open(key_dir, config.durable)?;
+        let (queue, queue_rx) = mpsc::unbounded_channel();
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            keys,
+            space: Space {
+                used: Mutex::new(0),
+                freed: Notify::new(),
+                capacity: config.capacity,
+            },
+            config,
+            epochs: Mutex::new(Epochs::default()),
+            records: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(0),
+            queue,
+            queue_rx: Mutex::new(Some(queue_rx)),
+        };
+        spool.recover()?;
+        Ok(spool)
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key directory.
+    pub fn key_dir(&self) -> &Path {
+        self.keys.path()
+    }
+
+    /// Whether records are fsync'd.
+    pub fn durable(&self) -> bool {
+        self.config.durable
+    }
+
+    fn recover(&self) -> Result<(), SpoolError> {
+        let mut metas = Vec::new();
+        let mut bodies = Vec::new();
+        let mut max_epoch = self.keys.epochs()?.last().copied();
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let entry = entry.map_err(io(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".meta") {
+                metas.push(stem.to_string());
+            } else if let Some(stem) = name.strip_suffix(".body") {
+                bodies.push(stem.to_string());
+            } else if name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let mut epochs: HashMap<u64, Option<Arc<Epoch>>> = HashMap::new();
+        let (mut queued, mut unreadable, mut incomplete) = (0u64, 0u64, 0u64);
+        let mut max_seq = 0u64;
+        for stem in &metas {
+            let Some((epoch_id, seq)) = parse_name(stem) else {
+                continue;
+            };
+            max_epoch = max_epoch.max(Some(epoch_id));
+            max_seq = max_seq.max(seq + 1);
+            let epoch = epochs
+                .entry(epoch_id)
+                .or_insert_with(|| {
+                    self.keys.load(epoch_id).ok().flatten().map(|key| {
+                        Arc::new(Epoch {
+                            id: epoch_id,
+                            key,
+                            tracker: EpochTracker::new(),
+                            opened: Instant::now(),
+                        })
+                    })
+                })
+                .clone();
+            let Some(epoch) = epoch else {
+                unreadable += 1;
+                self.remove_files(stem);
+                continue;
+            };
+            let body = self.dir.join(format!("{stem}.body"));
+            let meta = match self.read_meta(&epoch, stem) {
+                Ok(m) if body.exists() => m,
+                _ => {
+                    incomplete += 1;
+                    self.remove_files(stem);
+                    continue;
+                }
+            };
+            if !epoch.tracker.try_add() {
+                unreachable!("recovered epochs are closed only after the scan");
+            }
+            let reserved = reservation_for(meta.plain_size);
+            *self.space.used.lock().expect("spool lock") += reserved;
+            let record = Arc::new(Record {
+                name: stem.clone(),
+                epoch,
+                meta,
+                latch: RecordLatch::new(),
+                reserved,
+                status: watch::channel(Delivery::Queued).0,
+            });
+            self.records
+                .lock()
+                .expect("spool lock")
+                .insert(record.meta.object_key.clone(), record.clone());
+            let _ = self.queue.send(record);
+            queued += 1;
+        }
+        for stem in &bodies {
+            if !metas.contains(stem) {
+                incomplete += 1;
+                self.remove_files(stem);
+            }
+        }
+        // Every recovered epoch takes no new records; keys nothing needs go now.
+        for (id, epoch) in &epochs {
+            if let Some(e) = epoch {
+                if e.tracker.close() == Erase::Now {
+                    self.keys.destroy(*id)?;
+                }
+            }
+        }
+        for id in self.keys.epochs()? {
+            if !epochs.get(&id).is_some_and(|e| e.is_some()) {
+                self.keys.destroy(id)?;
+            }
+        }
+        self.epochs.lock().expect("spool lock").next_id = max_epoch.map_or(0, |e| e + 1);
+        self.next_seq.store(max_seq, Ordering::Relaxed);
+        if queued + unreadable + incomplete > 0 {
+            info!(
+                queued,
+                incomplete,
+                "spool recovered: records queued for delivery, interrupted writes erased"
+            );
+        }
+        if unreadable > 0 {
+            warn!(
+                unreadable,
+                "spool records whose key is gone (key directory lost, e.g. by a reboot) were erased"
+            );
+        }
+        Ok(())
+    }
+
+    fn remove_files(&self, stem: &str) {
+        // Meta first: a body without its meta is recognised as incomplete and erased.
+        let _ = fs::remove_file(self.dir.join(format!("{stem}.meta")));
+        let _ = fs::remove_file(self.dir.join(format!("{stem}.body")));
+    }
+
+    fn read_meta(&self, epoch: &Epoch, stem: &str) -> Result<RecordMeta, SpoolError> {
+        let path = self.dir.join(format!("{stem}.meta"));
+        let bytes = fs::read(&path).map_err(io(&path))?;
+        let object_key = format!("spool/{stem}/meta");
+        let (_, plain) = sealed::open_all(&bytes, &object_key, |r| {
+            (*r == epoch.kek_ref()).then(|| epoch.key.clone())
+        })
+        .map_err(|e| SpoolError::Corrupt(format!("{}: {e}", path.display())))?;
+        serde_json::from_slice(&plain)
+            .map_err(|e| SpoolError::Corrupt(format!("{}: {e}", path.display())))
+    }
+
+    /// Reserves room for `bytes`, waiting up to the configured `busy_wait` for deliveries to
+    /// free some. A record larger than the whole capacity is admitted when the spool is empty.
+    pub async fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, SpoolError> {
+        let deadline = tokio::time::Instant::now() + self.config.busy_wait;
+        loop {
+            let freed = self.space.freed.notified();
+            {
+                let mut used = self.space.used.lock().expect("spool lock");
+                if *used == 0 || *used + bytes <= self.space.capacity {
+                    *used += bytes;
+                    return Ok(Reservation {
+                        spool: self.clone(),
+                        bytes,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                let used = *self.space.used.lock().expect("spool lock");
+                return Err(SpoolError::Full {
+                    used,
+                    capacity: self.space.capacity,
+                });
+            }
+        }
+    }
+
+    fn release_space(&self, bytes: u64) {
+        let mut used = self.space.used.lock().expect("spool lock");
+        *used = used.saturating_sub(bytes);
+        drop(used);
+        self.space.freed.notify_waiters();
+    }
+
+    /// Bytes reserved by records not yet delivered.
+    pub fn used(&self) -> u64 {
+        *self.space.used.lock().expect("spool lock")
+    }
+
+    /// Records not yet delivered.
+    pub fn len(&self) -> usize {
+        self.records.lock().expect("spool lock").len()
+    }
+
+    /// Whether every record has been delivered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The undelivered record for `object_key`, if any.
+    pub fn pending(&self, object_key: &str) -> Option<Arc<Record>> {
+        self.records
+            .lock()
+            .expect("spool lock")
+            .get(object_key)
+            .cloned()
+    }
+
+    /// The delivery task's end of the queue; `None` after the first call.
+    pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Arc<Record>>> {
+        self.queue_rx.lock().expect("spool lock").take()
+    }
+
+    /// Joins the current epoch, opening a new one (and closing the old) when it is full, old,
+    /// or was closed under us because it drained.
+    fn join_epoch(&self) -> Result<Arc<Epoch>, SpoolError> {
+        let mut epochs = self.epochs.lock().expect("spool lock");
+        loop {
+            if let Some(cur) = &epochs.current {
+                let stale = cur.opened.elapsed() >= self.config.epoch_age
+                    || cur.tracker.outstanding() >= self.config.epoch_records;
+                if !stale && cur.tracker.try_add() {
+                    return Ok(cur.clone());
+                }
+                let old = epochs.current.take().expect("checked above");
+                if old.tracker.close() == Erase::Now {
+                    self.keys.destroy(old.id)?;
+                }
+            }
+            let id = epochs.next_id;
+            epochs.next_id += 1;
+            let key = self.keys.create(id)?;
+            epochs.current = Some(Arc::new(Epoch {
+                id,
+                key,
+                tracker: EpochTracker::new(),
+                opened: Instant::now(),
+            }));
+        }
+    }
+
+    /// Starts a record for the object `object_key` of `tenant`, whose plaintext hashes to
+    /// `plain_sha256`. The writer is blocking (file I/O): run it off the async runtime.
+    pub fn writer(
+        self: &Arc<Self>,
+        reservation: Reservation,
+        tenant: &str,
+        object_key: &str,
+        plain_sha256: [u8; 32],
+        plain_size: u64,
+    ) -> Result<RecordWriter, SpoolError> {
+        let epoch = self.join_epoch()?;
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{:016x}-{seq:016x}", epoch.id);
+        let body_path = self.dir.join(format!("{name}.body"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&body_path)
+            .map_err(io(&body_path));
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                self.give_up_epoch(&epoch);
+                return Err(e);
+            }
+        };
+        let (header, cipher) = ChunkCipher::create(
+            &epoch.key,
+            epoch.kek_ref(),
+            &format!("spool/{name}/body"),
+            Compression::None,
+            DEFAULT_CHUNK_SIZE,
+        );
+        let mut out = BufWriter::with_capacity(1024 * 1024, file);
+        if let Err(e) = out.write_all(header.encoded()) {
+            self.give_up_epoch(&epoch);
+            let _ = fs::remove_file(&body_path);
+            return Err(io(&body_path)(e));
+        }
+        let reserved = reservation.bytes;
+        std::mem::forget(reservation); // moves into the record; released on delivery
+        Ok(RecordWriter {
+            spool: self.clone(),
+            spool_dir: self.dir.clone(),
+            name,
+            epoch: Some(epoch),
+            meta: RecordMeta {
+                tenant: tenant.to_string(),
+                object_key: object_key.to_string(),
+                plain_sha256: hex::encode(plain_sha256),
+                plain_size,
+                sealed_sha256: String::new(),
+                sealed_size: 0,
+            },
+            out: Some(out),
+            chunker: Chunker::new(DEFAULT_CHUNK_SIZE),
+            cipher,
+            hasher: Sha256::new(),
+            written: 0,
+            reserved,
+            durable: self.config.durable,
+        })
+    }
+
+    fn give_up_epoch(&self, epoch: &Epoch) {
+        if epoch.tracker.release() == Erase::Now {
+            let _ = self.keys.destroy(epoch.id);
+        }
+    }
+
+    /// Adds a committed record (from [`RecordWriter::commit`]) and queues it for delivery.
+    /// If a record for the same object is already waiting, the new one is dropped in favour
+    /// of it and the older record returned.
+    fn enqueue(&self, committed: CommittedRecord) -> Arc<Record> {
+        let CommittedRecord {
+            name,
+            epoch,
+            meta,
+            reserved,
+        } = committed;
+        let mut records = self.records.lock().expect("spool lock");
+        if let Some(existing) = records.get(&meta.object_key) {
+            let existing = existing.clone();
+            drop(records);
+            self.remove_files(&name);
+            self.release_space(reserved);
+            self.give_up_epoch(&epoch);
+            return existing;
+        }
+        let record = Arc::new(Record {
+            name,
+            epoch,
+            meta,
+            latch: RecordLatch::new(),
+            reserved,
+            status: watch::channel(Delivery::Queued).0,
+        });
+        records.insert(record.meta.object_key.clone(), record.clone());
+        drop(records);
+        let _ = self.queue.send(record.clone());
+        record
+    }
+
+    /// Reads a record's body back: the tenant-sealed object, in pieces, into `out`. Checks
+    /// the spool's own authentication and the recorded SHA-256 and size; on any mismatch the
+    /// last message is an error and the caller must not commit the upload. Blocking.
+    pub fn read_body(&self, record: &Record, out: &mpsc::Sender<Bytes>) -> Result<(), SpoolError> {
+        let path = self.dir.join(format!("{}.body", record.name));
+        let corrupt = |e: SealError| SpoolError::Corrupt(format!("{}: {e}", path.display()));
+        let mut file = fs::File::open(&path).map_err(io(&path))?;
+        let mut reader = SealedReader::new();
+        let mut cipher: Option<ChunkCipher> = None;
+        let object_key = format!("spool/{}/body", record.name);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let mut eof = false;
+        while !eof {
+            let n = file.read(&mut buf).map_err(io(&path))?;
+            eof = n == 0;
+            reader.feed(&buf[..n]);
+            if cipher.is_none() {
+                match reader.header().map_err(corrupt)? {
+                    Some(h) if h.kek == record.epoch.kek_ref() => {
+                        cipher = Some(
+                            ChunkCipher::open(&record.epoch.key, h, &object_key)
+                                .map_err(corrupt)?,
+                        )
+                    }
+                    Some(_) => return Err(SpoolError::Corrupt("body of another epoch".into())),
+                    None if eof => return Err(corrupt(SealError::Truncated)),
+                    None => continue,
+                }
+            }
+            let c = cipher.as_ref().expect("set above");
+            while let Some(mut chunk) = reader.next_chunk(eof).map_err(corrupt)? {
+                c.open_chunk(chunk.index, chunk.last, &mut chunk.data)
+                    .map_err(corrupt)?;
+                hasher.update(&chunk.data);
+                size += chunk.data.len() as u64;
+                if out.blocking_send(Bytes::from(chunk.data)).is_err() {
+                    return Ok(()); // the uploader gave up; nothing to check
+                }
+            }
+        }
+        let digest = hex::encode(hasher.finalize());
+        if digest != record.meta.sealed_sha256 || size != record.meta.sealed_size {
+            return Err(SpoolError::Corrupt(format!(
+                "{}: body hashes to {digest} ({size} bytes), the record says {} ({} bytes)",
+                path.display(),
+                record.meta.sealed_sha256,
+                record.meta.sealed_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The store has the record's object (acknowledged, checksum verified): erase the record.
+    /// Exactly one caller per record gets `true`; the record's files are removed, its space
+    /// freed, and its epoch's key destroyed if it was the last record needing it.
+    pub fn delivered(&self, record: &Record, stored_bytes: u64) -> Result<bool, SpoolError> {
+        if !record.latch.deliver() {
+            return Ok(false);
+        }
+        self.remove_files(&record.name);
+        {
+            let mut records = self.records.lock().expect("spool lock");
+            if records
+                .get(&record.meta.object_key)
+                .is_some_and(|r| std::ptr::eq(r.as_ref(), record))
+            {
+                records.remove(&record.meta.object_key);
+            }
+        }
+        self.release_space(record.reserved);
+        if record.epoch.tracker.release() == Erase::Now {
+            self.keys.destroy(record.epoch.id)?;
+        }
+        // An epoch with nothing left to deliver closes at once, so its key does not outlive
+        // the records by the whole epoch age when traffic is light.
+        {
+            let mut epochs = self.epochs.lock().expect("spool lock");
+            if let Some(cur) = epochs.current.clone() {
+                if cur.tracker.outstanding() == 0 {
+                    epochs.current = None;
+                    if cur.tracker.close() == Erase::Now {
+                        self.keys.destroy(cur.id)?;
+                    }
+                }
+            }
+        }
+        record.set_status(Delivery::Stored { stored_bytes });
+        Ok(true)
+    }
+
+    /// A record can never be delivered (its body is damaged, or the store holds different
+    /// content under its key). It is kept on disk, renamed `.failed`, for an operator.
+    pub fn quarantine(&self, record: &Record, why: &str) {
+        for ext in ["meta", "body"] {
+            let from = self.dir.join(format!("{}.{ext}", record.name));
+            let _ = fs::rename(&from, from.with_extension(format!("{ext}.failed")));
+        }
+        warn!(record = %record.name, object = %record.meta.object_key, why, "spool record quarantined");
+        self.records
+            .lock()
+            .expect("spool lock")
+            .remove(&record.meta.object_key);
+        record.set_status(Delivery::Failed(why.to_string()));
+    }
+}
+
+fn parse_name(stem: &str) -> Option<(u64, u64)> {
+    let (e, s) = stem.split_once('-')?;
+    Some((
+        u64::from_str_radix(e, 16).ok()?,
+        u64::from_str_radix(s, 16).ok()?,
+    ))
+}
+
+/// Writes one record. Dropped without [`RecordWriter::commit`], it erases what it wrote and
+/// gives back its reservation and its place in the epoch.
+#[derive(Debug)]
+pub struct RecordWriter {
+    spool: Arc<Spool>,
+    spool_dir: PathBuf,
+    name: String,
+    epoch: Option<Arc<Epoch>>,
+    meta: RecordMeta,
+    out: Option<BufWriter<fs::File>>,
+    chunker: Chunker,
+    cipher: ChunkCipher,
+    hasher: Sha256,
+    written: u64,
+    reserved: u64,
+    durable: bool,
+}
+
+/// A record whose files are complete.
+#[derive(Debug)]
+struct CommittedRecord {
+    name: String,
+    epoch: Arc<Epoch>,
+    meta: RecordMeta,
+    reserved: u64,
+}
+
+impl RecordWriter {
+    fn body_path(&self) -> PathBuf {
+        self.spool_dir.join(format!("{}.body", self.name))
+    }
+
+    /// Appends the next bytes of the tenant-sealed object.
+    pub fn write(&mut self, sealed_bytes: &[u8]) -> Result<(), SpoolError> {
+        self.hasher.update(sealed_bytes);
+        self.written += sealed_bytes.len() as u64;
+        for mut c in self.chunker.push(sealed_bytes) {
+            self.cipher.seal_chunk(c.index, c.last, &mut c.data);
+            let path = self.body_path();
+            self.out
+                .as_mut()
+                .expect("open until commit")
+                .write_all(&c.data)
+                .map_err(io(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the body, writes the commit record and queues the record for delivery; with
+    /// `durable`, both files (and the directory) are fsync'd before this returns. If a record
+    /// for the same object is already waiting, that one is returned and this one erased.
+    pub fn commit(mut self) -> Result<Arc<Record>, SpoolError> {
+        let path = self.body_path();
+        let chunker = std::mem::replace(&mut self.chunker, Chunker::new(DEFAULT_CHUNK_SIZE));
+        let mut last = chunker.finish();
+        self.cipher
+            .seal_chunk(last.index, last.last, &mut last.data);
+        let mut out = self.out.take().expect("open until commit");
+        out.write_all(&last.data).map_err(io(&path))?;
+        let file = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+        if self.durable {
+            file.sync_all().map_err(io(&path))?;
+        }
+        drop(file);
+        self.meta.sealed_sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        self.meta.sealed_size = self.written;
+        let epoch = self.epoch.clone().expect("present until commit or drop");
+        let json = serde_json::to_vec(&self.meta).expect("meta serialises");
+        let sealed_meta = sealed::seal_all(
+            &epoch.key,
+            epoch.kek_ref(),
+            &format!("spool/{}/meta", self.name),
+            Compression::None,
+            DEFAULT_CHUNK_SIZE,
+            &json,
+        );
+        let tmp = self.spool_dir.join(format!("{}.meta.tmp", self.name));
+        let meta_path = self.spool_dir.join(format!("{}.meta", self.name));
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&sealed_meta).map_err(io(&tmp))?;
+        if self.durable {
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        drop(f);
+        fs::rename(&tmp, &meta_path).map_err(io(&meta_path))?;
+        if self.durable {
+            fs::File::open(&self.spool_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.spool_dir))?;
+        }
+        let committed = CommittedRecord {
+            name: self.name.clone(),
+            epoch: self.epoch.take().expect("present"),
+            meta: self.meta.clone(),
+            reserved: self.reserved,
+        };
+        self.reserved = 0;
+        Ok(self.spool.enqueue(committed))
+    }
+}
+
+impl Drop for RecordWriter {
+    fn drop(&mut self) {
+        if let Some(epoch) = self.epoch.take() {
+            self.out = None;
+            let _ = fs::remove_file(self.body_path());
+            let _ = fs::remove_file(self.spool_dir.join(format!("{}.meta.tmp", self.name)));
+            self.spool.give_up_epoch(&epoch);
+            self.spool.release_space(self.reserved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(durable: bool) -> SpoolConfig {
+        SpoolConfig {
+            capacity: 10 * 1024 * 1024,
+            busy_wait: Duration::from_millis(200),
+            durable,
+            ..SpoolConfig::default()
+        }
+    }
+
+    fn open(dir: &Path) -> Arc<Spool> {
+        Arc::new(Spool::open(&dir.join("spool"), &dir.join("keys"), config(true)).unwrap())
+    }
+
+    async fn put(spool: &Arc<Spool>, key: &str, data: &[u8]) -> Arc<Record> {
+        let r = spool
+            .reserve(reservation_for(data.len() as u64))
+            .await
+            .unwrap();
+        let mut w = spool.writer(r, "acme", key, [7; 32], 1).unwrap();
+        for piece in data.chunks(100_000) {
+            w.write(piece).unwrap();
+        }
+        w.commit().unwrap()
+    }
+
+    fn read_back(spool: &Spool, record: &Record) -> Result<Vec<u8>, SpoolError> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        // `read_body` blocks: give it a thread of its own, off the test's runtime.
+        std::thread::scope(|s| s.spawn(|| spool.read_body(record, &tx)).join().unwrap())?;
+        drop(tx);
+        let mut out = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn committed_records_survive_a_crash_and_are_queued_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = sample(700_000);
+        {
+            let spool = open(dir.path());
+            put(&spool, "tenants/acme/jobs/j/pages/000000", &data).await;
+            // The process dies here: nothing is delivered.
+        }
+        let spool = open(dir.path());
+        let mut queue = spool.take_queue().unwrap();
+        let record = queue.try_recv().unwrap();
+        assert_eq!(record.meta.object_key, "tenants/acme/jobs/j/pages/000000");
+        assert_eq!(record.meta.sealed_size, data.len() as u64);
+        assert_eq!(read_back(&spool, &record).unwrap(), data);
+        assert!(spool.pending(&record.meta.object_key).is_some());
+        assert!(spool.delivered(&record, 1).unwrap());
+        assert!(!spool.delivered(&record, 1).unwrap(), "delivered once");
+        assert!(files(spool.dir()).is_empty());
+        assert!(
+            files(spool.key_dir()).is_empty(),
+            "the epoch key is destroyed"
+        );
+        assert_eq!(spool.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_write_and_keys_no_record_needs_are_erased_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = open(dir.path());
+            let r = spool.reserve(1000).await.unwrap();
+            let mut w = spool.writer(r, "acme", "k", [0; 32], 1).unwrap();
+            w.write(&sample(300_000)).unwrap();
+            std::mem::forget(w); // a crash: no commit, no clean-up
+            assert_eq!(files(spool.dir()).len(), 1);
+            assert_eq!(files(spool.key_dir()).len(), 1);
+        }
+        let spool = open(dir.path());
+        assert!(spool.is_empty());
+        assert!(files(spool.dir()).is_empty());
+        assert!(files(spool.key_dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn records_whose_key_is_gone_cannot_be_read_and_are_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = open(dir.path());
+            put(&spool, "k", &sample(1000)).await;
+        }
+        for f in files(&dir.path().join("keys")) {
+            fs::remove_file(f).unwrap(); // e.g. a reboot emptied /dev/shm
+        }
+        let spool = open(dir.path());
+        assert!(spool.is_empty());
+        assert!(files(spool.dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_writer_gives_back_its_space_and_its_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let r = spool.reserve(5000).await.unwrap();
+        let mut w = spool.writer(r, "acme", "k", [0; 32], 1).unwrap();
+        w.write(b"partial").unwrap();
+        drop(w);
+        assert_eq!(spool.used(), 0);
+        assert!(files(spool.dir()).is_empty());
+        // The epoch is open with nothing outstanding; the next delivery-less close erases it.
+        let rec = put(&spool, "k2", b"x").await;
+        assert!(spool.delivered(&rec, 1).unwrap());
+        assert!(files(spool.key_dir()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_pushes_back_then_admits_once_space_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let big = spool.reserve(9 * 1024 * 1024).await.unwrap();
+        let err = spool.reserve(2 * 1024 * 1024).await.unwrap_err();
+        assert!(matches!(err, SpoolError::Full { .. }), "{err}");
+        assert!(err.to_string().contains("spool is full"), "{err}");
+        let waiter = {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.reserve(2 * 1024 * 1024).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(big);
+        waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_key_outlives_every_record_of_its_epoch_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let a = put(&spool, "a", b"first").await;
+        let b = put(&spool, "b", b"second").await;
+        assert_eq!(files(spool.key_dir()).len(), 1, "one epoch, one key");
+        assert!(spool.delivered(&b, 1).unwrap()); // out of order
+        assert_eq!(files(spool.key_dir()).len(), 1, "a still needs the key");
+        assert_eq!(read_back(&spool, &a).unwrap(), b"first");
+        assert!(spool.delivered(&a, 1).unwrap());
+        assert!(files(spool.key_dir()).is_empty());
+        assert!(files(spool.dir()).is_empty());
+    }
+
+    /// The crypto-erase property: what the disk may keep after delivery is ciphertext under a
+    /// key that exists nowhere any more.
+    #[tokio::test]
+    async fn after_delivery_neither_plaintext_nor_a_usable_key_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path());
+        let secret = b"CONFIDENTIAL-INVOICE-4711 ".repeat(4000);
+        let record = put(&spool, "tenants/acme/jobs/j/pages/000000", &secret).await;
+        // What someone imaging the disk now could take: the raw record files and the key.
+        let raw: Vec<(PathBuf, Vec<u8>)> = files(spool.dir())
+            .into_iter()
+            .map(|p| (p.clone(), fs::read(&p).unwrap()))
+            .collect();
+        let key_files = files(spool.key_dir());
+        assert_eq!(key_files.len(), 1);
+        let key: [u8; 32] = fs::read(&key_files[0]).unwrap().try_into().unwrap();
+        for (path, bytes) in &raw {
+            assert!(
+                !bytes.windows(26).any(|w| w == &secret[..26]),
+                "{} holds the page in the clear",
+                path.display()
+            );
+        }
+        assert_eq!(
+            read_back(&spool, &record).unwrap(),
+            secret,
+            "the key opens it"
+        );
+        assert!(spool.delivered(&record, 1).unwrap());
+
+        // After delivery: no key file, and no 32-byte window of anything left under the spool
+        // or key directory opens the record's meta as it was on disk.
+        assert!(files(spool.key_dir()).is_empty());
+        let (meta_path, meta_bytes) = raw
+            .iter()
+            .find(|(p, _)| p.extension().is_some_and(|e| e == "meta"))
+            .unwrap();
+        let stem = meta_path.file_stem().unwrap().to_str().unwrap();
+        let object_key = format!("spool/{stem}/meta");
+        let opens = |candidate: [u8; 32]| {
+            sealed::open_all(meta_bytes, &object_key, |_| {
+                Some(SecretKey::from_bytes(candidate))
+            })
+            .is_ok()
+        };
+        assert!(opens(key), "sanity: the captured key opened the record");
+        let mut left = Vec::new();
+        for d in [spool.dir(), spool.key_dir(), dir.path()] {
+            for p in files(d) {
+                if p.is_file() {
+                    left.extend(fs::read(p).unwrap());
+                }
+            }
+        }
+        assert!(
+            !left.windows(32).any(|w| w == key),
+            "key bytes left on disk"
+        );
+        for w in left.windows(32) {
+            assert!(
+                !opens(w.try_into().unwrap()),
+                "a usable key was left on disk"
+            );
+        }
+    }
+}
