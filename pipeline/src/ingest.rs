@@ -104,7 +104,7 @@ impl Pipeline {
                 already_stored: true,
             });
         }
-        if self.store_for(tenant).exists(&key).await? {
+        if self.stored_already(tenant, &key).await? {
             return self.verify_existing(tenant, entry, key).await;
         }
         // Room in the spool first: while there is none, the page is not read, and QUIC flow
@@ -180,6 +180,20 @@ impl Pipeline {
             stored_bytes,
             already_stored: false,
         })
+    }
+
+    /// Whether the store already holds `key`. A store that cannot answer (an outage) counts
+    /// as "no": the object is spooled anyway, and the delivery stage checks again before it
+    /// writes, so a retry is still never stored twice.
+    async fn stored_already(&self, tenant: &str, key: &str) -> Result<bool, PipelineError> {
+        match self.store_for(tenant).exists(key).await {
+            Ok(found) => Ok(found),
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(error = %e, "store unreachable; spooling without checking");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `record` is the spooled copy of the object `entry` describes: waits for the
@@ -411,7 +425,7 @@ impl Pipeline {
         if let Some(record) = self.spool.pending(&key) {
             return self.same_or_conflict(&record, &as_entry).await.map(drop);
         }
-        if self.store_for(tenant).exists(&key).await? {
+        if self.stored_already(tenant, &key).await? {
             let existing = self.read_manifest(tenant, &manifest.job_id).await?;
             return if &existing == manifest {
                 Ok(())
