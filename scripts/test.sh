@@ -3,7 +3,7 @@
 # test. Integration tests start real `quire serve` processes on loopback and read
 # ../shared/corpus. This script also installs (once, under target/) and starts what the tests
 # need besides Rust: real S3 (moto) and Azure Blob (Azurite) servers on loopback, and the
-# Python packages of the independent format decryptor.
+# Python packages of the independent format decryptor. Last, the loom model checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,3 +12,6 @@ source scripts/test-servers.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# Model checks of the lock-free erase tracker: every interleaving, under loom. A target
+# directory of its own, because `--cfg loom` changes how every crate is built.
+RUSTFLAGS="--cfg loom" cargo test -p quire-erase-tracker --release --target-dir target/loom --test loom

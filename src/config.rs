@@ -48,6 +48,8 @@ struct FileConfig {
     limits: LimitsSection,
     #[serde(default)]
     spool: SpoolSection,
+    #[serde(default)]
+    retention: RetentionSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -62,7 +64,16 @@ struct TenantSection {
     /// A `[stores.NAME]`; absent means the default `[store]`.
     store: Option<String>,
     /// Where the tenant's data must stay; its store must be in the same region.
-    region: String,
+    region: Option<String>,
+    /// How long committed jobs are kept: see [`crate::retention::Policy`].
+    retention: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    /// How often the expiry sweeper looks for jobs to delete.
+    sweep_interval_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -206,6 +217,10 @@ pub struct ServerConfig {
     pub spool: quire_pipeline::SpoolConfig,
     /// Where spool keys live; `None` picks RAM (`/dev/shm`) when the machine has it.
     pub spool_key_dir: Option<PathBuf>,
+    /// Retention policy per tenant; tenants not listed keep their jobs.
+    pub retention: std::collections::HashMap<String, crate::retention::Policy>,
+    /// How often the expiry sweeper runs.
+    pub sweep_interval: Duration,
 }
 
 impl ServerConfig {
@@ -284,6 +299,7 @@ impl ServerConfig {
             named.insert(name, (kind, region));
         }
         let mut routes = Vec::new();
+        let mut retention = std::collections::HashMap::new();
         for (tenant, t) in fc.tenants {
             let key = format!("tenants.{tenant}.store");
             quire_codecs::wire::validate_id("tenant", &tenant).map_err(|e| {
@@ -302,15 +318,31 @@ impl ServerConfig {
                 }
                 None => (None, default_region.clone()),
             };
-            if store_region.as_deref() != Some(t.region.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key,
-                    reason: format!(
-                        "tenant {tenant} must stay in region {}, but its store is in {}",
-                        t.region,
-                        store_region.as_deref().unwrap_or("no stated region")
-                    ),
-                });
+            match &t.region {
+                Some(region) if store_region.as_deref() != Some(region.as_str()) => {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        reason: format!(
+                            "tenant {tenant} must stay in region {region}, but its store is in {}",
+                            store_region.as_deref().unwrap_or("no stated region")
+                        ),
+                    });
+                }
+                None if t.store.is_some() => {
+                    return Err(ConfigError::Invalid {
+                        key: format!("tenants.{tenant}.region"),
+                        reason: "a tenant routed to a store of its own must state its region"
+                            .into(),
+                    });
+                }
+                _ => {}
+            }
+            if let Some(text) = &t.retention {
+                let policy = text.parse().map_err(|reason| ConfigError::Invalid {
+                    key: format!("tenants.{tenant}.retention"),
+                    reason,
+                })?;
+                retention.insert(tenant.clone(), policy);
             }
             if let Some(kind) = kind {
                 routes.push((tenant, kind));
@@ -452,7 +484,19 @@ impl ServerConfig {
             tenant_bytes_per_sec: rate("limits.tenant_bytes_per_sec", l.tenant_bytes_per_sec)?,
             device_concurrent_jobs: l.device_concurrent_jobs.unwrap_or(0),
         };
+        let sweep_interval = match fc.retention.sweep_interval_secs {
+            None => Duration::from_secs(3600),
+            Some(x) if x.is_finite() && x > 0.0 && x < 1e9 => Duration::from_secs_f64(x),
+            Some(x) => {
+                return Err(ConfigError::Invalid {
+                    key: "retention.sweep_interval_secs".into(),
+                    reason: format!("{x} is not a number of seconds > 0"),
+                })
+            }
+        };
         Ok(ServerConfig {
+            retention,
+            sweep_interval,
             spool,
             spool_key_dir: sp.key_dir,
             routes,

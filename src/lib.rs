@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod credential;
 pub mod meta;
+pub mod retention;
 pub mod server;
 pub mod stream;
 pub mod tls;

@@ -37,6 +37,10 @@ enum Command {
     Get(GetArgs),
     /// Manage tenants and devices (needs an admin credential).
     Admin(AdminArgs),
+    /// Pull every committed job of a tenant not yet delivered, verify it, write it to
+    /// OUT/<job>/, and acknowledge it (which lets delete-on-delivery delete it). Needs a
+    /// tenant-admin credential of that tenant.
+    Deliver(DeliverArgs),
     /// Enroll this scanner with a one-time token from `quire admin token create`; it stays
     /// pending until an administrator enables it.
     Enroll(EnrollArgs),
@@ -125,6 +129,18 @@ struct GetArgs {
 }
 
 #[derive(Args, Debug)]
+struct DeliverArgs {
+    /// The tenant whose jobs to deliver.
+    #[arg(long)]
+    tenant: String,
+    /// Directory to deliver into (one sub-directory per job; created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
 struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,
@@ -166,6 +182,32 @@ enum AdminCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Legal holds: nothing under a hold is deleted, by any policy, until it is released.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HoldCommand {
+    /// Place a hold on a tenant, or with --job on one job.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        job: Option<String>,
+        /// Why (e.g. the court order); recorded with the hold and in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold; deletions the policy has due happen on the next sweep.
+    Release {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        job: Option<String>,
     },
 }
 
@@ -300,6 +342,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Push(a) => push(a).await,
         Command::Get(a) => get(a).await,
         Command::Admin(a) => admin(a).await,
+        Command::Deliver(a) => deliver(a).await,
         Command::Enroll(a) => enroll(a).await,
     }
 }
@@ -469,9 +512,80 @@ async fn enroll(a: EnrollArgs) -> Result<()> {
     Ok(())
 }
 
+async fn deliver(a: DeliverArgs) -> Result<()> {
+    let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
+    if cred.tenant != a.tenant {
+        bail!(
+            "the credential belongs to tenant {}; delivering tenant {} needs a credential of that tenant",
+            cred.tenant,
+            a.tenant
+        );
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let jobs = client::deliver::pending(&conn, &a.tenant).await?;
+    eprintln!("{} jobs waiting for delivery", jobs.len());
+    let (mut pages, mut bytes) = (0u64, 0u64);
+    let mut delivered = 0usize;
+    for job in jobs {
+        let d = client::deliver::deliver_job(&conn, &a.tenant, job, &a.out).await?;
+        pages += u64::from(d.job.pages);
+        bytes += d.job.bytes;
+        delivered += 1;
+        let outcome = if d.kept_because.is_empty() {
+            format!("deleted from quire ({} objects)", d.deleted_objects)
+        } else {
+            format!("kept: {}", d.kept_because)
+        };
+        println!(
+            "{}\t{}\t{}\t{}\t{outcome}",
+            d.job.job_id,
+            d.job.pages,
+            d.job.bytes,
+            d.dir.display()
+        );
+    }
+    conn.close().await;
+    eprintln!("{delivered} jobs delivered ({pages} pages, {bytes} bytes), every page verified against its manifest");
+    Ok(())
+}
+
 async fn admin(a: AdminArgs) -> Result<()> {
     let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
     match a.command {
+        AdminCommand::Hold { command } => {
+            let (req, done) = match command {
+                HoldCommand::Set {
+                    tenant,
+                    job,
+                    reason,
+                } => (
+                    AdminRequest::HoldSet {
+                        tenant: tenant.clone(),
+                        job: job.clone(),
+                        reason,
+                    },
+                    format!(
+                        "legal hold placed on {}",
+                        job.map(|j| format!("job {j} of tenant {tenant}"))
+                            .unwrap_or(format!("tenant {tenant}"))
+                    ),
+                ),
+                HoldCommand::Release { tenant, job } => (
+                    AdminRequest::HoldRelease {
+                        tenant: tenant.clone(),
+                        job: job.clone(),
+                    },
+                    format!(
+                        "legal hold released on {}",
+                        job.map(|j| format!("job {j} of tenant {tenant}"))
+                            .unwrap_or(format!("tenant {tenant}"))
+                    ),
+                ),
+            };
+            conn.call(&quire_codecs::wire::Frame::Admin(req)).await?;
+            println!("{done}");
+        }
         AdminCommand::Tenant {
             command: TenantCommand::Create { name },
         } => {

@@ -18,6 +18,8 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const PAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("pages");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_tokens");
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("support_grants");
+/// Legal holds, by `tenant` (the whole tenant) or `tenant/job`.
+const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("legal_holds");
 
 /// The metadata store failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,8 @@ pub enum MetaError {
     NoSuchDevice(String),
     #[error("the enrollment token is unknown, already used, or expired")]
     BadToken,
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 /// A support partner's time-boxed access to a tenant.
@@ -90,6 +94,23 @@ pub struct JobRow {
     pub committed: bool,
     pub page_count: u32,
     pub bytes: u64,
+    /// When the job was committed (Unix seconds).
+    #[serde(default)]
+    pub committed_unix: i64,
+    /// When a delivery consumer acknowledged it.
+    #[serde(default)]
+    pub delivered_unix: Option<i64>,
+    /// When its objects were deleted (by retention or delete-on-delivery).
+    #[serde(default)]
+    pub deleted_unix: Option<i64>,
+}
+
+/// A legal hold: nothing under it is deleted until it is released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub reason: String,
+    pub by: String,
+    pub since_unix: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -215,9 +236,66 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 
     /// The pages of a job recorded as stored, by index.
     fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError>;
+
+    /// Every tenant.
+    fn tenants(&self) -> Result<Vec<String>, MetaError>;
+
+    /// Every job of a tenant, by id.
+    fn jobs(&self, tenant: &str) -> Result<Vec<(String, JobRow)>, MetaError>;
+
+    /// Records that a delivery consumer acknowledged a committed job (the first time wins).
+    fn mark_delivered(&self, tenant: &str, job: &str, at: i64) -> Result<JobRow, MetaError>;
+
+    /// Records that a job's objects were deleted.
+    fn mark_deleted(&self, tenant: &str, job: &str, at: i64) -> Result<(), MetaError>;
+
+    /// Places (`Some`) or releases (`None`) a legal hold on a tenant or one of its jobs.
+    /// Says whether there was a hold before.
+    fn set_hold(
+        &self,
+        tenant: &str,
+        job: Option<&str>,
+        hold: Option<&Hold>,
+    ) -> Result<bool, MetaError>;
+
+    /// The hold covering a job: its own, or its tenant's.
+    fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError>;
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Meta {
+    /// Reads, changes and writes back one job row in a single transaction.
+    fn update_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        change: impl FnOnce(&mut JobRow) -> Result<(), MetaError>,
+    ) -> Result<JobRow, MetaError> {
+        let key = job_key(tenant, job);
+        let txn = self.db.begin_write().map_err(db)?;
+        let row = {
+            let mut t = txn.open_table(JOBS).map_err(db)?;
+            let mut row: JobRow = match t.get(key.as_str()).map_err(db)? {
+                Some(v) => serde_json::from_slice(v.value())
+                    .map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                None => return Err(MetaError::NotFound(format!("job {job}"))),
+            };
+            change(&mut row)?;
+            let v = serde_json::to_vec(&row).expect("row serialises");
+            t.insert(key.as_str(), v.as_slice()).map_err(db)?;
+            row
+        };
+        txn.commit().map_err(db)?;
+        Ok(row)
+    }
+
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Meta, MetaError> {
         if let Some(dir) = path.parent() {
@@ -225,7 +303,7 @@ impl Meta {
         }
         let database = Database::create(path).map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
-        for t in [DEVICES, TENANTS, JOBS, PAGES, TOKENS, GRANTS] {
+        for t in [DEVICES, TENANTS, JOBS, PAGES, TOKENS, GRANTS, HOLDS] {
             txn.open_table(t).map_err(db)?;
         }
         txn.commit().map_err(db)?;
@@ -477,6 +555,8 @@ impl MetaStore for Meta {
             committed: true,
             page_count,
             bytes,
+            committed_unix: now_unix(),
+            ..JobRow::default()
         };
         self.put(
             JOBS,
@@ -519,6 +599,86 @@ impl MetaStore for Meta {
                 .map_err(db)?;
         }
         txn.commit().map_err(db)
+    }
+
+    fn tenants(&self) -> Result<Vec<String>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(TENANTS).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)? {
+            let (k, _) = item.map_err(db)?;
+            out.push(k.value().to_string());
+        }
+        Ok(out)
+    }
+
+    fn jobs(&self, tenant: &str) -> Result<Vec<(String, JobRow)>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(JOBS).map_err(db)?;
+        let (start, end) = (format!("{tenant}/"), format!("{tenant}0"));
+        let mut out = Vec::new();
+        for item in t.range(start.as_str()..end.as_str()).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let row: JobRow =
+                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            let id = k.value()[start.len()..].to_string();
+            out.push((id, row));
+        }
+        Ok(out)
+    }
+
+    fn mark_delivered(&self, tenant: &str, job: &str, at: i64) -> Result<JobRow, MetaError> {
+        self.update_job(tenant, job, |row| {
+            if !row.committed {
+                return Err(MetaError::NotFound(format!("committed job {job}")));
+            }
+            row.delivered_unix.get_or_insert(at);
+            Ok(())
+        })
+    }
+
+    fn mark_deleted(&self, tenant: &str, job: &str, at: i64) -> Result<(), MetaError> {
+        self.update_job(tenant, job, |row| {
+            row.deleted_unix.get_or_insert(at);
+            Ok(())
+        })
+        .map(drop)
+    }
+
+    fn set_hold(
+        &self,
+        tenant: &str,
+        job: Option<&str>,
+        hold: Option<&Hold>,
+    ) -> Result<bool, MetaError> {
+        let key = match job {
+            Some(j) => job_key(tenant, j),
+            None => tenant.to_string(),
+        };
+        let txn = self.db.begin_write().map_err(db)?;
+        let had = {
+            let mut t = txn.open_table(HOLDS).map_err(db)?;
+            match hold {
+                Some(h) => {
+                    let v = serde_json::to_vec(h).expect("hold serialises");
+                    t.insert(key.as_str(), v.as_slice()).map_err(db)?.is_some()
+                }
+                None => t.remove(key.as_str()).map_err(db)?.is_some(),
+            }
+        };
+        txn.commit().map_err(db)?;
+        Ok(had)
+    }
+
+    fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError> {
+        for key in [job_key(tenant, job), tenant.to_string()] {
+            if let Some(raw) = self.get(HOLDS, &key)? {
+                return serde_json::from_slice(&raw)
+                    .map(Some)
+                    .map_err(|e| MetaError::Corrupt(e.to_string()));
+            }
+        }
+        Ok(None)
     }
 
     /// The pages of a job recorded as stored, by index.

@@ -15,32 +15,6 @@ fn env(name: &str) -> String {
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn python() -> String {
-    std::env::var("QUIRE_PYTHON").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/interop-venv/bin/python")
-            .display()
-            .to_string()
-    })
-}
-
-/// Runs a Python snippet with the third-party SDKs; panics with its output on failure.
-fn third_party(script: &str, args: &[&str]) -> String {
-    let o = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 fn round_trip_through(store_toml: &str, download: impl Fn(&str, &Path) -> usize) {
     let server = TestServer::start_with_config(store_toml);
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");

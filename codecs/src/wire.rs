@@ -239,6 +239,31 @@ pub enum AdminRequest {
     GrantRevoke { tenant: String, partner: String },
     /// Issue a new secret for a device; the old one stops working at once.
     DeviceRotate { device_id: String },
+    /// Place a legal hold on a whole tenant (`job: None`) or one job: nothing under it is
+    /// deleted, by any policy, until the hold is released.
+    HoldSet {
+        tenant: String,
+        job: Option<String>,
+        reason: String,
+    },
+    /// Release a legal hold.
+    HoldRelease { tenant: String, job: Option<String> },
+    /// The committed jobs of a tenant not yet acknowledged by a delivery consumer.
+    DeliveryList { tenant: String },
+    /// A delivery consumer has fetched and verified the job: record it, and apply the
+    /// tenant's retention policy (e.g. delete on delivery).
+    DeliveryAck { tenant: String, job_id: String },
+}
+
+/// One row of a delivery listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub pages: u32,
+    pub bytes: u64,
+    pub committed_unix: u64,
+    /// Under a legal hold (of the job or its tenant).
+    pub held: bool,
 }
 
 /// The life cycle of a device credential.
@@ -369,6 +394,14 @@ pub enum Frame {
         committed_jobs: u32,
         committed_bytes: u64,
     },
+    /// Server: jobs awaiting delivery.
+    AdminJobs(Vec<JobInfo>),
+    /// Server: a delivery was recorded; what the retention policy did with the job.
+    AdminDelivered {
+        deleted_objects: u32,
+        /// Why the job was kept, empty if it was deleted.
+        kept_because: String,
+    },
     /// Server: the outcome of a key operation.
     AdminKey {
         tenant: String,
@@ -401,6 +434,8 @@ mod kind {
     pub const ADMIN_KEY: u8 = 0x33;
     pub const ADMIN_TOKEN: u8 = 0x34;
     pub const ADMIN_STATUS: u8 = 0x35;
+    pub const ADMIN_JOBS: u8 = 0x36;
+    pub const ADMIN_DELIVERED: u8 = 0x37;
     pub const ERROR: u8 = 0x7f;
 }
 
@@ -680,6 +715,30 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                     out.put_u8(12);
                     put_str(out, device_id);
                 }
+                AdminRequest::HoldSet {
+                    tenant,
+                    job,
+                    reason,
+                } => {
+                    out.put_u8(13);
+                    put_str(out, tenant);
+                    put_str(out, job.as_deref().unwrap_or(""));
+                    put_str(out, reason);
+                }
+                AdminRequest::HoldRelease { tenant, job } => {
+                    out.put_u8(14);
+                    put_str(out, tenant);
+                    put_str(out, job.as_deref().unwrap_or(""));
+                }
+                AdminRequest::DeliveryList { tenant } => {
+                    out.put_u8(15);
+                    put_str(out, tenant);
+                }
+                AdminRequest::DeliveryAck { tenant, job_id } => {
+                    out.put_u8(16);
+                    put_str(out, tenant);
+                    put_str(out, job_id);
+                }
             }
             kind::ADMIN
         }
@@ -704,6 +763,25 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                 out.put_u8(d.state.to_u8());
             }
             kind::ADMIN_DEVICES
+        }
+        Frame::AdminJobs(list) => {
+            out.put_u32(list.len() as u32);
+            for j in list {
+                put_str(out, &j.job_id);
+                out.put_u32(j.pages);
+                out.put_u64(j.bytes);
+                out.put_u64(j.committed_unix);
+                out.put_u8(j.held as u8);
+            }
+            kind::ADMIN_JOBS
+        }
+        Frame::AdminDelivered {
+            deleted_objects,
+            kept_because,
+        } => {
+            out.put_u32(*deleted_objects);
+            put_str(out, kept_because);
+            kind::ADMIN_DELIVERED
         }
         Frame::AdminKey {
             tenant,
@@ -795,6 +873,15 @@ impl<'a> Reader<'a> {
         let s = self.string(MAX_JOB_ID_LEN)?;
         validate_job_id(&s)?;
         Ok(s)
+    }
+    /// A job id, or the empty string for "none".
+    fn optional_job_id(&mut self) -> Result<Option<String>, WireError> {
+        let s = self.string(MAX_JOB_ID_LEN)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        validate_job_id(&s)?;
+        Ok(Some(s))
     }
     fn entry(&mut self) -> Result<PageEntry, WireError> {
         let index = self.u32()?;
@@ -955,6 +1042,22 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             12 => AdminRequest::DeviceRotate {
                 device_id: r.id("device id")?,
             },
+            13 => AdminRequest::HoldSet {
+                tenant: r.id("tenant")?,
+                job: r.optional_job_id()?,
+                reason: r.string(MAX_REASON_LEN)?,
+            },
+            14 => AdminRequest::HoldRelease {
+                tenant: r.id("tenant")?,
+                job: r.optional_job_id()?,
+            },
+            15 => AdminRequest::DeliveryList {
+                tenant: r.id("tenant")?,
+            },
+            16 => AdminRequest::DeliveryAck {
+                tenant: r.id("tenant")?,
+                job_id: r.job_id()?,
+            },
             _ => return Err(r.err("unknown admin request")),
         }),
         kind::ADMIN_ISSUED => Frame::AdminIssued {
@@ -976,6 +1079,24 @@ fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
             }
             Frame::AdminDevices(v)
         }
+        kind::ADMIN_JOBS => {
+            let n = r.u32()?;
+            let mut v = Vec::with_capacity((n as usize).min(r.buf.len() / 25));
+            for _ in 0..n {
+                v.push(JobInfo {
+                    job_id: r.job_id()?,
+                    pages: r.u32()?,
+                    bytes: r.u64()?,
+                    committed_unix: r.u64()?,
+                    held: r.bool()?,
+                });
+            }
+            Frame::AdminJobs(v)
+        }
+        kind::ADMIN_DELIVERED => Frame::AdminDelivered {
+            deleted_objects: r.u32()?,
+            kept_because: r.string(MAX_REASON_LEN)?,
+        },
         kind::ADMIN_KEY => Frame::AdminKey {
             tenant: r.id("tenant")?,
             version: r.u32()?,
@@ -1216,6 +1337,38 @@ mod tests {
             Frame::Admin(AdminRequest::DeviceRotate {
                 device_id: "scanner-1".into(),
             }),
+            Frame::Admin(AdminRequest::HoldSet {
+                tenant: "acme".into(),
+                job: Some("job-7".into()),
+                reason: "court order 12/2026".into(),
+            }),
+            Frame::Admin(AdminRequest::HoldSet {
+                tenant: "acme".into(),
+                job: None,
+                reason: "audit".into(),
+            }),
+            Frame::Admin(AdminRequest::HoldRelease {
+                tenant: "acme".into(),
+                job: None,
+            }),
+            Frame::Admin(AdminRequest::DeliveryList {
+                tenant: "acme".into(),
+            }),
+            Frame::Admin(AdminRequest::DeliveryAck {
+                tenant: "acme".into(),
+                job_id: "job-7".into(),
+            }),
+            Frame::AdminJobs(vec![JobInfo {
+                job_id: "job-7".into(),
+                pages: 3,
+                bytes: 1 << 20,
+                committed_unix: 1_790_000_000,
+                held: true,
+            }]),
+            Frame::AdminDelivered {
+                deleted_objects: 4,
+                kept_because: String::new(),
+            },
             Frame::AdminStatus {
                 tenant: "acme".into(),
                 devices: 3,

@@ -69,6 +69,9 @@ impl Sequential {
     }
 }
 
+/// How long ingest waits for the store to say whether a key exists before spooling anyway.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most page bytes gathered into one rayon task; amortises the hand-off for small network reads.
 const BATCH_BYTES: usize = 1024 * 1024;
 
@@ -186,13 +189,21 @@ impl Pipeline {
     /// as "no": the object is spooled anyway, and the delivery stage checks again before it
     /// writes, so a retry is still never stored twice.
     async fn stored_already(&self, tenant: &str, key: &str) -> Result<bool, PipelineError> {
-        match self.store_for(tenant).exists(key).await {
-            Ok(found) => Ok(found),
-            Err(e) if e.is_retryable() => {
+        let store = self.store_for(tenant);
+        match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.exists(key)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) if e.is_retryable() => {
                 tracing::debug!(error = %e, "store unreachable; spooling without checking");
                 Ok(false)
             }
-            Err(e) => Err(e.into()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                tracing::debug!(
+                    store = store.name(),
+                    "store did not answer; spooling without checking"
+                );
+                Ok(false)
+            }
         }
     }
 

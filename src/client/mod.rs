@@ -1,6 +1,7 @@
 //! The client side: what a scanner (`push`, `get`) and an administrator (`admin`) run.
 
 pub mod admin;
+pub mod deliver;
 pub mod enroll;
 pub mod get;
 pub mod push;

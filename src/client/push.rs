@@ -237,6 +237,10 @@ pub async fn push_dir(
                                 )
                             ) =>
                         {
+                            eprintln!(
+                                "page {} ({}): {e}; retrying in {backoff:?}",
+                                p.entry.index, p.entry.name
+                            );
                             tokio::time::sleep(backoff).await;
                             backoff *= 2;
                             r = send_page(conn, &job_id, &p, &bar).await;

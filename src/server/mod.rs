@@ -5,6 +5,7 @@
 pub mod limits;
 mod requests;
 pub mod slots;
+mod sweep;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,8 @@ pub(crate) struct State {
     pub limits: limits::Limits,
     /// Every administrative action and support access, appended.
     pub audit: crate::audit::AuditLog,
+    /// Retention policy per tenant (absent: keep).
+    pub retention: std::collections::HashMap<String, crate::retention::Policy>,
     /// Open connections by device, so that disabling a device cuts it off at once.
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
 }
@@ -204,6 +207,7 @@ impl Server {
                 in_flight: slots::PageSlots::default(),
                 live: Default::default(),
                 limits: limits::Limits::new(config.limits),
+                retention: config.retention.clone(),
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),
@@ -216,6 +220,7 @@ impl Server {
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
         }
+        sweep::spawn(server.state.clone(), config.sweep_interval);
         info!(addr = %server.local_addr(), store = server.state.pipeline.store.name(), "quire listening");
         Ok(server)
     }

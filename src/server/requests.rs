@@ -553,6 +553,24 @@ fn describe(req: &AdminRequest) -> (&'static str, String, String) {
             String::new(),
             format!("device={device_id}"),
         ),
+        AdminRequest::HoldSet {
+            tenant,
+            job,
+            reason,
+        } => (
+            "hold.set",
+            tenant.clone(),
+            format!("job={} reason={reason}", job.as_deref().unwrap_or("*")),
+        ),
+        AdminRequest::HoldRelease { tenant, job } => (
+            "hold.release",
+            tenant.clone(),
+            format!("job={}", job.as_deref().unwrap_or("*")),
+        ),
+        AdminRequest::DeliveryList { tenant } => ("delivery.list", tenant.clone(), String::new()),
+        AdminRequest::DeliveryAck { tenant, job_id } => {
+            ("delivery.ack", tenant.clone(), format!("job={job_id}"))
+        }
     }
 }
 
@@ -777,6 +795,111 @@ async fn admin_request(
                 ));
             }
             reply(send, &Frame::Done).await
+        }
+        AdminRequest::HoldSet {
+            tenant,
+            job,
+            reason,
+        } => {
+            access(state, principal, &tenant, Need::Manage)?;
+            if reason.trim().is_empty() {
+                return Err(Refusal::new(
+                    ErrorCode::Malformed,
+                    "a legal hold must state its reason",
+                ));
+            }
+            let hold = crate::meta::Hold {
+                reason,
+                by: principal.device_id.clone(),
+                since_unix: crate::meta::now_unix(),
+            };
+            blocking(move || meta.set_hold(&tenant, job.as_deref(), Some(&hold))).await?;
+            reply(send, &Frame::Done).await
+        }
+        AdminRequest::HoldRelease { tenant, job } => {
+            access(state, principal, &tenant, Need::Manage)?;
+            let what = job.clone().unwrap_or_else(|| format!("tenant {tenant}"));
+            if !blocking(move || meta.set_hold(&tenant, job.as_deref(), None)).await? {
+                return Err(Refusal::new(
+                    ErrorCode::NotFound,
+                    format!("no legal hold on {what}"),
+                ));
+            }
+            reply(send, &Frame::Done).await
+        }
+        AdminRequest::DeliveryList { tenant } => {
+            access(state, principal, &tenant, Need::Manage)?;
+            let jobs = blocking(move || -> Result<_, crate::meta::MetaError> {
+                let mut out = Vec::new();
+                for (job_id, row) in meta.jobs(&tenant)? {
+                    if row.committed && row.delivered_unix.is_none() && row.deleted_unix.is_none() {
+                        let held = meta.hold_on(&tenant, &job_id)?.is_some();
+                        out.push(quire_codecs::wire::JobInfo {
+                            job_id,
+                            pages: row.page_count,
+                            bytes: row.bytes,
+                            committed_unix: row.committed_unix.max(0) as u64,
+                            held,
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+            reply(send, &Frame::AdminJobs(jobs)).await
+        }
+        AdminRequest::DeliveryAck { tenant, job_id } => {
+            access(state, principal, &tenant, Need::Manage)?;
+            let (t, j) = (tenant.clone(), job_id.clone());
+            let row = blocking(move || meta.mark_delivered(&t, &j, crate::meta::now_unix()))
+                .await
+                .map_err(|e| match e {
+                    crate::meta::MetaError::NotFound(_) => Refusal::new(
+                        ErrorCode::NotFound,
+                        format!("job {job_id} not found or not committed"),
+                    ),
+                    other => other.into(),
+                })?;
+            let policy = state.retention.get(&tenant).copied().unwrap_or_default();
+            let answer = if row.deleted_unix.is_some() {
+                Frame::AdminDelivered {
+                    deleted_objects: 0,
+                    kept_because: "already deleted".into(),
+                }
+            } else {
+                match policy.due(
+                    row.committed_unix,
+                    row.delivered_unix,
+                    crate::meta::now_unix(),
+                ) {
+                    Some(why) => {
+                        match super::sweep::delete_job(
+                            state,
+                            &tenant,
+                            &job_id,
+                            &why,
+                            &principal.device_id,
+                        )
+                        .await
+                        .map_err(|e| Refusal::new(ErrorCode::StoreUnavailable, e))?
+                        {
+                            super::sweep::Deletion::Deleted(n) => Frame::AdminDelivered {
+                                deleted_objects: n,
+                                kept_because: String::new(),
+                            },
+                            super::sweep::Deletion::Held(reason) => Frame::AdminDelivered {
+                                deleted_objects: 0,
+                                kept_because: format!("legal hold: {reason}"),
+                            },
+                        }
+                    }
+                    None => Frame::AdminDelivered {
+                        deleted_objects: 0,
+                        kept_because: format!("retention policy {policy}"),
+                    },
+                }
+            };
+            reply(send, &answer).await
         }
         AdminRequest::DeviceRotate { device_id } => {
             let id = device_id.clone();

@@ -374,3 +374,30 @@ pub fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
     )
 }
+
+/// The Python with the third-party SDKs and moto that scripts/test.sh installs.
+pub fn python() -> String {
+    std::env::var("QUIRE_PYTHON").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/interop-venv/bin/python")
+            .display()
+            .to_string()
+    })
+}
+
+/// Runs a Python snippet with the third-party SDKs; panics with its output on failure.
+pub fn third_party(script: &str, args: &[&str]) -> String {
+    let o = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

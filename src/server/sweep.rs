@@ -1,0 +1,128 @@
+//! Retention enforced: the expiry sweeper, delete-on-delivery, and legal holds.
+//!
+//! Every deletion goes through [`delete_job`], which refuses while a legal hold covers the
+//! job, deletes the manifest first (so the job stops being readable at once) and then every
+//! page object, and records the deletion in the metadata and the append-only audit log. The
+//! data key of each object lives only, wrapped, in that object's header, so deleting the
+//! object destroys its key with it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quire_pipeline::keys;
+use tracing::{info, warn};
+
+use super::State;
+use crate::meta::now_unix;
+use crate::retention::{Due, Policy};
+
+/// What [`delete_job`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Deletion {
+    /// Deleted this many objects.
+    Deleted(u32),
+    /// Kept: a legal hold covers the job (the hold's reason).
+    Held(String),
+}
+
+/// Deletes a job's objects for `why`, unless a legal hold covers it. Idempotent: a job
+/// already (partly) deleted is finished.
+pub(crate) async fn delete_job(
+    state: &State,
+    tenant: &str,
+    job: &str,
+    why: &Due,
+    actor: &str,
+) -> Result<Deletion, String> {
+    let meta = state.meta.clone();
+    let (t, j) = (tenant.to_string(), job.to_string());
+    let hold = tokio::task::spawn_blocking(move || meta.hold_on(&t, &j))
+        .await
+        .expect("metadata task panicked")
+        .map_err(|e| e.to_string())?;
+    if let Some(h) = hold {
+        return Ok(Deletion::Held(h.reason));
+    }
+    let store = state.pipeline.store_for(tenant);
+    let manifest = keys::manifest_key(tenant, job);
+    let mut deleted = 0u32;
+    if store.exists(&manifest).await.map_err(|e| e.to_string())? {
+        store.delete(&manifest).await.map_err(|e| e.to_string())?;
+        deleted += 1;
+    }
+    for obj in store
+        .list(&keys::job_prefix(tenant, job))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        store.delete(&obj.key).await.map_err(|e| e.to_string())?;
+        deleted += 1;
+    }
+    let meta = state.meta.clone();
+    let (t, j) = (tenant.to_string(), job.to_string());
+    tokio::task::spawn_blocking(move || meta.mark_deleted(&t, &j, now_unix()))
+        .await
+        .expect("metadata task panicked")
+        .map_err(|e| e.to_string())?;
+    state.audit.record(
+        actor,
+        "system",
+        "job.delete",
+        tenant,
+        &format!("job={job} objects={deleted} reason={why}"),
+        "ok",
+    );
+    info!(tenant, job, objects = deleted, reason = %why, "job deleted");
+    Ok(Deletion::Deleted(deleted))
+}
+
+/// One pass over every tenant with a policy: deletes what is due at `now`.
+pub(crate) async fn sweep_once(state: &State, now: i64) -> u32 {
+    let mut deleted_jobs = 0;
+    let policies: Vec<(String, Policy)> = state
+        .retention
+        .iter()
+        .filter(|(_, p)| **p != Policy::Keep)
+        .map(|(t, p)| (t.clone(), *p))
+        .collect();
+    for (tenant, policy) in policies {
+        let meta = state.meta.clone();
+        let t = tenant.clone();
+        let jobs = match tokio::task::spawn_blocking(move || meta.jobs(&t))
+            .await
+            .expect("metadata task panicked")
+        {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(tenant, error = %e, "sweeper cannot list jobs");
+                continue;
+            }
+        };
+        for (job, row) in jobs {
+            if !row.committed || row.deleted_unix.is_some() {
+                continue;
+            }
+            let Some(why) = policy.due(row.committed_unix, row.delivered_unix, now) else {
+                continue;
+            };
+            match delete_job(state, &tenant, &job, &why, "retention-sweeper").await {
+                Ok(Deletion::Deleted(_)) => deleted_jobs += 1,
+                Ok(Deletion::Held(_)) => {}
+                Err(e) => warn!(tenant, job, error = %e, "sweeper could not delete; will retry"),
+            }
+        }
+    }
+    deleted_jobs
+}
+
+/// Runs the sweeper every `interval` for as long as the server lives.
+pub(crate) fn spawn(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            sweep_once(&state, now_unix()).await;
+        }
+    })
+}

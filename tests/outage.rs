@@ -1,0 +1,218 @@
+//! A store outage under load: the real S3 server (moto) is stopped while a scanner pushes.
+//! Ingest keeps accepting into the spool up to its capacity, then pushes back with a clear
+//! busy error; when the store comes back the spool drains, the scanner finishes, and every
+//! page is in the store exactly once.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A moto S3 server of this test's own, so that stopping it disturbs no other test.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let python = python();
+        let moto = Path::new(&python).with_file_name("moto_server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (run scripts/test.sh, which installs it)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        third_party(
+            r#"
+import sys, time, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+deadline = time.time() + 30
+while True:
+    try:
+        s3.create_bucket(Bucket="outage", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        break
+    except Exception:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.2)
+"#,
+            &[&endpoint],
+        );
+        Moto { child, endpoint }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} moto");
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        third_party(
+            r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket="outage", Prefix=sys.argv[2])
+print(sum(len(p.get("Contents", [])) for p in pages))
+"#,
+            &[&self.endpoint, prefix],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spooled(server: &TestServer) -> usize {
+    std::fs::read_dir(server.path().join("quire-data/spool"))
+        .map(|rd| {
+            rd.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "meta")
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stopped_store_fills_the_spool_then_pushes_back_then_drains_without_loss() {
+    let moto = Moto::start();
+    let server = TestServer::start_with_config(&format!(
+        "[store]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"eu-central-1\"\nbucket = \"outage\"\n\
+         access_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n\
+         [spool]\nack = \"spooled\"\ncapacity = 3000000\nbusy_wait_secs = 1\nkey_dir = \"spool-keys\"\n",
+        moto.endpoint
+    ));
+
+    // Before the outage: a job goes all the way into S3.
+    let before = server.path().join("before");
+    std::fs::create_dir_all(&before).unwrap();
+    for i in 0..3 {
+        write_random_file(&before.join(format!("p{i}.tif")), 200_000, 10 + i);
+    }
+    let job_before = server.push_ok(&before, &["--no-progress"]);
+
+    // The outage: S3 stops answering (SIGSTOP), and a scanner pushes twice the spool's room.
+    moto.signal("-STOP");
+    let during = server.path().join("during");
+    std::fs::create_dir_all(&during).unwrap();
+    for i in 0..12 {
+        write_random_file(&during.join(format!("p{i:02}.tif")), 500_000, 100 + i);
+    }
+    let mut push = Command::new(BIN)
+        .args(["push", during.to_str().unwrap(), "--job", "during"])
+        .args(["--concurrency", "2", "--no-progress"])
+        .current_dir(server.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stderr = push.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let busy = loop {
+        let seen = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("retrying"))
+            .cloned();
+        if let Some(l) = seen {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no push-back: {:?}",
+            lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(busy.contains("spool is full"), "unclear busy error: {busy}");
+    let acked_in_outage = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("stored page"))
+        .count();
+    let waiting = spooled(&server);
+    assert!(acked_in_outage >= 1, "nothing was accepted into the spool");
+    assert!(
+        waiting >= acked_in_outage,
+        "{waiting} records for {acked_in_outage} acks"
+    );
+    assert!(waiting < 12, "the spool took more than its capacity");
+
+    // The store comes back: the spool drains and the scanner, which kept retrying, finishes.
+    moto.signal("-CONT");
+    let status = push.wait().unwrap();
+    reader.join().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut push.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "push failed: {:?}", lines.lock().unwrap());
+    assert_eq!(last_line(out.as_bytes()), "during");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while spooled(&server) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(spooled(&server), 0, "spool did not drain");
+
+    // No loss, no duplicates: every page of both jobs is in S3 once and opens byte-identical.
+    assert_eq!(moto.count(&format!("tenants/dev/jobs/{job_before}/")), 4);
+    assert_eq!(moto.count("tenants/dev/jobs/during/"), 13);
+    for (job, dir) in [(job_before.as_str(), &before), ("during", &during)] {
+        let restored = server.path().join(format!("restored-{job}"));
+        server.get_ok(job, &restored);
+        for f in walk(dir) {
+            assert!(
+                std::fs::read(&f).unwrap()
+                    == std::fs::read(restored.join(f.file_name().unwrap())).unwrap(),
+                "{job}: {} differs",
+                f.display()
+            );
+        }
+    }
+    eprintln!(
+        "outage: {acked_in_outage} pages acknowledged from the spool while S3 was stopped, \
+         {waiting} records waiting at push-back; first push-back: {busy}"
+    );
+}

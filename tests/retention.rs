@@ -1,0 +1,197 @@
+//! Retention and delivery: `quire deliver` pulls, verifies and acknowledges jobs; the
+//! tenant's policy deletes them (on delivery, or when their period ends); a legal hold blocks
+//! every deletion until released; every deletion is in the audit log.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn job_from_samples(server: &TestServer, name: &str, pages: usize) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    let dir = server.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in walk(&src).into_iter().take(pages) {
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn objects_of(server: &TestServer, job: &str) -> usize {
+    server
+        .stored_files()
+        .iter()
+        .filter(|p| p.to_string_lossy().contains(&format!("/jobs/{job}/")))
+        .count()
+}
+
+fn ok(server: &TestServer, args: &[&str]) -> String {
+    let o = server.quire(args);
+    assert!(
+        o.status.success(),
+        "quire {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn same_files(a: &Path, b: &Path) {
+    for f in walk(a) {
+        let other = b.join(f.file_name().unwrap());
+        assert!(
+            std::fs::read(&f).unwrap() == std::fs::read(&other).unwrap(),
+            "{} differs from {}",
+            f.display(),
+            other.display()
+        );
+    }
+}
+
+fn audit(server: &TestServer) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(server.path().join("quire-data/audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn deletions_of(server: &TestServer, job: &str) -> Vec<String> {
+    audit(server)
+        .into_iter()
+        .filter(|e| e["action"] == "job.delete")
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("job={job} "))
+        })
+        .map(|e| e["detail"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
+    let server = TestServer::start_with_config(
+        "[tenants.dev]\nretention = \"delete-on-delivery\"\n[retention]\nsweep_interval_secs = 0.2\n",
+    );
+    let dir_a = job_from_samples(&server, "a", 3);
+    let dir_b = job_from_samples(&server, "b", 2);
+    let a = server.push_ok(&dir_a, &["--no-progress"]);
+    let b = server.push_ok(&dir_b, &["--no-progress"]);
+    assert_eq!(objects_of(&server, &a), 4);
+    ok(
+        &server,
+        &[
+            "admin",
+            "hold",
+            "set",
+            "--tenant",
+            "dev",
+            "--job",
+            &b,
+            "--reason",
+            "case 2026-17",
+        ],
+    );
+
+    let out = server.path().join("delivered");
+    let listing = ok(
+        &server,
+        &["deliver", "--tenant", "dev", "--out", out.to_str().unwrap()],
+    );
+    same_files(&dir_a, &out.join(&a));
+    same_files(&dir_b, &out.join(&b));
+    assert!(listing.contains(&format!("{a}\t3\t")), "{listing}");
+    assert!(
+        listing.contains("deleted from quire (4 objects)"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("kept: legal hold: case 2026-17"),
+        "{listing}"
+    );
+
+    // The delivered job is gone, for `get` too; the held one is untouched.
+    assert_eq!(objects_of(&server, &a), 0);
+    assert_eq!(objects_of(&server, &b), 3);
+    let gone = server.quire(&["get", "--job", &a, "--out", "x"]);
+    assert!(!gone.status.success());
+    let again = ok(
+        &server,
+        &["deliver", "--tenant", "dev", "--out", out.to_str().unwrap()],
+    );
+    assert_eq!(again.trim(), "", "nothing left to deliver: {again}");
+    let recorded = deletions_of(&server, &a);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(recorded[0].contains("reason=delivered"), "{recorded:?}");
+
+    // Releasing the hold lets the sweeper do what the policy says.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(objects_of(&server, &b), 3, "deleted while held");
+    ok(
+        &server,
+        &["admin", "hold", "release", "--tenant", "dev", "--job", &b],
+    );
+    wait_until("the released job is deleted", || {
+        objects_of(&server, &b) == 0
+    });
+    let recorded = deletions_of(&server, &b);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(audit(&server)
+        .iter()
+        .any(|e| e["action"] == "job.delete" && e["actor"] == "retention-sweeper"));
+}
+
+#[test]
+fn a_retention_period_expires_jobs_and_a_tenant_hold_blocks_it() {
+    let server = TestServer::start_with_config(
+        "[tenants.dev]\nretention = \"2s\"\n[retention]\nsweep_interval_secs = 0.2\n",
+    );
+    ok(
+        &server,
+        &[
+            "admin",
+            "hold",
+            "set",
+            "--tenant",
+            "dev",
+            "--reason",
+            "tax audit",
+        ],
+    );
+    let dir = job_from_samples(&server, "c", 2);
+    let job = server.push_ok(&dir, &["--no-progress"]);
+    assert_eq!(objects_of(&server, &job), 3);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        objects_of(&server, &job),
+        3,
+        "expired job deleted under a hold"
+    );
+    let restored = server.path().join("restored");
+    server.get_ok(&job, &restored);
+    same_files(&dir, &restored);
+
+    ok(&server, &["admin", "hold", "release", "--tenant", "dev"]);
+    wait_until("the expired job is deleted", || {
+        objects_of(&server, &job) == 0
+    });
+    let recorded = deletions_of(&server, &job);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(
+        recorded[0].contains("retention period ended"),
+        "{recorded:?}"
+    );
+    let released = server.quire(&["admin", "hold", "release", "--tenant", "dev"]);
+    assert!(!released.status.success(), "no hold left to release");
+}
