@@ -194,6 +194,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
     }
 }
 
+/// Largest commit record read back: tenant and object key are bounded by the wire protocol,
+/// so a real one is well under this.
+const MAX_META_LEN: u64 = 64 * 1024;
+
 /// Room to reserve for a page of `plain` bytes: its largest possible sealed size, twice
 /// wrapped, so the reservation never falls short.
 pub fn reservation_for(plain: u64) -> u64 {
@@ -373,6 +377,13 @@ impl Spool {
 
     fn read_meta(&self, epoch: &Epoch, stem: &str) -> Result<RecordMeta, SpoolError> {
         let path = self.dir.join(format!("{stem}.meta"));
+        let len = fs::metadata(&path).map_err(io(&path))?.len();
+        if len > MAX_META_LEN {
+            return Err(SpoolError::Corrupt(format!(
+                "{} is {len} bytes, more than a commit record can be",
+                path.display()
+            )));
+        }
         let bytes = fs::read(&path).map_err(io(&path))?;
         let object_key = format!("spool/{stem}/meta");
         let (_, plain) = sealed::open_all(&bytes, &object_key, |r| {
@@ -669,7 +680,9 @@ impl Spool {
     }
 
     /// A record can never be delivered (its body is damaged, or the store holds different
-    /// content under its key). It is kept on disk, renamed `.failed`, for an operator.
+    /// content under its key). Its files are renamed `.failed` and its key kept, so an operator
+    /// can inspect it while the server runs; the next start no longer recognises it as a
+    /// record, so its key is destroyed then like any key no record needs.
     pub fn quarantine(&self, record: &Record, why: &str) {
         for ext in ["meta", "body"] {
             let from = self.dir.join(format!("{}.{ext}", record.name));
