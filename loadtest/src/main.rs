@@ -1,10 +1,16 @@
 //! `quire-loadtest`: a fleet of simulated scanners pushing jobs at a Quire server.
 //!
-//! Each scanner is one QUIC connection that pushes `--jobs` jobs in turn, cycling through the
-//! job folders of `--corpus`; every page's acknowledgement latency goes into an HDR histogram.
-//! Without `--server` a server is started in this process on a loopback port with its data
-//! in a temporary directory. At the end every job is checked against the server's record of
-//! what it stored, and a JSON report is written.
+//! Each scanner is one QUIC connection that pushes `--jobs` jobs in turn (or jobs until
+//! `--duration` is up), cycling through the job folders of `--corpus` or of a generated
+//! `--generate` size mix; every page's acknowledgement latency goes into an HDR histogram.
+//! Without `--server` a server is started on a loopback port with its data in a temporary
+//! directory, in this process or as a child `quire serve` (`--child`), with the store of
+//! `--store`. At the end every job is checked against the server's record of what it stored,
+//! a JSON report is written, and beside it an SVG of throughput and p99 latency over time.
+
+mod generate;
+mod plot;
+mod server;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +36,41 @@ struct Args {
     /// Jobs each scanner pushes.
     #[arg(long, default_value_t = 4)]
     jobs: u32,
+    /// Push jobs until this many seconds have passed, instead of `--jobs` per scanner.
+    #[arg(long)]
+    duration: Option<f64>,
     /// A folder of job folders (e.g. ../shared/corpus/jobs).
     #[arg(long, default_value = "../shared/corpus/jobs")]
     corpus: PathBuf,
+    /// Generate jobs instead of reading `--corpus`: page sizes and weights like
+    /// `50k:6,500k:3,5m:1`.
+    #[arg(long, value_name = "SIZE-MIX")]
+    generate: Option<String>,
+    /// Pages per generated job.
+    #[arg(long, default_value_t = 10)]
+    pages_per_job: u32,
+    /// Distinct generated jobs (scanners cycle through them).
+    #[arg(long, default_value_t = 8)]
+    generated_jobs: u32,
+    /// Seed of the generated pages.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The store of the server this tool starts.
+    #[arg(long, value_enum, default_value = "local")]
+    store: server::StoreKind,
+    /// Endpoint of the S3 or Azure store (loopback test servers: see scripts/test-servers.sh).
+    #[arg(long)]
+    store_endpoint: Option<String>,
+    /// Bucket (S3) or container (Azure); it must exist.
+    #[arg(long, default_value = "quire-test")]
+    store_bucket: String,
+    /// When the started server acknowledges a page: stored or spooled.
+    #[arg(long, default_value = "stored", value_parser = ["stored", "spooled"])]
+    ack: String,
+    /// Start the server as a child `quire serve` process (next to this binary), so that its
+    /// CPU time and peak memory are measured apart from the scanners'.
+    #[arg(long)]
+    child: bool,
     /// Pages in flight per scanner.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -74,24 +112,18 @@ struct Report {
     mb_per_s: f64,
     latency_ms: Latency,
     /// Peak RSS of the server process in MiB; when the server runs in this process this
-    /// includes the scanners too, and `server_in_process` says so.
+    /// includes the scanners too, and `server_in_process` says so. `None` for `--server`.
     server_rss_mb: Option<f64>,
+    /// CPU seconds (user + system) the server process used during the run.
+    server_cpu_s: Option<f64>,
     server_in_process: bool,
+    store: String,
+    ack: String,
     errors: u64,
+    /// Errors by kind (the message's first words).
+    errors_by_kind: std::collections::BTreeMap<String, u64>,
     verified: bool,
-}
-
-fn peak_rss_mib(pid: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    timeline: Vec<plot::Sample>,
 }
 
 fn load_corpus(dir: &Path) -> Result<Vec<Vec<LocalPage>>> {
@@ -120,36 +152,60 @@ async fn main() -> Result<()> {
     if let Some(n) = args.hammer {
         return hammer(&args, n).await;
     }
-    let corpus = Arc::new(load_corpus(&args.corpus)?);
+    let work = tempfile::tempdir()?;
+    let corpus = match &args.generate {
+        Some(mix) => {
+            let mix = generate::parse_mix(mix)?;
+            let dir = work.path().join("generated");
+            let bytes = generate::generate(
+                &dir,
+                &mix,
+                args.generated_jobs,
+                args.pages_per_job,
+                args.seed,
+            )?;
+            eprintln!(
+                "generated {} jobs of {} pages, {:.1} MB",
+                args.generated_jobs,
+                args.pages_per_job,
+                bytes as f64 / 1e6
+            );
+            load_corpus(&dir)?
+        }
+        None => load_corpus(&args.corpus)?,
+    };
+    let corpus = Arc::new(corpus);
 
-    let mut _server_dir = None;
-    let mut server_task = None;
-    let (cred, addr, in_process) = match args.server {
+    let setup = server::Setup {
+        store: args.store,
+        endpoint: args.store_endpoint.clone(),
+        bucket: args.store_bucket.clone(),
+        ack: args.ack.clone(),
+    };
+    let mut started = None;
+    let (cred, addr) = match args.server {
         Some(addr) => {
             let path = args
                 .credential
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("quire-data/dev/device.cred"));
-            (Credential::load(&path)?, addr, false)
+            (Credential::load(&path)?, addr)
         }
         None => {
-            let dir = tempfile::tempdir()?;
-            let config = quire::config::ServerConfig::load(
-                None,
-                Some("127.0.0.1:0".parse()?),
-                Some(dir.path().join("quire-data")),
-            )?;
-            let server = Arc::new(quire::server::Server::start(config).await?);
-            let addr = server.local_addr();
-            let s = server.clone();
-            server_task = Some(tokio::spawn(async move { s.run().await }));
-            let cred = Credential::load(&dir.path().join("quire-data/dev/device.cred"))?;
-            _server_dir = Some((dir, server));
-            (cred, addr, true)
+            let (s, addr, cred) = server::Started::start(work.path(), &setup, args.child).await?;
+            started = Some(s);
+            (Credential::load(&cred)?, addr)
         }
     };
+    let server_pid = started.as_ref().map(|s| s.pid());
+    let cpu_before = server_pid.as_deref().and_then(server::cpu_seconds);
 
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        600_000_000,
+        3,
+    )?));
+    let interval_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1,
         600_000_000,
         3,
@@ -157,28 +213,73 @@ async fn main() -> Result<()> {
     let pages_done = Arc::new(AtomicU64::new(0));
     let bytes_done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+    let in_flight = Arc::new(AtomicU64::new(0));
     let committed: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
-    let total_pages: u64 = (0..args.scanners as usize * args.jobs as usize)
-        .map(|i| corpus[i % corpus.len()].len() as u64)
-        .sum();
-    let bar = ProgressBar::new(total_pages);
+    let bar = match args.duration {
+        Some(_) => ProgressBar::new_spinner(),
+        None => ProgressBar::new(
+            (0..args.scanners as usize * args.jobs as usize)
+                .map(|i| corpus[i % corpus.len()].len() as u64)
+                .sum(),
+        ),
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} pages {msg}")
-            .expect("template"),
+        indicatif::ProgressStyle::with_template("{spinner} {pos} pages {msg}").expect("template"),
     );
-    let started = Instant::now();
+    let started_at = Instant::now();
+    let deadline = args
+        .duration
+        .map(|d| started_at + Duration::from_secs_f64(d.max(0.1)));
+    let timeline: Arc<Mutex<Vec<plot::Sample>>> = Arc::default();
     let ticker = {
-        let (bar, bytes_done, errors) = (bar.clone(), bytes_done.clone(), errors.clone());
+        let (bar, bytes_done, pages_done, errors, in_flight, interval_hist, timeline) = (
+            bar.clone(),
+            bytes_done.clone(),
+            pages_done.clone(),
+            errors.clone(),
+            in_flight.clone(),
+            interval_hist.clone(),
+            timeline.clone(),
+        );
         tokio::spawn(async move {
+            let (mut last_bytes, mut last_pages, mut last_t) = (0u64, 0u64, 0f64);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let secs = started.elapsed().as_secs_f64();
+                tick.tick().await;
+                let t = started_at.elapsed().as_secs_f64();
+                let (b, p) = (
+                    bytes_done.load(Ordering::Relaxed),
+                    pages_done.load(Ordering::Relaxed),
+                );
+                let dt = (t - last_t).max(1e-9);
+                let p99_ms = {
+                    let mut h = interval_hist.lock().expect("histogram lock");
+                    let v = if h.is_empty() {
+                        0.0
+                    } else {
+                        h.value_at_quantile(0.99) as f64 / 1000.0
+                    };
+                    h.reset();
+                    v
+                };
+                let sample = plot::Sample {
+                    t,
+                    mb_per_s: (b - last_bytes) as f64 / dt / 1e6,
+                    pages_per_s: (p - last_pages) as f64 / dt,
+                    p99_ms,
+                };
                 bar.set_message(format!(
-                    "{:.1} MB/s, {:.0} pages/s, {} errors",
-                    bytes_done.load(Ordering::Relaxed) as f64 / secs / 1e6,
-                    bar.position() as f64 / secs,
+                    "{:.1} MB/s, {:.0} pages/s, p99 {:.0} ms, {} in flight, {} errors",
+                    sample.mb_per_s,
+                    sample.pages_per_s,
+                    p99_ms,
+                    in_flight.load(Ordering::Relaxed),
                     errors.load(Ordering::Relaxed)
                 ));
+                timeline.lock().expect("timeline lock").push(sample);
+                (last_bytes, last_pages, last_t) = (b, p, t);
             }
         })
     };
@@ -186,15 +287,19 @@ async fn main() -> Result<()> {
     let ctx = Arc::new(Ctx {
         corpus: corpus.clone(),
         hist: hist.clone(),
+        interval_hist: interval_hist.clone(),
         pages_done: pages_done.clone(),
         bytes_done: bytes_done.clone(),
         errors: errors.clone(),
+        error_kinds: error_kinds.clone(),
+        in_flight: in_flight.clone(),
         committed: committed.clone(),
         bar: bar.clone(),
         cred: cred.clone(),
         addr,
         concurrency: args.concurrency,
         jobs: args.jobs,
+        deadline,
     });
     let scanners: Vec<_> = (0..args.scanners)
         .map(|s| tokio::spawn(run_scanner(ctx.clone(), s)))
@@ -202,11 +307,19 @@ async fn main() -> Result<()> {
     for s in scanners {
         s.await?;
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = started_at.elapsed().as_secs_f64();
     ticker.abort();
     bar.finish_and_clear();
+    let server_cpu_s = match (
+        server_pid.as_deref().and_then(server::cpu_seconds),
+        cpu_before,
+    ) {
+        (Some(after), Some(before)) => Some(after - before),
+        _ => None,
+    };
+    let server_rss_mb = server_pid.as_deref().and_then(server::peak_rss_mib);
 
-    // Verification: the server's record of every committed job matches the corpus.
+    // Verification: the server's record of every committed job matches what was pushed.
     let conn = Connection::connect(&cred, Some(addr)).await?;
     let mut verified = errors.load(Ordering::Relaxed) == 0;
     let done_jobs = committed.lock().expect("lock").clone();
@@ -235,7 +348,7 @@ async fn main() -> Result<()> {
     }
     conn.close().await;
 
-    let h = hist.lock().expect("histogram lock");
+    let h = hist.lock().expect("histogram lock").clone();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let pages = pages_done.load(Ordering::Relaxed);
     let bytes = bytes_done.load(Ordering::Relaxed);
@@ -254,22 +367,41 @@ async fn main() -> Result<()> {
             p999: ms(0.999),
             max: h.max() as f64 / 1000.0,
         },
-        server_rss_mb: if in_process {
-            peak_rss_mib("self")
-        } else {
-            None
-        },
-        server_in_process: in_process,
+        server_rss_mb,
+        server_cpu_s,
+        server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
+        store: format!("{:?}", args.store).to_lowercase(),
+        ack: args.ack.clone(),
         errors: errors.load(Ordering::Relaxed),
+        errors_by_kind: error_kinds.lock().expect("lock").clone(),
         verified,
+        timeline: timeline.lock().expect("timeline lock").clone(),
     };
     let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
     if let Some(path) = &args.report {
         std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        let svg_path = path.with_extension("svg");
+        let title = format!(
+            "{} scanners, {} store, ack {}: {:.1} MB/s, {:.0} pages/s, p99 {:.0} ms",
+            args.scanners,
+            report.store,
+            report.ack,
+            report.mb_per_s,
+            report.pages_per_s,
+            report.latency_ms.p99
+        );
+        std::fs::write(&svg_path, plot::svg(&report.timeline, &title))
+            .with_context(|| format!("writing {}", svg_path.display()))?;
+        eprintln!("report: {}, chart: {}", path.display(), svg_path.display());
     }
-    if let Some(t) = server_task {
-        t.abort();
+    let mut summary = serde_json::to_value(&report)?;
+    summary
+        .as_object_mut()
+        .expect("report is an object")
+        .remove("timeline");
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(s) = started {
+        s.stop().await;
     }
     if !report.verified {
         bail!("verification failed");
@@ -281,29 +413,62 @@ async fn main() -> Result<()> {
 struct Ctx {
     corpus: Arc<Vec<Vec<LocalPage>>>,
     hist: Arc<Mutex<Histogram<u64>>>,
+    interval_hist: Arc<Mutex<Histogram<u64>>>,
     pages_done: Arc<AtomicU64>,
     bytes_done: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
+    error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    in_flight: Arc<AtomicU64>,
     committed: Arc<Mutex<Vec<(String, usize)>>>,
     bar: ProgressBar,
     cred: Credential,
     addr: std::net::SocketAddr,
     concurrency: usize,
     jobs: u32,
+    deadline: Option<Instant>,
 }
 
-/// One scanner: one connection, `jobs` jobs one after another.
+impl Ctx {
+    fn error(&self, what: &str, e: &dyn std::fmt::Display) {
+        let text = e.to_string();
+        eprintln!("{what}: {text}");
+        let kind: String = text
+            .split(':')
+            .next()
+            .unwrap_or("error")
+            .chars()
+            .take(60)
+            .collect();
+        *self
+            .error_kinds
+            .lock()
+            .expect("lock")
+            .entry(kind)
+            .or_default() += 1;
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn more_jobs(&self, done: u32) -> bool {
+        match self.deadline {
+            Some(d) => Instant::now() < d,
+            None => done < self.jobs,
+        }
+    }
+}
+
+/// One scanner: one connection, jobs one after another.
 async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
     let conn = match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("scanner {s}: {e}");
-            ctx.errors.fetch_add(1, Ordering::Relaxed);
+            ctx.error(&format!("scanner {s}"), &e);
             return;
         }
     };
-    for j in 0..ctx.jobs {
-        let idx = (s * ctx.jobs + j) as usize % ctx.corpus.len();
+    let mut j = 0u32;
+    while ctx.more_jobs(j) {
+        let idx = (s as usize * 7919 + j as usize) % ctx.corpus.len();
+        j += 1;
         let pages = &ctx.corpus[idx];
         let job_id = new_job_id();
         let mut results = Vec::with_capacity(pages.len());
@@ -338,10 +503,7 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             .await;
         match commit {
             Ok(_) => ctx.committed.lock().expect("lock").push((job_id, idx)),
-            Err(e) => {
-                eprintln!("scanner {s} commit {job_id}: {e}");
-                ctx.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(e) => ctx.error(&format!("scanner {s} commit {job_id}"), &e),
         }
     }
     conn.close().await;
@@ -350,18 +512,25 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
 /// Pushes one page and records its acknowledgement latency.
 async fn push_one(ctx: &Ctx, conn: &Connection, job_id: &str, p: &LocalPage) -> bool {
     let t = Instant::now();
-    match send_page(conn, job_id, p, &ProgressBar::hidden()).await {
+    ctx.in_flight.fetch_add(1, Ordering::Relaxed);
+    let r = send_page(conn, job_id, p, &ProgressBar::hidden()).await;
+    ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match r {
         Ok(()) => {
             let us = t.elapsed().as_micros().max(1) as u64;
             ctx.hist.lock().expect("histogram lock").record(us).ok();
+            ctx.interval_hist
+                .lock()
+                .expect("histogram lock")
+                .record(us)
+                .ok();
             ctx.pages_done.fetch_add(1, Ordering::Relaxed);
             ctx.bytes_done.fetch_add(p.entry.size, Ordering::Relaxed);
             ctx.bar.inc(1);
             true
         }
         Err(e) => {
-            eprintln!("job {job_id} page {}: {e}", p.entry.index);
-            ctx.errors.fetch_add(1, Ordering::Relaxed);
+            ctx.error(&format!("job {job_id} page {}", p.entry.index), &e);
             false
         }
     }

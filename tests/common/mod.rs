@@ -272,6 +272,15 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
+        // The spool keys of a server with default settings live in RAM (/dev/shm), outside
+        // the temporary directory: remove that directory too.
+        let data_dir = self.path().join("quire-data");
+        if data_dir.exists() {
+            let keys = quire_pipeline::spool::keydir::default_key_dir(&data_dir);
+            if keys.starts_with("/dev/shm") {
+                let _ = std::fs::remove_dir_all(keys);
+            }
+        }
     }
 }
 

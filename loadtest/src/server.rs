@@ -1,0 +1,178 @@
+//! The server under load when `--server` is not given: started in this process, or as a
+//! child `quire serve` (`--child`) so its CPU time and peak memory are its own.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+/// Where the server keeps objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Local,
+    S3,
+    Azure,
+}
+
+/// The store and acknowledgement settings of a started server.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub store: StoreKind,
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub ack: String,
+}
+
+/// Azurite's published development key: the default for `--store azure`.
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Setup {
+    /// The server's config file. Credentials for S3 and Azure come from
+    /// `QUIRE_STORE_ACCESS_KEY` / `QUIRE_STORE_SECRET_KEY`, defaulting to the static test
+    /// credentials of moto and Azurite.
+    pub fn toml(&self) -> Result<String> {
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+        let mut t = format!("[spool]\nack = \"{}\"\n", self.ack);
+        match self.store {
+            StoreKind::Local => {}
+            StoreKind::S3 => {
+                let Some(endpoint) = &self.endpoint else {
+                    bail!("--store s3 needs --store-endpoint (e.g. http://127.0.0.1:9000)");
+                };
+                t += &format!(
+                    "[store]\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nregion = \"eu-central-1\"\nbucket = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                    self.bucket,
+                    var("QUIRE_STORE_ACCESS_KEY", "quire-test"),
+                    var("QUIRE_STORE_SECRET_KEY", "quire-test-secret"),
+                );
+            }
+            StoreKind::Azure => {
+                let Some(endpoint) = &self.endpoint else {
+                    bail!("--store azure needs --store-endpoint (e.g. http://127.0.0.1:10000/devstoreaccount1)");
+                };
+                t += &format!(
+                    "[store]\nkind = \"azure\"\nendpoint = \"{endpoint}\"\naccount = \"{}\"\naccess_key = \"{}\"\ncontainer = \"{}\"\n",
+                    var("QUIRE_STORE_ACCESS_KEY", "devstoreaccount1"),
+                    var("QUIRE_STORE_SECRET_KEY", AZURITE_KEY),
+                    self.bucket,
+                );
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// A server this tool started.
+pub enum Started {
+    InProcess {
+        server: Arc<quire::server::Server>,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Child(Child),
+}
+
+impl Started {
+    /// Starts a server with `setup` in `dir`; returns it, its address and the dev credential.
+    pub async fn start(
+        dir: &Path,
+        setup: &Setup,
+        child: bool,
+    ) -> Result<(Started, SocketAddr, PathBuf)> {
+        let config = dir.join("quire.toml");
+        std::fs::write(&config, setup.toml()?)?;
+        let data = dir.join("quire-data");
+        let cred = data.join("dev/device.cred");
+        if child {
+            let bin = std::env::current_exe()?.with_file_name("quire");
+            let mut c = Command::new(&bin)
+                .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(&config)
+                .arg("--data-dir")
+                .arg(&data)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "starting {} (cargo build --release --bin quire)",
+                        bin.display()
+                    )
+                })?;
+            let mut line = String::new();
+            BufReader::new(c.stdout.take().expect("piped")).read_line(&mut line)?;
+            let addr = line
+                .trim()
+                .strip_prefix("quire listening on ")
+                .with_context(|| format!("unexpected server output {line:?}"))?
+                .parse()?;
+            Ok((Started::Child(c), addr, cred))
+        } else {
+            let config = quire::config::ServerConfig::load(
+                Some(&config),
+                Some("127.0.0.1:0".parse()?),
+                Some(data),
+            )?;
+            let server = Arc::new(quire::server::Server::start(config).await?);
+            let addr = server.local_addr();
+            let s = server.clone();
+            let task = tokio::spawn(async move { s.run().await });
+            Ok((Started::InProcess { server, task }, addr, cred))
+        }
+    }
+
+    /// The process whose resources are the server's ("self" when in process).
+    pub fn pid(&self) -> String {
+        match self {
+            Started::InProcess { .. } => "self".into(),
+            Started::Child(c) => c.id().to_string(),
+        }
+    }
+
+    pub fn in_process(&self) -> bool {
+        matches!(self, Started::InProcess { .. })
+    }
+
+    pub async fn stop(self) {
+        match self {
+            Started::InProcess { server, task } => {
+                task.abort();
+                server.shutdown().await;
+            }
+            Started::Child(mut c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Peak resident memory of a process, MiB.
+pub fn peak_rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// CPU time (user + system) a process has used, seconds. Linux reports it in USER_HZ ticks,
+/// which are 1/100 s on every architecture Rust supports.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is parenthesised and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
