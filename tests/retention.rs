@@ -142,9 +142,11 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
         &server,
         &["admin", "hold", "release", "--tenant", "dev", "--job", &b],
     );
-    wait_until("the released job is deleted", || {
-        objects_of(&server, &b) == 0
+    // The audit record is written last, after the objects are gone.
+    wait_until("the released job's deletion is recorded", || {
+        !deletions_of(&server, &b).is_empty()
     });
+    assert_eq!(objects_of(&server, &b), 0);
     let recorded = deletions_of(&server, &b);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert!(audit(&server)
@@ -183,9 +185,10 @@ fn a_retention_period_expires_jobs_and_a_tenant_hold_blocks_it() {
     same_files(&dir, &restored);
 
     ok(&server, &["admin", "hold", "release", "--tenant", "dev"]);
-    wait_until("the expired job is deleted", || {
-        objects_of(&server, &job) == 0
+    wait_until("the expired job's deletion is recorded", || {
+        !deletions_of(&server, &job).is_empty()
     });
+    assert_eq!(objects_of(&server, &job), 0);
     let recorded = deletions_of(&server, &job);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert!(

@@ -8,13 +8,16 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use quire_storage::{AzureOptions, S3Options, Store, StoreError, PART_SIZE};
 
+mod common;
+
 fn unique(prefix: &str) -> String {
     let mut r = [0u8; 6];
     getrandom::fill(&mut r).unwrap();
     format!("{prefix}-{}", hex::encode(r))
 }
 
-async fn conformance(store: Store) {
+/// Runs the suite under a fresh prefix, which it returns.
+async fn conformance(store: Store) -> String {
     let root = unique("conformance");
     let k = |s: &str| format!("{root}/{s}");
 
@@ -117,6 +120,54 @@ async fn conformance(store: Store) {
     for key in [k("a/big"), k("b/1"), k("race")] {
         store.delete(&key).await.unwrap();
     }
+
+    // Outage behaviour, through the fault-injecting decorator over this same backend: every
+    // operation fails as retryable while the store is down, nothing of a failed write is
+    // visible, and the retry succeeds.
+    let (faulty, faults) = store.with_faults();
+    faults.set_down(true);
+    for e in [
+        faulty
+            .put_new(&k("c/1"), Bytes::from_static(b"x"))
+            .await
+            .unwrap_err(),
+        faulty.get(&k("race")).await.unwrap_err(),
+        faulty.list(&root).await.unwrap_err(),
+        faulty.exists(&k("c/1")).await.unwrap_err(),
+        faulty.begin_upload(&k("c/big")).await.err().unwrap(),
+    ] {
+        assert!(e.is_retryable(), "an outage must read as retryable: {e}");
+    }
+    assert!(faults.refused() >= 5);
+    faults.set_down(false);
+    assert!(!store.exists(&k("c/1")).await.unwrap());
+    faulty
+        .put_new(&k("c/1"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+
+    // A multipart upload whose second part fails is aborted and leaves nothing visible.
+    faults.fail_parts_after(1);
+    let mut up = faulty.begin_upload(&k("c/big")).await.unwrap();
+    let mut failure = None;
+    for piece in big.chunks(PART_SIZE) {
+        if let Err(e) = up.write(Bytes::copy_from_slice(piece)).await {
+            failure = Some(e);
+            break;
+        }
+    }
+    let failure = match failure {
+        Some(e) => {
+            up.abort().await.unwrap();
+            e
+        }
+        None => up.finish().await.unwrap_err(),
+    };
+    assert!(failure.is_retryable(), "{failure}");
+    faults.fail_parts_after(0);
+    assert!(!store.exists(&k("c/big")).await.unwrap());
+    store.delete(&k("c/1")).await.unwrap();
+    root
 }
 
 fn required_env(name: &str) -> String {
@@ -129,6 +180,9 @@ fn required_env(name: &str) -> String {
 async fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     conformance(Store::local(dir.path()).unwrap()).await;
+    // No staging file of an aborted or failed upload is left in the directory.
+    let left: Vec<_> = common::walk(dir.path());
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,15 +192,31 @@ async fn memory_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_store_conforms() {
+    let (endpoint, bucket) = (
+        required_env("QUIRE_TEST_S3_ENDPOINT"),
+        required_env("QUIRE_TEST_S3_BUCKET"),
+    );
     let store = Store::s3(&S3Options {
-        endpoint: required_env("QUIRE_TEST_S3_ENDPOINT"),
+        endpoint: endpoint.clone(),
         region: "eu-central-1".into(),
-        bucket: required_env("QUIRE_TEST_S3_BUCKET"),
+        bucket: bucket.clone(),
         access_key_id: "quire-test".into(),
         secret_access_key: "quire-test-secret".into(),
     })
     .unwrap();
-    conformance(store).await;
+    let root = conformance(store).await;
+    // The aborted and the failed upload left no multipart upload behind (boto3 asks).
+    let open = common::third_party(
+        r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+r = s3.list_multipart_uploads(Bucket=sys.argv[2], Prefix=sys.argv[3])
+print(len(r.get("Uploads", [])))
+"#,
+        &[&endpoint, &bucket, &root],
+    );
+    assert_eq!(open.trim(), "0", "orphaned multipart uploads under {root}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

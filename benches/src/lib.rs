@@ -25,3 +25,5 @@ pub fn noise(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+pub mod transport;

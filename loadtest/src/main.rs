@@ -71,6 +71,10 @@ struct Args {
     /// CPU time and peak memory are measured apart from the scanners'.
     #[arg(long)]
     child: bool,
+    /// Measure the raw quinn bulk-upload ceiling of this machine first (one connection, Quire's
+    /// TLS and windows, no protocol or pipeline), and report Quire's throughput as a share of it.
+    #[arg(long)]
+    transport_ceiling: bool,
     /// Pages in flight per scanner.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -117,6 +121,10 @@ struct Report {
     /// CPU seconds (user + system) the server process used during the run.
     server_cpu_s: Option<f64>,
     server_in_process: bool,
+    /// Raw quinn bulk upload on this machine, measured just before the run (MB/s).
+    transport_ceiling_mb_per_s: Option<f64>,
+    /// `mb_per_s` / `transport_ceiling_mb_per_s`.
+    share_of_transport_ceiling: Option<f64>,
     store: String,
     ack: String,
     errors: u64,
@@ -152,6 +160,13 @@ async fn main() -> Result<()> {
     if let Some(n) = args.hammer {
         return hammer(&args, n).await;
     }
+    let ceiling = if args.transport_ceiling {
+        let c = quire_benches::transport::ceiling_mb_per_s(256 * 1024 * 1024, 1, 3).await?;
+        eprintln!("raw quinn bulk upload on this machine: {c:.1} MB/s");
+        Some(c)
+    } else {
+        None
+    };
     let work = tempfile::tempdir()?;
     let corpus = match &args.generate {
         Some(mix) => {
@@ -370,6 +385,8 @@ async fn main() -> Result<()> {
         server_rss_mb,
         server_cpu_s,
         server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
+        transport_ceiling_mb_per_s: ceiling,
+        share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
         store: format!("{:?}", args.store).to_lowercase(),
         ack: args.ack.clone(),
         errors: errors.load(Ordering::Relaxed),

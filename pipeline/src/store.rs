@@ -49,9 +49,20 @@ pub async fn write_object(
         match msg {
             ToStore::Sealed(b) => {
                 written += b.len() as u64;
-                match &mut sink {
-                    Sink::Buffer(buf) => buf.extend_from_slice(&b),
-                    Sink::Upload(up) => up.write(b).await?,
+                let wrote = match &mut sink {
+                    Sink::Buffer(buf) => {
+                        buf.extend_from_slice(&b);
+                        Ok(())
+                    }
+                    Sink::Upload(up) => up.write(b).await,
+                };
+                if let Err(e) = wrote {
+                    // A failed part fails the upload: abort it now, so the store keeps no
+                    // orphaned multipart upload (the retry starts a fresh one).
+                    if let Sink::Upload(up) = sink {
+                        let _ = up.abort().await;
+                    }
+                    return Err(e);
                 }
             }
             ToStore::Commit => {
@@ -140,6 +151,15 @@ impl crate::Pipeline {
                 Attempt::Never(e.to_string())
             }
         };
+        if record.recovered {
+            // The crash may have cut off an upload of this object half-way: its staging
+            // files go before the first attempt of this run.
+            match store.remove_crash_leftovers(&meta.object_key) {
+                Ok(0) => {}
+                Ok(n) => debug!(object = %meta.object_key, files = n, "crash leftovers removed"),
+                Err(e) => return Err(retry(e)),
+            }
+        }
         // An earlier attempt, or a crash between the store's answer and the spool's erase,
         // may have stored it already: conditional create makes that a check, not a rewrite.
         if store.exists(&meta.object_key).await.map_err(retry)? {

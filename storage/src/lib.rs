@@ -7,6 +7,8 @@
 //! that says whether the caller may retry.
 #![forbid(unsafe_code)]
 
+pub mod faults;
+
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
@@ -98,6 +100,8 @@ pub struct ObjectInfo {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     name: String,
+    /// The directory of a local store: where a crashed writer's staging files may be.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -115,6 +119,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(fs),
             name: format!("local:{}", root.display()),
+            local_root: Some(root.to_path_buf()),
         })
     }
 
@@ -138,6 +143,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(s3),
             name,
+            local_root: None,
         })
     }
 
@@ -157,6 +163,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(az),
             name,
+            local_root: None,
         })
     }
 
@@ -165,6 +172,7 @@ impl Store {
         Store {
             inner: Arc::new(object_store::memory::InMemory::new()),
             name: "memory".into(),
+            local_root: None,
         }
     }
 
@@ -173,7 +181,22 @@ impl Store {
         Store {
             inner,
             name: name.into(),
+            local_root: None,
         }
+    }
+
+    /// This store behind a fault-injecting decorator, and its switches (outage tests).
+    pub fn with_faults(&self) -> (Store, faults::Faults) {
+        let f = faults::Faults::default();
+        let inner = Arc::new(faults::FaultyStore::new(self.inner.clone(), f.clone()));
+        (
+            Store {
+                inner,
+                name: self.name.clone(),
+                local_root: self.local_root.clone(),
+            },
+            f,
+        )
     }
 
     /// A short description for logs (no credentials).
@@ -226,6 +249,46 @@ impl Store {
             key: key.into(),
             store: self.name.clone(),
         })
+    }
+
+    /// Removes what a writer killed mid-upload of `key` may have left: for a local store, its
+    /// staging files (`<key>#<n>`, never visible as objects but still on disk). Call only when
+    /// no upload of `key` is running (after a restart, before retrying). Remote stores keep
+    /// a crashed process's multipart upload until their own expiry (an S3 lifecycle rule
+    /// `AbortIncompleteMultipartUpload`; Azure drops uncommitted blocks after 7 days).
+    /// Returns how many files were removed.
+    pub fn remove_crash_leftovers(&self, key: &str) -> Result<u32, StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let path = self.path(key)?;
+        let dest = root.join(path.as_ref());
+        let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+            return Ok(0);
+        };
+        let prefix = format!("{}#", name.to_string_lossy());
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(StoreError::Unavailable {
+                    store: self.name.clone(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let n = entry.file_name();
+            let n = n.to_string_lossy();
+            if n.strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Whether an object exists at `key`.
@@ -389,6 +452,29 @@ fn map_err(store: &str, key: &str, e: object_store::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn crash_leftovers_of_one_key_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        store
+            .put_new("t/j/p1", Bytes::from_static(b"kept"))
+            .await
+            .unwrap();
+        let d = dir.path().join("t/j");
+        for f in ["p1#17", "p1#3", "p1#x", "p10#1", "p2#1"] {
+            std::fs::write(d.join(f), b"staged").unwrap();
+        }
+        assert_eq!(store.remove_crash_leftovers("t/j/p1").unwrap(), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["p1", "p1#x", "p10#1", "p2#1"]);
+        assert_eq!(store.remove_crash_leftovers("t/none/p1").unwrap(), 0);
+        assert_eq!(Store::memory().remove_crash_leftovers("t/j/p1").unwrap(), 0);
+    }
 
     async fn exercise(store: Store) {
         store

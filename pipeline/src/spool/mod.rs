@@ -146,6 +146,8 @@ pub struct Record {
     latch: RecordLatch,
     reserved: u64,
     status: watch::Sender<Delivery>,
+    /// Found in the spool at start-up: an upload of it may have been cut off by the crash.
+    pub recovered: bool,
 }
 
 impl Record {
@@ -324,6 +326,7 @@ impl Spool {
                 latch: RecordLatch::new(),
                 reserved,
                 status: watch::channel(Delivery::Queued).0,
+                recovered: true,
             });
             self.records
                 .lock()
@@ -580,6 +583,7 @@ impl Spool {
             latch: RecordLatch::new(),
             reserved,
             status: watch::channel(Delivery::Queued).0,
+            recovered: false,
         });
         records.insert(record.meta.object_key.clone(), record.clone());
         drop(records);
