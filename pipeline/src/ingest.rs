@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use quire_codecs::manifest::Manifest;
 use quire_codecs::sealed::{self, ChunkCipher, Chunker, Compression, PlainChunk};
 use quire_codecs::wire::PageEntry;
@@ -146,11 +146,17 @@ impl Pipeline {
         let (header, cipher) =
             ChunkCipher::create(&kek, kek_ref, &key, compression, self.config.chunk_size);
         drop(kek);
-        let record = self
-            .spool
-            .writer(reservation, tenant, &key, entry.sha256, entry.size)?;
+        let target = StageTarget {
+            spool: self.spool.clone(),
+            tenant: tenant.to_string(),
+            key: key.clone(),
+            plain_sha256: entry.sha256,
+            plain_size: entry.size,
+            memory_limit: self.memory_limit(),
+        };
         let (to_spool, spool_rx) = mpsc::channel(self.config.seal_window);
-        let writer = tokio::task::spawn_blocking(move || spool_record(record, spool_rx));
+        let writer =
+            tokio::task::spawn_blocking(move || stage_object(target, reservation, spool_rx));
         let outcome = self
             .run_stages(
                 &entry,
@@ -168,11 +174,31 @@ impl Pipeline {
         }
         drop(to_spool);
         let written = writer.await.expect("spool stage panicked");
-        let record = match (outcome, written) {
+        let staged = match (outcome, written) {
             (Err(e), _) => return Err(e),
             (Ok(()), Err(e)) => return Err(e.into()),
             (Ok(()), Ok(None)) => return Err(PipelineError::Abandoned),
-            (Ok(()), Ok(Some(record))) => record,
+            (Ok(()), Ok(Some(staged))) => staged,
+        };
+        let record = match staged {
+            Staged::Memory(sealed, reservation) => {
+                match self
+                    .put_direct(tenant, &key, &entry, sealed.freeze(), reservation)
+                    .await?
+                {
+                    Direct::Stored(stored_bytes) => {
+                        return Ok(Receipt {
+                            entry,
+                            object_key: key,
+                            stored_bytes,
+                            already_stored: false,
+                        })
+                    }
+                    Direct::Exists => return self.verify_existing(tenant, entry, key).await,
+                    Direct::Spilled(record) => record,
+                }
+            }
+            Staged::Record(record) => record,
         };
         // A concurrent upload of the same page may have spooled first; commit then handed
         // back that record instead.
@@ -183,6 +209,59 @@ impl Pipeline {
             stored_bytes,
             already_stored: false,
         })
+    }
+
+    /// Sealed objects up to this size wait in memory rather than in a spool file, with
+    /// `ack = "stored"` only: see [`Pipeline::put_direct`].
+    fn memory_limit(&self) -> u64 {
+        match self.config.ack {
+            AckMode::Stored => self.config.single_put_limit,
+            AckMode::Spooled => 0,
+        }
+    }
+
+    /// The fast path of `ack = "stored"`: a small sealed object goes to the store straight
+    /// from memory. If the store fails or does not answer within `ack_timeout`, the object is
+    /// written to the spool after all and the delivery stage retries it from there, so a page
+    /// never depends on memory for longer than one attempt. With `ack = "stored"` the spool
+    /// file would add nothing to durability (the scanner resends anything not acknowledged),
+    /// only disk traffic.
+    async fn put_direct(
+        &self,
+        tenant: &str,
+        key: &str,
+        entry: &PageEntry,
+        sealed: Bytes,
+        reservation: spool::Reservation,
+    ) -> Result<Direct, PipelineError> {
+        let store = self.store_for(tenant);
+        let len = sealed.len() as u64;
+        let why =
+            match tokio::time::timeout(self.config.ack_timeout, store.put_new(key, sealed.clone()))
+                .await
+            {
+                Ok(Ok(())) => return Ok(Direct::Stored(len)),
+                Ok(Err(StoreError::AlreadyExists(_))) => return Ok(Direct::Exists),
+                Ok(Err(e)) if e.is_retryable() => e.to_string(),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => format!("no answer within {:?}", self.config.ack_timeout),
+            };
+        tracing::debug!(object = key, error = %why, "direct store write failed; spooling");
+        let spool = self.spool.clone();
+        let (t, k, sha, size) = (
+            tenant.to_string(),
+            key.to_string(),
+            entry.sha256,
+            entry.size,
+        );
+        let record = tokio::task::spawn_blocking(move || {
+            let mut w = spool.writer(reservation, &t, &k, sha, size)?;
+            w.write(&sealed)?;
+            w.commit()
+        })
+        .await
+        .expect("spool writer panicked")?;
+        Ok(Direct::Spilled(record))
     }
 
     /// Whether the store already holds `key`. A store that cannot answer (an outage) counts
@@ -454,23 +533,97 @@ impl Pipeline {
             &body,
         );
         drop(kek);
-        let record = self
-            .spool_whole(tenant, &key, as_entry.sha256, as_entry.size, sealed)
-            .await?;
+        let record = if self.config.ack == AckMode::Stored {
+            let reservation = self
+                .spool
+                .reserve(spool::reservation_for(as_entry.size))
+                .await?;
+            match self
+                .put_direct(tenant, &key, &as_entry, sealed, reservation)
+                .await?
+            {
+                Direct::Stored(_) => return Ok(()),
+                Direct::Exists => {
+                    let existing = self.read_manifest(tenant, &manifest.job_id).await?;
+                    return if &existing == manifest {
+                        Ok(())
+                    } else {
+                        Err(PipelineError::Conflict { index: 0 })
+                    };
+                }
+                Direct::Spilled(record) => record,
+            }
+        } else {
+            self.spool_whole(tenant, &key, as_entry.sha256, as_entry.size, sealed)
+                .await?
+        };
         self.same_or_conflict(&record, &as_entry).await.map(drop)
     }
 }
 
-/// The spool stage for one object: sealed bytes from the seal stage into a spool record,
-/// committed (and queued for the store) only on `Commit`. Blocking file I/O.
-fn spool_record(
-    mut record: spool::RecordWriter,
+/// Where a sealed object waits for the store: in memory (small, `ack = "stored"`) or in a
+/// committed spool record.
+enum Staged {
+    Memory(BytesMut, spool::Reservation),
+    Record(Arc<Record>),
+}
+
+/// What became of a direct store write.
+enum Direct {
+    Stored(u64),
+    /// Something is at the key already: the caller compares.
+    Exists,
+    /// The store failed; the object is now a spool record.
+    Spilled(Arc<Record>),
+}
+
+struct StageTarget {
+    spool: Arc<spool::Spool>,
+    tenant: String,
+    key: String,
+    plain_sha256: [u8; 32],
+    plain_size: u64,
+    memory_limit: u64,
+}
+
+/// The spool stage for one object: sealed bytes from the seal stage are kept in memory while
+/// they fit `memory_limit`, and otherwise go into a spool record, committed (and queued for
+/// the store) only on `Commit`. Blocking file I/O.
+fn stage_object(
+    t: StageTarget,
+    reservation: spool::Reservation,
     mut rx: mpsc::Receiver<ToStore>,
-) -> Result<Option<Arc<Record>>, SpoolError> {
+) -> Result<Option<Staged>, SpoolError> {
+    let mut memory = Some((BytesMut::new(), reservation));
+    let mut record: Option<spool::RecordWriter> = None;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            ToStore::Sealed(b) => record.write(&b)?,
-            ToStore::Commit => return record.commit().map(Some),
+            ToStore::Sealed(b) => {
+                if let Some((buf, _)) = &mut memory {
+                    if (buf.len() + b.len()) as u64 <= t.memory_limit {
+                        buf.extend_from_slice(&b);
+                        continue;
+                    }
+                    let (buf, reservation) = memory.take().expect("checked above");
+                    let mut w = t.spool.writer(
+                        reservation,
+                        &t.tenant,
+                        &t.key,
+                        t.plain_sha256,
+                        t.plain_size,
+                    )?;
+                    w.write(&buf)?;
+                    record = Some(w);
+                }
+                record.as_mut().expect("spilled above").write(&b)?;
+            }
+            ToStore::Commit => {
+                return Ok(Some(match (memory, record) {
+                    (Some((buf, reservation)), _) => Staged::Memory(buf, reservation),
+                    (None, Some(w)) => Staged::Record(w.commit()?),
+                    (None, None) => unreachable!("bytes are either in memory or in a record"),
+                }))
+            }
         }
     }
     Ok(None) // dropped uncommitted: the writer erases what it wrote
@@ -481,6 +634,8 @@ mod tests {
     use super::*;
     use crate::hash::sha256;
     use crate::PipelineConfig;
+    use quire_codecs::wire::ErrorCode;
+    use quire_storage::Store;
 
     fn pipeline(dir: &std::path::Path) -> Pipeline {
         let config = PipelineConfig {
@@ -596,5 +751,51 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, PipelineError::Conflict { index: 0 }));
         assert_eq!(p.store.list("tenants").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_spools_the_page_and_delivery_finishes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, faults) = Store::memory().with_faults();
+        let vault = Arc::new(crate::FileVault::open(&dir.path().join("vault")).unwrap());
+        let spool = crate::Spool::open(
+            &dir.path().join("spool"),
+            &dir.path().join("keys"),
+            crate::SpoolConfig::default(),
+        )
+        .unwrap();
+        let config = PipelineConfig {
+            ack_timeout: std::time::Duration::from_millis(300),
+            ..PipelineConfig::default()
+        };
+        let p = Pipeline::new(store.clone(), vault, Arc::new(spool), config);
+        p.spawn_delivery();
+        let data = b"scanned page ".repeat(20_000);
+
+        // Down: the direct write fails, the page goes to the spool, and the scanner is told
+        // to retry (not acknowledged), while delivery keeps trying.
+        faults.set_down(true);
+        let e = push(&p, entry(0, &data), split(&data, 8192))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PipelineError::Store(_)), "{e}");
+        assert_eq!(e.code(), ErrorCode::StoreUnavailable);
+        assert_eq!(p.spool.len(), 1, "the page waits in the spool");
+
+        // Back: delivery stores it, the spool empties, and the scanner's retry is answered
+        // from the store without storing anything twice.
+        faults.set_down(false);
+        for _ in 0..200 {
+            if p.spool.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(p.spool.is_empty(), "spool did not drain");
+        let again = push(&p, entry(0, &data), split(&data, 8192)).await.unwrap();
+        assert!(again.already_stored);
+        assert_eq!(read_back(&p, &again.object_key).await, data);
+        assert_eq!(store.list("tenants").await.unwrap().len(), 1);
+        assert!(faults.refused() > 1, "delivery retried");
     }
 }

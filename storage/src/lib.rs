@@ -138,6 +138,10 @@ impl Store {
             .with_secret_access_key(&o.secret_access_key)
             .with_virtual_hosted_style_request(false)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            // Every request carries the SHA-256 of its body (x-amz-checksum-sha256), and the
+            // server refuses a write whose bytes do not match: the end-to-end check that the
+            // bytes stored are the bytes sealed.
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
             .build()
             .map_err(|e| map_err(&name, "", e))?;
         Ok(Store {

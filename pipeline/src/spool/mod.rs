@@ -207,7 +207,8 @@ pub fn reservation_for(plain: u64) -> u64 {
     plain + 2 * (chunks * sealed::TAG_LEN as u64 + sealed::MAX_HEADER_LEN as u64) + 4096
 }
 
-/// Room held in the spool for one record; given back on drop unless moved into the record.
+/// Room held in the spool for one object, whether it waits in memory or in a record; given
+/// back on drop unless moved into a record.
 #[derive(Debug)]
 pub struct Reservation {
     spool: Arc<Spool>,
