@@ -314,6 +314,7 @@ async fn main() -> Result<()> {
         addr,
         concurrency: args.concurrency,
         jobs: args.jobs,
+        scanners: args.scanners,
         deadline,
     });
     let scanners: Vec<_> = (0..args.scanners)
@@ -442,6 +443,7 @@ struct Ctx {
     addr: std::net::SocketAddr,
     concurrency: usize,
     jobs: u32,
+    scanners: u32,
     deadline: Option<Instant>,
 }
 
@@ -484,7 +486,8 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
     };
     let mut j = 0u32;
     while ctx.more_jobs(j) {
-        let idx = (s as usize * 7919 + j as usize) % ctx.corpus.len();
+        // Round robin: with scanners x jobs = corpus size, every job is pushed exactly once.
+        let idx = (j as usize * ctx.scanners as usize + s as usize) % ctx.corpus.len();
         j += 1;
         let pages = &ctx.corpus[idx];
         let job_id = new_job_id();
