@@ -155,6 +155,7 @@ struct PipelineSection {
     seal_window: Option<usize>,
     max_page_size: Option<u64>,
     max_streams_per_connection: Option<u32>,
+    max_active_pages: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -168,6 +169,7 @@ struct SpoolSection {
     epoch_records: Option<u64>,
     epoch_age_secs: Option<f64>,
     upload_concurrency: Option<usize>,
+    memory: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -451,7 +453,17 @@ impl ServerConfig {
                 sp.epoch_age_secs,
                 defaults.epoch_age,
             )?,
+            memory: sp.memory.unwrap_or(defaults.memory),
         };
+        if let Some(v) = p.max_active_pages {
+            if v == 0 || v > 65536 {
+                return Err(ConfigError::Invalid {
+                    key: "pipeline.max_active_pages".into(),
+                    reason: format!("{v} is outside 1..=65536"),
+                });
+            }
+            pipeline.max_active_pages = v;
+        }
         let max_streams_per_connection = p.max_streams_per_connection.unwrap_or(64);
         if max_streams_per_connection == 0 || max_streams_per_connection > 4096 {
             return Err(ConfigError::Invalid {

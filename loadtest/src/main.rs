@@ -39,6 +39,10 @@ struct Args {
     /// Push jobs until this many seconds have passed, instead of `--jobs` per scanner.
     #[arg(long)]
     duration: Option<f64>,
+    /// Start the scanners evenly over this many seconds instead of all at once (a real fleet
+    /// does not connect in the same millisecond).
+    #[arg(long, default_value_t = 0.0)]
+    ramp_up: f64,
     /// A folder of job folders (e.g. ../shared/corpus/jobs).
     #[arg(long, default_value = "../shared/corpus/jobs")]
     corpus: PathBuf,
@@ -317,8 +321,15 @@ async fn main() -> Result<()> {
         scanners: args.scanners,
         deadline,
     });
+    let step = Duration::from_secs_f64(args.ramp_up.max(0.0) / f64::from(args.scanners));
     let scanners: Vec<_> = (0..args.scanners)
-        .map(|s| tokio::spawn(run_scanner(ctx.clone(), s)))
+        .map(|s| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(step * s).await;
+                run_scanner(ctx, s).await
+            })
+        })
         .collect();
     for s in scanners {
         s.await?;
@@ -475,17 +486,26 @@ impl Ctx {
     }
 }
 
-/// One scanner: one connection, jobs one after another.
+/// One scanner: one connection, jobs one after another. A lost connection is re-opened
+/// (counted as one error) rather than failing every page that follows.
 async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
-    let conn = match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
-        Ok(c) => c,
-        Err(e) => {
-            ctx.error(&format!("scanner {s}"), &e);
-            return;
-        }
-    };
+    let mut conn: Option<Connection> = None;
     let mut j = 0u32;
     while ctx.more_jobs(j) {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    ctx.error(&format!("scanner {s}"), &e);
+                    if ctx.deadline.is_none() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let conn = conn.as_ref().expect("connected above");
         // Round robin: with scanners x jobs = corpus size, every job is pushed exactly once.
         let idx = (j as usize * ctx.scanners as usize + s as usize) % ctx.corpus.len();
         j += 1;
@@ -501,7 +521,7 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             loop {
                 while inflight.len() < ctx.concurrency.max(1) {
                     match next.next() {
-                        Some(p) => inflight.push(push_one(&ctx, &conn, &job_id, p)),
+                        Some(p) => inflight.push(push_one(&ctx, conn, &job_id, p)),
                         None => break,
                     }
                 }
@@ -526,7 +546,9 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             Err(e) => ctx.error(&format!("scanner {s} commit {job_id}"), &e),
         }
     }
-    conn.close().await;
+    if let Some(c) = conn {
+        c.close().await;
+    }
 }
 
 /// Pushes one page and records its acknowledgement latency.

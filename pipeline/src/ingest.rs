@@ -116,6 +116,17 @@ impl Pipeline {
             .spool
             .reserve(spool::reservation_for(entry.size))
             .await?;
+        // Small pages wait for the store in memory when the budget has room (`ack = "stored"`).
+        let in_memory = (self.config.ack == AckMode::Stored
+            && entry.size <= self.config.single_put_limit)
+            .then(|| self.spool.try_reserve_memory(reservation.bytes()))
+            .flatten();
+        let active = self
+            .active
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
 
         // Gather a sample to choose the compression, then start the spool stage.
         let mut first: Vec<Bytes> = Vec::new();
@@ -152,7 +163,7 @@ impl Pipeline {
             key: key.clone(),
             plain_sha256: entry.sha256,
             plain_size: entry.size,
-            memory_limit: self.memory_limit(),
+            memory: in_memory,
         };
         let (to_spool, spool_rx) = mpsc::channel(self.config.seal_window);
         let writer =
@@ -174,6 +185,7 @@ impl Pipeline {
         }
         drop(to_spool);
         let written = writer.await.expect("spool stage panicked");
+        drop(active);
         let staged = match (outcome, written) {
             (Err(e), _) => return Err(e),
             (Ok(()), Err(e)) => return Err(e.into()),
@@ -181,7 +193,7 @@ impl Pipeline {
             (Ok(()), Ok(Some(staged))) => staged,
         };
         let record = match staged {
-            Staged::Memory(sealed, reservation) => {
+            Staged::Memory(sealed, reservation, _memory) => {
                 match self
                     .put_direct(tenant, &key, &entry, sealed.freeze(), reservation)
                     .await?
@@ -209,15 +221,6 @@ impl Pipeline {
             stored_bytes,
             already_stored: false,
         })
-    }
-
-    /// Sealed objects up to this size wait in memory rather than in a spool file, with
-    /// `ack = "stored"` only: see [`Pipeline::put_direct`].
-    fn memory_limit(&self) -> u64 {
-        match self.config.ack {
-            AckMode::Stored => self.config.single_put_limit,
-            AckMode::Spooled => 0,
-        }
     }
 
     /// The fast path of `ack = "stored"`: a small sealed object goes to the store straight
@@ -564,7 +567,7 @@ impl Pipeline {
 /// Where a sealed object waits for the store: in memory (small, `ack = "stored"`) or in a
 /// committed spool record.
 enum Staged {
-    Memory(BytesMut, spool::Reservation),
+    Memory(BytesMut, spool::Reservation, spool::MemoryReservation),
     Record(Arc<Record>),
 }
 
@@ -583,28 +586,31 @@ struct StageTarget {
     key: String,
     plain_sha256: [u8; 32],
     plain_size: u64,
-    memory_limit: u64,
+    /// Room in the memory budget, if the object may wait there.
+    memory: Option<spool::MemoryReservation>,
 }
 
 /// The spool stage for one object: sealed bytes from the seal stage are kept in memory while
 /// they fit `memory_limit`, and otherwise go into a spool record, committed (and queued for
 /// the store) only on `Commit`. Blocking file I/O.
 fn stage_object(
-    t: StageTarget,
+    mut t: StageTarget,
     reservation: spool::Reservation,
     mut rx: mpsc::Receiver<ToStore>,
 ) -> Result<Option<Staged>, SpoolError> {
+    let limit = t.memory.as_ref().map_or(0, |m| m.bytes());
     let mut memory = Some((BytesMut::new(), reservation));
     let mut record: Option<spool::RecordWriter> = None;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             ToStore::Sealed(b) => {
                 if let Some((buf, _)) = &mut memory {
-                    if (buf.len() + b.len()) as u64 <= t.memory_limit {
+                    if (buf.len() + b.len()) as u64 <= limit {
                         buf.extend_from_slice(&b);
                         continue;
                     }
                     let (buf, reservation) = memory.take().expect("checked above");
+                    t.memory = None; // the bytes move to a file: give the budget back
                     let mut w = t.spool.writer(
                         reservation,
                         &t.tenant,
@@ -618,10 +624,10 @@ fn stage_object(
                 record.as_mut().expect("spilled above").write(&b)?;
             }
             ToStore::Commit => {
-                return Ok(Some(match (memory, record) {
-                    (Some((buf, reservation)), _) => Staged::Memory(buf, reservation),
-                    (None, Some(w)) => Staged::Record(w.commit()?),
-                    (None, None) => unreachable!("bytes are either in memory or in a record"),
+                return Ok(Some(match (memory, record, t.memory) {
+                    (Some((buf, reservation)), _, Some(m)) => Staged::Memory(buf, reservation, m),
+                    (None, Some(w), _) => Staged::Record(w.commit()?),
+                    _ => unreachable!("bytes are either in memory (with budget) or in a record"),
                 }))
             }
         }

@@ -56,6 +56,9 @@ pub struct PipelineConfig {
     pub ack_timeout: std::time::Duration,
     /// Spool records uploading at once.
     pub upload_concurrency: usize,
+    /// Pages being hashed, compressed and sealed at once; more wait (unread, so QUIC flow
+    /// control holds their scanners back). Bounds the memory of seal windows.
+    pub max_active_pages: usize,
 }
 
 impl Default for PipelineConfig {
@@ -68,6 +71,7 @@ impl Default for PipelineConfig {
             ack: AckMode::Stored,
             ack_timeout: std::time::Duration::from_secs(30),
             upload_concurrency: 8,
+            max_active_pages: 32,
         }
     }
 }
@@ -155,6 +159,8 @@ pub struct Pipeline {
     /// Sealed objects on their way to the store.
     pub spool: Arc<Spool>,
     pub config: PipelineConfig,
+    /// Permits for pages in the hash/compress/seal stages (see `max_active_pages`).
+    active: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -171,6 +177,7 @@ impl Pipeline {
             routes: Arc::default(),
             vault,
             spool,
+            active: Arc::new(tokio::sync::Semaphore::new(config.max_active_pages.max(1))),
             config,
         }
     }

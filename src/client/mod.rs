@@ -169,11 +169,15 @@ impl Connection {
                 Ok(Ok(c)) => break c,
                 Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
                     if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
-                        && attempt < 6 =>
+                        && attempt < 10 =>
                 {
+                    // Jittered, so that a fleet reconnecting at once (after a server restart)
+                    // spreads out instead of coming back in waves.
                     attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    let mut r = [0u8; 1];
+                    getrandom::fill(&mut r).expect("the OS random source failed");
+                    tokio::time::sleep(backoff.mul_f64(0.5 + f64::from(r[0]) / 255.0)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(4));
                 }
                 Ok(Err(e)) => return Err(connect_err(e.to_string())),
             }
@@ -262,6 +266,11 @@ impl Connection {
     }
 
     /// Closes the connection politely and waits for the close to be sent.
+    /// Whether the connection has ended (lost, closed by the server, or timed out).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"done");
         self.endpoint.wait_idle().await;

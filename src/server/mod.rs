@@ -86,6 +86,7 @@ impl State {
         let list = live.entry(device_id.to_string()).or_default();
         list.retain(|c| c.close_reason().is_none());
         list.push(conn.clone());
+        rebalance_windows(&live);
     }
 
     fn unregister(&self, device_id: &str, conn: &quinn::Connection) {
@@ -96,6 +97,29 @@ impl State {
                 live.remove(device_id);
             }
         }
+        rebalance_windows(&live);
+    }
+}
+
+/// Page bytes all connections together may have in flight towards the server, not yet read
+/// by the pipeline: QUIC buffers up to a connection's receive window for it, so the windows
+/// are this budget shared out, and a fleet of a thousand scanners cannot make the server
+/// buffer gigabytes. A connection alone gets up to [`MAX_CONNECTION_WINDOW`].
+pub const RECEIVE_BUDGET: u64 = 192 * 1024 * 1024;
+/// The largest receive window of one connection.
+pub const MAX_CONNECTION_WINDOW: u64 = 16 * 1024 * 1024;
+/// The smallest: below this a scanner on a long link would stall.
+pub const MIN_CONNECTION_WINDOW: u64 = 128 * 1024;
+
+fn connection_window(connections: usize) -> u64 {
+    (RECEIVE_BUDGET / connections.max(1) as u64).clamp(MIN_CONNECTION_WINDOW, MAX_CONNECTION_WINDOW)
+}
+
+fn rebalance_windows(live: &std::collections::HashMap<String, Vec<quinn::Connection>>) {
+    let n: usize = live.values().map(Vec::len).sum();
+    let window = quinn::VarInt::from_u64(connection_window(n)).expect("window fits a VarInt");
+    for c in live.values().flatten() {
+        c.set_receive_window(window);
     }
 }
 
@@ -130,7 +154,9 @@ fn transport(config: &ServerConfig) -> quinn::TransportConfig {
     // Windows sized for a few pages in flight per connection on a fast LAN; these bound
     // the memory a scanner can make the server hold.
     t.stream_receive_window((4u32 * 1024 * 1024).into());
-    t.receive_window((16u32 * 1024 * 1024).into());
+    // Small until the connection authenticates; then re-set as connections come and go
+    // (see RECEIVE_BUDGET).
+    t.receive_window((1024u32 * 1024).into());
     t.send_window(16 * 1024 * 1024);
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
@@ -459,4 +485,19 @@ async fn authenticate(
     let _ = write_frame(&mut send, &reply).await;
     let _ = send.finish();
     result.map(Some).map_err(|(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_budget_is_shared_out_within_bounds() {
+        assert_eq!(connection_window(1), MAX_CONNECTION_WINDOW);
+        assert_eq!(connection_window(12), MAX_CONNECTION_WINDOW);
+        assert_eq!(connection_window(100), RECEIVE_BUDGET / 100);
+        assert_eq!(connection_window(1000), RECEIVE_BUDGET / 1000);
+        assert_eq!(connection_window(100_000), MIN_CONNECTION_WINDOW);
+        assert!(1000 * connection_window(1000) <= RECEIVE_BUDGET);
+    }
 }

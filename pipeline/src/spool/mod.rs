@@ -79,6 +79,9 @@ pub struct SpoolConfig {
     pub epoch_records: u64,
     /// ...or after this long, whichever comes first. Idle epochs close at once.
     pub epoch_age: Duration,
+    /// Bytes of small sealed objects that may wait for the store in memory instead of in
+    /// spool files (`ack = "stored"` only); beyond it they go to files.
+    pub memory: u64,
 }
 
 impl Default for SpoolConfig {
@@ -89,6 +92,7 @@ impl Default for SpoolConfig {
             durable: false,
             epoch_records: 4096,
             epoch_age: Duration::from_secs(60),
+            memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -182,6 +186,7 @@ pub struct Spool {
     keys: KeyDir,
     config: SpoolConfig,
     space: Space,
+    memory_used: Mutex<u64>,
     epochs: Mutex<Epochs>,
     records: Mutex<HashMap<String, Arc<Record>>>,
     next_seq: AtomicU64,
@@ -215,6 +220,34 @@ pub struct Reservation {
     bytes: u64,
 }
 
+/// Room held in the memory budget; given back on drop.
+#[derive(Debug)]
+pub struct MemoryReservation {
+    spool: Arc<Spool>,
+    bytes: u64,
+}
+
+impl MemoryReservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for MemoryReservation {
+    fn drop(&mut self) {
+        let mut used = self.spool.memory_used.lock().expect("spool lock");
+        *used = used.saturating_sub(self.bytes);
+    }
+}
+
+impl Reservation {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.spool.release_space(self.bytes);
@@ -239,6 +272,7 @@ impl Spool {
                 capacity: config.capacity,
             },
             config,
+            memory_used: Mutex::new(0),
             epochs: Mutex::new(Epochs::default()),
             records: Mutex::new(HashMap::new()),
             next_seq: AtomicU64::new(0),
@@ -422,6 +456,24 @@ impl Spool {
                 });
             }
         }
+    }
+
+    /// Room for `bytes` of sealed object in memory, if the memory budget has it (never waits).
+    pub fn try_reserve_memory(self: &Arc<Self>, bytes: u64) -> Option<MemoryReservation> {
+        let mut used = self.memory_used.lock().expect("spool lock");
+        if *used + bytes > self.config.memory {
+            return None;
+        }
+        *used += bytes;
+        Some(MemoryReservation {
+            spool: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Bytes of sealed objects waiting in memory.
+    pub fn memory_used(&self) -> u64 {
+        *self.memory_used.lock().expect("spool lock")
     }
 
     fn release_space(&self, bytes: u64) {
