@@ -25,6 +25,29 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one upload in flight at once.
 pub const PART_CONCURRENCY: usize = 4;
 
+/// HTTP client settings of the remote stores. A request may take up to five minutes, so a
+/// slow but progressing upload of an 8 MiB part (down to about 28 KB/s) is not cut off, while
+/// a dead endpoint is noticed within the 5 s connect timeout. object_store's own retries are
+/// few and short: the spool's delivery stage retries for as long as it takes, with its own
+/// backoff, and must hear about an outage rather than wait minutes inside one request.
+fn remote_client_options() -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_timeout(std::time::Duration::from_secs(300))
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+}
+
+fn remote_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(20),
+    }
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -130,6 +153,9 @@ impl Store {
         use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
         let name = format!("s3:{}/{}", o.endpoint, o.bucket);
         let s3 = AmazonS3Builder::new()
+            // First: `with_allow_http` below writes into these options.
+            .with_client_options(remote_client_options())
+            .with_retry(remote_retry())
             .with_endpoint(&o.endpoint)
             .with_allow_http(o.endpoint.starts_with("http://"))
             .with_region(&o.region)
@@ -157,6 +183,9 @@ impl Store {
         use object_store::azure::MicrosoftAzureBuilder;
         let name = format!("azure:{}/{}", o.endpoint, o.container);
         let az = MicrosoftAzureBuilder::new()
+            // First: `with_allow_http` below writes into these options.
+            .with_client_options(remote_client_options())
+            .with_retry(remote_retry())
             .with_account(&o.account)
             .with_access_key(&o.access_key)
             .with_container_name(&o.container)
