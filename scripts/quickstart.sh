@@ -2,7 +2,8 @@
 # Quire's main job on its embedded defaults, start to finish: build, start `quire serve`
 # (local store, generated development certificate, development tenant and scanner), push the
 # bundled sample job, fetch it back, check it is byte-identical, and show the sealed objects.
-# Everything happens under target/quickstart/; nothing outside the checkout is touched.
+# Everything happens under target/quickstart/; the only thing outside the checkout is the
+# server's spool key directory in RAM (/dev/shm), which it removes when it stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)

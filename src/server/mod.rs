@@ -292,6 +292,7 @@ impl Server {
         self.endpoint
             .close(CLOSE_SHUTDOWN.into(), b"server shutting down");
         self.endpoint.wait_idle().await;
+        self.state.pipeline.spool.shutdown();
     }
 
     /// Creates the development tenant, an enabled scanner and a service admin, and writes

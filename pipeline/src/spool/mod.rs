@@ -736,6 +736,20 @@ impl Spool {
         Ok(true)
     }
 
+    /// On a clean shutdown: closes the current epoch (destroying its key if nothing needs it)
+    /// and removes the key directory if no key is left in it, so a stopped server leaves no
+    /// trace in RAM. Records still waiting keep their keys for the next start.
+    pub fn shutdown(&self) {
+        let mut epochs = self.epochs.lock().expect("spool lock");
+        if let Some(cur) = epochs.current.take() {
+            if cur.tracker.close() == Erase::Now {
+                let _ = self.keys.destroy(cur.id);
+            }
+        }
+        drop(epochs);
+        let _ = fs::remove_dir(self.keys.path()); // fails, harmlessly, unless empty
+    }
+
     /// A record can never be delivered (its body is damaged, or the store holds different
     /// content under its key). Its files are renamed `.failed` and its key kept, so an operator
     /// can inspect it while the server runs; the next start no longer recognises it as a
