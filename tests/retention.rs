@@ -37,6 +37,13 @@ fn ok(server: &TestServer, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `quire admin hold VERB --tenant dev EXTRA…`, which must succeed.
+fn hold(server: &TestServer, verb: &str, extra: &[&str]) -> String {
+    let mut args = vec!["admin", "hold", verb, "--tenant", "dev"];
+    args.extend_from_slice(extra);
+    ok(server, &args)
+}
+
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
@@ -89,20 +96,7 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
     let a = server.push_ok(&dir_a, &["--no-progress"]);
     let b = server.push_ok(&dir_b, &["--no-progress"]);
     assert_eq!(objects_of(&server, &a), 4);
-    ok(
-        &server,
-        &[
-            "admin",
-            "hold",
-            "set",
-            "--tenant",
-            "dev",
-            "--job",
-            &b,
-            "--reason",
-            "case 2026-17",
-        ],
-    );
+    hold(&server, "set", &["--job", &b, "--reason", "case 2026-17"]);
 
     let out = server.path().join("delivered");
     let listing = ok(
@@ -138,10 +132,7 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
     // Releasing the hold lets the sweeper do what the policy says.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(objects_of(&server, &b), 3, "deleted while held");
-    ok(
-        &server,
-        &["admin", "hold", "release", "--tenant", "dev", "--job", &b],
-    );
+    hold(&server, "release", &["--job", &b]);
     // The audit record is written last, after the objects are gone.
     wait_until("the released job's deletion is recorded", || {
         !deletions_of(&server, &b).is_empty()
@@ -159,18 +150,7 @@ fn a_retention_period_expires_jobs_and_a_tenant_hold_blocks_it() {
     let server = TestServer::start_with_config(
         "[tenants.dev]\nretention = \"2s\"\n[retention]\nsweep_interval_secs = 0.2\n",
     );
-    ok(
-        &server,
-        &[
-            "admin",
-            "hold",
-            "set",
-            "--tenant",
-            "dev",
-            "--reason",
-            "tax audit",
-        ],
-    );
+    hold(&server, "set", &["--reason", "tax audit"]);
     let dir = job_from_samples(&server, "c", 2);
     let job = server.push_ok(&dir, &["--no-progress"]);
     assert_eq!(objects_of(&server, &job), 3);
@@ -184,7 +164,7 @@ fn a_retention_period_expires_jobs_and_a_tenant_hold_blocks_it() {
     server.get_ok(&job, &restored);
     same_files(&dir, &restored);
 
-    ok(&server, &["admin", "hold", "release", "--tenant", "dev"]);
+    hold(&server, "release", &[]);
     wait_until("the expired job's deletion is recorded", || {
         !deletions_of(&server, &job).is_empty()
     });
