@@ -1,9 +1,11 @@
 //! The last stage, erase: plaintext copies held by the server are wiped as soon as they are
 //! no longer needed, rather than left for the allocator to hand out again.
 //!
-//! Plaintext only ever lives in memory on the server (no spool yet), so erasing means
-//! zeroizing buffers we own exclusively. A buffer still shared elsewhere cannot be wiped
-//! safely and is left to its last owner.
+//! Plaintext only ever lives in memory on the server (the spool holds ciphertext only), so
+//! erasing plaintext means zeroizing buffers we own exclusively. A buffer still shared
+//! elsewhere cannot be wiped safely and is left to its last owner. Sealed copies in the spool
+//! are erased cryptographically, by destroying their epoch's key once the store has them:
+//! see `crate::spool` and the `quire-erase-tracker` crate, which decides when.
 
 use bytes::Bytes;
 use zeroize::Zeroize;
