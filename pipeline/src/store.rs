@@ -115,7 +115,7 @@ impl crate::Pipeline {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match self.upload(&record).await {
+            match self.upload(&record, attempts).await {
                 Ok(stored_bytes) => {
                     if let Err(e) = self.spool.delivered(&record, stored_bytes) {
                         warn!(error = %e, "spool record delivered but not fully erased");
@@ -141,7 +141,7 @@ impl crate::Pipeline {
 
     /// One attempt: stream the record's body from the spool into the store, and commit the
     /// object only if every byte read back matches the SHA-256 recorded when it was spooled.
-    async fn upload(&self, record: &Arc<Record>) -> Result<u64, Attempt> {
+    async fn upload(&self, record: &Arc<Record>, attempt: u32) -> Result<u64, Attempt> {
         let meta = &record.meta;
         let store = self.store_for(&meta.tenant).clone();
         let retry = |e: StoreError| {
@@ -161,8 +161,12 @@ impl crate::Pipeline {
             }
         }
         // An earlier attempt, or a crash between the store's answer and the spool's erase,
-        // may have stored it already: conditional create makes that a check, not a rewrite.
-        if store.exists(&meta.object_key).await.map_err(retry)? {
+        // may have stored it already: ask before reading the body back. A first attempt needs
+        // no such question: the conditional create below answers AlreadyExists in the rare
+        // case (a direct write that timed out but landed), and that is checked the same way.
+        if (record.recovered || attempt > 1)
+            && store.exists(&meta.object_key).await.map_err(retry)?
+        {
             return self.check_stored(record).await;
         }
         let (body_tx, mut body_rx) = mpsc::channel::<Bytes>(4);

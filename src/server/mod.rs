@@ -64,6 +64,8 @@ pub(crate) struct State {
     pub audit: crate::audit::AuditLog,
     /// Retention policy per tenant (absent: keep).
     pub retention: std::collections::HashMap<String, crate::retention::Policy>,
+    /// The receive window every authenticated connection has now (see RECEIVE_BUDGET).
+    pub window: std::sync::atomic::AtomicU64,
     /// Open connections by device, so that disabling a device cuts it off at once.
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
 }
@@ -86,7 +88,10 @@ impl State {
         let list = live.entry(device_id.to_string()).or_default();
         list.retain(|c| c.close_reason().is_none());
         list.push(conn.clone());
-        rebalance_windows(&live);
+        if !self.rebalance_windows(&live) {
+            // The share did not change: only the newcomer needs it.
+            conn.set_receive_window(self.window_varint());
+        }
     }
 
     fn unregister(&self, device_id: &str, conn: &quinn::Connection) {
@@ -97,7 +102,34 @@ impl State {
                 live.remove(device_id);
             }
         }
-        rebalance_windows(&live);
+        self.rebalance_windows(&live);
+    }
+
+    fn window_varint(&self) -> quinn::VarInt {
+        quinn::VarInt::from_u64(self.window.load(std::sync::atomic::Ordering::Relaxed))
+            .expect("window fits a VarInt")
+    }
+
+    /// Re-sets every connection's receive window if the share of the budget changed (it
+    /// changes only when the count crosses a power of two). Says whether it did.
+    fn rebalance_windows(
+        &self,
+        live: &std::collections::HashMap<String, Vec<quinn::Connection>>,
+    ) -> bool {
+        let n: usize = live.values().map(Vec::len).sum();
+        let window = connection_window(n);
+        if self
+            .window
+            .swap(window, std::sync::atomic::Ordering::Relaxed)
+            == window
+        {
+            return false;
+        }
+        let w = self.window_varint();
+        for c in live.values().flatten() {
+            c.set_receive_window(w);
+        }
+        true
     }
 }
 
@@ -111,16 +143,12 @@ pub const MAX_CONNECTION_WINDOW: u64 = 16 * 1024 * 1024;
 /// The smallest: below this a scanner on a long link would stall.
 pub const MIN_CONNECTION_WINDOW: u64 = 128 * 1024;
 
+/// A connection's share of [`RECEIVE_BUDGET`], rounded down to a power of two so that it
+/// changes, and every window is re-set, only a few times as a fleet connects.
 fn connection_window(connections: usize) -> u64 {
-    (RECEIVE_BUDGET / connections.max(1) as u64).clamp(MIN_CONNECTION_WINDOW, MAX_CONNECTION_WINDOW)
-}
-
-fn rebalance_windows(live: &std::collections::HashMap<String, Vec<quinn::Connection>>) {
-    let n: usize = live.values().map(Vec::len).sum();
-    let window = quinn::VarInt::from_u64(connection_window(n)).expect("window fits a VarInt");
-    for c in live.values().flatten() {
-        c.set_receive_window(window);
-    }
+    let share = RECEIVE_BUDGET / connections.max(1) as u64;
+    let pow2 = 1u64 << (63 - share.max(1).leading_zeros());
+    pow2.clamp(MIN_CONNECTION_WINDOW, MAX_CONNECTION_WINDOW)
 }
 
 /// A running server.
@@ -232,6 +260,7 @@ impl Server {
                 pipeline,
                 in_flight: slots::PageSlots::default(),
                 live: Default::default(),
+                window: std::sync::atomic::AtomicU64::new(0),
                 limits: limits::Limits::new(config.limits),
                 retention: config.retention.clone(),
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
@@ -496,9 +525,14 @@ mod tests {
     fn the_receive_budget_is_shared_out_within_bounds() {
         assert_eq!(connection_window(1), MAX_CONNECTION_WINDOW);
         assert_eq!(connection_window(12), MAX_CONNECTION_WINDOW);
-        assert_eq!(connection_window(100), RECEIVE_BUDGET / 100);
-        assert_eq!(connection_window(1000), RECEIVE_BUDGET / 1000);
+        assert_eq!(connection_window(13), 8 * 1024 * 1024);
+        assert_eq!(connection_window(100), 1024 * 1024);
+        assert_eq!(connection_window(1000), 128 * 1024);
         assert_eq!(connection_window(100_000), MIN_CONNECTION_WINDOW);
-        assert!(1000 * connection_window(1000) <= RECEIVE_BUDGET);
+        for n in [1, 7, 13, 100, 999, 1000, 1500] {
+            let w = connection_window(n);
+            assert!(w.is_power_of_two(), "{n}: {w}");
+            assert!(n as u64 * w <= RECEIVE_BUDGET.max(n as u64 * MIN_CONNECTION_WINDOW));
+        }
     }
 }
