@@ -250,20 +250,9 @@ impl Pipeline {
                 Err(_) => format!("no answer within {:?}", self.config.ack_timeout),
             };
         tracing::debug!(object = key, error = %why, "direct store write failed; spooling");
-        let spool = self.spool.clone();
-        let (t, k, sha, size) = (
-            tenant.to_string(),
-            key.to_string(),
-            entry.sha256,
-            entry.size,
-        );
-        let record = tokio::task::spawn_blocking(move || {
-            let mut w = spool.writer(reservation, &t, &k, sha, size)?;
-            w.write(&sealed)?;
-            w.commit()
-        })
-        .await
-        .expect("spool writer panicked")?;
+        let record = self
+            .spool_sealed(reservation, tenant, key, entry.sha256, entry.size, sealed)
+            .await?;
         Ok(Direct::Spilled(record))
     }
 
@@ -339,7 +328,7 @@ impl Pipeline {
         }
     }
 
-    /// Spools a whole small sealed object (manifests) and waits for its acknowledgement.
+    /// Spools a whole small sealed object (manifests under `ack = "spooled"`).
     async fn spool_whole(
         &self,
         tenant: &str,
@@ -352,6 +341,21 @@ impl Pipeline {
             .spool
             .reserve(spool::reservation_for(plain_size))
             .await?;
+        self.spool_sealed(reservation, tenant, key, plain_sha256, plain_size, sealed)
+            .await
+    }
+
+    /// Writes a whole sealed object held in memory into a committed spool record, under the
+    /// room already reserved for it.
+    async fn spool_sealed(
+        &self,
+        reservation: spool::Reservation,
+        tenant: &str,
+        key: &str,
+        plain_sha256: [u8; 32],
+        plain_size: u64,
+        sealed: Bytes,
+    ) -> Result<Arc<Record>, PipelineError> {
         let mut writer = self
             .spool
             .writer(reservation, tenant, key, plain_sha256, plain_size)?;

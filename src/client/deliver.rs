@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use quire_codecs::wire::{AdminRequest, Frame, JobInfo};
 
-use super::{ClientError, Connection};
+use super::{local_err, ClientError, Connection};
 
 /// One job handed over.
 #[derive(Debug, Clone)]
@@ -18,13 +18,6 @@ pub struct Delivered {
     pub deleted_objects: u32,
     /// Why the server kept the job, if it did.
     pub kept_because: String,
-}
-
-fn local_err(path: &Path, message: impl std::fmt::Display) -> ClientError {
-    ClientError::Local {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
 }
 
 /// The tenant's jobs waiting for delivery.

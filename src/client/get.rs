@@ -7,20 +7,13 @@ use quire_codecs::wire::{self, Frame, PageEntry};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{ClientError, Connection};
+use super::{local_err, ClientError, Connection};
 
 /// What `get` wrote.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub entry: PageEntry,
     pub path: PathBuf,
-}
-
-fn local_err(path: &Path, message: impl std::fmt::Display) -> ClientError {
-    ClientError::Local {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
 }
 
 /// Fetches all pages of `job_id` (or only `page`) into `out_dir`, named as pushed.

@@ -277,6 +277,14 @@ impl Connection {
     }
 }
 
+/// A local file problem, naming the path.
+pub(crate) fn local_err(path: &std::path::Path, message: impl std::fmt::Display) -> ClientError {
+    ClientError::Local {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
 /// Reads one answer frame, turning `Error` into [`ClientError::Refused`].
 pub async fn expect_answer(reader: &mut FrameReader) -> Result<Frame, ClientError> {
     match reader.next().await? {

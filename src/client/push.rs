@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry};
 use sha2::{Digest, Sha256};
 
-use super::{expect_answer, ClientError, Connection};
+use super::{expect_answer, local_err, ClientError, Connection};
 use crate::stream::{write_data, write_frame, StreamError};
 
 /// Bytes read from a page file per `Data` frame.
@@ -49,13 +49,6 @@ pub struct PushReport {
 pub struct LocalPage {
     pub path: PathBuf,
     pub entry: PageEntry,
-}
-
-fn local_err(path: &Path, message: impl std::fmt::Display) -> ClientError {
-    ClientError::Local {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
 }
 
 /// Lists and hashes the pages of a job directory, in file-name order.
