@@ -151,9 +151,10 @@ impl crate::Pipeline {
                 Attempt::Never(e.to_string())
             }
         };
-        if record.recovered {
-            // The crash may have cut off an upload of this object half-way: its staging
-            // files go before the first attempt of this run.
+        if record.recovered || attempt > 1 {
+            // A crash, or a failed attempt whose own clean-up failed too (the store vanished
+            // under it), may have left an upload of this object half-way: its staging files
+            // go before this attempt.
             match store.remove_crash_leftovers(&meta.object_key) {
                 Ok(0) => {}
                 Ok(n) => debug!(object = %meta.object_key, files = n, "crash leftovers removed"),
