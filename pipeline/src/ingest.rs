@@ -69,6 +69,56 @@ impl Sequential {
     }
 }
 
+/// Wipes received plaintext that will not be processed.
+fn wipe_all(parts: Vec<Bytes>) {
+    for p in parts {
+        erase::wipe_bytes(p);
+    }
+}
+
+/// Hash, compress and seal a whole page held in memory, on the calling (rayon) thread.
+/// Fails, having wiped the plaintext, if the page is not the one the scanner declared.
+fn seal_whole_page(
+    kek: &quire_codecs::sealed::SecretKey,
+    kek_ref: quire_codecs::sealed::KekRef,
+    object_key: &str,
+    chunk_size: u32,
+    parts: Vec<Bytes>,
+    declared: [u8; 32],
+) -> Result<Bytes, PipelineError> {
+    let mut sample = Vec::with_capacity(compress::SAMPLE_LEN);
+    for p in &parts {
+        let want = compress::SAMPLE_LEN - sample.len();
+        sample.extend_from_slice(&p[..want.min(p.len())]);
+    }
+    let compression = compress::choose(&sample);
+    erase::wipe_vec(sample);
+    let (header, cipher) = ChunkCipher::create(kek, kek_ref, object_key, compression, chunk_size);
+    let mut seq = Sequential {
+        hasher: PageHasher::new(),
+        compressor: Compressor::new(compression),
+        chunker: Chunker::new(chunk_size),
+    };
+    let mut chunks = seq.absorb(parts);
+    let (digest, _, tail) = seq.finish();
+    chunks.extend(tail);
+    if digest != declared {
+        chunks.into_iter().for_each(|c| erase::wipe_vec(c.data));
+        return Err(PipelineError::IntegrityMismatch {
+            declared: hex::encode(declared),
+            actual: hex::encode(digest),
+        });
+    }
+    let body: usize = chunks.iter().map(|c| c.data.len() + sealed::TAG_LEN).sum();
+    let mut out = BytesMut::with_capacity(header.encoded().len() + body);
+    out.extend_from_slice(header.encoded());
+    for mut c in chunks {
+        cipher.seal_chunk(c.index, c.last, &mut c.data);
+        out.extend_from_slice(&c.data);
+    }
+    Ok(out.freeze())
+}
+
 /// How long ingest waits for the store to say whether a key exists before spooling anyway.
 const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -127,6 +177,11 @@ impl Pipeline {
             .acquire_owned()
             .await
             .expect("never closed");
+        if let Some(memory) = in_memory {
+            return self
+                .ingest_small(tenant, key, entry, input, reservation, memory, active)
+                .await;
+        }
 
         // Gather a sample to choose the compression, then start the spool stage.
         let mut first: Vec<Bytes> = Vec::new();
@@ -221,6 +276,83 @@ impl Pipeline {
             stored_bytes,
             already_stored: false,
         })
+    }
+
+    /// A page small enough to wait for the store in memory (`ack = "stored"`, at most
+    /// `single_put_limit`): gathered whole, then hashed, compressed and sealed in one rayon
+    /// task and written to the store in one request. Three hand-offs between threads per
+    /// page instead of one per network read and per chunk, which is what small pages spent
+    /// their time on (see the README's Performance section).
+    #[allow(clippy::too_many_arguments)]
+    async fn ingest_small(
+        &self,
+        tenant: &str,
+        key: String,
+        entry: PageEntry,
+        mut input: mpsc::Receiver<PageInput>,
+        reservation: spool::Reservation,
+        memory: spool::MemoryReservation,
+        active: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Receipt, PipelineError> {
+        let mut parts = Vec::new();
+        let mut received = 0u64;
+        loop {
+            match input.recv().await {
+                Some(PageInput::Data(b)) => {
+                    received += b.len() as u64;
+                    if received > entry.size {
+                        wipe_all(parts);
+                        return Err(PipelineError::Oversized {
+                            declared: entry.size,
+                        });
+                    }
+                    parts.push(b);
+                }
+                Some(PageInput::End) => break,
+                None => {
+                    wipe_all(parts);
+                    return Err(PipelineError::Abandoned);
+                }
+            }
+        }
+        if received != entry.size {
+            wipe_all(parts);
+            return Err(PipelineError::Truncated {
+                declared: entry.size,
+                got: received,
+            });
+        }
+        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
+        let chunk_size = self.config.chunk_size;
+        let object_key = key.clone();
+        let declared = entry.sha256;
+        let sealed = on_rayon(move || {
+            seal_whole_page(&kek, kek_ref, &object_key, chunk_size, parts, declared)
+        })
+        .await?;
+        drop(active);
+        let outcome = self
+            .put_direct(tenant, &key, &entry, sealed, reservation)
+            .await?;
+        drop(memory);
+        match outcome {
+            Direct::Stored(stored_bytes) => Ok(Receipt {
+                entry,
+                object_key: key,
+                stored_bytes,
+                already_stored: false,
+            }),
+            Direct::Exists => self.verify_existing(tenant, entry, key).await,
+            Direct::Spilled(record) => {
+                let stored_bytes = self.same_or_conflict(&record, &entry).await?;
+                Ok(Receipt {
+                    entry,
+                    object_key: key,
+                    stored_bytes,
+                    already_stored: false,
+                })
+            }
+        }
     }
 
     /// The fast path of `ack = "stored"`: a small sealed object goes to the store straight
@@ -721,9 +853,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_pages_leave_nothing_behind() {
+    async fn bad_pages_leave_nothing_behind_when_streamed() {
         let dir = tempfile::tempdir().unwrap();
-        let p = pipeline(dir.path());
+        bad_pages_leave_nothing_behind(pipeline(dir.path())).await; // 300 kB > single_put_limit
+    }
+
+    #[tokio::test]
+    async fn bad_pages_leave_nothing_behind_when_gathered_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = crate::test_pipeline(dir.path(), PipelineConfig::default()); // 300 kB fits
+        bad_pages_leave_nothing_behind(p).await;
+    }
+
+    async fn bad_pages_leave_nothing_behind(p: Pipeline) {
         let data = vec![3u8; 300_000];
         let mut wrong = entry(0, &data);
         wrong.sha256[0] ^= 1;
