@@ -11,7 +11,9 @@
 //! Each stage lives in the module named after it; [`ingest`] wires them together for one page
 //! with bounded queues between them, the delivery task in [`store`] drains the [`spool`], and
 //! [`retrieve`] runs the inverse path for `get`. Hashing, compression and encryption run on
-//! rayon; the async runtime only moves bytes.
+//! rayon; the async runtime only moves bytes. A small page (`ack = "stored"`, at most
+//! `single_put_limit`) is gathered whole and goes through hash, compress and seal in one rayon
+//! task; a larger one streams through them chunk by chunk.
 #![forbid(unsafe_code)]
 
 pub mod auth;
