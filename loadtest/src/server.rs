@@ -73,7 +73,9 @@ pub enum Started {
         server: Arc<quire::server::Server>,
         task: tokio::task::JoinHandle<()>,
     },
-    Child(Child),
+    /// A `quire serve` process and its data directory (whose RAM key directory for spool
+    /// keys is outside the work directory, so it is removed by hand once the process is gone).
+    Child { process: Child, data: PathBuf },
 }
 
 impl Started {
@@ -110,7 +112,7 @@ impl Started {
                 .strip_prefix("quire listening on ")
                 .with_context(|| format!("unexpected server output {line:?}"))?
                 .parse()?;
-            Ok((Started::Child(c), addr, cred))
+            Ok((Started::Child { process: c, data }, addr, cred))
         } else {
             let config = quire::config::ServerConfig::load(
                 Some(&config),
@@ -129,7 +131,7 @@ impl Started {
     pub fn pid(&self) -> String {
         match self {
             Started::InProcess { .. } => "self".into(),
-            Started::Child(c) => c.id().to_string(),
+            Started::Child { process, .. } => process.id().to_string(),
         }
     }
 
@@ -143,9 +145,11 @@ impl Started {
                 task.abort();
                 server.shutdown().await;
             }
-            Started::Child(mut c) => {
-                let _ = c.kill();
-                let _ = c.wait();
+            Started::Child { mut process, data } => {
+                let _ = process.kill();
+                let _ = process.wait();
+                let keys = quire_pipeline::spool::keydir::default_key_dir(&data);
+                let _ = std::fs::remove_dir_all(keys);
             }
         }
     }
