@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use quire_codecs::manifest::Manifest;
 use quire_codecs::sealed::{self, ChunkCipher, Chunker, Compression, PlainChunk};
 use quire_codecs::wire::PageEntry;
+use rayon::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::compress::{self, Compressor};
@@ -109,11 +110,14 @@ fn seal_whole_page(
             actual: hex::encode(digest),
         });
     }
-    let body: usize = chunks.iter().map(|c| c.data.len() + sealed::TAG_LEN).sum();
+    // Chunks are independent: an idle rayon worker takes some; a busy one leaves them here.
+    chunks
+        .par_iter_mut()
+        .for_each(|c| cipher.seal_chunk(c.index, c.last, &mut c.data));
+    let body: usize = chunks.iter().map(|c| c.data.len()).sum();
     let mut out = BytesMut::with_capacity(header.encoded().len() + body);
     out.extend_from_slice(header.encoded());
-    for mut c in chunks {
-        cipher.seal_chunk(c.index, c.last, &mut c.data);
+    for c in chunks {
         out.extend_from_slice(&c.data);
     }
     Ok(out.freeze())
