@@ -187,6 +187,8 @@ impl Pipeline {
                 .await;
         }
 
+        // Streamed: a page too large to wait in memory, any page under `ack = "spooled"`, or
+        // any page while the memory budget is spent goes through a spool record chunk by chunk.
         // Gather a sample to choose the compression, then start the spool stage.
         let mut first: Vec<Bytes> = Vec::new();
         let mut sampled = 0usize;
@@ -222,7 +224,6 @@ impl Pipeline {
             key: key.clone(),
             plain_sha256: entry.sha256,
             plain_size: entry.size,
-            memory: in_memory,
         };
         let (to_spool, spool_rx) = mpsc::channel(self.config.seal_window);
         let writer =
@@ -245,31 +246,11 @@ impl Pipeline {
         drop(to_spool);
         let written = writer.await.expect("spool stage panicked");
         drop(active);
-        let staged = match (outcome, written) {
+        let record = match (outcome, written) {
             (Err(e), _) => return Err(e),
             (Ok(()), Err(e)) => return Err(e.into()),
             (Ok(()), Ok(None)) => return Err(PipelineError::Abandoned),
-            (Ok(()), Ok(Some(staged))) => staged,
-        };
-        let record = match staged {
-            Staged::Memory(sealed, reservation, _memory) => {
-                match self
-                    .put_direct(tenant, &key, &entry, sealed.freeze(), reservation)
-                    .await?
-                {
-                    Direct::Stored(stored_bytes) => {
-                        return Ok(Receipt {
-                            entry,
-                            object_key: key,
-                            stored_bytes,
-                            already_stored: false,
-                        })
-                    }
-                    Direct::Exists => return self.verify_existing(tenant, entry, key).await,
-                    Direct::Spilled(record) => record,
-                }
-            }
-            Staged::Record(record) => record,
+            (Ok(()), Ok(Some(record))) => record,
         };
         // A concurrent upload of the same page may have spooled first; commit then handed
         // back that record instead.
@@ -704,13 +685,6 @@ impl Pipeline {
     }
 }
 
-/// Where a sealed object waits for the store: in memory (small, `ack = "stored"`) or in a
-/// committed spool record.
-enum Staged {
-    Memory(BytesMut, spool::Reservation, spool::MemoryReservation),
-    Record(Arc<Record>),
-}
-
 /// What became of a direct store write.
 enum Direct {
     Stored(u64),
@@ -726,50 +700,22 @@ struct StageTarget {
     key: String,
     plain_sha256: [u8; 32],
     plain_size: u64,
-    /// Room in the memory budget, if the object may wait there.
-    memory: Option<spool::MemoryReservation>,
 }
 
-/// The spool stage for one object: sealed bytes from the seal stage are kept in memory while
-/// they fit `memory_limit`, and otherwise go into a spool record, committed (and queued for
-/// the store) only on `Commit`. Blocking file I/O.
+/// The spool stage for a streamed page: sealed bytes from the seal stage go into a spool
+/// record, committed (and queued for the store) only on `Commit`. Blocking file I/O.
 fn stage_object(
-    mut t: StageTarget,
+    t: StageTarget,
     reservation: spool::Reservation,
     mut rx: mpsc::Receiver<ToStore>,
-) -> Result<Option<Staged>, SpoolError> {
-    let limit = t.memory.as_ref().map_or(0, |m| m.bytes());
-    let mut memory = Some((BytesMut::new(), reservation));
-    let mut record: Option<spool::RecordWriter> = None;
+) -> Result<Option<Arc<Record>>, SpoolError> {
+    let mut writer =
+        t.spool
+            .writer(reservation, &t.tenant, &t.key, t.plain_sha256, t.plain_size)?;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            ToStore::Sealed(b) => {
-                if let Some((buf, _)) = &mut memory {
-                    if (buf.len() + b.len()) as u64 <= limit {
-                        buf.extend_from_slice(&b);
-                        continue;
-                    }
-                    let (buf, reservation) = memory.take().expect("checked above");
-                    t.memory = None; // the bytes move to a file: give the budget back
-                    let mut w = t.spool.writer(
-                        reservation,
-                        &t.tenant,
-                        &t.key,
-                        t.plain_sha256,
-                        t.plain_size,
-                    )?;
-                    w.write(&buf)?;
-                    record = Some(w);
-                }
-                record.as_mut().expect("spilled above").write(&b)?;
-            }
-            ToStore::Commit => {
-                return Ok(Some(match (memory, record, t.memory) {
-                    (Some((buf, reservation)), _, Some(m)) => Staged::Memory(buf, reservation, m),
-                    (None, Some(w), _) => Staged::Record(w.commit()?),
-                    _ => unreachable!("bytes are either in memory (with budget) or in a record"),
-                }))
-            }
+            ToStore::Sealed(b) => writer.write(&b)?,
+            ToStore::Commit => return writer.commit().map(Some),
         }
     }
     Ok(None) // dropped uncommitted: the writer erases what it wrote
