@@ -40,6 +40,17 @@ pub struct Receipt {
     pub already_stored: bool,
 }
 
+impl Receipt {
+    fn new(entry: PageEntry, object_key: String, stored_bytes: u64, already_stored: bool) -> Self {
+        Receipt {
+            entry,
+            object_key,
+            stored_bytes,
+            already_stored,
+        }
+    }
+}
+
 /// The sequential part of a page's processing: hashing, compression and chunking all carry
 /// state from one byte to the next. It moves into a rayon task per batch and back.
 struct Sequential {
@@ -154,12 +165,7 @@ impl Pipeline {
         let key = keys::page_key(tenant, job_id, entry.index);
         if let Some(record) = self.spool.pending(&key) {
             let stored_bytes = self.same_or_conflict(&record, &entry).await?;
-            return Ok(Receipt {
-                entry,
-                object_key: key,
-                stored_bytes,
-                already_stored: true,
-            });
+            return Ok(Receipt::new(entry, key, stored_bytes, true));
         }
         if self.stored_already(tenant, &key).await? {
             return self.verify_existing(tenant, entry, key).await;
@@ -255,12 +261,7 @@ impl Pipeline {
         // A concurrent upload of the same page may have spooled first; commit then handed
         // back that record instead.
         let stored_bytes = self.same_or_conflict(&record, &entry).await?;
-        Ok(Receipt {
-            entry,
-            object_key: key,
-            stored_bytes,
-            already_stored: false,
-        })
+        Ok(Receipt::new(entry, key, stored_bytes, false))
     }
 
     /// A page small enough to wait for the store in memory (`ack = "stored"`, at most
@@ -321,21 +322,11 @@ impl Pipeline {
             .await?;
         drop(memory);
         match outcome {
-            Direct::Stored(stored_bytes) => Ok(Receipt {
-                entry,
-                object_key: key,
-                stored_bytes,
-                already_stored: false,
-            }),
+            Direct::Stored(stored_bytes) => Ok(Receipt::new(entry, key, stored_bytes, false)),
             Direct::Exists => self.verify_existing(tenant, entry, key).await,
             Direct::Spilled(record) => {
                 let stored_bytes = self.same_or_conflict(&record, &entry).await?;
-                Ok(Receipt {
-                    entry,
-                    object_key: key,
-                    stored_bytes,
-                    already_stored: false,
-                })
+                Ok(Receipt::new(entry, key, stored_bytes, false))
             }
         }
     }
@@ -608,12 +599,7 @@ impl Pipeline {
         match read {
             Ok((digest, size)) if digest == entry.sha256 && size == entry.size => {
                 let stored_bytes = self.store_for(tenant).size(&key).await?.unwrap_or(0);
-                Ok(Receipt {
-                    entry,
-                    object_key: key,
-                    stored_bytes,
-                    already_stored: true,
-                })
+                Ok(Receipt::new(entry, key, stored_bytes, true))
             }
             Ok(_) => Err(PipelineError::Conflict { index: entry.index }),
             Err(e) => Err(e),
