@@ -88,6 +88,18 @@ fn wipe_all(parts: Vec<Bytes>) {
     }
 }
 
+/// The compression for a page, chosen from a sample of its first bytes (wiped after use).
+fn choose_compression(first: &[Bytes]) -> Compression {
+    let mut sample = Vec::with_capacity(compress::SAMPLE_LEN);
+    for part in first {
+        let want = compress::SAMPLE_LEN - sample.len();
+        sample.extend_from_slice(&part[..want.min(part.len())]);
+    }
+    let compression = compress::choose(&sample);
+    erase::wipe_vec(sample);
+    compression
+}
+
 /// Hash, compress and seal a whole page held in memory, on the calling (rayon) thread.
 /// Fails, having wiped the plaintext, if the page is not the one the scanner declared.
 fn seal_whole_page(
@@ -98,13 +110,7 @@ fn seal_whole_page(
     parts: Vec<Bytes>,
     declared: [u8; 32],
 ) -> Result<Bytes, PipelineError> {
-    let mut sample = Vec::with_capacity(compress::SAMPLE_LEN);
-    for p in &parts {
-        let want = compress::SAMPLE_LEN - sample.len();
-        sample.extend_from_slice(&p[..want.min(p.len())]);
-    }
-    let compression = compress::choose(&sample);
-    erase::wipe_vec(sample);
+    let compression = choose_compression(&parts);
     let (header, cipher) = ChunkCipher::create(kek, kek_ref, object_key, compression, chunk_size);
     let mut seq = Sequential {
         hasher: PageHasher::new(),
@@ -212,13 +218,7 @@ impl Pipeline {
                 None => return Err(PipelineError::Abandoned),
             }
         }
-        let sample: Vec<u8> = first
-            .iter()
-            .flat_map(|b| b.iter().copied())
-            .take(compress::SAMPLE_LEN)
-            .collect();
-        let compression = compress::choose(&sample);
-        erase::wipe_vec(sample);
+        let compression = choose_compression(&first);
 
         let (kek_ref, kek) = self.vault.current_kek(tenant)?;
         let (header, cipher) =
