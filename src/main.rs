@@ -527,8 +527,19 @@ async fn deliver(a: DeliverArgs) -> Result<()> {
     eprintln!("{} jobs waiting for delivery", jobs.len());
     let (mut pages, mut bytes) = (0u64, 0u64);
     let mut delivered = 0usize;
+    let mut failed = Vec::new();
     for job in jobs {
-        let d = client::deliver::deliver_job(&conn, &a.tenant, job, &a.out).await?;
+        let job_id = job.job_id.clone();
+        let d = match client::deliver::deliver_job(&conn, &a.tenant, job, &a.out).await {
+            Ok(d) => d,
+            // One broken job must not hold back the tenant's others: report it, go on.
+            Err(e) if e.is_about_one_job() => {
+                eprintln!("job {job_id}: NOT delivered: {e}");
+                failed.push(job_id);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         pages += u64::from(d.job.pages);
         bytes += d.job.bytes;
         delivered += 1;
@@ -547,6 +558,13 @@ async fn deliver(a: DeliverArgs) -> Result<()> {
     }
     conn.close().await;
     eprintln!("{delivered} jobs delivered ({pages} pages, {bytes} bytes), every page verified against its manifest");
+    if !failed.is_empty() {
+        bail!(
+            "{} jobs could not be delivered and stay on the server: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 

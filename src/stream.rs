@@ -1,6 +1,7 @@
 //! The thin IO shell around the sans-IO codec: frames in and out of QUIC streams.
 
 use bytes::{Bytes, BytesMut};
+use quire_codecs::lists::Reassembler;
 use quire_codecs::wire::{self, Decoder, Frame, WireError, MAX_DATA_LEN};
 
 /// Bytes asked of QUIC per read; QUIC hands back at most what has arrived.
@@ -19,11 +20,13 @@ pub enum StreamError {
     Closed(#[from] quinn::ClosedStream),
 }
 
-/// Reads frames from one QUIC receive stream.
+/// Reads frames from one QUIC receive stream; a list split over several frames comes out
+/// joined, as one frame.
 #[derive(Debug)]
 pub struct FrameReader {
     recv: quinn::RecvStream,
     decoder: Decoder,
+    lists: Reassembler,
     finished: bool,
 }
 
@@ -32,6 +35,7 @@ impl FrameReader {
         FrameReader {
             recv,
             decoder: Decoder::new(),
+            lists: Reassembler::new(),
             finished: false,
         }
     }
@@ -39,12 +43,18 @@ impl FrameReader {
     /// The next frame; `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {
         loop {
-            if let Some(f) = self.decoder.next_frame()? {
+            if let Some(f) = self.lists.take_ready() {
                 return Ok(Some(f));
+            }
+            if let Some(f) = self.decoder.next_frame()? {
+                match self.lists.push(f)? {
+                    Some(done) => return Ok(Some(done)),
+                    None => continue,
+                }
             }
             if self.finished {
                 self.decoder.finish()?;
-                return Ok(None);
+                return Ok(self.lists.finish());
             }
             match self.recv.read_chunk(READ_CHUNK, true).await? {
                 Some(chunk) => self.decoder.feed(chunk.bytes),

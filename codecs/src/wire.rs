@@ -412,7 +412,7 @@ pub enum Frame {
     Error { code: ErrorCode, message: String },
 }
 
-mod kind {
+pub(crate) mod kind {
     pub const HELLO: u8 = 0x01;
     pub const WELCOME: u8 = 0x02;
     pub const ENROLL: u8 = 0x03;
@@ -499,12 +499,26 @@ pub fn validate_page_name(name: &str) -> Result<(), WireError> {
 ///
 /// For large pages prefer [`encode_data_header`] followed by the payload itself, which
 /// avoids copying page bytes.
+///
+/// A list frame too long for one control frame is written as several frames of its type
+/// (see [`crate::lists`]); the receiver joins them with a [`crate::lists::Reassembler`].
 pub fn encode(frame: &Frame, out: &mut BytesMut) {
     if let Frame::Data(bytes) = frame {
         encode_data_header(bytes.len() as u32, out);
         out.extend_from_slice(bytes);
         return;
     }
+    let start = out.len();
+    encode_one(frame, out);
+    if out.len() - start - FRAME_HEADER_LEN > MAX_CONTROL_LEN as usize {
+        out.truncate(start);
+        for part in crate::lists::split(frame) {
+            encode_one(&part, out);
+        }
+    }
+}
+
+fn encode_one(frame: &Frame, out: &mut BytesMut) {
     let start = out.len();
     out.put_u8(0);
     out.put_u32(0);
@@ -821,19 +835,23 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
 }
 
 /// Cursor over one control frame's payload; every read is bounds-checked.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     kind: u8,
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
+    /// A cursor over `buf`, reporting errors as frame type `kind`'s.
+    pub(crate) fn new(kind: u8, buf: &'a [u8]) -> Self {
+        Reader { kind, buf }
+    }
     fn err(&self, reason: &'static str) -> WireError {
         WireError::Malformed {
             kind: self.kind,
             reason,
         }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.buf.len() < n {
             return Err(self.err("payload shorter than its fields"));
         }
@@ -841,13 +859,13 @@ impl<'a> Reader<'a> {
         self.buf = b;
         Ok(a)
     }
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, WireError> {
         Ok(u16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    fn u32(&mut self) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
     fn u64(&mut self) -> Result<u64, WireError> {
@@ -869,7 +887,7 @@ impl<'a> Reader<'a> {
         validate_id(field, &s)?;
         Ok(s)
     }
-    fn job_id(&mut self) -> Result<String, WireError> {
+    pub(crate) fn job_id(&mut self) -> Result<String, WireError> {
         let s = self.string(MAX_JOB_ID_LEN)?;
         validate_job_id(&s)?;
         Ok(s)
@@ -897,7 +915,7 @@ impl<'a> Reader<'a> {
             sha256: self.array32()?,
         })
     }
-    fn entries(&mut self) -> Result<Vec<PageEntry>, WireError> {
+    pub(crate) fn entries(&mut self) -> Result<Vec<PageEntry>, WireError> {
         let n = self.u32()?;
         if n > MAX_PAGES {
             return Err(self.err("more pages than the page limit"));
@@ -924,7 +942,7 @@ impl<'a> Reader<'a> {
             _ => Err(self.err("boolean is neither 0 nor 1")),
         }
     }
-    fn finish(self) -> Result<(), WireError> {
+    pub(crate) fn finish(self) -> Result<(), WireError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -934,7 +952,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses the payload of a control frame of type `k`.
-fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
+pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> {
     let mut r = Reader {
         kind: k,
         buf: payload,

@@ -47,7 +47,11 @@ pub async fn deliver_job(
             .await
             .map_err(|e| local_err(&partial, e))?;
     }
-    super::get::get_job(conn, &job.job_id, None, &partial).await?;
+    if let Err(e) = super::get::get_job(conn, &job.job_id, None, &partial).await {
+        // Nothing unverified stays behind: the pages verified so far go with the rest.
+        let _ = tokio::fs::remove_dir_all(&partial).await;
+        return Err(e);
+    }
     // A job delivered before whose acknowledgement was lost is replaced by the fresh copy.
     if dest.exists() {
         tokio::fs::remove_dir_all(&dest)

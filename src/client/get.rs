@@ -35,13 +35,44 @@ pub async fn get_job(
         })
         .await?;
     let _ = send.finish();
+    let mut current: Option<Partial> = None;
+    let result = receive(&mut reader, out_dir, &mut current).await;
+    if result.is_err() {
+        // Never leave unverified plaintext behind, whatever failed.
+        if let Some((_, f, tmp, _, _)) = current.take() {
+            drop(f);
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+    }
+    result
+}
+
+/// The page being received: entry, file, its temporary path, running digest and length.
+type Partial = (PageEntry, tokio::fs::File, PathBuf, Sha256, u64);
+
+async fn receive(
+    reader: &mut crate::stream::FrameReader,
+    out_dir: &Path,
+    current: &mut Option<Partial>,
+) -> Result<Vec<Fetched>, ClientError> {
     let mut fetched = Vec::new();
-    let mut current: Option<(PageEntry, tokio::fs::File, PathBuf, Sha256, u64)> = None;
+    let mut manifest: Option<Vec<PageEntry>> = None;
     loop {
-        let frame = super::expect_answer(&mut reader).await?;
+        let frame = super::expect_answer(reader).await?;
         match frame {
-            Frame::Manifest { .. } if fetched.is_empty() && current.is_none() => {}
+            Frame::Manifest { pages, .. } if manifest.is_none() => manifest = Some(pages),
             Frame::PageBegin(entry) if current.is_none() => {
+                // Each page is checked against the manifest, not only against its own header.
+                let listed = manifest
+                    .as_ref()
+                    .and_then(|m| m.get(entry.index as usize))
+                    .is_some_and(|m| *m == entry);
+                if !listed {
+                    return Err(ClientError::Protocol(format!(
+                        "page {} ({}) is not in the job's manifest as sent",
+                        entry.index, entry.name
+                    )));
+                }
                 // The name comes from the server: check it cannot point outside out_dir.
                 wire::validate_page_name(&entry.name)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -49,7 +80,7 @@ pub async fn get_job(
                 let f = tokio::fs::File::create(&tmp)
                     .await
                     .map_err(|e| local_err(&tmp, e))?;
-                current = Some((entry, f, tmp, Sha256::new(), 0));
+                *current = Some((entry, f, tmp, Sha256::new(), 0));
             }
             Frame::Data(b) => {
                 let Some((_, f, tmp, h, n)) = current.as_mut() else {
@@ -60,32 +91,49 @@ pub async fn get_job(
                 f.write_all(&b).await.map_err(|e| local_err(tmp, e))?;
             }
             Frame::PageEnd => {
-                let Some((entry, mut f, tmp, h, n)) = current.take() else {
+                let Some((entry, f, tmp, h, n)) = current.take() else {
                     return Err(ClientError::Protocol("PageEnd outside a page".into()));
                 };
-                f.flush().await.map_err(|e| local_err(&tmp, e))?;
-                f.sync_all().await.map_err(|e| local_err(&tmp, e))?;
-                drop(f);
-                let digest: [u8; 32] = h.finalize().into();
-                if digest != entry.sha256 || n != entry.size {
-                    let _ = tokio::fs::remove_file(&tmp).await;
-                    return Err(ClientError::Protocol(format!(
-                        "page {} ({}) failed verification: got {n} bytes with SHA-256 {}, manifest says {} bytes with {}",
-                        entry.index,
-                        entry.name,
-                        hex::encode(digest),
-                        entry.size,
-                        hex::encode(entry.sha256)
-                    )));
+                match finish_page(&entry, f, &tmp, h, n, out_dir).await {
+                    Ok(path) => fetched.push(Fetched { entry, path }),
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        return Err(e);
+                    }
                 }
-                let path = out_dir.join(&entry.name);
-                tokio::fs::rename(&tmp, &path)
-                    .await
-                    .map_err(|e| local_err(&path, e))?;
-                fetched.push(Fetched { entry, path });
             }
             Frame::Done if current.is_none() => return Ok(fetched),
             other => return Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
         }
     }
+}
+
+/// Syncs a received page, verifies it against its manifest entry and gives it its name.
+async fn finish_page(
+    entry: &PageEntry,
+    mut f: tokio::fs::File,
+    tmp: &Path,
+    h: Sha256,
+    n: u64,
+    out_dir: &Path,
+) -> Result<PathBuf, ClientError> {
+    f.flush().await.map_err(|e| local_err(tmp, e))?;
+    f.sync_all().await.map_err(|e| local_err(tmp, e))?;
+    drop(f);
+    let digest: [u8; 32] = h.finalize().into();
+    if digest != entry.sha256 || n != entry.size {
+        return Err(ClientError::Protocol(format!(
+            "page {} ({}) failed verification: got {n} bytes with SHA-256 {}, manifest says {} bytes with {}",
+            entry.index,
+            entry.name,
+            hex::encode(digest),
+            entry.size,
+            hex::encode(entry.sha256)
+        )));
+    }
+    let path = out_dir.join(&entry.name);
+    tokio::fs::rename(tmp, &path)
+        .await
+        .map_err(|e| local_err(&path, e))?;
+    Ok(path)
 }

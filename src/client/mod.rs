@@ -62,6 +62,13 @@ impl From<StreamError> for ClientError {
 }
 
 impl ClientError {
+    /// Whether the failure concerns one job only (the server refused it, or its data failed
+    /// verification), so that work on other jobs may go on; connection and local failures
+    /// concern everything.
+    pub fn is_about_one_job(&self) -> bool {
+        matches!(self, ClientError::Refused { .. } | ClientError::Protocol(_))
+    }
+
     /// The server's error code, if the server refused.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

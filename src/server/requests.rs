@@ -832,6 +832,10 @@ async fn admin_request(
             let jobs = blocking(move || -> Result<_, crate::meta::MetaError> {
                 let mut out = Vec::new();
                 for (job_id, row) in meta.jobs(&tenant)? {
+                    // A consumer that acknowledges what it got asks again for the rest.
+                    if out.len() == quire_codecs::lists::MAX_LIST_ROWS {
+                        break;
+                    }
                     if row.committed && row.delivered_unix.is_none() && row.deleted_unix.is_none() {
                         let held = meta.hold_on(&tenant, &job_id)?.is_some();
                         out.push(quire_codecs::wire::JobInfo {
