@@ -84,37 +84,51 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The server's spool is full (the object store is slow or down); retry later.
     Busy,
+    /// A stored object failed authentication: it was altered or damaged at rest. Retrying
+    /// does not help; the operator must restore it from a backup.
+    Corrupt,
+    /// The server ran out of disk space; not the scanner's fault, retry later.
+    ServerFull,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 16] = [
-        ErrorCode::Malformed,
-        ErrorCode::UnknownDevice,
-        ErrorCode::BadCredential,
-        ErrorCode::DeviceDisabled,
-        ErrorCode::TenantMismatch,
-        ErrorCode::NotAuthenticated,
-        ErrorCode::Truncated,
-        ErrorCode::IntegrityMismatch,
-        ErrorCode::TooLarge,
-        ErrorCode::NotFound,
-        ErrorCode::Conflict,
-        ErrorCode::StoreUnavailable,
-        ErrorCode::Forbidden,
-        ErrorCode::Internal,
-        ErrorCode::LimitExceeded,
-        ErrorCode::Busy,
+    /// Every code with its number on the wire, fixed once and for all.
+    const NUMBERED: [(ErrorCode, u16); 18] = [
+        (ErrorCode::Malformed, 1),
+        (ErrorCode::UnknownDevice, 2),
+        (ErrorCode::BadCredential, 3),
+        (ErrorCode::DeviceDisabled, 4),
+        (ErrorCode::TenantMismatch, 5),
+        (ErrorCode::NotAuthenticated, 6),
+        (ErrorCode::Truncated, 7),
+        (ErrorCode::IntegrityMismatch, 8),
+        (ErrorCode::TooLarge, 9),
+        (ErrorCode::NotFound, 10),
+        (ErrorCode::Conflict, 11),
+        (ErrorCode::StoreUnavailable, 12),
+        (ErrorCode::Forbidden, 13),
+        (ErrorCode::Internal, 14),
+        (ErrorCode::LimitExceeded, 15),
+        (ErrorCode::Busy, 16),
+        (ErrorCode::Corrupt, 17),
+        (ErrorCode::ServerFull, 18),
     ];
 
     /// The code's number on the wire.
     pub fn to_u16(self) -> u16 {
-        Self::ALL.iter().position(|c| *c == self).unwrap_or(13) as u16 + 1
+        Self::NUMBERED
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map(|(_, n)| *n)
+            .expect("every code is numbered")
     }
 
     /// Parses a wire number; unknown numbers map to `Internal` so newer servers stay readable.
     pub fn from_u16(v: u16) -> Self {
-        v.checked_sub(1)
-            .and_then(|i| Self::ALL.get(i as usize).copied())
+        Self::NUMBERED
+            .iter()
+            .find(|(_, n)| *n == v)
+            .map(|(c, _)| *c)
             .unwrap_or(ErrorCode::Internal)
     }
 
@@ -126,6 +140,7 @@ impl ErrorCode {
                 | ErrorCode::Internal
                 | ErrorCode::LimitExceeded
                 | ErrorCode::Busy
+                | ErrorCode::ServerFull
         )
     }
 }
@@ -1605,9 +1620,17 @@ mod tests {
 
     #[test]
     fn error_codes_round_trip() {
-        for c in ErrorCode::ALL {
+        for (c, n) in ErrorCode::NUMBERED {
             assert_eq!(ErrorCode::from_u16(c.to_u16()), c);
+            assert_eq!(c.to_u16(), n);
         }
+        // Numbers are never reused: each appears once, and they run 1..=N.
+        let mut numbers: Vec<u16> = ErrorCode::NUMBERED.iter().map(|(_, n)| *n).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=ErrorCode::NUMBERED.len() as u16).collect::<Vec<_>>());
+        assert_eq!(ErrorCode::Corrupt.to_u16(), 17);
+        assert!(!ErrorCode::Corrupt.is_retryable());
+        assert!(ErrorCode::ServerFull.is_retryable());
         assert_eq!(ErrorCode::from_u16(999), ErrorCode::Internal);
     }
 }

@@ -142,8 +142,8 @@ impl PipelineError {
             PipelineError::Store(_) => ErrorCode::StoreUnavailable,
             PipelineError::Vault(VaultError::Shredded(_)) => ErrorCode::Forbidden,
             PipelineError::Busy(_) => ErrorCode::Busy,
+            PipelineError::Corrupt { .. } => ErrorCode::Corrupt,
             PipelineError::Vault(_)
-            | PipelineError::Corrupt { .. }
             | PipelineError::Spool(_)
             | PipelineError::Undeliverable(_) => ErrorCode::Internal,
         }

@@ -68,7 +68,7 @@ impl Pipeline {
                         .await
                         .expect("open task")
                         .map_err(corrupt)?;
-                    emit(decomp, &mut hasher, plain, &out).await?;
+                    emit(decomp, &mut hasher, plain, &out, key).await?;
                 }
                 pending.push_back(spawn_open(cipher.clone(), c));
             }
@@ -79,7 +79,7 @@ impl Pipeline {
         let (_, mut decomp) = opener.expect("header parsed before eof");
         while let Some(rx) = pending.pop_front() {
             let plain = rx.await.expect("open task").map_err(corrupt)?;
-            emit(&mut decomp, &mut hasher, plain, &out).await?;
+            emit(&mut decomp, &mut hasher, plain, &out, key).await?;
         }
         if !reader.is_done() {
             return Err(corrupt(SealError::Truncated));
@@ -146,9 +146,10 @@ async fn emit(
     hasher: &mut PageHasher,
     plain: Vec<u8>,
     out: &mpsc::Sender<Bytes>,
+    key: &str,
 ) -> Result<(), PipelineError> {
     let data = decomp.push(plain).map_err(|_| PipelineError::Corrupt {
-        key: String::new(),
+        key: key.to_string(),
         source: SealError::MalformedHeader("compressed stream is corrupt"),
     })?;
     if data.is_empty() {

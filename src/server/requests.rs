@@ -1,5 +1,6 @@
 //! One request stream: read the request frame, check who may ask it, answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry,
 use quire_pipeline::auth::{self, AuthError, DeviceRecord, Principal};
 use quire_pipeline::{keys, PageInput, PipelineError};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::State;
 use crate::stream::{write_data, write_frame, FrameReader};
@@ -35,11 +36,22 @@ impl From<AuthError> for Refusal {
     }
 }
 
+/// Stored objects found altered or damaged since the server started.
+static CORRUPT_OBJECTS: AtomicU64 = AtomicU64::new(0);
+
 impl From<PipelineError> for Refusal {
     fn from(e: PipelineError) -> Self {
         let message = match &e {
+            PipelineError::Corrupt { key, .. } => {
+                let what = keys::describe(key);
+                let count = CORRUPT_OBJECTS.fetch_add(1, Ordering::Relaxed) + 1;
+                error!(error = %e, object = %what, corrupt_objects_total = count, "stored object failed authentication");
+                format!(
+                    "the stored {what} failed authentication: it was altered or damaged at rest. Retrying will not help; the operator must restore it from a backup"
+                )
+            }
             // Internal detail stays in the server log; the scanner learns the category.
-            PipelineError::Vault(_) | PipelineError::Corrupt { .. } => {
+            PipelineError::Vault(_) => {
                 warn!(error = %e, "internal failure");
                 "internal error; see the server log".to_string()
             }
@@ -450,10 +462,13 @@ async fn job_get(
         }
         let (digest, len) = reading.await.expect("read task panicked")?;
         if digest != entry.sha256 || len != entry.size {
-            return Err(Refusal::new(
-                ErrorCode::IntegrityMismatch,
-                format!("page {} does not match its manifest entry", entry.index),
-            ));
+            return Err(PipelineError::Corrupt {
+                key: keys::page_key(tenant, job_id, entry.index),
+                source: quire_codecs::sealed::SealError::MalformedHeader(
+                    "the page does not match its manifest entry",
+                ),
+            }
+            .into());
         }
         reply(send, &Frame::PageEnd).await?;
     }

@@ -1,0 +1,81 @@
+//! Errors that say whose fault it is and what to do: an object altered at rest is `Corrupt`
+//! (named, not retryable) rather than a retryable `Internal`; a failed `get` leaves no
+//! unverified plaintext behind; `deliver` reports a broken job and delivers the others.
+
+mod common;
+
+use common::*;
+
+/// Flips one byte in the middle of the stored object whose path ends with `suffix`.
+fn damage(server: &TestServer, suffix: &str) {
+    let victim = server
+        .stored_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no stored object ending in {suffix}"));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+}
+
+fn job_dir(server: &TestServer, name: &str, pages: usize) -> std::path::PathBuf {
+    let dir = server.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..pages {
+        write_random_file(&dir.join(format!("p{i}.tif")), 300_000, i as u64 + 1);
+    }
+    dir
+}
+
+#[test]
+fn a_page_altered_at_rest_is_corrupt_named_and_leaves_nothing_behind() {
+    let server = TestServer::start();
+    let dir = job_dir(&server, "scan", 3);
+    let id = server.push_ok(&dir, &["--no-progress"]);
+    damage(&server, &format!("{id}/pages/000001"));
+
+    let out = server.path().join("out");
+    let o = server.quire(&["get", "--job", &id, "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Corrupt"), "{err}");
+    assert!(err.contains(&format!("job {id}, page 1")), "{err}");
+    assert!(err.contains("restore it from a backup"), "{err}");
+    assert!(!err.contains("Internal"), "{err}");
+    assert!(!err.contains("quire-data"), "no server path: {err}");
+    // Page 0 was verified and kept; nothing of page 1 stays, not even a partial file.
+    let left: Vec<String> = walk(&out)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["p0.tif".to_string()], "{left:?}");
+    assert!(server.log_text().contains("failed authentication"));
+}
+
+#[test]
+fn deliver_reports_a_broken_job_and_delivers_the_others() {
+    let server = TestServer::start();
+    let broken = server.push_ok(&job_dir(&server, "a", 2), &["--no-progress"]);
+    let fine = server.push_ok(&job_dir(&server, "b", 2), &["--no-progress"]);
+    damage(&server, &format!("{broken}/manifest"));
+    let out = server.path().join("delivered");
+    let (ok, stdout, stderr) = run(
+        server.path(),
+        &["deliver", "--tenant", "dev", "--out", out.to_str().unwrap()],
+    );
+    assert!(!ok, "a broken job makes the run fail: {stderr}");
+    assert!(stdout.contains(&fine), "{stdout}");
+    assert_eq!(walk(&out.join(&fine)).len(), 2);
+    assert!(stderr.contains(&format!("job {broken}: NOT delivered")), "{stderr}");
+    assert!(stderr.contains("Corrupt"), "{stderr}");
+    assert!(!out.join(&broken).exists());
+    assert!(!out.join(format!(".{broken}.partial")).exists());
+    // The next run tries the broken job again and still delivers nothing twice.
+    let (ok, stdout, _) = run(
+        server.path(),
+        &["deliver", "--tenant", "dev", "--out", out.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(!stdout.contains(&fine));
+}
