@@ -106,9 +106,17 @@ struct PushArgs {
     /// Directories pushed side by side.
     #[arg(long, default_value_t = 4)]
     parallel_jobs: usize,
-    /// Where unfinished pushes are remembered.
+    /// Where unfinished and committed pushes are remembered.
     #[arg(long, default_value = ".quire-push")]
     state_dir: PathBuf,
+    /// Push directories committed before (with the same pages) again, as new jobs. Without
+    /// it they are skipped and their job id is printed.
+    #[arg(long)]
+    again: bool,
+    /// Send the targets of symbolic links as pages (by default links are skipped with a
+    /// warning).
+    #[arg(long)]
+    follow_symlinks: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -419,6 +427,8 @@ async fn push(a: PushArgs) -> Result<()> {
         concurrency: a.concurrency,
         progress: (!a.no_progress).then(indicatif::MultiProgress::new),
         state_dir: a.state_dir.clone(),
+        again: a.again,
+        follow_symlinks: a.follow_symlinks,
     };
     // Several directories go up side by side on the one connection: small jobs are bound by
     // round trips (open, commit), not bandwidth.
@@ -439,6 +449,13 @@ async fn push(a: PushArgs) -> Result<()> {
     let mut failures = Vec::new();
     for (_, r) in results {
         match r {
+            Ok(r) if r.already_committed => {
+                eprintln!(
+                    "job {} already committed from this directory ({} pages); not pushed again (--again pushes it as a new job)",
+                    r.job_id, r.pages
+                );
+                jobs.push(r.job_id);
+            }
             Ok(r) => {
                 let secs = r.elapsed.as_secs_f64().max(1e-9);
                 eprintln!(

@@ -38,6 +38,8 @@ pub enum MetaError {
     BadToken,
     #[error("{0} not found")]
     NotFound(String),
+    #[error("device {0} is revoked for good; enroll the scanner again under a new device id")]
+    Revoked(String),
 }
 
 /// A support partner's time-boxed access to a tenant.
@@ -133,6 +135,21 @@ fn state_from(s: &str) -> Option<DeviceState> {
     .find(|d| d.as_str() == s)
 }
 
+fn decode_device(device_id: &str, raw: &[u8]) -> Result<DeviceRecord, MetaError> {
+    let row: DeviceRow =
+        serde_json::from_slice(raw).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+    let corrupt = || MetaError::Corrupt(format!("device {device_id}"));
+    let mut secret_hash = [0u8; 32];
+    hex::decode_to_slice(&row.secret_hash, &mut secret_hash).map_err(|_| corrupt())?;
+    Ok(DeviceRecord {
+        device_id: device_id.to_string(),
+        tenant: row.tenant,
+        role: Role::parse(&row.role).ok_or_else(corrupt)?,
+        state: state_from(&row.state).ok_or_else(corrupt)?,
+        secret_hash,
+    })
+}
+
 /// Handle on the metadata store. Cheap to clone.
 #[derive(Clone)]
 pub struct Meta {
@@ -207,6 +224,13 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         &self,
         device_id: &str,
         state: DeviceState,
+    ) -> Result<DeviceRecord, MetaError>;
+
+    /// Gives a device a new secret; a revoked device's credential stays void.
+    fn rotate_secret(
+        &self,
+        device_id: &str,
+        secret_hash: [u8; 32],
     ) -> Result<DeviceRecord, MetaError>;
 
     /// Every device of a tenant.
@@ -294,6 +318,30 @@ impl Meta {
         };
         txn.commit().map_err(db)?;
         Ok(row)
+    }
+
+    /// Reads, changes and writes back one device in a single transaction, so that two
+    /// administrators acting at once cannot undo each other (a revoke stays a revoke).
+    fn update_device(
+        &self,
+        device_id: &str,
+        change: impl FnOnce(&mut DeviceRecord) -> Result<(), MetaError>,
+    ) -> Result<DeviceRecord, MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let rec = {
+            let mut t = txn.open_table(DEVICES).map_err(db)?;
+            let raw = match t.get(device_id).map_err(db)? {
+                Some(v) => v.value().to_vec(),
+                None => return Err(MetaError::NoSuchDevice(device_id.into())),
+            };
+            let mut rec = decode_device(device_id, &raw)?;
+            change(&mut rec)?;
+            t.insert(device_id, DeviceRow::encode(&rec).as_slice())
+                .map_err(db)?;
+            rec
+        };
+        txn.commit().map_err(db)?;
+        Ok(rec)
     }
 
     /// Opens (or creates) the store at `path`.
@@ -479,18 +527,7 @@ impl MetaStore for Meta {
         let Some(raw) = self.get(DEVICES, device_id)? else {
             return Ok(None);
         };
-        let row: DeviceRow =
-            serde_json::from_slice(&raw).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-        let corrupt = || MetaError::Corrupt(format!("device {device_id}"));
-        let mut secret_hash = [0u8; 32];
-        hex::decode_to_slice(&row.secret_hash, &mut secret_hash).map_err(|_| corrupt())?;
-        Ok(Some(DeviceRecord {
-            device_id: device_id.to_string(),
-            tenant: row.tenant,
-            role: Role::parse(&row.role).ok_or_else(corrupt)?,
-            state: state_from(&row.state).ok_or_else(corrupt)?,
-            secret_hash,
-        }))
+        decode_device(device_id, &raw).map(Some)
     }
 
     /// Registers a device (or replaces its record, e.g. to rotate the secret).
@@ -507,12 +544,27 @@ impl MetaStore for Meta {
         device_id: &str,
         state: DeviceState,
     ) -> Result<DeviceRecord, MetaError> {
-        let mut rec = self
-            .device(device_id)?
-            .ok_or_else(|| MetaError::NoSuchDevice(device_id.into()))?;
-        rec.state = state;
-        self.put_device(&rec)?;
-        Ok(rec)
+        self.update_device(device_id, |rec| {
+            if rec.state == DeviceState::Revoked && state != DeviceState::Revoked {
+                return Err(MetaError::Revoked(device_id.into()));
+            }
+            rec.state = state;
+            Ok(())
+        })
+    }
+
+    fn rotate_secret(
+        &self,
+        device_id: &str,
+        secret_hash: [u8; 32],
+    ) -> Result<DeviceRecord, MetaError> {
+        self.update_device(device_id, |rec| {
+            if rec.state == DeviceState::Revoked {
+                return Err(MetaError::Revoked(device_id.into()));
+            }
+            rec.secret_hash = secret_hash;
+            Ok(())
+        })
     }
 
     /// Every device of a tenant.

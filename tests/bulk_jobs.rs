@@ -50,13 +50,7 @@ fn a_3000_page_job_with_255_byte_names_reads_back_resumes_and_delivers() {
 
     // Pushing under the same job id asks for the job's status (3000 entries): every page is
     // already stored, nothing is sent again, and the commit is the same.
-    let o = server.quire(&[
-        "push",
-        job.to_str().unwrap(),
-        "--job",
-        &id,
-        "--no-progress",
-    ]);
+    let o = server.quire(&["push", job.to_str().unwrap(), "--job", &id, "--no-progress"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("3000 already stored")

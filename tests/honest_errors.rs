@@ -67,7 +67,10 @@ fn deliver_reports_a_broken_job_and_delivers_the_others() {
     assert!(!ok, "a broken job makes the run fail: {stderr}");
     assert!(stdout.contains(&fine), "{stdout}");
     assert_eq!(walk(&out.join(&fine)).len(), 2);
-    assert!(stderr.contains(&format!("job {broken}: NOT delivered")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("job {broken}: NOT delivered")),
+        "{stderr}"
+    );
     assert!(stderr.contains("Corrupt"), "{stderr}");
     assert!(!out.join(&broken).exists());
     assert!(!out.join(format!(".{broken}.partial")).exists());

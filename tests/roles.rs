@@ -142,3 +142,65 @@ fn operators_and_support_partners_see_only_what_they_may() {
         .iter()
         .all(|e| e["ts_unix_ms"].as_u64().unwrap() > 1_700_000_000_000));
 }
+
+#[test]
+fn revoked_is_final_for_every_administrator() {
+    let server = TestServer::start();
+    let root = Who {
+        server: &server,
+        cred: server.admin_cred_path(),
+    };
+    assert!(root.admin(&["tenant", "create", "acme"]).0);
+    let scanner = server.create_device("acme", "acme-scanner", "device", true);
+    let tenant_admin = Who {
+        server: &server,
+        cred: server.create_device("acme", "acme-admin", "tenant-admin", true),
+    };
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("p.jpg"), b"scan").unwrap();
+    let push = || {
+        server.quire(&[
+            "push",
+            job.to_str().unwrap(),
+            "--credential",
+            scanner.to_str().unwrap(),
+            "--no-progress",
+            "--again",
+        ])
+    };
+    assert!(push().status.success());
+
+    let (ok, out) = tenant_admin.admin(&["device", "revoke", "acme-scanner"]);
+    assert!(ok, "{out}");
+    for who in [&tenant_admin, &root] {
+        let (ok, out) = who.admin(&["device", "enable", "acme-scanner"]);
+        assert!(!ok, "enable after revoke must fail: {out}");
+        assert!(
+            out.contains("revoked for good") && out.contains("enroll"),
+            "{out}"
+        );
+        let rotated = server.path().join("rotated.cred");
+        let (ok, out) = who.admin(&[
+            "device",
+            "rotate",
+            "acme-scanner",
+            "--out",
+            rotated.to_str().unwrap(),
+        ]);
+        assert!(!ok, "rotate after revoke must fail: {out}");
+        assert!(!rotated.exists());
+        let (ok, out) = who.admin(&["device", "disable", "acme-scanner"]);
+        assert!(!ok, "a revoked device cannot become merely disabled: {out}");
+    }
+    let o = push();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("withdrawn for good"), "{err}");
+    assert!(!err.contains("administrator must enable"), "{err}");
+    let (_, list) = root.admin(&["device", "list", "--tenant", "acme"]);
+    assert!(
+        list.contains("acme-scanner") && list.contains("revoked"),
+        "{list}"
+    );
+}

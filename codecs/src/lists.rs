@@ -75,7 +75,10 @@ pub fn split(frame: &Frame) -> Vec<Frame> {
 fn is_list(f: &Frame) -> bool {
     matches!(
         f,
-        Frame::JobStatus { .. } | Frame::Manifest { .. } | Frame::AdminDevices(_) | Frame::AdminJobs(_)
+        Frame::JobStatus { .. }
+            | Frame::Manifest { .. }
+            | Frame::AdminDevices(_)
+            | Frame::AdminJobs(_)
     )
 }
 

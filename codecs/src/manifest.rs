@@ -12,7 +12,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::wire::{self, kind, PageEntry, Reader, WireError, MAX_JOB_ID_LEN, MAX_NAME_LEN, MAX_PAGES};
+use crate::wire::{
+    self, kind, PageEntry, Reader, WireError, MAX_JOB_ID_LEN, MAX_NAME_LEN, MAX_PAGES,
+};
 
 /// The first bytes of a v2 manifest.
 pub const MAGIC: &[u8; 4] = b"QMAN";

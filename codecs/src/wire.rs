@@ -1627,7 +1627,10 @@ mod tests {
         // Numbers are never reused: each appears once, and they run 1..=N.
         let mut numbers: Vec<u16> = ErrorCode::NUMBERED.iter().map(|(_, n)| *n).collect();
         numbers.sort_unstable();
-        assert_eq!(numbers, (1..=ErrorCode::NUMBERED.len() as u16).collect::<Vec<_>>());
+        assert_eq!(
+            numbers,
+            (1..=ErrorCode::NUMBERED.len() as u16).collect::<Vec<_>>()
+        );
         assert_eq!(ErrorCode::Corrupt.to_u16(), 17);
         assert!(!ErrorCode::Corrupt.is_retryable());
         assert!(ErrorCode::ServerFull.is_retryable());

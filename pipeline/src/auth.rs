@@ -34,12 +34,21 @@ pub enum AuthError {
     UnknownDevice(String),
     #[error("the credential for device {0} is not valid")]
     BadCredential(String),
-    #[error("device {device} is {state}: an administrator must enable it before it may send")]
+    #[error("device {device} is {state}: {}", what_next(state))]
     DeviceDisabled { device: String, state: &'static str },
     #[error("the request names tenant {requested}, but this connection belongs to another tenant")]
     TenantMismatch { requested: String },
     #[error("this request needs the {needed} role")]
     Forbidden { needed: &'static str },
+}
+
+/// What the holder of a refused credential can do about its state.
+fn what_next(state: &str) -> &'static str {
+    if state == "revoked" {
+        "its credential is withdrawn for good; enroll the scanner again under a new device id"
+    } else {
+        "an administrator must enable it before it may send"
+    }
 }
 
 impl AuthError {

@@ -30,7 +30,10 @@ pub fn describe(key: &str) -> String {
     match parts.as_slice() {
         ["tenants", t, "jobs", j, "pages", n] => {
             let n = n.trim_start_matches('0');
-            format!("tenant {t}, job {j}, page {}", if n.is_empty() { "0" } else { n })
+            format!(
+                "tenant {t}, job {j}, page {}",
+                if n.is_empty() { "0" } else { n }
+            )
         }
         ["tenants", t, "jobs", j, "manifest"] => format!("tenant {t}, job {j}, manifest"),
         _ => "an internal object".to_string(),

@@ -143,9 +143,9 @@ impl PipelineError {
             PipelineError::Vault(VaultError::Shredded(_)) => ErrorCode::Forbidden,
             PipelineError::Busy(_) => ErrorCode::Busy,
             PipelineError::Corrupt { .. } => ErrorCode::Corrupt,
-            PipelineError::Vault(_)
-            | PipelineError::Spool(_)
-            | PipelineError::Undeliverable(_) => ErrorCode::Internal,
+            PipelineError::Vault(_) | PipelineError::Spool(_) | PipelineError::Undeliverable(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod deliver;
 pub mod enroll;
 pub mod get;
+pub mod journal;
 pub mod push;
 
 use std::net::SocketAddr;

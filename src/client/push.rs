@@ -1,6 +1,8 @@
 //! `quire push`: what a scanner does. Each directory is a job, each regular file a page, in
 //! name order. Pages already acknowledged by the server are skipped, so re-running an
-//! interrupted push resumes it; a small journal remembers which job a directory was going to.
+//! interrupted push resumes it; a small journal ([`super::journal`]) remembers which job a
+//! directory was going to, and which job it was committed as, so that running the same
+//! command again never stores a committed directory twice.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -12,6 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry};
 use sha2::{Digest, Sha256};
 
+use super::journal::{self, Journal};
 use super::{expect_answer, local_err, ClientError, Connection};
 use crate::stream::{write_data, write_frame, StreamError};
 
@@ -62,8 +65,12 @@ pub struct PushOptions {
     pub concurrency: usize,
     /// Draw progress bars here (only when stderr is a terminal); `None` for no bars.
     pub progress: Option<indicatif::MultiProgress>,
-    /// Where the journal of unfinished jobs lives.
+    /// Where the journal of unfinished and committed jobs lives.
     pub state_dir: PathBuf,
+    /// Push a directory committed before as a new job instead of skipping it.
+    pub again: bool,
+    /// Send the targets of symbolic links as pages.
+    pub follow_symlinks: bool,
 }
 
 /// The result of pushing one directory.
@@ -75,6 +82,9 @@ pub struct PushReport {
     /// Pages the server already held (from an earlier, interrupted run).
     pub skipped: u32,
     pub elapsed: Duration,
+    /// The directory was committed before as this job, with the same pages, and was not
+    /// pushed again.
+    pub already_committed: bool,
 }
 
 /// A page on disk, hashed.
@@ -84,18 +94,62 @@ pub struct LocalPage {
     pub entry: PageEntry,
 }
 
-/// Lists and hashes the pages of a job directory, in file-name order.
+/// What a scan of a job directory found.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    /// The pages, hashed, in file-name order.
+    pub pages: Vec<LocalPage>,
+    /// Entries that are not pages, with the reason each was left out.
+    pub skipped: Vec<(PathBuf, &'static str)>,
+}
+
+/// Lists and hashes the pages of a job directory, in file-name order, with the defaults of
+/// [`scan`]: symbolic links are not followed.
 pub fn scan_dir(dir: &Path) -> Result<Vec<LocalPage>, ClientError> {
+    scan(dir, false).map(|s| s.pages)
+}
+
+/// Lists and hashes the pages of a job directory. A page is a regular file whose name does
+/// not start with `.`; hidden files, subdirectories, FIFOs, sockets and devices are skipped
+/// and listed in [`Scan::skipped`], and so are symbolic links unless `follow_symlinks` (a
+/// link could otherwise send `/etc/passwd` as a page).
+pub fn scan(dir: &Path, follow_symlinks: bool) -> Result<Scan, ClientError> {
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     for item in std::fs::read_dir(dir).map_err(|e| local_err(dir, e))? {
         let item = item.map_err(|e| local_err(dir, e))?;
         let path = item.path();
-        let meta = std::fs::metadata(&path).map_err(|e| local_err(&path, e))?;
-        if meta.is_file() {
+        let own = std::fs::symlink_metadata(&path).map_err(|e| local_err(&path, e))?;
+        let kind = if own.file_type().is_symlink() {
+            if !follow_symlinks {
+                skipped.push((
+                    path,
+                    "a symbolic link (--follow-symlinks to send its target)",
+                ));
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(m) => m.file_type(),
+                Err(_) => {
+                    skipped.push((path, "a symbolic link to nothing"));
+                    continue;
+                }
+            }
+        } else {
+            own.file_type()
+        };
+        if item.file_name().as_encoded_bytes().starts_with(b".") {
+            skipped.push((path, "a hidden file"));
+        } else if kind.is_dir() {
+            skipped.push((path, "a subdirectory (push it as a job of its own)"));
+        } else if !kind.is_file() {
+            skipped.push((path, "not a regular file (FIFO, socket or device)"));
+        } else {
             files.push((item.file_name(), path));
         }
     }
     files.sort();
+    skipped.sort();
     if files.len() > wire::MAX_PAGES as usize {
         return Err(local_err(
             dir,
@@ -119,7 +173,7 @@ pub fn scan_dir(dir: &Path) -> Result<Vec<LocalPage>, ClientError> {
             },
         });
     }
-    Ok(pages)
+    Ok(Scan { pages, skipped })
 }
 
 fn hash_file(path: &Path) -> Result<([u8; 32], u64), ClientError> {
@@ -149,26 +203,6 @@ pub fn new_job_id() -> String {
     format!("job-{secs}-{}", hex::encode(r))
 }
 
-fn journal_path(state_dir: &Path, dir: &Path) -> Result<PathBuf, ClientError> {
-    let canonical = std::fs::canonicalize(dir).map_err(|e| local_err(dir, e))?;
-    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-    Ok(state_dir.join(format!("{}.job", hex::encode(&digest[..12]))))
-}
-
-fn choose_job_id(opts: &PushOptions, journal: &Path) -> Result<String, ClientError> {
-    if let Some(j) = &opts.job {
-        wire::validate_job_id(j).map_err(|e| local_err(Path::new("--job"), e))?;
-        return Ok(j.clone());
-    }
-    if let Ok(text) = std::fs::read_to_string(journal) {
-        let j = text.trim().to_string();
-        if wire::validate_job_id(&j).is_ok() {
-            return Ok(j);
-        }
-    }
-    Ok(new_job_id())
-}
-
 /// Pushes one directory as one job. Returns once every page is acknowledged and the job
 /// committed; on error, what was acknowledged stays stored and a re-run resumes.
 pub async fn push_dir(
@@ -177,16 +211,39 @@ pub async fn push_dir(
     opts: &PushOptions,
 ) -> Result<PushReport, ClientError> {
     let started = Instant::now();
-    let pages = tokio::task::spawn_blocking({
+    let follow = opts.follow_symlinks;
+    let found = tokio::task::spawn_blocking({
         let dir = dir.to_path_buf();
-        move || scan_dir(&dir)
+        move || scan(&dir, follow)
     })
     .await
     .expect("scan task panicked")?;
-    let journal = journal_path(&opts.state_dir, dir)?;
-    let job_id = choose_job_id(opts, &journal)?;
-    std::fs::create_dir_all(&opts.state_dir).map_err(|e| local_err(&opts.state_dir, e))?;
-    std::fs::write(&journal, &job_id).map_err(|e| local_err(&journal, e))?;
+    for (path, why) in &found.skipped {
+        eprintln!("warning: skipped {}: {why}", path.display());
+    }
+    let pages = found.pages;
+    let journal = Journal::open(&opts.state_dir, dir)?;
+    let contents = journal::contents_digest(&pages);
+    if opts.job.is_none() && !opts.again {
+        if let Some(done) = journal.committed(&contents)? {
+            return Ok(PushReport {
+                job_id: done,
+                pages: pages.len() as u32,
+                bytes: pages.iter().map(|p| p.entry.size).sum(),
+                skipped: pages.len() as u32,
+                elapsed: started.elapsed(),
+                already_committed: true,
+            });
+        }
+    }
+    let job_id = match &opts.job {
+        Some(j) => {
+            wire::validate_job_id(j).map_err(|e| local_err(Path::new("--job"), e))?;
+            j.clone()
+        }
+        None => journal.unfinished(&contents)?.unwrap_or_else(new_job_id),
+    };
+    journal.begin(&job_id, &contents)?;
 
     let status = conn
         .call(&Frame::JobOpen {
@@ -310,13 +367,14 @@ pub async fn push_dir(
             "expected JobCommitted, got {committed:?}"
         )));
     };
-    let _ = std::fs::remove_file(&journal);
+    journal.committed_as(&job_id, &contents)?;
     Ok(PushReport {
         job_id,
         pages: n,
         bytes,
         skipped,
         elapsed: started.elapsed(),
+        already_committed: false,
     })
 }
 

@@ -713,7 +713,9 @@ async fn admin_request(
                 None => return Err(missing()),
             }
             let id = device_id.clone();
-            blocking(move || meta.set_device_state(&id, new_state)).await?;
+            blocking(move || meta.set_device_state(&id, new_state))
+                .await
+                .map_err(revoked_is_conflict)?;
             if new_state != DeviceState::Enabled {
                 state.disconnect_device(
                     &device_id,
@@ -925,7 +927,7 @@ async fn admin_request(
             let m = meta.clone();
             let missing =
                 || Refusal::new(ErrorCode::NotFound, format!("device {device_id} not found"));
-            let mut rec = match blocking(move || m.device(&id)).await? {
+            let rec = match blocking(move || m.device(&id)).await? {
                 Some(r) => r,
                 None => return Err(missing()),
             };
@@ -941,9 +943,10 @@ async fn admin_request(
                 .into());
             }
             let secret = crate::random_secret();
-            rec.secret_hash = auth::hash_secret(&secret);
-            let r = rec.clone();
-            blocking(move || meta.put_device(&r)).await?;
+            let (id, hash) = (rec.device_id.clone(), auth::hash_secret(&secret));
+            let rec = blocking(move || meta.rotate_secret(&id, hash))
+                .await
+                .map_err(revoked_is_conflict)?;
             // The old secret is void; connections opened with it go now.
             state.disconnect_device(
                 &device_id,
@@ -1054,6 +1057,14 @@ async fn admin_request(
             )
             .await
         }
+    }
+}
+
+/// A revoked device stays revoked: changing it is a conflict with its state, explained.
+fn revoked_is_conflict(e: crate::meta::MetaError) -> Refusal {
+    match e {
+        crate::meta::MetaError::Revoked(_) => Refusal::new(ErrorCode::Conflict, e.to_string()),
+        other => other.into(),
     }
 }
 

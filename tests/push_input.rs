@@ -1,0 +1,139 @@
+//! What `quire push` takes from a directory, and what running it again does: committed
+//! directories are never stored twice; links, hidden and special files are not pages.
+
+mod common;
+
+use common::*;
+
+fn manifests(server: &TestServer) -> usize {
+    server
+        .stored_files()
+        .iter()
+        .filter(|p| p.ends_with("manifest"))
+        .count()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn running_the_same_command_again_stores_nothing_twice() {
+    let server = TestServer::start();
+    let a = server.path().join("a");
+    let b = server.path().join("b");
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::write(d.join("p1.jpg"), d.to_string_lossy().as_bytes()).unwrap();
+    }
+    // A name no page may have makes directory b fail; a is committed.
+    std::fs::write(b.join("bad\\name.jpg"), b"x").unwrap();
+    let push = |extra: &[&str]| {
+        let mut args = vec![
+            "push",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        server.quire(&args)
+    };
+    let first = push(&[]);
+    assert!(!first.status.success());
+    let job_a = last_line(&first.stdout);
+    assert!(job_a.starts_with("job-"), "{}", text(&first));
+    assert_eq!(manifests(&server), 1);
+
+    let second = push(&[]);
+    assert!(!second.status.success());
+    assert_eq!(last_line(&second.stdout), job_a, "{}", text(&second));
+    assert!(
+        text(&second).contains("already committed"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(manifests(&server), 1, "a was stored a second time");
+
+    std::fs::rename(b.join("bad\\name.jpg"), b.join("p2.jpg")).unwrap();
+    let third = push(&[]);
+    assert!(third.status.success(), "{}", text(&third));
+    let ids: Vec<String> = String::from_utf8_lossy(&third.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], job_a);
+    assert_eq!(manifests(&server), 2);
+
+    // Changed pages are a new job; --again pushes the same pages as a new job on purpose.
+    std::fs::write(a.join("p3.jpg"), b"added later").unwrap();
+    let changed = server.push_ok(&a, &["--no-progress"]);
+    assert_ne!(changed, job_a);
+    let again = server.push_ok(&a, &["--no-progress", "--again"]);
+    assert_ne!(again, changed);
+    assert_eq!(manifests(&server), 4);
+}
+
+#[test]
+fn links_hidden_and_special_files_are_skipped_with_a_warning() {
+    let server = TestServer::start();
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("page.jpg"), b"the page").unwrap();
+    let secret = server.path().join("secret.txt");
+    std::fs::write(&secret, b"not a scan").unwrap();
+    std::os::unix::fs::symlink(&secret, job.join("link.jpg")).unwrap();
+    std::os::unix::fs::symlink(server.path().join("gone"), job.join("dangling.jpg")).unwrap();
+    std::fs::write(job.join(".DS_Store"), b"finder junk").unwrap();
+    std::fs::create_dir(job.join("sub")).unwrap();
+    std::fs::write(job.join("sub/inner.jpg"), b"inner").unwrap();
+    let fifo = job.join("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+
+    let o = server.quire(&["push", job.to_str().unwrap(), "--no-progress"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for (name, why) in [
+        ("link.jpg", "symbolic link"),
+        ("dangling.jpg", "symbolic link"),
+        (".DS_Store", "hidden"),
+        ("sub", "subdirectory"),
+        ("pipe", "not a regular file"),
+    ] {
+        assert!(
+            t.lines()
+                .any(|l| l.contains("warning: skipped") && l.contains(name) && l.contains(why)),
+            "no warning for {name}: {t}"
+        );
+    }
+    let id = last_line(&o.stdout);
+    let out = server.path().join("out");
+    server.get_ok(&id, &out);
+    let got: Vec<_> = walk(&out)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(got, vec!["page.jpg".to_string()]);
+
+    // Asked for, a link's target is sent (the dangling link is still skipped).
+    let o = server.quire(&[
+        "push",
+        job.to_str().unwrap(),
+        "--no-progress",
+        "--follow-symlinks",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = last_line(&o.stdout);
+    let out = server.path().join("out2");
+    server.get_ok(&id, &out);
+    assert_eq!(std::fs::read(out.join("link.jpg")).unwrap(), b"not a scan");
+    assert_eq!(walk(&out).len(), 2);
+}
