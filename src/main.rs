@@ -196,6 +196,26 @@ enum AdminCommand {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// The key vault, checked on the data directory itself (run it where `quire serve`
+    /// runs, with the server stopped: it is what to run when the server refuses to start).
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VaultCommand {
+    /// Compare every tenant's keys with its data: the key versions the metadata records and
+    /// the jobs it holds against the keys the vault holds. Exits non-zero on a mismatch.
+    Check {
+        /// The server's configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The server's data directory [default: ./quire-data, or `data_dir` in the config].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -586,8 +606,21 @@ async fn deliver(a: DeliverArgs) -> Result<()> {
 }
 
 async fn admin(a: AdminArgs) -> Result<()> {
+    if let AdminCommand::Vault {
+        command: VaultCommand::Check { config, data_dir },
+    } = &a.command
+    {
+        let config = ServerConfig::load(config.as_deref(), None, data_dir.clone())?;
+        let report = quire::server::keycheck::check_data_dir(&config.data_dir)?;
+        print!("{}", report.text);
+        if !report.ok {
+            bail!("the vault does not hold every key the data needs (see above)");
+        }
+        return Ok(());
+    }
     let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
     match a.command {
+        AdminCommand::Vault { .. } => unreachable!("answered above without a connection"),
         AdminCommand::Hold { command } => {
             let (req, done) = match command {
                 HoldCommand::Set {

@@ -33,8 +33,17 @@ pub enum VaultError {
     MasterKeyExposed { path: PathBuf, mode: u32 },
     #[error("master key is malformed: {0}")]
     BadMasterKey(&'static str),
-    #[error("vault file {path} is corrupt or sealed under another master key")]
+    #[error("vault file {path} does not open under this master key: either the master key (master.key or QUIRE_MASTER_KEY) is not the one it was sealed under, or the file is damaged; restore the right master key or the file from your backup")]
     Corrupt { path: PathBuf },
+    #[error("the master key {path} is missing, but {sealed} tenant key file(s) sealed under a master key exist beside it: restore master.key from your backup or set QUIRE_MASTER_KEY. No new master key is created while sealed keys exist: it could not open them")]
+    MasterKeyMissing { path: PathBuf, sealed: usize },
+    #[error("the key of tenant {tenant} is missing from the vault ({expected} version(s) known, {found} present): restore {path} from your backup. No new key is created for the tenant while its known keys are missing: data sealed under them would be lost for good")]
+    KeysMissing {
+        tenant: String,
+        expected: u32,
+        found: u32,
+        path: PathBuf,
+    },
     #[error("vault I/O on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -53,6 +62,12 @@ pub trait KeyVault: Send + Sync + std::fmt::Debug {
     /// Destroys every KEK of the tenant, for good: nothing sealed under them opens again,
     /// and no new key is ever created for the tenant.
     fn shred(&self, tenant: &str) -> Result<(), VaultError>;
+    /// How many KEK versions of the tenant the vault holds (0 for none yet).
+    fn versions(&self, tenant: &str) -> Result<u32, VaultError>;
+    /// Tells the vault that `versions` KEK versions of the tenant are known to exist (the
+    /// metadata store records them): while fewer are present, no new version is created and
+    /// [`KeyVault::current_kek`] fails with [`VaultError::KeysMissing`].
+    fn expect_versions(&self, tenant: &str, versions: u32);
 }
 
 /// How long an unwrapped KEK may be served from memory before it is read and unwrapped again.
@@ -78,6 +93,8 @@ pub struct FileVault {
     dir: PathBuf,
     master: SecretKey,
     cache: RwLock<HashMap<String, Cached>>,
+    /// KEK versions known to exist per tenant: the floor below which keys are missing.
+    known: RwLock<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for FileVault {
@@ -119,20 +136,48 @@ impl FileVault {
     /// missing. Refuses a master key file that group or others can read.
     pub fn open(dir: &Path) -> Result<FileVault, VaultError> {
         std::fs::create_dir_all(dir.join("tenants")).map_err(io(dir))?;
+        let sealed = Self::sealed_tenants(dir)?;
         let master = match std::env::var("QUIRE_MASTER_KEY") {
             Ok(v) => parse_hex_key(&v)?,
-            Err(_) => Self::master_from_file(&dir.join("master.key"))?,
+            Err(_) => Self::master_from_file(&dir.join("master.key"), sealed.len())?,
         };
-        Ok(FileVault {
+        let vault = FileVault {
             dir: dir.to_path_buf(),
             master,
             cache: RwLock::new(HashMap::new()),
-        })
+            known: RwLock::new(HashMap::new()),
+        };
+        // A wrong master key must stop the server here, not turn every request into an error.
+        for tenant in &sealed {
+            let n = vault.load(tenant)?.len() as u32;
+            vault.expect_versions(tenant, n);
+        }
+        Ok(vault)
     }
 
-    fn master_from_file(path: &Path) -> Result<SecretKey, VaultError> {
+    /// Tenants with a key file (shredded ones have none).
+    fn sealed_tenants(dir: &Path) -> Result<Vec<String>, VaultError> {
+        let tenants = dir.join("tenants");
+        let mut out = Vec::new();
+        for item in std::fs::read_dir(&tenants).map_err(io(&tenants))? {
+            let name = item.map_err(io(&tenants))?.file_name();
+            if let Some(t) = name.to_str().and_then(|n| n.strip_suffix(".kek")) {
+                out.push(t.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn master_from_file(path: &Path, sealed: usize) -> Result<SecretKey, VaultError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         if !path.exists() {
+            if sealed > 0 {
+                return Err(VaultError::MasterKeyMissing {
+                    path: path.to_path_buf(),
+                    sealed,
+                });
+            }
             let key = SecretKey::generate();
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -216,6 +261,15 @@ impl FileVault {
     fn add_version(&self, tenant: &str, only_if_none: bool) -> Result<u32, VaultError> {
         let mut cache = self.cache.write().expect("vault lock poisoned");
         let mut keys = self.load(tenant)?;
+        let known = self.known_versions(tenant);
+        if (keys.len() as u32) < known {
+            return Err(VaultError::KeysMissing {
+                tenant: tenant.to_string(),
+                expected: known,
+                found: keys.len() as u32,
+                path: self.tenant_file(tenant),
+            });
+        }
         if only_if_none && !keys.is_empty() {
             let n = keys.len() as u32;
             cache.insert(tenant.to_string(), Cached::new(keys));
@@ -236,7 +290,17 @@ impl FileVault {
         f.sync_all().map_err(io(&path))?;
         keys.push(kek);
         cache.insert(tenant.to_string(), Cached::new(keys));
+        self.expect_versions(tenant, version);
         Ok(version)
+    }
+
+    fn known_versions(&self, tenant: &str) -> u32 {
+        self.known
+            .read()
+            .expect("vault lock poisoned")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn with_keys<T>(
@@ -296,6 +360,16 @@ impl KeyVault for FileVault {
 
     fn rotate(&self, tenant: &str) -> Result<u32, VaultError> {
         self.add_version(tenant, false)
+    }
+
+    fn versions(&self, tenant: &str) -> Result<u32, VaultError> {
+        Ok(self.load(tenant)?.len() as u32)
+    }
+
+    fn expect_versions(&self, tenant: &str, versions: u32) {
+        let mut known = self.known.write().expect("vault lock poisoned");
+        let floor = known.entry(tenant.to_string()).or_insert(0);
+        *floor = (*floor).max(versions);
     }
 
     fn shred(&self, tenant: &str) -> Result<(), VaultError> {
@@ -419,6 +493,67 @@ mod tests {
             assert_eq!(h.join().unwrap(), 1);
         }
         assert_eq!(v.rotate("acme").unwrap(), 2);
+    }
+
+    #[test]
+    fn no_new_master_key_while_sealed_keys_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        FileVault::open(dir.path())
+            .unwrap()
+            .current_kek("acme")
+            .unwrap();
+        std::fs::remove_file(dir.path().join("master.key")).unwrap();
+        assert!(matches!(
+            FileVault::open(dir.path()),
+            Err(VaultError::MasterKeyMissing { sealed: 1, .. })
+        ));
+        assert!(!dir.path().join("master.key").exists());
+    }
+
+    #[test]
+    fn a_different_master_key_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        FileVault::open(dir.path())
+            .unwrap()
+            .current_kek("acme")
+            .unwrap();
+        let other = hex::encode([9u8; 32]);
+        std::fs::write(dir.path().join("master.key"), other).unwrap();
+        assert!(matches!(
+            FileVault::open(dir.path()),
+            Err(VaultError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_tenant_key_is_never_replaced_by_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = FileVault::open(dir.path()).unwrap();
+        v.current_kek("acme").unwrap();
+        v.rotate("acme").unwrap();
+        let file = dir.path().join("tenants/acme.kek");
+        let saved = std::fs::read(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        v.cache.write().unwrap().clear();
+        assert!(matches!(
+            v.current_kek("acme"),
+            Err(VaultError::KeysMissing {
+                expected: 2,
+                found: 0,
+                ..
+            })
+        ));
+        assert!(matches!(
+            v.rotate("acme"),
+            Err(VaultError::KeysMissing { .. })
+        ));
+        assert!(!file.exists(), "no new key file was written");
+        // A vault opened afresh knows nothing of acme; the server tells it what to expect.
+        let fresh = FileVault::open(dir.path()).unwrap();
+        fresh.expect_versions("acme", 2);
+        assert!(fresh.current_kek("acme").is_err());
+        std::fs::write(&file, saved).unwrap();
+        assert_eq!(fresh.current_kek("acme").unwrap().0.version, 2);
     }
 
     #[test]

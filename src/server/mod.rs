@@ -2,6 +2,7 @@
 //! hands every request stream to its handler in [`requests`]. Pages go from there into the
 //! stages of `quire_pipeline`.
 
+pub mod keycheck;
 pub mod limits;
 mod requests;
 pub mod slots;
@@ -44,6 +45,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Credential(#[from] crate::credential::CredentialError),
+    #[error("the keys do not match the data, so the server will not start:\n  {}", .0.join("\n  "))]
+    KeysMissing(Vec<String>),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -202,6 +205,7 @@ impl Server {
         })?;
         let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&dir.join("meta.redb"))?);
         let vault = FileVault::open(&dir.join("vault"))?;
+        keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
         let open_store = |kind: &StoreKind| -> Result<Store, quire_storage::StoreError> {
             match kind {
                 StoreKind::Local { path } => Store::local(path),

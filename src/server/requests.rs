@@ -987,6 +987,8 @@ async fn admin_request(
             let version = blocking(move || vault.rotate(&t))
                 .await
                 .map_err(PipelineError::from)?;
+            let t = tenant.clone();
+            blocking(move || meta.record_kek_versions(&t, version)).await?;
             info!(tenant = %tenant, version, by = %principal.device_id, "tenant key rotated");
             reply(
                 send,

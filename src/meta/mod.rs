@@ -20,6 +20,9 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollment_to
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("support_grants");
 /// Legal holds, by `tenant` (the whole tenant) or `tenant/job`.
 const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("legal_holds");
+/// Tenant → how many KEK versions the vault was seen to hold (u32, big-endian). Created
+/// empty in stores written before it existed; filled in on the next start.
+const KEK_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("kek_versions");
 
 /// The metadata store failed.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +236,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         secret_hash: [u8; 32],
     ) -> Result<DeviceRecord, MetaError>;
 
+    /// How many KEK versions of the tenant are known to exist (0 if none recorded).
+    fn kek_versions(&self, tenant: &str) -> Result<u32, MetaError>;
+
+    /// Records that `versions` KEK versions of the tenant exist; never lowers the record.
+    fn record_kek_versions(&self, tenant: &str, versions: u32) -> Result<(), MetaError>;
+
     /// Every device of a tenant.
     fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError>;
 
@@ -351,7 +360,16 @@ impl Meta {
         }
         let database = Database::create(path).map_err(db)?;
         let txn = database.begin_write().map_err(db)?;
-        for t in [DEVICES, TENANTS, JOBS, PAGES, TOKENS, GRANTS, HOLDS] {
+        for t in [
+            DEVICES,
+            TENANTS,
+            JOBS,
+            PAGES,
+            TOKENS,
+            GRANTS,
+            HOLDS,
+            KEK_VERSIONS,
+        ] {
             txn.open_table(t).map_err(db)?;
         }
         txn.commit().map_err(db)?;
@@ -551,6 +569,22 @@ impl MetaStore for Meta {
             rec.state = state;
             Ok(())
         })
+    }
+
+    fn kek_versions(&self, tenant: &str) -> Result<u32, MetaError> {
+        match self.get(KEK_VERSIONS, tenant)? {
+            None => Ok(0),
+            Some(v) => Ok(u32::from_be_bytes(v.as_slice().try_into().map_err(
+                |_| MetaError::Corrupt(format!("key versions of tenant {tenant}")),
+            )?)),
+        }
+    }
+
+    fn record_kek_versions(&self, tenant: &str, versions: u32) -> Result<(), MetaError> {
+        if versions > self.kek_versions(tenant)? {
+            self.put(KEK_VERSIONS, tenant, &versions.to_be_bytes())?;
+        }
+        Ok(())
     }
 
     fn rotate_secret(
@@ -763,64 +797,4 @@ impl MetaStore for Meta {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_single_use_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
-        m.create_tenant("acme").unwrap();
-        m.create_token(&[1; 32], "acme", 1000).unwrap();
-        m.create_token(&[2; 32], "acme", 1000).unwrap();
-        assert!(matches!(
-            m.enroll(&[9; 32], 10, "d0", [0; 32]),
-            Err(MetaError::BadToken)
-        ));
-        assert!(
-            matches!(
-                m.enroll(&[1; 32], 1000, "d1", [0; 32]),
-                Err(MetaError::BadToken)
-            ),
-            "expired"
-        );
-        let rec = m.enroll(&[2; 32], 999, "d2", [5; 32]).unwrap();
-        assert_eq!(
-            (rec.tenant.as_str(), rec.state),
-            ("acme", DeviceState::Pending)
-        );
-        assert!(
-            matches!(
-                m.enroll(&[2; 32], 999, "d3", [0; 32]),
-                Err(MetaError::BadToken)
-            ),
-            "reused"
-        );
-        assert_eq!(m.device("d2").unwrap().unwrap().secret_hash, [5; 32]);
-        assert!(m.device("d3").unwrap().is_none());
-    }
-
-    #[test]
-    fn jobs_and_pages_persist_per_tenant() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
-        let e = |i: u32| PageEntry {
-            index: i,
-            name: format!("{i}.jpg"),
-            size: 5,
-            sha256: [i as u8; 32],
-        };
-        m.record_page("a", "j", &e(1), "k1", 50).unwrap();
-        m.record_page("a", "j", &e(0), "k0", 50).unwrap();
-        m.record_page("a", "j2", &e(0), "x", 50).unwrap();
-        m.record_page("b", "j", &e(7), "y", 50).unwrap();
-        drop(m);
-        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
-        assert_eq!(m.pages("a", "j").unwrap(), vec![e(0), e(1)]);
-        assert_eq!(m.pages("b", "j").unwrap(), vec![e(7)]);
-        assert!(!m.job("a", "j").unwrap().unwrap().committed);
-        m.commit_job("a", "j", 2, 10).unwrap();
-        assert!(m.job("a", "j").unwrap().unwrap().committed);
-        assert_eq!(m.job("a", "nope").unwrap(), None);
-    }
-}
+mod tests;
