@@ -1,6 +1,7 @@
-//! The audit log: one JSON line per administrative action and per support access, appended
-//! and flushed before the action is answered. Who, what, which tenant, why, and the outcome,
-//! with a UTC timestamp. Never a secret.
+//! The audit log: JSON lines for every administrative action, document read and support
+//! access, appended and synced before the action is carried out (a `started` line) and again
+//! with its outcome. A request whose line cannot be written is refused. Who, what, which
+//! tenant, why, and the outcome, with a UTC timestamp. Never a secret.
 
 use std::io::Write;
 use std::path::Path;
@@ -39,8 +40,7 @@ impl AuditLog {
         })
     }
 
-    /// Appends one entry and syncs it to disk.
-    #[allow(clippy::too_many_arguments)]
+    /// Appends one entry and syncs it to disk; the caller refuses the action on an error.
     pub fn record(
         &self,
         actor: &str,
@@ -49,7 +49,7 @@ impl AuditLog {
         tenant: &str,
         detail: &str,
         outcome: &str,
-    ) {
+    ) -> std::io::Result<()> {
         let ts_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -65,9 +65,6 @@ impl AuditLog {
         })
         .expect("entry serialises");
         let mut f = self.file.lock().expect("audit lock poisoned");
-        // An audit line that cannot be written is logged loudly but does not crash the server.
-        if let Err(e) = writeln!(f, "{line}").and_then(|_| f.sync_data()) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+        writeln!(f, "{line}").and_then(|_| f.sync_data())
     }
 }

@@ -132,6 +132,13 @@ struct GetArgs {
     /// Directory to write pages into (created if missing).
     #[arg(long)]
     out: PathBuf,
+    /// The tenant whose job it is [default: the credential's].
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Why you read: required of operators and support partners (who also need an active
+    /// grant of the tenant); recorded in the audit log.
+    #[arg(long, default_value = "")]
+    reason: String,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -514,7 +521,8 @@ async fn push(a: PushArgs) -> Result<()> {
 
 async fn get(a: GetArgs) -> Result<()> {
     let (conn, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
-    let fetched = client::get::get_job(&conn, &a.job, a.page, &a.out)
+    let tenant = a.tenant.clone().unwrap_or_else(|| conn.tenant.clone());
+    let fetched = client::get::get_job_for(&conn, &tenant, &a.job, a.page, &a.reason, &a.out)
         .await
         .with_context(|| format!("fetching job {}", a.job))?;
     conn.close().await;

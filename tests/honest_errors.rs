@@ -82,3 +82,43 @@ fn deliver_reports_a_broken_job_and_delivers_the_others() {
     assert!(!ok);
     assert!(!stdout.contains(&fine));
 }
+
+#[test]
+fn nothing_happens_that_the_audit_log_cannot_hold() {
+    let mut server = TestServer::start();
+    let id = server.push_ok(&job_dir(&server, "scan", 1), &["--no-progress"]);
+    server.kill();
+    // The disk under the audit log is full.
+    let audit = server.path().join("quire-data/audit.log");
+    let kept = std::fs::read(&audit).unwrap_or_default();
+    std::fs::remove_file(&audit).ok();
+    std::os::unix::fs::symlink("/dev/full", &audit).unwrap();
+    server.restart();
+    let o = admin(&server, &["tenant", "create", "acme"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("audit log") && err.contains("ServerFull"),
+        "{err}"
+    );
+    let out = server.path().join("out");
+    let o = server.quire(&["get", "--job", &id, "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success(), "a read the audit log cannot hold");
+    assert!(!out.join("p0.tif").exists());
+    assert!(server.log_text().contains("cannot write the audit log"));
+
+    // Space again: the tenant was never created, so creating it now succeeds.
+    server.kill();
+    std::fs::remove_file(&audit).unwrap();
+    std::fs::write(&audit, kept).unwrap();
+    server.restart();
+    let o = admin(&server, &["tenant", "create", "acme"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn admin(server: &TestServer, args: &[&str]) -> std::process::Output {
+    let cred = server.admin_cred_path();
+    let mut full = vec!["admin", "--credential", cred.to_str().unwrap()];
+    full.extend_from_slice(args);
+    server.quire(&full)
+}

@@ -123,6 +123,7 @@ async fn another_tenants_jobs_are_indistinguishable_from_missing_ones() {
                 tenant: "acme".into(),
                 job_id: job,
                 page: None,
+                reason: String::new(),
             })
             .await
         }
@@ -151,6 +152,7 @@ async fn another_tenants_jobs_are_indistinguishable_from_missing_ones() {
             tenant: "dev".into(),
             job_id: "dev-secret-job".into(),
             page: None,
+            reason: String::new(),
         },
         Frame::JobOpen {
             tenant: "dev".into(),

@@ -204,3 +204,113 @@ fn revoked_is_final_for_every_administrator() {
         "{list}"
     );
 }
+
+#[test]
+fn operators_and_support_partners_read_documents_only_under_a_grant_with_a_reason() {
+    let server = TestServer::start();
+    let root = Who {
+        server: &server,
+        cred: server.admin_cred_path(),
+    };
+    for t in ["acme", "helpdesk"] {
+        assert!(root.admin(&["tenant", "create", t]).0);
+    }
+    let scanner = server.create_device("acme", "acme-scanner", "device", true);
+    let acme_admin = Who {
+        server: &server,
+        cred: server.create_device("acme", "acme-admin", "tenant-admin", true),
+    };
+    let ops = server.create_device("acme", "acme-ops", "operator", true);
+    let inside = server.create_device("acme", "acme-support", "support-partner", true);
+    let outside = server.create_device("helpdesk", "hd-1", "support-partner", true);
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("invoice.pdf"), b"%PDF confidential").unwrap();
+    let o = server.quire(&[
+        "push",
+        job.to_str().unwrap(),
+        "--credential",
+        scanner.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(o.status.success());
+    let id = last_line(&o.stdout);
+
+    let get = |cred: &std::path::Path, out: &str, extra: &[&str]| {
+        let dir = server.path().join(out);
+        let mut args = vec![
+            "get",
+            "--job",
+            &id,
+            "--tenant",
+            "acme",
+            "--out",
+            dir.to_str().unwrap(),
+            "--credential",
+            cred.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = server.quire(&args);
+        let read = dir.join("invoice.pdf").exists();
+        (
+            o.status.success(),
+            read,
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // No grant: no document, whatever the reason.
+    for (who, cred) in [
+        ("operator", &ops),
+        ("inside", &inside),
+        ("outside", &outside),
+    ] {
+        let (ok, read, err) = get(cred, &format!("no-grant-{who}"), &["--reason", "curious"]);
+        assert!(!ok && !read, "{who} read without a grant: {err}");
+    }
+    for partner in ["acme-ops", "acme-support", "hd-1"] {
+        let (ok, out) = acme_admin.admin(&[
+            "grant",
+            "create",
+            "--tenant",
+            "acme",
+            "--partner",
+            partner,
+            "--hours",
+            "1",
+            "--reason",
+            "ticket 9: blank page",
+        ]);
+        assert!(ok, "{out}");
+    }
+    for (who, cred) in [
+        ("operator", &ops),
+        ("inside", &inside),
+        ("outside", &outside),
+    ] {
+        let (ok, read, err) = get(cred, &format!("no-reason-{who}"), &[]);
+        assert!(!ok && !read, "{who} read without a reason: {err}");
+        assert!(err.contains("must state a reason"), "{err}");
+        let (ok, read, err) = get(cred, &format!("granted-{who}"), &["--reason", "ticket 9"]);
+        assert!(ok && read, "{who} with a grant and a reason: {err}");
+    }
+    let (ok, out) = acme_admin.admin(&["grant", "revoke", "--tenant", "acme", "--partner", "hd-1"]);
+    assert!(ok, "{out}");
+    let (ok, read, _) = get(&outside, "revoked", &["--reason", "ticket 9"]);
+    assert!(!ok && !read);
+
+    let audit = std::fs::read_to_string(server.path().join("quire-data/audit.log")).unwrap();
+    let reads: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "document.read")
+        .collect();
+    for actor in ["acme-ops", "acme-support", "hd-1"] {
+        assert!(
+            reads.iter().any(|e| e["actor"] == actor
+                && e["tenant"] == "acme"
+                && e["detail"].as_str().unwrap().contains(&id)
+                && e["detail"].as_str().unwrap().contains("reason=ticket 9")),
+            "no audited read by {actor}: {reads:?}"
+        );
+    }
+}

@@ -378,6 +378,9 @@ pub enum Frame {
         tenant: String,
         job_id: String,
         page: Option<u32>,
+        /// Why an operator or support partner reads (required of them, audited); empty for
+        /// a scanner or tenant administrator. Sent only when not empty.
+        reason: String,
     },
     /// Server: the job's manifest; for a `JobGet`, pages follow as `PageBegin`/`Data`/`PageEnd`.
     Manifest {
@@ -652,6 +655,7 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             tenant,
             job_id,
             page,
+            reason,
         } => {
             put_str(out, tenant);
             put_str(out, job_id);
@@ -661,6 +665,9 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                     out.put_u32(*p);
                 }
                 None => out.put_u8(0),
+            }
+            if !reason.is_empty() {
+                put_str(out, reason);
             }
             kind::JOB_GET
         }
@@ -1021,6 +1028,12 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             tenant: r.id("tenant")?,
             job_id: r.job_id()?,
             page: if r.bool()? { Some(r.u32()?) } else { None },
+            // Absent in requests of clients older than the field.
+            reason: if r.buf.is_empty() {
+                String::new()
+            } else {
+                r.string(MAX_REASON_LEN)?
+            },
         },
         kind::MANIFEST => Frame::Manifest {
             job_id: r.job_id()?,
@@ -1437,6 +1450,13 @@ mod tests {
                 tenant: "acme".into(),
                 job_id: "j1".into(),
                 page: Some(2),
+                reason: String::new(),
+            },
+            Frame::JobGet {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page: None,
+                reason: "ticket 4711: customer asks why page 3 is blank".into(),
             },
             Frame::JobGet {
                 tenant: "acme".into(),

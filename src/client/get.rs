@@ -16,11 +16,26 @@ pub struct Fetched {
     pub path: PathBuf,
 }
 
-/// Fetches all pages of `job_id` (or only `page`) into `out_dir`, named as pushed.
+/// Fetches all pages of `job_id` (or only `page`) of the connection's tenant into `out_dir`,
+/// named as pushed.
 pub async fn get_job(
     conn: &Connection,
     job_id: &str,
     page: Option<u32>,
+    out_dir: &Path,
+) -> Result<Vec<Fetched>, ClientError> {
+    let tenant = conn.tenant.clone();
+    get_job_for(conn, &tenant, job_id, page, "", out_dir).await
+}
+
+/// Like [`get_job`], for `tenant` and with a stated `reason`: how an operator or a support
+/// partner with an active grant reads a document (the reason is audited).
+pub async fn get_job_for(
+    conn: &Connection,
+    tenant: &str,
+    job_id: &str,
+    page: Option<u32>,
+    reason: &str,
     out_dir: &Path,
 ) -> Result<Vec<Fetched>, ClientError> {
     wire::validate_job_id(job_id).map_err(|e| local_err(Path::new("--job"), e))?;
@@ -29,9 +44,10 @@ pub async fn get_job(
         .map_err(|e| local_err(out_dir, e))?;
     let (mut send, mut reader) = conn
         .open(&Frame::JobGet {
-            tenant: conn.tenant.clone(),
+            tenant: tenant.to_string(),
             job_id: job_id.to_string(),
             page,
+            reason: reason.to_string(),
         })
         .await?;
     let _ = send.finish();

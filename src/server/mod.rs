@@ -4,6 +4,7 @@
 
 pub mod keycheck;
 pub mod limits;
+pub mod policy;
 mod requests;
 pub mod slots;
 mod sweep;

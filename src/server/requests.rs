@@ -8,6 +8,8 @@ use bytes::Bytes;
 use quire_codecs::manifest::Manifest;
 use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role};
 use quire_pipeline::auth::{self, AuthError, DeviceRecord, Principal};
+
+use super::policy::{self, Action, Allowed, Denial, Subject};
 use quire_pipeline::{keys, PageInput, PipelineError};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
@@ -125,7 +127,7 @@ async fn serve_request(
     }
     match first {
         Frame::JobOpen { tenant, job_id } => {
-            principal.check_tenant(&tenant)?;
+            allow(state, principal, &tenant, Action::JobStatus, "").await?;
             job_open(state, &tenant, &job_id, send).await
         }
         Frame::PagePut {
@@ -133,8 +135,7 @@ async fn serve_request(
             job_id,
             page,
         } => {
-            principal.check_tenant(&tenant)?;
-            require_device(principal)?;
+            allow(state, principal, &tenant, Action::PagePut, "").await?;
             page_put(state, principal, &tenant, &job_id, page, send, reader).await
         }
         Frame::JobCommit {
@@ -142,16 +143,29 @@ async fn serve_request(
             job_id,
             page_count,
         } => {
-            principal.check_tenant(&tenant)?;
-            require_device(principal)?;
+            allow(state, principal, &tenant, Action::JobCommit, "").await?;
             job_commit(state, &tenant, &job_id, page_count, send).await
         }
         Frame::JobGet {
             tenant,
             job_id,
             page,
+            reason,
         } => {
-            principal.check_tenant(&tenant)?;
+            allow(state, principal, &tenant, Action::JobRead, &reason).await?;
+            let detail = format!(
+                "job={job_id} page={} reason={reason}",
+                page.map_or("all".to_string(), |p| p.to_string())
+            );
+            // The read is on record before a byte of the document leaves.
+            audit(
+                state,
+                principal,
+                "document.read",
+                &tenant,
+                &detail,
+                "started",
+            )?;
             job_get(state, &tenant, &job_id, page, send).await
         }
         Frame::Admin(req) => admin(state, principal, req, send).await,
@@ -162,12 +176,92 @@ async fn serve_request(
     }
 }
 
-fn require_device(p: &Principal) -> Result<(), Refusal> {
-    if p.role == Role::Device {
-        Ok(())
-    } else {
-        Err(AuthError::Forbidden { needed: "device" }.into())
-    }
+/// Decides `action` on `tenant` for `principal` (see [`policy`]), looking up the grant an
+/// operator or support partner may hold.
+async fn allow(
+    state: &State,
+    principal: &Principal,
+    tenant: &str,
+    action: Action,
+    reason: &str,
+) -> Result<Allowed, Refusal> {
+    let grant = match principal.role {
+        Role::Operator | Role::SupportPartner => {
+            let (meta, t, d) = (
+                state.meta.clone(),
+                tenant.to_string(),
+                principal.device_id.clone(),
+            );
+            blocking(move || meta.grant(&t, &d))
+                .await?
+                .is_some_and(|g| g.expires_unix > unix_now())
+        }
+        _ => false,
+    };
+    let subject = Subject {
+        role: principal.role,
+        own_tenant: principal.tenant == tenant,
+        grant,
+        reason: !reason.trim().is_empty(),
+    };
+    policy::decide(subject, action).map_err(|d| denial(d, principal, tenant))
+}
+
+fn denial(d: Denial, principal: &Principal, tenant: &str) -> Refusal {
+    let message = match d {
+        Denial::TenantMismatch => {
+            return AuthError::TenantMismatch {
+                requested: tenant.to_string(),
+            }
+            .into()
+        }
+        Denial::Hidden => format!("tenant {tenant} not found"),
+        Denial::Forbidden { needed } if needed.starts_with("an ") => {
+            format!(
+                "reading a tenant's documents as {} needs {needed}",
+                principal.role.as_str()
+            )
+        }
+        Denial::Forbidden { needed } => format!("this request needs the {needed} role"),
+        Denial::ReasonRequired => format!(
+            "a {} must state a reason (--reason); it is recorded in the audit log",
+            principal.role.as_str()
+        ),
+    };
+    Refusal::new(d.code(), message)
+}
+
+/// Appends an audit record, durably; if it cannot be written the request is refused (fail
+/// closed) and the failure is logged at error level.
+fn audit(
+    state: &State,
+    principal: &Principal,
+    action: &str,
+    tenant: &str,
+    detail: &str,
+    outcome: &str,
+) -> Result<(), Refusal> {
+    state
+        .audit
+        .record(
+            &principal.device_id,
+            principal.role.as_str(),
+            action,
+            tenant,
+            detail,
+            outcome,
+        )
+        .map_err(|e| {
+            error!(error = %e, action, tenant, "cannot write the audit log; request refused");
+            Refusal::new(
+                if e.raw_os_error() == Some(28) {
+                    ErrorCode::ServerFull
+                } else {
+                    ErrorCode::Busy
+                },
+                "the server cannot record this request in its audit log, so it was not carried out; retry later (the operator has been told)",
+            )
+        })
 }
 
 fn frame_name(f: &Frame) -> &'static str {
@@ -475,47 +569,6 @@ async fn job_get(
     reply(send, &Frame::Done).await
 }
 
-/// What a request asks of a tenant.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Need {
-    /// Change something.
-    Manage,
-    /// Look only.
-    Read,
-}
-
-/// Checks `principal` may act on `tenant`. Outside its reach the tenant is reported as not
-/// found, so nobody learns what exists elsewhere.
-fn access(state: &State, principal: &Principal, tenant: &str, need: Need) -> Result<(), Refusal> {
-    let hidden = || Refusal::new(ErrorCode::NotFound, format!("tenant {tenant} not found"));
-    match principal.role {
-        Role::ServiceAdmin => Ok(()),
-        Role::TenantAdmin if principal.tenant == tenant => Ok(()),
-        Role::Operator if principal.tenant == tenant => match need {
-            Need::Read => Ok(()),
-            Need::Manage => Err(AuthError::Forbidden {
-                needed: "tenant-admin",
-            }
-            .into()),
-        },
-        Role::SupportPartner => {
-            let grant = state.meta.grant(tenant, &principal.device_id)?;
-            match grant {
-                Some(g) if g.expires_unix > unix_now() => match need {
-                    Need::Read => Ok(()),
-                    Need::Manage => Err(AuthError::Forbidden {
-                        needed: "tenant-admin",
-                    }
-                    .into()),
-                },
-                _ => Err(hidden()),
-            }
-        }
-        Role::Device => Err(AuthError::Forbidden { needed: "admin" }.into()),
-        Role::TenantAdmin | Role::Operator => Err(hidden()),
-    }
-}
-
 /// The audit log's view of a request: action, tenant, detail.
 fn describe(req: &AdminRequest) -> (&'static str, String, String) {
     match req {
@@ -596,19 +649,15 @@ async fn admin(
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
     let (action, tenant, detail) = describe(&req);
+    // Fail closed: the attempt is on record before anything changes.
+    audit(state, principal, action, &tenant, &detail, "started")?;
     let outcome = admin_request(state, principal, req, send).await;
     let result = match &outcome {
         Ok(()) => "ok".to_string(),
         Err(r) => format!("refused: {}", r.message),
     };
-    state.audit.record(
-        &principal.device_id,
-        principal.role.as_str(),
-        action,
-        &tenant,
-        &detail,
-        &result,
-    );
+    // The action is done; a failure to record its outcome is for the operator to see.
+    let _ = audit(state, principal, action, &tenant, &detail, &result);
     outcome
 }
 
@@ -619,17 +668,9 @@ async fn admin_request(
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
     let meta = state.meta.clone();
-    if principal.role == Role::Device {
-        return Err(AuthError::Forbidden { needed: "admin" }.into());
-    }
     match req {
         AdminRequest::TenantCreate { name } => {
-            if principal.role != Role::ServiceAdmin {
-                return Err(AuthError::Forbidden {
-                    needed: "service-admin",
-                }
-                .into());
-            }
+            allow(state, principal, &name, Action::TenantCreate, "").await?;
             let n = name.clone();
             blocking(move || meta.create_tenant(&n))
                 .await
@@ -648,13 +689,7 @@ async fn admin_request(
             role,
             enabled,
         } => {
-            access(state, principal, &tenant, Need::Manage)?;
-            if role == Role::ServiceAdmin && principal.role != Role::ServiceAdmin {
-                return Err(AuthError::Forbidden {
-                    needed: "service-admin",
-                }
-                .into());
-            }
+            allow(state, principal, &tenant, Action::DeviceCreate(role), "").await?;
             let secret = crate::random_secret();
             let rec = DeviceRecord {
                 device_id: device_id.clone(),
@@ -705,11 +740,13 @@ async fn admin_request(
             let missing =
                 || Refusal::new(ErrorCode::NotFound, format!("device {device_id} not found"));
             match rec {
-                Some(r) => match access(state, principal, &r.tenant, Need::Manage) {
-                    Ok(()) => {}
-                    Err(e) if e.code == ErrorCode::NotFound => return Err(missing()),
-                    Err(e) => return Err(e),
-                },
+                Some(r) => {
+                    match allow(state, principal, &r.tenant, Action::DeviceState, "").await {
+                        Ok(_) => {}
+                        Err(e) if e.code == ErrorCode::NotFound => return Err(missing()),
+                        Err(e) => return Err(e),
+                    }
+                }
                 None => return Err(missing()),
             }
             let id = device_id.clone();
@@ -729,34 +766,12 @@ async fn admin_request(
             reply(send, &Frame::Done).await
         }
         AdminRequest::DeviceList { tenant } => {
-            if principal.role == Role::SupportPartner {
-                return Err(AuthError::Forbidden { needed: "operator" }.into());
-            }
-            access(state, principal, &tenant, Need::Read)?;
+            allow(state, principal, &tenant, Action::DeviceList, "").await?;
             let list = blocking(move || meta.devices(&tenant)).await?;
             reply(send, &Frame::AdminDevices(list)).await
         }
-        AdminRequest::KeyRotate { tenant }
-        | AdminRequest::KeyRewrap { tenant }
-        | AdminRequest::TenantShred { tenant }
-        | AdminRequest::TokenCreate { tenant, .. }
-            if access(state, principal, &tenant, Need::Manage)
-                .is_err_and(|e| e.code == ErrorCode::NotFound)
-                || !state.meta.tenant_exists(&tenant)? =>
-        {
-            Err(Refusal::new(
-                ErrorCode::NotFound,
-                format!("tenant {tenant} not found"),
-            ))
-        }
         AdminRequest::Status { tenant, reason } => {
-            if principal.role == Role::SupportPartner && reason.trim().is_empty() {
-                return Err(Refusal::new(
-                    ErrorCode::Forbidden,
-                    "a support partner must state a reason (--reason)",
-                ));
-            }
-            access(state, principal, &tenant, Need::Read)?;
+            allow(state, principal, &tenant, Action::Status, &reason).await?;
             let t = tenant.clone();
             let st = blocking(move || meta.stats(&t)).await?;
             reply(
@@ -777,7 +792,7 @@ async fn admin_request(
             hours,
             reason,
         } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::GrantCreate, "").await?;
             if reason.trim().is_empty() || hours == 0 || hours > 24 * 90 {
                 return Err(Refusal::new(
                     ErrorCode::Malformed,
@@ -787,10 +802,14 @@ async fn admin_request(
             let m = meta.clone();
             let p = partner.clone();
             let rec = blocking(move || m.device(&p)).await?;
-            if !rec.is_some_and(|r| r.role == Role::SupportPartner) {
+            // Support partners of any company, and the tenant's own operators, may be granted.
+            let grantable = rec.is_some_and(|r| {
+                r.role == Role::SupportPartner || (r.role == Role::Operator && r.tenant == tenant)
+            });
+            if !grantable {
                 return Err(Refusal::new(
                     ErrorCode::NotFound,
-                    format!("support partner {partner} not found"),
+                    format!("support partner or operator {partner} not found"),
                 ));
             }
             let grant = crate::meta::Grant {
@@ -803,7 +822,7 @@ async fn admin_request(
             reply(send, &Frame::Done).await
         }
         AdminRequest::GrantRevoke { tenant, partner } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::GrantRevoke, "").await?;
             let (t, p) = (tenant.clone(), partner.clone());
             if !blocking(move || meta.remove_grant(&t, &p)).await? {
                 return Err(Refusal::new(
@@ -818,7 +837,7 @@ async fn admin_request(
             job,
             reason,
         } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::HoldSet, "").await?;
             if reason.trim().is_empty() {
                 return Err(Refusal::new(
                     ErrorCode::Malformed,
@@ -834,7 +853,7 @@ async fn admin_request(
             reply(send, &Frame::Done).await
         }
         AdminRequest::HoldRelease { tenant, job } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::HoldRelease, "").await?;
             let what = job.clone().unwrap_or_else(|| format!("tenant {tenant}"));
             if !blocking(move || meta.set_hold(&tenant, job.as_deref(), None)).await? {
                 return Err(Refusal::new(
@@ -845,7 +864,7 @@ async fn admin_request(
             reply(send, &Frame::Done).await
         }
         AdminRequest::DeliveryList { tenant } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::DeliveryList, "").await?;
             let jobs = blocking(move || -> Result<_, crate::meta::MetaError> {
                 let mut out = Vec::new();
                 for (job_id, row) in meta.jobs(&tenant)? {
@@ -870,7 +889,7 @@ async fn admin_request(
             reply(send, &Frame::AdminJobs(jobs)).await
         }
         AdminRequest::DeliveryAck { tenant, job_id } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::DeliveryAck, "").await?;
             let (t, j) = (tenant.clone(), job_id.clone());
             let row = blocking(move || meta.mark_delivered(&t, &j, crate::meta::now_unix()))
                 .await
@@ -931,16 +950,18 @@ async fn admin_request(
                 Some(r) => r,
                 None => return Err(missing()),
             };
-            match access(state, principal, &rec.tenant, Need::Manage) {
-                Ok(()) => {}
+            match allow(
+                state,
+                principal,
+                &rec.tenant,
+                Action::DeviceRotate(rec.role),
+                "",
+            )
+            .await
+            {
+                Ok(_) => {}
                 Err(e) if e.code == ErrorCode::NotFound => return Err(missing()),
                 Err(e) => return Err(e),
-            }
-            if rec.role == Role::ServiceAdmin && principal.role != Role::ServiceAdmin {
-                return Err(AuthError::Forbidden {
-                    needed: "service-admin",
-                }
-                .into());
             }
             let secret = crate::random_secret();
             let (id, hash) = (rec.device_id.clone(), auth::hash_secret(&secret));
@@ -964,7 +985,8 @@ async fn admin_request(
             .await
         }
         AdminRequest::TokenCreate { tenant, ttl_secs } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::TokenCreate, "").await?;
+            tenant_exists(state, &tenant).await?;
             let token = crate::random_secret();
             let hash = token_hash(&token);
             let expires_unix = unix_now() + u64::from(ttl_secs.clamp(60, 30 * 24 * 3600));
@@ -981,7 +1003,8 @@ async fn admin_request(
             .await
         }
         AdminRequest::KeyRotate { tenant } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::KeyRotate, "").await?;
+            tenant_exists(state, &tenant).await?;
             let vault = state.pipeline.vault.clone();
             let t = tenant.clone();
             let version = blocking(move || vault.rotate(&t))
@@ -1001,7 +1024,8 @@ async fn admin_request(
             .await
         }
         AdminRequest::KeyRewrap { tenant } => {
-            access(state, principal, &tenant, Need::Manage)?;
+            allow(state, principal, &tenant, Action::KeyRewrap, "").await?;
+            tenant_exists(state, &tenant).await?;
             let r = state.pipeline.rewrap_tenant(&tenant).await?;
             info!(tenant = %tenant, version = r.version, rewrapped = r.rewrapped, by = %principal.device_id, "tenant data keys re-wrapped");
             reply(
@@ -1015,12 +1039,8 @@ async fn admin_request(
             .await
         }
         AdminRequest::TenantShred { tenant } => {
-            if principal.role != Role::ServiceAdmin {
-                return Err(AuthError::Forbidden {
-                    needed: "service-admin",
-                }
-                .into());
-            }
+            allow(state, principal, &tenant, Action::TenantShred, "").await?;
+            tenant_exists(state, &tenant).await?;
             let vault = state.pipeline.vault.clone();
             let t = tenant.clone();
             blocking(move || vault.shred(&t))
@@ -1067,6 +1087,19 @@ fn revoked_is_conflict(e: crate::meta::MetaError) -> Refusal {
     match e {
         crate::meta::MetaError::Revoked(_) => Refusal::new(ErrorCode::Conflict, e.to_string()),
         other => other.into(),
+    }
+}
+
+/// Refuses a request about a tenant that does not exist, as not found.
+async fn tenant_exists(state: &State, tenant: &str) -> Result<(), Refusal> {
+    let (meta, t) = (state.meta.clone(), tenant.to_string());
+    if blocking(move || meta.tenant_exists(&t)).await? {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("tenant {tenant} not found"),
+        ))
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quire_pipeline::keys;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::State;
 use crate::meta::now_unix;
@@ -43,6 +43,15 @@ pub(crate) async fn delete_job(
     if let Some(h) = hold {
         return Ok(Deletion::Held(h.reason));
     }
+    // Fail closed: no deletion that the audit log does not hold.
+    let detail = format!("job={job} reason={why}");
+    state
+        .audit
+        .record(actor, "system", "job.delete", tenant, &detail, "started")
+        .map_err(|e| {
+            error!(error = %e, tenant, job, "cannot write the audit log; job not deleted");
+            format!("the audit log cannot be written ({e}); the job was not deleted")
+        })?;
     let store = state.pipeline.store_for(tenant);
     let manifest = keys::manifest_key(tenant, job);
     let mut deleted = 0u32;
@@ -64,14 +73,16 @@ pub(crate) async fn delete_job(
         .await
         .expect("metadata task panicked")
         .map_err(|e| e.to_string())?;
-    state.audit.record(
+    if let Err(e) = state.audit.record(
         actor,
         "system",
         "job.delete",
         tenant,
         &format!("job={job} objects={deleted} reason={why}"),
         "ok",
-    );
+    ) {
+        error!(error = %e, tenant, job, "cannot write the audit log after deleting a job");
+    }
     info!(tenant, job, objects = deleted, reason = %why, "job deleted");
     Ok(Deletion::Deleted(deleted))
 }
