@@ -74,6 +74,8 @@ struct TenantSection {
 struct RetentionSection {
     /// How often the expiry sweeper looks for jobs to delete.
     sweep_interval_secs: Option<f64>,
+    /// How long an uncommitted job may wait for its commit before its pages are collected.
+    uncommitted_ttl_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -223,6 +225,8 @@ pub struct ServerConfig {
     pub retention: std::collections::HashMap<String, crate::retention::Policy>,
     /// How often the expiry sweeper runs.
     pub sweep_interval: Duration,
+    /// An uncommitted job older than this is aborted by the sweeper.
+    pub uncommitted_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -506,9 +510,20 @@ impl ServerConfig {
                 })
             }
         };
+        let uncommitted_ttl = match fc.retention.uncommitted_ttl_secs {
+            None => Duration::from_secs(7 * 24 * 3600),
+            Some(x) if x.is_finite() && x > 0.0 && x < 1e10 => Duration::from_secs_f64(x),
+            Some(x) => {
+                return Err(ConfigError::Invalid {
+                    key: "retention.uncommitted_ttl_secs".into(),
+                    reason: format!("{x} is not a number of seconds > 0"),
+                })
+            }
+        };
         Ok(ServerConfig {
             retention,
             sweep_interval,
+            uncommitted_ttl,
             spool,
             spool_key_dir: sp.key_dir,
             routes,

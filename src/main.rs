@@ -203,11 +203,28 @@ enum AdminCommand {
         #[command(subcommand)]
         command: HoldCommand,
     },
+    /// Unfinished uploads.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
     /// The key vault, checked on the data directory itself (run it where `quire serve`
     /// runs, with the server stopped: it is what to run when the server refuses to start).
     Vault {
         #[command(subcommand)]
         command: VaultCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Abandon an uncommitted job (say, one a crashed scanner will never finish): its stored
+    /// pages are deleted and its id is free again. Committed jobs cannot be aborted.
+    Abort {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        job: String,
     },
 }
 
@@ -661,6 +678,18 @@ async fn admin(a: AdminArgs) -> Result<()> {
             };
             conn.call(&quire_codecs::wire::Frame::Admin(req)).await?;
             println!("{done}");
+        }
+        AdminCommand::Job {
+            command: JobCommand::Abort { tenant, job },
+        } => {
+            let req = AdminRequest::JobAbort {
+                tenant: tenant.clone(),
+                job_id: job.clone(),
+            };
+            conn.call(&quire_codecs::wire::Frame::Admin(req)).await?;
+            println!(
+                "job {job} of tenant {tenant} aborted: its pages are deleted and its id is free"
+            );
         }
         AdminCommand::Tenant {
             command: TenantCommand::Create { name },

@@ -268,6 +268,8 @@ pub enum AdminRequest {
     /// A delivery consumer has fetched and verified the job: record it, and apply the
     /// tenant's retention policy (e.g. delete on delivery).
     DeliveryAck { tenant: String, job_id: String },
+    /// Abandon an uncommitted job: its stored pages are deleted and its id is free again.
+    JobAbort { tenant: String, job_id: String },
 }
 
 /// One row of a delivery listing.
@@ -775,6 +777,11 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
                     put_str(out, tenant);
                     put_str(out, job_id);
                 }
+                AdminRequest::JobAbort { tenant, job_id } => {
+                    out.put_u8(17);
+                    put_str(out, tenant);
+                    put_str(out, job_id);
+                }
             }
             kind::ADMIN
         }
@@ -1101,6 +1108,10 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
                 tenant: r.id("tenant")?,
             },
             16 => AdminRequest::DeliveryAck {
+                tenant: r.id("tenant")?,
+                job_id: r.job_id()?,
+            },
+            17 => AdminRequest::JobAbort {
                 tenant: r.id("tenant")?,
                 job_id: r.job_id()?,
             },

@@ -43,6 +43,8 @@ pub enum MetaError {
     NotFound(String),
     #[error("device {0} is revoked for good; enroll the scanner again under a new device id")]
     Revoked(String),
+    #[error("job {job} belongs to another upload (device {owner}); push under another job id")]
+    Owned { job: String, owner: String },
 }
 
 /// A support partner's time-boxed access to a tenant.
@@ -108,6 +110,12 @@ pub struct JobRow {
     /// When its objects were deleted (by retention or delete-on-delivery).
     #[serde(default)]
     pub deleted_unix: Option<i64>,
+    /// The device whose upload this is (see `jobs.rs`); `None` in rows of older versions.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// When its first page was stored or it was opened for pushing (0 in older rows).
+    #[serde(default)]
+    pub created_unix: i64,
 }
 
 /// A legal hold: nothing under it is deleted until it is released.
@@ -241,6 +249,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 
     /// Records that `versions` KEK versions of the tenant exist; never lowers the record.
     fn record_kek_versions(&self, tenant: &str, versions: u32) -> Result<(), MetaError>;
+
+    /// Claims a job for a device's upload; refuses one that another device owns.
+    fn claim_job(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError>;
+
+    /// Forgets an uncommitted job and returns its pages' object keys (to delete).
+    fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError>;
 
     /// Every device of a tenant.
     fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError>;
@@ -571,6 +585,14 @@ impl MetaStore for Meta {
         })
     }
 
+    fn claim_job(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError> {
+        self.claim(tenant, job, device)
+    }
+
+    fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError> {
+        Meta::forget_uncommitted(self, tenant, job)
+    }
+
     fn kek_versions(&self, tenant: &str) -> Result<u32, MetaError> {
         match self.get(KEK_VERSIONS, tenant)? {
             None => Ok(0),
@@ -637,11 +659,14 @@ impl MetaStore for Meta {
         page_count: u32,
         bytes: u64,
     ) -> Result<(), MetaError> {
+        let earlier = self.job(tenant, job)?.unwrap_or_default();
         let row = JobRow {
             committed: true,
             page_count,
             bytes,
             committed_unix: now_unix(),
+            owner: earlier.owner,
+            created_unix: earlier.created_unix,
             ..JobRow::default()
         };
         self.put(
@@ -672,7 +697,11 @@ impl MetaStore for Meta {
             let mut jobs = txn.open_table(JOBS).map_err(db)?;
             let jk = job_key(tenant, job);
             if jobs.get(jk.as_str()).map_err(db)?.is_none() {
-                let fresh = serde_json::to_vec(&JobRow::default()).expect("row serialises");
+                let fresh = serde_json::to_vec(&JobRow {
+                    created_unix: now_unix(),
+                    ..JobRow::default()
+                })
+                .expect("row serialises");
                 jobs.insert(jk.as_str(), fresh.as_slice()).map_err(db)?;
             }
             let mut pages = txn.open_table(PAGES).map_err(db)?;
@@ -795,6 +824,8 @@ impl MetaStore for Meta {
         Ok(out)
     }
 }
+
+mod jobs;
 
 #[cfg(test)]
 mod tests;

@@ -280,7 +280,11 @@ impl Server {
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
         }
-        sweep::spawn(server.state.clone(), config.sweep_interval);
+        sweep::spawn(
+            server.state.clone(),
+            config.sweep_interval,
+            config.uncommitted_ttl,
+        );
         info!(addr = %server.local_addr(), store = server.state.pipeline.store.name(), "quire listening");
         Ok(server)
     }

@@ -38,11 +38,12 @@ pub enum Action {
     HoldRelease,
     DeliveryList,
     DeliveryAck,
+    JobAbort,
 }
 
 impl Action {
     /// Every action, for tables and tests.
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::JobStatus,
         Action::PagePut,
         Action::JobCommit,
@@ -65,6 +66,7 @@ impl Action {
         Action::HoldRelease,
         Action::DeliveryList,
         Action::DeliveryAck,
+        Action::JobAbort,
     ];
 
     fn is_data_plane(self) -> bool {

@@ -128,6 +128,9 @@ async fn serve_request(
     match first {
         Frame::JobOpen { tenant, job_id } => {
             allow(state, principal, &tenant, Action::JobStatus, "").await?;
+            if principal.role == Role::Device {
+                claim(state, principal, &tenant, &job_id).await?;
+            }
             job_open(state, &tenant, &job_id, send).await
         }
         Frame::PagePut {
@@ -136,6 +139,7 @@ async fn serve_request(
             page,
         } => {
             allow(state, principal, &tenant, Action::PagePut, "").await?;
+            claim(state, principal, &tenant, &job_id).await?;
             page_put(state, principal, &tenant, &job_id, page, send, reader).await
         }
         Frame::JobCommit {
@@ -144,6 +148,7 @@ async fn serve_request(
             page_count,
         } => {
             allow(state, principal, &tenant, Action::JobCommit, "").await?;
+            claim(state, principal, &tenant, &job_id).await?;
             job_commit(state, &tenant, &job_id, page_count, send).await
         }
         Frame::JobGet {
@@ -173,6 +178,29 @@ async fn serve_request(
             ErrorCode::Malformed,
             format!("{} is not a request frame", frame_name(&other)),
         )),
+    }
+}
+
+/// Claims a job for the device's upload before any of its pages is touched: a job id
+/// another device is pushing is refused, so two uploads never mix (see `meta/jobs.rs`).
+async fn claim(
+    state: &State,
+    principal: &Principal,
+    tenant: &str,
+    job_id: &str,
+) -> Result<(), Refusal> {
+    let (meta, t, j, d) = (
+        state.meta.clone(),
+        tenant.to_string(),
+        job_id.to_string(),
+        principal.device_id.clone(),
+    );
+    match blocking(move || meta.claim_job(&t, &j, &d)).await {
+        Ok(_) => Ok(()),
+        Err(e @ crate::meta::MetaError::Owned { .. }) => {
+            Err(Refusal::new(ErrorCode::Conflict, e.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -639,6 +667,9 @@ fn describe(req: &AdminRequest) -> (&'static str, String, String) {
         AdminRequest::DeliveryAck { tenant, job_id } => {
             ("delivery.ack", tenant.clone(), format!("job={job_id}"))
         }
+        AdminRequest::JobAbort { tenant, job_id } => {
+            ("job.abort", tenant.clone(), format!("job={job_id}"))
+        }
     }
 }
 
@@ -940,6 +971,25 @@ async fn admin_request(
                 }
             };
             reply(send, &answer).await
+        }
+        AdminRequest::JobAbort { tenant, job_id } => {
+            allow(state, principal, &tenant, Action::JobAbort, "").await?;
+            let n = super::sweep::abort_job(state, &tenant, &job_id)
+                .await
+                .map_err(|e| match e {
+                    crate::meta::MetaError::NotFound(_) => {
+                        Refusal::new(ErrorCode::NotFound, format!("job {job_id} not found"))
+                    }
+                    crate::meta::MetaError::Exists(_) => Refusal::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "job {job_id} is committed; only unfinished uploads can be aborted"
+                        ),
+                    ),
+                    other => other.into(),
+                })?;
+            info!(tenant = %tenant, job = %job_id, pages = n, by = %principal.device_id, "uncommitted job aborted");
+            reply(send, &Frame::Done).await
         }
         AdminRequest::DeviceRotate { device_id } => {
             let id = device_id.clone();

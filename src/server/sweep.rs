@@ -126,14 +126,85 @@ pub(crate) async fn sweep_once(state: &State, now: i64) -> u32 {
     deleted_jobs
 }
 
+/// Forgets an uncommitted job and deletes its stored pages; returns how many. Its id is
+/// free again afterwards.
+pub(crate) async fn abort_job(
+    state: &State,
+    tenant: &str,
+    job: &str,
+) -> Result<u32, crate::meta::MetaError> {
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job.to_string());
+    let keys = tokio::task::spawn_blocking(move || meta.forget_uncommitted(&t, &j))
+        .await
+        .expect("metadata task panicked")?;
+    let store = state.pipeline.store_for(tenant);
+    for key in &keys {
+        // Gone already is fine; anything else is left for the store's own cleanup and said.
+        if let Err(e) = store.delete(key).await {
+            warn!(tenant, job, key, error = %e, "could not delete a page of an aborted job");
+        }
+    }
+    Ok(keys.len() as u32)
+}
+
+/// Aborts uncommitted jobs whose upload began more than `ttl` ago (rows of versions that
+/// did not record when a job began are left alone). Returns how many were aborted.
+pub(crate) async fn collect_uncommitted(state: &State, now: i64, ttl: Duration) -> u32 {
+    let meta = state.meta.clone();
+    let Ok(Ok(tenants)) = tokio::task::spawn_blocking(move || meta.tenants()).await else {
+        return 0;
+    };
+    let mut aborted = 0;
+    for tenant in tenants {
+        let (meta, t) = (state.meta.clone(), tenant.clone());
+        let Ok(Ok(jobs)) = tokio::task::spawn_blocking(move || meta.jobs(&t)).await else {
+            continue;
+        };
+        for (job, row) in jobs {
+            let stale = row.created_unix > 0 && now - row.created_unix > ttl.as_secs() as i64;
+            if row.committed || !stale {
+                continue;
+            }
+            let detail = format!(
+                "job={job} reason=uncommitted for more than {} s",
+                ttl.as_secs()
+            );
+            if let Err(e) = state.audit.record(
+                "uncommitted-collector",
+                "system",
+                "job.abort",
+                &tenant,
+                &detail,
+                "started",
+            ) {
+                error!(error = %e, tenant, job, "cannot write the audit log; job not collected");
+                continue;
+            }
+            match abort_job(state, &tenant, &job).await {
+                Ok(n) => {
+                    aborted += 1;
+                    info!(tenant, job, pages = n, "uncommitted job collected");
+                }
+                Err(e) => warn!(tenant, job, error = %e, "could not collect an uncommitted job"),
+            }
+        }
+    }
+    aborted
+}
+
 /// Runs the sweeper every `interval` for as long as the server lives.
-pub(crate) fn spawn(state: Arc<State>, interval: Duration) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    state: Arc<State>,
+    interval: Duration,
+    uncommitted_ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             sweep_once(&state, now_unix()).await;
+            collect_uncommitted(&state, now_unix(), uncommitted_ttl).await;
         }
     })
 }

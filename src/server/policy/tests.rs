@@ -26,7 +26,7 @@ const SITUATIONS: [(bool, bool, bool); 4] = [
 /// One letter per role (device, tenant-admin, service-admin, operator, support-partner):
 /// A allowed, R allowed and audited with its reason, M tenant mismatch, H hidden (not
 /// found), F forbidden, Q reason required.
-const TABLE: [(Action, [&str; 4]); 22] = [
+const TABLE: [(Action, [&str; 4]); 23] = [
     (Action::JobStatus, ["AAAAF", "MMMMM", "MMMMM", "AAAAF"]),
     (Action::PagePut, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
     (Action::JobCommit, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
@@ -61,6 +61,7 @@ const TABLE: [(Action, [&str; 4]); 22] = [
     (Action::HoldRelease, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::DeliveryList, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::DeliveryAck, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
+    (Action::JobAbort, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
 ];
 
 fn letter(r: Result<Allowed, Denial>) -> char {
