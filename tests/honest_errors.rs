@@ -122,3 +122,72 @@ fn admin(server: &TestServer, args: &[&str]) -> std::process::Output {
     full.extend_from_slice(args);
     server.quire(&full)
 }
+
+/// Unmounts (lazily, so a busy mount goes too) when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_the_servers_fault_said_without_its_paths() {
+    if !nix_is_root() {
+        eprintln!("skipped: mounting a small file system needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("quire-data/spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a 1 MiB tmpfs failed");
+    let _mount = Mount(spool.clone());
+    let server = TestServer::start_in(dir);
+    // A page too large to wait in memory goes through a spool file, which cannot be written.
+    let job = server.path().join("big");
+    std::fs::create_dir(&job).unwrap();
+    write_random_file(&job.join("big.tif"), 40_000_000, 5);
+    let page = &quire::client::push::scan_dir(&job).unwrap()[0];
+    let conn = server.connect().await;
+    let e = quire::client::push::send_page(&conn, "full", page, &indicatif::ProgressBar::hidden())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert_eq!(
+        e.code(),
+        Some(quire_codecs::wire::ErrorCode::ServerFull),
+        "{text}"
+    );
+    assert!(text.contains("not your fault"), "{text}");
+    assert!(
+        !text.contains("quire-data") && !text.contains("spool"),
+        "a server path: {text}"
+    );
+    assert!(quire_codecs::wire::ErrorCode::ServerFull.is_retryable());
+    conn.close().await;
+    let log = server.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("out of disk space")),
+        "{log}"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -253,6 +253,9 @@ impl Pipeline {
         let written = writer.await.expect("spool stage panicked");
         drop(active);
         let record = match (outcome, written) {
+            // The stages stopped because the spool writer failed (a full disk, say): its
+            // error is the cause, not the scanner.
+            (Err(PipelineError::Abandoned), Err(e)) => return Err(e.into()),
             (Err(e), _) => return Err(e),
             (Ok(()), Err(e)) => return Err(e.into()),
             (Ok(()), Ok(None)) => return Err(PipelineError::Abandoned),

@@ -104,6 +104,8 @@ pub enum PipelineError {
     Abandoned,
     #[error("{0}")]
     Busy(SpoolError),
+    #[error("the server is out of disk space: {0}")]
+    ServerFull(SpoolError),
     #[error("spool: {0}")]
     Spool(SpoolError),
     #[error("the object cannot be delivered to the store: {0}")]
@@ -114,6 +116,9 @@ impl From<SpoolError> for PipelineError {
     fn from(e: SpoolError) -> Self {
         match e {
             SpoolError::Full { .. } => PipelineError::Busy(e),
+            SpoolError::Io { ref source, .. } if out_of_space(source) => {
+                PipelineError::ServerFull(e)
+            }
             other => PipelineError::Spool(other),
         }
     }
@@ -142,12 +147,21 @@ impl PipelineError {
             PipelineError::Store(_) => ErrorCode::StoreUnavailable,
             PipelineError::Vault(VaultError::Shredded(_)) => ErrorCode::Forbidden,
             PipelineError::Busy(_) => ErrorCode::Busy,
+            PipelineError::ServerFull(_) => ErrorCode::ServerFull,
             PipelineError::Corrupt { .. } => ErrorCode::Corrupt,
             PipelineError::Vault(_) | PipelineError::Spool(_) | PipelineError::Undeliverable(_) => {
                 ErrorCode::Internal
             }
         }
     }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// The shared state of the stages: where objects go and where keys come from.

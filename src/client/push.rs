@@ -316,6 +316,7 @@ pub async fn push_dir(
                                 Some(
                                     ErrorCode::LimitExceeded
                                         | ErrorCode::Busy
+                                        | ErrorCode::ServerFull
                                         | ErrorCode::StoreUnavailable
                                 )
                             ) =>

@@ -52,10 +52,24 @@ impl From<PipelineError> for Refusal {
                     "the stored {what} failed authentication: it was altered or damaged at rest. Retrying will not help; the operator must restore it from a backup"
                 )
             }
-            // Internal detail stays in the server log; the scanner learns the category.
+            // The server's own trouble: the detail (paths included) stays in the server log,
+            // at error level; the scanner learns whose fault it is and what to do.
+            PipelineError::ServerFull(_) => {
+                error!(error = %e, "out of disk space; pages are refused until there is room");
+                "the server is out of disk space; not your fault, retry later (the operator has been told)".to_string()
+            }
+            PipelineError::Spool(_) | PipelineError::Undeliverable(_) => {
+                error!(error = %e, "cannot write to the spool");
+                "the server could not keep the page on its disk; retry later (the operator has been told)".to_string()
+            }
+            PipelineError::Store(_) => {
+                warn!(error = %e, "object store failure");
+                "the object store did not take the page; retry later".to_string()
+            }
             PipelineError::Vault(_) => {
-                warn!(error = %e, "internal failure");
-                "internal error; see the server log".to_string()
+                error!(error = %e, "key vault failure");
+                "the server cannot reach its key vault; retry later (the operator has been told)"
+                    .to_string()
             }
             _ => e.to_string(),
         };
