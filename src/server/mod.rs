@@ -2,6 +2,7 @@
 //! hands every request stream to its handler in [`requests`]. Pages go from there into the
 //! stages of `quire_pipeline`.
 
+pub mod gate;
 pub mod keycheck;
 pub mod limits;
 pub mod policy;
@@ -174,8 +175,7 @@ impl std::fmt::Debug for Server {
 pub const CLOSE_AUTH_FAILED: u32 = 1;
 /// Application error code for a clean shutdown.
 pub const CLOSE_SHUTDOWN: u32 = 0;
-/// Connections allowed between their first packet and a successful `Hello` at once.
-pub const MAX_PENDING_AUTH: usize = 16;
+pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
 /// Application error code when an administrator disabled or revoked the device.
 pub const CLOSE_DEVICE_DISABLED: u32 = 2;
 
@@ -188,7 +188,7 @@ fn transport(config: &ServerConfig) -> quinn::TransportConfig {
     t.stream_receive_window((4u32 * 1024 * 1024).into());
     // Small until the connection authenticates; then re-set as connections come and go
     // (see RECEIVE_BUDGET).
-    t.receive_window((1024u32 * 1024).into());
+    t.receive_window(quinn::VarInt::from_u64(gate::PRE_AUTH_WINDOW).expect("fits"));
     t.send_window(16 * 1024 * 1024);
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
@@ -303,23 +303,40 @@ impl Server {
 
     /// Serves connections until [`Server::shutdown`] or the endpoint closes.
     ///
-    /// At most [`MAX_PENDING_AUTH`] connections may be between their first packet and a
-    /// successful `Hello` at once; beyond that new connections are refused (a cheap
-    /// CONNECTION_REFUSED, no TLS work). A flood of bad handshakes therefore costs a bounded
-    /// share of the CPU, and scanners that are already connected keep theirs.
+    /// Connections pass the gate of [`gate`] before they may authenticate: address
+    /// validation, a per-source cap, slots sized by memory and a `Hello` deadline. Beyond the
+    /// slots, new connections are refused (a cheap CONNECTION_REFUSED, no TLS work), so a
+    /// flood of bad or idle handshakes costs a bounded share of the server, and scanners
+    /// that are already connected keep theirs.
     pub async fn run(&self) {
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_AUTH));
+        let sources = gate::SourceSlots::default();
         while let Some(incoming) = self.endpoint.accept().await {
+            let remote = incoming.remote_address();
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                // Stateless: the client proves its address by answering; we hold nothing.
+                let _ = incoming.retry();
+                continue;
+            }
+            let Some(source) = sources.take(remote.ip(), MAX_PENDING_PER_SOURCE) else {
+                debug!(%remote, "this source has too many handshakes in progress; refused");
+                incoming.refuse();
+                continue;
+            };
             let Ok(permit) = pending.clone().try_acquire_owned() else {
-                debug!(remote = %incoming.remote_address(), "too many handshakes in progress; refused");
+                debug!(%remote, "too many handshakes in progress; refused");
                 incoming.refuse();
                 continue;
             };
             let state = self.state.clone();
             tokio::spawn(async move {
-                match incoming.await {
-                    Ok(conn) => handle_connection(state, conn, permit).await,
-                    Err(e) => debug!(error = %e, "handshake failed"),
+                let deadline = tokio::time::Instant::now() + HELLO_DEADLINE;
+                match tokio::time::timeout_at(deadline, incoming).await {
+                    Ok(Ok(conn)) => {
+                        handle_connection(state, conn, (permit, source), deadline).await
+                    }
+                    Ok(Err(e)) => debug!(error = %e, "handshake failed"),
+                    Err(_) => debug!(%remote, "no handshake within the hello deadline"),
                 }
             });
         }
@@ -394,10 +411,17 @@ impl Server {
 async fn handle_connection(
     state: Arc<State>,
     conn: quinn::Connection,
-    pending: tokio::sync::OwnedSemaphorePermit,
+    pending: (tokio::sync::OwnedSemaphorePermit, gate::SourceSlot),
+    deadline: tokio::time::Instant,
 ) {
     let remote = conn.remote_address();
-    let outcome = authenticate(&state, &conn).await;
+    let outcome = match tokio::time::timeout_at(deadline, authenticate(&state, &conn)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!(
+            "no hello within {} s of connecting",
+            HELLO_DEADLINE.as_secs()
+        )),
+    };
     drop(pending);
     let principal = match outcome {
         Ok(Some(p)) => p,
@@ -440,14 +464,10 @@ async fn authenticate(
     state: &State,
     conn: &quinn::Connection,
 ) -> Result<Option<Principal>, String> {
-    let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
-        .await
-        .map_err(|_| "no hello within 10 s".to_string())?
-        .map_err(|e| e.to_string())?;
+    // The caller bounds all of this by the hello deadline.
+    let (mut send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
     let mut reader = FrameReader::new(recv);
-    let hello = tokio::time::timeout(Duration::from_secs(10), reader.next())
-        .await
-        .map_err(|_| "no hello within 10 s".to_string())?;
+    let hello = reader.next().await;
     let refuse = |code: ErrorCode, message: String| (code, message);
     let result = match hello {
         Ok(Some(Frame::Hello {

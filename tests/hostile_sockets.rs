@@ -1,0 +1,113 @@
+//! Sockets that never authenticate cannot lock the fleet out: 100 connections that finish
+//! the handshake and then sit idle, and 32 tasks re-opening connections without ever
+//! sending a `Hello`, while a real scanner pushes a job. The push must succeed; how long it
+//! took is printed (speed is measured, not asserted: see README "Performance").
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use quire_codecs::wire::ALPN;
+
+/// A client endpoint on its own loopback address, so the attackers are other sources than
+/// the scanner (127.0.0.1) as they would be on a real network.
+fn endpoint(source: &str, ca_pem: &str) -> quinn::Endpoint {
+    let bind: SocketAddr = format!("{source}:0").parse().unwrap();
+    let mut e = quinn::Endpoint::client(bind).unwrap();
+    let mut cfg = quire::tls::client_config(ca_pem, ALPN).unwrap();
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(Duration::from_secs(20).try_into().unwrap()));
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
+    cfg.transport_config(Arc::new(t));
+    e.set_default_client_config(cfg);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_reconnecting_strangers_do_not_lock_a_scanner_out() {
+    let server = TestServer::start();
+    let ca = server.device_cred().server_ca.clone();
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (handshakes, closed_by_server) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+
+    // 100 idle connections from four sources; each reconnects when the server drops it.
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let e = endpoint(&format!("127.0.0.{}", 2 + i % 4), &ca);
+        let (stop, handshakes, closed) =
+            (stop.clone(), handshakes.clone(), closed_by_server.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(connecting) = e.connect(addr, "localhost") else {
+                    break;
+                };
+                match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                    Ok(Ok(conn)) => {
+                        handshakes.fetch_add(1, Ordering::Relaxed);
+                        // Say nothing; wait to be thrown out.
+                        let _ = tokio::time::timeout(Duration::from_secs(15), conn.closed()).await;
+                        closed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }));
+    }
+    // 32 tasks opening connection after connection, dropping each right after the handshake.
+    for i in 0..32 {
+        let e = endpoint(&format!("127.0.0.{}", 10 + i % 4), &ca);
+        let (stop, handshakes) = (stop.clone(), handshakes.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(connecting) = e.connect(addr, "localhost") else {
+                    break;
+                };
+                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connecting).await
+                {
+                    handshakes.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    conn.close(0u32.into(), b"");
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    for i in 0..5 {
+        write_random_file(&job.join(format!("p{i}.tif")), 200_000, i);
+    }
+    let started = Instant::now();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let dir = server.path().to_path_buf();
+        let job = job.clone();
+        move || run(&dir, &["push", job.to_str().unwrap(), "--no-progress"])
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    // Long enough for the hello deadline to throw the idle ones out at least once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    eprintln!(
+        "push under 100 idle + 32 reconnecting strangers: {:.2} s; {} stranger handshakes, {} idle ones closed by the server",
+        took.as_secs_f64(),
+        handshakes.load(Ordering::Relaxed),
+        closed_by_server.load(Ordering::Relaxed)
+    );
+    assert!(ok, "the push failed under the flood: {stderr}");
+    assert!(stdout.trim().starts_with("job-"), "{stdout}");
+    assert!(
+        closed_by_server.load(Ordering::Relaxed) > 0,
+        "idle connections were never thrown out"
+    );
+}
