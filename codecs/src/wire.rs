@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use educe::Educe;
 
 /// The ALPN identifier of this protocol version; a TLS handshake without it fails.
 pub const ALPN: &[u8] = b"quire/1";
@@ -335,19 +336,28 @@ pub struct DeviceInfo {
 }
 
 /// Every frame of the protocol. See `docs/PROTOCOL.md` for who sends which and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` never shows a secret, a token or page bytes (only their length), so a frame can
+/// be logged.
+#[derive(Educe, Clone, PartialEq, Eq)]
+#[educe(Debug)]
 pub enum Frame {
     /// Client, first stream of a connection: who I am.
     Hello {
         tenant: String,
         device_id: String,
+        #[educe(Debug(method(redacted)))]
         secret: [u8; 32],
     },
     /// Server: the connection is authenticated.
     Welcome { tenant: String, role: Role },
     /// Client, first stream of a connection instead of `Hello`: enroll a new device with a
     /// one-time token. The answer is `AdminIssued` (the device starts pending) or `Error`.
-    Enroll { token: [u8; 32], device_id: String },
+    Enroll {
+        #[educe(Debug(method(redacted)))]
+        token: [u8; 32],
+        device_id: String,
+    },
     /// Client: I am about to push (or resume) this job; which pages do you already hold?
     JobOpen { tenant: String, job_id: String },
     /// Server: the pages of the job already stored and acknowledged.
@@ -362,7 +372,7 @@ pub enum Frame {
         page: PageEntry,
     },
     /// Page bytes (either direction).
-    Data(Bytes),
+    Data(#[educe(Debug(method(byte_count)))] Bytes),
     /// End of a page's bytes.
     PageEnd,
     /// Server: the page is durably stored; the client may forget it.
@@ -400,12 +410,17 @@ pub enum Frame {
         device_id: String,
         tenant: String,
         role: Role,
+        #[educe(Debug(method(redacted)))]
         secret: [u8; 32],
     },
     /// Server: a device listing.
     AdminDevices(Vec<DeviceInfo>),
     /// Server: a one-time enrollment token and when it expires (Unix seconds).
-    AdminToken { token: [u8; 32], expires_unix: u64 },
+    AdminToken {
+        #[educe(Debug(method(redacted)))]
+        token: [u8; 32],
+        expires_unix: u64,
+    },
     /// Server: a tenant's status.
     AdminStatus {
         tenant: String,
@@ -430,6 +445,14 @@ pub enum Frame {
     },
     /// Either side: the request failed.
     Error { code: ErrorCode, message: String },
+}
+
+fn redacted(_: &[u8; 32], f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.write_str("<redacted>")
+}
+
+fn byte_count(b: &Bytes, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    write!(f, "<{} bytes>", b.len())
 }
 
 pub(crate) mod kind {
@@ -1473,6 +1496,7 @@ mod tests {
                 tenant: "acme".into(),
                 job_id: "j1".into(),
                 page: None,
+                reason: String::new(),
             },
             Frame::Manifest {
                 job_id: "j1".into(),
@@ -1647,6 +1671,41 @@ mod tests {
             assert!(validate_page_name(bad).is_err(), "{bad:?}");
         }
         assert!(validate_page_name("Lieferschein Nr. 5 – Größe (Kopie) 北京.jpg").is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_secrets_tokens_or_page_bytes() {
+        let secret = [0xab; 32];
+        let shown = [
+            Frame::Hello {
+                tenant: "acme".into(),
+                device_id: "d1".into(),
+                secret,
+            },
+            Frame::Enroll {
+                token: secret,
+                device_id: "d1".into(),
+            },
+            Frame::AdminIssued {
+                device_id: "d1".into(),
+                tenant: "acme".into(),
+                role: Role::Device,
+                secret,
+            },
+            Frame::AdminToken {
+                token: secret,
+                expires_unix: 1,
+            },
+            Frame::Data(Bytes::from_static(b"CONFIDENTIAL INVOICE")),
+        ]
+        .iter()
+        .map(|f| format!("{f:?} {f:#?}"))
+        .collect::<String>();
+        assert!(shown.contains("<redacted>") && shown.contains("<20 bytes>"), "{shown}");
+        for needle in ["171", "ab, ab", "abab", "CONFIDENTIAL"] {
+            assert!(!shown.contains(needle), "{needle} in {shown}");
+        }
+        assert!(shown.contains("acme") && shown.contains("d1"));
     }
 
     #[test]
