@@ -111,8 +111,10 @@ fn killing_the_client_mid_job_and_rerunning_stores_each_page_once() {
     );
     assert_job_complete(&server, &job_dir, &job, pages);
 
-    // A finished job's directory pushed again is a new job, not a resume.
-    let again = server.push_ok(&job_dir, &["--no-progress"]);
+    // A finished job's directory pushed again is not stored twice; --again makes a new job.
+    let same = server.push_ok(&job_dir, &["--no-progress"]);
+    assert_eq!(same, job);
+    let again = server.push_ok(&job_dir, &["--no-progress", "--again"]);
     assert_ne!(again, job);
 }
 

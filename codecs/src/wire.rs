@@ -1701,7 +1701,10 @@ mod tests {
         .iter()
         .map(|f| format!("{f:?} {f:#?}"))
         .collect::<String>();
-        assert!(shown.contains("<redacted>") && shown.contains("<20 bytes>"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("<20 bytes>"),
+            "{shown}"
+        );
         for needle in ["171", "ab, ab", "abab", "CONFIDENTIAL"] {
             assert!(!shown.contains(needle), "{needle} in {shown}");
         }

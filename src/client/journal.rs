@@ -2,9 +2,10 @@
 //! "run the same command again" resumes what was interrupted and never stores a committed
 //! directory a second time (for e-invoicing, a document booked twice).
 //!
-//! Per directory (named by a digest of its canonical path) under the state directory:
-//! - `<digest>.job`: the job id an unfinished push is using (one line; the only file older
-//!   versions wrote, and still read as such).
+//! Per directory and credential (named by a digest of the directory's canonical path, the
+//! tenant and the device id) under the state directory:
+//! - `<digest>.job`: the job id an unfinished push is using (one line). Older versions named
+//!   it by the path alone; such a file is still picked up for a resume.
 //! - `<digest>.done`: `quire-push-done 1` then one line per commit: `<job id> <contents>`,
 //!   where contents is a SHA-256 over the names, sizes and digests of the pages committed.
 //!   The same pages are skipped; changed pages make a new job.
@@ -38,17 +39,34 @@ pub fn contents_digest(pages: &[LocalPage]) -> String {
 pub struct Journal {
     state_dir: PathBuf,
     unfinished: PathBuf,
+    /// Where versions before per-credential journals kept the unfinished job id.
+    legacy_unfinished: PathBuf,
     done: PathBuf,
 }
 
 impl Journal {
-    pub fn open(state_dir: &Path, dir: &Path) -> Result<Journal, ClientError> {
+    /// The journal of `dir` pushed with the credential of `device_id` in `tenant`: another
+    /// device pushing the same directory has its own.
+    pub fn open(
+        state_dir: &Path,
+        dir: &Path,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<Journal, ClientError> {
         let canonical = std::fs::canonicalize(dir).map_err(|e| local_err(dir, e))?;
-        let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
-        let stem = hex::encode(&digest[..12]);
+        let path = canonical.as_os_str().as_encoded_bytes();
+        let legacy = hex::encode(&Sha256::digest(path)[..12]);
+        let mut h = Sha256::new();
+        h.update(path);
+        h.update([0]);
+        h.update(tenant.as_bytes());
+        h.update([0]);
+        h.update(device_id.as_bytes());
+        let stem = hex::encode(&h.finalize()[..12]);
         Ok(Journal {
             state_dir: state_dir.to_path_buf(),
             unfinished: state_dir.join(format!("{stem}.job")),
+            legacy_unfinished: state_dir.join(format!("{legacy}.job")),
             done: state_dir.join(format!("{stem}.done")),
         })
     }
@@ -75,14 +93,19 @@ impl Journal {
 
     /// The job an interrupted push of this directory was using.
     pub fn unfinished(&self, _contents: &str) -> Result<Option<String>, ClientError> {
-        match std::fs::read_to_string(&self.unfinished) {
-            Ok(text) => {
-                let j = text.trim();
-                Ok(wire::validate_job_id(j).is_ok().then(|| j.to_string()))
+        for path in [&self.unfinished, &self.legacy_unfinished] {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let j = text.trim();
+                    if wire::validate_job_id(j).is_ok() {
+                        return Ok(Some(j.to_string()));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local_err(path, e)),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(local_err(&self.unfinished, e)),
         }
+        Ok(None)
     }
 
     /// Notes that a push of this directory as `job_id` is under way.
@@ -110,10 +133,13 @@ impl Journal {
         f.write_all(text.as_bytes())
             .and_then(|_| f.sync_all())
             .map_err(|e| local_err(&self.done, e))?;
-        match std::fs::remove_file(&self.unfinished) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(local_err(&self.unfinished, e)),
+        for path in [&self.unfinished, &self.legacy_unfinished] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local_err(path, e)),
+            }
         }
+        Ok(())
     }
 }

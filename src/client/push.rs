@@ -222,7 +222,7 @@ pub async fn push_dir(
         eprintln!("warning: skipped {}: {why}", path.display());
     }
     let pages = found.pages;
-    let journal = Journal::open(&opts.state_dir, dir)?;
+    let journal = Journal::open(&opts.state_dir, dir, &conn.tenant, &conn.device_id)?;
     let contents = journal::contents_digest(&pages);
     if opts.job.is_none() && !opts.again {
         if let Some(done) = journal.committed(&contents)? {
