@@ -31,3 +31,13 @@ fn chunk_open_seeds() {
 fn wire_decoder_seeds() {
     replay("wire_decoder", quire_codecs::fuzzing::wire_decoder, 20);
 }
+
+#[test]
+fn manifest_seeds() {
+    replay("manifest", quire_codecs::fuzzing::manifest, 9);
+}
+
+#[test]
+fn list_reassembly_seeds() {
+    replay("list_reassembly", quire_codecs::fuzzing::list_reassembly, 6);
+}
