@@ -8,7 +8,8 @@
 use std::path::PathBuf;
 
 use quire_codecs::sealed::{
-    dangerous_wrap_key_with_nonce, open_all, ChunkCipher, Chunker, Compression, KekRef, SecretKey,
+    dangerous_wrap_key_with_nonce, open_all, ChunkCipher, Chunker, Compression, Header, KekRef,
+    SecretKey, DEFAULT_CHUNK_SIZE, TAG_LEN,
 };
 
 struct Case {
@@ -53,6 +54,13 @@ fn cases() -> Vec<Case> {
             compression: Compression::Zstd,
             chunk_size: 4096,
             original: b"Lieferschein Nr. 5 \xe2\x80\x93 Gr\xc3\xb6\xc3\x9fe. ".repeat(600),
+        },
+        // The chunk size the server writes with, one byte into a second chunk.
+        Case {
+            name: "production-chunk-size",
+            compression: Compression::None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            original: pattern(DEFAULT_CHUNK_SIZE as usize + 1),
         },
     ]
 }
@@ -161,6 +169,7 @@ fn an_independent_python_decryptor_opens_them_from_the_spec() {
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg(vectors_path())
+        .arg(negatives_path())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -173,4 +182,116 @@ fn an_independent_python_decryptor_opens_them_from_the_spec() {
         stdout.contains(&format!("{} vectors opened", cases().len())),
         "{stdout}"
     );
+    assert!(stdout.contains("negative vectors refused"), "{stdout}");
+}
+
+/// Damaged versions of the committed vectors, each of which every reader must refuse.
+fn negatives() -> String {
+    let vectors: Vec<serde_json::Value> = serde_json::from_str(&generate()).unwrap();
+    let mut out = Vec::new();
+    for v in &vectors {
+        let name = v["name"].as_str().unwrap();
+        let sealed = hex::decode(v["sealed"].as_str().unwrap()).unwrap();
+        let h = Header::parse(&sealed).unwrap().unwrap();
+        let hlen = h.encoded().len();
+        let chunk = h.chunk_size as usize + TAG_LEN;
+        let body = sealed.len() - hlen;
+        let mut cases: Vec<(String, Vec<u8>, String)> = Vec::new();
+        let object_key = v["object_key"].as_str().unwrap().to_string();
+        let flip = |at: usize| {
+            let mut b = sealed.clone();
+            b[at] ^= 0x01;
+            b
+        };
+        cases.push((
+            "flipped chunk-size field".into(),
+            flip(13),
+            object_key.clone(),
+        ));
+        cases.push((
+            "flipped key commitment".into(),
+            flip(50),
+            object_key.clone(),
+        ));
+        cases.push(("flipped tenant byte".into(), flip(79), object_key.clone()));
+        cases.push((
+            "flipped last tag".into(),
+            flip(sealed.len() - 1),
+            object_key.clone(),
+        ));
+        cases.push((
+            "header only".into(),
+            sealed[..hlen].to_vec(),
+            object_key.clone(),
+        ));
+        let mut longer = sealed.clone();
+        longer.push(0);
+        cases.push(("a trailing byte".into(), longer, object_key.clone()));
+        cases.push((
+            "another object key".into(),
+            sealed.clone(),
+            format!("{object_key}x"),
+        ));
+        if body > chunk {
+            // Drop the final chunk: what is left ends on a chunk that is not marked last.
+            let whole = hlen + (body - 1) / chunk * chunk;
+            cases.push((
+                "final chunk dropped".into(),
+                sealed[..whole].to_vec(),
+                object_key.clone(),
+            ));
+            if body >= 2 * chunk {
+                let mut swapped = sealed.clone();
+                let (a, b) = (hlen, hlen + chunk);
+                let first = swapped[a..a + chunk].to_vec();
+                let second = swapped[b..b + chunk].to_vec();
+                swapped[a..a + chunk].copy_from_slice(&second);
+                swapped[b..b + chunk].copy_from_slice(&first);
+                cases.push((
+                    "first two chunks swapped".into(),
+                    swapped,
+                    object_key.clone(),
+                ));
+            }
+        }
+        if body > 64 * 1024 {
+            // Large vectors keep one damaged copy, so the file stays small.
+            cases.retain(|(what, _, _)| what == "final chunk dropped");
+        }
+        for (what, bytes, key) in cases {
+            out.push(format!(
+                "  {{\"name\": \"{name}: {what}\", \"kek\": \"{}\", \"object_key\": \"{key}\", \"sealed\": \"{}\"}}",
+                v["kek"].as_str().unwrap(),
+                hex::encode(bytes)
+            ));
+        }
+    }
+    format!("[\n{}\n]\n", out.join(",\n"))
+}
+
+fn negatives_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/sealed-v1-negative.json")
+}
+
+#[test]
+fn committed_negative_vectors_match_and_are_all_refused() {
+    let generated = negatives();
+    if std::env::var_os("QUIRE_REGENERATE_VECTORS").is_some() {
+        std::fs::write(negatives_path(), &generated).unwrap();
+    }
+    let committed =
+        std::fs::read_to_string(negatives_path()).expect("tests/vectors/sealed-v1-negative.json");
+    assert!(committed == generated, "the negative vectors drifted");
+    let vectors: Vec<serde_json::Value> = serde_json::from_str(&committed).unwrap();
+    assert!(vectors.len() >= 40, "{} negative vectors", vectors.len());
+    for v in vectors {
+        let field = |k: &str| v[k].as_str().unwrap().to_string();
+        let kek = SecretKey::from_bytes(hex::decode(field("kek")).unwrap().try_into().unwrap());
+        let sealed = hex::decode(field("sealed")).unwrap();
+        assert!(
+            open_all(&sealed, &field("object_key"), |_| Some(kek.clone())).is_err(),
+            "{} was opened",
+            field("name")
+        );
+    }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Opens Quire sealed objects from docs/FORMAT.md alone, with the `cryptography` package.
 
-Usage: open_sealed.py VECTORS.json
+Usage: open_sealed.py VECTORS.json [NEGATIVE-VECTORS.json]
 
 For each vector: parse the header, unwrap the data key with the KEK, check the key
 commitment, open every chunk, decompress if the header says zstd, and compare with the
@@ -114,6 +114,17 @@ def main():
             raise AssertionError(f"{v['name']}: opened under another object key")
         print(f"ok {v['name']}: {len(plain)} bytes")
     print(f"{len(vectors)} vectors opened")
+    if len(sys.argv) > 2:
+        negatives = json.load(open(sys.argv[2]))
+        for v in negatives:
+            try:
+                open_sealed(bytes.fromhex(v["sealed"]), bytes.fromhex(v["kek"]), v["object_key"])
+            except Refused:
+                continue
+            except Exception as e:  # a crash is not a refusal
+                raise AssertionError(f"{v['name']}: crashed instead of refusing: {e!r}")
+            raise AssertionError(f"{v['name']}: was accepted")
+        print(f"{len(negatives)} negative vectors refused")
 
 
 if __name__ == "__main__":
