@@ -15,3 +15,5 @@ cargo test --workspace
 # Model checks of the lock-free erase tracker: every interleaving, under loom. A target
 # directory of its own, because `--cfg loom` changes how every crate is built.
 RUSTFLAGS="--cfg loom" cargo test -p quire-erase-tracker --release --target-dir target/loom --test loom
+# Every fuzz target for a bounded time (QUIRE_FUZZ_SECONDS, 15 s each by default).
+bash scripts/fuzz.sh

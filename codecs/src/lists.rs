@@ -227,13 +227,16 @@ mod tests {
             committed: false,
             pages: (0..3000).map(entry).collect(),
         };
-        assert_eq!(through_the_wire(&[status.clone()]), vec![status]);
+        assert_eq!(
+            through_the_wire(std::slice::from_ref(&status)),
+            vec![status]
+        );
         let empty = Frame::JobStatus {
             committed: true,
             pages: vec![],
         };
         assert_eq!(split(&empty).len(), 1);
-        assert_eq!(through_the_wire(&[empty.clone()]), vec![empty]);
+        assert_eq!(through_the_wire(std::slice::from_ref(&empty)), vec![empty]);
         let jobs = Frame::AdminJobs(
             (0..5000)
                 .map(|i| JobInfo {
@@ -246,7 +249,7 @@ mod tests {
                 .collect(),
         );
         assert!(split(&jobs).len() > 1);
-        assert_eq!(through_the_wire(&[jobs.clone()]), vec![jobs]);
+        assert_eq!(through_the_wire(std::slice::from_ref(&jobs)), vec![jobs]);
         let devices = Frame::AdminDevices(
             (0..3000)
                 .map(|i| DeviceInfo {
@@ -257,7 +260,10 @@ mod tests {
                 })
                 .collect(),
         );
-        assert_eq!(through_the_wire(&[devices.clone()]), vec![devices]);
+        assert_eq!(
+            through_the_wire(std::slice::from_ref(&devices)),
+            vec![devices]
+        );
     }
 
     #[test]
