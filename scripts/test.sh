@@ -3,7 +3,8 @@
 # test. Integration tests start real `quire serve` processes on loopback and read
 # ../shared/corpus. This script also installs (once, under target/) and starts what the tests
 # need besides Rust: real S3 (moto) and Azure Blob (Azurite) servers on loopback, and the
-# Python packages of the independent format decryptor. Last, the loom model checks.
+# Python packages of the independent format decryptor. Last, the loom model checks and a
+# bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
