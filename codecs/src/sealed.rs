@@ -259,6 +259,10 @@ impl Header {
             let s = std::str::from_utf8(&tail[..n])
                 .map_err(|_| SealError::MalformedHeader(what))?
                 .to_owned();
+            // Identifiers name files and tenants downstream (the vault's key files): only
+            // the characters the protocol allows, never a path.
+            crate::wire::validate_id("sealed header id", &s)
+                .map_err(|_| SealError::MalformedHeader(what))?;
             rest = &tail[n..];
             Ok(s)
         };
@@ -878,6 +882,35 @@ mod tests {
         let mut chunk = sealed[start..start + cs + TAG_LEN].to_vec();
         c.open_chunk(2, false, &mut chunk).unwrap();
         assert_eq!(chunk, pt[2 * cs..3 * cs]);
+    }
+
+    #[test]
+    fn ids_in_headers_that_are_not_identifiers_are_refused() {
+        let kek = SecretKey::from_bytes([3; 32]);
+        for (tenant, kek_id) in [
+            ("../etc", "tenant"),
+            ("acme", "a/b"),
+            ("acme", "-x"),
+            ("a b", "k"),
+        ] {
+            let kek_ref = KekRef {
+                tenant: tenant.into(),
+                kek_id: kek_id.into(),
+                version: 1,
+            };
+            let sealed = seal_all(
+                &kek,
+                kek_ref,
+                "obj",
+                Compression::None,
+                MIN_CHUNK_SIZE,
+                b"x",
+            );
+            assert!(
+                Header::parse(&sealed).is_err(),
+                "{tenant:?}/{kek_id:?} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -115,6 +115,12 @@ impl Pipeline {
                     key: key.clone(),
                     source: SealError::Truncated,
                 })?;
+        // The header is checked against the tenant before any key is looked up for it.
+        if named.kek.tenant != tenant {
+            return Err(corrupt(SealError::MalformedHeader(
+                "object belongs to another tenant",
+            )));
+        }
         // Ask the vault directly so that a destroyed key says so, rather than "corrupt".
         let kek = self.vault.kek(&named.kek)?;
         let (header, body) = sealed::open_all(&sealed, &key, |_| Some(kek)).map_err(corrupt)?;
