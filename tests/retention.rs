@@ -75,7 +75,7 @@ fn audit(server: &TestServer) -> Vec<serde_json::Value> {
 fn deletions_of(server: &TestServer, job: &str) -> Vec<String> {
     audit(server)
         .into_iter()
-        .filter(|e| e["action"] == "job.delete")
+        .filter(|e| e["action"] == "job.delete" && e["outcome"] == "ok")
         .filter(|e| {
             e["detail"]
                 .as_str()

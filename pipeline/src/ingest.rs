@@ -180,7 +180,7 @@ impl Pipeline {
         // control holds the scanner back; after `busy_wait` it is refused as busy.
         let reservation = self
             .spool
-            .reserve(spool::reservation_for(entry.size))
+            .reserve(tenant, spool::reservation_for(entry.size))
             .await?;
         // Small pages wait for the store in memory when the budget has room (`ack = "stored"`).
         let in_memory = (self.config.ack == AckMode::Stored
@@ -450,7 +450,7 @@ impl Pipeline {
     ) -> Result<Arc<Record>, PipelineError> {
         let reservation = self
             .spool
-            .reserve(spool::reservation_for(plain_size))
+            .reserve(tenant, spool::reservation_for(plain_size))
             .await?;
         self.spool_sealed(reservation, tenant, key, plain_sha256, plain_size, sealed)
             .await
@@ -649,7 +649,7 @@ impl Pipeline {
         let record = if self.config.ack == AckMode::Stored {
             let reservation = self
                 .spool
-                .reserve(spool::reservation_for(as_entry.size))
+                .reserve(tenant, spool::reservation_for(as_entry.size))
                 .await?;
             match self
                 .put_direct(tenant, &key, &as_entry, sealed, reservation)

@@ -115,7 +115,7 @@ pub enum PipelineError {
 impl From<SpoolError> for PipelineError {
     fn from(e: SpoolError) -> Self {
         match e {
-            SpoolError::Full { .. } => PipelineError::Busy(e),
+            SpoolError::Full { .. } | SpoolError::TenantShareFull { .. } => PipelineError::Busy(e),
             SpoolError::Io { ref source, .. } if out_of_space(source) => {
                 PipelineError::ServerFull(e)
             }

@@ -93,6 +93,32 @@ pub struct Limits {
     pages: Mutex<Buckets>,
     bytes: Mutex<Buckets>,
     jobs: Mutex<HashMap<String, HashMap<String, usize>>>,
+    /// Declared bytes of each device's pages in the pipeline now (see [`Limits::hold_bytes`]).
+    in_flight: Mutex<HashMap<String, u64>>,
+}
+
+/// The most of the spool one device's pages in flight may claim, in percent: a device
+/// declaring huge pages and sending nothing cannot hold the spool for everyone.
+pub const DEVICE_SHARE_PERCENT: u64 = 50;
+
+/// A device's claim on spool room for one page; given back when dropped.
+#[derive(Debug)]
+pub struct BytesHeld<'a> {
+    limits: &'a Limits,
+    device: String,
+    bytes: u64,
+}
+
+impl Drop for BytesHeld<'_> {
+    fn drop(&mut self) {
+        let mut m = self.limits.in_flight.lock().expect("limits lock poisoned");
+        if let Some(n) = m.get_mut(&self.device) {
+            *n = n.saturating_sub(self.bytes);
+            if *n == 0 {
+                m.remove(&self.device);
+            }
+        }
+    }
 }
 
 /// Holds a job's place among a device's jobs in progress while one of its pages is stored.
@@ -121,6 +147,31 @@ impl Drop for JobPlace<'_> {
 }
 
 impl Limits {
+    /// Claims `bytes` (a page's declared size) of the device's share of a spool of
+    /// `capacity` bytes. A device with nothing in flight always gets one page through.
+    pub fn hold_bytes(
+        &self,
+        device: &str,
+        bytes: u64,
+        capacity: u64,
+    ) -> Result<BytesHeld<'_>, Exceeded> {
+        let share = capacity / 100 * DEVICE_SHARE_PERCENT;
+        let mut m = self.in_flight.lock().expect("limits lock poisoned");
+        let held = m.entry(device.to_string()).or_insert(0);
+        if *held != 0 && *held + bytes > share {
+            return Err(Exceeded(format!(
+                "device {device} has {} bytes of pages in flight; its share of the server's spool is {share} bytes",
+                *held
+            )));
+        }
+        *held += bytes;
+        Ok(BytesHeld {
+            limits: self,
+            device: device.to_string(),
+            bytes,
+        })
+    }
+
     pub fn new(config: LimitConfig) -> Limits {
         Limits {
             config,
@@ -218,6 +269,20 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_claims_at_most_its_share_of_the_spool() {
+        let l = Limits::default();
+        let one = l.hold_bytes("d1", 400, 1000).unwrap();
+        assert!(l.hold_bytes("d1", 200, 1000).is_err(), "over half");
+        let other = l.hold_bytes("d2", 500, 1000).unwrap();
+        drop(one);
+        // Holding nothing, a device gets one page through whatever its size.
+        let big = l.hold_bytes("d1", 5000, 1000).unwrap();
+        assert!(l.hold_bytes("d1", 1, 1000).is_err());
+        drop((big, other));
+        assert!(l.in_flight.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {

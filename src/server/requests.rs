@@ -375,6 +375,14 @@ async fn page_put(
         .admit_page(&principal.device_id, tenant, job_id)
         .await
         .map_err(|e| Refusal::new(ErrorCode::LimitExceeded, e.0))?;
+    let _bytes = state
+        .limits
+        .hold_bytes(
+            &principal.device_id,
+            page.size,
+            state.pipeline.spool.capacity(),
+        )
+        .map_err(|e| Refusal::new(ErrorCode::LimitExceeded, e.0))?;
     let slot_key = keys::page_key(tenant, job_id, page.index);
     let Some(mut slot) = state
         .in_flight

@@ -17,6 +17,7 @@
 //! when). Keys live in a [`keydir::KeyDir`], by default in RAM.
 
 pub mod keydir;
+pub mod space;
 
 use std::collections::HashMap;
 use std::fs;
@@ -34,7 +35,7 @@ use quire_codecs::sealed::{
 use quire_erase_tracker::{EpochTracker, Erase, RecordLatch};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use keydir::KeyDir;
@@ -54,6 +55,12 @@ pub enum SpoolError {
     Corrupt(String),
     #[error("the spool is full ({used} of {capacity} bytes waiting for the object store)")]
     Full { used: u64, capacity: u64 },
+    #[error("the spool is full for tenant {tenant}: it holds {held} bytes waiting for the object store, its share is {share}")]
+    TenantShareFull {
+        tenant: String,
+        held: u64,
+        share: u64,
+    },
 }
 
 /// When the scanner hears "stored".
@@ -172,12 +179,7 @@ struct Epochs {
     next_id: u64,
 }
 
-#[derive(Debug)]
-struct Space {
-    used: Mutex<u64>,
-    freed: Notify,
-    capacity: u64,
-}
+use space::{NoRoom, Space};
 
 /// The spool: see the module docs.
 #[derive(Debug)]
@@ -217,6 +219,7 @@ pub fn reservation_for(plain: u64) -> u64 {
 #[derive(Debug)]
 pub struct Reservation {
     spool: Arc<Spool>,
+    tenant: String,
     bytes: u64,
 }
 
@@ -250,7 +253,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.spool.release_space(self.bytes);
+        self.spool.release_space(&self.tenant, self.bytes);
     }
 }
 
@@ -266,11 +269,7 @@ impl Spool {
         let spool = Spool {
             dir: dir.to_path_buf(),
             keys,
-            space: Space {
-                used: Mutex::new(0),
-                freed: Notify::new(),
-                capacity: config.capacity,
-            },
+            space: Space::new(config.capacity),
             config,
             memory_used: Mutex::new(0),
             epochs: Mutex::new(Epochs::default()),
@@ -353,7 +352,7 @@ impl Spool {
                 unreachable!("recovered epochs are closed only after the scan");
             }
             let reserved = reservation_for(meta.plain_size);
-            *self.space.used.lock().expect("spool lock") += reserved;
+            self.space.add(&meta.tenant, reserved);
             let record = Arc::new(Record {
                 name: stem.clone(),
                 epoch,
@@ -432,27 +431,38 @@ impl Spool {
             .map_err(|e| SpoolError::Corrupt(format!("{}: {e}", path.display())))
     }
 
-    /// Reserves room for `bytes`, waiting up to the configured `busy_wait` for deliveries to
-    /// free some. A record larger than the whole capacity is admitted when the spool is empty.
-    pub async fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, SpoolError> {
+    /// Reserves room for `bytes` of `tenant`'s, waiting up to the configured `busy_wait` for
+    /// deliveries to free some. A record larger than the whole capacity is admitted when the
+    /// spool is empty; a tenant holds at most its share (see [`space`]).
+    pub async fn reserve(
+        self: &Arc<Self>,
+        tenant: &str,
+        bytes: u64,
+    ) -> Result<Reservation, SpoolError> {
         let deadline = tokio::time::Instant::now() + self.config.busy_wait;
         loop {
             let freed = self.space.freed.notified();
-            {
-                let mut used = self.space.used.lock().expect("spool lock");
-                if *used == 0 || *used + bytes <= self.space.capacity {
-                    *used += bytes;
+            let refused = match self.space.try_take(tenant, bytes) {
+                Ok(()) => {
                     return Ok(Reservation {
                         spool: self.clone(),
+                        tenant: tenant.to_string(),
                         bytes,
-                    });
+                    })
                 }
-            }
+                Err(why) => why,
+            };
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                let used = *self.space.used.lock().expect("spool lock");
-                return Err(SpoolError::Full {
-                    used,
-                    capacity: self.space.capacity,
+                return Err(match refused {
+                    NoRoom::Spool { used } => SpoolError::Full {
+                        used,
+                        capacity: self.space.capacity,
+                    },
+                    NoRoom::TenantShare { held, share } => SpoolError::TenantShareFull {
+                        tenant: tenant.to_string(),
+                        held,
+                        share,
+                    },
                 });
             }
         }
@@ -476,16 +486,18 @@ impl Spool {
         *self.memory_used.lock().expect("spool lock")
     }
 
-    fn release_space(&self, bytes: u64) {
-        let mut used = self.space.used.lock().expect("spool lock");
-        *used = used.saturating_sub(bytes);
-        drop(used);
-        self.space.freed.notify_waiters();
+    fn release_space(&self, tenant: &str, bytes: u64) {
+        self.space.give_back(tenant, bytes);
     }
 
     /// Bytes reserved by records not yet delivered.
+    /// Bytes the spool may hold.
+    pub fn capacity(&self) -> u64 {
+        self.space.capacity
+    }
+
     pub fn used(&self) -> u64 {
-        *self.space.used.lock().expect("spool lock")
+        self.space.used()
     }
 
     /// Records not yet delivered.
@@ -580,6 +592,10 @@ impl Spool {
             return Err(io(&body_path)(e));
         }
         let reserved = reservation.bytes;
+        debug_assert_eq!(
+            reservation.tenant, tenant,
+            "a reservation serves its own tenant"
+        );
         std::mem::forget(reservation); // moves into the record; released on delivery
         Ok(RecordWriter {
             spool: self.clone(),
@@ -625,7 +641,7 @@ impl Spool {
             let existing = existing.clone();
             drop(records);
             self.remove_files(&name);
-            self.release_space(reserved);
+            self.release_space(&meta.tenant, reserved);
             self.give_up_epoch(&epoch);
             return existing;
         }
@@ -715,7 +731,7 @@ impl Spool {
                 records.remove(&record.meta.object_key);
             }
         }
-        self.release_space(record.reserved);
+        self.release_space(&record.meta.tenant, record.reserved);
         if record.epoch.tracker.release() == Erase::Now {
             self.keys.destroy(record.epoch.id)?;
         }
@@ -884,7 +900,7 @@ impl Drop for RecordWriter {
             let _ = fs::remove_file(self.body_path());
             let _ = fs::remove_file(self.spool_dir.join(format!("{}.meta.tmp", self.name)));
             self.spool.give_up_epoch(&epoch);
-            self.spool.release_space(self.reserved);
+            self.spool.release_space(&self.meta.tenant, self.reserved);
         }
     }
 }
@@ -908,7 +924,7 @@ mod tests {
 
     async fn put(spool: &Arc<Spool>, key: &str, data: &[u8]) -> Arc<Record> {
         let r = spool
-            .reserve(reservation_for(data.len() as u64))
+            .reserve("acme", reservation_for(data.len() as u64))
             .await
             .unwrap();
         let mut w = spool.writer(r, "acme", key, [7; 32], 1).unwrap();
@@ -974,7 +990,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = open(dir.path());
-            let r = spool.reserve(1000).await.unwrap();
+            let r = spool.reserve("acme", 1000).await.unwrap();
             let mut w = spool.writer(r, "acme", "k", [0; 32], 1).unwrap();
             w.write(&sample(300_000)).unwrap();
             std::mem::forget(w); // a crash: no commit, no clean-up
@@ -1006,7 +1022,7 @@ mod tests {
     async fn a_dropped_writer_gives_back_its_space_and_its_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path());
-        let r = spool.reserve(5000).await.unwrap();
+        let r = spool.reserve("acme", 5000).await.unwrap();
         let mut w = spool.writer(r, "acme", "k", [0; 32], 1).unwrap();
         w.write(b"partial").unwrap();
         drop(w);
@@ -1022,13 +1038,13 @@ mod tests {
     async fn a_full_spool_pushes_back_then_admits_once_space_is_freed() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path());
-        let big = spool.reserve(9 * 1024 * 1024).await.unwrap();
-        let err = spool.reserve(2 * 1024 * 1024).await.unwrap_err();
+        let big = spool.reserve("acme", 9 * 1024 * 1024).await.unwrap();
+        let err = spool.reserve("beta", 2 * 1024 * 1024).await.unwrap_err();
         assert!(matches!(err, SpoolError::Full { .. }), "{err}");
         assert!(err.to_string().contains("spool is full"), "{err}");
         let waiter = {
             let spool = spool.clone();
-            tokio::spawn(async move { spool.reserve(2 * 1024 * 1024).await.map(drop) })
+            tokio::spawn(async move { spool.reserve("beta", 2 * 1024 * 1024).await.map(drop) })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(big);
