@@ -141,3 +141,13 @@ pub fn list_reassembly(data: &[u8]) {
         assert_eq!(got, vec![f]);
     }
 }
+
+/// The spool commit record parser: bounded, never panics, and whatever it accepts
+/// round-trips and stays under its tenant's prefix.
+pub fn spool_record(data: &[u8]) {
+    if let Ok(m) = crate::spool_record::RecordMeta::decode(data) {
+        assert!(m.object_key.starts_with(&format!("tenants/{}/", m.tenant)));
+        let again = crate::spool_record::RecordMeta::decode(&m.encode()).expect("own encoding");
+        assert_eq!(again, m);
+    }
+}

@@ -3,6 +3,7 @@
 //! - [`wire`]: the `quire/1` frames scanners and the server exchange over QUIC streams.
 //! - [`sealed`]: the sealed object format every stored byte is written in.
 //! - [`lists`]: lists longer than one frame, split and joined again.
+//! - [`spool_record`]: the commit record of a spool record.
 //! - [`manifest`]: the job manifest, itself stored as a sealed object.
 //!
 //! Keeping these sans-IO (as quinn-proto and rustls do) means every parser is tested and
@@ -15,4 +16,5 @@ pub mod fuzzing;
 pub mod lists;
 pub mod manifest;
 pub mod sealed;
+pub mod spool_record;
 pub mod wire;

@@ -41,3 +41,8 @@ fn manifest_seeds() {
 fn list_reassembly_seeds() {
     replay("list_reassembly", quire_codecs::fuzzing::list_reassembly, 6);
 }
+
+#[test]
+fn spool_record_seeds() {
+    replay("spool_record", quire_codecs::fuzzing::spool_record, 7);
+}

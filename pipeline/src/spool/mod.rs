@@ -33,7 +33,6 @@ use quire_codecs::sealed::{
     DEFAULT_CHUNK_SIZE,
 };
 use quire_erase_tracker::{EpochTracker, Erase, RecordLatch};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -104,18 +103,7 @@ impl Default for SpoolConfig {
     }
 }
 
-/// Where a record goes and what it must be.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordMeta {
-    pub tenant: String,
-    pub object_key: String,
-    /// SHA-256 and size of the plaintext inside the tenant-sealed object.
-    pub plain_sha256: String,
-    pub plain_size: u64,
-    /// SHA-256 and size of the tenant-sealed object itself: what the store must receive.
-    pub sealed_sha256: String,
-    pub sealed_size: u64,
-}
+pub use quire_codecs::spool_record::RecordMeta;
 
 /// How far a record has got.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,7 +415,7 @@ impl Spool {
             (*r == epoch.kek_ref()).then(|| epoch.key.clone())
         })
         .map_err(|e| SpoolError::Corrupt(format!("{}: {e}", path.display())))?;
-        serde_json::from_slice(&plain)
+        RecordMeta::decode(&plain)
             .map_err(|e| SpoolError::Corrupt(format!("{}: {e}", path.display())))
     }
 
@@ -859,7 +847,7 @@ impl RecordWriter {
         self.meta.sealed_sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         self.meta.sealed_size = self.written;
         let epoch = self.epoch.clone().expect("present until commit or drop");
-        let json = serde_json::to_vec(&self.meta).expect("meta serialises");
+        let json = self.meta.encode();
         let sealed_meta = sealed::seal_all(
             &epoch.key,
             epoch.kek_ref(),
