@@ -25,26 +25,11 @@ fn a_3000_page_job_with_255_byte_names_reads_back_resumes_and_delivers() {
 
     let out = server.path().join("out");
     server.get_ok(&id, &out);
-    let got = walk(&out);
-    assert_eq!(got.len(), 3000);
-    for f in walk(&job) {
-        let name = f.file_name().unwrap();
-        assert_eq!(
-            std::fs::read(&f).unwrap(),
-            std::fs::read(out.join(name)).unwrap()
-        );
-    }
+    assert_eq!(walk(&out).len(), 3000);
+    same_files(&job, &out);
 
     let one = server.path().join("one");
-    let o = server.quire(&[
-        "get",
-        "--job",
-        &id,
-        "--page",
-        "2999",
-        "--out",
-        one.to_str().unwrap(),
-    ]);
+    let o = server.get_page(&id, 2999, &one);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(walk(&one).len(), 1);
 

@@ -31,15 +31,7 @@ fn tiny_pages_and_awkward_names_round_trip() {
     }
     // One page alone (names sort bytewise: "Lieferschein…" first, so index 2 is b-one-byte).
     let one = server.path().join("one");
-    let o = server.quire(&[
-        "get",
-        "--job",
-        &id,
-        "--page",
-        "2",
-        "--out",
-        one.to_str().unwrap(),
-    ]);
+    let o = server.get_page(&id, 2, &one);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(one.join("b-one-byte.tif")).unwrap(), b"\x42");
     assert_eq!(walk(&one).len(), 1);

@@ -119,16 +119,7 @@ fn a_missing_tenant_key_stops_the_server_and_no_push_replaces_it() {
     let out = server.path().join("out");
     server.get_ok(&job, &out);
     // A rotation is recorded; losing the file after it is noticed too.
-    let cred = server.admin_cred_path();
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        cred.to_str().unwrap(),
-        "key",
-        "rotate",
-        "--tenant",
-        "dev",
-    ]);
+    let o = rotate(&server);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let two = std::fs::read(&kek).unwrap();
     server.kill();
@@ -148,8 +139,17 @@ fn a_key_lost_while_running_is_not_replaced_by_a_push() {
     let saved = std::fs::read(&kek).unwrap();
     std::fs::remove_file(&kek).unwrap();
     // Wait out nothing: a rotate reads the file now, and must refuse rather than start over.
+    let o = rotate(&server);
+    assert!(!o.status.success());
+    assert!(!kek.exists(), "a new tenant key file was written");
+    std::fs::write(&kek, saved).unwrap();
+    server.get_ok(&job, &server.path().join("out"));
+}
+
+/// `quire admin key rotate --tenant dev` as the development service admin.
+fn rotate(server: &TestServer) -> std::process::Output {
     let cred = server.admin_cred_path();
-    let o = server.quire(&[
+    server.quire(&[
         "admin",
         "--credential",
         cred.to_str().unwrap(),
@@ -157,9 +157,5 @@ fn a_key_lost_while_running_is_not_replaced_by_a_push() {
         "rotate",
         "--tenant",
         "dev",
-    ]);
-    assert!(!o.status.success());
-    assert!(!kek.exists(), "a new tenant key file was written");
-    std::fs::write(&kek, saved).unwrap();
-    server.get_ok(&job, &server.path().join("out"));
+    ])
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -49,18 +49,6 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn same_files(a: &Path, b: &Path) {
-    for f in walk(a) {
-        let other = b.join(f.file_name().unwrap());
-        assert!(
-            std::fs::read(&f).unwrap() == std::fs::read(&other).unwrap(),
-            "{} differs from {}",
-            f.display(),
-            other.display()
-        );
     }
 }
 

@@ -26,16 +26,22 @@ impl Who<'_> {
     }
 }
 
-#[test]
-fn operators_and_support_partners_see_only_what_they_may() {
-    let server = TestServer::start();
+/// The development service admin, after creating tenants `acme` and `helpdesk`.
+fn service_admin_with_two_tenants(server: &TestServer) -> Who<'_> {
     let root = Who {
-        server: &server,
+        server,
         cred: server.admin_cred_path(),
     };
     for t in ["acme", "helpdesk"] {
         assert!(root.admin(&["tenant", "create", t]).0);
     }
+    root
+}
+
+#[test]
+fn operators_and_support_partners_see_only_what_they_may() {
+    let server = TestServer::start();
+    let root = service_admin_with_two_tenants(&server);
     let mk = |tenant: &str, id: &str, role: &str| {
         let out = server.path().join(format!("{id}.cred"));
         let (ok, text) = root.admin(&[
@@ -208,13 +214,7 @@ fn revoked_is_final_for_every_administrator() {
 #[test]
 fn operators_and_support_partners_read_documents_only_under_a_grant_with_a_reason() {
     let server = TestServer::start();
-    let root = Who {
-        server: &server,
-        cred: server.admin_cred_path(),
-    };
-    for t in ["acme", "helpdesk"] {
-        assert!(root.admin(&["tenant", "create", t]).0);
-    }
+    service_admin_with_two_tenants(&server);
     let scanner = server.create_device("acme", "acme-scanner", "device", true);
     let acme_admin = Who {
         server: &server,

@@ -52,16 +52,7 @@ impl Manifest {
         );
         b.put_slice(MAGIC);
         b.put_u8(VERSION);
-        b.put_u16(self.job_id.len() as u16);
-        b.put_slice(self.job_id.as_bytes());
-        b.put_u32(self.pages.len() as u32);
-        for p in &self.pages {
-            b.put_u32(p.index);
-            b.put_u16(p.name.len() as u16);
-            b.put_slice(p.name.as_bytes());
-            b.put_u64(p.size);
-            b.put_slice(&p.sha256);
-        }
+        put_body(&mut b, &self.job_id, &self.pages);
         b.freeze()
     }
 
@@ -104,6 +95,20 @@ impl Manifest {
             wire::Frame::Manifest { job_id, pages } => Ok((job_id, pages)),
             _ => Err(malformed("not a manifest")),
         }
+    }
+}
+
+/// The part both versions share: `job_id:string | count:u32 | entry*count`.
+fn put_body(b: &mut BytesMut, job_id: &str, pages: &[PageEntry]) {
+    b.put_u16(job_id.len() as u16);
+    b.put_slice(job_id.as_bytes());
+    b.put_u32(pages.len() as u32);
+    for p in pages {
+        b.put_u32(p.index);
+        b.put_u16(p.name.len() as u16);
+        b.put_slice(p.name.as_bytes());
+        b.put_u64(p.size);
+        b.put_slice(&p.sha256);
     }
 }
 
@@ -155,16 +160,7 @@ mod tests {
     /// control-frame limit (so 3,000 pages made a 150 KB "frame").
     fn v1_bytes(m: &Manifest) -> Bytes {
         let mut payload = BytesMut::new();
-        payload.put_u16(m.job_id.len() as u16);
-        payload.put_slice(m.job_id.as_bytes());
-        payload.put_u32(m.pages.len() as u32);
-        for p in &m.pages {
-            payload.put_u32(p.index);
-            payload.put_u16(p.name.len() as u16);
-            payload.put_slice(p.name.as_bytes());
-            payload.put_u64(p.size);
-            payload.put_slice(&p.sha256);
-        }
+        put_body(&mut payload, &m.job_id, &m.pages);
         let mut b = BytesMut::new();
         b.put_u8(0x19);
         b.put_u32(payload.len() as u32);

@@ -231,6 +231,20 @@ impl TestServer {
         );
     }
 
+    /// Fetches one page of a job into `out` with the real CLI.
+    pub fn get_page(&self, job: &str, page: u32, out: &Path) -> Output {
+        let page = page.to_string();
+        self.quire(&[
+            "get",
+            "--job",
+            job,
+            "--page",
+            &page,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    }
+
     /// An authenticated in-process connection with the development device credential.
     pub async fn connect(&self) -> Connection {
         Connection::connect(&self.device_cred(), Some(self.addr))
@@ -409,4 +423,17 @@ pub fn third_party(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts every file of directory `a` is in `b` with the same bytes.
+pub fn same_files(a: &Path, b: &Path) {
+    for f in walk(a) {
+        let other = b.join(f.file_name().unwrap());
+        assert!(
+            std::fs::read(&f).unwrap() == std::fs::read(&other).unwrap(),
+            "{} differs from {}",
+            f.display(),
+            other.display()
+        );
+    }
 }
