@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use quire::client::{self, push::PushOptions, Connection};
 use quire::config::ServerConfig;
-use quire::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use quire::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
 use quire::server::Server;
 use quire_codecs::wire::{AdminRequest, DeviceState, Role};
 

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use quire::client::push::{scan_dir, send_page};
 use quire::client::Connection;
-use quire::credential::Credential;
+use quire::credential::{Credential, CredentialFile};
 use quire_codecs::wire::{ErrorCode, Frame};
 
 fn pages(server: &TestServer, name: &str, n: usize) -> std::path::PathBuf {

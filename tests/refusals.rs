@@ -6,6 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use quire::client::{expect_answer, ClientError, Connection};
+use quire::credential::CredentialFile;
 use quire::stream::{write_data, write_frame};
 use quire_codecs::wire::{ErrorCode, Frame, PageEntry};
 use sha2::Digest;

@@ -151,3 +151,26 @@ pub fn spool_record(data: &[u8]) {
         assert_eq!(again, m);
     }
 }
+
+/// The credential file parser: bounded, never panics, never quotes the secret in an error,
+/// and whatever it accepts round-trips.
+pub fn credential(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match crate::credential::Credential::parse(text) {
+        Ok(c) => {
+            let again = crate::credential::Credential::parse(&c.to_toml()).expect("own encoding");
+            assert_eq!(again.to_toml(), c.to_toml());
+        }
+        Err(e) => {
+            // A 64-hex-digit run of the input is what a secret looks like: never echo one.
+            for w in e.as_bytes().windows(64) {
+                if w.iter().all(u8::is_ascii_hexdigit) {
+                    let w = std::str::from_utf8(w).expect("hex digits are UTF-8");
+                    assert!(!text.contains(w), "the error quotes a secret: {e}");
+                }
+            }
+        }
+    }
+}

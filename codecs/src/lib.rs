@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: the `quire/1` frames scanners and the server exchange over QUIC streams.
 //! - [`sealed`]: the sealed object format every stored byte is written in.
+//! - [`credential`]: the credential files scanners and administrators hold.
 //! - [`lists`]: lists longer than one frame, split and joined again.
 //! - [`spool_record`]: the commit record of a spool record.
 //! - [`manifest`]: the job manifest, itself stored as a sealed object.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+pub mod credential;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lists;

@@ -46,3 +46,8 @@ fn list_reassembly_seeds() {
 fn spool_record_seeds() {
     replay("spool_record", quire_codecs::fuzzing::spool_record, 7);
 }
+
+#[test]
+fn credential_seeds() {
+    replay("credential", quire_codecs::fuzzing::credential, 8);
+}

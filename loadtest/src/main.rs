@@ -23,7 +23,7 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use quire::client::push::{new_job_id, scan_dir, send_page, LocalPage};
 use quire::client::Connection;
-use quire::credential::Credential;
+use quire::credential::{Credential, CredentialFile};
 use quire_codecs::wire::Frame;
 use serde::Serialize;
 

@@ -22,7 +22,7 @@ use quire_storage::Store;
 use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, StoreKind};
-use crate::credential::{Credential, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use crate::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
 use crate::meta::{Meta, MetaStore};
 use crate::stream::{write_frame, FrameReader};
 use crate::tls::Identity;

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use quire::client::{Connection, Login};
-use quire::credential::Credential;
+use quire::credential::{Credential, CredentialFile};
 use quire_codecs::wire::ALPN;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quire");
