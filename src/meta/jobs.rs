@@ -14,6 +14,21 @@ impl Meta {
     /// Claims `job` for `device` (creating its row if new) in one transaction; refuses a
     /// job another device owns.
     pub(super) fn claim(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError> {
+        // Every page of a job asks; only the first needs to write. A read is enough to see
+        // that the job is already this device's (or committed, or another's).
+        if let Some(row) = self.job_row(tenant, job)? {
+            match &row.owner {
+                Some(owner) if owner != device => {
+                    return Err(MetaError::Owned {
+                        job: job.to_string(),
+                        owner: owner.clone(),
+                    })
+                }
+                Some(_) => return Ok(row),
+                None if row.committed => return Ok(row),
+                None => {}
+            }
+        }
         let txn = self.db.begin_write().map_err(db)?;
         let row = {
             let mut jobs = txn.open_table(JOBS).map_err(db)?;
@@ -43,6 +58,15 @@ impl Meta {
         };
         txn.commit().map_err(db)?;
         Ok(row)
+    }
+
+    fn job_row(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError> {
+        match self.get(JOBS, &job_key(tenant, job))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| MetaError::Corrupt(e.to_string())),
+            None => Ok(None),
+        }
     }
 
     /// Removes an uncommitted job's rows (the job and its pages) and returns the object keys

@@ -153,7 +153,13 @@ async fn serve_request(
             page,
         } => {
             allow(state, principal, &tenant, Action::PagePut, "").await?;
-            claim(state, principal, &tenant, &job_id).await?;
+            let job = claim(state, principal, &tenant, &job_id).await?;
+            if job.committed {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!("job {job_id} is already committed; push new pages as a new job"),
+                ));
+            }
             page_put(state, principal, &tenant, &job_id, page, send, reader).await
         }
         Frame::JobCommit {
@@ -202,7 +208,7 @@ async fn claim(
     principal: &Principal,
     tenant: &str,
     job_id: &str,
-) -> Result<(), Refusal> {
+) -> Result<crate::meta::JobRow, Refusal> {
     let (meta, t, j, d) = (
         state.meta.clone(),
         tenant.to_string(),
@@ -210,7 +216,7 @@ async fn claim(
         principal.device_id.clone(),
     );
     match blocking(move || meta.claim_job(&t, &j, &d)).await {
-        Ok(_) => Ok(()),
+        Ok(row) => Ok(row),
         Err(e @ crate::meta::MetaError::Owned { .. }) => {
             Err(Refusal::new(ErrorCode::Conflict, e.to_string()))
         }
@@ -360,16 +366,6 @@ async fn page_put(
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
-    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
-    if blocking(move || meta.job(&t, &j))
-        .await?
-        .is_some_and(|j| j.committed)
-    {
-        return Err(Refusal::new(
-            ErrorCode::Conflict,
-            format!("job {job_id} is already committed; push new pages as a new job"),
-        ));
-    }
     let _place = state
         .limits
         .admit_page(&principal.device_id, tenant, job_id)
