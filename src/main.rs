@@ -18,7 +18,7 @@ use quire_codecs::wire::{AdminRequest, DeviceState, Role};
 ///
 /// Quick start (one terminal each, from the same directory):
 ///   quire serve                       # dev certificate, dev tenant and device, ./quire-data
-///   quire push samples/invoice-batch  # prints the job id last
+///   quire push samples/scan-job       # prints the job id last
 ///   quire get --job JOB_ID --out restored/
 #[derive(Parser, Debug)]
 #[command(name = "quire", version, verbatim_doc_comment)]
@@ -83,7 +83,8 @@ struct ClientArgs {
     /// Server address [default: the one in the credential file, written by `serve`].
     #[arg(long, global = true)]
     server: Option<SocketAddr>,
-    /// Credential file [default: ./quire-data/dev/device.cred, or admin.cred for `admin`].
+    /// Credential file [default: ./quire-data/dev/device.cred, or admin.cred for `admin` and
+    /// `deliver`].
     #[arg(long, env = "QUIRE_CREDENTIAL", global = true)]
     credential: Option<PathBuf>,
 }
@@ -797,7 +798,7 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 out,
             } => {
                 let role = Role::parse(&role).with_context(|| {
-                    format!("--role {role:?}: expected device, tenant-admin or service-admin")
+                    format!("--role {role:?}: expected device, tenant-admin, service-admin, operator or support-partner")
                 })?;
                 let server = a
                     .client

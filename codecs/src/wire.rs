@@ -30,6 +30,13 @@ pub const MAX_REASON_LEN: usize = 512;
 /// Most pages one job may hold.
 pub const MAX_PAGES: u32 = 100_000;
 
+/// QUIC application close code: a clean shutdown (or an enrollment's connection ending).
+pub const CLOSE_SHUTDOWN: u32 = 0;
+/// QUIC application close code: authentication failed; the reason is the close reason.
+pub const CLOSE_AUTH_FAILED: u32 = 1;
+/// QUIC application close code: an administrator disabled, revoked or rotated the device.
+pub const CLOSE_DEVICE_DISABLED: u32 = 2;
+
 /// A malformed or out-of-bounds frame. Always the sender's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -39,7 +39,7 @@ pub enum ClientError {
 fn closed_by_admin(e: &quinn::ConnectionError) -> Option<ClientError> {
     match e {
         quinn::ConnectionError::ApplicationClosed(c)
-            if c.error_code == crate::server::CLOSE_DEVICE_DISABLED.into() =>
+            if c.error_code == quire_codecs::wire::CLOSE_DEVICE_DISABLED.into() =>
         {
             Some(ClientError::Refused {
                 code: ErrorCode::DeviceDisabled,

@@ -171,13 +171,8 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Application error code a connection is closed with when authentication fails.
-pub const CLOSE_AUTH_FAILED: u32 = 1;
-/// Application error code for a clean shutdown.
-pub const CLOSE_SHUTDOWN: u32 = 0;
 pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
-/// Application error code when an administrator disabled or revoked the device.
-pub const CLOSE_DEVICE_DISABLED: u32 = 2;
+pub use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
 
 fn transport(config: &ServerConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
