@@ -258,6 +258,9 @@ fn operators_and_support_partners_read_documents_only_under_a_grant_with_a_reaso
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
+    // The scanner reads back its own job: allowed, and on record like every read.
+    let (ok, read, err) = get(&scanner, "own", &[]);
+    assert!(ok && read, "{err}");
     // No grant: no document, whatever the reason.
     for (who, cred) in [
         ("operator", &ops),
@@ -304,6 +307,12 @@ fn operators_and_support_partners_read_documents_only_under_a_grant_with_a_reaso
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["action"] == "document.read")
         .collect();
+    assert!(
+        reads
+            .iter()
+            .any(|e| e["actor"] == "acme-scanner" && e["outcome"] == "started"),
+        "the scanner's read is not on record: {reads:?}"
+    );
     for actor in ["acme-ops", "acme-support", "hd-1"] {
         assert!(
             reads.iter().any(|e| e["actor"] == actor
