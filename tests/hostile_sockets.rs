@@ -1,7 +1,7 @@
 //! Sockets that never authenticate cannot lock the fleet out: 100 connections that finish
 //! the handshake and then sit idle, and 32 tasks re-opening connections without ever
 //! sending a `Hello`, while a real scanner pushes a job. The push must succeed; how long it
-//! took is printed (speed is measured, not asserted: see README "Performance").
+//! took is printed (speed is measured, not asserted: see docs/PERFORMANCE.md).
 
 mod common;
 

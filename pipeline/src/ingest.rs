@@ -271,7 +271,7 @@ impl Pipeline {
     /// `single_put_limit`): gathered whole, then hashed, compressed and sealed in one rayon
     /// task and written to the store in one request. Three hand-offs between threads per
     /// page instead of one per network read and per chunk, which is what small pages spent
-    /// their time on (see the README's Performance section).
+    /// their time on (see docs/PERFORMANCE.md).
     #[allow(clippy::too_many_arguments)]
     async fn ingest_small(
         &self,
