@@ -13,17 +13,11 @@ pub fn bitmap_like(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Incompressible bytes.
+/// Incompressible bytes (the same every run).
 pub fn noise(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = vec![0u8; len];
+    fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15).fill(&mut out);
+    out
 }
 
 pub mod transport;

@@ -48,29 +48,18 @@ pub fn parse_mix(s: &str) -> Result<Vec<Share>> {
     Ok(mix)
 }
 
-/// xorshift64*, seeded: the same arguments generate the same jobs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// Writes `jobs` job folders of `pages` pages each under `dir`; returns the bytes written.
 pub fn generate(dir: &Path, mix: &[Share], jobs: u32, pages: u32, seed: u64) -> Result<u64> {
     let total_weight: u64 = mix.iter().map(|s| u64::from(s.weight)).sum();
-    let mut rng = Rng(seed | 1);
+    // Seeded: the same arguments generate the same jobs.
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut written = 0;
     let mut buf = vec![0u8; 1 << 20];
     for j in 0..jobs {
         let job = dir.join(format!("gen-{j:04}"));
         std::fs::create_dir_all(&job).with_context(|| format!("creating {}", job.display()))?;
         for p in 0..pages {
-            let mut pick = rng.next() % total_weight;
+            let mut pick = rng.u64(..total_weight);
             let size = mix
                 .iter()
                 .find(|s| {
@@ -85,10 +74,7 @@ pub fn generate(dir: &Path, mix: &[Share], jobs: u32, pages: u32, seed: u64) -> 
             let mut left = size;
             let mut first = true;
             while left > 0 {
-                for c in buf.chunks_mut(8) {
-                    let x = rng.next().to_le_bytes();
-                    c.copy_from_slice(&x[..c.len()]);
-                }
+                rng.fill(&mut buf);
                 if first {
                     buf[..3].copy_from_slice(&[0xff, 0xd8, 0xff]);
                     first = false;

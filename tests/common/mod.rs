@@ -337,17 +337,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub fn write_random_file(path: &Path, len: u64, seed: u64) {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = seed | 1;
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
+        rng.fill(&mut buf);
         let n = left.min(buf.len() as u64) as usize;
         f.write_all(&buf[..n]).unwrap();
         left -= n as u64;
