@@ -20,41 +20,54 @@ pub enum StreamError {
     Closed(#[from] quinn::ClosedStream),
 }
 
-/// Reads frames from one QUIC receive stream; a list split over several frames comes out
-/// joined, as one frame.
+/// Reads frames from one QUIC receive stream. A client's reader joins a list split over
+/// several frames into one frame; the server's does not (requests carry no lists, so a
+/// stream can never make the server hold more than one control frame).
 #[derive(Debug)]
 pub struct FrameReader {
     recv: quinn::RecvStream,
     decoder: Decoder,
-    lists: Reassembler,
+    lists: Option<Reassembler>,
     finished: bool,
 }
 
 impl FrameReader {
+    /// A reader of answers: split lists are joined.
     pub fn new(recv: quinn::RecvStream) -> Self {
         FrameReader {
             recv,
             decoder: Decoder::new(),
-            lists: Reassembler::new(),
+            lists: Some(Reassembler::new()),
             finished: false,
+        }
+    }
+
+    /// A reader of requests: every frame comes out as it was sent.
+    pub fn requests(recv: quinn::RecvStream) -> Self {
+        FrameReader {
+            lists: None,
+            ..Self::new(recv)
         }
     }
 
     /// The next frame; `None` when the peer finished the stream cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, StreamError> {
         loop {
-            if let Some(f) = self.lists.take_ready() {
+            if let Some(f) = self.lists.as_mut().and_then(Reassembler::take_ready) {
                 return Ok(Some(f));
             }
             if let Some(f) = self.decoder.next_frame()? {
-                match self.lists.push(f)? {
+                let Some(lists) = self.lists.as_mut() else {
+                    return Ok(Some(f));
+                };
+                match lists.push(f)? {
                     Some(done) => return Ok(Some(done)),
                     None => continue,
                 }
             }
             if self.finished {
                 self.decoder.finish()?;
-                return Ok(self.lists.finish());
+                return Ok(self.lists.as_mut().and_then(Reassembler::finish));
             }
             match self.recv.read_chunk(READ_CHUNK, true).await? {
                 Some(chunk) => self.decoder.feed(chunk.bytes),

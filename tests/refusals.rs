@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 use quire::client::{expect_answer, ClientError, Connection};
@@ -255,6 +257,21 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
     let _ = send.finish();
     let mut reader = recv;
     let (code, _) = refused(expect_answer(&mut reader).await);
+    assert_eq!(code, ErrorCode::Malformed);
+
+    // A list frame where a request belongs is refused at once, with the stream still open:
+    // the server never gathers list parts from a client (it would hold them in memory).
+    let (_send, mut reader) = conn
+        .open(&Frame::Manifest {
+            job_id: "j1".into(),
+            pages: vec![entry(0, &data)],
+        })
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), expect_answer(&mut reader))
+        .await
+        .expect("the server waited for more list parts");
+    let (code, _) = refused(answer);
     assert_eq!(code, ErrorCode::Malformed);
 
     // Nothing of any refused page is stored or acknowledged.

@@ -448,7 +448,7 @@ async fn handle_connection(
         };
         let (state, principal) = (state.clone(), principal.clone());
         tokio::spawn(async move {
-            requests::handle_stream(state, principal, send, FrameReader::new(recv)).await;
+            requests::handle_stream(state, principal, send, FrameReader::requests(recv)).await;
         });
     }
 }
@@ -461,7 +461,7 @@ async fn authenticate(
 ) -> Result<Option<Principal>, String> {
     // The caller bounds all of this by the hello deadline.
     let (mut send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-    let mut reader = FrameReader::new(recv);
+    let mut reader = FrameReader::requests(recv);
     let hello = reader.next().await;
     let refuse = |code: ErrorCode, message: String| (code, message);
     let result = match hello {
