@@ -8,14 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Flow-control windows: the same as Quire's server and client use.
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window((8u32 * 1024 * 1024).into());
-    t.receive_window((32u32 * 1024 * 1024).into());
-    t.send_window(16 * 1024 * 1024);
-    t.max_concurrent_bidi_streams(256u32.into());
-    Arc::new(t)
+/// The server's transport settings, as `quire serve` on its defaults uses them (streams
+/// per connection, windows, timeouts).
+fn server_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
+    let config = quire::config::ServerConfig::load(None, None, None)?;
+    Ok(Arc::new(quire::server::transport_config(&config)))
 }
 
 /// A loopback server that drains streams, and a client connected to it.
@@ -32,7 +29,7 @@ impl Pair {
         let dir = tempfile::tempdir()?;
         let id = quire::tls::Identity::dev(dir.path())?;
         let mut sc = quire::tls::server_config(&id)?;
-        sc.transport_config(transport());
+        sc.transport_config(server_transport()?);
         let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
         let addr: SocketAddr = server.local_addr()?;
         let accept = server.clone();
@@ -40,6 +37,11 @@ impl Pair {
             while let Some(incoming) = accept.accept().await {
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
+                    // As after a scanner's Hello: its share of the receive budget, alone.
+                    conn.set_receive_window(
+                        quinn::VarInt::from_u64(quire::server::connection_window(1))
+                            .expect("window fits"),
+                    );
                     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                         tokio::spawn(async move {
                             // Chunks are dropped as they come: no copy, no accumulation.
@@ -52,7 +54,7 @@ impl Pair {
             }
         });
         let mut cc = quire::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN)?;
-        cc.transport_config(transport());
+        cc.transport_config(Arc::new(quire::client::transport_config()));
         let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         client.set_default_client_config(cc);
         let conn = client.connect(addr, "localhost")?.await?;

@@ -141,14 +141,7 @@ impl Connection {
     /// Connects and authenticates with explicit parameters (tests use this to misbehave).
     pub async fn login(l: Login<'_>) -> Result<Connection, ClientError> {
         let mut config = crate::tls::client_config(l.ca_pem, l.alpn)?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.stream_receive_window((8u32 * 1024 * 1024).into());
-        transport.receive_window((32u32 * 1024 * 1024).into());
-        transport.send_window(16 * 1024 * 1024);
-        // A scanner should notice a dead server within seconds, not minutes.
-        transport.keep_alive_interval(Some(Duration::from_secs(2)));
-        transport.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("10 s fits")));
-        config.transport_config(std::sync::Arc::new(transport));
+        config.transport_config(std::sync::Arc::new(transport_config()));
         let bind: SocketAddr = if l.addr.is_ipv4() {
             "0.0.0.0:0".parse().expect("valid")
         } else {
@@ -283,6 +276,18 @@ impl Connection {
         self.conn.close(0u32.into(), b"done");
         self.endpoint.wait_idle().await;
     }
+}
+
+/// The scanner's QUIC transport settings (the transport bench uses them too).
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport.stream_receive_window((8u32 * 1024 * 1024).into());
+    transport.receive_window((32u32 * 1024 * 1024).into());
+    transport.send_window(16 * 1024 * 1024);
+    // A scanner should notice a dead server within seconds, not minutes.
+    transport.keep_alive_interval(Some(Duration::from_secs(2)));
+    transport.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("10 s fits")));
+    transport
 }
 
 /// A local file problem, naming the path.

@@ -150,7 +150,7 @@ pub const MIN_CONNECTION_WINDOW: u64 = 128 * 1024;
 
 /// A connection's share of [`RECEIVE_BUDGET`], rounded down to a power of two so that it
 /// changes, and every window is re-set, only a few times as a fleet connects.
-fn connection_window(connections: usize) -> u64 {
+pub fn connection_window(connections: usize) -> u64 {
     let share = RECEIVE_BUDGET / connections.max(1) as u64;
     let pow2 = 1u64 << (63 - share.max(1).leading_zeros());
     pow2.clamp(MIN_CONNECTION_WINDOW, MAX_CONNECTION_WINDOW)
@@ -174,7 +174,8 @@ impl std::fmt::Debug for Server {
 pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
 pub use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
 
-fn transport(config: &ServerConfig) -> quinn::TransportConfig {
+/// The server's QUIC transport settings (the transport bench uses them too).
+pub fn transport_config(config: &ServerConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(config.max_streams_per_connection.into());
     t.max_concurrent_uni_streams(0u32.into());
@@ -219,7 +220,7 @@ impl Server {
             None => Identity::dev(&dir.join("tls"))?,
         };
         let mut server_config = crate::tls::server_config(&identity)?;
-        server_config.transport_config(Arc::new(transport(&config)));
+        server_config.transport_config(Arc::new(transport_config(&config)));
         let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
             ServeError::Bind {
                 addr: config.listen,
