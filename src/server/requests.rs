@@ -183,15 +183,15 @@ async fn serve_request(
                 page.map_or("all".to_string(), |p| p.to_string())
             );
             // The read is on record before a byte of the document leaves.
-            audit(
-                state,
-                principal,
-                "document.read",
-                &tenant,
-                &detail,
-                "started",
-            )?;
-            job_get(state, &tenant, &job_id, page, send).await
+            let read = "document.read";
+            audit(state, principal, read, &tenant, &detail, "started")?;
+            let outcome = job_get(state, &tenant, &job_id, page, send).await;
+            let result = match &outcome {
+                Ok(()) => "ok".to_string(),
+                Err(r) => format!("refused: {}", r.message),
+            };
+            let _ = audit(state, principal, read, &tenant, &detail, &result);
+            outcome
         }
         Frame::Admin(req) => admin(state, principal, req, send).await,
         other => Err(Refusal::new(
@@ -302,7 +302,7 @@ fn audit(
         .map_err(|e| {
             error!(error = %e, action, tenant, "cannot write the audit log; request refused");
             Refusal::new(
-                if e.raw_os_error() == Some(28) {
+                if quire_pipeline::out_of_space(&e) {
                     ErrorCode::ServerFull
                 } else {
                     ErrorCode::Busy
