@@ -545,6 +545,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readme_configuration_example_is_accepted_as_written() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("### Configuration").expect("section")..];
+        let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").expect("end")];
+        let c = ServerConfig::from_toml(block).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.uncommitted_ttl, Duration::from_secs(604_800));
+        assert_eq!(c.sweep_interval, Duration::from_secs(3600));
+    }
+
+    #[test]
     fn defaults_hold_without_a_file() {
         let c = ServerConfig::from_toml("").unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
