@@ -6,6 +6,7 @@
 //! the key unless the writer is told to commit, and an upload that is not committed is
 //! aborted, leaving nothing behind.
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,7 +112,13 @@ impl crate::Pipeline {
     }
 
     async fn deliver(&self, record: Arc<Record>) {
-        let mut backoff = RETRY_FIRST;
+        // Forever, capped and jittered, so retries of many records do not align.
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(RETRY_FIRST)
+            .with_max_delay(RETRY_MAX)
+            .with_jitter()
+            .without_max_times()
+            .build();
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -132,8 +139,7 @@ impl crate::Pipeline {
                         warn!(object = %record.meta.object_key, attempts, error = %why, "store write failed; will retry");
                     }
                     record.set_status(Delivery::Retrying(why));
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
+                    tokio::time::sleep(delays.next().unwrap_or(RETRY_MAX)).await;
                 }
             }
         }
@@ -237,11 +243,3 @@ impl crate::Pipeline {
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Somewhere between half and all of `d`, so retries from many records do not align.
-fn jitter(d: Duration) -> Duration {
-    let mut r = [0u8; 2];
-    getrandom::fill(&mut r).expect("the OS random source failed");
-    let frac = 0.5 + (u16::from_le_bytes(r) as f64 / u16::MAX as f64) / 2.0;
-    d.mul_f64(frac)
-}

@@ -10,6 +10,7 @@ pub mod push;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use quire_codecs::wire::{ErrorCode, Frame, Role, ALPN};
 
 use crate::credential::{Credential, CredentialError};
@@ -154,9 +155,14 @@ impl Connection {
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
         endpoint.set_default_client_config(config);
         // A busy server refuses new connections outright (CONNECTION_REFUSED): back off and
-        // try again a few times before giving up.
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 0;
+        // try again a few times before giving up. Jittered, so that a fleet reconnecting at
+        // once (after a server restart) spreads out instead of coming back in waves.
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(4))
+            .with_jitter()
+            .with_max_times(10)
+            .build();
         let conn = loop {
             let connecting = endpoint
                 .connect(l.addr, l.server_name)
@@ -169,16 +175,15 @@ impl Connection {
                 }
                 Ok(Ok(c)) => break c,
                 Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
-                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED
-                        && attempt < 10 =>
+                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
                 {
-                    // Jittered, so that a fleet reconnecting at once (after a server restart)
-                    // spreads out instead of coming back in waves.
-                    attempt += 1;
-                    let mut r = [0u8; 1];
-                    getrandom::fill(&mut r).expect("the OS random source failed");
-                    tokio::time::sleep(backoff.mul_f64(0.5 + f64::from(r[0]) / 255.0)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(4));
+                    match delays.next() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => {
+                            let e = quinn::ConnectionError::ConnectionClosed(c);
+                            return Err(connect_err(e.to_string()));
+                        }
+                    }
                 }
                 Ok(Err(e)) => return Err(connect_err(e.to_string())),
             }

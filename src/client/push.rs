@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry};
@@ -307,8 +308,13 @@ pub async fn push_dir(
                 // A rate limit, a full spool or a store that did not answer in time is a
                 // "later", not a "no": back off and retry.
                 let mut r = send_page(conn, &job_id, &p, &bar).await;
-                let mut backoff = Duration::from_millis(500);
-                for _ in 0..6 {
+                let delays = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(500))
+                    .with_max_delay(Duration::from_secs(16))
+                    .with_jitter()
+                    .with_max_times(6)
+                    .build();
+                for backoff in delays {
                     match &r {
                         Err(e)
                             if matches!(
@@ -326,7 +332,6 @@ pub async fn push_dir(
                                 p.entry.index, p.entry.name
                             );
                             tokio::time::sleep(backoff).await;
-                            backoff *= 2;
                             r = send_page(conn, &job_id, &p, &bar).await;
                         }
                         _ => break,
