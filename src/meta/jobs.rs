@@ -8,7 +8,21 @@
 
 use redb::ReadableTable;
 
-use super::{db, job_key, now_unix, JobRow, Meta, MetaError, JOBS, PAGES};
+use super::{db, job_key, now_unix, JobRow, Meta, MetaError, MetaStore, JOBS, PAGES};
+
+/// Whether `device` may go on with the job in `row`: `Ok(true)` if the row must first be
+/// claimed for it (no owner yet, not committed), `Ok(false)` if it is the device's already
+/// (or a committed job of an older version, which has no owner), an error if it is another's.
+fn needs_claim(row: &JobRow, job: &str, device: &str) -> Result<bool, MetaError> {
+    match &row.owner {
+        Some(owner) if owner != device => Err(MetaError::Owned {
+            job: job.to_string(),
+            owner: owner.clone(),
+        }),
+        Some(_) => Ok(false),
+        None => Ok(!row.committed),
+    }
+}
 
 impl Meta {
     /// Claims `job` for `device` (creating its row if new) in one transaction; refuses a
@@ -16,17 +30,9 @@ impl Meta {
     pub(super) fn claim(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError> {
         // Every page of a job asks; only the first needs to write. A read is enough to see
         // that the job is already this device's (or committed, or another's).
-        if let Some(row) = self.job_row(tenant, job)? {
-            match &row.owner {
-                Some(owner) if owner != device => {
-                    return Err(MetaError::Owned {
-                        job: job.to_string(),
-                        owner: owner.clone(),
-                    })
-                }
-                Some(_) => return Ok(row),
-                None if row.committed => return Ok(row),
-                None => {}
+        if let Some(row) = self.job(tenant, job)? {
+            if !needs_claim(&row, job, device)? {
+                return Ok(row);
             }
         }
         let txn = self.db.begin_write().map_err(db)?;
@@ -41,32 +47,17 @@ impl Meta {
                     ..JobRow::default()
                 },
             };
-            match &row.owner {
-                Some(owner) if owner != device => {
-                    return Err(MetaError::Owned {
-                        job: job.to_string(),
-                        owner: owner.clone(),
-                    })
-                }
-                Some(_) => return Ok(row),
-                None if row.committed => return Ok(row),
-                None => row.owner = Some(device.to_string()),
+            // Read again inside the transaction: another device may have claimed it since.
+            if !needs_claim(&row, job, device)? {
+                return Ok(row);
             }
+            row.owner = Some(device.to_string());
             let v = serde_json::to_vec(&row).expect("row serialises");
             jobs.insert(key.as_str(), v.as_slice()).map_err(db)?;
             row
         };
         txn.commit().map_err(db)?;
         Ok(row)
-    }
-
-    fn job_row(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError> {
-        match self.get(JOBS, &job_key(tenant, job))? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| MetaError::Corrupt(e.to_string())),
-            None => Ok(None),
-        }
     }
 
     /// Removes an uncommitted job's rows (the job and its pages) and returns the object keys
@@ -86,9 +77,7 @@ impl Meta {
                 None => return Err(MetaError::NotFound(format!("job {job}"))),
             };
             if row.committed {
-                return Err(MetaError::Exists(format!(
-                    "job {job} is committed; it is no longer an unfinished upload, and"
-                )));
+                return Err(MetaError::Committed(job.to_string()));
             }
             jobs.remove(key.as_str()).map_err(db)?;
             let mut pages = txn.open_table(PAGES).map_err(db)?;

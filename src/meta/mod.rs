@@ -45,6 +45,8 @@ pub enum MetaError {
     Revoked(String),
     #[error("job {job} belongs to another upload (device {owner}); push under another job id")]
     Owned { job: String, owner: String },
+    #[error("job {0} is committed; only unfinished uploads can be aborted")]
+    Committed(String),
 }
 
 /// A support partner's time-boxed access to a tenant.

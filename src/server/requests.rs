@@ -998,12 +998,9 @@ async fn admin_request(
                     crate::meta::MetaError::NotFound(_) => {
                         Refusal::new(ErrorCode::NotFound, format!("job {job_id} not found"))
                     }
-                    crate::meta::MetaError::Exists(_) => Refusal::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "job {job_id} is committed; only unfinished uploads can be aborted"
-                        ),
-                    ),
+                    e @ crate::meta::MetaError::Committed(_) => {
+                        Refusal::new(ErrorCode::Conflict, e.to_string())
+                    }
                     other => other.into(),
                 })?;
             info!(tenant = %tenant, job = %job_id, pages = n, by = %principal.device_id, "uncommitted job aborted");
