@@ -92,7 +92,7 @@ impl Journal {
     }
 
     /// The job an interrupted push of this directory was using.
-    pub fn unfinished(&self, _contents: &str) -> Result<Option<String>, ClientError> {
+    pub fn unfinished(&self) -> Result<Option<String>, ClientError> {
         for path in [&self.unfinished, &self.legacy_unfinished] {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
@@ -109,7 +109,7 @@ impl Journal {
     }
 
     /// Notes that a push of this directory as `job_id` is under way.
-    pub fn begin(&self, job_id: &str, _contents: &str) -> Result<(), ClientError> {
+    pub fn begin(&self, job_id: &str) -> Result<(), ClientError> {
         std::fs::create_dir_all(&self.state_dir).map_err(|e| local_err(&self.state_dir, e))?;
         let tmp = self.unfinished.with_extension("job.tmp");
         std::fs::write(&tmp, job_id).map_err(|e| local_err(&tmp, e))?;

@@ -242,9 +242,9 @@ pub async fn push_dir(
             wire::validate_job_id(j).map_err(|e| local_err(Path::new("--job"), e))?;
             j.clone()
         }
-        None => journal.unfinished(&contents)?.unwrap_or_else(new_job_id),
+        None => journal.unfinished()?.unwrap_or_else(new_job_id),
     };
-    journal.begin(&job_id, &contents)?;
+    journal.begin(&job_id)?;
 
     let status = conn
         .call(&Frame::JobOpen {
