@@ -100,6 +100,8 @@ pub enum Denial {
     Forbidden { needed: &'static str },
     /// Allowed only with a stated reason, and none was given.
     ReasonRequired,
+    /// Allowed only under an active grant of the tenant, and there is none.
+    GrantRequired,
 }
 
 impl Denial {
@@ -108,7 +110,9 @@ impl Denial {
         match self {
             Denial::TenantMismatch => ErrorCode::TenantMismatch,
             Denial::Hidden => ErrorCode::NotFound,
-            Denial::Forbidden { .. } | Denial::ReasonRequired => ErrorCode::Forbidden,
+            Denial::Forbidden { .. } | Denial::ReasonRequired | Denial::GrantRequired => {
+                ErrorCode::Forbidden
+            }
         }
     }
 }
@@ -168,9 +172,7 @@ fn data_plane(s: Subject, a: Action) -> Result<Allowed, Denial> {
         (Action::JobStatus, Device | TenantAdmin | ServiceAdmin | Operator) => Ok(Allowed::Plain),
         (Action::JobStatus, SupportPartner) => Err(Denial::Forbidden { needed: "device" }),
         (Action::JobRead, Device | TenantAdmin | ServiceAdmin) => Ok(Allowed::Plain),
-        (Action::JobRead, Operator | SupportPartner) if !s.grant => Err(Denial::Forbidden {
-            needed: "an active grant of the tenant (tenant-admin: admin grant create)",
-        }),
+        (Action::JobRead, Operator | SupportPartner) if !s.grant => Err(Denial::GrantRequired),
         (Action::JobRead, Operator | SupportPartner) if !s.reason => Err(Denial::ReasonRequired),
         (Action::JobRead, Operator | SupportPartner) => Ok(Allowed::WithReason),
         _ => unreachable!("data-plane actions are matched above"),

@@ -183,15 +183,10 @@ async fn serve_request(
                 page.map_or("all".to_string(), |p| p.to_string())
             );
             // The read is on record before a byte of the document leaves.
-            let read = "document.read";
-            audit(state, principal, read, &tenant, &detail, "started")?;
-            let outcome = job_get(state, &tenant, &job_id, page, send).await;
-            let result = match &outcome {
-                Ok(()) => "ok".to_string(),
-                Err(r) => format!("refused: {}", r.message),
-            };
-            let _ = audit(state, principal, read, &tenant, &detail, &result);
-            outcome
+            audited(state, principal, "document.read", &tenant, &detail, async {
+                job_get(state, &tenant, &job_id, page, send).await
+            })
+            .await
         }
         Frame::Admin(req) => admin(state, principal, req, send).await,
         other => Err(Refusal::new(
@@ -264,12 +259,10 @@ fn denial(d: Denial, principal: &Principal, tenant: &str) -> Refusal {
             .into()
         }
         Denial::Hidden => format!("tenant {tenant} not found"),
-        Denial::Forbidden { needed } if needed.starts_with("an ") => {
-            format!(
-                "reading a tenant's documents as {} needs {needed}",
-                principal.role.as_str()
-            )
-        }
+        Denial::GrantRequired => format!(
+            "reading a tenant's documents as {} needs an active grant of the tenant (tenant-admin: admin grant create)",
+            principal.role.as_str()
+        ),
         Denial::Forbidden { needed } => format!("this request needs the {needed} role"),
         Denial::ReasonRequired => format!(
             "a {} must state a reason (--reason); it is recorded in the audit log",
@@ -277,6 +270,27 @@ fn denial(d: Denial, principal: &Principal, tenant: &str) -> Refusal {
         ),
     };
     Refusal::new(d.code(), message)
+}
+
+/// Runs `work` between two audit records: `started`, synced before anything happens (if it
+/// cannot be written, `work` does not run: fail closed), and the outcome after. A failure to
+/// record the outcome of work that is done is logged for the operator, not the caller's.
+async fn audited(
+    state: &State,
+    principal: &Principal,
+    action: &str,
+    tenant: &str,
+    detail: &str,
+    work: impl std::future::Future<Output = Result<(), Refusal>>,
+) -> Result<(), Refusal> {
+    audit(state, principal, action, tenant, detail, "started")?;
+    let outcome = work.await;
+    let result = match &outcome {
+        Ok(()) => "ok".to_string(),
+        Err(r) => format!("refused: {}", r.message),
+    };
+    let _ = audit(state, principal, action, tenant, detail, &result);
+    outcome
 }
 
 /// Appends an audit record, durably; if it cannot be written the request is refused (fail
@@ -698,16 +712,10 @@ async fn admin(
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
     let (action, tenant, detail) = describe(&req);
-    // Fail closed: the attempt is on record before anything changes.
-    audit(state, principal, action, &tenant, &detail, "started")?;
-    let outcome = admin_request(state, principal, req, send).await;
-    let result = match &outcome {
-        Ok(()) => "ok".to_string(),
-        Err(r) => format!("refused: {}", r.message),
-    };
-    // The action is done; a failure to record its outcome is for the operator to see.
-    let _ = audit(state, principal, action, &tenant, &detail, &result);
-    outcome
+    audited(state, principal, action, &tenant, &detail, async {
+        admin_request(state, principal, req, send).await
+    })
+    .await
 }
 
 async fn admin_request(

@@ -70,7 +70,7 @@ fn letter(r: Result<Allowed, Denial>) -> char {
         Ok(Allowed::WithReason) => 'R',
         Err(Denial::TenantMismatch) => 'M',
         Err(Denial::Hidden) => 'H',
-        Err(Denial::Forbidden { .. }) => 'F',
+        Err(Denial::Forbidden { .. } | Denial::GrantRequired) => 'F',
         Err(Denial::ReasonRequired) => 'Q',
     }
 }
@@ -112,6 +112,7 @@ fn refusals_carry_the_right_wire_codes() {
     assert_eq!(Denial::Hidden.code(), ErrorCode::NotFound);
     assert_eq!(Denial::TenantMismatch.code(), ErrorCode::TenantMismatch);
     assert_eq!(Denial::ReasonRequired.code(), ErrorCode::Forbidden);
+    assert_eq!(Denial::GrantRequired.code(), ErrorCode::Forbidden);
     assert_eq!(
         Denial::Forbidden { needed: "device" }.code(),
         ErrorCode::Forbidden
