@@ -24,6 +24,22 @@ impl Who<'_> {
             ),
         )
     }
+
+    /// `admin grant create` of `partner` on `tenant` for `hours`, with `reason`.
+    fn grant(&self, tenant: &str, partner: &str, hours: &str, reason: &str) -> (bool, String) {
+        self.admin(&[
+            "grant",
+            "create",
+            "--tenant",
+            tenant,
+            "--partner",
+            partner,
+            "--hours",
+            hours,
+            "--reason",
+            reason,
+        ])
+    }
 }
 
 /// The development service admin, after creating tenants `acme` and `helpdesk`.
@@ -80,18 +96,7 @@ fn operators_and_support_partners_see_only_what_they_may() {
     // No grant: the partner cannot tell the tenant exists.
     let (ok, out) = partner.admin(&["status", "--tenant", "acme", "--reason", "curious"]);
     assert!(!ok && out.contains("tenant acme not found"), "{out}");
-    let (ok, out) = acme_admin.admin(&[
-        "grant",
-        "create",
-        "--tenant",
-        "acme",
-        "--partner",
-        "hd-1",
-        "--hours",
-        "2",
-        "--reason",
-        "ticket 7: scanner jams",
-    ]);
+    let (ok, out) = acme_admin.grant("acme", "hd-1", "2", "ticket 7: scanner jams");
     assert!(ok, "{out}");
     let (ok, out) = partner.admin(&["status", "--tenant", "acme", "--reason", "ticket 7"]);
     assert!(ok && out.contains("tenant acme"), "{out}");
@@ -102,16 +107,7 @@ fn operators_and_support_partners_see_only_what_they_may() {
     let (ok, _) = partner.admin(&["device", "list", "--tenant", "acme"]);
     assert!(!ok);
     // A tenant admin cannot grant on another tenant's behalf.
-    let (ok, out) = acme_admin.admin(&[
-        "grant",
-        "create",
-        "--tenant",
-        "dev",
-        "--partner",
-        "hd-1",
-        "--reason",
-        "x",
-    ]);
+    let (ok, out) = acme_admin.grant("dev", "hd-1", "4", "x");
     assert!(!ok && out.contains("tenant dev not found"), "{out}");
 
     // Revoked: gone at once.
@@ -271,18 +267,7 @@ fn operators_and_support_partners_read_documents_only_under_a_grant_with_a_reaso
         assert!(!ok && !read, "{who} read without a grant: {err}");
     }
     for partner in ["acme-ops", "acme-support", "hd-1"] {
-        let (ok, out) = acme_admin.admin(&[
-            "grant",
-            "create",
-            "--tenant",
-            "acme",
-            "--partner",
-            partner,
-            "--hours",
-            "1",
-            "--reason",
-            "ticket 9: blank page",
-        ]);
+        let (ok, out) = acme_admin.grant("acme", partner, "1", "ticket 9: blank page");
         assert!(ok, "{out}");
     }
     for (who, cred) in [
