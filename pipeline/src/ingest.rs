@@ -226,7 +226,6 @@ impl Pipeline {
         drop(kek);
         let target = StageTarget {
             spool: self.spool.clone(),
-            tenant: tenant.to_string(),
             key: key.clone(),
             plain_sha256: entry.sha256,
             plain_size: entry.size,
@@ -362,7 +361,7 @@ impl Pipeline {
             };
         tracing::debug!(object = key, error = %why, "direct store write failed; spooling");
         let record = self
-            .spool_sealed(reservation, tenant, key, entry.sha256, entry.size, sealed)
+            .spool_sealed(reservation, key, entry.sha256, entry.size, sealed)
             .await?;
         Ok(Direct::Spilled(record))
     }
@@ -452,7 +451,7 @@ impl Pipeline {
             .spool
             .reserve(tenant, spool::reservation_for(plain_size))
             .await?;
-        self.spool_sealed(reservation, tenant, key, plain_sha256, plain_size, sealed)
+        self.spool_sealed(reservation, key, plain_sha256, plain_size, sealed)
             .await
     }
 
@@ -461,7 +460,6 @@ impl Pipeline {
     async fn spool_sealed(
         &self,
         reservation: spool::Reservation,
-        tenant: &str,
         key: &str,
         plain_sha256: [u8; 32],
         plain_size: u64,
@@ -469,7 +467,7 @@ impl Pipeline {
     ) -> Result<Arc<Record>, PipelineError> {
         let mut writer = self
             .spool
-            .writer(reservation, tenant, key, plain_sha256, plain_size)?;
+            .writer(reservation, key, plain_sha256, plain_size)?;
         let record = tokio::task::spawn_blocking(move || {
             writer.write(&sealed)?;
             writer.commit()
@@ -685,7 +683,6 @@ enum Direct {
 
 struct StageTarget {
     spool: Arc<spool::Spool>,
-    tenant: String,
     key: String,
     plain_sha256: [u8; 32],
     plain_size: u64,
@@ -698,9 +695,9 @@ fn stage_object(
     reservation: spool::Reservation,
     mut rx: mpsc::Receiver<ToStore>,
 ) -> Result<Option<Arc<Record>>, SpoolError> {
-    let mut writer =
-        t.spool
-            .writer(reservation, &t.tenant, &t.key, t.plain_sha256, t.plain_size)?;
+    let mut writer = t
+        .spool
+        .writer(reservation, &t.key, t.plain_sha256, t.plain_size)?;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             ToStore::Sealed(b) => writer.write(&b)?,

@@ -239,9 +239,22 @@ impl Reservation {
     }
 }
 
+impl Reservation {
+    /// Hands the room over to a record, which gives it back on delivery: its tenant and
+    /// bytes. The reservation itself then gives back nothing.
+    fn into_record(mut self) -> (String, u64) {
+        (
+            std::mem::take(&mut self.tenant),
+            std::mem::take(&mut self.bytes),
+        )
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.spool.release_space(&self.tenant, self.bytes);
+        if self.bytes > 0 {
+            self.spool.release_space(&self.tenant, self.bytes);
+        }
     }
 }
 
@@ -545,7 +558,6 @@ impl Spool {
     pub fn writer(
         self: &Arc<Self>,
         reservation: Reservation,
-        tenant: &str,
         object_key: &str,
         plain_sha256: [u8; 32],
         plain_size: u64,
@@ -579,19 +591,15 @@ impl Spool {
             let _ = fs::remove_file(&body_path);
             return Err(io(&body_path)(e));
         }
-        let reserved = reservation.bytes;
-        debug_assert_eq!(
-            reservation.tenant, tenant,
-            "a reservation serves its own tenant"
-        );
-        std::mem::forget(reservation); // moves into the record; released on delivery
+        // The room moves into the record and is given back on delivery.
+        let (tenant, reserved) = reservation.into_record();
         Ok(RecordWriter {
             spool: self.clone(),
             spool_dir: self.dir.clone(),
             name,
             epoch: Some(epoch),
             meta: RecordMeta {
-                tenant: tenant.to_string(),
+                tenant,
                 object_key: object_key.to_string(),
                 plain_sha256: hex::encode(plain_sha256),
                 plain_size,
@@ -915,7 +923,7 @@ mod tests {
             .reserve("acme", reservation_for(data.len() as u64))
             .await
             .unwrap();
-        let mut w = spool.writer(r, "acme", key, [7; 32], 1).unwrap();
+        let mut w = spool.writer(r, key, [7; 32], 1).unwrap();
         for piece in data.chunks(100_000) {
             w.write(piece).unwrap();
         }
@@ -979,7 +987,7 @@ mod tests {
         {
             let spool = open(dir.path());
             let r = spool.reserve("acme", 1000).await.unwrap();
-            let mut w = spool.writer(r, "acme", "k", [0; 32], 1).unwrap();
+            let mut w = spool.writer(r, "k", [0; 32], 1).unwrap();
             w.write(&sample(300_000)).unwrap();
             std::mem::forget(w); // a crash: no commit, no clean-up
             assert_eq!(files(spool.dir()).len(), 1);
@@ -1011,7 +1019,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path());
         let r = spool.reserve("acme", 5000).await.unwrap();
-        let mut w = spool.writer(r, "acme", "k", [0; 32], 1).unwrap();
+        let mut w = spool.writer(r, "k", [0; 32], 1).unwrap();
         w.write(b"partial").unwrap();
         drop(w);
         assert_eq!(spool.used(), 0);
