@@ -12,7 +12,8 @@ use crate::wire::{DeviceInfo, Frame, JobInfo, PageEntry, WireError, MAX_CONTROL_
 /// Most rows of a joined device or delivery listing.
 pub const MAX_LIST_ROWS: usize = 100_000;
 
-fn entry_len(p: &PageEntry) -> usize {
+/// Encoded bytes of one page entry (`index | name | size | sha256`).
+pub(crate) fn entry_len(p: &PageEntry) -> usize {
     4 + 2 + p.name.len() + 8 + 32
 }
 

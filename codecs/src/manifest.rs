@@ -48,7 +48,12 @@ impl Manifest {
     /// Serialises the manifest in the current version (v2).
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(
-            16 + self.job_id.len() + self.pages.iter().map(|p| 46 + p.name.len()).sum::<usize>(),
+            16 + self.job_id.len()
+                + self
+                    .pages
+                    .iter()
+                    .map(crate::lists::entry_len)
+                    .sum::<usize>(),
         );
         b.put_slice(MAGIC);
         b.put_u8(VERSION);
