@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A one-off build gains nothing from incremental state, which would double the target's size.
+export CARGO_INCREMENTAL=0
+echo "disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+
 source scripts/test-servers.sh
 
 cargo fmt --all -- --check
@@ -18,3 +22,4 @@ cargo test --workspace
 RUSTFLAGS="--cfg loom" cargo test -p quire-erase-tracker --release --target-dir target/loom --test loom
 # Every fuzz target for a bounded time (QUIRE_FUZZ_SECONDS, 15 s each by default).
 bash scripts/fuzz.sh
+echo "disk after the suite: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target/ $(du -sh target | cut -f1)"
