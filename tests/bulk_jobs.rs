@@ -65,13 +65,24 @@ async fn an_interrupted_3000_page_push_resumes() {
     let server = TestServer::start();
     let job = server.path().join("batch");
     make_job(&job, 3000);
-    // The first run stops after 2000 pages: sent through the client library, no commit.
+    // The first run stops after 2000 pages: sent through the client library, no commit,
+    // its upload noted in the push journal as `quire push` notes it.
     let pages = quire::client::push::scan_dir(&job).unwrap();
     let conn = server.connect().await;
     let id = "job-interrupted";
+    let upload = quire::client::push::Upload::new(id);
+    quire::client::journal::Journal::open(
+        &server.path().join(".quire-push"),
+        &job,
+        &conn.tenant,
+        &conn.device_id,
+    )
+    .unwrap()
+    .begin(id, upload.id)
+    .unwrap();
     let bar = indicatif::ProgressBar::hidden();
     for p in &pages[..2000] {
-        quire::client::push::send_page(&conn, id, p, &bar)
+        quire::client::push::send_page(&conn, &upload, p, &bar)
             .await
             .unwrap();
     }

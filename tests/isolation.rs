@@ -139,6 +139,7 @@ async fn another_tenants_jobs_are_indistinguishable_from_missing_ones() {
         .call(&Frame::JobOpen {
             tenant: "acme".into(),
             job_id: "dev-secret-job".into(),
+            upload: None,
         })
         .await
         .unwrap()
@@ -157,11 +158,13 @@ async fn another_tenants_jobs_are_indistinguishable_from_missing_ones() {
         Frame::JobOpen {
             tenant: "dev".into(),
             job_id: "dev-secret-job".into(),
+            upload: None,
         },
         Frame::JobCommit {
             tenant: "dev".into(),
             job_id: "dev-secret-job".into(),
             page_count: 0,
+            upload: None,
         },
     ] {
         match conn.call(&req).await {

@@ -1,14 +1,16 @@
-//! A job id belongs to the device whose upload it is: a second device racing for the same id
-//! is refused at once (never mixed in, never stuck); an administrator can abort an upload
-//! that will never be committed, and the sweeper collects one after a time.
+//! A job id belongs to the device and the upload that opened it: a second device, or a second
+//! push of the same device, racing for the same id is refused at once (never mixed in, never
+//! stuck); an administrator can abort an upload that will never be committed, and the sweeper
+//! collects one after a time.
 
 mod common;
 
 use common::*;
-use quire::client::push::{scan_dir, send_page};
+use quire::client::journal::Journal;
+use quire::client::push::{scan_dir, send_page, Upload};
 use quire::client::Connection;
 use quire::credential::{Credential, CredentialFile};
-use quire_codecs::wire::{ErrorCode, Frame};
+use quire_codecs::wire::{ErrorCode, Frame, UploadId};
 
 fn pages(server: &TestServer, name: &str, n: usize) -> std::path::PathBuf {
     let dir = server.path().join(name);
@@ -42,16 +44,18 @@ async fn two_devices_racing_for_one_job_id_never_mix() {
     let bar = indicatif::ProgressBar::hidden();
     let a_pages = scan_dir(&pages(&server, "a", 3)).unwrap();
     let b_pages = scan_dir(&pages(&server, "b", 3)).unwrap();
-    send_page(&a, "race", &a_pages[0], &bar).await.unwrap();
+    let (a_up, b_up) = (Upload::new("race"), Upload::new("race"));
+    send_page(&a, &a_up, &a_pages[0], &bar).await.unwrap();
 
     // B is refused at once, at every step, with the reason.
-    let e = send_page(&b, "race", &b_pages[1], &bar).await.unwrap_err();
+    let e = send_page(&b, &b_up, &b_pages[1], &bar).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::Conflict), "{e}");
     assert!(e.to_string().contains("another upload"), "{e}");
     let e = b
         .call(&Frame::JobOpen {
             tenant: "dev".into(),
             job_id: "race".into(),
+            upload: Some(b_up.id),
         })
         .await
         .unwrap_err();
@@ -61,6 +65,7 @@ async fn two_devices_racing_for_one_job_id_never_mix() {
             tenant: "dev".into(),
             job_id: "race".into(),
             page_count: 1,
+            upload: Some(b_up.id),
         })
         .await
         .unwrap_err();
@@ -68,13 +73,14 @@ async fn two_devices_racing_for_one_job_id_never_mix() {
 
     // A finishes its job; what is stored is A's pages only.
     for p in &a_pages[1..] {
-        send_page(&a, "race", p, &bar).await.unwrap();
+        send_page(&a, &a_up, p, &bar).await.unwrap();
     }
     match a
         .call(&Frame::JobCommit {
             tenant: "dev".into(),
             job_id: "race".into(),
             page_count: 3,
+            upload: Some(a_up.id),
         })
         .await
         .unwrap()
@@ -109,8 +115,9 @@ async fn an_abandoned_upload_is_aborted_by_an_admin_and_its_id_freed() {
     let server = TestServer::start();
     let a = server.connect().await;
     let bar = indicatif::ProgressBar::hidden();
+    let up = Upload::new("stuck");
     for p in &scan_dir(&pages(&server, "a", 2)).unwrap() {
-        send_page(&a, "stuck", p, &bar).await.unwrap();
+        send_page(&a, &up, p, &bar).await.unwrap();
     }
     a.close().await;
     assert_eq!(page_objects(&server, "stuck"), 2);
@@ -152,7 +159,9 @@ async fn uncommitted_uploads_are_collected_after_their_time() {
     let bar = indicatif::ProgressBar::hidden();
     let dir = pages(&server, "a", 2);
     let p = scan_dir(&dir).unwrap();
-    send_page(&a, "left-behind", &p[0], &bar).await.unwrap();
+    send_page(&a, &Upload::new("left-behind"), &p[0], &bar)
+        .await
+        .unwrap();
     // A committed job of the same age is kept.
     let kept = server.push_ok(&dir, &["--no-progress"]);
     assert_eq!(page_objects(&server, "left-behind"), 1);
@@ -165,4 +174,182 @@ async fn uncommitted_uploads_are_collected_after_their_time() {
     let audit = std::fs::read_to_string(server.path().join("quire-data/audit.log")).unwrap();
     assert!(audit.contains("job.abort") && audit.contains("left-behind"));
     a.close().await;
+}
+
+/// Sends `frame` and returns the refusal's code and message.
+async fn refused(conn: &Connection, frame: Frame) -> (Option<ErrorCode>, String) {
+    let e = conn.call(&frame).await.unwrap_err();
+    (e.code(), e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_push_of_the_same_device_cannot_join_an_upload() {
+    let server = TestServer::start();
+    // The same credential, two connections: two `quire push` processes, or two machines.
+    let (first, second) = (server.connect().await, server.connect().await);
+    let bar = indicatif::ProgressBar::hidden();
+    let mine = scan_dir(&pages(&server, "mine", 3)).unwrap();
+    let theirs = scan_dir(&pages(&server, "theirs", 3)).unwrap();
+    let up = Upload::new("shared");
+    send_page(&first, &up, &mine[0], &bar).await.unwrap();
+
+    // Another upload of the same device is refused at every step, and told what to do.
+    let other = Upload::new("shared");
+    let e = send_page(&second, &other, &theirs[1], &bar)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Conflict), "{e}");
+    assert!(
+        e.to_string().contains("another upload of this device")
+            && e.to_string().contains("quire admin job abort"),
+        "{e}"
+    );
+    let open = |upload| Frame::JobOpen {
+        tenant: "dev".into(),
+        job_id: "shared".into(),
+        upload,
+    };
+    let commit = |upload| Frame::JobCommit {
+        tenant: "dev".into(),
+        job_id: "shared".into(),
+        page_count: 1,
+        upload,
+    };
+    // A client too old to name its upload cannot join one either.
+    for frame in [
+        open(Some(other.id)),
+        commit(Some(other.id)),
+        open(None),
+        commit(None),
+    ] {
+        let (code, text) = refused(&second, frame).await;
+        assert_eq!(code, Some(ErrorCode::Conflict), "{text}");
+    }
+    assert_eq!(page_objects(&server, "shared"), 1);
+
+    // The real CLI, pushing another directory under the same id, stops with the reason and
+    // stores nothing.
+    let theirs_dir = server.path().join("theirs");
+    let o = server.quire(&[
+        "push",
+        theirs_dir.to_str().unwrap(),
+        "--job",
+        "shared",
+        "--no-progress",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("another upload of this device"), "{stderr}");
+    assert_eq!(page_objects(&server, "shared"), 1);
+
+    // The first upload goes on undisturbed, and its job holds its pages only.
+    for p in &mine[1..] {
+        send_page(&first, &up, p, &bar).await.unwrap();
+    }
+    let committed = first
+        .call(&Frame::JobCommit {
+            tenant: "dev".into(),
+            job_id: "shared".into(),
+            page_count: 3,
+            upload: Some(up.id),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(committed, Frame::JobCommitted { pages: 3, .. }));
+    let out = server.path().join("out");
+    server.get_ok("shared", &out);
+    same_files(&server.path().join("mine"), &out);
+    first.close().await;
+    second.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_push_resumes_as_the_same_upload() {
+    let server = TestServer::start();
+    let dir = pages(&server, "resumed", 3);
+    let conn = server.connect().await;
+    // What a killed `quire push --job again` left: its journal names the upload, and one
+    // page of it is stored.
+    let up = Upload::new("again");
+    let journal = Journal::open(
+        &server.path().join(".quire-push"),
+        &dir,
+        &conn.tenant,
+        &conn.device_id,
+    )
+    .unwrap();
+    journal.begin("again", up.id).unwrap();
+    let bar = indicatif::ProgressBar::hidden();
+    send_page(&conn, &up, &scan_dir(&dir).unwrap()[0], &bar)
+        .await
+        .unwrap();
+    // While that push runs, a second one of the same directory stops at once.
+    let held = journal.lock(&dir).unwrap();
+    let o = server.quire(&["push", dir.to_str().unwrap(), "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("another `quire push` of this directory"),
+        "{stderr}"
+    );
+    drop(held);
+    // Run again, it resumes the same upload: accepted, one page skipped.
+    let o = server.quire(&["push", dir.to_str().unwrap(), "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(last_line(&o.stdout), "again");
+    assert!(stderr.contains("1 already stored"), "{stderr}");
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_an_older_client_left_unfinished_is_resumed() {
+    let server = TestServer::start();
+    let dir = pages(&server, "older", 2);
+    let conn = server.connect().await;
+    // An older client stored a page without naming an upload, and its journal is the
+    // one-line form of older versions: the job id alone.
+    let page = &scan_dir(&dir).unwrap()[0];
+    let (mut send, mut reader) = conn
+        .open(&Frame::PagePut {
+            tenant: "dev".into(),
+            job_id: "from-before".into(),
+            page: page.entry.clone(),
+            upload: None,
+        })
+        .await
+        .unwrap();
+    quire::stream::write_data(&mut send, std::fs::read(&page.path).unwrap().into())
+        .await
+        .unwrap();
+    quire::stream::write_frame(&mut send, &Frame::PageEnd)
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let stored = quire::client::expect_answer(&mut reader).await.unwrap();
+    assert!(matches!(stored, Frame::PageStored { index: 0, .. }));
+    let journal = Journal::open(
+        &server.path().join(".quire-push"),
+        &dir,
+        &conn.tenant,
+        &conn.device_id,
+    )
+    .unwrap();
+    journal.begin("from-before", UploadId([0; 16])).unwrap();
+    let job_file = std::fs::read_dir(server.path().join(".quire-push"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "job"))
+        .unwrap();
+    std::fs::write(&job_file, "from-before\n").unwrap();
+
+    let o = server.quire(&["push", dir.to_str().unwrap(), "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(last_line(&o.stdout), "from-before");
+    assert!(stderr.contains("1 already stored"), "{stderr}");
+    let out = server.path().join("out");
+    server.get_ok("from-before", &out);
+    same_files(&dir, &out);
+    conn.close().await;
 }

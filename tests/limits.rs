@@ -43,6 +43,7 @@ async fn jobs_in_progress_per_device_are_capped() {
             tenant: "dev".into(),
             job_id: "job-a".into(),
             page: entry(1_000_000),
+            upload: None,
         })
         .await
         .unwrap();
@@ -56,6 +57,7 @@ async fn jobs_in_progress_per_device_are_capped() {
             tenant: "dev".into(),
             job_id: "job-b".into(),
             page: entry(3),
+            upload: None,
         })
         .await
         .unwrap();

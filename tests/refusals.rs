@@ -36,6 +36,7 @@ async fn put_raw(
             tenant: tenant.into(),
             job_id: job.into(),
             page: e,
+            upload: None,
         })
         .await?;
     let _ = write_data(&mut send, Bytes::copy_from_slice(data)).await;
@@ -58,6 +59,7 @@ async fn stored_pages(conn: &Connection, job: &str) -> Vec<PageEntry> {
         .call(&Frame::JobOpen {
             tenant: conn.tenant.clone(),
             job_id: job.into(),
+            upload: None,
         })
         .await
         .unwrap()
@@ -239,6 +241,7 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
             tenant: "dev".into(),
             job_id: "j1".into(),
             page: entry(0, &data),
+            upload: None,
         })
         .await
         .unwrap();

@@ -153,6 +153,46 @@ impl ErrorCode {
     }
 }
 
+/// One upload of a job: a random id a client picks when it starts pushing a job and keeps
+/// (in its push journal) across resumes. The server binds the job to the first upload that
+/// claims it, so a second process of the same device pushing the same job id is refused
+/// instead of mixing its pages in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UploadId(pub [u8; 16]);
+
+impl UploadId {
+    /// A fresh id from the OS random source.
+    pub fn random() -> UploadId {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).expect("the OS random source failed");
+        UploadId(id)
+    }
+
+    /// The id as 32 lowercase hex digits (how journals and metadata rows keep it).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 32 hex digits; `None` for anything else.
+    pub fn from_hex(s: &str) -> Option<UploadId> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(UploadId(out))
+    }
+}
+
+impl std::fmt::Debug for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UploadId({})", self.to_hex())
+    }
+}
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
 /// One page of a job as the manifest and the job status record it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageEntry {
@@ -366,7 +406,12 @@ pub enum Frame {
         device_id: String,
     },
     /// Client: I am about to push (or resume) this job; which pages do you already hold?
-    JobOpen { tenant: String, job_id: String },
+    JobOpen {
+        tenant: String,
+        job_id: String,
+        /// The upload pushing it; `None` from clients older than the field.
+        upload: Option<UploadId>,
+    },
     /// Server: the pages of the job already stored and acknowledged.
     JobStatus {
         committed: bool,
@@ -377,6 +422,8 @@ pub enum Frame {
         tenant: String,
         job_id: String,
         page: PageEntry,
+        /// The upload this page belongs to; `None` from clients older than the field.
+        upload: Option<UploadId>,
     },
     /// Page bytes (either direction).
     Data(#[educe(Debug(method(byte_count)))] Bytes),
@@ -389,6 +436,8 @@ pub enum Frame {
         tenant: String,
         job_id: String,
         page_count: u32,
+        /// The upload committing it; `None` from clients older than the field.
+        upload: Option<UploadId>,
     },
     /// Server: the manifest is stored.
     JobCommitted { pages: u32, bytes: u64 },
@@ -597,6 +646,14 @@ fn put_str(out: &mut BytesMut, s: &str) {
     out.put_slice(s.as_bytes());
 }
 
+/// A trailing optional upload id: present or absent, never a flag byte, so that requests of
+/// older clients (which end before it) still decode.
+fn put_upload(out: &mut BytesMut, upload: &Option<UploadId>) {
+    if let Some(u) = upload {
+        out.put_slice(&u.0);
+    }
+}
+
 fn put_entry(out: &mut BytesMut, p: &PageEntry) {
     out.put_u32(p.index);
     put_str(out, &p.name);
@@ -628,9 +685,14 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             out.put_u8(role.to_u8());
             kind::WELCOME
         }
-        Frame::JobOpen { tenant, job_id } => {
+        Frame::JobOpen {
+            tenant,
+            job_id,
+            upload,
+        } => {
             put_str(out, tenant);
             put_str(out, job_id);
+            put_upload(out, upload);
             kind::JOB_OPEN
         }
         Frame::Enroll { token, device_id } => {
@@ -655,10 +717,12 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             tenant,
             job_id,
             page,
+            upload,
         } => {
             put_str(out, tenant);
             put_str(out, job_id);
             put_entry(out, page);
+            put_upload(out, upload);
             kind::PAGE_PUT
         }
         Frame::Data(_) => unreachable!("handled by encode"),
@@ -672,10 +736,12 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             tenant,
             job_id,
             page_count,
+            upload,
         } => {
             put_str(out, tenant);
             put_str(out, job_id);
             out.put_u32(*page_count);
+            put_upload(out, upload);
             kind::JOB_COMMIT
         }
         Frame::JobCommitted { pages, bytes } => {
@@ -930,6 +996,14 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
+    /// A trailing upload id, absent in requests of clients older than the field.
+    fn optional_upload(&mut self) -> Result<Option<UploadId>, WireError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let raw = self.take(16)?;
+        Ok(Some(UploadId(raw.try_into().expect("took 16 bytes"))))
+    }
     fn array32(&mut self) -> Result<[u8; 32], WireError> {
         Ok(self.take(32)?.try_into().unwrap())
     }
@@ -1037,6 +1111,7 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
         kind::JOB_OPEN => Frame::JobOpen {
             tenant: r.id("tenant")?,
             job_id: r.job_id()?,
+            upload: r.optional_upload()?,
         },
         kind::JOB_STATUS => Frame::JobStatus {
             committed: r.bool()?,
@@ -1046,6 +1121,7 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             tenant: r.id("tenant")?,
             job_id: r.job_id()?,
             page: r.entry()?,
+            upload: r.optional_upload()?,
         },
         kind::PAGE_END => Frame::PageEnd,
         kind::PAGE_STORED => Frame::PageStored {
@@ -1056,6 +1132,7 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             tenant: r.id("tenant")?,
             job_id: r.job_id()?,
             page_count: r.u32()?,
+            upload: r.optional_upload()?,
         },
         kind::JOB_COMMITTED => Frame::JobCommitted {
             pages: r.u32()?,
@@ -1394,6 +1471,12 @@ mod tests {
             Frame::JobOpen {
                 tenant: "acme".into(),
                 job_id: "job.2026-11-22_x".into(),
+                upload: Some(UploadId([4; 16])),
+            },
+            Frame::JobOpen {
+                tenant: "acme".into(),
+                job_id: "older-client".into(),
+                upload: None,
             },
             Frame::Enroll {
                 token: [3; 32],
@@ -1471,6 +1554,13 @@ mod tests {
                 tenant: "acme".into(),
                 job_id: "j1".into(),
                 page: entry(3),
+                upload: Some(UploadId([5; 16])),
+            },
+            Frame::PagePut {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page: entry(3),
+                upload: None,
             },
             Frame::Data(Bytes::from_static(b"hello page")),
             Frame::PageEnd,
@@ -1482,6 +1572,13 @@ mod tests {
                 tenant: "acme".into(),
                 job_id: "j1".into(),
                 page_count: 7,
+                upload: Some(UploadId([6; 16])),
+            },
+            Frame::JobCommit {
+                tenant: "acme".into(),
+                job_id: "j1".into(),
+                page_count: 7,
+                upload: None,
             },
             Frame::JobCommitted {
                 pages: 7,
@@ -1649,11 +1746,45 @@ mod tests {
         let wire = encode_to_bytes(&Frame::JobOpen {
             tenant: "acme".into(),
             job_id: "j".into(),
+            upload: None,
         });
         let mut d = Decoder::new();
         d.feed(wire.slice(..wire.len() - 1));
         assert_eq!(d.next_frame().unwrap(), None);
         assert_eq!(d.finish(), Err(WireError::TruncatedFrame));
+    }
+
+    #[test]
+    fn an_upload_id_is_whole_or_absent() {
+        let whole = encode_to_bytes(&Frame::JobCommit {
+            tenant: "acme".into(),
+            job_id: "j".into(),
+            page_count: 2,
+            upload: Some(UploadId([7; 16])),
+        });
+        // Cut inside the id, with the header's length adjusted: never read as "no upload".
+        for cut in [1, 8, 15] {
+            let mut b = BytesMut::from(&whole[..whole.len() - cut]);
+            let len = (b.len() - FRAME_HEADER_LEN) as u32;
+            b[1..5].copy_from_slice(&len.to_be_bytes());
+            let mut d = Decoder::new();
+            d.feed(b.freeze());
+            assert!(d.next_frame().is_err(), "cut {cut} accepted");
+        }
+        // Anything after the id is trailing garbage.
+        let mut b = BytesMut::from(&whole[..]);
+        b.put_u8(0);
+        let len = (b.len() - FRAME_HEADER_LEN) as u32;
+        b[1..5].copy_from_slice(&len.to_be_bytes());
+        let mut d = Decoder::new();
+        d.feed(b.freeze());
+        assert!(d.next_frame().is_err());
+        assert_eq!(
+            UploadId::from_hex(&UploadId([0xc3; 16]).to_hex()),
+            Some(UploadId([0xc3; 16]))
+        );
+        assert_eq!(UploadId::from_hex("c3"), None);
+        assert_eq!(UploadId::from_hex(&"g".repeat(32)), None);
     }
 
     #[test]

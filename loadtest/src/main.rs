@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use quire::client::push::{new_job_id, scan_dir, send_page, LocalPage};
+use quire::client::push::{new_job_id, scan_dir, send_page, LocalPage, Upload};
 use quire::client::Connection;
 use quire::credential::{Credential, CredentialFile};
 use quire_codecs::wire::Frame;
@@ -355,6 +355,7 @@ async fn main() -> Result<()> {
             .call(&Frame::JobOpen {
                 tenant: conn.tenant.clone(),
                 job_id: job_id.clone(),
+                upload: None,
             })
             .await?;
         let ok = match status {
@@ -510,7 +511,8 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
         let idx = (j as usize * ctx.scanners as usize + s as usize) % ctx.corpus.len();
         j += 1;
         let pages = &ctx.corpus[idx];
-        let job_id = new_job_id();
+        let upload = Upload::new(new_job_id());
+        let job_id = upload.job_id.clone();
         let mut results = Vec::with_capacity(pages.len());
         {
             // A hand-rolled window: stream combinators over borrowed closures trip the
@@ -521,7 +523,7 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             loop {
                 while inflight.len() < ctx.concurrency.max(1) {
                     match next.next() {
-                        Some(p) => inflight.push(push_one(&ctx, conn, &job_id, p)),
+                        Some(p) => inflight.push(push_one(&ctx, conn, &upload, p)),
                         None => break,
                     }
                 }
@@ -539,6 +541,7 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
                 tenant: conn.tenant.clone(),
                 job_id: job_id.clone(),
                 page_count: pages.len() as u32,
+                upload: Some(upload.id),
             })
             .await;
         match commit {
@@ -552,10 +555,10 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
 }
 
 /// Pushes one page and records its acknowledgement latency.
-async fn push_one(ctx: &Ctx, conn: &Connection, job_id: &str, p: &LocalPage) -> bool {
+async fn push_one(ctx: &Ctx, conn: &Connection, upload: &Upload, p: &LocalPage) -> bool {
     let t = Instant::now();
     ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-    let r = send_page(conn, job_id, p, &ProgressBar::hidden()).await;
+    let r = send_page(conn, upload, p, &ProgressBar::hidden()).await;
     ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
     match r {
         Ok(()) => {
@@ -572,7 +575,7 @@ async fn push_one(ctx: &Ctx, conn: &Connection, job_id: &str, p: &LocalPage) -> 
             true
         }
         Err(e) => {
-            ctx.error(&format!("job {job_id} page {}", p.entry.index), &e);
+            ctx.error(&format!("job {} page {}", upload.job_id, p.entry.index), &e);
             false
         }
     }

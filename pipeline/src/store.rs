@@ -135,7 +135,7 @@ impl crate::Pipeline {
                     return;
                 }
                 Err(Attempt::Retry(why)) => {
-                    if attempts == 1 || attempts % 10 == 0 {
+                    if attempts == 1 || attempts.is_multiple_of(10) {
                         warn!(object = %record.meta.object_key, attempts, error = %why, "store write failed; will retry");
                     }
                     record.set_status(Delivery::Retrying(why));

@@ -4,8 +4,11 @@
 //!
 //! Per directory and credential (named by a digest of the directory's canonical path, the
 //! tenant and the device id) under the state directory:
-//! - `<digest>.job`: the job id an unfinished push is using (one line). Older versions named
-//!   it by the path alone; such a file is still picked up for a resume.
+//! - `<digest>.job`: the job id an unfinished push is using and its upload id (one line:
+//!   `<job id> <upload id hex>`). Older versions wrote the job id alone and named the file by
+//!   the path alone; such files are still picked up for a resume (with a new upload id).
+//! - `<digest>.lock`: held (`flock`) while a push of the directory runs, so a second
+//!   `quire push` of it with the same credential stops at once instead of racing the first.
 //! - `<digest>.done`: `quire-push-done 1` then one line per commit: `<job id> <contents>`,
 //!   where contents is a SHA-256 over the names, sizes and digests of the pages committed.
 //!   The same pages are skipped; changed pages make a new job.
@@ -13,7 +16,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use quire_codecs::wire;
+use quire_codecs::wire::{self, UploadId};
 use sha2::{Digest, Sha256};
 
 use super::push::LocalPage;
@@ -42,7 +45,20 @@ pub struct Journal {
     /// Where versions before per-credential journals kept the unfinished job id.
     legacy_unfinished: PathBuf,
     done: PathBuf,
+    lock: PathBuf,
 }
+
+/// A push this journal noted as under way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub job_id: String,
+    /// `None` when an older version noted it.
+    pub upload: Option<UploadId>,
+}
+
+/// Held while a push of the directory runs; released when dropped (or the process ends).
+#[derive(Debug)]
+pub struct PushLock(#[allow(dead_code)] std::fs::File);
 
 impl Journal {
     /// The journal of `dir` pushed with the credential of `device_id` in `tenant`: another
@@ -68,7 +84,28 @@ impl Journal {
             unfinished: state_dir.join(format!("{stem}.job")),
             legacy_unfinished: state_dir.join(format!("{legacy}.job")),
             done: state_dir.join(format!("{stem}.done")),
+            lock: state_dir.join(format!("{stem}.lock")),
         })
+    }
+
+    /// Takes the directory's push lock, or says that another push of it is running.
+    pub fn lock(&self, dir: &Path) -> Result<PushLock, ClientError> {
+        std::fs::create_dir_all(&self.state_dir).map_err(|e| local_err(&self.state_dir, e))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(|e| local_err(&self.lock, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(PushLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(local_err(
+                dir,
+                "another `quire push` of this directory with the same credential is running; \
+                 let it finish (or stop it) and run this again",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(local_err(&self.lock, e)),
+        }
     }
 
     /// The job these exact pages were committed as, if they were.
@@ -91,14 +128,20 @@ impl Journal {
             .map(|(job, _)| job.to_string()))
     }
 
-    /// The job an interrupted push of this directory was using.
-    pub fn unfinished(&self) -> Result<Option<String>, ClientError> {
+    /// The job (and upload) an interrupted push of this directory was using.
+    pub fn unfinished(&self) -> Result<Option<Unfinished>, ClientError> {
         for path in [&self.unfinished, &self.legacy_unfinished] {
             match std::fs::read_to_string(path) {
                 Ok(text) => {
-                    let j = text.trim();
-                    if wire::validate_job_id(j).is_ok() {
-                        return Ok(Some(j.to_string()));
+                    let mut words = text.split_whitespace();
+                    let (Some(job_id), upload) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    if wire::validate_job_id(job_id).is_ok() {
+                        return Ok(Some(Unfinished {
+                            job_id: job_id.to_string(),
+                            upload: upload.and_then(UploadId::from_hex),
+                        }));
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -108,12 +151,21 @@ impl Journal {
         Ok(None)
     }
 
-    /// Notes that a push of this directory as `job_id` is under way.
-    pub fn begin(&self, job_id: &str) -> Result<(), ClientError> {
+    /// Notes that a push of this directory as `job_id` by `upload` is under way, before the
+    /// server hears of either, so that a crash at any point resumes the same upload.
+    pub fn begin(&self, job_id: &str, upload: UploadId) -> Result<(), ClientError> {
         std::fs::create_dir_all(&self.state_dir).map_err(|e| local_err(&self.state_dir, e))?;
         let tmp = self.unfinished.with_extension("job.tmp");
-        std::fs::write(&tmp, job_id).map_err(|e| local_err(&tmp, e))?;
-        std::fs::rename(&tmp, &self.unfinished).map_err(|e| local_err(&self.unfinished, e))
+        // Durable before the rename and the rename before the server is asked: losing the
+        // upload id would leave the job bound to an upload nobody can resume.
+        let mut f = std::fs::File::create(&tmp).map_err(|e| local_err(&tmp, e))?;
+        f.write_all(format!("{job_id} {upload}\n").as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| local_err(&tmp, e))?;
+        std::fs::rename(&tmp, &self.unfinished).map_err(|e| local_err(&self.unfinished, e))?;
+        std::fs::File::open(&self.state_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| local_err(&self.state_dir, e))
     }
 
     /// Records the commit (durably, before the unfinished note goes).
@@ -141,5 +193,50 @@ impl Journal {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(state: &Path, dir: &Path) -> Journal {
+        Journal::open(state, dir, "acme", "scanner-1").unwrap()
+    }
+
+    #[test]
+    fn an_unfinished_push_keeps_its_upload_and_older_notes_still_resume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, dir) = (tmp.path().join("state"), tmp.path().join("pages"));
+        std::fs::create_dir(&dir).unwrap();
+        let j = journal(&state, &dir);
+        assert_eq!(j.unfinished().unwrap(), None);
+        let id = UploadId([0xab; 16]);
+        j.begin("job-1", id).unwrap();
+        let got = j.unfinished().unwrap().unwrap();
+        assert_eq!((got.job_id.as_str(), got.upload), ("job-1", Some(id)));
+        // Another credential's push of the same directory has a journal of its own.
+        let other = Journal::open(&state, &dir, "acme", "scanner-2").unwrap();
+        assert_eq!(other.unfinished().unwrap(), None);
+        // The one-line note of older versions: the job id, no upload.
+        std::fs::write(&j.unfinished, "job-0\n").unwrap();
+        let got = j.unfinished().unwrap().unwrap();
+        assert_eq!((got.job_id.as_str(), got.upload), ("job-0", None));
+        // A note that is not a job id is ignored, not trusted.
+        std::fs::write(&j.unfinished, "../../etc x\n").unwrap();
+        assert_eq!(j.unfinished().unwrap(), None);
+    }
+
+    #[test]
+    fn one_push_of_a_directory_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (state, dir) = (tmp.path().join("state"), tmp.path().join("pages"));
+        std::fs::create_dir(&dir).unwrap();
+        let j = journal(&state, &dir);
+        let held = j.lock(&dir).unwrap();
+        let e = journal(&state, &dir).lock(&dir).unwrap_err();
+        assert!(e.to_string().contains("another `quire push`"), "{e}");
+        drop(held);
+        journal(&state, &dir).lock(&dir).unwrap();
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry};
+use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry, UploadId};
 use sha2::{Digest, Sha256};
 
 use super::journal::{self, Journal};
@@ -204,6 +204,24 @@ pub fn new_job_id() -> String {
     format!("job-{secs}-{}", hex::encode(r))
 }
 
+/// One push of a job: the job id and the upload id binding the job to this push (kept in the
+/// journal, so a resume is the same upload; another process pushing the id is refused).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub job_id: String,
+    pub id: UploadId,
+}
+
+impl Upload {
+    /// A new upload of `job_id`.
+    pub fn new(job_id: impl Into<String>) -> Upload {
+        Upload {
+            job_id: job_id.into(),
+            id: UploadId::random(),
+        }
+    }
+}
+
 /// Pushes one directory as one job. Returns once every page is acknowledged and the job
 /// committed; on error, what was acknowledged stays stored and a re-run resumes.
 pub async fn push_dir(
@@ -224,6 +242,7 @@ pub async fn push_dir(
     }
     let pages = found.pages;
     let journal = Journal::open(&opts.state_dir, dir, &conn.tenant, &conn.device_id)?;
+    let _lock = journal.lock(dir)?;
     let contents = journal::contents_digest(&pages);
     if opts.job.is_none() && !opts.again {
         if let Some(done) = journal.committed(&contents)? {
@@ -237,19 +256,32 @@ pub async fn push_dir(
             });
         }
     }
+    let resumed = journal.unfinished()?;
     let job_id = match &opts.job {
         Some(j) => {
             wire::validate_job_id(j).map_err(|e| local_err(Path::new("--job"), e))?;
             j.clone()
         }
-        None => journal.unfinished()?.unwrap_or_else(new_job_id),
+        None => resumed
+            .as_ref()
+            .map_or_else(new_job_id, |r| r.job_id.clone()),
     };
-    journal.begin(&job_id)?;
+    // Resuming the journal's job is the same upload; anything else is a new one.
+    let upload = match resumed {
+        Some(journal::Unfinished {
+            job_id: ref j,
+            upload: Some(id),
+        }) if *j == job_id => Upload { job_id, id },
+        _ => Upload::new(job_id),
+    };
+    journal.begin(&upload.job_id, upload.id)?;
+    let job_id = upload.job_id.clone();
 
     let status = conn
         .call(&Frame::JobOpen {
             tenant: conn.tenant.clone(),
             job_id: job_id.clone(),
+            upload: Some(upload.id),
         })
         .await?;
     let Frame::JobStatus {
@@ -303,11 +335,11 @@ pub async fn push_dir(
     let done = Arc::new(std::sync::atomic::AtomicU32::new(skipped));
     let results: Vec<Result<(), ClientError>> = stream::iter(todo)
         .map(|p| {
-            let (bar, done, job_id) = (bar.clone(), done.clone(), job_id.clone());
+            let (bar, done, job_id, upload) = (bar.clone(), done.clone(), job_id.clone(), &upload);
             async move {
                 // A rate limit, a full spool or a store that did not answer in time is a
                 // "later", not a "no": back off and retry.
-                let mut r = send_page(conn, &job_id, &p, &bar).await;
+                let mut r = send_page(conn, upload, &p, &bar).await;
                 let delays = ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(500))
                     .with_max_delay(Duration::from_secs(16))
@@ -332,7 +364,7 @@ pub async fn push_dir(
                                 p.entry.index, p.entry.name
                             );
                             tokio::time::sleep(backoff).await;
-                            r = send_page(conn, &job_id, &p, &bar).await;
+                            r = send_page(conn, upload, &p, &bar).await;
                         }
                         _ => break,
                     }
@@ -366,6 +398,7 @@ pub async fn push_dir(
             tenant: conn.tenant.clone(),
             job_id: job_id.clone(),
             page_count: page_total as u32,
+            upload: Some(upload.id),
         })
         .await?;
     let Frame::JobCommitted { pages: n, bytes } = committed else {
@@ -387,15 +420,16 @@ pub async fn push_dir(
 /// Streams one page and waits for its acknowledgement.
 pub async fn send_page(
     conn: &Connection,
-    job_id: &str,
+    upload: &Upload,
     page: &LocalPage,
     bar: &ProgressBar,
 ) -> Result<(), ClientError> {
     let (mut send, mut reader) = conn
         .open(&Frame::PagePut {
             tenant: conn.tenant.clone(),
-            job_id: job_id.to_string(),
+            job_id: upload.job_id.clone(),
             page: page.entry.clone(),
+            upload: Some(upload.id),
         })
         .await?;
     let mut pieces = read_pieces(page.path.clone());

@@ -1,37 +1,63 @@
 //! Who owns a job, and taking back a job that will never be committed.
 //!
 //! A job id belongs to the device that first stored a page under it (or opened it for
-//! pushing): another device pushing, committing or resuming the same id is refused at once,
-//! so two scanners that picked the same id cannot mix their pages into one job or leave it
-//! stuck between them. Rows written before owners existed have none and stay open to the
-//! tenant's devices.
+//! pushing), and to that device's upload (the [`UploadId`] its client keeps across resumes):
+//! another device, or a second process of the same device, pushing, committing or resuming
+//! the same id is refused at once, so two pushes that picked the same id cannot mix their
+//! pages into one job or leave it stuck between them. Rows written before owners existed
+//! have none and stay open to the tenant's devices; a job an older client opened (no upload)
+//! is bound to the first upload that resumes it.
 
-use redb::ReadableTable;
+use quire_codecs::wire::UploadId;
+use redb::{ReadableDatabase, ReadableTable};
 
-use super::{db, job_key, now_unix, JobRow, Meta, MetaError, MetaStore, JOBS, PAGES};
+use super::{db, job_key, now_unix, JobRow, Meta, MetaError, MetaStore, PageRow, JOBS, PAGES};
 
-/// Whether `device` may go on with the job in `row`: `Ok(true)` if the row must first be
-/// claimed for it (no owner yet, not committed), `Ok(false)` if it is the device's already
-/// (or a committed job of an older version, which has no owner), an error if it is another's.
-fn needs_claim(row: &JobRow, job: &str, device: &str) -> Result<bool, MetaError> {
+/// Whether `device`'s `upload` may go on with the job in `row`: `Ok(true)` if the row must
+/// first be claimed for it (no owner or no upload yet, not committed), `Ok(false)` if it is
+/// this upload's already (or committed by this device, or a committed job of an older
+/// version, which has no owner), an error if it is another device's or another upload's.
+fn needs_claim(
+    row: &JobRow,
+    job: &str,
+    device: &str,
+    upload: Option<&str>,
+) -> Result<bool, MetaError> {
     match &row.owner {
         Some(owner) if owner != device => Err(MetaError::Owned {
             job: job.to_string(),
             owner: owner.clone(),
         }),
-        Some(_) => Ok(false),
+        // A committed job cannot change any more; re-opening or committing it again is
+        // harmless, whichever upload asks.
+        Some(_) if row.committed => Ok(false),
+        Some(_) => match (row.upload.as_deref(), upload) {
+            (Some(mine), Some(theirs)) if mine == theirs => Ok(false),
+            (None, None) => Ok(false),
+            (None, Some(_)) => Ok(true),
+            (Some(_), _) => Err(MetaError::OtherUpload {
+                job: job.to_string(),
+            }),
+        },
         None => Ok(!row.committed),
     }
 }
 
 impl Meta {
-    /// Claims `job` for `device` (creating its row if new) in one transaction; refuses a
-    /// job another device owns.
-    pub(super) fn claim(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError> {
+    /// Claims `job` for `device`'s `upload` (creating its row if new) in one transaction;
+    /// refuses a job another device or another upload owns.
+    pub(super) fn claim(
+        &self,
+        tenant: &str,
+        job: &str,
+        device: &str,
+        upload: Option<UploadId>,
+    ) -> Result<JobRow, MetaError> {
+        let upload = upload.map(|u| u.to_hex());
         // Every page of a job asks; only the first needs to write. A read is enough to see
-        // that the job is already this device's (or committed, or another's).
+        // that the job is already this upload's (or committed, or another's).
         if let Some(row) = self.job(tenant, job)? {
-            if !needs_claim(&row, job, device)? {
+            if !needs_claim(&row, job, device, upload.as_deref())? {
                 return Ok(row);
             }
         }
@@ -47,17 +73,43 @@ impl Meta {
                     ..JobRow::default()
                 },
             };
-            // Read again inside the transaction: another device may have claimed it since.
-            if !needs_claim(&row, job, device)? {
+            // Read again inside the transaction: another upload may have claimed it since.
+            if !needs_claim(&row, job, device, upload.as_deref())? {
                 return Ok(row);
             }
             row.owner = Some(device.to_string());
+            row.upload = upload;
             let v = serde_json::to_vec(&row).expect("row serialises");
             jobs.insert(key.as_str(), v.as_slice()).map_err(db)?;
             row
         };
         txn.commit().map_err(db)?;
         Ok(row)
+    }
+
+    /// The indexes of the job's pages that an upload other than the job's stored. Pages of
+    /// older versions and older clients name no upload and count as the job's own.
+    pub(super) fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError> {
+        let Some(row) = self.job(tenant, job)? else {
+            return Ok(Vec::new());
+        };
+        let txn = self.db.begin_read().map_err(db)?;
+        let pages = txn.open_table(PAGES).map_err(db)?;
+        let (start, end) = (format!("{tenant}/{job}/"), format!("{tenant}/{job}0"));
+        let mut foreign = Vec::new();
+        for item in pages.range(start.as_str()..end.as_str()).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let page: PageRow =
+                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            if page.upload.is_some() && page.upload != row.upload {
+                let key = k.value();
+                let index = key[start.len()..]
+                    .parse()
+                    .map_err(|_| MetaError::Corrupt(format!("page key {key}")))?;
+                foreign.push(index);
+            }
+        }
+        Ok(foreign)
     }
 
     /// Removes an uncommitted job's rows (the job and its pages) and returns the object keys
@@ -85,7 +137,7 @@ impl Meta {
             let mut rows = Vec::new();
             for item in pages.range(start.as_str()..end.as_str()).map_err(db)? {
                 let (k, v) = item.map_err(db)?;
-                let page: super::PageRow = serde_json::from_slice(v.value())
+                let page: PageRow = serde_json::from_slice(v.value())
                     .map_err(|e| MetaError::Corrupt(e.to_string()))?;
                 rows.push((k.value().to_string(), page.object_key));
             }

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use quire_codecs::wire::{DeviceInfo, DeviceState, PageEntry, Role};
+use quire_codecs::wire::{DeviceInfo, DeviceState, PageEntry, Role, UploadId};
 use quire_pipeline::auth::DeviceRecord;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,12 @@ pub enum MetaError {
     Revoked(String),
     #[error("job {job} belongs to another upload (device {owner}); push under another job id")]
     Owned { job: String, owner: String },
+    #[error(
+        "job {job} is being pushed by another upload of this device (another `quire push` \
+         process or machine using the same credential): let that one finish, push under \
+         another job id, or have an administrator clear it with `quire admin job abort`"
+    )]
+    OtherUpload { job: String },
     #[error("job {0} is committed; only unfinished uploads can be aborted")]
     Committed(String),
 }
@@ -118,6 +124,10 @@ pub struct JobRow {
     /// When its first page was stored or it was opened for pushing (0 in older rows).
     #[serde(default)]
     pub created_unix: i64,
+    /// The upload (hex [`quire_codecs::wire::UploadId`]) the job is bound to; `None` in rows
+    /// of older versions and for pushes of older clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
 }
 
 /// A legal hold: nothing under it is deleted until it is released.
@@ -135,6 +145,9 @@ struct PageRow {
     sha256: String,
     object_key: String,
     stored_bytes: u64,
+    /// The upload that stored it (hex); `None` in rows of older versions and older clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upload: Option<String>,
 }
 
 fn state_from(s: &str) -> Option<DeviceState> {
@@ -252,8 +265,18 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Records that `versions` KEK versions of the tenant exist; never lowers the record.
     fn record_kek_versions(&self, tenant: &str, versions: u32) -> Result<(), MetaError>;
 
-    /// Claims a job for a device's upload; refuses one that another device owns.
-    fn claim_job(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError>;
+    /// Claims a job for a device's upload; refuses one that another device, or another
+    /// upload of the same device, owns.
+    fn claim_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        device: &str,
+        upload: Option<UploadId>,
+    ) -> Result<JobRow, MetaError>;
+
+    /// The pages of a job stored by an upload other than the one the job is bound to.
+    fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError>;
 
     /// Forgets an uncommitted job and returns its pages' object keys (to delete).
     fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError>;
@@ -281,6 +304,7 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         entry: &PageEntry,
         object_key: &str,
         stored_bytes: u64,
+        upload: Option<UploadId>,
     ) -> Result<(), MetaError>;
 
     /// The pages of a job recorded as stored, by index.
@@ -587,8 +611,18 @@ impl MetaStore for Meta {
         })
     }
 
-    fn claim_job(&self, tenant: &str, job: &str, device: &str) -> Result<JobRow, MetaError> {
-        self.claim(tenant, job, device)
+    fn claim_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        device: &str,
+        upload: Option<UploadId>,
+    ) -> Result<JobRow, MetaError> {
+        self.claim(tenant, job, device, upload)
+    }
+
+    fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError> {
+        Meta::foreign_pages(self, tenant, job)
     }
 
     fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError> {
@@ -669,6 +703,7 @@ impl MetaStore for Meta {
             committed_unix: now_unix(),
             owner: earlier.owner,
             created_unix: earlier.created_unix,
+            upload: earlier.upload,
             ..JobRow::default()
         };
         self.put(
@@ -686,6 +721,7 @@ impl MetaStore for Meta {
         entry: &PageEntry,
         object_key: &str,
         stored_bytes: u64,
+        upload: Option<UploadId>,
     ) -> Result<(), MetaError> {
         let row = PageRow {
             name: entry.name.clone(),
@@ -693,6 +729,7 @@ impl MetaStore for Meta {
             sha256: hex::encode(entry.sha256),
             object_key: object_key.into(),
             stored_bytes,
+            upload: upload.map(|u| u.to_hex()),
         };
         let txn = self.db.begin_write().map_err(db)?;
         {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use quire_codecs::manifest::Manifest;
-use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role};
+use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role, UploadId};
 use quire_pipeline::auth::{self, AuthError, DeviceRecord, Principal};
 
 use super::policy::{self, Action, Allowed, Denial, Subject};
@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::State;
+use crate::meta::MetaError;
 use crate::stream::{write_data, write_frame, FrameReader};
 
 /// A refusal sent back as an `Error` frame.
@@ -140,10 +141,14 @@ async fn serve_request(
         None => return Err(AuthError::UnknownDevice(principal.device_id.clone()).into()),
     }
     match first {
-        Frame::JobOpen { tenant, job_id } => {
+        Frame::JobOpen {
+            tenant,
+            job_id,
+            upload,
+        } => {
             allow(state, principal, &tenant, Action::JobStatus, "").await?;
             if principal.role == Role::Device {
-                claim(state, principal, &tenant, &job_id).await?;
+                claim(state, principal, &tenant, &job_id, upload).await?;
             }
             job_open(state, &tenant, &job_id, send).await
         }
@@ -151,24 +156,31 @@ async fn serve_request(
             tenant,
             job_id,
             page,
+            upload,
         } => {
             allow(state, principal, &tenant, Action::PagePut, "").await?;
-            let job = claim(state, principal, &tenant, &job_id).await?;
+            let job = claim(state, principal, &tenant, &job_id, upload).await?;
             if job.committed {
                 return Err(Refusal::new(
                     ErrorCode::Conflict,
                     format!("job {job_id} is already committed; push new pages as a new job"),
                 ));
             }
-            page_put(state, principal, &tenant, &job_id, page, send, reader).await
+            let at = UploadRef {
+                tenant: &tenant,
+                job_id: &job_id,
+                upload,
+            };
+            page_put(state, principal, &at, page, send, reader).await
         }
         Frame::JobCommit {
             tenant,
             job_id,
             page_count,
+            upload,
         } => {
             allow(state, principal, &tenant, Action::JobCommit, "").await?;
-            claim(state, principal, &tenant, &job_id).await?;
+            claim(state, principal, &tenant, &job_id, upload).await?;
             job_commit(state, &tenant, &job_id, page_count, send).await
         }
         Frame::JobGet {
@@ -196,13 +208,22 @@ async fn serve_request(
     }
 }
 
+/// The job, and the upload pushing it, that a page names.
+struct UploadRef<'a> {
+    tenant: &'a str,
+    job_id: &'a str,
+    upload: Option<UploadId>,
+}
+
 /// Claims a job for the device's upload before any of its pages is touched: a job id
-/// another device is pushing is refused, so two uploads never mix (see `meta/jobs.rs`).
+/// another device or another upload is pushing is refused, so two uploads never mix (see
+/// `meta/jobs.rs`).
 async fn claim(
     state: &State,
     principal: &Principal,
     tenant: &str,
     job_id: &str,
+    upload: Option<UploadId>,
 ) -> Result<crate::meta::JobRow, Refusal> {
     let (meta, t, j, d) = (
         state.meta.clone(),
@@ -210,9 +231,9 @@ async fn claim(
         job_id.to_string(),
         principal.device_id.clone(),
     );
-    match blocking(move || meta.claim_job(&t, &j, &d)).await {
+    match blocking(move || meta.claim_job(&t, &j, &d, upload)).await {
         Ok(row) => Ok(row),
-        Err(e @ crate::meta::MetaError::Owned { .. }) => {
+        Err(e @ (MetaError::Owned { .. } | MetaError::OtherUpload { .. })) => {
             Err(Refusal::new(ErrorCode::Conflict, e.to_string()))
         }
         Err(e) => Err(e.into()),
@@ -374,12 +395,16 @@ async fn job_open(
 async fn page_put(
     state: &Arc<State>,
     principal: &Principal,
-    tenant: &str,
-    job_id: &str,
+    at: &UploadRef<'_>,
     page: PageEntry,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
+    let &UploadRef {
+        tenant,
+        job_id,
+        upload,
+    } = at;
     let _place = state
         .limits
         .admit_page(&principal.device_id, tenant, job_id)
@@ -495,7 +520,8 @@ async fn page_put(
         job_id.to_string(),
         receipt.clone(),
     );
-    blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes)).await?;
+    blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes, upload))
+        .await?;
     info!(
         tenant,
         job = job_id,
@@ -523,6 +549,18 @@ async fn job_commit(
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
     let (job, pages) = job_and_pages(state, tenant, job_id).await?;
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    let foreign = blocking(move || meta.foreign_pages(&t, &j)).await?;
+    if !foreign.is_empty() {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {job_id} cannot be committed: pages {:?} were stored by another upload; \
+                 an administrator can clear the job with `quire admin job abort`",
+                &foreign[..foreign.len().min(20)]
+            ),
+        ));
+    }
     if job.is_none() && page_count > 0 {
         return Err(Refusal::new(
             ErrorCode::NotFound,
