@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use quire::client::{self, push::PushOptions, Connection};
-use quire::config::ServerConfig;
-use quire::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
-use quire::server::Server;
+use quire_client::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use quire_client::{self as client, push::PushOptions, Connection};
 use quire_codecs::wire::{AdminRequest, DeviceState, Role};
+use quire_server::config::ServerConfig;
+use quire_server::Server;
 
 /// Quire: scanners push jobs over QUIC; every page is hashed, compressed, encrypted under
 /// its tenant's key and written to an object store.
@@ -49,7 +49,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct EnrollArgs {
     /// Server address.
-    #[arg(long, default_value = quire::config::DEFAULT_LISTEN)]
+    #[arg(long, default_value = quire_server::config::DEFAULT_LISTEN)]
     server: SocketAddr,
     /// Name the server's certificate is issued to.
     #[arg(long, default_value = "localhost")]
@@ -447,7 +447,7 @@ fn load_credential(c: &ClientArgs, default: &str) -> Result<(Credential, PathBuf
     let path = c
         .credential
         .clone()
-        .unwrap_or_else(|| PathBuf::from(quire::config::DEFAULT_DATA_DIR).join(default));
+        .unwrap_or_else(|| PathBuf::from(quire_server::config::DEFAULT_DATA_DIR).join(default));
     Ok((Credential::load(&path)?, path))
 }
 
@@ -637,7 +637,7 @@ async fn admin(a: AdminArgs) -> Result<()> {
     } = &a.command
     {
         let config = ServerConfig::load(config.as_deref(), None, data_dir.clone())?;
-        let report = quire::server::keycheck::check_data_dir(&config.data_dir)?;
+        let report = quire_server::keycheck::check_data_dir(&config.data_dir)?;
         print!("{}", report.text);
         if !report.ok {
             bail!("the vault does not hold every key the data needs (see above)");

@@ -67,11 +67,11 @@ async fn an_interrupted_3000_page_push_resumes() {
     make_job(&job, 3000);
     // The first run stops after 2000 pages: sent through the client library, no commit,
     // its upload noted in the push journal as `quire push` notes it.
-    let pages = quire::client::push::scan_dir(&job).unwrap();
+    let pages = quire_client::push::scan_dir(&job).unwrap();
     let conn = server.connect().await;
     let id = "job-interrupted";
-    let upload = quire::client::push::Upload::new(id);
-    quire::client::journal::Journal::open(
+    let upload = quire_client::push::Upload::new(id);
+    quire_client::journal::Journal::open(
         &server.path().join(".quire-push"),
         &job,
         &conn.tenant,
@@ -82,7 +82,7 @@ async fn an_interrupted_3000_page_push_resumes() {
     .unwrap();
     let bar = indicatif::ProgressBar::hidden();
     for p in &pages[..2000] {
-        quire::client::push::send_page(&conn, &upload, p, &bar)
+        quire_client::push::send_page(&conn, &upload, p, &bar)
             .await
             .unwrap();
     }

@@ -157,10 +157,10 @@ async fn a_full_disk_is_the_servers_fault_said_without_its_paths() {
     let job = server.path().join("big");
     std::fs::create_dir(&job).unwrap();
     write_random_file(&job.join("big.tif"), 40_000_000, 5);
-    let page = &quire::client::push::scan_dir(&job).unwrap()[0];
+    let page = &quire_client::push::scan_dir(&job).unwrap()[0];
     let conn = server.connect().await;
-    let upload = quire::client::push::Upload::new("full");
-    let e = quire::client::push::send_page(&conn, &upload, page, &indicatif::ProgressBar::hidden())
+    let upload = quire_client::push::Upload::new("full");
+    let e = quire_client::push::send_page(&conn, &upload, page, &indicatif::ProgressBar::hidden())
         .await
         .unwrap_err();
     let text = e.to_string();

@@ -18,7 +18,7 @@ use quire_codecs::wire::ALPN;
 fn endpoint(source: &str, ca_pem: &str) -> quinn::Endpoint {
     let bind: SocketAddr = format!("{source}:0").parse().unwrap();
     let mut e = quinn::Endpoint::client(bind).unwrap();
-    let mut cfg = quire::tls::client_config(ca_pem, ALPN).unwrap();
+    let mut cfg = quire_client::tls::client_config(ca_pem, ALPN).unwrap();
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(Duration::from_secs(20).try_into().unwrap()));
     t.keep_alive_interval(Some(Duration::from_secs(1)));

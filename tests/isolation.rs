@@ -5,8 +5,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use quire::client::{expect_answer, ClientError, Connection};
-use quire::credential::{Credential, CredentialFile};
+use quire_client::credential::{Credential, CredentialFile};
+use quire_client::{expect_answer, ClientError, Connection};
 use quire_codecs::wire::{self, ErrorCode, Frame};
 
 fn admin(server: &TestServer, cred: &std::path::Path, args: &[&str]) -> std::process::Output {

@@ -6,10 +6,10 @@
 mod common;
 
 use common::*;
-use quire::client::journal::Journal;
-use quire::client::push::{scan_dir, send_page, Upload};
-use quire::client::Connection;
-use quire::credential::{Credential, CredentialFile};
+use quire_client::credential::{Credential, CredentialFile};
+use quire_client::journal::Journal;
+use quire_client::push::{scan_dir, send_page, Upload};
+use quire_client::Connection;
 use quire_codecs::wire::{ErrorCode, Frame, UploadId};
 
 fn pages(server: &TestServer, name: &str, n: usize) -> std::path::PathBuf {
@@ -319,14 +319,14 @@ async fn a_push_an_older_client_left_unfinished_is_resumed() {
         })
         .await
         .unwrap();
-    quire::stream::write_data(&mut send, std::fs::read(&page.path).unwrap().into())
+    quire_client::stream::write_data(&mut send, std::fs::read(&page.path).unwrap().into())
         .await
         .unwrap();
-    quire::stream::write_frame(&mut send, &Frame::PageEnd)
+    quire_client::stream::write_frame(&mut send, &Frame::PageEnd)
         .await
         .unwrap();
     send.finish().unwrap();
-    let stored = quire::client::expect_answer(&mut reader).await.unwrap();
+    let stored = quire_client::expect_answer(&mut reader).await.unwrap();
     assert!(matches!(stored, Frame::PageStored { index: 0, .. }));
     let journal = Journal::open(
         &server.path().join(".quire-push"),

@@ -4,8 +4,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use quire::client::{expect_answer, ClientError};
-use quire::stream::{write_data, write_frame};
+use quire_client::stream::{write_data, write_frame};
+use quire_client::{expect_answer, ClientError};
 use quire_codecs::wire::{ErrorCode, Frame, PageEntry};
 
 #[test]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use quire::client::{expect_answer, ClientError, Connection};
-use quire::credential::CredentialFile;
-use quire::stream::{write_data, write_frame};
+use quire_client::credential::CredentialFile;
+use quire_client::stream::{write_data, write_frame};
+use quire_client::{expect_answer, ClientError, Connection};
 use quire_codecs::wire::{ErrorCode, Frame, PageEntry};
 use sha2::Digest;
 
@@ -164,7 +164,7 @@ async fn a_device_sends_only_while_enabled() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Disabled while a connection is open: the next request on it is refused.
-    let c = quire::credential::Credential::load(&cred).unwrap();
+    let c = quire_client::credential::Credential::load(&cred).unwrap();
     let conn = Connection::connect(&c, Some(server.addr)).await.unwrap();
     let o = server.quire(&[
         "admin",
@@ -365,7 +365,7 @@ async fn rotating_a_credential_voids_the_old_one_at_once() {
     let admin = admin.to_str().unwrap();
     let old = server.create_device("dev", "scanner-r", "device", true);
     let new = server.path().join("r2.cred");
-    let old_cred = quire::credential::Credential::load(&old).unwrap();
+    let old_cred = quire_client::credential::Credential::load(&old).unwrap();
     let live = Connection::connect(&old_cred, Some(server.addr))
         .await
         .unwrap();
@@ -395,7 +395,7 @@ async fn rotating_a_credential_voids_the_old_one_at_once() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::BadCredential), "{e}");
-    let new_cred = quire::credential::Credential::load(&new).unwrap();
+    let new_cred = quire_client::credential::Credential::load(&new).unwrap();
     let conn = Connection::connect(&new_cred, Some(server.addr))
         .await
         .unwrap();

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 /// The server's transport settings, as `quire serve` on its defaults uses them (streams
 /// per connection, windows, timeouts).
 fn server_transport() -> anyhow::Result<Arc<quinn::TransportConfig>> {
-    let config = quire::config::ServerConfig::load(None, None, None)?;
-    Ok(Arc::new(quire::server::transport_config(&config)))
+    let config = quire_server::config::ServerConfig::load(None, None, None)?;
+    Ok(Arc::new(quire_server::transport_config(&config)))
 }
 
 /// A loopback server that drains streams, and a client connected to it.
@@ -27,8 +27,8 @@ impl Pair {
     /// Starts the draining server and connects to it. Call inside a tokio runtime.
     pub async fn start() -> anyhow::Result<Pair> {
         let dir = tempfile::tempdir()?;
-        let id = quire::tls::Identity::dev(dir.path())?;
-        let mut sc = quire::tls::server_config(&id)?;
+        let id = quire_server::identity::Identity::dev(dir.path())?;
+        let mut sc = quire_server::identity::server_config(&id)?;
         sc.transport_config(server_transport()?);
         let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
         let addr: SocketAddr = server.local_addr()?;
@@ -39,7 +39,7 @@ impl Pair {
                     let Ok(conn) = incoming.await else { return };
                     // As after a scanner's Hello: its share of the receive budget, alone.
                     conn.set_receive_window(
-                        quinn::VarInt::from_u64(quire::server::connection_window(1))
+                        quinn::VarInt::from_u64(quire_server::connection_window(1))
                             .expect("window fits"),
                     );
                     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
@@ -53,8 +53,8 @@ impl Pair {
                 });
             }
         });
-        let mut cc = quire::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN)?;
-        cc.transport_config(Arc::new(quire::client::transport_config()));
+        let mut cc = quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN)?;
+        cc.transport_config(Arc::new(quire_client::transport_config()));
         let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
         client.set_default_client_config(cc);
         let conn = client.connect(addr, "localhost")?.await?;

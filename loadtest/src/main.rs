@@ -21,9 +21,9 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use quire::client::push::{new_job_id, scan_dir, send_page, LocalPage, Upload};
-use quire::client::Connection;
-use quire::credential::{Credential, CredentialFile};
+use quire_client::credential::{Credential, CredentialFile};
+use quire_client::push::{new_job_id, scan_dir, send_page, LocalPage, Upload};
+use quire_client::Connection;
 use quire_codecs::wire::Frame;
 use serde::Serialize;
 
@@ -601,7 +601,7 @@ async fn hammer(args: &Args, n: u32) -> Result<()> {
                 while Instant::now() < deadline {
                     let mut secret = [0u8; 32];
                     getrandom::fill(&mut secret).expect("randomness");
-                    let r = quire::client::Connection::login(quire::client::Login {
+                    let r = quire_client::Connection::login(quire_client::Login {
                         addr,
                         server_name: &cred.server_name,
                         ca_pem: &cred.server_ca,

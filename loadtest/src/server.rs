@@ -70,7 +70,7 @@ impl Setup {
 /// A server this tool started.
 pub enum Started {
     InProcess {
-        server: Arc<quire::server::Server>,
+        server: Arc<quire_server::Server>,
         task: tokio::task::JoinHandle<()>,
     },
     /// A `quire serve` process and its data directory (whose RAM key directory for spool
@@ -114,12 +114,12 @@ impl Started {
                 .parse()?;
             Ok((Started::Child { process: c, data }, addr, cred))
         } else {
-            let config = quire::config::ServerConfig::load(
+            let config = quire_server::config::ServerConfig::load(
                 Some(&config),
                 Some("127.0.0.1:0".parse()?),
                 Some(data),
             )?;
-            let server = Arc::new(quire::server::Server::start(config).await?);
+            let server = Arc::new(quire_server::Server::start(config).await?);
             let addr = server.local_addr();
             let s = server.clone();
             let task = tokio::spawn(async move { s.run().await });

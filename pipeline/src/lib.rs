@@ -1,14 +1,15 @@
 //! The ingest pipeline: what happens to a page between the QUIC stream and the object store.
 //!
 //! ```text
-//!  scanner ──QUIC──▶ auth ──▶ hash ──▶ compress ──▶ seal ──▶ spool ──▶ store ──▶ erase
-//!                   (auth)   (hash)  (compress)   (seal)   (spool)   (store)   (erase)
-//!                                                            │ ack = "spooled"  │ ack = "stored"
-//!                                                            ▼                  ▼
-//!                                                         scanner            scanner
+//!  quire-server ──▶ hash ──▶ compress ──▶ seal ──▶ spool ──▶ store ──▶ erase
+//!  (edge, auth)     (hash)  (compress)   (seal)   (spool)   (store)   (erase)
+//!                                                   │ ack = "spooled"  │ ack = "stored"
+//!                                                   ▼                  ▼
+//!                                                scanner            scanner
 //! ```
 //!
-//! Each stage lives in the module named after it; [`ingest`] wires them together for one page
+//! Authentication happens before a page reaches this crate, in `quire-server`'s edge. Each
+//! stage lives in the module named after it; [`ingest`] wires them together for one page
 //! with bounded queues between them, the delivery task in [`store`] drains the [`spool`], and
 //! [`retrieve`] runs the inverse path for `get`. Hashing, compression and encryption run on
 //! rayon; the async runtime only moves bytes. A small page (`ack = "stored"`, at most
@@ -16,7 +17,6 @@
 //! task; a larger one streams through them chunk by chunk.
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod compress;
 pub mod erase;
 pub mod hash;

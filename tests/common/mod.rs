@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use quire::client::{Connection, Login};
-use quire::credential::{Credential, CredentialFile};
+use quire_client::credential::{Credential, CredentialFile};
+use quire_client::{Connection, Login};
 use quire_codecs::wire::ALPN;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quire");
@@ -259,7 +259,7 @@ impl TestServer {
         device: &str,
         secret: [u8; 32],
         alpn: &[u8],
-    ) -> Result<Connection, quire::client::ClientError> {
+    ) -> Result<Connection, quire_client::ClientError> {
         let cred = self.device_cred();
         Connection::login(Login {
             addr: self.addr,

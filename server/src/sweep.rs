@@ -12,9 +12,9 @@ use std::time::Duration;
 use quire_pipeline::keys;
 use tracing::{error, info, warn};
 
-use super::State;
 use crate::meta::now_unix;
 use crate::retention::{Due, Policy};
+use crate::State;
 
 /// What [`delete_job`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,19 +4,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{self, AuthError, DeviceRecord, Principal};
 use bytes::Bytes;
 use quire_codecs::manifest::Manifest;
 use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role, UploadId};
-use quire_pipeline::auth::{self, AuthError, DeviceRecord, Principal};
 
-use super::policy::{self, Action, Allowed, Denial, Subject};
+use crate::policy::{self, Action, Allowed, Denial, Subject};
 use quire_pipeline::{keys, PageInput, PipelineError};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::State;
 use crate::meta::MetaError;
-use crate::stream::{write_data, write_frame, FrameReader};
+use crate::State;
+use quire_net::stream::{write_data, write_frame, FrameReader};
 
 /// A refusal sent back as an `Error` frame.
 struct Refusal {
@@ -785,7 +785,7 @@ async fn admin_request(
             enabled,
         } => {
             allow(state, principal, &tenant, Action::DeviceCreate(role), "").await?;
-            let secret = crate::random_secret();
+            let secret = quire_net::random_secret();
             let rec = DeviceRecord {
                 device_id: device_id.clone(),
                 tenant: tenant.clone(),
@@ -1008,7 +1008,7 @@ async fn admin_request(
                     crate::meta::now_unix(),
                 ) {
                     Some(why) => {
-                        match super::sweep::delete_job(
+                        match crate::sweep::delete_job(
                             state,
                             &tenant,
                             &job_id,
@@ -1018,11 +1018,11 @@ async fn admin_request(
                         .await
                         .map_err(|e| Refusal::new(ErrorCode::StoreUnavailable, e))?
                         {
-                            super::sweep::Deletion::Deleted(n) => Frame::AdminDelivered {
+                            crate::sweep::Deletion::Deleted(n) => Frame::AdminDelivered {
                                 deleted_objects: n,
                                 kept_because: String::new(),
                             },
-                            super::sweep::Deletion::Held(reason) => Frame::AdminDelivered {
+                            crate::sweep::Deletion::Held(reason) => Frame::AdminDelivered {
                                 deleted_objects: 0,
                                 kept_because: format!("legal hold: {reason}"),
                             },
@@ -1038,7 +1038,7 @@ async fn admin_request(
         }
         AdminRequest::JobAbort { tenant, job_id } => {
             allow(state, principal, &tenant, Action::JobAbort, "").await?;
-            let n = super::sweep::abort_job(state, &tenant, &job_id)
+            let n = crate::sweep::abort_job(state, &tenant, &job_id)
                 .await
                 .map_err(|e| match e {
                     crate::meta::MetaError::NotFound(_) => {
@@ -1074,7 +1074,7 @@ async fn admin_request(
                 Err(e) if e.code == ErrorCode::NotFound => return Err(missing()),
                 Err(e) => return Err(e),
             }
-            let secret = crate::random_secret();
+            let secret = quire_net::random_secret();
             let (id, hash) = (rec.device_id.clone(), auth::hash_secret(&secret));
             let rec = blocking(move || meta.rotate_secret(&id, hash))
                 .await
@@ -1098,7 +1098,7 @@ async fn admin_request(
         AdminRequest::TokenCreate { tenant, ttl_secs } => {
             allow(state, principal, &tenant, Action::TokenCreate, "").await?;
             tenant_exists(state, &tenant).await?;
-            let token = crate::random_secret();
+            let token = quire_net::random_secret();
             let hash = token_hash(&token);
             let expires_unix = unix_now() + u64::from(ttl_secs.clamp(60, 30 * 24 * 3600));
             let t = tenant.clone();

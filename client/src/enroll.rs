@@ -13,8 +13,8 @@ use quire_codecs::wire::Frame;
 use zeroize::Zeroizing;
 
 use super::{expect_answer, ClientError};
-use crate::credential::Credential;
-use crate::stream::{write_frame, FrameReader};
+use quire_net::credential::Credential;
+use quire_net::stream::{write_frame, FrameReader};
 
 const PREFIX: &str = "qt1";
 
@@ -70,7 +70,7 @@ pub async fn enroll(
     token: &EnrollToken,
     device_id: &str,
 ) -> Result<Credential, ClientError> {
-    let config = crate::tls::pinned_client_config(token.fingerprint)?;
+    let config = quire_net::tls::pinned_client_config(token.fingerprint)?;
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -130,7 +130,7 @@ pub async fn enroll(
             device_id,
             role: role.as_str().into(),
             secret: hex::encode(secret),
-            server_ca: crate::tls::der_to_pem(&cert_der),
+            server_ca: quire_net::tls::der_to_pem(&cert_der),
         }),
         other => Err(ClientError::Protocol(format!(
             "expected a credential, got {other:?}"

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::journal::{self, Journal};
 use super::{expect_answer, local_err, ClientError, Connection};
-use crate::stream::{write_data, write_frame, StreamError};
+use quire_net::stream::{write_data, write_frame, StreamError};
 
 /// Bytes read from a page file at a time (sent as one or more `Data` frames).
 const READ_SIZE: usize = 1024 * 1024;

@@ -215,7 +215,7 @@ pub struct ServerConfig {
     pub dev_bootstrap: bool,
     pub dev_tenant: String,
     /// Per-device and per-tenant limits (0 = unlimited).
-    pub limits: crate::server::limits::LimitConfig,
+    pub limits: crate::limits::LimitConfig,
     /// Tenants whose objects go to a store other than the default, in their region.
     pub routes: Vec<(String, StoreKind)>,
     pub spool: quire_pipeline::SpoolConfig,
@@ -493,7 +493,7 @@ impl ServerConfig {
                 None => Ok(0.0),
             }
         };
-        let limits = crate::server::limits::LimitConfig {
+        let limits = crate::limits::LimitConfig {
             device_pages_per_sec: rate("limits.device_pages_per_sec", l.device_pages_per_sec)?,
             device_bytes_per_sec: rate("limits.device_bytes_per_sec", l.device_bytes_per_sec)?,
             tenant_pages_per_sec: rate("limits.tenant_pages_per_sec", l.tenant_pages_per_sec)?,
@@ -546,7 +546,7 @@ mod tests {
 
     #[test]
     fn the_readme_configuration_example_is_accepted_as_written() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let section = &readme[readme.find("### Configuration").expect("section")..];
         let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
         let block = &section[start..start + section[start..].find("```").expect("end")];

@@ -1,31 +1,26 @@
 //! `quire serve`: the ingest edge. Accepts QUIC connections, authenticates each one, and
-//! hands every request stream to its handler in [`requests`]. Pages go from there into the
+//! hands every request stream to its handler in [`crate::requests`]. Pages go from there into the
 //! stages of `quire_pipeline`.
-
-pub mod gate;
-pub mod keycheck;
-pub mod limits;
-pub mod policy;
-mod requests;
-pub mod slots;
-mod sweep;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{self, DeviceRecord, Principal};
 use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
-use quire_pipeline::auth::{self, DeviceRecord, Principal};
 use quire_pipeline::{FileVault, Pipeline};
 use quire_storage::Store;
 use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, StoreKind};
-use crate::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
+use crate::identity::Identity;
 use crate::meta::{Meta, MetaStore};
-use crate::stream::{write_frame, FrameReader};
-use crate::tls::Identity;
+use crate::{keycheck, limits, requests, slots, sweep};
+use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
+use quire_net::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
+use quire_net::stream::{write_frame, FrameReader};
 
 /// The server failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +39,9 @@ pub enum ServeError {
     #[error(transparent)]
     Spool(#[from] quire_pipeline::SpoolError),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] quire_net::tls::TlsError),
     #[error(transparent)]
-    Credential(#[from] crate::credential::CredentialError),
+    Credential(#[from] quire_net::credential::CredentialError),
     #[error("the keys do not match the data, so the server will not start:\n  {}", .0.join("\n  "))]
     KeysMissing(Vec<String>),
     #[error("cannot listen on {addr}: {source}")]
@@ -171,9 +166,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
-pub use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
-
 /// The server's QUIC transport settings (the transport bench uses them too).
 pub fn transport_config(config: &ServerConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -219,7 +211,7 @@ impl Server {
             Some((cert, key)) => Identity::load(cert, key)?,
             None => Identity::dev(&dir.join("tls"))?,
         };
-        let mut server_config = crate::tls::server_config(&identity)?;
+        let mut server_config = crate::identity::server_config(&identity)?;
         server_config.transport_config(Arc::new(transport_config(&config)));
         let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
             ServeError::Bind {
@@ -378,7 +370,7 @@ impl Server {
                     c
                 }
                 None => {
-                    let secret = crate::random_secret();
+                    let secret = quire_net::random_secret();
                     meta.put_device(&DeviceRecord {
                         device_id: device_id.into(),
                         tenant: tenant.into(),
@@ -476,7 +468,7 @@ async fn authenticate(
                 .map_err(|e| refuse(e.code(), e.to_string()))
         }
         Ok(Some(Frame::Enroll { token, device_id })) => {
-            let secret = crate::random_secret();
+            let secret = quire_net::random_secret();
             let hash = requests::token_hash(&token);
             let meta = state.meta.clone();
             let (id, secret_hash) = (device_id.clone(), auth::hash_secret(&secret));

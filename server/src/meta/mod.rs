@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::auth::DeviceRecord;
 use quire_codecs::wire::{DeviceInfo, DeviceState, PageEntry, Role, UploadId};
-use quire_pipeline::auth::DeviceRecord;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 

@@ -67,7 +67,7 @@ pub async fn get_job_for(
 type Partial = (PageEntry, tokio::fs::File, PathBuf, Sha256, u64);
 
 async fn receive(
-    reader: &mut crate::stream::FrameReader,
+    reader: &mut quire_net::stream::FrameReader,
     out_dir: &Path,
     current: &mut Option<Partial>,
 ) -> Result<Vec<Fetched>, ClientError> {

@@ -4,7 +4,7 @@
 use quire_codecs::wire::{AdminRequest, DeviceInfo, DeviceState, Frame, Role};
 
 use super::{ClientError, Connection};
-use crate::credential::Credential;
+use quire_net::credential::Credential;
 
 fn unexpected(f: Frame) -> ClientError {
     ClientError::Protocol(format!("unexpected answer {f:?}"))
@@ -130,7 +130,7 @@ pub async fn create_token(
             token,
             expires_unix,
         } => {
-            let fp = crate::tls::pem_fingerprint(&admin_cred.server_ca)?;
+            let fp = quire_net::tls::pem_fingerprint(&admin_cred.server_ca)?;
             Ok((
                 super::enroll::EnrollToken::format(&token, &fp),
                 expires_unix,

@@ -1,4 +1,60 @@
-//! The client side: what a scanner (`push`, `get`) and an administrator (`admin`) run.
+//! The Quire client: what a scanner (`push`, `get`), a delivery consumer (`deliver`), a new
+//! device (`enroll`) and an administrator (`admin`) run, as a library a scanner vendor can
+//! embed. It speaks `quire/1` over QUIC and needs none of the server's storage stack.
+//!
+//! A scanner holds a credential file (from `quire enroll`, or written by an administrator);
+//! [`Connection::connect`] opens an authenticated connection with it; [`push::push_dir`]
+//! pushes a directory as one job (resuming an interrupted push, never storing a committed
+//! directory twice); [`get::get_job`] fetches a job back and verifies every page against its
+//! manifest. Errors are [`ClientError`]s that say whose fault a failure is
+//! ([`ClientError::code`] gives the server's reason, [`quire_codecs::wire::ErrorCode::is_retryable`]
+//! whether to try again).
+//!
+//! ```
+//! use quire_client::credential::{Credential, CredentialFile};
+//! use quire_client::{get, push, Connection};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # // An in-process server on an ephemeral port, with its development tenant and device.
+//! # let config = quire_server::config::ServerConfig::load(
+//! #     None,
+//! #     Some("127.0.0.1:0".parse()?),
+//! #     Some(tmp.path().join("data")),
+//! # )?;
+//! # let server = std::sync::Arc::new(quire_server::Server::start(config).await?);
+//! # let running = { let s = server.clone(); tokio::spawn(async move { s.run().await }) };
+//! # let credential_file = tmp.path().join("data").join(quire_client::credential::DEV_DEVICE_CRED);
+//! # let pages = tmp.path().join("scan-job");
+//! # std::fs::create_dir(&pages)?;
+//! # std::fs::write(pages.join("page-1.jpg"), b"\xff\xd8 a scanned page")?;
+//! # std::fs::write(pages.join("page-2.jpg"), b"\xff\xd8 another page")?;
+//! # let state_dir = tmp.path().join("state");
+//! # let out = tmp.path().join("fetched");
+//! let credential = Credential::load(&credential_file)?;
+//! let conn = Connection::connect(&credential, Some(server.local_addr())).await?;
+//!
+//! let options = push::PushOptions {
+//!     job: None,
+//!     concurrency: 8,
+//!     progress: None,
+//!     state_dir,
+//!     again: false,
+//!     follow_symlinks: false,
+//! };
+//! let report = push::push_dir(&conn, &pages, &options).await?;
+//! assert_eq!(report.pages, 2);
+//!
+//! let fetched = get::get_job(&conn, &report.job_id, None, &out).await?;
+//! assert_eq!(std::fs::read(&fetched[1].path)?, std::fs::read(pages.join("page-2.jpg"))?);
+//! conn.close().await;
+//! # server.shutdown().await;
+//! # running.await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod deliver;
@@ -7,14 +63,17 @@ pub mod get;
 pub mod journal;
 pub mod push;
 
+/// Credential files, stream framing and TLS, shared with the server (`quire-net`).
+pub use quire_net::{credential, stream, tls};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use quire_codecs::wire::{ErrorCode, Frame, Role, ALPN};
 
-use crate::credential::{Credential, CredentialError};
-use crate::stream::{write_frame, FrameReader, StreamError};
+use quire_net::credential::{Credential, CredentialError};
+use quire_net::stream::{write_frame, FrameReader, StreamError};
 
 /// A client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +81,7 @@ pub enum ClientError {
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] quire_net::tls::TlsError),
     #[error("cannot reach the server at {addr}: {message}")]
     Connect { addr: String, message: String },
     #[error("the server refused: {message} ({code:?})")]
@@ -141,7 +200,7 @@ impl Connection {
 
     /// Connects and authenticates with explicit parameters (tests use this to misbehave).
     pub async fn login(l: Login<'_>) -> Result<Connection, ClientError> {
-        let mut config = crate::tls::client_config(l.ca_pem, l.alpn)?;
+        let mut config = quire_net::tls::client_config(l.ca_pem, l.alpn)?;
         config.transport_config(std::sync::Arc::new(transport_config()));
         let bind: SocketAddr = if l.addr.is_ipv4() {
             "0.0.0.0:0".parse().expect("valid")

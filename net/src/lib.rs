@@ -1,0 +1,20 @@
+//! What both ends of a Quire connection share: frames over QUIC streams ([`stream`]), TLS
+//! configuration and certificate pins ([`tls`]), and credential files ([`credential`]).
+//!
+//! The client crate (`quire-client`) and the server crate (`quire-server`) both build on this
+//! one, so neither depends on the other and a scanner vendor's build never pulls in the
+//! server's storage stack.
+#![forbid(unsafe_code)]
+
+pub mod credential;
+pub mod stream;
+pub mod tls;
+
+use zeroize::Zeroizing;
+
+/// A fresh 256-bit credential secret.
+pub fn random_secret() -> Zeroizing<[u8; 32]> {
+    let mut s = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut s[..]).expect("the OS random source failed");
+    s
+}

@@ -1,0 +1,35 @@
+//! The Quire ingest tier: everything only a server needs.
+//!
+//! A page's way through this crate, from the QUIC edge to the pipeline:
+//! - [`edge`]: the endpoint; accepts connections, holds them at the pre-authentication
+//!   [`gate`] (QUIC Retry, per-source caps, a short `Hello` deadline), authenticates them
+//!   ([`auth`]) and hands each stream to the request layer.
+//! - [`requests`]: one function per request kind; every request is first put to the access
+//!   [`policy`] (a pure function of principal and request), then admitted by the [`limits`],
+//!   then handed to `quire-pipeline` (hash, compress, seal, spool, store).
+//! - [`meta`]: the metadata store (devices, tenants, jobs and their pages, grants, holds).
+//! - [`sweep`] and [`retention`]: deleting what is delivered or past its retention.
+//! - [`audit`]: the append-only record of every administrative action and document read.
+//! - [`config`], [`identity`] (TLS), [`keycheck`] (keys must match the stored data).
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod edge;
+pub mod gate;
+pub mod identity;
+pub mod keycheck;
+pub mod limits;
+pub mod meta;
+pub mod policy;
+mod requests;
+pub mod retention;
+pub mod slots;
+mod sweep;
+
+pub use edge::{connection_window, transport_config, ServeError, Server};
+pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
+pub use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
+
+use edge::State;
