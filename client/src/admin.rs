@@ -14,7 +14,7 @@ fn unexpected(f: Frame) -> ClientError {
 pub async fn create_tenant(conn: &Connection, name: &str) -> Result<(), ClientError> {
     match conn
         .call(&Frame::Admin(AdminRequest::TenantCreate {
-            name: name.into(),
+            tenant: name.into(),
         }))
         .await?
     {

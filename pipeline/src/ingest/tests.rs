@@ -1,0 +1,173 @@
+use super::*;
+use crate::hash::sha256;
+use crate::PipelineConfig;
+use quire_codecs::wire::ErrorCode;
+use quire_storage::Store;
+
+fn pipeline(dir: &std::path::Path) -> Pipeline {
+    let config = PipelineConfig {
+        single_put_limit: 100_000,
+        ..PipelineConfig::default()
+    };
+    crate::test_pipeline(dir, config)
+}
+
+fn entry(index: u32, data: &[u8]) -> PageEntry {
+    PageEntry {
+        index,
+        name: format!("p{index}"),
+        size: data.len() as u64,
+        sha256: sha256(data),
+    }
+}
+
+async fn push(p: &Pipeline, e: PageEntry, parts: Vec<PageInput>) -> Result<Receipt, PipelineError> {
+    let (tx, rx) = mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        for part in parts {
+            if tx.send(part).await.is_err() {
+                break;
+            }
+        }
+    });
+    let r = p.ingest_page("acme", "job1", e, rx).await;
+    feeder.await.unwrap();
+    r
+}
+
+fn split(data: &[u8], n: usize) -> Vec<PageInput> {
+    let mut v: Vec<PageInput> = data
+        .chunks(n)
+        .map(|c| PageInput::Data(Bytes::copy_from_slice(c)))
+        .collect();
+    v.push(PageInput::End);
+    v
+}
+
+async fn read_back(p: &Pipeline, key: &str) -> Vec<u8> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(b) = rx.recv().await {
+            v.extend_from_slice(&b);
+        }
+        v
+    });
+    p.read_object("acme", key, tx).await.unwrap();
+    collect.await.unwrap()
+}
+
+#[tokio::test]
+async fn pages_of_every_size_round_trip_compressed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let text = b"Rechnung 2026 ".repeat(100_000); // compresses, multipart
+    let mut noise = vec![0u8; 700_000];
+    getrandom::fill(&mut noise).unwrap();
+    for (i, data) in [vec![], vec![1u8], text, noise].into_iter().enumerate() {
+        let r = push(&p, entry(i as u32, &data), split(&data, 10_000))
+            .await
+            .unwrap();
+        assert!(!r.already_stored);
+        assert_eq!(read_back(&p, &r.object_key).await, data);
+    }
+}
+
+#[tokio::test]
+async fn bad_pages_leave_nothing_behind_when_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    bad_pages_leave_nothing_behind(pipeline(dir.path())).await; // 300 kB > single_put_limit
+}
+
+#[tokio::test]
+async fn bad_pages_leave_nothing_behind_when_gathered_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::test_pipeline(dir.path(), PipelineConfig::default()); // 300 kB fits
+    bad_pages_leave_nothing_behind(p).await;
+}
+
+async fn bad_pages_leave_nothing_behind(p: Pipeline) {
+    let data = vec![3u8; 300_000];
+    let mut wrong = entry(0, &data);
+    wrong.sha256[0] ^= 1;
+    let e = push(&p, wrong, split(&data, 4096)).await.unwrap_err();
+    assert!(matches!(e, PipelineError::IntegrityMismatch { .. }), "{e}");
+    let short = push(&p, entry(1, &data), split(&data[..1000], 100))
+        .await
+        .unwrap_err();
+    assert!(matches!(short, PipelineError::Truncated { .. }), "{short}");
+    let mut cut = split(&data, 4096);
+    cut.truncate(5);
+    let gone = push(&p, entry(2, &data), cut).await.unwrap_err();
+    assert!(matches!(gone, PipelineError::Abandoned), "{gone}");
+    let mut long = data.clone();
+    long.push(0);
+    let over = push(&p, entry(3, &data), split(&long, 4096))
+        .await
+        .unwrap_err();
+    assert!(matches!(over, PipelineError::Oversized { .. }), "{over}");
+    assert!(p.store.list("tenants").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_retry_is_verified_not_stored_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let data = b"page".repeat(1000);
+    let first = push(&p, entry(0, &data), split(&data, 100)).await.unwrap();
+    let again = push(&p, entry(0, &data), split(&data, 100)).await.unwrap();
+    assert!(again.already_stored);
+    assert_eq!(first.object_key, again.object_key);
+    let other = b"different".repeat(10);
+    let e = push(&p, entry(0, &other), split(&other, 100))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PipelineError::Conflict { index: 0 }));
+    assert_eq!(p.store.list("tenants").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_outage_spools_the_page_and_delivery_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, faults) = Store::memory().with_faults();
+    let vault = Arc::new(crate::FileVault::open(&dir.path().join("vault")).unwrap());
+    let spool = crate::Spool::open(
+        &dir.path().join("spool"),
+        &dir.path().join("keys"),
+        crate::SpoolConfig::default(),
+    )
+    .unwrap();
+    let config = PipelineConfig {
+        ack_timeout: std::time::Duration::from_millis(300),
+        ..PipelineConfig::default()
+    };
+    let p = Pipeline::new(store.clone(), vault, Arc::new(spool), config);
+    p.spawn_delivery();
+    let data = b"scanned page ".repeat(20_000);
+
+    // Down: the direct write fails, the page goes to the spool, and the scanner is told
+    // to retry (not acknowledged), while delivery keeps trying.
+    faults.set_down(true);
+    let e = push(&p, entry(0, &data), split(&data, 8192))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PipelineError::Store(_)), "{e}");
+    assert_eq!(e.code(), ErrorCode::StoreUnavailable);
+    assert_eq!(p.spool.len(), 1, "the page waits in the spool");
+
+    // Back: delivery stores it, the spool empties, and the scanner's retry is answered
+    // from the store without storing anything twice.
+    faults.set_down(false);
+    for _ in 0..200 {
+        if p.spool.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(p.spool.is_empty(), "spool did not drain");
+    let again = push(&p, entry(0, &data), split(&data, 8192)).await.unwrap();
+    assert!(again.already_stored);
+    assert_eq!(read_back(&p, &again.object_key).await, data);
+    assert_eq!(store.list("tenants").await.unwrap().len(), 1);
+    assert!(faults.refused() > 1, "delivery retried");
+}

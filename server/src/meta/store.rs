@@ -1,0 +1,142 @@
+//! The metadata store's interface: what the server asks of whichever database keeps it.
+
+use super::*;
+
+/// The metadata the server keeps: tenants, devices, enrollment tokens, grants, and the
+/// progress of jobs. The embedded default is [`Meta`] (redb); a shared database serving
+/// several ingest nodes implements the same trait.
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Whether the tenant exists.
+    fn tenant_exists(&self, tenant: &str) -> Result<bool, MetaError>;
+
+    /// Creates a tenant; fails if it exists.
+    fn create_tenant(&self, tenant: &str) -> Result<(), MetaError>;
+
+    /// Creates a tenant if it does not exist yet.
+    fn ensure_tenant(&self, tenant: &str) -> Result<(), MetaError>;
+
+    /// Records a one-time enrollment token, by the SHA-256 of its secret (never the secret).
+    fn create_token(
+        &self,
+        token_hash: &[u8; 32],
+        tenant: &str,
+        expires_unix: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Uses up a token and registers `device` (pending) for its tenant, in one transaction:
+    /// a token enrolls at most one device, however many clients race with it.
+    fn enroll(
+        &self,
+        token_hash: &[u8; 32],
+        now_unix: u64,
+        device_id: &str,
+        secret_hash: [u8; 32],
+    ) -> Result<DeviceRecord, MetaError>;
+
+    /// Records (or replaces) a support partner's access to a tenant.
+    fn put_grant(&self, tenant: &str, partner: &str, grant: &Grant) -> Result<(), MetaError>;
+
+    /// Withdraws a grant; says whether there was one.
+    fn remove_grant(&self, tenant: &str, partner: &str) -> Result<bool, MetaError>;
+
+    /// The partner's grant on the tenant, if any (expired or not).
+    fn grant(&self, tenant: &str, partner: &str) -> Result<Option<Grant>, MetaError>;
+
+    /// Counts of a tenant's devices and jobs.
+    fn stats(&self, tenant: &str) -> Result<TenantStats, MetaError>;
+
+    /// The stored record of a device.
+    fn device(&self, device_id: &str) -> Result<Option<DeviceRecord>, MetaError>;
+
+    /// Registers a device (or replaces its record, e.g. to rotate the secret).
+    fn put_device(&self, rec: &DeviceRecord) -> Result<(), MetaError>;
+
+    /// Changes a device's state.
+    fn set_device_state(
+        &self,
+        device_id: &str,
+        state: DeviceState,
+    ) -> Result<DeviceRecord, MetaError>;
+
+    /// Gives a device a new secret; a revoked device's credential stays void.
+    fn rotate_secret(
+        &self,
+        device_id: &str,
+        secret_hash: [u8; 32],
+    ) -> Result<DeviceRecord, MetaError>;
+
+    /// How many KEK versions of the tenant are known to exist (0 if none recorded).
+    fn kek_versions(&self, tenant: &str) -> Result<u32, MetaError>;
+
+    /// Records that `versions` KEK versions of the tenant exist; never lowers the record.
+    fn record_kek_versions(&self, tenant: &str, versions: u32) -> Result<(), MetaError>;
+
+    /// Claims a job for a device's upload; refuses one that another device, or another
+    /// upload of the same device, owns.
+    fn claim_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        device: &str,
+        upload: Option<UploadId>,
+    ) -> Result<JobRow, MetaError>;
+
+    /// The pages of a job stored by an upload other than the one the job is bound to.
+    fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError>;
+
+    /// Forgets an uncommitted job and returns its pages' object keys (to delete).
+    fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError>;
+
+    /// Every device of a tenant.
+    fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError>;
+
+    /// A job's record, `None` if nothing was ever pushed to it.
+    fn job(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError>;
+
+    /// Records a job as committed with its totals.
+    fn commit_job(
+        &self,
+        tenant: &str,
+        job: &str,
+        page_count: u32,
+        bytes: u64,
+    ) -> Result<(), MetaError>;
+
+    /// Records a stored page (creating the job record if needed), in one transaction.
+    fn record_page(
+        &self,
+        tenant: &str,
+        job: &str,
+        entry: &PageEntry,
+        object_key: &str,
+        stored_bytes: u64,
+        upload: Option<UploadId>,
+    ) -> Result<(), MetaError>;
+
+    /// The pages of a job recorded as stored, by index.
+    fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError>;
+
+    /// Every tenant.
+    fn tenants(&self) -> Result<Vec<String>, MetaError>;
+
+    /// Every job of a tenant, by id.
+    fn jobs(&self, tenant: &str) -> Result<Vec<(String, JobRow)>, MetaError>;
+
+    /// Records that a delivery consumer acknowledged a committed job (the first time wins).
+    fn mark_delivered(&self, tenant: &str, job: &str, at: i64) -> Result<JobRow, MetaError>;
+
+    /// Records that a job's objects were deleted.
+    fn mark_deleted(&self, tenant: &str, job: &str, at: i64) -> Result<(), MetaError>;
+
+    /// Places (`Some`) or releases (`None`) a legal hold on a tenant or one of its jobs.
+    /// Says whether there was a hold before.
+    fn set_hold(
+        &self,
+        tenant: &str,
+        job: Option<&str>,
+        hold: Option<&Hold>,
+    ) -> Result<bool, MetaError>;
+
+    /// The hold covering a job: its own, or its tenant's.
+    fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError>;
+}

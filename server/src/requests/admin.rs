@@ -1,0 +1,214 @@
+//! Administrative requests: audited, routed by concern; tenants and their keys answered here.
+
+use super::*;
+
+pub(super) async fn admin(
+    state: &State,
+    principal: &Principal,
+    req: AdminRequest,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let d = req.describe();
+    audited(state, principal, d.action, &d.tenant, &d.detail, async {
+        route(state, principal, req, send).await
+    })
+    .await
+}
+
+/// Hands an administrative request to the handler of its concern.
+async fn route(
+    state: &State,
+    principal: &Principal,
+    req: AdminRequest,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    use AdminRequest as R;
+    match req {
+        R::TenantCreate { .. }
+        | R::Status { .. }
+        | R::TokenCreate { .. }
+        | R::KeyRotate { .. }
+        | R::KeyRewrap { .. }
+        | R::TenantShred { .. } => tenants(state, principal, req, send).await,
+        R::DeviceCreate { .. }
+        | R::DeviceSetState { .. }
+        | R::DeviceList { .. }
+        | R::DeviceRotate { .. } => super::devices::devices(state, principal, req, send).await,
+        R::GrantCreate { .. } | R::GrantRevoke { .. } => {
+            super::grants::grants(state, principal, req, send).await
+        }
+        R::HoldSet { .. }
+        | R::HoldRelease { .. }
+        | R::DeliveryList { .. }
+        | R::DeliveryAck { .. }
+        | R::JobAbort { .. } => super::holds::holds(state, principal, req, send).await,
+    }
+}
+
+/// A request handed to a handler that does not answer it: a bug in [`route`].
+pub(super) fn misrouted(req: &AdminRequest) -> Refusal {
+    error!(
+        action = req.describe().action,
+        "administrative request misrouted"
+    );
+    Refusal::new(ErrorCode::Internal, "internal error; see the server log")
+}
+
+/// Tenants and their keys: create, status, enrollment tokens, rotate, re-wrap, shred.
+async fn tenants(
+    state: &State,
+    principal: &Principal,
+    req: AdminRequest,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let meta = state.meta.clone();
+    match req {
+        AdminRequest::TenantCreate { tenant: name } => {
+            allow(state, principal, &name, Action::TenantCreate, "").await?;
+            let n = name.clone();
+            blocking(move || meta.create_tenant(&n))
+                .await
+                .map_err(|e| match e {
+                    crate::meta::MetaError::Exists(what) => {
+                        Refusal::new(ErrorCode::Conflict, format!("{what} already exists"))
+                    }
+                    other => other.into(),
+                })?;
+            info!(tenant = %name, by = %principal.device_id, "tenant created");
+            reply(send, &Frame::Done).await
+        }
+        AdminRequest::Status { tenant, reason } => {
+            allow(state, principal, &tenant, Action::Status, &reason).await?;
+            let t = tenant.clone();
+            let st = blocking(move || meta.stats(&t)).await?;
+            reply(
+                send,
+                &Frame::AdminStatus {
+                    tenant,
+                    devices: st.devices,
+                    jobs: st.jobs,
+                    committed_jobs: st.committed_jobs,
+                    committed_bytes: st.committed_bytes,
+                },
+            )
+            .await
+        }
+        AdminRequest::TokenCreate { tenant, ttl_secs } => {
+            allow(state, principal, &tenant, Action::TokenCreate, "").await?;
+            tenant_exists(state, &tenant).await?;
+            let token = quire_net::random_secret();
+            let hash = token_hash(&token);
+            let expires_unix = unix_now() + u64::from(ttl_secs.clamp(60, 30 * 24 * 3600));
+            let t = tenant.clone();
+            blocking(move || meta.create_token(&hash, &t, expires_unix)).await?;
+            info!(tenant = %tenant, expires_unix, by = %principal.device_id, "enrollment token issued");
+            reply(
+                send,
+                &Frame::AdminToken {
+                    token: *token,
+                    expires_unix,
+                },
+            )
+            .await
+        }
+        AdminRequest::KeyRotate { tenant } => {
+            allow(state, principal, &tenant, Action::KeyRotate, "").await?;
+            tenant_exists(state, &tenant).await?;
+            let vault = state.pipeline.vault.clone();
+            let t = tenant.clone();
+            let version = blocking(move || vault.rotate(&t))
+                .await
+                .map_err(PipelineError::from)?;
+            let t = tenant.clone();
+            blocking(move || meta.record_kek_versions(&t, version)).await?;
+            info!(tenant = %tenant, version, by = %principal.device_id, "tenant key rotated");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version,
+                    rewrapped: 0,
+                },
+            )
+            .await
+        }
+        AdminRequest::KeyRewrap { tenant } => {
+            allow(state, principal, &tenant, Action::KeyRewrap, "").await?;
+            tenant_exists(state, &tenant).await?;
+            let r = state.pipeline.rewrap_tenant(&tenant).await?;
+            info!(tenant = %tenant, version = r.version, rewrapped = r.rewrapped, by = %principal.device_id, "tenant data keys re-wrapped");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version: r.version,
+                    rewrapped: r.rewrapped,
+                },
+            )
+            .await
+        }
+        AdminRequest::TenantShred { tenant } => {
+            allow(state, principal, &tenant, Action::TenantShred, "").await?;
+            tenant_exists(state, &tenant).await?;
+            let vault = state.pipeline.vault.clone();
+            let t = tenant.clone();
+            blocking(move || vault.shred(&t))
+                .await
+                .map_err(PipelineError::from)?;
+            let t = tenant.clone();
+            blocking(move || -> Result<(), crate::meta::MetaError> {
+                // Service admins operate the whole service; they are not the tenant's to lose.
+                for d in meta
+                    .devices(&t)?
+                    .into_iter()
+                    .filter(|d| d.role != Role::ServiceAdmin)
+                {
+                    meta.set_device_state(&d.device_id, DeviceState::Revoked)?;
+                }
+                Ok(())
+            })
+            .await?;
+            let t = tenant.clone();
+            let m = state.meta.clone();
+            let revoked = blocking(move || m.devices(&t)).await?;
+            for d in revoked.into_iter().filter(|d| d.role != Role::ServiceAdmin) {
+                state.disconnect_device(
+                    &d.device_id,
+                    "the tenant's keys were destroyed; device revoked",
+                );
+            }
+            warn!(tenant = %tenant, by = %principal.device_id, "tenant crypto-shredded: every key destroyed, devices revoked");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version: 0,
+                    rewrapped: 0,
+                },
+            )
+            .await
+        }
+        other => Err(misrouted(&other)),
+    }
+}
+
+/// A revoked device stays revoked: changing it is a conflict with its state, explained.
+pub(super) fn revoked_is_conflict(e: crate::meta::MetaError) -> Refusal {
+    match e {
+        crate::meta::MetaError::Revoked(_) => Refusal::new(ErrorCode::Conflict, e.to_string()),
+        other => other.into(),
+    }
+}
+
+/// Refuses a request about a tenant that does not exist, as not found.
+pub(super) async fn tenant_exists(state: &State, tenant: &str) -> Result<(), Refusal> {
+    let (meta, t) = (state.meta.clone(), tenant.to_string());
+    if blocking(move || meta.tenant_exists(&t)).await? {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("tenant {tenant} not found"),
+        ))
+    }
+}

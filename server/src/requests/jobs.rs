@@ -1,0 +1,191 @@
+//! Jobs: who owns one (the claim), opening it for a push, committing it, reading it back.
+
+use super::*;
+
+/// The job, and the upload pushing it, that a page names.
+pub(super) struct UploadRef<'a> {
+    pub tenant: &'a str,
+    pub job_id: &'a str,
+    pub upload: Option<UploadId>,
+}
+
+/// Claims a job for the device's upload before any of its pages is touched: a job id
+/// another device or another upload is pushing is refused, so two uploads never mix (see
+/// `meta/jobs.rs`).
+pub(super) async fn claim(
+    state: &State,
+    principal: &Principal,
+    tenant: &str,
+    job_id: &str,
+    upload: Option<UploadId>,
+) -> Result<crate::meta::JobRow, Refusal> {
+    let (meta, t, j, d) = (
+        state.meta.clone(),
+        tenant.to_string(),
+        job_id.to_string(),
+        principal.device_id.clone(),
+    );
+    match blocking(move || meta.claim_job(&t, &j, &d, upload)).await {
+        Ok(row) => Ok(row),
+        Err(e @ (MetaError::Owned { .. } | MetaError::OtherUpload { .. })) => {
+            Err(Refusal::new(ErrorCode::Conflict, e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A job's record and its stored pages, read off the async workers.
+pub(super) async fn job_and_pages(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+) -> Result<(Option<crate::meta::JobRow>, Vec<PageEntry>), Refusal> {
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    Ok(blocking(move || -> Result<_, crate::meta::MetaError> {
+        Ok((meta.job(&t, &j)?, meta.pages(&t, &j)?))
+    })
+    .await?)
+}
+
+pub(super) async fn job_open(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let (job, pages) = job_and_pages(state, tenant, job_id).await?;
+    reply(
+        send,
+        &Frame::JobStatus {
+            committed: job.is_some_and(|j| j.committed),
+            pages,
+        },
+    )
+    .await
+}
+
+pub(super) async fn job_commit(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    page_count: u32,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let (job, pages) = job_and_pages(state, tenant, job_id).await?;
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    let foreign = blocking(move || meta.foreign_pages(&t, &j)).await?;
+    if !foreign.is_empty() {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {job_id} cannot be committed: pages {:?} were stored by another upload; \
+                 an administrator can clear the job with `quire admin job abort`",
+                &foreign[..foreign.len().min(20)]
+            ),
+        ));
+    }
+    if job.is_none() && page_count > 0 {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("job {job_id} has no stored pages"),
+        ));
+    }
+    if pages.len() != page_count as usize
+        || pages.iter().enumerate().any(|(i, p)| p.index as usize != i)
+    {
+        let have: Vec<u32> = pages.iter().map(|p| p.index).collect();
+        let missing: Vec<u32> = (0..page_count)
+            .filter(|i| !have.contains(i))
+            .take(20)
+            .collect();
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "job {job_id} cannot be committed with {page_count} pages: {} stored, missing {missing:?}",
+                pages.len()
+            ),
+        ));
+    }
+    let manifest = Manifest {
+        job_id: job_id.to_string(),
+        pages,
+    };
+    state.pipeline.write_manifest(tenant, &manifest).await?;
+    let bytes = manifest.total_bytes();
+    let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
+    blocking(move || meta.commit_job(&t, &j, page_count, bytes)).await?;
+    info!(
+        tenant,
+        job = job_id,
+        pages = page_count,
+        bytes,
+        "job committed"
+    );
+    reply(
+        send,
+        &Frame::JobCommitted {
+            pages: page_count,
+            bytes,
+        },
+    )
+    .await
+}
+
+pub(super) async fn job_get(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    page: Option<u32>,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
+    let not_found = || {
+        Refusal::new(
+            ErrorCode::NotFound,
+            format!("job {job_id} not found or not committed"),
+        )
+    };
+    let manifest = match state.pipeline.read_manifest(tenant, job_id).await {
+        Ok(m) => m,
+        Err(PipelineError::NotFound(_)) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
+    };
+    let selected: Vec<PageEntry> = match page {
+        None => manifest.pages.clone(),
+        Some(n) => vec![manifest.pages.get(n as usize).cloned().ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("job {job_id} has no page {n}"))
+        })?],
+    };
+    reply(
+        send,
+        &Frame::Manifest {
+            job_id: manifest.job_id.clone(),
+            pages: manifest.pages.clone(),
+        },
+    )
+    .await?;
+    for entry in selected {
+        reply(send, &Frame::PageBegin(entry.clone())).await?;
+        let key = keys::page_key(tenant, job_id, entry.index);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+        let pipeline = state.pipeline.clone();
+        let t = tenant.to_string();
+        let reading = tokio::spawn(async move { pipeline.read_object(&t, &key, tx).await });
+        while let Some(b) = rx.recv().await {
+            if let Err(e) = write_data(send, b).await {
+                return Err(Refusal::new(ErrorCode::Internal, e.to_string()));
+            }
+        }
+        let (digest, len) = reading.await.expect("read task panicked")?;
+        if digest != entry.sha256 || len != entry.size {
+            return Err(PipelineError::Corrupt {
+                key: keys::page_key(tenant, job_id, entry.index),
+                source: quire_codecs::sealed::SealError::MalformedHeader(
+                    "the page does not match its manifest entry",
+                ),
+            }
+            .into());
+        }
+        reply(send, &Frame::PageEnd).await?;
+    }
+    reply(send, &Frame::Done).await
+}

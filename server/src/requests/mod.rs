@@ -1,0 +1,362 @@
+//! One request stream: read the request frame, check who may ask it, answer.
+//!
+//! This module reads the request and puts it to the access [`crate::policy`]; the work is
+//! done by concern: [`pages`] stores a page, [`jobs`] opens, commits and reads jobs, and
+//! [`admin`] (with [`devices`], [`grants`] and [`holds`]) answers administrative requests.
+
+mod admin;
+mod devices;
+mod grants;
+mod holds;
+mod jobs;
+mod pages;
+
+use admin::admin;
+use jobs::{claim, job_commit, job_get, job_open, UploadRef};
+use pages::page_put;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{self, AuthError, DeviceRecord, Principal};
+use bytes::Bytes;
+use quire_codecs::manifest::Manifest;
+use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role, UploadId};
+
+use crate::policy::{self, Action, Allowed, Denial, Subject};
+use quire_pipeline::{keys, PageInput, PipelineError};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::meta::MetaError;
+use crate::State;
+use quire_net::stream::{write_data, write_frame, FrameReader};
+
+/// A refusal sent back as an `Error` frame.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Self {
+        Refusal::new(e.code(), e.to_string())
+    }
+}
+
+/// Stored objects found altered or damaged since the server started.
+static CORRUPT_OBJECTS: AtomicU64 = AtomicU64::new(0);
+
+impl From<PipelineError> for Refusal {
+    fn from(e: PipelineError) -> Self {
+        let message = match &e {
+            PipelineError::Corrupt { key, .. } => {
+                let what = keys::describe(key);
+                let count = CORRUPT_OBJECTS.fetch_add(1, Ordering::Relaxed) + 1;
+                error!(error = %e, object = %what, corrupt_objects_total = count, "stored object failed authentication");
+                format!(
+                    "the stored {what} failed authentication: it was altered or damaged at rest. Retrying will not help; the operator must restore it from a backup"
+                )
+            }
+            // The server's own trouble: the detail (paths included) stays in the server log,
+            // at error level; the scanner learns whose fault it is and what to do.
+            PipelineError::ServerFull(_) => {
+                error!(error = %e, "out of disk space; pages are refused until there is room");
+                "the server is out of disk space; not your fault, retry later (the operator has been told)".to_string()
+            }
+            PipelineError::Spool(_) | PipelineError::Undeliverable(_) => {
+                error!(error = %e, "cannot write to the spool");
+                "the server could not keep the page on its disk; retry later (the operator has been told)".to_string()
+            }
+            PipelineError::Store(_) => {
+                warn!(error = %e, "object store failure");
+                "the object store did not take the page; retry later".to_string()
+            }
+            PipelineError::Vault(_) => {
+                error!(error = %e, "key vault failure");
+                "the server cannot reach its key vault; retry later (the operator has been told)"
+                    .to_string()
+            }
+            _ => e.to_string(),
+        };
+        Refusal::new(e.code(), message)
+    }
+}
+
+impl From<crate::meta::MetaError> for Refusal {
+    fn from(e: crate::meta::MetaError) -> Self {
+        warn!(error = %e, "metadata failure");
+        Refusal::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+}
+
+/// Runs a blocking metadata call off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("metadata task panicked")
+}
+
+pub(super) async fn handle_stream(
+    state: Arc<State>,
+    principal: Arc<Principal>,
+    mut send: quinn::SendStream,
+    mut reader: FrameReader,
+) {
+    let outcome = serve_request(&state, &principal, &mut send, &mut reader).await;
+    if let Err(r) = outcome {
+        debug!(device = %principal.device_id, code = ?r.code, message = %r.message, "request refused");
+        reader.stop();
+        let _ = write_frame(
+            &mut send,
+            &Frame::Error {
+                code: r.code,
+                message: r.message,
+            },
+        )
+        .await;
+    }
+    let _ = send.finish();
+}
+
+async fn serve_request(
+    state: &Arc<State>,
+    principal: &Principal,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+) -> Result<(), Refusal> {
+    let first = match reader.next().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(Refusal::new(ErrorCode::Malformed, "empty request stream")),
+        Err(e) => return Err(Refusal::new(ErrorCode::Malformed, e.to_string())),
+    };
+    // Credentials can be disabled while a connection is open: check on every request.
+    let meta = state.meta.clone();
+    let device_id = principal.device_id.clone();
+    let current = blocking(move || meta.device(&device_id)).await?;
+    match current {
+        Some(rec) if rec.state == DeviceState::Enabled => {}
+        Some(rec) => {
+            return Err(AuthError::DeviceDisabled {
+                device: rec.device_id,
+                state: rec.state.as_str(),
+            }
+            .into())
+        }
+        None => return Err(AuthError::UnknownDevice(principal.device_id.clone()).into()),
+    }
+    match first {
+        Frame::JobOpen {
+            tenant,
+            job_id,
+            upload,
+        } => {
+            allow(state, principal, &tenant, Action::JobStatus, "").await?;
+            if principal.role == Role::Device {
+                claim(state, principal, &tenant, &job_id, upload).await?;
+            }
+            job_open(state, &tenant, &job_id, send).await
+        }
+        Frame::PagePut {
+            tenant,
+            job_id,
+            page,
+            upload,
+        } => {
+            allow(state, principal, &tenant, Action::PagePut, "").await?;
+            let job = claim(state, principal, &tenant, &job_id, upload).await?;
+            if job.committed {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!("job {job_id} is already committed; push new pages as a new job"),
+                ));
+            }
+            let at = UploadRef {
+                tenant: &tenant,
+                job_id: &job_id,
+                upload,
+            };
+            page_put(state, principal, &at, page, send, reader).await
+        }
+        Frame::JobCommit {
+            tenant,
+            job_id,
+            page_count,
+            upload,
+        } => {
+            allow(state, principal, &tenant, Action::JobCommit, "").await?;
+            claim(state, principal, &tenant, &job_id, upload).await?;
+            job_commit(state, &tenant, &job_id, page_count, send).await
+        }
+        Frame::JobGet {
+            tenant,
+            job_id,
+            page,
+            reason,
+        } => {
+            allow(state, principal, &tenant, Action::JobRead, &reason).await?;
+            let detail = format!(
+                "job={job_id} page={} reason={reason}",
+                page.map_or("all".to_string(), |p| p.to_string())
+            );
+            // The read is on record before a byte of the document leaves.
+            audited(state, principal, "document.read", &tenant, &detail, async {
+                job_get(state, &tenant, &job_id, page, send).await
+            })
+            .await
+        }
+        Frame::Admin(req) => admin(state, principal, req, send).await,
+        other => Err(Refusal::new(
+            ErrorCode::Malformed,
+            format!("{} is not a request frame", frame_name(&other)),
+        )),
+    }
+}
+
+/// Decides `action` on `tenant` for `principal` (see [`policy`]), looking up the grant an
+/// operator or support partner may hold.
+async fn allow(
+    state: &State,
+    principal: &Principal,
+    tenant: &str,
+    action: Action,
+    reason: &str,
+) -> Result<Allowed, Refusal> {
+    let grant = match principal.role {
+        Role::Operator | Role::SupportPartner => {
+            let (meta, t, d) = (
+                state.meta.clone(),
+                tenant.to_string(),
+                principal.device_id.clone(),
+            );
+            blocking(move || meta.grant(&t, &d))
+                .await?
+                .is_some_and(|g| g.expires_unix > unix_now())
+        }
+        _ => false,
+    };
+    let subject = Subject {
+        role: principal.role,
+        own_tenant: principal.tenant == tenant,
+        grant,
+        reason: !reason.trim().is_empty(),
+    };
+    policy::decide(subject, action).map_err(|d| denial(d, principal, tenant))
+}
+
+fn denial(d: Denial, principal: &Principal, tenant: &str) -> Refusal {
+    let message = match d {
+        Denial::TenantMismatch => {
+            return AuthError::TenantMismatch {
+                requested: tenant.to_string(),
+            }
+            .into()
+        }
+        Denial::Hidden => format!("tenant {tenant} not found"),
+        Denial::GrantRequired => format!(
+            "reading a tenant's documents as {} needs an active grant of the tenant (tenant-admin: admin grant create)",
+            principal.role.as_str()
+        ),
+        Denial::Forbidden { needed } => format!("this request needs the {needed} role"),
+        Denial::ReasonRequired => format!(
+            "a {} must state a reason (--reason); it is recorded in the audit log",
+            principal.role.as_str()
+        ),
+    };
+    Refusal::new(d.code(), message)
+}
+
+/// Runs `work` between two audit records: `started`, synced before anything happens (if it
+/// cannot be written, `work` does not run: fail closed), and the outcome after. A failure to
+/// record the outcome of work that is done is logged for the operator, not the caller's.
+async fn audited(
+    state: &State,
+    principal: &Principal,
+    action: &str,
+    tenant: &str,
+    detail: &str,
+    work: impl std::future::Future<Output = Result<(), Refusal>>,
+) -> Result<(), Refusal> {
+    audit(state, principal, action, tenant, detail, "started")?;
+    let outcome = work.await;
+    let result = match &outcome {
+        Ok(()) => "ok".to_string(),
+        Err(r) => format!("refused: {}", r.message),
+    };
+    let _ = audit(state, principal, action, tenant, detail, &result);
+    outcome
+}
+
+/// Appends an audit record, durably; if it cannot be written the request is refused (fail
+/// closed) and the failure is logged at error level.
+fn audit(
+    state: &State,
+    principal: &Principal,
+    action: &str,
+    tenant: &str,
+    detail: &str,
+    outcome: &str,
+) -> Result<(), Refusal> {
+    state
+        .audit
+        .record(
+            &principal.device_id,
+            principal.role.as_str(),
+            action,
+            tenant,
+            detail,
+            outcome,
+        )
+        .map_err(|e| {
+            error!(error = %e, action, tenant, "cannot write the audit log; request refused");
+            Refusal::new(
+                if quire_pipeline::out_of_space(&e) {
+                    ErrorCode::ServerFull
+                } else {
+                    ErrorCode::Busy
+                },
+                "the server cannot record this request in its audit log, so it was not carried out; retry later (the operator has been told)",
+            )
+        })
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello { .. } => "Hello",
+        Frame::Data(_) => "Data",
+        Frame::PageEnd => "PageEnd",
+        _ => "this frame",
+    }
+}
+
+async fn reply(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), Refusal> {
+    write_frame(send, frame)
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Tokens are stored only as this digest.
+pub(super) fn token_hash(token: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"quire/1 enrollment token");
+    h.update(token);
+    h.finalize().into()
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,152 @@
+//! Storing one page: admission, the in-flight slot, the pipeline, the metadata row.
+
+use super::*;
+
+pub(super) async fn page_put(
+    state: &Arc<State>,
+    principal: &Principal,
+    at: &UploadRef<'_>,
+    page: PageEntry,
+    send: &mut quinn::SendStream,
+    reader: &mut FrameReader,
+) -> Result<(), Refusal> {
+    let &UploadRef {
+        tenant,
+        job_id,
+        upload,
+    } = at;
+    let _place = state
+        .limits
+        .admit_page(&principal.device_id, tenant, job_id)
+        .await
+        .map_err(|e| Refusal::new(ErrorCode::LimitExceeded, e.0))?;
+    let _bytes = state
+        .limits
+        .hold_bytes(
+            &principal.device_id,
+            page.size,
+            state.pipeline.spool.capacity(),
+        )
+        .map_err(|e| Refusal::new(ErrorCode::LimitExceeded, e.0))?;
+    let slot_key = keys::page_key(tenant, job_id, page.index);
+    let Some(mut slot) = state
+        .in_flight
+        .claim(&slot_key, Duration::from_secs(10))
+        .await
+    else {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "page {} of job {job_id} is being stored by another stream",
+                page.index
+            ),
+        ));
+    };
+
+    // The network stage: frames from QUIC into the pipeline's bounded queue. When the queue
+    // is full this loop stops reading, QUIC stops granting credit, and the scanner waits.
+    let (tx, rx) = mpsc::channel::<PageInput>(16);
+    let pipeline = state.pipeline.clone();
+    let (t, j, entry) = (tenant.to_string(), job_id.to_string(), page.clone());
+    let ingest = tokio::spawn(async move { pipeline.ingest_page(&t, &j, entry, rx).await });
+    let mut received = 0u64;
+    let mut protocol_error: Option<Refusal> = None;
+    let mut saw_end = false;
+    let mut superseded = false;
+    loop {
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = slot.superseded.changed() => {
+                superseded = true;
+                break;
+            }
+        };
+        match next {
+            Ok(Some(Frame::Data(b))) => {
+                received += b.len() as u64;
+                state
+                    .limits
+                    .pace_bytes(&principal.device_id, tenant, b.len())
+                    .await;
+                if tx.send(PageInput::Data(b)).await.is_err() {
+                    break; // the pipeline finished early (already stored, or refused)
+                }
+            }
+            Ok(Some(Frame::PageEnd)) => {
+                saw_end = true;
+                let _ = tx.send(PageInput::End).await;
+                break;
+            }
+            Ok(Some(other)) => {
+                protocol_error = Some(Refusal::new(
+                    ErrorCode::Malformed,
+                    format!(
+                        "{} inside a page; expected Data or PageEnd",
+                        frame_name(&other)
+                    ),
+                ));
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                protocol_error = Some(Refusal::new(ErrorCode::Malformed, e.to_string()));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = ingest.await.expect("ingest task panicked");
+    if superseded {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "page {} of job {job_id} was superseded by a newer upload of it",
+                page.index
+            ),
+        ));
+    }
+    if let Some(r) = protocol_error {
+        return Err(r);
+    }
+    let receipt = match result {
+        Ok(r) => r,
+        Err(PipelineError::Abandoned) if !saw_end => {
+            return Err(Refusal::new(
+                ErrorCode::Truncated,
+                format!(
+                "page {} truncated: the stream ended after {received} of {} bytes without PageEnd",
+                page.index, page.size
+            ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if receipt.already_stored {
+        reader.stop();
+    }
+    let (meta, t, j, r) = (
+        state.meta.clone(),
+        tenant.to_string(),
+        job_id.to_string(),
+        receipt.clone(),
+    );
+    blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes, upload))
+        .await?;
+    info!(
+        tenant,
+        job = job_id,
+        page = receipt.entry.index,
+        bytes = receipt.entry.size,
+        stored = receipt.stored_bytes,
+        again = receipt.already_stored,
+        "page stored"
+    );
+    reply(
+        send,
+        &Frame::PageStored {
+            index: receipt.entry.index,
+            sha256: receipt.entry.sha256,
+        },
+    )
+    .await
+}
