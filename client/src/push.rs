@@ -256,6 +256,25 @@ pub async fn push_dir(
             });
         }
     }
+    let upload = choose_upload(&journal, opts)?;
+    journal.begin(&upload.job_id, upload.id)?;
+    let (todo, skipped) = open_job(conn, &upload, &pages).await?;
+    send_all(conn, &upload, todo, skipped, pages.len(), opts).await?;
+    let (n, bytes) = commit(conn, &upload, pages.len() as u32).await?;
+    journal.committed_as(&upload.job_id, &contents)?;
+    Ok(PushReport {
+        job_id: upload.job_id,
+        pages: n,
+        bytes,
+        skipped,
+        elapsed: started.elapsed(),
+        already_committed: false,
+    })
+}
+
+/// The job and upload this push is: `--job`, else the journal's unfinished job, else a new
+/// id. Resuming the journal's job is the same upload; anything else is a new one.
+fn choose_upload(journal: &Journal, opts: &PushOptions) -> Result<Upload, ClientError> {
     let resumed = journal.unfinished()?;
     let job_id = match &opts.job {
         Some(j) => {
@@ -266,17 +285,23 @@ pub async fn push_dir(
             .as_ref()
             .map_or_else(new_job_id, |r| r.job_id.clone()),
     };
-    // Resuming the journal's job is the same upload; anything else is a new one.
-    let upload = match resumed {
+    Ok(match resumed {
         Some(journal::Unfinished {
             job_id: ref j,
             upload: Some(id),
         }) if *j == job_id => Upload { job_id, id },
         _ => Upload::new(job_id),
-    };
-    journal.begin(&upload.job_id, upload.id)?;
-    let job_id = upload.job_id.clone();
+    })
+}
 
+/// Opens the job on the server and returns the pages it does not hold yet, and how many it
+/// does. A page the server holds with other contents means the directory changed.
+async fn open_job(
+    conn: &Connection,
+    upload: &Upload,
+    pages: &[LocalPage],
+) -> Result<(Vec<LocalPage>, u32), ClientError> {
+    let job_id = &upload.job_id;
     let status = conn
         .call(&Frame::JobOpen {
             tenant: conn.tenant.clone(),
@@ -295,7 +320,7 @@ pub async fn push_dir(
     };
     let mut todo = Vec::new();
     let mut skipped = 0u32;
-    for p in &pages {
+    for p in pages {
         match stored.iter().find(|s| s.index == p.entry.index) {
             Some(s) if s.sha256 == p.entry.sha256 && s.size == p.entry.size => skipped += 1,
             Some(_) => {
@@ -313,62 +338,54 @@ pub async fn push_dir(
             message: format!("job {job_id} is already committed with other pages"),
         });
     }
+    Ok((todo, skipped))
+}
 
-    let total_bytes: u64 = todo.iter().map(|p| p.entry.size).sum();
-    let page_total = pages.len();
-    let tty = std::io::stderr().is_terminal();
-    let bar = if let Some(multi) = opts.progress.as_ref().filter(|_| tty) {
-        let b = multi.add(ProgressBar::new(total_bytes));
-        b.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        b.set_message(format!("{job_id} pages {skipped}/{page_total}"));
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    } else {
-        ProgressBar::hidden()
+/// A progress bar over `total_bytes` when stderr is a terminal and bars were asked for.
+fn progress_bar(opts: &PushOptions, total_bytes: u64, message: String) -> ProgressBar {
+    let Some(multi) = opts
+        .progress
+        .as_ref()
+        .filter(|_| std::io::stderr().is_terminal())
+    else {
+        return ProgressBar::hidden();
     };
+    let b = multi.add(ProgressBar::new(total_bytes));
+    b.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b.set_message(message);
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+/// Sends `todo` on up to `opts.concurrency` streams at once; the first error, if any.
+async fn send_all(
+    conn: &Connection,
+    upload: &Upload,
+    todo: Vec<LocalPage>,
+    skipped: u32,
+    page_total: usize,
+    opts: &PushOptions,
+) -> Result<(), ClientError> {
+    let job_id = &upload.job_id;
+    let total_bytes: u64 = todo.iter().map(|p| p.entry.size).sum();
+    let tty = std::io::stderr().is_terminal();
+    let bar = progress_bar(
+        opts,
+        total_bytes,
+        format!("{job_id} pages {skipped}/{page_total}"),
+    );
     let done = Arc::new(std::sync::atomic::AtomicU32::new(skipped));
     let results: Vec<Result<(), ClientError>> = stream::iter(todo)
         .map(|p| {
-            let (bar, done, job_id, upload) = (bar.clone(), done.clone(), job_id.clone(), &upload);
+            let (bar, done) = (bar.clone(), done.clone());
             async move {
-                // A rate limit, a full spool or a store that did not answer in time is a
-                // "later", not a "no": back off and retry.
-                let mut r = send_page(conn, upload, &p, &bar).await;
-                let delays = ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_delay(Duration::from_secs(16))
-                    .with_jitter()
-                    .with_max_times(6)
-                    .build();
-                for backoff in delays {
-                    match &r {
-                        Err(e)
-                            if matches!(
-                                e.code(),
-                                Some(
-                                    ErrorCode::LimitExceeded
-                                        | ErrorCode::Busy
-                                        | ErrorCode::ServerFull
-                                        | ErrorCode::StoreUnavailable
-                                )
-                            ) =>
-                        {
-                            eprintln!(
-                                "page {} ({}): {e}; retrying in {backoff:?}",
-                                p.entry.index, p.entry.name
-                            );
-                            tokio::time::sleep(backoff).await;
-                            r = send_page(conn, upload, &p, &bar).await;
-                        }
-                        _ => break,
-                    }
-                }
+                let r = send_with_retry(conn, upload, &p, &bar).await;
                 if r.is_ok() {
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     bar.set_message(format!("{job_id} pages {n}/{page_total}"));
@@ -376,45 +393,83 @@ pub async fn push_dir(
                         eprintln!("stored page {n}/{page_total} of {job_id}: {}", p.entry.name);
                     }
                 }
-                r.map_err(|e| match e {
-                    ClientError::Refused { code, message } => ClientError::Refused {
-                        code,
-                        message: format!("page {} ({}): {message}", p.entry.index, p.entry.name),
-                    },
-                    other => other,
-                })
+                r
             }
         })
         .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;
     bar.finish_and_clear();
-    if let Some(err) = results.into_iter().find_map(Result::err) {
-        return Err(err);
-    }
+    results.into_iter().collect()
+}
 
+/// Sends one page; a rate limit, a full spool or a store that did not answer in time is a
+/// "later", not a "no": back off and retry. A refusal names the page.
+async fn send_with_retry(
+    conn: &Connection,
+    upload: &Upload,
+    p: &LocalPage,
+    bar: &ProgressBar,
+) -> Result<(), ClientError> {
+    let mut r = send_page(conn, upload, p, bar).await;
+    let delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(16))
+        .with_jitter()
+        .with_max_times(6)
+        .build();
+    for backoff in delays {
+        match &r {
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some(
+                        ErrorCode::LimitExceeded
+                            | ErrorCode::Busy
+                            | ErrorCode::ServerFull
+                            | ErrorCode::StoreUnavailable
+                    )
+                ) =>
+            {
+                eprintln!(
+                    "page {} ({}): {e}; retrying in {backoff:?}",
+                    p.entry.index, p.entry.name
+                );
+                tokio::time::sleep(backoff).await;
+                r = send_page(conn, upload, p, bar).await;
+            }
+            _ => break,
+        }
+    }
+    r.map_err(|e| match e {
+        ClientError::Refused { code, message } => ClientError::Refused {
+            code,
+            message: format!("page {} ({}): {message}", p.entry.index, p.entry.name),
+        },
+        other => other,
+    })
+}
+
+/// Commits the job: pages and bytes the server recorded.
+async fn commit(
+    conn: &Connection,
+    upload: &Upload,
+    page_count: u32,
+) -> Result<(u32, u64), ClientError> {
     let committed = conn
         .call(&Frame::JobCommit {
             tenant: conn.tenant.clone(),
-            job_id: job_id.clone(),
-            page_count: page_total as u32,
+            job_id: upload.job_id.clone(),
+            page_count,
             upload: Some(upload.id),
         })
         .await?;
-    let Frame::JobCommitted { pages: n, bytes } = committed else {
-        return Err(ClientError::Protocol(format!(
-            "expected JobCommitted, got {committed:?}"
-        )));
-    };
-    journal.committed_as(&job_id, &contents)?;
-    Ok(PushReport {
-        job_id,
-        pages: n,
-        bytes,
-        skipped,
-        elapsed: started.elapsed(),
-        already_committed: false,
-    })
+    match committed {
+        Frame::JobCommitted { pages, bytes } => Ok((pages, bytes)),
+        other => Err(ClientError::Protocol(format!(
+            "expected JobCommitted, got {other:?}"
+        ))),
+    }
 }
 
 /// Streams one page and waits for its acknowledgement.

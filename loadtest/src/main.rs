@@ -12,6 +12,7 @@ mod generate;
 mod plot;
 mod server;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,50 +173,10 @@ async fn main() -> Result<()> {
         None
     };
     let work = tempfile::tempdir()?;
-    let corpus = match &args.generate {
-        Some(mix) => {
-            let mix = generate::parse_mix(mix)?;
-            let dir = work.path().join("generated");
-            let bytes = generate::generate(
-                &dir,
-                &mix,
-                args.generated_jobs,
-                args.pages_per_job,
-                args.seed,
-            )?;
-            eprintln!(
-                "generated {} jobs of {} pages, {:.1} MB",
-                args.generated_jobs,
-                args.pages_per_job,
-                bytes as f64 / 1e6
-            );
-            load_corpus(&dir)?
-        }
-        None => load_corpus(&args.corpus)?,
-    };
+    let corpus = corpus_for(&args, work.path())?;
     let corpus = Arc::new(corpus);
 
-    let setup = server::Setup {
-        store: args.store,
-        endpoint: args.store_endpoint.clone(),
-        bucket: args.store_bucket.clone(),
-        ack: args.ack.clone(),
-    };
-    let mut started = None;
-    let (cred, addr) = match args.server {
-        Some(addr) => {
-            let path = args
-                .credential
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("quire-data/dev/device.cred"));
-            (Credential::load(&path)?, addr)
-        }
-        None => {
-            let (s, addr, cred) = server::Started::start(work.path(), &setup, args.child).await?;
-            started = Some(s);
-            (Credential::load(&cred)?, addr)
-        }
-    };
+    let (started, cred, addr) = server_for(&args, work.path()).await?;
     let server_pid = started.as_ref().map(|s| s.pid());
     let cpu_before = server_pid.as_deref().and_then(server::cpu_seconds);
 
@@ -251,57 +212,18 @@ async fn main() -> Result<()> {
         .duration
         .map(|d| started_at + Duration::from_secs_f64(d.max(0.1)));
     let timeline: Arc<Mutex<Vec<plot::Sample>>> = Arc::default();
-    let ticker = {
-        let (bar, bytes_done, pages_done, errors, in_flight, interval_hist, timeline) = (
-            bar.clone(),
-            bytes_done.clone(),
-            pages_done.clone(),
-            errors.clone(),
-            in_flight.clone(),
-            interval_hist.clone(),
-            timeline.clone(),
-        );
-        tokio::spawn(async move {
-            let (mut last_bytes, mut last_pages, mut last_t) = (0u64, 0u64, 0f64);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let t = started_at.elapsed().as_secs_f64();
-                let (b, p) = (
-                    bytes_done.load(Ordering::Relaxed),
-                    pages_done.load(Ordering::Relaxed),
-                );
-                let dt = (t - last_t).max(1e-9);
-                let p99_ms = {
-                    let mut h = interval_hist.lock().expect("histogram lock");
-                    let v = if h.is_empty() {
-                        0.0
-                    } else {
-                        h.value_at_quantile(0.99) as f64 / 1000.0
-                    };
-                    h.reset();
-                    v
-                };
-                let sample = plot::Sample {
-                    t,
-                    mb_per_s: (b - last_bytes) as f64 / dt / 1e6,
-                    pages_per_s: (p - last_pages) as f64 / dt,
-                    p99_ms,
-                };
-                bar.set_message(format!(
-                    "{:.1} MB/s, {:.0} pages/s, p99 {:.0} ms, {} in flight, {} errors",
-                    sample.mb_per_s,
-                    sample.pages_per_s,
-                    p99_ms,
-                    in_flight.load(Ordering::Relaxed),
-                    errors.load(Ordering::Relaxed)
-                ));
-                timeline.lock().expect("timeline lock").push(sample);
-                (last_bytes, last_pages, last_t) = (b, p, t);
-            }
-        })
-    };
+    let ticker = spawn_ticker(
+        started_at,
+        bar.clone(),
+        Counters {
+            bytes: bytes_done.clone(),
+            pages: pages_done.clone(),
+            errors: errors.clone(),
+            in_flight: in_flight.clone(),
+        },
+        interval_hist.clone(),
+        timeline.clone(),
+    );
 
     let ctx = Arc::new(Ctx {
         corpus: corpus.clone(),
@@ -346,11 +268,181 @@ async fn main() -> Result<()> {
     };
     let server_rss_mb = server_pid.as_deref().and_then(server::peak_rss_mib);
 
-    // Verification: the server's record of every committed job matches what was pushed.
-    let conn = Connection::connect(&cred, Some(addr)).await?;
-    let mut verified = errors.load(Ordering::Relaxed) == 0;
     let done_jobs = committed.lock().expect("lock").clone();
-    for (job_id, idx) in done_jobs.iter() {
+    let verified =
+        errors.load(Ordering::Relaxed) == 0 && verify(&cred, addr, &done_jobs, &corpus).await?;
+
+    let pages = pages_done.load(Ordering::Relaxed);
+    let bytes = bytes_done.load(Ordering::Relaxed);
+    let report = Report {
+        scanners: args.scanners,
+        jobs: committed.lock().expect("lock").len() as u64,
+        pages,
+        bytes,
+        seconds,
+        pages_per_s: pages as f64 / seconds,
+        mb_per_s: bytes as f64 / seconds / 1e6,
+        latency_ms: Latency::of(&hist.lock().expect("histogram lock")),
+        server_rss_mb,
+        server_cpu_s,
+        server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
+        transport_ceiling_mb_per_s: ceiling,
+        share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
+        store: format!("{:?}", args.store).to_lowercase(),
+        ack: args.ack.clone(),
+        errors: errors.load(Ordering::Relaxed),
+        errors_by_kind: error_kinds.lock().expect("lock").clone(),
+        verified,
+        timeline: timeline.lock().expect("timeline lock").clone(),
+    };
+    if let Some(path) = &args.report {
+        write_report(path, &args, &report)?;
+    }
+    // The report without its timeline, for the terminal.
+    let mut summary = serde_json::to_value(&report)?;
+    if let Some(o) = summary.as_object_mut() {
+        o.remove("timeline");
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(s) = started {
+        s.stop().await;
+    }
+    if !report.verified {
+        bail!("verification failed");
+    }
+    Ok(())
+}
+
+/// The server to push to: `--server` with `--credential` (default the development device's),
+/// or one this run starts (in process, or a child with `--child`) and stops at the end.
+async fn server_for(
+    args: &Args,
+    work: &Path,
+) -> Result<(Option<server::Started>, Credential, SocketAddr)> {
+    if let Some(addr) = args.server {
+        let path = args
+            .credential
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("quire-data/dev/device.cred"));
+        return Ok((None, Credential::load(&path)?, addr));
+    }
+    let setup = server::Setup {
+        store: args.store,
+        endpoint: args.store_endpoint.clone(),
+        bucket: args.store_bucket.clone(),
+        ack: args.ack.clone(),
+    };
+    let (s, addr, cred) = server::Started::start(work, &setup, args.child).await?;
+    Ok((Some(s), Credential::load(&cred)?, addr))
+}
+
+impl Latency {
+    /// Quantiles of acknowledgement latency recorded in microseconds, in milliseconds.
+    fn of(h: &Histogram<u64>) -> Latency {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The jobs to push: generated from `--generate`'s mix under `work`, or read from `--corpus`.
+fn corpus_for(args: &Args, work: &Path) -> Result<Vec<Vec<LocalPage>>> {
+    Ok(match &args.generate {
+        Some(mix) => {
+            let mix = generate::parse_mix(mix)?;
+            let dir = work.join("generated");
+            let bytes = generate::generate(
+                &dir,
+                &mix,
+                args.generated_jobs,
+                args.pages_per_job,
+                args.seed,
+            )?;
+            eprintln!(
+                "generated {} jobs of {} pages, {:.1} MB",
+                args.generated_jobs,
+                args.pages_per_job,
+                bytes as f64 / 1e6
+            );
+            load_corpus(&dir)?
+        }
+        None => load_corpus(&args.corpus)?,
+    })
+}
+
+/// The load test's shared counters, as the once-a-second ticker reads them.
+struct Counters {
+    bytes: Arc<AtomicU64>,
+    pages: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    in_flight: Arc<AtomicU64>,
+}
+
+/// Once a second: a sample for the timeline (rate and p99 of that second) and the spinner.
+fn spawn_ticker(
+    started_at: Instant,
+    bar: ProgressBar,
+    c: Counters,
+    interval_hist: Arc<Mutex<Histogram<u64>>>,
+    timeline: Arc<Mutex<Vec<plot::Sample>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (mut last_bytes, mut last_pages, mut last_t) = (0u64, 0u64, 0f64);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let t = started_at.elapsed().as_secs_f64();
+            let (b, p) = (
+                c.bytes.load(Ordering::Relaxed),
+                c.pages.load(Ordering::Relaxed),
+            );
+            let dt = (t - last_t).max(1e-9);
+            let p99_ms = {
+                let mut h = interval_hist.lock().expect("histogram lock");
+                let v = if h.is_empty() {
+                    0.0
+                } else {
+                    h.value_at_quantile(0.99) as f64 / 1000.0
+                };
+                h.reset();
+                v
+            };
+            let sample = plot::Sample {
+                t,
+                mb_per_s: (b - last_bytes) as f64 / dt / 1e6,
+                pages_per_s: (p - last_pages) as f64 / dt,
+                p99_ms,
+            };
+            bar.set_message(format!(
+                "{:.1} MB/s, {:.0} pages/s, p99 {:.0} ms, {} in flight, {} errors",
+                sample.mb_per_s,
+                sample.pages_per_s,
+                p99_ms,
+                c.in_flight.load(Ordering::Relaxed),
+                c.errors.load(Ordering::Relaxed)
+            ));
+            timeline.lock().expect("timeline lock").push(sample);
+            (last_bytes, last_pages, last_t) = (b, p, t);
+        }
+    })
+}
+
+/// Whether the server's record of every committed job matches what was pushed.
+async fn verify(
+    cred: &Credential,
+    addr: SocketAddr,
+    done_jobs: &[(String, usize)],
+    corpus: &[Vec<LocalPage>],
+) -> Result<bool> {
+    let conn = Connection::connect(cred, Some(addr)).await?;
+    let mut verified = true;
+    for (job_id, idx) in done_jobs {
         let status = conn
             .call(&Frame::JobOpen {
                 tenant: conn.tenant.clone(),
@@ -375,67 +467,26 @@ async fn main() -> Result<()> {
         }
     }
     conn.close().await;
+    Ok(verified)
+}
 
-    let h = hist.lock().expect("histogram lock").clone();
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let pages = pages_done.load(Ordering::Relaxed);
-    let bytes = bytes_done.load(Ordering::Relaxed);
-    let report = Report {
-        scanners: args.scanners,
-        jobs: committed.lock().expect("lock").len() as u64,
-        pages,
-        bytes,
-        seconds,
-        pages_per_s: pages as f64 / seconds,
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
-        },
-        server_rss_mb,
-        server_cpu_s,
-        server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
-        transport_ceiling_mb_per_s: ceiling,
-        share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
-        store: format!("{:?}", args.store).to_lowercase(),
-        ack: args.ack.clone(),
-        errors: errors.load(Ordering::Relaxed),
-        errors_by_kind: error_kinds.lock().expect("lock").clone(),
-        verified,
-        timeline: timeline.lock().expect("timeline lock").clone(),
-    };
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(path) = &args.report {
-        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
-        let svg_path = path.with_extension("svg");
-        let title = format!(
-            "{} scanners, {} store, ack {}: {:.1} MB/s, {:.0} pages/s, p99 {:.0} ms",
-            args.scanners,
-            report.store,
-            report.ack,
-            report.mb_per_s,
-            report.pages_per_s,
-            report.latency_ms.p99
-        );
-        std::fs::write(&svg_path, plot::svg(&report.timeline, &title))
-            .with_context(|| format!("writing {}", svg_path.display()))?;
-        eprintln!("report: {}, chart: {}", path.display(), svg_path.display());
-    }
-    let mut summary = serde_json::to_value(&report)?;
-    summary
-        .as_object_mut()
-        .expect("report is an object")
-        .remove("timeline");
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    if let Some(s) = started {
-        s.stop().await;
-    }
-    if !report.verified {
-        bail!("verification failed");
-    }
+/// Writes the JSON report to `path` and its chart beside it (`.svg`).
+fn write_report(path: &Path, args: &Args, report: &Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    let svg_path = path.with_extension("svg");
+    let title = format!(
+        "{} scanners, {} store, ack {}: {:.1} MB/s, {:.0} pages/s, p99 {:.0} ms",
+        args.scanners,
+        report.store,
+        report.ack,
+        report.mb_per_s,
+        report.pages_per_s,
+        report.latency_ms.p99
+    );
+    std::fs::write(&svg_path, plot::svg(&report.timeline, &title))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    eprintln!("report: {}, chart: {}", path.display(), svg_path.display());
     Ok(())
 }
 

@@ -277,204 +277,12 @@ impl ServerConfig {
         let data_dir = data_dir
             .or(fc.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let tls = match (fc.tls.cert, fc.tls.key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Invalid {
-                    key: "tls.key".into(),
-                    reason: "tls.cert is set, so tls.key must be too".into(),
-                })
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    key: "tls.cert".into(),
-                    reason: "tls.key is set, so tls.cert must be too".into(),
-                })
-            }
-        };
+        let tls = resolve_tls(fc.tls)?;
         let (store, default_region) = parse_store(fc.store, "store", &data_dir)?;
-        let mut named = std::collections::HashMap::new();
-        for (name, section) in fc.stores {
-            let prefix = format!("stores.{name}");
-            let (kind, region) = parse_store(section, &prefix, &data_dir)?;
-            let region = region.ok_or(ConfigError::Invalid {
-                key: format!("{prefix}.region"),
-                reason: "every named store must say which region it is in".into(),
-            })?;
-            named.insert(name, (kind, region));
-        }
-        let mut routes = Vec::new();
-        let mut retention = std::collections::HashMap::new();
-        for (tenant, t) in fc.tenants {
-            let key = format!("tenants.{tenant}.store");
-            quire_codecs::wire::validate_id("tenant", &tenant).map_err(|e| {
-                ConfigError::Invalid {
-                    key: format!("tenants.{tenant}"),
-                    reason: e.to_string(),
-                }
-            })?;
-            let (kind, store_region) = match &t.store {
-                Some(name) => {
-                    let (kind, region) = named.get(name).ok_or(ConfigError::Invalid {
-                        key: key.clone(),
-                        reason: format!("no [stores.{name}] section"),
-                    })?;
-                    (Some(kind.clone()), Some(region.clone()))
-                }
-                None => (None, default_region.clone()),
-            };
-            match &t.region {
-                Some(region) if store_region.as_deref() != Some(region.as_str()) => {
-                    return Err(ConfigError::Invalid {
-                        key,
-                        reason: format!(
-                            "tenant {tenant} must stay in region {region}, but its store is in {}",
-                            store_region.as_deref().unwrap_or("no stated region")
-                        ),
-                    });
-                }
-                None if t.store.is_some() => {
-                    return Err(ConfigError::Invalid {
-                        key: format!("tenants.{tenant}.region"),
-                        reason: "a tenant routed to a store of its own must state its region"
-                            .into(),
-                    });
-                }
-                _ => {}
-            }
-            if let Some(text) = &t.retention {
-                let policy = text.parse().map_err(|reason| ConfigError::Invalid {
-                    key: format!("tenants.{tenant}.retention"),
-                    reason,
-                })?;
-                retention.insert(tenant.clone(), policy);
-            }
-            if let Some(kind) = kind {
-                routes.push((tenant, kind));
-            }
-        }
-        let mut pipeline = PipelineConfig::default();
-        let p = fc.pipeline;
-        if let Some(cs) = p.chunk_size {
-            if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
-                return Err(ConfigError::Invalid {
-                    key: "pipeline.chunk_size".into(),
-                    reason: format!("{cs} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"),
-                });
-            }
-            pipeline.chunk_size = cs;
-        }
-        if let Some(v) = p.single_put_limit {
-            pipeline.single_put_limit = v;
-        }
-        if let Some(v) = p.seal_window {
-            if v == 0 || v > 1024 {
-                return Err(ConfigError::Invalid {
-                    key: "pipeline.seal_window".into(),
-                    reason: format!("{v} is outside 1..=1024"),
-                });
-            }
-            pipeline.seal_window = v;
-        }
-        if let Some(v) = p.max_page_size {
-            if v == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "pipeline.max_page_size".into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
-            pipeline.max_page_size = v;
-        }
-        let sp = fc.spool;
-        let secs = |key: &str,
-                    v: Option<f64>,
-                    default: Duration|
-         -> Result<Duration, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(x) if x.is_finite() && x > 0.0 && x < 1e9 => Ok(Duration::from_secs_f64(x)),
-                Some(x) => Err(ConfigError::Invalid {
-                    key: key.into(),
-                    reason: format!("{x} is not a number of seconds > 0"),
-                }),
-            }
-        };
-        match sp.ack.as_deref() {
-            None | Some("stored") => pipeline.ack = AckMode::Stored,
-            Some("spooled") => pipeline.ack = AckMode::Spooled,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    key: "spool.ack".into(),
-                    reason: format!("{other:?} is neither \"stored\" nor \"spooled\""),
-                })
-            }
-        }
-        pipeline.ack_timeout = secs(
-            "spool.ack_timeout_secs",
-            sp.ack_timeout_secs,
-            pipeline.ack_timeout,
-        )?;
-        if let Some(v) = sp.upload_concurrency {
-            if v == 0 || v > 1024 {
-                return Err(ConfigError::Invalid {
-                    key: "spool.upload_concurrency".into(),
-                    reason: format!("{v} is outside 1..=1024"),
-                });
-            }
-            pipeline.upload_concurrency = v;
-        }
-        let defaults = SpoolConfig::default();
-        let spool = SpoolConfig {
-            capacity: match sp.capacity {
-                Some(0) => {
-                    return Err(ConfigError::Invalid {
-                        key: "spool.capacity".into(),
-                        reason: "must be at least 1 byte".into(),
-                    })
-                }
-                Some(v) => v,
-                None => defaults.capacity,
-            },
-            busy_wait: secs(
-                "spool.busy_wait_secs",
-                sp.busy_wait_secs,
-                defaults.busy_wait,
-            )?,
-            durable: pipeline.ack == AckMode::Spooled,
-            epoch_records: match sp.epoch_records {
-                Some(0) => {
-                    return Err(ConfigError::Invalid {
-                        key: "spool.epoch_records".into(),
-                        reason: "must be at least 1".into(),
-                    })
-                }
-                Some(v) => v,
-                None => defaults.epoch_records,
-            },
-            epoch_age: secs(
-                "spool.epoch_age_secs",
-                sp.epoch_age_secs,
-                defaults.epoch_age,
-            )?,
-            memory: sp.memory.unwrap_or(defaults.memory),
-        };
-        if let Some(v) = p.max_active_pages {
-            if v == 0 || v > 65536 {
-                return Err(ConfigError::Invalid {
-                    key: "pipeline.max_active_pages".into(),
-                    reason: format!("{v} is outside 1..=65536"),
-                });
-            }
-            pipeline.max_active_pages = v;
-        }
-        let max_streams_per_connection = p.max_streams_per_connection.unwrap_or(64);
-        if max_streams_per_connection == 0 || max_streams_per_connection > 4096 {
-            return Err(ConfigError::Invalid {
-                key: "pipeline.max_streams_per_connection".into(),
-                reason: format!("{max_streams_per_connection} is outside 1..=4096"),
-            });
-        }
+        let (routes, retention) =
+            resolve_tenants(fc.stores, fc.tenants, &data_dir, default_region)?;
+        let (pipeline, spool, max_streams_per_connection) =
+            resolve_pipeline(&fc.pipeline, &fc.spool)?;
         let dev_tenant = fc.dev.tenant.unwrap_or_else(|| "dev".into());
         quire_codecs::wire::validate_id("tenant", &dev_tenant).map_err(|e| {
             ConfigError::Invalid {
@@ -482,50 +290,23 @@ impl ServerConfig {
                 reason: e.to_string(),
             }
         })?;
-        let l = fc.limits;
-        let rate = |key: &'static str, v: Option<f64>| -> Result<f64, ConfigError> {
-            match v {
-                Some(x) if !(x.is_finite() && x >= 0.0) => Err(ConfigError::Invalid {
-                    key: key.into(),
-                    reason: format!("{x} is not a rate (a number >= 0; 0 means unlimited)"),
-                }),
-                Some(x) => Ok(x),
-                None => Ok(0.0),
-            }
-        };
-        let limits = crate::limits::LimitConfig {
-            device_pages_per_sec: rate("limits.device_pages_per_sec", l.device_pages_per_sec)?,
-            device_bytes_per_sec: rate("limits.device_bytes_per_sec", l.device_bytes_per_sec)?,
-            tenant_pages_per_sec: rate("limits.tenant_pages_per_sec", l.tenant_pages_per_sec)?,
-            tenant_bytes_per_sec: rate("limits.tenant_bytes_per_sec", l.tenant_bytes_per_sec)?,
-            device_concurrent_jobs: l.device_concurrent_jobs.unwrap_or(0),
-        };
-        let sweep_interval = match fc.retention.sweep_interval_secs {
-            None => Duration::from_secs(3600),
-            Some(x) if x.is_finite() && x > 0.0 && x < 1e9 => Duration::from_secs_f64(x),
-            Some(x) => {
-                return Err(ConfigError::Invalid {
-                    key: "retention.sweep_interval_secs".into(),
-                    reason: format!("{x} is not a number of seconds > 0"),
-                })
-            }
-        };
-        let uncommitted_ttl = match fc.retention.uncommitted_ttl_secs {
-            None => Duration::from_secs(7 * 24 * 3600),
-            Some(x) if x.is_finite() && x > 0.0 && x < 1e10 => Duration::from_secs_f64(x),
-            Some(x) => {
-                return Err(ConfigError::Invalid {
-                    key: "retention.uncommitted_ttl_secs".into(),
-                    reason: format!("{x} is not a number of seconds > 0"),
-                })
-            }
-        };
+        let limits = resolve_limits(&fc.limits)?;
+        let sweep_interval = seconds(
+            "retention.sweep_interval_secs",
+            fc.retention.sweep_interval_secs,
+            Duration::from_secs(3600),
+        )?;
+        let uncommitted_ttl = seconds(
+            "retention.uncommitted_ttl_secs",
+            fc.retention.uncommitted_ttl_secs,
+            Duration::from_secs(7 * 24 * 3600),
+        )?;
         Ok(ServerConfig {
             retention,
             sweep_interval,
             uncommitted_ttl,
             spool,
-            spool_key_dir: sp.key_dir,
+            spool_key_dir: fc.spool.key_dir,
             routes,
             limits,
             listen,
@@ -537,6 +318,245 @@ impl ServerConfig {
             dev_bootstrap: fc.dev.bootstrap.unwrap_or(true),
             dev_tenant,
         })
+    }
+}
+
+/// Both of `[tls] cert` and `key`, or neither (a generated development certificate).
+fn resolve_tls(t: TlsSection) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    Ok(match (t.cert, t.key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid {
+                key: "tls.key".into(),
+                reason: "tls.cert is set, so tls.key must be too".into(),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert".into(),
+                reason: "tls.key is set, so tls.cert must be too".into(),
+            })
+        }
+    })
+}
+
+type Routes = Vec<(String, StoreKind)>;
+type Retention = std::collections::HashMap<String, crate::retention::Policy>;
+
+/// The named stores and the tenants routed to them, each checked against its region, and
+/// the tenants' retention policies.
+fn resolve_tenants(
+    stores: std::collections::HashMap<String, StoreSection>,
+    tenants: std::collections::HashMap<String, TenantSection>,
+    data_dir: &Path,
+    default_region: Option<String>,
+) -> Result<(Routes, Retention), ConfigError> {
+    let mut named = std::collections::HashMap::new();
+    for (name, section) in stores {
+        let prefix = format!("stores.{name}");
+        let (kind, region) = parse_store(section, &prefix, data_dir)?;
+        let region = region.ok_or(ConfigError::Invalid {
+            key: format!("{prefix}.region"),
+            reason: "every named store must say which region it is in".into(),
+        })?;
+        named.insert(name, (kind, region));
+    }
+    let mut routes = Vec::new();
+    let mut retention = std::collections::HashMap::new();
+    for (tenant, t) in tenants {
+        let key = format!("tenants.{tenant}.store");
+        quire_codecs::wire::validate_id("tenant", &tenant).map_err(|e| ConfigError::Invalid {
+            key: format!("tenants.{tenant}"),
+            reason: e.to_string(),
+        })?;
+        let (kind, store_region) = match &t.store {
+            Some(name) => {
+                let (kind, region) = named.get(name).ok_or(ConfigError::Invalid {
+                    key: key.clone(),
+                    reason: format!("no [stores.{name}] section"),
+                })?;
+                (Some(kind.clone()), Some(region.clone()))
+            }
+            None => (None, default_region.clone()),
+        };
+        match &t.region {
+            Some(region) if store_region.as_deref() != Some(region.as_str()) => {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "tenant {tenant} must stay in region {region}, but its store is in {}",
+                        store_region.as_deref().unwrap_or("no stated region")
+                    ),
+                });
+            }
+            None if t.store.is_some() => {
+                return Err(ConfigError::Invalid {
+                    key: format!("tenants.{tenant}.region"),
+                    reason: "a tenant routed to a store of its own must state its region".into(),
+                });
+            }
+            _ => {}
+        }
+        if let Some(text) = &t.retention {
+            let policy = text.parse().map_err(|reason| ConfigError::Invalid {
+                key: format!("tenants.{tenant}.retention"),
+                reason,
+            })?;
+            retention.insert(tenant.clone(), policy);
+        }
+        if let Some(kind) = kind {
+            routes.push((tenant, kind));
+        }
+    }
+    Ok((routes, retention))
+}
+
+/// `[pipeline]` and `[spool]`: the stages' settings and the spool's, and the streams one
+/// connection may open.
+fn resolve_pipeline(
+    p: &PipelineSection,
+    sp: &SpoolSection,
+) -> Result<(PipelineConfig, SpoolConfig, u32), ConfigError> {
+    let mut pipeline = PipelineConfig::default();
+    if let Some(cs) = p.chunk_size {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&cs) {
+            return Err(ConfigError::Invalid {
+                key: "pipeline.chunk_size".into(),
+                reason: format!("{cs} is outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"),
+            });
+        }
+        pipeline.chunk_size = cs;
+    }
+    if let Some(v) = p.single_put_limit {
+        pipeline.single_put_limit = v;
+    }
+    if let Some(v) = p.seal_window {
+        if v == 0 || v > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "pipeline.seal_window".into(),
+                reason: format!("{v} is outside 1..=1024"),
+            });
+        }
+        pipeline.seal_window = v;
+    }
+    if let Some(v) = p.max_page_size {
+        if v == 0 {
+            return Err(ConfigError::Invalid {
+                key: "pipeline.max_page_size".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        pipeline.max_page_size = v;
+    }
+    match sp.ack.as_deref() {
+        None | Some("stored") => pipeline.ack = AckMode::Stored,
+        Some("spooled") => pipeline.ack = AckMode::Spooled,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "spool.ack".into(),
+                reason: format!("{other:?} is neither \"stored\" nor \"spooled\""),
+            })
+        }
+    }
+    pipeline.ack_timeout = seconds(
+        "spool.ack_timeout_secs",
+        sp.ack_timeout_secs,
+        pipeline.ack_timeout,
+    )?;
+    if let Some(v) = sp.upload_concurrency {
+        if v == 0 || v > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "spool.upload_concurrency".into(),
+                reason: format!("{v} is outside 1..=1024"),
+            });
+        }
+        pipeline.upload_concurrency = v;
+    }
+    let defaults = SpoolConfig::default();
+    let spool = SpoolConfig {
+        capacity: match sp.capacity {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    key: "spool.capacity".into(),
+                    reason: "must be at least 1 byte".into(),
+                })
+            }
+            Some(v) => v,
+            None => defaults.capacity,
+        },
+        busy_wait: seconds(
+            "spool.busy_wait_secs",
+            sp.busy_wait_secs,
+            defaults.busy_wait,
+        )?,
+        durable: pipeline.ack == AckMode::Spooled,
+        epoch_records: match sp.epoch_records {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    key: "spool.epoch_records".into(),
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(v) => v,
+            None => defaults.epoch_records,
+        },
+        epoch_age: seconds(
+            "spool.epoch_age_secs",
+            sp.epoch_age_secs,
+            defaults.epoch_age,
+        )?,
+        memory: sp.memory.unwrap_or(defaults.memory),
+    };
+    if let Some(v) = p.max_active_pages {
+        if v == 0 || v > 65536 {
+            return Err(ConfigError::Invalid {
+                key: "pipeline.max_active_pages".into(),
+                reason: format!("{v} is outside 1..=65536"),
+            });
+        }
+        pipeline.max_active_pages = v;
+    }
+    let max_streams_per_connection = p.max_streams_per_connection.unwrap_or(64);
+    if max_streams_per_connection == 0 || max_streams_per_connection > 4096 {
+        return Err(ConfigError::Invalid {
+            key: "pipeline.max_streams_per_connection".into(),
+            reason: format!("{max_streams_per_connection} is outside 1..=4096"),
+        });
+    }
+    Ok((pipeline, spool, max_streams_per_connection))
+}
+
+/// `[limits]`: rates (0 = unlimited) and jobs in progress per device.
+fn resolve_limits(l: &LimitsSection) -> Result<crate::limits::LimitConfig, ConfigError> {
+    let rate = |key: &'static str, v: Option<f64>| -> Result<f64, ConfigError> {
+        match v {
+            Some(x) if !(x.is_finite() && x >= 0.0) => Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: format!("{x} is not a rate (a number >= 0; 0 means unlimited)"),
+            }),
+            Some(x) => Ok(x),
+            None => Ok(0.0),
+        }
+    };
+    Ok(crate::limits::LimitConfig {
+        device_pages_per_sec: rate("limits.device_pages_per_sec", l.device_pages_per_sec)?,
+        device_bytes_per_sec: rate("limits.device_bytes_per_sec", l.device_bytes_per_sec)?,
+        tenant_pages_per_sec: rate("limits.tenant_pages_per_sec", l.tenant_pages_per_sec)?,
+        tenant_bytes_per_sec: rate("limits.tenant_bytes_per_sec", l.tenant_bytes_per_sec)?,
+        device_concurrent_jobs: l.device_concurrent_jobs.unwrap_or(0),
+    })
+}
+
+/// A number of seconds > 0 from the config, or `default` when absent.
+fn seconds(key: &str, v: Option<f64>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(x) if x.is_finite() && x > 0.0 && x < 1e10 => Ok(Duration::from_secs_f64(x)),
+        Some(x) => Err(ConfigError::Invalid {
+            key: key.into(),
+            reason: format!("{x} is not a number of seconds > 0"),
+        }),
     }
 }
 

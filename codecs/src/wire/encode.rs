@@ -80,6 +80,13 @@ fn put_entries(out: &mut BytesMut, pages: &[PageEntry]) {
 
 fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
     match frame {
+        Frame::AdminToken { .. }
+        | Frame::AdminIssued { .. }
+        | Frame::AdminDevices(_)
+        | Frame::AdminJobs(_)
+        | Frame::AdminDelivered { .. }
+        | Frame::AdminKey { .. }
+        | Frame::AdminStatus { .. } => encode_admin_answer(frame, out),
         Frame::Hello {
             tenant,
             device_id,
@@ -109,14 +116,6 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             out.put_slice(token);
             put_str(out, device_id);
             kind::ENROLL
-        }
-        Frame::AdminToken {
-            token,
-            expires_unix,
-        } => {
-            out.put_slice(token);
-            out.put_u64(*expires_unix);
-            kind::ADMIN_TOKEN
         }
         Frame::JobStatus { committed, pages } => {
             out.put_u8(*committed as u8);
@@ -193,6 +192,30 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             req.put(out);
             kind::ADMIN
         }
+        Frame::Error { code, message } => {
+            out.put_u16(code.to_u16());
+            // Bounded so that an error can always be encoded within MAX_CONTROL_LEN.
+            let mut end = message.len().min(4096);
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            put_str(out, &message[..end]);
+            kind::ERROR
+        }
+    }
+}
+
+/// The bodies of the server's answers to administrative requests.
+fn encode_admin_answer(frame: &Frame, out: &mut BytesMut) -> u8 {
+    match frame {
+        Frame::AdminToken {
+            token,
+            expires_unix,
+        } => {
+            out.put_slice(token);
+            out.put_u64(*expires_unix);
+            kind::ADMIN_TOKEN
+        }
         Frame::AdminIssued {
             device_id,
             tenant,
@@ -258,15 +281,6 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
             out.put_u64(*committed_bytes);
             kind::ADMIN_STATUS
         }
-        Frame::Error { code, message } => {
-            out.put_u16(code.to_u16());
-            // Bounded so that an error can always be encoded within MAX_CONTROL_LEN.
-            let mut end = message.len().min(4096);
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            put_str(out, &message[..end]);
-            kind::ERROR
-        }
+        _ => unreachable!("routed here by encode_body for admin answers only"),
     }
 }

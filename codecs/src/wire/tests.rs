@@ -81,6 +81,10 @@ fn all_frames() -> Vec<Frame> {
             tenant: "acme".into(),
             job_id: "job-7".into(),
         }),
+        Frame::Admin(AdminRequest::JobAbort {
+            tenant: "acme".into(),
+            job_id: "job-8".into(),
+        }),
         Frame::AdminJobs(vec![JobInfo {
             job_id: "job-7".into(),
             pages: 3,
