@@ -18,7 +18,7 @@ fn make_job(dir: &std::path::Path, n: usize) {
 
 #[test]
 fn a_3000_page_job_with_255_byte_names_reads_back_resumes_and_delivers() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let job = server.path().join("batch");
     make_job(&job, 3000);
     let id = server.push_ok(&job, &["--no-progress", "--concurrency", "32"]);
@@ -62,7 +62,7 @@ fn a_3000_page_job_with_255_byte_names_reads_back_resumes_and_delivers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_3000_page_push_resumes() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let job = server.path().join("batch");
     make_job(&job, 3000);
     // The first run stops after 2000 pages: sent through the client library, no commit,

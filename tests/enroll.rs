@@ -7,7 +7,7 @@ use common::*;
 
 #[test]
 fn a_scanner_enrolls_waits_for_an_admin_then_sends() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
     let o = server.quire(&[
@@ -126,7 +126,7 @@ fn a_scanner_enrolls_waits_for_an_admin_then_sends() {
 
 #[test]
 fn a_malformed_token_is_refused_locally() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let o = server.quire(&[
         "enroll",
         "--server",

@@ -51,7 +51,7 @@ fn second_tenant(server: &TestServer) -> (std::path::PathBuf, std::path::PathBuf
 
 #[test]
 fn same_job_ids_in_two_tenants_stay_apart() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let (acme, _) = second_tenant(&server);
     let a = server.path().join("a");
     let b = server.path().join("b");
@@ -106,7 +106,7 @@ fn same_job_ids_in_two_tenants_stay_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tenants_jobs_are_indistinguishable_from_missing_ones() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let (acme, _) = second_tenant(&server);
     server.push_ok(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job"),
@@ -179,7 +179,7 @@ async fn another_tenants_jobs_are_indistinguishable_from_missing_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_tricks_in_job_ids_and_page_names_are_refused() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     // Locally, before anything is sent.
     let dir = server.path().join("j");
     std::fs::create_dir(&dir).unwrap();
@@ -240,7 +240,7 @@ async fn path_tricks_in_job_ids_and_page_names_are_refused() {
 
 #[test]
 fn a_tenant_admin_cannot_see_or_touch_another_tenant() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let (_, acme_admin) = second_tenant(&server);
     let cases: [(&[&str], &str); 4] = [
         (

@@ -37,7 +37,7 @@ fn page_objects(server: &TestServer, job: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_racing_for_one_job_id_never_mix() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let b_cred = server.create_device("dev", "scanner-b", "device", true);
     let a = server.connect().await;
     let b = connect(&server, &b_cred).await;
@@ -112,7 +112,7 @@ async fn two_devices_racing_for_one_job_id_never_mix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_upload_is_aborted_by_an_admin_and_its_id_freed() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let a = server.connect().await;
     let bar = indicatif::ProgressBar::hidden();
     let up = Upload::new("stuck");
@@ -184,7 +184,7 @@ async fn refused(conn: &Connection, frame: Frame) -> (Option<ErrorCode>, String)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_push_of_the_same_device_cannot_join_an_upload() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     // The same credential, two connections: two `quire push` processes, or two machines.
     let (first, second) = (server.connect().await, server.connect().await);
     let bar = indicatif::ProgressBar::hidden();
@@ -265,7 +265,7 @@ async fn a_second_push_of_the_same_device_cannot_join_an_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_push_resumes_as_the_same_upload() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let dir = pages(&server, "resumed", 3);
     let conn = server.connect().await;
     // What a killed `quire push --job again` left: its journal names the upload, and one
@@ -304,7 +304,7 @@ async fn an_interrupted_push_resumes_as_the_same_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_an_older_client_left_unfinished_is_resumed() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let dir = pages(&server, "older", 2);
     let conn = server.connect().await;
     // An older client stored a page without naming an upload, and its journal is the

@@ -37,7 +37,7 @@ fn headers(server: &TestServer) -> HashMap<PathBuf, (u32, Vec<u8>)> {
 
 #[test]
 fn rotate_rewrap_and_shred() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
     let job_a = server.push_ok(&samples, &["--no-progress", "--job", "before-rotation"]);
 
@@ -111,7 +111,7 @@ fn rotate_rewrap_and_shred() {
 
 #[test]
 fn key_operations_need_the_right_role() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let (ok, out) = admin(&server, &["tenant", "create", "acme"]);
     assert!(ok, "{out}");
     let ta = server.path().join("acme-admin.cred");

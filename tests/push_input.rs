@@ -23,7 +23,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[test]
 fn running_the_same_command_again_stores_nothing_twice() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let a = server.path().join("a");
     let b = server.path().join("b");
     for d in [&a, &b] {
@@ -80,7 +80,7 @@ fn running_the_same_command_again_stores_nothing_twice() {
 
 #[test]
 fn links_hidden_and_special_files_are_skipped_with_a_warning() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let job = server.path().join("job");
     std::fs::create_dir(&job).unwrap();
     std::fs::write(job.join("page.jpg"), b"the page").unwrap();

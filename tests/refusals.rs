@@ -71,7 +71,7 @@ async fn stored_pages(conn: &Connection, job: &str) -> Vec<PageEntry> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_refused_with_their_reason() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let secret = server.dev_secret();
 
     let e = server
@@ -123,7 +123,7 @@ async fn bad_credentials_are_refused_with_their_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_sends_only_while_enabled() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
     let cred = server.create_device("dev", "scanner-2", "device", false);
@@ -202,7 +202,7 @@ async fn a_device_sends_only_while_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pages_are_refused_and_nothing_is_stored() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let conn = server.connect().await;
     let data = vec![7u8; 100_000];
 
@@ -297,7 +297,7 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
 fn disabling_a_device_stops_its_running_job_within_a_second() {
     use std::io::{BufRead, BufReader};
     use std::time::Instant;
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
     let cred = server.create_device("dev", "scanner-3", "device", true);
@@ -360,7 +360,7 @@ fn disabling_a_device_stops_its_running_job_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_a_credential_voids_the_old_one_at_once() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
     let old = server.create_device("dev", "scanner-r", "device", true);

@@ -166,3 +166,28 @@ fn a_retention_period_expires_jobs_and_a_tenant_hold_blocks_it() {
     let released = server.quire(&["admin", "hold", "release", "--tenant", "dev"]);
     assert!(!released.status.success(), "no hold left to release");
 }
+
+#[test]
+fn a_seven_year_retention_deletes_after_seven_calendar_years_and_not_a_day_before() {
+    let clock = std::sync::Arc::new(quire_server::clock::ShiftedClock::default());
+    let server = TestServer::in_process_with(
+        "[tenants.dev]\nretention = \"7y\"\n[retention]\nsweep_interval_secs = 0.1\n",
+        clock.clone(),
+    );
+    let dir = job_from_samples(&server, "kept-7y", 2);
+    let job = server.push_ok(&dir, &["--no-progress"]);
+    assert_eq!(objects_of(&server, &job), 3);
+    const DAY: i64 = 86_400;
+    // Seven calendar years from today span 2,556 or 2,557 days (one or two 29 Februaries).
+    clock.advance(2_555 * DAY);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(objects_of(&server, &job), 3, "deleted before its time");
+    assert!(deletions_of(&server, &job).is_empty());
+    clock.advance(3 * DAY);
+    wait_until("the job to be deleted", || objects_of(&server, &job) == 0);
+    let recorded = deletions_of(&server, &job);
+    assert!(
+        recorded.len() == 1 && recorded[0].contains("retention period ended"),
+        "{recorded:?}"
+    );
+}

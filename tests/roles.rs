@@ -56,7 +56,7 @@ fn service_admin_with_two_tenants(server: &TestServer) -> Who<'_> {
 
 #[test]
 fn operators_and_support_partners_see_only_what_they_may() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let root = service_admin_with_two_tenants(&server);
     let mk = |tenant: &str, id: &str, role: &str| {
         let out = server.path().join(format!("{id}.cred"));
@@ -147,7 +147,7 @@ fn operators_and_support_partners_see_only_what_they_may() {
 
 #[test]
 fn revoked_is_final_for_every_administrator() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     let root = Who {
         server: &server,
         cred: server.admin_cred_path(),
@@ -209,7 +209,7 @@ fn revoked_is_final_for_every_administrator() {
 
 #[test]
 fn operators_and_support_partners_read_documents_only_under_a_grant_with_a_reason() {
-    let server = TestServer::start();
+    let server = TestServer::in_process();
     service_admin_with_two_tenants(&server);
     let scanner = server.create_device("acme", "acme-scanner", "device", true);
     let acme_admin = Who {

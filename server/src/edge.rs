@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub window: std::sync::atomic::AtomicU64,
     /// Open connections by device, so that disabling a device cuts it off at once.
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
+    /// The time retention and collection decisions go by.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl State {
@@ -187,6 +189,14 @@ impl Server {
     /// Opens the stores, loads or creates the TLS identity and the development credentials,
     /// and binds the QUIC endpoint.
     pub async fn start(config: ServerConfig) -> Result<Server, ServeError> {
+        Self::start_with_clock(config, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// Like [`Server::start`], with retention and collection going by `clock`.
+    pub async fn start_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> Result<Server, ServeError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
             path: dir.clone(),
@@ -256,6 +266,7 @@ impl Server {
                 window: std::sync::atomic::AtomicU64::new(0),
                 limits: limits::Limits::new(config.limits),
                 retention: config.retention.clone(),
+                clock,
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),

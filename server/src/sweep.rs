@@ -12,7 +12,6 @@ use std::time::Duration;
 use quire_pipeline::keys;
 use tracing::{error, info, warn};
 
-use crate::meta::now_unix;
 use crate::retention::{Due, Policy};
 use crate::State;
 
@@ -69,7 +68,8 @@ pub(crate) async fn delete_job(
     }
     let meta = state.meta.clone();
     let (t, j) = (tenant.to_string(), job.to_string());
-    tokio::task::spawn_blocking(move || meta.mark_deleted(&t, &j, now_unix()))
+    let at = state.clock.now_unix();
+    tokio::task::spawn_blocking(move || meta.mark_deleted(&t, &j, at))
         .await
         .expect("metadata task panicked")
         .map_err(|e| e.to_string())?;
@@ -203,8 +203,9 @@ pub(crate) fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            sweep_once(&state, now_unix()).await;
-            collect_uncommitted(&state, now_unix(), uncommitted_ttl).await;
+            let now = state.clock.now_unix();
+            sweep_once(&state, now).await;
+            collect_uncommitted(&state, now, uncommitted_ttl).await;
         }
     })
 }

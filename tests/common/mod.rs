@@ -1,5 +1,7 @@
-//! Test harness: a real `quire serve` child process in a temporary directory, and helpers to
-//! run the real CLI against it from that directory (so its defaults are what is tested).
+//! Test harness: a real Quire server in a temporary directory, either a `quire serve` child
+//! process (where the process boundary is the point: crash, kill -9, its log, its memory) or
+//! the same `Server` in process on a thread of its own (the request-layer tests), and helpers
+//! to run the real CLI against it from that directory (so its defaults are what is tested).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -36,6 +38,11 @@ pub struct TestServer {
     /// Whether to pass `--config quire.toml`.
     config: bool,
     pub log: PathBuf,
+    /// The in-process server's thread and the signal that stops it.
+    in_process: Option<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 impl TestServer {
@@ -56,6 +63,7 @@ impl TestServer {
             child: None,
             stdout: None,
             config: true,
+            in_process: None,
         };
         s.spawn("127.0.0.1:0");
         s
@@ -70,9 +78,66 @@ impl TestServer {
             stdout: None,
             config: false,
             log,
+            in_process: None,
         };
         s.spawn("127.0.0.1:0");
         s
+    }
+
+    /// The real server on its embedded defaults, in this process on a thread and runtime of
+    /// its own (no child process, no log file: `kill`, `restart`, `pid` and the log are for
+    /// child servers).
+    pub fn in_process() -> TestServer {
+        Self::in_process_with("", std::sync::Arc::new(quire_server::clock::SystemClock))
+    }
+
+    /// [`TestServer::in_process`] with `toml` as its configuration file and retention going
+    /// by `clock`.
+    pub fn in_process_with(
+        toml: &str,
+        clock: std::sync::Arc<dyn quire_server::clock::Clock>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("quire-data");
+        let config_file = dir.path().join("quire.toml");
+        std::fs::write(&config_file, toml).unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let config = quire_server::config::ServerConfig::load(
+                    Some(&config_file),
+                    Some("127.0.0.1:0".parse().unwrap()),
+                    Some(data_dir),
+                )
+                .unwrap();
+                let server = quire_server::Server::start_with_clock(config, clock);
+                let server = std::sync::Arc::new(server.await.unwrap());
+                addr_tx.send(server.local_addr()).unwrap();
+                let running = {
+                    let s = server.clone();
+                    tokio::spawn(async move { s.run().await })
+                };
+                let _ = stop_rx.await;
+                server.shutdown().await;
+                let _ = running.await;
+            });
+        });
+        let addr = addr_rx.recv().expect("in-process server started");
+        TestServer {
+            log: dir.path().join("serve.log"),
+            dir,
+            addr,
+            child: None,
+            stdout: None,
+            config: false,
+            in_process: Some((thread, stop_tx)),
+        }
     }
 
     fn spawn(&mut self, listen: &str) {
@@ -124,6 +189,10 @@ impl TestServer {
     }
 
     pub fn kill(&mut self) {
+        if let Some((thread, stop)) = self.in_process.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

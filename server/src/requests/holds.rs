@@ -91,7 +91,7 @@ pub(super) async fn holds(
                 match policy.due(
                     row.committed_unix,
                     row.delivered_unix,
-                    crate::meta::now_unix(),
+                    state.clock.now_unix(),
                 ) {
                     Some(why) => {
                         match crate::sweep::delete_job(
