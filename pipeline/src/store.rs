@@ -15,11 +15,13 @@ use quire_storage::{Store, StoreError, Upload};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use crate::spool::{Delivery, Record};
+use crate::spool::{self, Delivery, Record};
+use crate::PipelineError;
+use quire_codecs::wire::PageEntry;
 
-/// What the seal stage sends the store stage.
+/// What the seal stage sends the next stage (the spool, or the store directly).
 #[derive(Debug)]
-pub enum ToStore {
+pub enum FromSeal {
     /// The next sealed bytes of the object, in order.
     Sealed(Bytes),
     /// Every byte was sent and the page checked out: make the object visible.
@@ -38,7 +40,7 @@ pub async fn write_object(
     key: String,
     expected_len: u64,
     single_put_limit: u64,
-    mut rx: mpsc::Receiver<ToStore>,
+    mut rx: mpsc::Receiver<FromSeal>,
 ) -> Result<Option<u64>, StoreError> {
     let mut sink = if expected_len <= single_put_limit {
         Sink::Buffer(BytesMut::with_capacity(expected_len as usize))
@@ -48,7 +50,7 @@ pub async fn write_object(
     let mut written = 0u64;
     while let Some(msg) = rx.recv().await {
         match msg {
-            ToStore::Sealed(b) => {
+            FromSeal::Sealed(b) => {
                 written += b.len() as u64;
                 let wrote = match &mut sink {
                     Sink::Buffer(buf) => {
@@ -66,7 +68,7 @@ pub async fn write_object(
                     return Err(e);
                 }
             }
-            ToStore::Commit => {
+            FromSeal::Commit => {
                 match sink {
                     Sink::Buffer(buf) => store.put_new(&key, buf.freeze()).await?,
                     Sink::Upload(up) => up.finish().await?,
@@ -190,7 +192,7 @@ impl crate::Pipeline {
         ));
         let mut sent_all = true;
         while let Some(b) = body_rx.recv().await {
-            if to_store.send(ToStore::Sealed(b)).await.is_err() {
+            if to_store.send(FromSeal::Sealed(b)).await.is_err() {
                 sent_all = false; // the store stage failed; its error says why
                 break;
             }
@@ -198,7 +200,7 @@ impl crate::Pipeline {
         drop(body_rx);
         let read = reader.await.expect("spool reader panicked");
         if read.is_ok() && sent_all {
-            let _ = to_store.send(ToStore::Commit).await;
+            let _ = to_store.send(FromSeal::Commit).await;
         }
         drop(to_store);
         let written = writer.await.expect("store stage panicked");
@@ -243,3 +245,78 @@ impl crate::Pipeline {
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How long ingest waits for the store to say whether a key exists before spooling anyway.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What became of a direct store write.
+pub(crate) enum Direct {
+    Stored(u64),
+    /// Something is at the key already: the caller compares.
+    Exists,
+    /// The store failed; the object is now a spool record.
+    Spilled(Arc<Record>),
+}
+
+/// The store side of ingest: a small page written straight from memory, and the check
+/// whether a retried page is stored already.
+impl crate::Pipeline {
+    /// The fast path of `ack = "stored"`: a small sealed object goes to the store straight
+    /// from memory. If the store fails or does not answer within `ack_timeout`, the object is
+    /// written to the spool after all and the delivery stage retries it from there, so a page
+    /// never depends on memory for longer than one attempt. With `ack = "stored"` the spool
+    /// file would add nothing to durability (the scanner resends anything not acknowledged),
+    /// only disk traffic.
+    pub(crate) async fn put_direct(
+        &self,
+        tenant: &str,
+        key: &str,
+        entry: &PageEntry,
+        sealed: Bytes,
+        reservation: spool::Reservation,
+    ) -> Result<Direct, PipelineError> {
+        let store = self.store_for(tenant);
+        let len = sealed.len() as u64;
+        let why =
+            match tokio::time::timeout(self.config.ack_timeout, store.put_new(key, sealed.clone()))
+                .await
+            {
+                Ok(Ok(())) => return Ok(Direct::Stored(len)),
+                Ok(Err(StoreError::AlreadyExists(_))) => return Ok(Direct::Exists),
+                Ok(Err(e)) if e.is_retryable() => e.to_string(),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => format!("no answer within {:?}", self.config.ack_timeout),
+            };
+        tracing::debug!(object = key, error = %why, "direct store write failed; spooling");
+        let record = self
+            .spool_sealed(reservation, key, entry.sha256, entry.size, sealed)
+            .await?;
+        Ok(Direct::Spilled(record))
+    }
+
+    /// Whether the store already holds `key`. A store that cannot answer (an outage) counts
+    /// as "no": the object is spooled anyway, and the delivery stage checks again before it
+    /// writes, so a retry is still never stored twice.
+    pub(crate) async fn stored_already(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<bool, PipelineError> {
+        let store = self.store_for(tenant);
+        match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.exists(key)).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) if e.is_retryable() => {
+                tracing::debug!(error = %e, "store unreachable; spooling without checking");
+                Ok(false)
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                tracing::debug!(
+                    store = store.name(),
+                    "store did not answer; spooling without checking"
+                );
+                Ok(false)
+            }
+        }
+    }
+}

@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 
 use crate::compress::{self, Compressor};
 use crate::erase;
-use crate::hash::PageHasher;
+use crate::hash::{self, PageHasher};
 use crate::keys;
 use crate::seal::{on_rayon, SealWindow};
 use crate::spool::{self, AckMode, Delivery, Record, SpoolError};
-use crate::store::ToStore;
+use crate::store::{Direct, FromSeal};
 use crate::{Pipeline, PipelineError};
 use quire_storage::StoreError;
 
@@ -120,12 +120,9 @@ fn seal_whole_page(
     let mut chunks = seq.absorb(parts);
     let (digest, _, tail) = seq.finish();
     chunks.extend(tail);
-    if digest != declared {
+    if let Err(e) = hash::check_digest(declared, digest) {
         chunks.into_iter().for_each(|c| erase::wipe_vec(c.data));
-        return Err(PipelineError::IntegrityMismatch {
-            declared: hex::encode(declared),
-            actual: hex::encode(digest),
-        });
+        return Err(e);
     }
     // Chunks are independent: an idle rayon worker takes some; a busy one leaves them here.
     chunks
@@ -139,9 +136,6 @@ fn seal_whole_page(
     }
     Ok(out.freeze())
 }
-
-/// How long ingest waits for the store to say whether a key exists before spooling anyway.
-const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Most page bytes gathered into one rayon task; amortises the hand-off for small network reads.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -246,7 +240,7 @@ impl Pipeline {
             )
             .await;
         if outcome.is_ok() {
-            let _ = to_spool.send(ToStore::Commit).await;
+            let _ = to_spool.send(FromSeal::Commit).await;
         }
         drop(to_spool);
         let written = writer.await.expect("spool stage panicked");
@@ -303,12 +297,9 @@ impl Pipeline {
                 }
             }
         }
-        if received != entry.size {
+        if let Err(e) = hash::check_length(entry.size, received) {
             wipe_all(parts);
-            return Err(PipelineError::Truncated {
-                declared: entry.size,
-                got: received,
-            });
+            return Err(e);
         }
         let (kek_ref, kek) = self.vault.current_kek(tenant)?;
         let chunk_size = self.config.chunk_size;
@@ -329,61 +320,6 @@ impl Pipeline {
             Direct::Spilled(record) => {
                 let stored_bytes = self.same_or_conflict(&record, &entry).await?;
                 Ok(Receipt::new(entry, key, stored_bytes, false))
-            }
-        }
-    }
-
-    /// The fast path of `ack = "stored"`: a small sealed object goes to the store straight
-    /// from memory. If the store fails or does not answer within `ack_timeout`, the object is
-    /// written to the spool after all and the delivery stage retries it from there, so a page
-    /// never depends on memory for longer than one attempt. With `ack = "stored"` the spool
-    /// file would add nothing to durability (the scanner resends anything not acknowledged),
-    /// only disk traffic.
-    async fn put_direct(
-        &self,
-        tenant: &str,
-        key: &str,
-        entry: &PageEntry,
-        sealed: Bytes,
-        reservation: spool::Reservation,
-    ) -> Result<Direct, PipelineError> {
-        let store = self.store_for(tenant);
-        let len = sealed.len() as u64;
-        let why =
-            match tokio::time::timeout(self.config.ack_timeout, store.put_new(key, sealed.clone()))
-                .await
-            {
-                Ok(Ok(())) => return Ok(Direct::Stored(len)),
-                Ok(Err(StoreError::AlreadyExists(_))) => return Ok(Direct::Exists),
-                Ok(Err(e)) if e.is_retryable() => e.to_string(),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => format!("no answer within {:?}", self.config.ack_timeout),
-            };
-        tracing::debug!(object = key, error = %why, "direct store write failed; spooling");
-        let record = self
-            .spool_sealed(reservation, key, entry.sha256, entry.size, sealed)
-            .await?;
-        Ok(Direct::Spilled(record))
-    }
-
-    /// Whether the store already holds `key`. A store that cannot answer (an outage) counts
-    /// as "no": the object is spooled anyway, and the delivery stage checks again before it
-    /// writes, so a retry is still never stored twice.
-    async fn stored_already(&self, tenant: &str, key: &str) -> Result<bool, PipelineError> {
-        let store = self.store_for(tenant);
-        match tokio::time::timeout(STORE_CHECK_TIMEOUT, store.exists(key)).await {
-            Ok(Ok(found)) => Ok(found),
-            Ok(Err(e)) if e.is_retryable() => {
-                tracing::debug!(error = %e, "store unreachable; spooling without checking");
-                Ok(false)
-            }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => {
-                tracing::debug!(
-                    store = store.name(),
-                    "store did not answer; spooling without checking"
-                );
-                Ok(false)
             }
         }
     }
@@ -457,7 +393,7 @@ impl Pipeline {
 
     /// Writes a whole sealed object held in memory into a committed spool record, under the
     /// room already reserved for it.
-    async fn spool_sealed(
+    pub(crate) async fn spool_sealed(
         &self,
         reservation: spool::Reservation,
         key: &str,
@@ -487,11 +423,11 @@ impl Pipeline {
         first: Vec<Bytes>,
         mut ended: bool,
         input: &mut mpsc::Receiver<PageInput>,
-        to_spool: &mpsc::Sender<ToStore>,
+        to_spool: &mpsc::Sender<FromSeal>,
     ) -> Result<(), PipelineError> {
         let send = |b: Bytes| async move {
             to_spool
-                .send(ToStore::Sealed(b))
+                .send(FromSeal::Sealed(b))
                 .await
                 .map_err(|_| PipelineError::Abandoned)
         };
@@ -560,21 +496,11 @@ impl Pipeline {
                 None => return Err(PipelineError::Abandoned),
             }
         }
-        if received != entry.size {
-            return Err(PipelineError::Truncated {
-                declared: entry.size,
-                got: received,
-            });
-        }
+        hash::check_length(entry.size, received)?;
         let s = seq.take().expect("sequential state present");
         let (digest, len, tail) = on_rayon(move || s.finish()).await;
         debug_assert_eq!(len, received);
-        if digest != entry.sha256 {
-            return Err(PipelineError::IntegrityMismatch {
-                declared: hex::encode(entry.sha256),
-                actual: hex::encode(digest),
-            });
-        }
+        hash::check_digest(entry.sha256, digest)?;
         for c in tail {
             if !window.has_room() {
                 send(window.next_sealed().await.expect("window non-empty")).await?;
@@ -672,15 +598,6 @@ impl Pipeline {
     }
 }
 
-/// What became of a direct store write.
-enum Direct {
-    Stored(u64),
-    /// Something is at the key already: the caller compares.
-    Exists,
-    /// The store failed; the object is now a spool record.
-    Spilled(Arc<Record>),
-}
-
 struct StageTarget {
     spool: Arc<spool::Spool>,
     key: String,
@@ -693,15 +610,15 @@ struct StageTarget {
 fn stage_object(
     t: StageTarget,
     reservation: spool::Reservation,
-    mut rx: mpsc::Receiver<ToStore>,
+    mut rx: mpsc::Receiver<FromSeal>,
 ) -> Result<Option<Arc<Record>>, SpoolError> {
     let mut writer = t
         .spool
         .writer(reservation, &t.key, t.plain_sha256, t.plain_size)?;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            ToStore::Sealed(b) => writer.write(&b)?,
-            ToStore::Commit => return writer.commit().map(Some),
+            FromSeal::Sealed(b) => writer.write(&b)?,
+            FromSeal::Commit => return writer.commit().map(Some),
         }
     }
     Ok(None) // dropped uncommitted: the writer erases what it wrote
