@@ -137,3 +137,52 @@ fn links_hidden_and_special_files_are_skipped_with_a_warning() {
     assert_eq!(std::fs::read(out.join("link.jpg")).unwrap(), b"not a scan");
     assert_eq!(walk(&out).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_held_in_memory_are_pushed_resumed_and_read_back() {
+    use quire_client::push::{push_pages, send_page, LocalPage, Upload};
+    use sha2::{Digest, Sha256};
+    let server = TestServer::in_process();
+    let conn = server.connect().await;
+    let pages: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| {
+            (
+                format!("Seite {i}.tif"),
+                format!("page {i} ").repeat(1000 * i + 1).into_bytes(),
+            )
+        })
+        .collect();
+    let upload = Upload::new("in-memory");
+    // A first attempt stored two pages and stopped (its process ended before the commit).
+    let bar = indicatif::ProgressBar::hidden();
+    for (i, (name, bytes)) in pages[..2].iter().enumerate() {
+        let page = LocalPage {
+            path: name.into(),
+            entry: quire_codecs::wire::PageEntry {
+                index: i as u32,
+                name: name.clone(),
+                size: bytes.len() as u64,
+                sha256: Sha256::digest(bytes).into(),
+            },
+            bytes: Some(bytes.clone().into()),
+        };
+        send_page(&conn, &upload, &page, &bar).await.unwrap();
+    }
+    // Called again with the same upload and every page: the two stored ones are skipped.
+    let all: Vec<_> = pages
+        .iter()
+        .map(|(n, b)| (n.clone(), b.as_slice()))
+        .collect();
+    let report = push_pages(&conn, &upload, all, 4).await.unwrap();
+    assert_eq!((report.pages, report.skipped), (5, 2));
+    let out = server.path().join("out");
+    let fetched = quire_client::get::get_job(&conn, "in-memory", None, &out)
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 5);
+    for ((name, bytes), f) in pages.iter().zip(&fetched) {
+        assert_eq!(&f.entry.name, name);
+        assert_eq!(&std::fs::read(&f.path).unwrap(), bytes);
+    }
+    conn.close().await;
+}

@@ -5,7 +5,8 @@
 //! A scanner holds a credential file (from `quire enroll`, or written by an administrator);
 //! [`Connection::connect`] opens an authenticated connection with it; [`push::push_dir`]
 //! pushes a directory as one job (resuming an interrupted push, never storing a committed
-//! directory twice); [`get::get_job`] fetches a job back and verifies every page against its
+//! directory twice); [`push::push_pages`] pushes pages the caller holds (names and readers);
+//! [`get::get_job`] fetches a job back and verifies every page against its
 //! manifest. Errors are [`ClientError`]s that say whose fault a failure is
 //! ([`ClientError::code`] gives the server's reason, [`quire_codecs::wire::ErrorCode::is_retryable`]
 //! whether to try again).

@@ -56,6 +56,18 @@ fn read_pieces(path: PathBuf) -> tokio::sync::mpsc::Receiver<std::io::Result<byt
     rx
 }
 
+/// A page held in memory, handed over in pieces of up to `READ_SIZE` (slices, not copies).
+fn in_pieces(b: bytes::Bytes) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
+    let n = b.len().div_ceil(READ_SIZE).max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(n);
+    for i in 0..b.len().div_ceil(READ_SIZE) {
+        let piece = b.slice(i * READ_SIZE..((i + 1) * READ_SIZE).min(b.len()));
+        tx.try_send(Ok(piece))
+            .expect("the channel holds every piece");
+    }
+    rx
+}
+
 /// How a push should run.
 #[derive(Debug, Clone)]
 pub struct PushOptions {
@@ -88,11 +100,14 @@ pub struct PushReport {
     pub already_committed: bool,
 }
 
-/// A page on disk, hashed.
+/// A page to send, hashed: a file, or bytes the caller handed over ([`push_pages`]).
 #[derive(Debug, Clone)]
 pub struct LocalPage {
+    /// The file (for a page in memory, its name: errors name it).
     pub path: PathBuf,
     pub entry: PageEntry,
+    /// The page's bytes when it is held in memory; `None` reads `path`.
+    pub bytes: Option<bytes::Bytes>,
 }
 
 /// What a scan of a job directory found.
@@ -172,6 +187,7 @@ pub fn scan(dir: &Path, follow_symlinks: bool) -> Result<Scan, ClientError> {
                 size,
                 sha256,
             },
+            bytes: None,
         });
     }
     Ok(Scan { pages, skipped })
@@ -265,6 +281,57 @@ pub async fn push_dir(
     Ok(PushReport {
         job_id: upload.job_id,
         pages: n,
+        bytes,
+        skipped,
+        elapsed: started.elapsed(),
+        already_committed: false,
+    })
+}
+
+/// Pushes pages the caller holds (a name and a reader each, in page order) as the job of
+/// `upload`, and commits it. Each page is read whole into memory first, because its size and
+/// SHA-256 are declared before its bytes: for large jobs on disk use [`push_dir`], which
+/// reads one page at a time. Nothing is journaled; to resume after an error, call again
+/// with the same `upload` (its id, too): pages the server holds are skipped.
+pub async fn push_pages<R: Read>(
+    conn: &Connection,
+    upload: &Upload,
+    pages: impl IntoIterator<Item = (String, R)>,
+    concurrency: usize,
+) -> Result<PushReport, ClientError> {
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for (index, (name, mut reader)) in pages.into_iter().enumerate() {
+        wire::validate_page_name(&name).map_err(|e| local_err(Path::new(&name), e))?;
+        let mut buf = Vec::new();
+        reader
+            .read_to_end(&mut buf)
+            .map_err(|e| local_err(Path::new(&name), e))?;
+        held.push(LocalPage {
+            path: PathBuf::from(&name),
+            entry: PageEntry {
+                index: index as u32,
+                name,
+                size: buf.len() as u64,
+                sha256: Sha256::digest(&buf).into(),
+            },
+            bytes: Some(buf.into()),
+        });
+    }
+    let opts = PushOptions {
+        job: Some(upload.job_id.clone()),
+        concurrency,
+        progress: None,
+        state_dir: PathBuf::new(),
+        again: false,
+        follow_symlinks: false,
+    };
+    let (todo, skipped) = open_job(conn, upload, &held).await?;
+    send_all(conn, upload, todo, skipped, held.len(), &opts).await?;
+    let (pages, bytes) = commit(conn, upload, held.len() as u32).await?;
+    Ok(PushReport {
+        job_id: upload.job_id.clone(),
+        pages,
         bytes,
         skipped,
         elapsed: started.elapsed(),
@@ -487,7 +554,10 @@ pub async fn send_page(
             upload: Some(upload.id),
         })
         .await?;
-    let mut pieces = read_pieces(page.path.clone());
+    let mut pieces = match &page.bytes {
+        Some(b) => in_pieces(b.clone()),
+        None => read_pieces(page.path.clone()),
+    };
     let written = async {
         while let Some(piece) = pieces.recv().await {
             let piece = piece.map_err(|e| local_err(&page.path, e))?;
