@@ -16,23 +16,22 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use quire_codecs::wire::{self, UploadId};
+use quire_codecs::wire::{self, PageEntry, UploadId};
 use sha2::{Digest, Sha256};
 
-use super::push::LocalPage;
 use super::{local_err, ClientError};
 
 const DONE_HEADER: &str = "quire-push-done 1";
 
 /// A digest of exactly which pages a directory holds.
-pub fn contents_digest(pages: &[LocalPage]) -> String {
+pub fn contents_digest<'a>(pages: impl IntoIterator<Item = &'a PageEntry>) -> String {
     let mut h = Sha256::new();
     for p in pages {
-        h.update(p.entry.index.to_be_bytes());
-        h.update((p.entry.name.len() as u16).to_be_bytes());
-        h.update(p.entry.name.as_bytes());
-        h.update(p.entry.size.to_be_bytes());
-        h.update(p.entry.sha256);
+        h.update(p.index.to_be_bytes());
+        h.update((p.name.len() as u16).to_be_bytes());
+        h.update(p.name.as_bytes());
+        h.update(p.size.to_be_bytes());
+        h.update(p.sha256);
     }
     hex::encode(h.finalize())
 }

@@ -259,7 +259,7 @@ pub async fn push_dir(
     let pages = found.pages;
     let journal = Journal::open(&opts.state_dir, dir, &conn.tenant, &conn.device_id)?;
     let _lock = journal.lock(dir)?;
-    let contents = journal::contents_digest(&pages);
+    let contents = journal::contents_digest(pages.iter().map(|p| &p.entry));
     if opts.job.is_none() && !opts.again {
         if let Some(done) = journal.committed(&contents)? {
             return Ok(PushReport {

@@ -45,15 +45,6 @@ async fn route(
     }
 }
 
-/// A request handed to a handler that does not answer it: a bug in [`route`].
-pub(super) fn misrouted(req: &AdminRequest) -> Refusal {
-    error!(
-        action = req.describe().action,
-        "administrative request misrouted"
-    );
-    Refusal::new(ErrorCode::Internal, "internal error; see the server log")
-}
-
 /// Tenants and their keys: create, status, enrollment tokens, rotate, re-wrap, shred.
 async fn tenants(
     state: &State,
@@ -189,26 +180,5 @@ async fn tenants(
             .await
         }
         other => Err(misrouted(&other)),
-    }
-}
-
-/// A revoked device stays revoked: changing it is a conflict with its state, explained.
-pub(super) fn revoked_is_conflict(e: crate::meta::MetaError) -> Refusal {
-    match e {
-        crate::meta::MetaError::Revoked(_) => Refusal::new(ErrorCode::Conflict, e.to_string()),
-        other => other.into(),
-    }
-}
-
-/// Refuses a request about a tenant that does not exist, as not found.
-pub(super) async fn tenant_exists(state: &State, tenant: &str) -> Result<(), Refusal> {
-    let (meta, t) = (state.meta.clone(), tenant.to_string());
-    if blocking(move || meta.tenant_exists(&t)).await? {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            ErrorCode::NotFound,
-            format!("tenant {tenant} not found"),
-        ))
     }
 }

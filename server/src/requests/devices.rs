@@ -2,8 +2,6 @@
 
 use super::*;
 
-use super::admin::{misrouted, revoked_is_conflict};
-
 /// Devices: issue a credential, change its state, list, rotate its secret.
 pub(super) async fn devices(
     state: &State,

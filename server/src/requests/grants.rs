@@ -2,8 +2,6 @@
 
 use super::*;
 
-use super::admin::misrouted;
-
 /// Support grants: time-boxed access of a support partner or operator to a tenant.
 pub(super) async fn grants(
     state: &State,

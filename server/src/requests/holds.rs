@@ -2,8 +2,6 @@
 
 use super::*;
 
-use super::admin::misrouted;
-
 /// Legal holds, delivery acknowledgements and aborting an upload.
 pub(super) async fn holds(
     state: &State,

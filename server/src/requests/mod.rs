@@ -360,3 +360,33 @@ pub(super) fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A request handed to a handler that does not answer it: a bug in `admin::route`.
+fn misrouted(req: &AdminRequest) -> Refusal {
+    error!(
+        action = req.describe().action,
+        "administrative request misrouted"
+    );
+    Refusal::new(ErrorCode::Internal, "internal error; see the server log")
+}
+
+/// A revoked device stays revoked: changing it is a conflict with its state, explained.
+fn revoked_is_conflict(e: crate::meta::MetaError) -> Refusal {
+    match e {
+        crate::meta::MetaError::Revoked(_) => Refusal::new(ErrorCode::Conflict, e.to_string()),
+        other => other.into(),
+    }
+}
+
+/// Refuses a request about a tenant that does not exist, as not found.
+async fn tenant_exists(state: &State, tenant: &str) -> Result<(), Refusal> {
+    let (meta, t) = (state.meta.clone(), tenant.to_string());
+    if blocking(move || meta.tenant_exists(&t)).await? {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("tenant {tenant} not found"),
+        ))
+    }
+}
