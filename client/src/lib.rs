@@ -346,6 +346,24 @@ impl Connection {
 /// The scanner's QUIC transport settings (the transport bench uses them too).
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
+    // The congestion controller of what a scanner sends. BBR by default: across an emulated
+    // branch-office link (40 ms, 100 Mbit/s) it kept 8.4 and 6.1 MB/s at 0.5 and 2 % random
+    // loss where Cubic, which reads every loss as congestion, fell to 1.3 and 0.65, and a
+    // competing TCP flow still kept over half the link (`loadtest/wan.sh`, docs/PERFORMANCE.md).
+    // `QUIRE_CONGESTION` = cubic or newreno picks quinn's loss-based controllers instead.
+    match std::env::var("QUIRE_CONGESTION").as_deref() {
+        Ok("cubic") => {}
+        Ok("newreno") => {
+            transport.congestion_controller_factory(std::sync::Arc::new(
+                quinn::congestion::NewRenoConfig::default(),
+            ));
+        }
+        _ => {
+            transport.congestion_controller_factory(std::sync::Arc::new(
+                quinn::congestion::BbrConfig::default(),
+            ));
+        }
+    }
     transport.stream_receive_window((8u32 * 1024 * 1024).into());
     transport.receive_window((32u32 * 1024 * 1024).into());
     transport.send_window(16 * 1024 * 1024);

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Scanners in a branch office: `quire-loadtest` pushes the corpus to a `quire serve` across an
+# emulated WAN link (delay, bottleneck rate, random loss) and prints its report.
+#
+#   loadtest/wan.sh [RTT_MS] [RATE_MBIT] [LOSS] [SCANNERS]     (defaults: 40 100 0 4)
+#
+# Needs root: two network namespaces (qwan-scan, qwan-srv) joined by two TUN devices that
+# `linkemu` forwards between (this kernel has no netem). QUIRE_CONGESTION (bbr, the default;
+# cubic; newreno) picks the scanners' congestion controller; CORPUS the job folders (default
+# the shared corpus); JOBS the jobs each scanner pushes (default 7: 4 x 7 jobs are about 30 MB
+# of the corpus); COMPETE_TCP=1 runs a bulk TCP flow (the kernel's Cubic) across the same link
+# from 2 s before the scanners start until they finish, and prints its rate (fairness).
+# Release builds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rtt=${1:-40}
+rate=${2:-100}
+loss=${3:-0}
+scanners=${4:-4}
+corpus=${CORPUS:-../shared/corpus/jobs}
+jobs=${JOBS:-7}
+
+cargo build --release --quiet -p quire -p quire-loadtest --bins
+bin=$PWD/target/release
+
+work=$(mktemp -d)
+cleanup() {
+  exec 3>&- 2>/dev/null || true
+  [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "${link_pid:-}" ] && wait "$link_pid" 2>/dev/null || true
+  ip netns del qwan-scan 2>/dev/null || true
+  ip netns del qwan-srv 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ip netns del qwan-scan 2>/dev/null || true
+ip netns del qwan-srv 2>/dev/null || true
+
+# The link: linkemu lives as long as its stdin (fd 3) is open.
+mkfifo "$work/link.in"
+"$bin/linkemu" --a qwan-a --b qwan-b --rtt-ms "$rtt" --rate-mbit "$rate" --loss "$loss" \
+  < "$work/link.in" > "$work/link.out" 2> "$work/link.err" &
+link_pid=$!
+exec 3> "$work/link.in"
+for _ in $(seq 50); do grep -q ready "$work/link.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$work/link.out" || { cat "$work/link.err" >&2; exit 1; }
+
+ip netns add qwan-scan
+ip netns add qwan-srv
+ip link set qwan-a netns qwan-scan
+ip link set qwan-b netns qwan-srv
+ip -n qwan-scan addr add 10.77.0.1/24 dev qwan-a
+ip -n qwan-srv addr add 10.77.0.2/24 dev qwan-b
+for ns in qwan-scan qwan-srv; do ip -n "$ns" link set lo up; done
+ip -n qwan-scan link set qwan-a up
+ip -n qwan-srv link set qwan-b up
+
+# The server, on its embedded defaults, in its namespace.
+mkdir "$work/srv"
+(cd "$work/srv" && exec ip netns exec qwan-srv "$bin/quire" serve --listen 10.77.0.2:4433) \
+  > "$work/serve.out" 2> "$work/serve.err" 3>&- &
+server_pid=$!
+for _ in $(seq 100); do grep -q "listening" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "listening" "$work/serve.out" || { cat "$work/serve.err" >&2; exit 1; }
+
+if [ "${COMPETE_TCP:-0}" = 1 ]; then
+  ip netns exec qwan-srv python3 -c '
+import socket, time, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.77.0.2", 5001)); s.listen(1); print("up", flush=True)
+c, _ = s.accept(); n = 0; t0 = time.time()
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    n += len(b)
+dt = time.time() - t0
+print(f"competing TCP flow: {n/dt/1e6:.2f} MB/s over {dt:.1f} s", file=sys.stderr)
+' > "$work/tcp.out" 2> "$work/tcp.err" 3>&- &
+  tcp_sink=$!
+  for _ in $(seq 50); do grep -q up "$work/tcp.out" 2>/dev/null && break; sleep 0.1; done
+  ip netns exec qwan-scan python3 -c '
+import socket
+c = socket.create_connection(("10.77.0.2", 5001)); b = bytes(1 << 16)
+while True: c.sendall(b)
+' 2>/dev/null 3>&- &
+  tcp_source=$!
+  sleep 2
+fi
+
+echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONGESTION:-bbr}; ${scanners} scanners x ${jobs} jobs" >&2
+ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
+  --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
+  --scanners "$scanners" --jobs "$jobs" --concurrency 8 3>&-
+if [ -n "${tcp_source:-}" ]; then
+  kill "$tcp_source" 2>/dev/null || true
+  wait "$tcp_sink" 2>/dev/null || true
+  cat "$work/tcp.err" >&2
+fi
+kill "$server_pid" 2>/dev/null || true
+exec 3>&-
+wait "$link_pid" 2>/dev/null || true
+cat "$work/link.err" >&2
