@@ -9,7 +9,7 @@
 //! is bound to the first upload that resumes it.
 
 use quire_codecs::wire::UploadId;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::{db, job_key, now_unix, JobRow, Meta, MetaError, MetaStore, PageRow, JOBS, PAGES};
 
@@ -93,23 +93,12 @@ impl Meta {
         let Some(row) = self.job(tenant, job)? else {
             return Ok(Vec::new());
         };
-        let txn = self.db.begin_read().map_err(db)?;
-        let pages = txn.open_table(PAGES).map_err(db)?;
-        let (start, end) = (format!("{tenant}/{job}/"), format!("{tenant}/{job}0"));
-        let mut foreign = Vec::new();
-        for item in pages.range(start.as_str()..end.as_str()).map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            let page: PageRow =
-                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-            if page.upload.is_some() && page.upload != row.upload {
-                let key = k.value();
-                let index = key[start.len()..]
-                    .parse()
-                    .map_err(|_| MetaError::Corrupt(format!("page key {key}")))?;
-                foreign.push(index);
-            }
-        }
-        Ok(foreign)
+        Ok(self
+            .page_rows(tenant, job)?
+            .into_iter()
+            .filter(|(_, page)| page.upload.is_some() && page.upload != row.upload)
+            .map(|(index, _)| index)
+            .collect())
     }
 
     /// Removes an uncommitted job's rows (the job and its pages) and returns the object keys

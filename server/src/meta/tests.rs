@@ -46,7 +46,7 @@ fn jobs_and_pages_persist_per_tenant() {
         sha256: [i as u8; 32],
     };
     m.record_page("a", "j", &e(1), "k1", 50, None).unwrap();
-    m.record_page("a", "j", &e(0), "k0", 50, None).unwrap();
+    m.record_page("a", "j", &entry(0), "k0", 50, None).unwrap();
     m.record_page("a", "j2", &e(0), "x", 50, None).unwrap();
     m.record_page("b", "j", &e(7), "y", 50, None).unwrap();
     drop(m);
@@ -59,17 +59,26 @@ fn jobs_and_pages_persist_per_tenant() {
     assert_eq!(m.job("a", "nope").unwrap(), None);
 }
 
-#[test]
-fn a_job_belongs_to_one_device_and_one_upload() {
+/// A fresh store in a temporary directory (kept alive by the first element).
+fn store() -> (tempfile::TempDir, Meta) {
     let dir = tempfile::tempdir().unwrap();
     let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
-    let (u1, u2) = (UploadId([1; 16]), UploadId([2; 16]));
-    let e = |i: u32| PageEntry {
+    (dir, m)
+}
+
+fn entry(i: u32) -> PageEntry {
+    PageEntry {
         index: i,
         name: format!("{i}.jpg"),
         size: 5,
         sha256: [i as u8; 32],
-    };
+    }
+}
+
+#[test]
+fn a_job_belongs_to_one_device_and_one_upload() {
+    let (_dir, m) = store();
+    let (u1, u2) = (UploadId([1; 16]), UploadId([2; 16]));
     m.claim_job("a", "j", "d1", Some(u1)).unwrap();
     m.claim_job("a", "j", "d1", Some(u1)).unwrap();
     assert!(matches!(
@@ -91,7 +100,8 @@ fn a_job_belongs_to_one_device_and_one_upload() {
         Err(MetaError::OtherUpload { .. })
     ));
     // Commit keeps the binding; a committed job answers any upload of its device.
-    m.record_page("a", "j", &e(0), "k0", 50, Some(u1)).unwrap();
+    m.record_page("a", "j", &entry(0), "k0", 50, Some(u1))
+        .unwrap();
     m.commit_job("a", "j", 1, 5).unwrap();
     let row = m.claim_job("a", "j", "d1", Some(u2)).unwrap();
     assert!(row.committed);
@@ -104,22 +114,17 @@ fn a_job_belongs_to_one_device_and_one_upload() {
 
 #[test]
 fn pages_of_another_upload_are_found_before_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+    let (_dir, m) = store();
     let (u1, u2) = (UploadId([1; 16]), UploadId([2; 16]));
-    let e = |i: u32| PageEntry {
-        index: i,
-        name: format!("{i}.jpg"),
-        size: 5,
-        sha256: [i as u8; 32],
-    };
     m.claim_job("a", "j", "d1", Some(u1)).unwrap();
     // Page 0 from before uploads were recorded counts as the job's own.
-    m.record_page("a", "j", &e(0), "k0", 50, None).unwrap();
-    m.record_page("a", "j", &e(1), "k1", 50, Some(u1)).unwrap();
+    m.record_page("a", "j", &entry(0), "k0", 50, None).unwrap();
+    m.record_page("a", "j", &entry(1), "k1", 50, Some(u1))
+        .unwrap();
     assert_eq!(m.foreign_pages("a", "j").unwrap(), Vec::<u32>::new());
-    m.record_page("a", "j", &e(2), "k2", 50, Some(u2)).unwrap();
-    m.record_page("a", "j", &e(12), "k12", 50, Some(u2))
+    m.record_page("a", "j", &entry(2), "k2", 50, Some(u2))
+        .unwrap();
+    m.record_page("a", "j", &entry(12), "k12", 50, Some(u2))
         .unwrap();
     assert_eq!(m.foreign_pages("a", "j").unwrap(), vec![2, 12]);
     assert_eq!(m.foreign_pages("a", "none").unwrap(), Vec::<u32>::new());
