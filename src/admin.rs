@@ -22,6 +22,19 @@ pub struct AdminArgs {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
+    /// Any administrative operation by its audit name, fields as FIELD=VALUE (e.g. `call
+    /// job.abort tenant=acme job_id=J`); `call --list` names them all. The commands below are
+    /// friendlier; operations that issue a credential need theirs (its secret is not printed).
+    Call {
+        /// The operation, as the audit log names it (`tenant.create`, `hold.set`, …).
+        #[arg(required_unless_present = "list")]
+        action: Option<String>,
+        /// Its fields, each FIELD=VALUE.
+        fields: Vec<String>,
+        /// List every operation and its fields.
+        #[arg(long)]
+        list: bool,
+    },
     /// Tenants.
     Tenant {
         #[command(subcommand)]
@@ -231,9 +244,18 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if let AdminCommand::Call { list: true, .. } = &a.command {
+        for (action, fields) in AdminRequest::FIELDS {
+            println!("{action}\t{}", fields.join(" "));
+        }
+        return Ok(());
+    }
     let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
     match a.command {
-        AdminCommand::Vault { .. } => unreachable!("answered above without a connection"),
+        AdminCommand::Vault { .. } | AdminCommand::Call { list: true, .. } => {
+            unreachable!("answered above without a connection")
+        }
+        AdminCommand::Call { action, fields, .. } => call(&conn, action, &fields).await?,
         AdminCommand::Hold { command } => hold(&conn, command).await?,
         AdminCommand::Job {
             command: JobCommand::Abort { tenant, job },
@@ -460,5 +482,22 @@ async fn grant(conn: &Connection, command: GrantCommand) -> Result<()> {
             println!("{partner} may no longer see tenant {tenant}")
         }
     }
+    Ok(())
+}
+
+/// `quire admin call ACTION FIELD=VALUE…`: any operation of the table in `quire_codecs`,
+/// its answer printed (with secrets left out).
+async fn call(conn: &Connection, action: Option<String>, fields: &[String]) -> Result<()> {
+    let action = action.context("name the operation (`quire admin call --list`)")?;
+    let pairs = fields
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .with_context(|| format!("{f:?} is not FIELD=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let req = AdminRequest::from_text(&action, &pairs).map_err(anyhow::Error::msg)?;
+    let answer = conn.call(&quire_codecs::wire::Frame::Admin(req)).await?;
+    println!("{answer:?}");
     Ok(())
 }

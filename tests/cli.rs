@@ -98,3 +98,44 @@ fn a_world_readable_master_key_stops_the_server() {
         "the key must never be printed"
     );
 }
+
+#[test]
+fn every_admin_operation_can_be_called_by_its_audit_name() {
+    let server = TestServer::in_process();
+    let list = server.quire(&["admin", "call", "--list"]);
+    let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(list.status.success());
+    assert_eq!(
+        listed.lines().count(),
+        quire_codecs::wire::AdminRequest::ALL.len()
+    );
+    assert!(listed.contains("job.abort\ttenant job_id"), "{listed}");
+    let created = server.quire(&["admin", "call", "tenant.create", "tenant=acme"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let devices = server.quire(&["admin", "call", "device.list", "tenant=acme"]);
+    assert_eq!(
+        String::from_utf8_lossy(&devices.stdout).trim(),
+        "AdminDevices([])"
+    );
+    // The operation's own refusal, and a mistake in the call, each said plainly.
+    let again = server.quire(&["admin", "call", "tenant.create", "tenant=acme"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let wrong = server.quire(&[
+        "admin",
+        "call",
+        "token.create",
+        "tenant=acme",
+        "ttl_secs=soon",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("ttl_secs: \"soon\" is not a whole number"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}

@@ -2,9 +2,10 @@
 //!
 //! Each operation is one line of the table at the bottom: its number on the wire, its name
 //! in the audit log, and its fields with the reader that decodes (and bounds) each. The enum,
-//! the encoder, the decoder, the audit description and [`AdminRequest::ALL`] follow from that
-//! table, so adding an operation touches one list (plus its handler and its policy cell,
-//! which the compiler then asks for).
+//! the encoder, the decoder, the audit description, [`AdminRequest::ALL`] and the text form
+//! the command line's `quire admin call ACTION FIELD=VALUE…` parses
+//! ([`AdminRequest::from_text`]) follow from that table, so adding an operation touches one
+//! list (plus its handler and its policy cell, which the compiler then asks for).
 
 use bytes::{BufMut, BytesMut};
 
@@ -18,6 +19,63 @@ trait PutField {
     fn put(&self, out: &mut BytesMut);
     /// The value as the audit log shows it.
     fn show(&self) -> String;
+}
+
+/// How one field type is read from its text form (`FIELD=VALUE` on the command line).
+trait ParseField: Sized {
+    fn parse_text(text: &str) -> Result<Self, String>;
+}
+
+impl ParseField for String {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Ok(text.to_string())
+    }
+}
+
+/// Empty or `*` is "none" (the whole tenant), as the audit log shows it.
+impl ParseField for Option<String> {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "" | "*" => None,
+            t => Some(t.to_string()),
+        })
+    }
+}
+
+impl ParseField for u32 {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))
+    }
+}
+
+impl ParseField for bool {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is neither true nor false"))
+    }
+}
+
+impl ParseField for Role {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        Role::parse(text).ok_or_else(|| {
+            format!("{text:?}: expected device, tenant-admin, service-admin, operator or support-partner")
+        })
+    }
+}
+
+impl ParseField for DeviceState {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        [
+            DeviceState::Pending,
+            DeviceState::Enabled,
+            DeviceState::Disabled,
+            DeviceState::Revoked,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| format!("{text:?}: expected pending, enabled, disabled or revoked"))
+    }
 }
 
 impl PutField for String {
@@ -111,6 +169,39 @@ macro_rules! admin_requests {
         impl AdminRequest {
             /// Every operation: its number on the wire and its audit action.
             pub const ALL: &'static [(u8, &'static str)] = &[$( ($op, $action) ),*];
+
+            /// Every operation's audit action and the names of its fields, in order.
+            pub const FIELDS: &'static [(&'static str, &'static [&'static str])] =
+                &[$( ($action, &[$( stringify!($field) ),*]) ),*];
+
+            /// The request named by its audit `action`, its fields given as `(name, text)`
+            /// pairs (every field exactly once). What `quire admin call` sends.
+            pub fn from_text(action: &str, fields: &[(&str, &str)]) -> Result<AdminRequest, String> {
+                let known = Self::FIELDS
+                    .iter()
+                    .find(|(a, _)| *a == action)
+                    .ok_or_else(|| format!("unknown admin operation {action:?}"))?;
+                for (name, _) in fields {
+                    if !known.1.contains(name) {
+                        return Err(format!("{action} has no field {name:?} (it has {:?})", known.1));
+                    }
+                }
+                let value = |name: &str| -> Result<&str, String> {
+                    let mut found = fields.iter().filter(|(n, _)| *n == name);
+                    match (found.next(), found.next()) {
+                        (Some((_, v)), None) => Ok(v),
+                        (None, _) => Err(format!("{action} needs {name}=…")),
+                        (Some(_), Some(_)) => Err(format!("{name} is given twice")),
+                    }
+                };
+                match action {
+                    $( $action => Ok(AdminRequest::$name { $(
+                        $field: ParseField::parse_text(value(stringify!($field))?)
+                            .map_err(|e| format!("{}: {e}", stringify!($field)))?,
+                    )* }), )*
+                    _ => unreachable!("found in FIELDS above"),
+                }
+            }
 
             /// The operation's number on the wire.
             pub fn op(&self) -> u8 {
@@ -228,6 +319,37 @@ mod tests {
         actions.dedup();
         assert_eq!(ops.len(), AdminRequest::ALL.len());
         assert_eq!(actions.len(), AdminRequest::ALL.len());
+    }
+
+    #[test]
+    fn every_operation_has_a_text_form() {
+        for (action, fields) in AdminRequest::FIELDS {
+            let given: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|f| {
+                    let v = match *f {
+                        "role" => "device",
+                        "state" => "enabled",
+                        "enabled" => "true",
+                        "ttl_secs" | "hours" => "24",
+                        _ => "acme",
+                    };
+                    (*f, v)
+                })
+                .collect();
+            let req = AdminRequest::from_text(action, &given).unwrap();
+            assert_eq!(req.describe().action, *action);
+        }
+        let e = AdminRequest::from_text("job.abort", &[("tenant", "acme")]).unwrap_err();
+        assert!(e.contains("needs job_id"), "{e}");
+        let e =
+            AdminRequest::from_text("job.abort", &[("tenant", "a"), ("job_id", "j"), ("x", "1")])
+                .unwrap_err();
+        assert!(e.contains("no field \"x\""), "{e}");
+        let e = AdminRequest::from_text("token.create", &[("tenant", "a"), ("ttl_secs", "soon")])
+            .unwrap_err();
+        assert!(e.starts_with("ttl_secs:"), "{e}");
+        assert!(AdminRequest::from_text("tenant.drop", &[]).is_err());
     }
 
     #[test]
