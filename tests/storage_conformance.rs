@@ -121,9 +121,15 @@ async fn conformance(store: Store) -> String {
         store.delete(&key).await.unwrap();
     }
 
-    // Outage behaviour, through the fault-injecting decorator over this same backend: every
-    // operation fails as retryable while the store is down, nothing of a failed write is
-    // visible, and the retry succeeds.
+    outages(&store, &root, &big).await;
+    root
+}
+
+/// Outage behaviour, through the fault-injecting decorator over this same backend: every
+/// operation fails as retryable while the store is down, nothing of a failed write is
+/// visible, and the retry succeeds.
+async fn outages(store: &Store, root: &str, big: &[u8]) {
+    let k = |s: &str| format!("{root}/{s}");
     let (faulty, faults) = store.with_faults();
     faults.set_down(true);
     for e in [
@@ -132,7 +138,7 @@ async fn conformance(store: Store) -> String {
             .await
             .unwrap_err(),
         faulty.get(&k("race")).await.unwrap_err(),
-        faulty.list(&root).await.unwrap_err(),
+        faulty.list(root).await.unwrap_err(),
         faulty.exists(&k("c/1")).await.unwrap_err(),
         faulty.begin_upload(&k("c/big")).await.err().unwrap(),
     ] {
@@ -167,7 +173,6 @@ async fn conformance(store: Store) -> String {
     faults.fail_parts_after(0);
     assert!(!store.exists(&k("c/big")).await.unwrap());
     store.delete(&k("c/1")).await.unwrap();
-    root
 }
 
 fn required_env(name: &str) -> String {

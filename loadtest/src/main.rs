@@ -298,12 +298,7 @@ async fn main() -> Result<()> {
     if let Some(path) = &args.report {
         write_report(path, &args, &report)?;
     }
-    // The report without its timeline, for the terminal.
-    let mut summary = serde_json::to_value(&report)?;
-    if let Some(o) = summary.as_object_mut() {
-        o.remove("timeline");
-    }
-    println!("{}", serde_json::to_string_pretty(&summary)?);
+    print_summary(&report)?;
     if let Some(s) = started {
         s.stop().await;
     }
@@ -468,6 +463,16 @@ async fn verify(
     }
     conn.close().await;
     Ok(verified)
+}
+
+/// The report without its timeline, for the terminal.
+fn print_summary(report: &Report) -> Result<()> {
+    let mut summary = serde_json::to_value(report)?;
+    if let Some(o) = summary.as_object_mut() {
+        o.remove("timeline");
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }
 
 /// Writes the JSON report to `path` and its chart beside it (`.svg`).
