@@ -134,15 +134,20 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
 }
 
 #[test]
-fn a_retention_period_expires_jobs_and_a_tenant_hold_blocks_it() {
-    let server = TestServer::start_with_config(
-        "[tenants.dev]\nretention = \"2s\"\n[retention]\nsweep_interval_secs = 0.2\n",
+fn a_ten_year_retention_expires_jobs_and_a_tenant_hold_blocks_it() {
+    // Retention goes by the server's clock, which this test moves: ten years pass at once.
+    let clock = std::sync::Arc::new(quire_server::clock::ShiftedClock::default());
+    let server = TestServer::in_process_with(
+        "[tenants.dev]\nretention = \"10y\"\n[retention]\nsweep_interval_secs = 0.1\n",
+        clock.clone(),
     );
     hold(&server, "set", &["--reason", "tax audit"]);
     let dir = job_from_samples(&server, "c", 2);
     let job = server.push_ok(&dir, &["--no-progress"]);
     assert_eq!(objects_of(&server, &job), 3);
-    std::thread::sleep(Duration::from_secs(3));
+    // Ten calendar years are 3,652 or 3,653 days.
+    clock.advance(3_660 * 86_400);
+    std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         objects_of(&server, &job),
         3,
