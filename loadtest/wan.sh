@@ -8,7 +8,7 @@
 # `linkemu` forwards between (this kernel has no netem). QUIRE_CONGESTION (bbr, the default;
 # cubic; newreno) picks the scanners' congestion controller; CORPUS the job folders (default
 # the shared corpus); JOBS the jobs each scanner pushes (default 7: 4 x 7 jobs are about 30 MB
-# of the corpus); COMPETE_TCP=1 runs a bulk TCP flow (the kernel's Cubic) across the same link
+# of the corpus); CONCURRENCY the pages in flight per scanner (default 8); COMPETE_TCP=1 runs a bulk TCP flow (the kernel's Cubic) across the same link
 # from 2 s before the scanners start until they finish, and prints its rate (fairness).
 # Release builds.
 set -euo pipefail
@@ -90,7 +90,7 @@ fi
 echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONGESTION:-bbr}; ${scanners} scanners x ${jobs} jobs" >&2
 ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
   --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
-  --scanners "$scanners" --jobs "$jobs" --concurrency 8 3>&-
+  --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" 3>&-
 if [ -n "${tcp_source:-}" ]; then
   kill "$tcp_source" 2>/dev/null || true
   wait "$tcp_sink" 2>/dev/null || true
