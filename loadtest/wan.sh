@@ -8,8 +8,9 @@
 # `linkemu` forwards between (this kernel has no netem). QUIRE_CONGESTION (bbr, the default;
 # cubic; newreno) picks the scanners' congestion controller; CORPUS the job folders (default
 # the shared corpus); JOBS the jobs each scanner pushes (default 7: 4 x 7 jobs are about 30 MB
-# of the corpus); CONCURRENCY the pages in flight per scanner (default 8); COMPETE_TCP=1 runs a bulk TCP flow (the kernel's Cubic) across the same link
-# from 2 s before the scanners start until they finish, and prints its rate (fairness).
+# of the corpus); CONCURRENCY the pages in flight per scanner (default 8); COMPETE_TCP=1 runs
+# a bulk TCP flow (the kernel's Cubic) across the same link from 2 s before the scanners start
+# until they finish, and prints its rate (fairness).
 # Release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
