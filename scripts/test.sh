@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
 echo "disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 
+# Every platform's dependencies, so that the tests that inspect other targets' dependency
+# trees (`client/tests/dependencies.rs`) run offline.
+cargo fetch --quiet
+
 source scripts/test-servers.sh
 
 cargo fmt --all -- --check

@@ -40,3 +40,32 @@ fn the_client_pulls_in_none_of_the_servers_stack() {
         .collect();
     assert!(found.is_empty(), "quire-client depends on {found:?}");
 }
+
+/// Scanners are often ARM boxes: there, SHA-256 must take the ARMv8 SHA-2 instructions, which
+/// `sha2` uses only with its `asm` feature.
+#[test]
+fn on_arm_the_client_hashes_with_the_sha2_instructions() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "quire-client",
+            "-e",
+            "normal,features",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "-i",
+            "sha2",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).unwrap();
+    assert!(tree.contains("sha2 feature \"asm\""), "{tree}");
+}
