@@ -9,9 +9,40 @@
 //! is bound to the first upload that resumes it.
 
 use quire_codecs::wire::UploadId;
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 
-use super::{db, job_key, now_unix, JobRow, Meta, MetaError, MetaStore, PageRow, JOBS, PAGES};
+use quire_codecs::wire::PageEntry;
+
+use super::{
+    db, job_key, now_unix, page_row_key, JobRow, Meta, MetaError, MetaStore, PageRow, JOBS, PAGES,
+};
+
+/// What committing a job checks (see [`MetaStore::commit_view`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitView {
+    /// The job's row; `None` if nothing was ever pushed to it.
+    pub job: Option<JobRow>,
+    /// Its stored pages, by index.
+    pub pages: Vec<PageEntry>,
+    /// Indexes of pages another upload stored.
+    pub foreign: Vec<u32>,
+}
+
+impl PageRow {
+    /// The page as the manifest and the job status give it.
+    pub(super) fn entry(self, tenant: &str, job: &str, index: u32) -> Result<PageEntry, MetaError> {
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(&self.sha256, &mut sha256).map_err(|_| {
+            MetaError::Corrupt(format!("page {}", page_row_key(tenant, job, index)))
+        })?;
+        Ok(PageEntry {
+            index,
+            name: self.name,
+            size: self.size,
+            sha256,
+        })
+    }
+}
 
 /// Whether `device`'s `upload` may go on with the job in `row`: `Ok(true)` if the row must
 /// first be claimed for it (no owner or no upload yet, not committed), `Ok(false)` if it is
@@ -87,18 +118,51 @@ impl Meta {
         Ok(row)
     }
 
-    /// The indexes of the job's pages that an upload other than the job's stored. Pages of
-    /// older versions and older clients name no upload and count as the job's own.
-    pub(super) fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError> {
-        let Some(row) = self.job(tenant, job)? else {
-            return Ok(Vec::new());
+    /// The page rows of a job, by index.
+    pub(super) fn page_rows(
+        &self,
+        tenant: &str,
+        job: &str,
+    ) -> Result<Vec<(u32, PageRow)>, MetaError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(PAGES).map_err(db)?;
+        let start = format!("{tenant}/{job}/");
+        let end = format!("{tenant}/{job}0"); // '0' sorts right after '/'
+        let mut out = Vec::new();
+        for item in t.range(start.as_str()..end.as_str()).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let key = k.value();
+            let index: u32 = key[start.len()..]
+                .parse()
+                .map_err(|_| MetaError::Corrupt(format!("page key {key}")))?;
+            let row: PageRow =
+                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+            out.push((index, row));
+        }
+        Ok(out)
+    }
+
+    /// The job's row and pages, and the indexes of the pages that an upload other than the
+    /// job's stored. Pages of older versions and older clients name no upload and count as
+    /// the job's own.
+    pub(super) fn commit_view(&self, tenant: &str, job: &str) -> Result<CommitView, MetaError> {
+        let row = self.job(tenant, job)?;
+        let bound = row.as_ref().map(|r| r.upload.clone());
+        let mut view = CommitView {
+            job: None,
+            pages: Vec::new(),
+            foreign: Vec::new(),
         };
-        Ok(self
-            .page_rows(tenant, job)?
-            .into_iter()
-            .filter(|(_, page)| page.upload.is_some() && page.upload != row.upload)
-            .map(|(index, _)| index)
-            .collect())
+        for (index, page) in self.page_rows(tenant, job)? {
+            if let Some(bound) = &bound {
+                if page.upload.is_some() && page.upload != *bound {
+                    view.foreign.push(index);
+                }
+            }
+            view.pages.push(page.entry(tenant, job, index)?);
+        }
+        view.job = row;
+        Ok(view)
     }
 
     /// Removes an uncommitted job's rows (the job and its pages) and returns the object keys

@@ -159,26 +159,6 @@ pub fn now_unix() -> i64 {
 }
 
 impl Meta {
-    /// The page rows of a job, by index.
-    fn page_rows(&self, tenant: &str, job: &str) -> Result<Vec<(u32, PageRow)>, MetaError> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(PAGES).map_err(db)?;
-        let start = format!("{tenant}/{job}/");
-        let end = format!("{tenant}/{job}0"); // '0' sorts right after '/'
-        let mut out = Vec::new();
-        for item in t.range(start.as_str()..end.as_str()).map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            let key = k.value();
-            let index: u32 = key[start.len()..]
-                .parse()
-                .map_err(|_| MetaError::Corrupt(format!("page key {key}")))?;
-            let row: PageRow =
-                serde_json::from_slice(v.value()).map_err(|e| MetaError::Corrupt(e.to_string()))?;
-            out.push((index, row));
-        }
-        Ok(out)
-    }
-
     /// Reads, changes and writes back one job row in a single transaction.
     fn update_job(
         &self,
@@ -456,8 +436,8 @@ impl MetaStore for Meta {
         self.claim(tenant, job, device, upload)
     }
 
-    fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError> {
-        Meta::foreign_pages(self, tenant, job)
+    fn commit_view(&self, tenant: &str, job: &str) -> Result<CommitView, MetaError> {
+        Meta::commit_view(self, tenant, job)
     }
 
     fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError> {
@@ -674,24 +654,14 @@ impl MetaStore for Meta {
     fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError> {
         self.page_rows(tenant, job)?
             .into_iter()
-            .map(|(index, row)| {
-                let mut sha256 = [0u8; 32];
-                hex::decode_to_slice(&row.sha256, &mut sha256).map_err(|_| {
-                    MetaError::Corrupt(format!("page {}", page_row_key(tenant, job, index)))
-                })?;
-                Ok(PageEntry {
-                    index,
-                    name: row.name,
-                    size: row.size,
-                    sha256,
-                })
-            })
+            .map(|(index, row)| row.entry(tenant, job, index))
             .collect()
     }
 }
 
 mod devices;
 mod jobs;
+pub use jobs::CommitView;
 mod store;
 
 use devices::{decode_device, DeviceRow};

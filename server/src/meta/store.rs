@@ -81,8 +81,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         upload: Option<UploadId>,
     ) -> Result<JobRow, MetaError>;
 
-    /// The pages of a job stored by an upload other than the one the job is bound to.
-    fn foreign_pages(&self, tenant: &str, job: &str) -> Result<Vec<u32>, MetaError>;
+    /// What committing a job checks, read once: its row, its pages, and the pages an upload
+    /// other than the one the job is bound to stored.
+    fn commit_view(&self, tenant: &str, job: &str) -> Result<CommitView, MetaError>;
 
     /// Forgets an uncommitted job and returns its pages' object keys (to delete).
     fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError>;

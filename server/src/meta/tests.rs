@@ -121,11 +121,14 @@ fn pages_of_another_upload_are_found_before_commit() {
     m.record_page("a", "j", &entry(0), "k0", 50, None).unwrap();
     m.record_page("a", "j", &entry(1), "k1", 50, Some(u1))
         .unwrap();
-    assert_eq!(m.foreign_pages("a", "j").unwrap(), Vec::<u32>::new());
+    assert_eq!(m.commit_view("a", "j").unwrap().foreign, Vec::<u32>::new());
     m.record_page("a", "j", &entry(2), "k2", 50, Some(u2))
         .unwrap();
     m.record_page("a", "j", &entry(12), "k12", 50, Some(u2))
         .unwrap();
-    assert_eq!(m.foreign_pages("a", "j").unwrap(), vec![2, 12]);
-    assert_eq!(m.foreign_pages("a", "none").unwrap(), Vec::<u32>::new());
+    assert_eq!(m.commit_view("a", "j").unwrap().foreign, vec![2, 12]);
+    assert_eq!(
+        m.commit_view("a", "none").unwrap().foreign,
+        Vec::<u32>::new()
+    );
 }

@@ -71,9 +71,12 @@ pub(super) async fn job_commit(
     page_count: u32,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let (job, pages) = job_and_pages(state, tenant, job_id).await?;
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
-    let foreign = blocking(move || meta.foreign_pages(&t, &j)).await?;
+    let crate::meta::CommitView {
+        job,
+        pages,
+        foreign,
+    } = blocking(move || meta.commit_view(&t, &j)).await?;
     if !foreign.is_empty() {
         return Err(Refusal::new(
             ErrorCode::Conflict,
