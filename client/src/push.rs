@@ -58,9 +58,9 @@ fn read_pieces(path: PathBuf) -> tokio::sync::mpsc::Receiver<std::io::Result<byt
 
 /// A page held in memory, handed over in pieces of up to `READ_SIZE` (slices, not copies).
 fn in_pieces(b: bytes::Bytes) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
-    let n = b.len().div_ceil(READ_SIZE).max(1);
-    let (tx, rx) = tokio::sync::mpsc::channel(n);
-    for i in 0..b.len().div_ceil(READ_SIZE) {
+    let pieces = b.len().div_ceil(READ_SIZE);
+    let (tx, rx) = tokio::sync::mpsc::channel(pieces.max(1));
+    for i in 0..pieces {
         let piece = b.slice(i * READ_SIZE..((i + 1) * READ_SIZE).min(b.len()));
         tx.try_send(Ok(piece))
             .expect("the channel holds every piece");
@@ -275,7 +275,17 @@ pub async fn push_dir(
     let upload = choose_upload(&journal, opts)?;
     journal.begin(&upload.job_id, upload.id)?;
     let (todo, skipped) = open_job(conn, &upload, &pages).await?;
-    send_all(conn, &upload, todo, skipped, pages.len(), opts).await?;
+    let progress = opts.progress.as_ref();
+    send_all(
+        conn,
+        &upload,
+        todo,
+        skipped,
+        pages.len(),
+        opts.concurrency,
+        progress,
+    )
+    .await?;
     let (n, bytes) = commit(conn, &upload, pages.len() as u32).await?;
     journal.committed_as(&upload.job_id, &contents)?;
     Ok(PushReport {
@@ -318,16 +328,8 @@ pub async fn push_pages<R: Read>(
             bytes: Some(buf.into()),
         });
     }
-    let opts = PushOptions {
-        job: Some(upload.job_id.clone()),
-        concurrency,
-        progress: None,
-        state_dir: PathBuf::new(),
-        again: false,
-        follow_symlinks: false,
-    };
     let (todo, skipped) = open_job(conn, upload, &held).await?;
-    send_all(conn, upload, todo, skipped, held.len(), &opts).await?;
+    send_all(conn, upload, todo, skipped, held.len(), concurrency, None).await?;
     let (pages, bytes) = commit(conn, upload, held.len() as u32).await?;
     Ok(PushReport {
         job_id: upload.job_id.clone(),
@@ -409,12 +411,12 @@ async fn open_job(
 }
 
 /// A progress bar over `total_bytes` when stderr is a terminal and bars were asked for.
-fn progress_bar(opts: &PushOptions, total_bytes: u64, message: String) -> ProgressBar {
-    let Some(multi) = opts
-        .progress
-        .as_ref()
-        .filter(|_| std::io::stderr().is_terminal())
-    else {
+fn progress_bar(
+    progress: Option<&indicatif::MultiProgress>,
+    total_bytes: u64,
+    message: String,
+) -> ProgressBar {
+    let Some(multi) = progress.filter(|_| std::io::stderr().is_terminal()) else {
         return ProgressBar::hidden();
     };
     let b = multi.add(ProgressBar::new(total_bytes));
@@ -430,20 +432,22 @@ fn progress_bar(opts: &PushOptions, total_bytes: u64, message: String) -> Progre
     b
 }
 
-/// Sends `todo` on up to `opts.concurrency` streams at once; the first error, if any.
+/// Sends `todo` on up to `concurrency` streams at once, with a bar in `progress` if given;
+/// the first error, if any.
 async fn send_all(
     conn: &Connection,
     upload: &Upload,
     todo: Vec<LocalPage>,
     skipped: u32,
     page_total: usize,
-    opts: &PushOptions,
+    concurrency: usize,
+    progress: Option<&indicatif::MultiProgress>,
 ) -> Result<(), ClientError> {
     let job_id = &upload.job_id;
     let total_bytes: u64 = todo.iter().map(|p| p.entry.size).sum();
     let tty = std::io::stderr().is_terminal();
     let bar = progress_bar(
-        opts,
+        progress,
         total_bytes,
         format!("{job_id} pages {skipped}/{page_total}"),
     );
@@ -463,7 +467,7 @@ async fn send_all(
                 r
             }
         })
-        .buffer_unordered(opts.concurrency.max(1))
+        .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
     bar.finish_and_clear();
