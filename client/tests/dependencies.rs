@@ -1,19 +1,11 @@
 //! The client crate stays small enough to embed in a scanner: none of the server's storage,
 //! parallelism or compression stack is in its normal dependency tree.
 
-#[test]
-fn the_client_pulls_in_none_of_the_servers_stack() {
+/// `cargo tree -p quire-client --offline ARGS…`, which must succeed.
+fn cargo_tree(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "quire-client",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--offline",
-        ])
+        .args(["tree", "-p", "quire-client", "--offline"])
+        .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo tree");
@@ -22,7 +14,12 @@ fn the_client_pulls_in_none_of_the_servers_stack() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tree = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_client_pulls_in_none_of_the_servers_stack() {
+    let tree = cargo_tree(&["-e", "normal", "--prefix", "none"]);
     assert!(tree.contains("quinn"), "not a dependency tree:\n{tree}");
     let banned = [
         "redb",
@@ -45,27 +42,13 @@ fn the_client_pulls_in_none_of_the_servers_stack() {
 /// `sha2` uses only with its `asm` feature.
 #[test]
 fn on_arm_the_client_hashes_with_the_sha2_instructions() {
-    let out = std::process::Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "-p",
-            "quire-client",
-            "-e",
-            "normal,features",
-            "--target",
-            "aarch64-unknown-linux-gnu",
-            "-i",
-            "sha2",
-            "--offline",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8(out.stdout).unwrap();
+    let tree = cargo_tree(&[
+        "-e",
+        "normal,features",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "-i",
+        "sha2",
+    ]);
     assert!(tree.contains("sha2 feature \"asm\""), "{tree}");
 }

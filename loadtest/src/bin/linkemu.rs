@@ -8,7 +8,7 @@
 //! devices exist and the link statistics every `--report-secs` and when stdin closes.
 
 use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -66,8 +66,7 @@ fn scheduler(
     mut link: Link,
     rx: mpsc::Receiver<Vec<u8>>,
     mut to: impl Write + Send + 'static,
-    stats: mpsc::Sender<(usize, LinkStats)>,
-    direction: usize,
+    stats: Arc<Mutex<LinkStats>>,
 ) {
     std::thread::spawn(move || loop {
         let now = Instant::now();
@@ -84,7 +83,7 @@ fn scheduler(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        let _ = stats.send((direction, link.stats()));
+        *stats.lock().expect("stats lock") = link.stats();
     });
 }
 
@@ -101,17 +100,17 @@ fn main() -> Result<()> {
     };
     let (a_read, a_write) = device(&args.a)?.split();
     let (b_read, b_write) = device(&args.b)?.split();
-    let (stats_tx, stats_rx) = mpsc::channel();
-    for (dir, (from, to, seed)) in [
+    let stats: [Arc<Mutex<LinkStats>>; 2] = Default::default();
+    for ((from, to, seed), stats) in [
         (a_read, b_write, args.seed),
         (b_read, a_write, args.seed + 1),
     ]
     .into_iter()
-    .enumerate()
+    .zip(&stats)
     {
         let (tx, rx) = mpsc::sync_channel(4096);
         reader(from, tx);
-        scheduler(Link::new(config, seed), rx, to, stats_tx.clone(), dir);
+        scheduler(Link::new(config, seed), rx, to, Arc::clone(stats));
     }
     println!("ready");
     std::io::stdout().flush()?;
@@ -121,20 +120,14 @@ fn main() -> Result<()> {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         let _ = eof_tx.send(());
     });
-    let mut latest = [LinkStats::default(); 2];
     let mut last_report = Instant::now();
     loop {
-        while let Ok((dir, s)) = stats_rx.try_recv() {
-            latest[dir] = s;
-        }
         let ended = eof_rx.recv_timeout(Duration::from_millis(200)).is_ok();
         if ended
             || (args.report_secs > 0.0 && last_report.elapsed().as_secs_f64() >= args.report_secs)
         {
-            while let Ok((dir, s)) = stats_rx.try_recv() {
-                latest[dir] = s;
-            }
-            for (name, s) in ["a->b", "b->a"].iter().zip(latest) {
+            for (name, s) in ["a->b", "b->a"].iter().zip(&stats) {
+                let s = *s.lock().expect("stats lock");
                 eprintln!(
                     "linkemu {name}: {} delivered, {} lost, {} dropped at the queue",
                     s.delivered, s.lost, s.queue_drops
