@@ -5,10 +5,11 @@
 #   loadtest/wan.sh [RTT_MS] [RATE_MBIT] [LOSS] [SCANNERS]     (defaults: 40 100 0 4)
 #
 # Needs root: two network namespaces (qwan-scan, qwan-srv) joined by two TUN devices that
-# `linkemu` forwards between (this kernel has no netem). QUIRE_CONGESTION (bbr, the default;
-# cubic; newreno) picks the scanners' congestion controller; CORPUS the job folders (default
+# `linkemu` forwards between (this kernel has no netem). QUIRE_CONGESTION (bdp, the default;
+# bbr; cubic; newreno) picks the scanners' congestion controller; CORPUS the job folders (default
 # the shared corpus); JOBS the jobs each scanner pushes (default 7: 4 x 7 jobs are about 30 MB
-# of the corpus); CONCURRENCY the pages in flight per scanner (default 8); COMPETE_TCP=1 runs
+# of the corpus); CONCURRENCY the pages in flight per job (default 8); JOBS_IN_FLIGHT the jobs
+# each scanner pushes at once (default 1); COMPETE_TCP=1 runs
 # a bulk TCP flow (the kernel's Cubic) across the same link from 2 s before the scanners start
 # until they finish, and prints its rate (fairness).
 # Release builds.
@@ -88,10 +89,10 @@ while True: c.sendall(b)
   sleep 2
 fi
 
-echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONGESTION:-bbr}; ${scanners} scanners x ${jobs} jobs" >&2
+echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONGESTION:-bdp}; ${scanners} scanners x ${jobs} jobs" >&2
 ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
   --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
-  --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" 3>&-
+  --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" --jobs-in-flight "${JOBS_IN_FLIGHT:-1}" 3>&-
 if [ -n "${tcp_source:-}" ]; then
   kill "$tcp_source" 2>/dev/null || true
   wait "$tcp_sink" 2>/dev/null || true

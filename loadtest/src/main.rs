@@ -14,7 +14,7 @@ mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,9 +80,14 @@ struct Args {
     /// TLS and windows, no protocol or pipeline), and report Quire's throughput as a share of it.
     #[arg(long)]
     transport_ceiling: bool,
-    /// Pages in flight per scanner.
+    /// Pages in flight per job (per scanner, with one job in flight).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Jobs each scanner pushes at once over its connection (a scanner with a backlog starts
+    /// the next job while the last one's final pages and commit are in flight); each job has
+    /// its own `--concurrency` pages in flight.
+    #[arg(long, default_value_t = 1)]
+    jobs_in_flight: usize,
     /// Server to load; without it one is started in this process.
     #[arg(long)]
     server: Option<std::net::SocketAddr>,
@@ -239,6 +244,7 @@ async fn main() -> Result<()> {
         cred: cred.clone(),
         addr,
         concurrency: args.concurrency,
+        jobs_in_flight: args.jobs_in_flight.max(1),
         jobs: args.jobs,
         scanners: args.scanners,
         deadline,
@@ -510,6 +516,7 @@ struct Ctx {
     cred: Credential,
     addr: std::net::SocketAddr,
     concurrency: usize,
+    jobs_in_flight: usize,
     jobs: u32,
     scanners: u32,
     deadline: Option<Instant>,
@@ -546,26 +553,38 @@ impl Ctx {
 /// One scanner: one connection, jobs one after another. A lost connection is re-opened
 /// (counted as one error) rather than failing every page that follows.
 async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
-    let mut conn: Option<Connection> = None;
-    let mut j = 0u32;
-    while ctx.more_jobs(j) {
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    ctx.error(&format!("scanner {s}"), &e);
-                    if ctx.deadline.is_none() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+    let next_job = AtomicU32::new(0);
+    while ctx.more_jobs(next_job.load(Ordering::Relaxed)) {
+        let conn = match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.error(&format!("scanner {s}"), &e);
+                if ctx.deadline.is_none() {
+                    return;
                 }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
+        };
+        let lanes = (0..ctx.jobs_in_flight).map(|_| run_lane(&ctx, s, &conn, &next_job));
+        futures::future::join_all(lanes).await;
+        if !conn.is_closed() {
+            conn.close().await;
+            return;
         }
-        let conn = conn.as_ref().expect("connected above");
+    }
+}
+
+/// Pushes the scanner's next job, then the next, until there are no more or the connection
+/// ends (the scanner then reconnects).
+async fn run_lane(ctx: &Ctx, s: u32, conn: &Connection, next_job: &AtomicU32) {
+    while !conn.is_closed() {
+        let j = next_job.fetch_add(1, Ordering::Relaxed);
+        if !ctx.more_jobs(j) {
+            return;
+        }
         // Round robin: with scanners x jobs = corpus size, every job is pushed exactly once.
         let idx = (j as usize * ctx.scanners as usize + s as usize) % ctx.corpus.len();
-        j += 1;
         let pages = &ctx.corpus[idx];
         let upload = Upload::new(new_job_id());
         let job_id = upload.job_id.clone();
@@ -579,7 +598,7 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             loop {
                 while inflight.len() < ctx.concurrency.max(1) {
                     match next.next() {
-                        Some(p) => inflight.push(push_one(&ctx, conn, &upload, p)),
+                        Some(p) => inflight.push(push_one(ctx, conn, &upload, p)),
                         None => break,
                     }
                 }
@@ -604,9 +623,6 @@ async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             Ok(_) => ctx.committed.lock().expect("lock").push((job_id, idx)),
             Err(e) => ctx.error(&format!("scanner {s} commit {job_id}"), &e),
         }
-    }
-    if let Some(c) = conn {
-        c.close().await;
     }
 }
 

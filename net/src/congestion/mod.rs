@@ -1,0 +1,112 @@
+//! Quire's congestion controller for scanners on lossy branch-office links.
+//!
+//! quinn's Cubic and NewReno read every lost packet as congestion: at 0.5 % random loss on a
+//! 40 ms link they hold four scanners to a tenth of it. quinn's BBR ignores random loss but
+//! overruns a drop-tail buffer of one bandwidth-delay product (a third of its packets dropped
+//! at the queue in `loadtest/wan.sh`). This controller keeps BBR's central idea, a window from
+//! the measured delivery rate and minimum round trip, without its probing cycles:
+//!
+//! - **Startup** doubles the window each round trip until the delivery rate stops growing by a
+//!   quarter for three samples, a queue shows in the round trips, or losses pass the ceiling.
+//! - **Steady** sets the window to [`model::GAIN`] times the windowed-maximum rate times the
+//!   minimum round trip, plus [`model::HEADROOM`] at that rate. Above one product so that spare
+//!   capacity is found (each sample may grow by the gain); a competing flow that fills the
+//!   queue lowers what this one measures, so it yields rather than crowds out.
+//! - **Loss** changes nothing until a sample interval loses more than
+//!   [`model::LOSS_CEILING`] of its packets: random loss of a few percent is not congestion,
+//!   an overrun buffer is, and then the rate estimate restarts from what got through.
+//!
+//! quinn paces at 1.25 windows per smoothed round trip, so the window is also the rate.
+//! The arithmetic lives in [`model`], free of quinn's types, and is tested by driving it with
+//! a simulated bottleneck.
+
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+use quinn_proto::RttEstimator;
+
+/// Builds a [`BdpController`] per connection; give it to
+/// `TransportConfig::congestion_controller_factory`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BdpConfig;
+
+impl ControllerFactory for BdpConfig {
+    fn build(self: Arc<Self>, _now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(BdpController {
+            model: model::Model::new(current_mtu),
+        })
+    }
+}
+
+/// A window that follows the measured bandwidth-delay product (see the module docs).
+#[derive(Debug, Clone)]
+pub struct BdpController {
+    model: model::Model,
+}
+
+impl Controller for BdpController {
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        self.model.on_ack(now, sent, bytes, app_limited, rtt.min());
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        _in_flight: u64,
+        app_limited: bool,
+        _largest_packet_num_acked: Option<u64>,
+    ) {
+        self.model.on_end_acks(now, app_limited);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.model
+            .on_congestion(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.model.set_mtu(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.model.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        let mut metrics = ControllerMetrics::default();
+        metrics.congestion_window = self.model.window();
+        metrics.pacing_rate = self.model.rate().map(|b| b.saturating_mul(8));
+        metrics
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(self.clone())
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.model.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
