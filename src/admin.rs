@@ -335,7 +335,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
             }
         },
         AdminCommand::Device { command } => {
-            let server = a.client.server.map(|s| s.to_string());
+            let server = a.client.server.clone();
             device(&conn, &cred, server, command).await?
         }
     }

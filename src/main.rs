@@ -50,12 +50,13 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct EnrollArgs {
-    /// Server address.
+    /// Server as host:port (a name is resolved and every address tried).
     #[arg(long, default_value = quire_server::config::DEFAULT_LISTEN)]
-    server: SocketAddr,
-    /// Name the server's certificate is issued to.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
+    server: String,
+    /// Name the server's certificate is issued to [default: the host of --server, or
+    /// localhost for an IP address].
+    #[arg(long)]
+    server_name: Option<String>,
     /// The token (qt1.…).
     #[arg(long)]
     token: String,
@@ -82,9 +83,10 @@ struct ServeArgs {
 
 #[derive(Args, Debug)]
 struct ClientArgs {
-    /// Server address [default: the one in the credential file, written by `serve`].
+    /// Server as host:port [default: the one in the credential file]. A name is resolved,
+    /// every address tried, and the server's certificate checked against it.
     #[arg(long, global = true)]
-    server: Option<SocketAddr>,
+    server: Option<String>,
     /// Credential file [default: ./quire-data/dev/device.cred, or admin.cred for `admin` and
     /// `deliver`].
     #[arg(long, env = "QUIRE_CREDENTIAL", global = true)]
@@ -222,12 +224,27 @@ async fn serve(a: ServeArgs) -> Result<()> {
     }
     tokio::select! {
         _ = server.run() => {}
+        _ = reload_on_hangup(&server) => {}
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             server.shutdown().await;
         }
     }
     Ok(())
+}
+
+/// SIGHUP: read the TLS certificate and key again (a renewal), keeping live connections.
+async fn reload_on_hangup(server: &Server) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("no SIGHUP handler: certificate renewals need a restart");
+        return std::future::pending().await;
+    };
+    while hangup.recv().await.is_some() {
+        if let Err(e) = server.reload_tls() {
+            tracing::error!(error = %e, "TLS reload failed; the certificate in use stays (fix the files and send SIGHUP again)");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -249,7 +266,8 @@ fn load_credential(c: &ClientArgs, default: &str) -> Result<(Credential, PathBuf
 
 async fn connect(c: &ClientArgs, default: &str) -> Result<(Connection, Credential)> {
     let (cred, path) = load_credential(c, default)?;
-    let conn = Connection::connect(&cred, c.server)
+    let server = c.server.as_deref().unwrap_or(&cred.server);
+    let conn = Connection::connect_to(&cred, server)
         .await
         .with_context(|| format!("connecting as {} ({})", cred.device_id, path.display()))?;
     Ok((conn, cred))
@@ -359,7 +377,8 @@ async fn enroll(a: EnrollArgs) -> Result<()> {
         getrandom::fill(&mut r).expect("the OS random source failed");
         format!("scanner-{}", hex::encode(r))
     });
-    let cred = client::enroll::enroll(a.server, &a.server_name, &token, &device_id).await?;
+    let cred =
+        client::enroll::enroll(&a.server, a.server_name.as_deref(), &token, &device_id).await?;
     cred.save(&a.out)?;
     println!(
         "enrolled device {} of tenant {}; credential written to {}. It stays pending until an administrator runs `quire admin device enable {}`.",

@@ -28,7 +28,8 @@ impl Pair {
     pub async fn start() -> anyhow::Result<Pair> {
         let dir = tempfile::tempdir()?;
         let id = quire_server::identity::Identity::dev(dir.path())?;
-        let mut sc = quire_server::identity::server_config(&id)?;
+        let certs = std::sync::Arc::new(quire_server::identity::CertResolver::new(&id)?);
+        let mut sc = quire_server::identity::server_config(certs)?;
         sc.transport_config(server_transport()?);
         let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
         let addr: SocketAddr = server.local_addr()?;

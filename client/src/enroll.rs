@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quire_codecs::wire::Frame;
+use quire_codecs::wire::{Frame, Role};
 use zeroize::Zeroizing;
 
 use super::{expect_answer, ClientError};
@@ -63,13 +63,43 @@ impl EnrollToken {
     }
 }
 
-/// Enrolls `device_id` at the server and returns its credential, ready to save.
+/// Enrolls `device_id` at `server` (`host:port`) and returns its credential, ready to save.
+/// The certificate is checked against `server_name`, by default the host (or `localhost` for
+/// an IP address). The credential keeps the certificate the token pins: the server's own, or
+/// the CA that issued it, so that renewals from that CA need no new credentials.
 pub async fn enroll(
+    server: &str,
+    server_name: Option<&str>,
+    token: &EnrollToken,
+    device_id: &str,
+) -> Result<Credential, ClientError> {
+    let address = crate::address::ServerAddress::parse(server)?;
+    let name = server_name.unwrap_or_else(|| address.tls_name("localhost"));
+    let addrs = address.resolve().await?;
+    let (tenant, device_id, role, secret, pinned) =
+        crate::address::first_to_connect(&addrs, |addr| enroll_at(addr, name, token, device_id))
+            .await?;
+    Ok(Credential {
+        server: server.into(),
+        server_name: name.into(),
+        tenant,
+        device_id,
+        role: role.as_str().into(),
+        secret: hex::encode(secret),
+        server_ca: quire_net::tls::der_to_pem(&pinned),
+    })
+}
+
+/// What an enrollment brings back: tenant, device id, role, secret, and the pinned
+/// certificate (DER).
+type Enrolled = (String, String, Role, [u8; 32], Vec<u8>);
+
+async fn enroll_at(
     addr: SocketAddr,
     server_name: &str,
     token: &EnrollToken,
     device_id: &str,
-) -> Result<Credential, ClientError> {
+) -> Result<Enrolled, ClientError> {
     let config = quire_net::tls::pinned_client_config(token.fingerprint)?;
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
@@ -93,14 +123,20 @@ pub async fn enroll(
     .await
     .map_err(|_| connect_err("no answer within 15 s".into()))?
     .map_err(|e| connect_err(e.to_string()))?;
-    let cert_der = conn
+    let pinned = conn
         .peer_identity()
         .and_then(|id| {
             id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .and_then(|chain| chain.first().map(|c| c.to_vec()))
-        .ok_or_else(|| ClientError::Protocol("the server presented no certificate".into()))?;
+        .and_then(|chain| {
+            quire_net::tls::find_pinned(&chain, &token.fingerprint).map(|c| c.to_vec())
+        })
+        .ok_or_else(|| {
+            ClientError::Protocol(
+                "the server did not present the certificate the token pins".into(),
+            )
+        })?;
     let (mut send, recv) = conn
         .open_bi()
         .await
@@ -123,15 +159,7 @@ pub async fn enroll(
             tenant,
             role,
             secret,
-        } => Ok(Credential {
-            server: addr.to_string(),
-            server_name: server_name.into(),
-            tenant,
-            device_id,
-            role: role.as_str().into(),
-            secret: hex::encode(secret),
-            server_ca: quire_net::tls::der_to_pem(&cert_der),
-        }),
+        } => Ok((tenant, device_id, role, secret, pinned)),
         other => Err(ClientError::Protocol(format!(
             "expected a credential, got {other:?}"
         ))),

@@ -57,6 +57,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod admin;
 pub mod deliver;
 pub mod enroll;
@@ -162,6 +163,11 @@ pub struct Login<'a> {
     pub secret: [u8; 32],
 }
 
+/// A handshake that failed in TLS (QUIC's crypto error codes carry the TLS alert).
+fn is_tls_failure(t: &quinn_proto::TransportError) -> bool {
+    (0x100..0x200).contains(&u64::from(t.code))
+}
+
 fn closed_reason(e: &quinn::ConnectionError) -> Option<String> {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => {
@@ -177,19 +183,34 @@ impl Connection {
         cred: &Credential,
         server: Option<SocketAddr>,
     ) -> Result<Connection, ClientError> {
-        let addr = match server {
-            Some(a) => a,
-            None => cred.server.parse().map_err(|_| ClientError::Connect {
-                addr: cred.server.clone(),
-                message: "the credential's server is not an address like 127.0.0.1:4433".into(),
-            })?,
-        };
+        match server {
+            Some(addr) => Self::connect_at(cred, addr, &cred.server_name).await,
+            None => Self::connect_to(cred, &cred.server).await,
+        }
+    }
+
+    /// Connects to `server` (`host:port`, as `--server` takes it) with a credential: a name is
+    /// resolved, every address tried (see [`address::first_to_connect`]), and the server's
+    /// certificate checked against the name (against the credential's `server_name` for an IP
+    /// address).
+    pub async fn connect_to(cred: &Credential, server: &str) -> Result<Connection, ClientError> {
+        let server = address::ServerAddress::parse(server)?;
+        let name = server.tls_name(&cred.server_name);
+        let addrs = server.resolve().await?;
+        address::first_to_connect(&addrs, |addr| Self::connect_at(cred, addr, name)).await
+    }
+
+    async fn connect_at(
+        cred: &Credential,
+        addr: SocketAddr,
+        server_name: &str,
+    ) -> Result<Connection, ClientError> {
         let secret = cred
             .secret_bytes()
             .ok_or_else(|| ClientError::Protocol("bad secret".into()))?;
         Self::login(Login {
             addr,
-            server_name: &cred.server_name,
+            server_name,
             ca_pem: &cred.server_ca,
             alpn: ALPN,
             tenant: &cred.tenant,
@@ -244,6 +265,15 @@ impl Connection {
                             return Err(connect_err(e.to_string()));
                         }
                     }
+                }
+                Ok(Err(quinn::ConnectionError::TransportError(t))) if is_tls_failure(&t) => {
+                    return Err(connect_err(format!(
+                        "the server's certificate is not one this credential trusts ({}): it \
+                         must be issued for {} by the CA in the credential (or be the \
+                         certificate pinned there); if the server's certificate was replaced \
+                         by one from another CA, enroll again",
+                        t.reason, l.server_name
+                    )))
                 }
                 Ok(Err(e)) => return Err(connect_err(e.to_string())),
             }
@@ -329,6 +359,19 @@ impl Connection {
         let (mut send, mut reader) = self.open(request).await?;
         let _ = send.finish();
         expect_answer(&mut reader).await
+    }
+
+    /// The certificate chain the server presented (DER, its own certificate first): which
+    /// certificate a server is serving, e.g. after a renewal.
+    pub fn server_certificates(&self) -> Vec<Vec<u8>> {
+        self.conn
+            .peer_identity()
+            .and_then(|id| {
+                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
+            .unwrap_or_default()
     }
 
     /// The connection's congestion controller as it stands (for diagnostics: its window,

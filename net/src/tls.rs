@@ -76,32 +76,52 @@ pub fn der_to_pem(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
 }
 
-/// Trusts exactly the server certificate whose SHA-256 is `pin` (enrollment, before the
-/// device has the certificate). Handshake signatures are still verified with that
-/// certificate's key, so only the holder of its private key passes.
+/// Trusts the certificate whose SHA-256 is `pin` (enrollment, before the device holds it):
+/// either the server's own certificate, or a CA certificate the server presents in its chain,
+/// in which case the server's certificate must chain to it and carry the server name, as
+/// webpki checks any CA-issued certificate. Handshake signatures are still verified with the
+/// server certificate's key, so only the holder of its private key passes.
 #[derive(Debug)]
 struct PinnedCert {
     pin: [u8; 32],
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
+/// The certificate among `chain` whose SHA-256 is `pin`.
+pub fn find_pinned<'a>(
+    chain: &'a [CertificateDer<'a>],
+    pin: &[u8; 32],
+) -> Option<&'a CertificateDer<'a>> {
+    chain.iter().find(|c| cert_fingerprint(c) == *pin)
+}
+
 impl rustls::client::danger::ServerCertVerifier for PinnedCert {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         use subtle::ConstantTimeEq;
         if bool::from(cert_fingerprint(end_entity).ct_eq(&self.pin)) {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
         }
+        let Some(anchor) = find_pinned(intermediates, &self.pin) else {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(anchor.clone().into_owned())?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
 
     fn verify_tls12_signature(
@@ -139,7 +159,8 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCert {
     }
 }
 
-/// The QUIC client configuration for enrollment: trusts only the pinned certificate.
+/// The QUIC client configuration for enrollment: trusts only the pinned certificate (the
+/// server's own, or a CA in its chain: see `PinnedCert`).
 pub fn pinned_client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, TlsError> {
     let provider = provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())

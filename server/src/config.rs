@@ -93,6 +93,7 @@ struct LimitsSection {
 struct TlsSection {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -206,8 +207,9 @@ impl PartialEq for StoreKind {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Certificate and key in PEM; `None` means generate (once) and keep a development pair.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Certificate chain, key and trust anchor in PEM; `None` means generate (once) and keep a
+    /// development pair.
+    pub tls: Option<TlsFiles>,
     pub store: StoreKind,
     pub pipeline: PipelineConfig,
     pub max_streams_per_connection: u32,
@@ -321,22 +323,47 @@ impl ServerConfig {
     }
 }
 
-/// Both of `[tls] cert` and `key`, or neither (a generated development certificate).
-fn resolve_tls(t: TlsSection) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+/// `[tls]`: the server's certificate chain (its own certificate first), its key, and the CA
+/// certificate scanners pin (optional: without it they pin the server's own certificate and
+/// every renewal needs new credentials).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+}
+
+/// Both of `[tls] cert` and `key`, or neither (a generated development certificate); `ca`
+/// only with them.
+fn resolve_tls(t: TlsSection) -> Result<Option<TlsFiles>, ConfigError> {
+    let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    };
     Ok(match (t.cert, t.key) {
-        (Some(c), Some(k)) => Some((c, k)),
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: t.ca,
+        }),
+        (None, None) if t.ca.is_some() => {
+            return Err(invalid(
+                "tls.ca",
+                "tls.ca is the CA of tls.cert, so tls.cert and tls.key must be set too",
+            ))
+        }
         (None, None) => None,
         (Some(_), None) => {
-            return Err(ConfigError::Invalid {
-                key: "tls.key".into(),
-                reason: "tls.cert is set, so tls.key must be too".into(),
-            })
+            return Err(invalid(
+                "tls.key",
+                "tls.cert is set, so tls.key must be too",
+            ))
         }
         (None, Some(_)) => {
-            return Err(ConfigError::Invalid {
-                key: "tls.cert".into(),
-                reason: "tls.key is set, so tls.cert must be too".into(),
-            })
+            return Err(invalid(
+                "tls.cert",
+                "tls.key is set, so tls.cert must be too",
+            ))
         }
     })
 }
@@ -640,6 +667,7 @@ mod tests {
             ("[pipeline]\nchunk_size = 12", "pipeline.chunk_size"),
             ("[store]\nkind = \"floppy\"", "store.kind"),
             ("[tls]\ncert = \"a.pem\"", "tls.key"),
+            ("[tls]\nca = \"ca.pem\"", "tls.ca"),
             ("lisen = \"127.0.0.1:1\"", "lisen"),
             ("[pipeline]\nchunk_sise = 65536", "chunk_sise"),
         ];

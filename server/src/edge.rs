@@ -15,12 +15,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, StoreKind};
 use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
-use crate::identity::Identity;
+use crate::identity::{CertResolver, Identity, IdentitySource};
 use crate::meta::{Meta, MetaStore};
 use crate::{keycheck, limits, requests, slots, sweep};
 use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
 use quire_net::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
 use quire_net::stream::{write_frame, FrameReader};
+use quire_net::tls::TlsError;
 
 /// The server failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +158,11 @@ pub fn connection_window(connections: usize) -> u64 {
 pub struct Server {
     endpoint: quinn::Endpoint,
     state: Arc<State>,
-    cert_pem: String,
+    /// What credentials written at start pin (see [`Identity::trust_anchor_pem`]).
+    trust_anchor_pem: String,
+    /// The certificate new handshakes get, and where to read it again.
+    certs: Arc<CertResolver>,
+    identity_source: IdentitySource,
 }
 
 impl std::fmt::Debug for Server {
@@ -217,11 +222,17 @@ impl Server {
         for (tenant, kind) in &config.routes {
             routes.insert(tenant.clone(), open_store(kind)?);
         }
-        let identity = match &config.tls {
-            Some((cert, key)) => Identity::load(cert, key)?,
-            None => Identity::dev(&dir.join("tls"))?,
+        let identity_source = match &config.tls {
+            Some(files) => IdentitySource::Files {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                ca: files.ca.clone(),
+            },
+            None => IdentitySource::Dev(dir.join("tls")),
         };
-        let mut server_config = crate::identity::server_config(&identity)?;
+        let identity = Identity::read(&identity_source)?;
+        let certs = Arc::new(CertResolver::new(&identity)?);
+        let mut server_config = crate::identity::server_config(certs.clone())?;
         server_config.transport_config(Arc::new(transport_config(&config)));
         let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
             ServeError::Bind {
@@ -274,7 +285,9 @@ impl Server {
                     }
                 })?,
             }),
-            cert_pem: identity.cert_pem.clone(),
+            trust_anchor_pem: identity.trust_anchor_pem().to_string(),
+            certs,
+            identity_source,
         };
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
@@ -295,9 +308,19 @@ impl Server {
             .expect("bound endpoint has an address")
     }
 
-    /// The server certificate clients must trust (PEM).
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+    /// What clients must trust (PEM): `[tls] ca`, or the server's own certificate.
+    pub fn trust_anchor_pem(&self) -> &str {
+        &self.trust_anchor_pem
+    }
+
+    /// Reads the certificate and key again (renewed files) and gives them to every new
+    /// handshake; connections already established keep theirs. On error (unreadable file, a
+    /// key that does not match the certificate) the certificate in use stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let identity = Identity::read(&self.identity_source)?;
+        self.certs.replace(&identity)?;
+        info!(source = ?self.identity_source, "TLS certificate reloaded");
+        Ok(())
     }
 
     /// Serves connections until [`Server::shutdown`] or the endpoint closes.
@@ -377,7 +400,7 @@ impl Server {
             let cred = match existing {
                 Some(mut c) => {
                     c.server = server.clone();
-                    c.server_ca = self.cert_pem.clone();
+                    c.server_ca = self.trust_anchor_pem.clone();
                     c
                 }
                 None => {
@@ -396,7 +419,7 @@ impl Server {
                         device_id: device_id.into(),
                         role: role.as_str().into(),
                         secret: hex::encode(*secret),
-                        server_ca: self.cert_pem.clone(),
+                        server_ca: self.trust_anchor_pem.clone(),
                     }
                 }
             };

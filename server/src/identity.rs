@@ -1,14 +1,17 @@
-//! The server's TLS identity: a certificate chain and key from files, or a generated
-//! development certificate; and the QUIC server configuration built from it. 0-RTT is off:
-//! every Quire request changes state, and replayable early data must never carry one.
+//! The server's TLS identity: a certificate chain and key from files (with the trust anchor
+//! that scanners' credentials carry), or a generated development certificate; the QUIC server
+//! configuration built from it, whose certificate can be swapped while connections live
+//! (SIGHUP). 0-RTT is off: every Quire request changes state, and replayable early data must
+//! never carry one.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use quire_codecs::wire::ALPN;
 use quire_net::tls::{provider, TlsError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     move |source| TlsError::Io {
@@ -17,11 +20,27 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-/// A certificate chain and its key, in PEM.
+/// Where the identity comes from, so that it can be read again.
+#[derive(Debug, Clone)]
+pub enum IdentitySource {
+    /// `[tls] cert`, `key` and optionally `ca`.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        ca: Option<PathBuf>,
+    },
+    /// The generated development certificate in this directory.
+    Dev(PathBuf),
+}
+
+/// A certificate chain and its key, in PEM, and the trust anchor clients pin.
 #[derive(Clone)]
 pub struct Identity {
     pub cert_pem: String,
     key_pem: String,
+    /// `[tls] ca`: the CA certificate scanners trust, so that a renewed certificate from the
+    /// same CA keeps working. Without it they pin the server's own certificate.
+    anchor_pem: Option<String>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -31,11 +50,28 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
+    /// Reads the identity from where `source` says.
+    pub fn read(source: &IdentitySource) -> Result<Identity, TlsError> {
+        match source {
+            IdentitySource::Files { cert, key, ca } => {
+                let mut id = Self::load(cert, key)?;
+                if let Some(ca) = ca {
+                    let pem = std::fs::read_to_string(ca).map_err(io_err(ca))?;
+                    pem_certs(&pem, ca)?;
+                    id.anchor_pem = Some(pem);
+                }
+                Ok(id)
+            }
+            IdentitySource::Dev(dir) => Self::dev(dir),
+        }
+    }
+
     /// Loads a PEM certificate chain and key.
     pub fn load(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         Ok(Identity {
             cert_pem: std::fs::read_to_string(cert).map_err(io_err(cert))?,
             key_pem: std::fs::read_to_string(key).map_err(io_err(key))?,
+            anchor_pem: None,
         })
     }
 
@@ -57,39 +93,103 @@ impl Identity {
         let id = Identity {
             cert_pem: ck.cert.pem(),
             key_pem: ck.signing_key.serialize_pem(),
+            anchor_pem: None,
         };
         quire_net::credential::write_private(&key, id.key_pem.as_bytes()).map_err(io_err(&key))?;
         std::fs::write(&cert, &id.cert_pem).map_err(io_err(&cert))?;
         Ok(id)
     }
 
-    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|_| TlsError::Pem {
-                path: "certificate".into(),
-                what: "certificate",
-            })?;
-        if certs.is_empty() {
-            return Err(TlsError::Pem {
-                path: "certificate".into(),
-                what: "certificate",
-            });
+    /// What credentials and enrollment tokens pin: the CA if one is configured, else the
+    /// server's own certificate.
+    pub fn trust_anchor_pem(&self) -> &str {
+        self.anchor_pem.as_deref().unwrap_or(&self.cert_pem)
+    }
+
+    /// The chain the server presents: its own, then the trust anchor if that is not in it
+    /// already (so that an enrolling scanner, which knows only the anchor's fingerprint,
+    /// receives the anchor itself to keep).
+    fn presented_chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let mut chain = pem_certs(&self.cert_pem, Path::new("tls.cert"))?;
+        if let Some(anchor) = &self.anchor_pem {
+            for cert in pem_certs(anchor, Path::new("tls.ca"))? {
+                if !chain.contains(&cert) {
+                    chain.push(cert);
+                }
+            }
         }
-        Ok(certs)
+        Ok(chain)
+    }
+
+    fn certified_key(&self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let key =
+            PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|_| TlsError::Pem {
+                path: "tls.key".into(),
+                what: "private key",
+            })?;
+        Ok(Arc::new(CertifiedKey::from_der(
+            self.presented_chain()?,
+            key,
+            &provider(),
+        )?))
     }
 }
 
-/// The QUIC server configuration: TLS 1.3 only, ALPN `quire/1` required, no 0-RTT.
-pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TlsError> {
-    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).map_err(|_| TlsError::Pem {
-        path: "key".into(),
-        what: "private key",
-    })?;
+fn pem_certs(pem: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = || TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "certificate",
+    };
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    if certs.is_empty() {
+        return Err(bad());
+    }
+    Ok(certs)
+}
+
+/// The certificate every new handshake gets; [`CertResolver::replace`] swaps it without
+/// touching connections already established.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertResolver {
+    pub fn new(id: &Identity) -> Result<CertResolver, TlsError> {
+        Ok(CertResolver {
+            current: RwLock::new(id.certified_key()?),
+        })
+    }
+
+    /// Checks `id` (key matches certificate, PEM parses) and makes it the one new handshakes
+    /// get. On error the current certificate stays.
+    pub fn replace(&self, id: &Identity) -> Result<(), TlsError> {
+        let key = id.certified_key()?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// The QUIC server configuration: TLS 1.3 only, ALPN `quire/1` required, no 0-RTT, the
+/// certificate from `certs`.
+pub fn server_config(certs: Arc<CertResolver>) -> Result<quinn::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(id.chain()?, key)?;
+        .with_cert_resolver(certs);
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)

@@ -1,0 +1,249 @@
+//! A server with a certificate from a private CA (root → intermediate → leaf for
+//! `localhost`): scanners enroll by host name and keep the CA, not the leaf, so a renewed
+//! certificate from the same CA, loaded on SIGHUP without a restart, keeps them working; a
+//! certificate from another CA is refused with an error that says what to do.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use quire_client::credential::{Credential, CredentialFile};
+use quire_client::Connection;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+/// A CA (root and intermediate) that issues leaves for `localhost`.
+struct Pki {
+    root_pem: String,
+    root_der: Vec<u8>,
+    intermediate_pem: String,
+    intermediate: Issuer<'static, KeyPair>,
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params(&format!("{name} root"));
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let inter_key = KeyPair::generate().unwrap();
+        let inter_params = ca_params(&format!("{name} intermediate"));
+        let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
+        Pki {
+            root_pem: root.pem(),
+            root_der: root.der().to_vec(),
+            intermediate_pem: inter.pem(),
+            intermediate: Issuer::new(inter_params, inter_key),
+        }
+    }
+
+    /// A fresh key and a leaf for `localhost` from the intermediate, written as the server's
+    /// chain (leaf, intermediate) and key; returns the leaf's DER.
+    fn issue_leaf(&self, dir: &Path) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "quire ingest");
+        let leaf = params.signed_by(&key, &self.intermediate).unwrap();
+        std::fs::write(
+            dir.join("chain.pem"),
+            format!("{}{}", leaf.pem(), self.intermediate_pem),
+        )
+        .unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        leaf.der().to_vec()
+    }
+}
+
+fn pem_der(pem_text: &str) -> Vec<u8> {
+    pem::parse(pem_text).unwrap().into_contents()
+}
+
+fn hangup(server: &TestServer, reloads_before: usize) {
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = server.log_text();
+        let done = log.matches("TLS certificate reloaded").count()
+            + log.matches("TLS reload failed").count();
+        if done > reloads_before {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reload: {log}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn reload_count(server: &TestServer) -> usize {
+    let log = server.log_text();
+    log.matches("TLS certificate reloaded").count() + log.matches("TLS reload failed").count()
+}
+
+#[test]
+fn scanners_trust_the_ca_across_renewals_and_refuse_another_ca() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("Quire Test CA");
+    let first_leaf = pki.issue_leaf(pki_dir.path());
+    std::fs::write(pki_dir.path().join("ca.pem"), &pki.root_pem).unwrap();
+    let p = |f: &str| pki_dir.path().join(f).display().to_string();
+    let server = TestServer::start_with_config(&format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+        p("chain.pem"),
+        p("key.pem"),
+        p("ca.pem")
+    ));
+
+    // Credentials written by the server pin the root CA, not the leaf.
+    let admin_path = server.admin_cred_path();
+    let admin_cred = Credential::load(&admin_path).unwrap();
+    assert_eq!(pem_der(&admin_cred.server_ca), pki.root_der);
+    let admin = admin_path.to_str().unwrap();
+
+    // A token pins the CA; enrollment by host name keeps the CA.
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "token",
+        "create",
+        "--tenant",
+        "dev",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = last_line(&o.stdout);
+    let by_name = format!("localhost:{}", server.addr.port());
+    let cred_path = server.path().join("scanner.cred");
+    let o = server.quire(&[
+        "enroll",
+        "--server",
+        &by_name,
+        "--token",
+        &token,
+        "--device-id",
+        "scanner-ca",
+        "--out",
+        cred_path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cred = Credential::load(&cred_path).unwrap();
+    assert_eq!(cred.server, by_name);
+    assert_eq!(cred.server_name, "localhost");
+    assert_eq!(pem_der(&cred.server_ca), pki.root_der);
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "enable",
+        "scanner-ca",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("page-1.tif"), b"first scan").unwrap();
+    let push = || {
+        server.quire(&[
+            "push",
+            job.to_str().unwrap(),
+            "--credential",
+            cred_path.to_str().unwrap(),
+            "--no-progress",
+        ])
+    };
+    let o = push();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = |cred: &Credential| {
+        rt.block_on(async {
+            let c = Connection::connect_to(cred, &cred.server).await.unwrap();
+            let leaf = c.server_certificates().remove(0);
+            c.close().await;
+            leaf
+        })
+    };
+    assert_eq!(served(&cred), first_leaf);
+
+    // Renewal: a new key and leaf from the same CA, loaded on SIGHUP. A connection opened
+    // before keeps working; new ones get the new leaf; the same credential still pushes.
+    let live = rt
+        .block_on(Connection::connect_to(&cred, &cred.server))
+        .unwrap();
+    let renewed_leaf = pki.issue_leaf(pki_dir.path());
+    hangup(&server, reload_count(&server));
+    assert_eq!(served(&cred), renewed_leaf);
+    let still = rt.block_on(live.call(&quire_codecs::wire::Frame::JobOpen {
+        tenant: "dev".into(),
+        job_id: "opened-after-the-reload".into(),
+        upload: Some(quire_codecs::wire::UploadId::random()),
+    }));
+    assert!(
+        matches!(still, Ok(quire_codecs::wire::Frame::JobStatus { .. })),
+        "the connection opened before the reload: {still:?}"
+    );
+    rt.block_on(live.close());
+    std::fs::write(job.join("page-2.tif"), b"second scan").unwrap();
+    let o = push();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A key that does not match the certificate: the reload fails and the renewed leaf stays.
+    let good_key = std::fs::read(pki_dir.path().join("key.pem")).unwrap();
+    std::fs::write(
+        pki_dir.path().join("key.pem"),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    hangup(&server, reload_count(&server));
+    assert!(server.log_text().contains("TLS reload failed"));
+    assert_eq!(served(&cred), renewed_leaf);
+    std::fs::write(pki_dir.path().join("key.pem"), good_key).unwrap();
+
+    // A leaf from another CA: scanners refuse it and say what to do.
+    let other = Pki::new("Someone Else's CA");
+    other.issue_leaf(pki_dir.path());
+    hangup(&server, reload_count(&server));
+    let o = push();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not one this credential trusts") && err.contains("enroll again"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_address_that_is_not_host_port_is_refused_before_connecting() {
+    let server = TestServer::in_process();
+    let o = server.quire(&[
+        "push",
+        "--server",
+        "ingest.example.com",
+        "x",
+        "--no-progress",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("host:port"), "{err}");
+    let o = server.quire(&["push", "--server", "no-such-host.invalid:4433", "x"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no-such-host.invalid"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
