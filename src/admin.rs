@@ -78,12 +78,25 @@ enum AdminCommand {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// The server's TLS certificate.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
     /// The key vault, checked on the data directory itself (run it where `quire serve`
     /// runs, with the server stopped: it is what to run when the server refuses to start).
     Vault {
         #[command(subcommand)]
         command: VaultCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TlsCommand {
+    /// Read the certificate and key files again after a renewal (as SIGHUP does): new
+    /// connections get the new certificate, open ones keep theirs; if the files are bad the
+    /// certificate in use stays and this says why. Service admin only.
+    Reload,
 }
 
 #[derive(Subcommand, Debug)]
@@ -257,6 +270,15 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         }
         AdminCommand::Call { action, fields, .. } => call(&conn, action, &fields).await?,
         AdminCommand::Hold { command } => hold(&conn, command).await?,
+        AdminCommand::Tls {
+            command: TlsCommand::Reload,
+        } => {
+            conn.call(&quire_codecs::wire::Frame::Admin(
+                AdminRequest::TlsReload {},
+            ))
+            .await?;
+            println!("TLS certificate reloaded: new connections get it");
+        }
         AdminCommand::Job {
             command: JobCommand::Abort { tenant, job },
         } => {

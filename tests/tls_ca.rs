@@ -201,7 +201,8 @@ fn scanners_trust_the_ca_across_renewals_and_refuse_another_ca() {
     let o = push();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    // A key that does not match the certificate: the reload fails and the renewed leaf stays.
+    // A key that does not match the certificate: the reload fails (on SIGHUP, and asked for
+    // with `quire admin tls reload`, which says why) and the renewed leaf stays.
     let good_key = std::fs::read(pki_dir.path().join("key.pem")).unwrap();
     std::fs::write(
         pki_dir.path().join("key.pem"),
@@ -210,13 +211,29 @@ fn scanners_trust_the_ca_across_renewals_and_refuse_another_ca() {
     .unwrap();
     hangup(&server, reload_count(&server));
     assert!(server.log_text().contains("TLS reload failed"));
+    let o = server.quire(&["admin", "--credential", admin, "tls", "reload"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the certificate in use stays"), "{err}");
     assert_eq!(served(&cred), renewed_leaf);
     std::fs::write(pki_dir.path().join("key.pem"), good_key).unwrap();
 
-    // A leaf from another CA: scanners refuse it and say what to do.
+    // Only a service admin may reload.
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        cred_path.to_str().unwrap(),
+        "tls",
+        "reload",
+    ]);
+    assert!(!o.status.success());
+
+    // A leaf from another CA, loaded with `quire admin tls reload`: scanners refuse it and say
+    // what to do.
     let other = Pki::new("Someone Else's CA");
     other.issue_leaf(pki_dir.path());
-    hangup(&server, reload_count(&server));
+    let o = server.quire(&["admin", "--credential", admin, "tls", "reload"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = push();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

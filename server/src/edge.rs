@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, StoreKind};
 use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
-use crate::identity::{CertResolver, Identity, IdentitySource};
+use crate::identity::{CertResolver, Identity, IdentitySource, TlsReloader};
 use crate::meta::{Meta, MetaStore};
 use crate::{keycheck, limits, requests, slots, sweep};
 use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
@@ -71,6 +71,8 @@ pub(crate) struct State {
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
     /// The time retention and collection decisions go by.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// The TLS certificate in use, reloadable.
+    pub tls: TlsReloader,
 }
 
 impl State {
@@ -160,9 +162,6 @@ pub struct Server {
     state: Arc<State>,
     /// What credentials written at start pin (see [`Identity::trust_anchor_pem`]).
     trust_anchor_pem: String,
-    /// The certificate new handshakes get, and where to read it again.
-    certs: Arc<CertResolver>,
-    identity_source: IdentitySource,
 }
 
 impl std::fmt::Debug for Server {
@@ -278,6 +277,10 @@ impl Server {
                 limits: limits::Limits::new(config.limits),
                 retention: config.retention.clone(),
                 clock,
+                tls: TlsReloader {
+                    certs,
+                    source: identity_source,
+                },
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),
@@ -286,8 +289,6 @@ impl Server {
                 })?,
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),
-            certs,
-            identity_source,
         };
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
@@ -317,10 +318,7 @@ impl Server {
     /// handshake; connections already established keep theirs. On error (unreadable file, a
     /// key that does not match the certificate) the certificate in use stays.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
-        let identity = Identity::read(&self.identity_source)?;
-        self.certs.replace(&identity)?;
-        info!(source = ?self.identity_source, "TLS certificate reloaded");
-        Ok(())
+        self.state.tls.reload()
     }
 
     /// Serves connections until [`Server::shutdown`] or the endpoint closes.

@@ -183,6 +183,25 @@ impl rustls::server::ResolvesServerCert for CertResolver {
     }
 }
 
+/// The certificate in use and where to read it again: what SIGHUP and `tls.reload` use.
+#[derive(Debug)]
+pub struct TlsReloader {
+    pub certs: Arc<CertResolver>,
+    pub source: IdentitySource,
+}
+
+impl TlsReloader {
+    /// Reads the certificate and key again (renewed files) and gives them to every new
+    /// handshake; connections already established keep theirs. On error (unreadable file, a
+    /// key that does not match the certificate) the certificate in use stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let identity = Identity::read(&self.source)?;
+        self.certs.replace(&identity)?;
+        tracing::info!(source = ?self.source, "TLS certificate reloaded");
+        Ok(())
+    }
+}
+
 /// The QUIC server configuration: TLS 1.3 only, ALPN `quire/1` required, no 0-RTT, the
 /// certificate from `certs`.
 pub fn server_config(certs: Arc<CertResolver>) -> Result<quinn::ServerConfig, TlsError> {

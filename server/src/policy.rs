@@ -39,11 +39,12 @@ pub enum Action {
     DeliveryList,
     DeliveryAck,
     JobAbort,
+    TlsReload,
 }
 
 impl Action {
     /// Every action, for tables and tests.
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 24] = [
         Action::JobStatus,
         Action::PagePut,
         Action::JobCommit,
@@ -67,6 +68,7 @@ impl Action {
         Action::DeliveryList,
         Action::DeliveryAck,
         Action::JobAbort,
+        Action::TlsReload,
     ];
 
     fn is_data_plane(self) -> bool {
@@ -146,7 +148,7 @@ pub fn decide(s: Subject, a: Action) -> Result<Allowed, Denial> {
         }
     };
     match a {
-        Action::TenantCreate | Action::TenantShred => only_service_admin(),
+        Action::TenantCreate | Action::TenantShred | Action::TlsReload => only_service_admin(),
         Action::DeviceCreate(ServiceAdmin) | Action::DeviceRotate(ServiceAdmin) => {
             manage(s).and_then(|_| only_service_admin())
         }

@@ -212,7 +212,9 @@ macro_rules! admin_requests {
             pub fn describe(&self) -> AdminDescription {
                 match self {
                     $( AdminRequest::$name { $( $field ),* } => {
+                        #[allow(unused_mut)] // operations without fields
                         let mut tenant = String::new();
+                        #[allow(unused_mut)]
                         let mut detail = Vec::<String>::new();
                         $(
                             if stringify!($field) == "tenant" {
@@ -303,6 +305,9 @@ admin_requests! {
     16 "delivery.ack" DeliveryAck { tenant: String = id("tenant"), job_id: String = job_id() }
     /// Abandon an uncommitted job: its stored pages are deleted and its id is free again.
     17 "job.abort" JobAbort { tenant: String = id("tenant"), job_id: String = job_id() }
+    /// Read the server's TLS certificate and key again (a renewal), as SIGHUP does
+    /// (service admin only). Connections already open keep theirs.
+    18 "tls.reload" TlsReload {}
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ fn all_frames() -> Vec<Frame> {
             tenant: "acme".into(),
             job_id: "job-8".into(),
         }),
+        Frame::Admin(AdminRequest::TlsReload {}),
         Frame::AdminJobs(vec![JobInfo {
             job_id: "job-7".into(),
             pages: 3,

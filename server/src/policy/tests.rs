@@ -62,6 +62,7 @@ const TABLE: [(Action, [&str; 4]); 23] = [
     (Action::DeliveryList, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::DeliveryAck, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::JobAbort, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
+    (Action::TlsReload, ["FFAFF", "FFAFF", "FFAFF", "FFAFF"]),
 ];
 
 fn letter(r: Result<Allowed, Denial>) -> char {

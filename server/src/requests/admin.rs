@@ -42,6 +42,20 @@ async fn route(
         | R::DeliveryList { .. }
         | R::DeliveryAck { .. }
         | R::JobAbort { .. } => super::holds::holds(state, principal, req, send).await,
+        R::TlsReload {} => {
+            allow(state, principal, "", Action::TlsReload, "").await?;
+            state.tls.reload().map_err(|e| {
+                Refusal::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the certificate files could not be loaded ({e}); the certificate in \
+                         use stays: fix the files named by [tls] cert, key and ca and reload again"
+                    ),
+                )
+            })?;
+            info!(by = %principal.device_id, "TLS certificate reloaded on request");
+            reply(send, &Frame::Done).await
+        }
     }
 }
 
