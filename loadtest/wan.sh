@@ -59,7 +59,8 @@ ip -n qwan-srv link set qwan-b up
 
 # The server, on its embedded defaults, in its namespace.
 mkdir "$work/srv"
-(cd "$work/srv" && exec ip netns exec qwan-srv "$bin/quire" serve --listen 10.77.0.2:4433) \
+printf '[dev]\nbootstrap = true\n' > "$work/srv/quire.toml"   # the scanners use the dev credential
+(cd "$work/srv" && exec ip netns exec qwan-srv "$bin/quire" serve --config quire.toml --listen 10.77.0.2:4433) \
   > "$work/serve.out" 2> "$work/serve.err" 3>&- &
 server_pid=$!
 for _ in $(seq 100); do grep -q "listening" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done

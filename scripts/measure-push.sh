@@ -15,7 +15,7 @@ quire="$root/target/release/quire"
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
-printf '[spool]\nack = "%s"\n' "$ack" > quire.toml
+printf '[dev]\nbootstrap = true\n[spool]\nack = "%s"\n' "$ack" > quire.toml
 "$quire" serve --config quire.toml --listen 127.0.0.1:0 > serve.out 2> serve.log &
 server=$!
 for _ in $(seq 1 100); do grep -q "quire listening" serve.out 2>/dev/null && break; sleep 0.1; done

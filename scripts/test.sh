@@ -18,6 +18,11 @@ cargo fetch --quiet
 
 source scripts/test-servers.sh
 
+# systemd's own unit check (tests/packaging.rs verifies dist/quire.service with it).
+if ! command -v systemd-analyze >/dev/null; then
+  apt-get install -y -qq systemd >/dev/null
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace

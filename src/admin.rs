@@ -83,6 +83,30 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TlsCommand,
     },
+    /// Create the first service administrator of a server that makes no development
+    /// credentials (one with a configuration file, or listening beyond loopback). Runs on the
+    /// data directory with the server stopped, once: a server that has a service
+    /// administrator refuses, and no existing device is overwritten.
+    Bootstrap {
+        /// The server's configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The server's data directory [default: ./quire-data, or `data_dir` in the config].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where administrators reach the server, host:port (the host, if a name, is what its
+        /// certificate is issued for).
+        #[arg(long)]
+        server: String,
+        /// The administrator's tenant (created if missing).
+        #[arg(long, default_value = "ops")]
+        tenant: String,
+        #[arg(long, default_value = "admin")]
+        device_id: String,
+        /// Where to write the credential (mode 0600; an existing file is not overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The key vault, checked on the data directory itself (run it where `quire serve`
     /// runs, with the server stopped: it is what to run when the server refuses to start).
     Vault {
@@ -257,6 +281,38 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if let AdminCommand::Bootstrap {
+        config,
+        data_dir,
+        server,
+        tenant,
+        device_id,
+        out,
+    } = &a.command
+    {
+        if out.exists() {
+            bail!(
+                "{} exists: the bootstrap writes a new credential and overwrites none",
+                out.display()
+            );
+        }
+        let config = ServerConfig::load(config.as_deref(), None, data_dir.clone())?;
+        let cred = quire_server::bootstrap::first_admin(
+            &config,
+            &quire_server::bootstrap::FirstAdmin {
+                server,
+                tenant,
+                device_id,
+            },
+        )?;
+        cred.save(out)?;
+        println!(
+            "service admin {device_id} of tenant {tenant}: credential written to {} (mode 0600, \
+             the only copy of its secret)",
+            out.display()
+        );
+        return Ok(());
+    }
     if let AdminCommand::Call { list: true, .. } = &a.command {
         for (action, fields) in AdminRequest::FIELDS {
             println!("{action}\t{}", fields.join(" "));
@@ -265,7 +321,9 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
     }
     let (conn, cred) = connect(&a.client, DEV_ADMIN_CRED).await?;
     match a.command {
-        AdminCommand::Vault { .. } | AdminCommand::Call { list: true, .. } => {
+        AdminCommand::Vault { .. }
+        | AdminCommand::Bootstrap { .. }
+        | AdminCommand::Call { list: true, .. } => {
             unreachable!("answered above without a connection")
         }
         AdminCommand::Call { action, fields, .. } => call(&conn, action, &fields).await?,

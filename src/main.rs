@@ -23,7 +23,11 @@ use admin::{admin, AdminArgs};
 ///   quire push samples/scan-job       # prints the job id last
 ///   quire get --job JOB_ID --out restored/
 #[derive(Parser, Debug)]
-#[command(name = "quire", version, verbatim_doc_comment)]
+#[command(
+    name = "quire",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("QUIRE_COMMIT"), ")"),
+    verbatim_doc_comment
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -215,6 +219,11 @@ async fn serve(a: ServeArgs) -> Result<()> {
             data_dir.join(DEV_DEVICE_CRED).display(),
             data_dir.join(DEV_ADMIN_CRED).display()
         ));
+    } else {
+        banner.push_str(
+            "no development credentials (a configured or reachable server): the first \
+             administrator comes from `quire admin bootstrap` (server stopped)\n",
+        );
     }
     {
         use std::io::Write;

@@ -22,6 +22,22 @@ fn help_lists_every_command() {
 }
 
 #[test]
+fn version_names_the_commit_it_was_built_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, _) = run(dir.path(), &["--version"]);
+    assert!(ok && out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let expected = head.unwrap_or_else(|| "unknown".into());
+    assert!(out.contains(&format!("(commit {expected})")), "{out}");
+}
+
+#[test]
 fn an_invalid_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (text, key) in [
@@ -46,7 +62,7 @@ fn a_config_file_sets_the_listen_address_and_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("quire.toml"),
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"elsewhere\"\n[dev]\ntenant = \"acme\"\n",
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"elsewhere\"\n[dev]\nbootstrap = true\ntenant = \"acme\"\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)

@@ -37,7 +37,8 @@ impl Setup {
     pub fn toml(&self) -> Result<String> {
         let var =
             |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-        let mut t = format!("[spool]\nack = \"{}\"\n", self.ack);
+        // The load test pushes with the development credentials.
+        let mut t = format!("[dev]\nbootstrap = true\n[spool]\nack = \"{}\"\n", self.ack);
         match self.store {
             StoreKind::Local => {}
             StoreKind::S3 => {

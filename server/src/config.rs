@@ -251,7 +251,7 @@ impl ServerConfig {
             }
             None => FileConfig::default(),
         };
-        Self::resolve(fc, listen, data_dir)
+        Self::resolve(fc, listen, data_dir, file.is_some())
     }
 
     /// Parses a configuration from TOML text (no overrides).
@@ -260,13 +260,14 @@ impl ServerConfig {
             path: PathBuf::from("<inline>"),
             message: e.to_string(),
         })?;
-        Self::resolve(fc, None, None)
+        Self::resolve(fc, None, None, true)
     }
 
     fn resolve(
         fc: FileConfig,
         listen: Option<SocketAddr>,
         data_dir: Option<PathBuf>,
+        from_file: bool,
     ) -> Result<ServerConfig, ConfigError> {
         let listen = match (listen, fc.listen) {
             (Some(a), _) => a,
@@ -317,7 +318,12 @@ impl ServerConfig {
             store,
             pipeline,
             max_streams_per_connection,
-            dev_bootstrap: fc.dev.bootstrap.unwrap_or(true),
+            // Development credentials only for the quickstart (no configuration, loopback): a
+            // configured or reachable server gets its first admin from `quire admin bootstrap`.
+            dev_bootstrap: fc
+                .dev
+                .bootstrap
+                .unwrap_or(!from_file && listen.ip().is_loopback()),
             dev_tenant,
         })
     }
@@ -604,7 +610,7 @@ mod tests {
 
     #[test]
     fn defaults_hold_without_a_file() {
-        let c = ServerConfig::from_toml("").unwrap();
+        let c = ServerConfig::load(None, None, None).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(
             c.store,
@@ -613,6 +619,19 @@ mod tests {
             }
         );
         assert!(c.dev_bootstrap);
+    }
+
+    #[test]
+    fn development_credentials_only_for_the_quickstart_unless_asked_for() {
+        let anywhere = Some("0.0.0.0:4433".parse().unwrap());
+        assert!(
+            !ServerConfig::load(None, anywhere, None)
+                .unwrap()
+                .dev_bootstrap
+        );
+        assert!(!ServerConfig::from_toml("").unwrap().dev_bootstrap);
+        let asked = ServerConfig::from_toml("[dev]\nbootstrap = true\n").unwrap();
+        assert!(asked.dev_bootstrap);
     }
 
     #[test]

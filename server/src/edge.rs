@@ -45,6 +45,8 @@ pub enum ServeError {
     Credential(#[from] quire_net::credential::CredentialError),
     #[error("the keys do not match the data, so the server will not start:\n  {}", .0.join("\n  "))]
     KeysMissing(Vec<String>),
+    #[error("bootstrap refused: {0}")]
+    Bootstrap(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -52,10 +52,11 @@ impl TestServer {
         Self::start_in(dir)
     }
 
-    /// Starts `quire serve --config quire.toml` with `toml` as the file's contents.
+    /// Starts `quire serve --config quire.toml` with `toml` as the file's contents (and the
+    /// development credentials the harness works with, unless `toml` has a `[dev]` section).
     pub fn start_with_config(toml: &str) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("quire.toml"), toml).unwrap();
+        std::fs::write(dir.path().join("quire.toml"), with_dev_bootstrap(toml)).unwrap();
         let mut s = TestServer {
             log: dir.path().join("serve.log"),
             dir,
@@ -100,7 +101,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("quire-data");
         let config_file = dir.path().join("quire.toml");
-        std::fs::write(&config_file, toml).unwrap();
+        std::fs::write(&config_file, with_dev_bootstrap(toml)).unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -498,5 +499,15 @@ pub fn same_files(a: &Path, b: &Path) {
             f.display(),
             other.display()
         );
+    }
+}
+
+/// A configuration file turns the development credentials off by default; the harness works
+/// with them, so it asks for them unless the test's text says otherwise in a `[dev]` section.
+pub fn with_dev_bootstrap(toml: &str) -> String {
+    if toml.contains("[dev]") {
+        toml.to_string()
+    } else {
+        format!("{toml}\n[dev]\nbootstrap = true\n")
     }
 }

@@ -213,7 +213,13 @@ impl Meta {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db)?;
         }
-        let database = Database::create(path).map_err(db)?;
+        let database = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => MetaError::Db(format!(
+                "{} is in use by another process (a running `quire serve`?): stop it first",
+                path.display()
+            )),
+            other => db(other),
+        })?;
         let txn = database.begin_write().map_err(db)?;
         for t in [
             DEVICES,
@@ -475,21 +481,19 @@ impl MetaStore for Meta {
     }
 
     /// Every device of a tenant.
-    fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError> {
+    fn all_devices(&self) -> Result<Vec<DeviceInfo>, MetaError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(DEVICES).map_err(db)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db)? {
             let (k, _) = item.map_err(db)?;
             if let Some(rec) = self.device(k.value())? {
-                if rec.tenant == tenant {
-                    out.push(DeviceInfo {
-                        device_id: rec.device_id,
-                        tenant: rec.tenant,
-                        role: rec.role,
-                        state: rec.state,
-                    });
-                }
+                out.push(DeviceInfo {
+                    device_id: rec.device_id,
+                    tenant: rec.tenant,
+                    role: rec.role,
+                    state: rec.state,
+                });
             }
         }
         Ok(out)

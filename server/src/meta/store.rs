@@ -89,7 +89,14 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn forget_uncommitted(&self, tenant: &str, job: &str) -> Result<Vec<String>, MetaError>;
 
     /// Every device of a tenant.
-    fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError>;
+    fn devices(&self, tenant: &str) -> Result<Vec<DeviceInfo>, MetaError> {
+        let mut all = self.all_devices()?;
+        all.retain(|d| d.tenant == tenant);
+        Ok(all)
+    }
+
+    /// Every device of every tenant.
+    fn all_devices(&self) -> Result<Vec<DeviceInfo>, MetaError>;
 
     /// A job's record, `None` if nothing was ever pushed to it.
     fn job(&self, tenant: &str, job: &str) -> Result<Option<JobRow>, MetaError>;

@@ -1,0 +1,131 @@
+//! The first service administrator of a server that makes no development credentials (one
+//! with a configuration file, or listening beyond loopback): `quire admin bootstrap` writes it
+//! on the data directory itself, with the server stopped, once. Existing devices are never
+//! overwritten, and a server that has a service administrator already refuses a second
+//! bootstrap (that administrator creates the others).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use quire_codecs::wire::{validate_id, DeviceState, Role};
+use quire_net::credential::Credential;
+
+use crate::auth::DeviceRecord;
+use crate::config::ServerConfig;
+use crate::edge::ServeError;
+use crate::identity::{Identity, IdentitySource};
+use crate::meta::{Meta, MetaStore};
+
+/// Who the first administrator is and how it reaches the server.
+#[derive(Debug, Clone)]
+pub struct FirstAdmin<'a> {
+    /// `host:port` scanners and administrators reach the server at; the host, if a name, is
+    /// what the server's certificate must be issued for.
+    pub server: &'a str,
+    /// The tenant the administrator belongs to (created if missing).
+    pub tenant: &'a str,
+    pub device_id: &'a str,
+}
+
+/// Creates the first service administrator and returns its credential (the only copy of its
+/// secret: the caller writes it with mode 0600 and prints where).
+pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Credential, ServeError> {
+    let refuse = |message: String| ServeError::Bootstrap(message);
+    validate_id("tenant", who.tenant).map_err(|e| refuse(e.to_string()))?;
+    validate_id("device id", who.device_id).map_err(|e| refuse(e.to_string()))?;
+    let server_name = tls_name(who.server).ok_or_else(|| {
+        refuse(format!(
+            "--server {:?} is not host:port (e.g. ingest.example.com:4433)",
+            who.server
+        ))
+    })?;
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let meta = Arc::new(Meta::open(&dir.join("meta.redb"))?);
+    let admins: Vec<String> = meta
+        .all_devices()?
+        .into_iter()
+        .filter(|d| d.role == Role::ServiceAdmin && d.state != DeviceState::Revoked)
+        .map(|d| d.device_id)
+        .collect();
+    if !admins.is_empty() {
+        return Err(refuse(format!(
+            "this server has a service administrator already ({}): use its credential \
+             (`quire admin device create --role service-admin`) to make more",
+            admins.join(", ")
+        )));
+    }
+    if meta.device(who.device_id)?.is_some() {
+        return Err(refuse(format!(
+            "a device {} exists already and is never overwritten: choose another --device-id",
+            who.device_id
+        )));
+    }
+    let source = match &config.tls {
+        Some(files) => IdentitySource::Files {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            ca: files.ca.clone(),
+        },
+        None => IdentitySource::Dev(dir.join("tls")),
+    };
+    let trust_anchor = Identity::read(&source)?.trust_anchor_pem().to_string();
+    meta.ensure_tenant(who.tenant)?;
+    let secret = quire_net::random_secret();
+    meta.put_device(&DeviceRecord {
+        device_id: who.device_id.into(),
+        tenant: who.tenant.into(),
+        role: Role::ServiceAdmin,
+        state: DeviceState::Enabled,
+        secret_hash: crate::auth::hash_secret(&secret),
+    })?;
+    let audit = crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
+        ServeError::DataDir {
+            path: dir.join("audit.log"),
+            source,
+        }
+    })?;
+    audit
+        .record(
+            who.device_id,
+            Role::ServiceAdmin.as_str(),
+            "admin.bootstrap",
+            who.tenant,
+            &format!("device={}", who.device_id),
+            "ok",
+        )
+        .map_err(|source| ServeError::DataDir {
+            path: dir.join("audit.log"),
+            source,
+        })?;
+    Ok(Credential {
+        server: who.server.into(),
+        server_name,
+        tenant: who.tenant.into(),
+        device_id: who.device_id.into(),
+        role: Role::ServiceAdmin.as_str().into(),
+        secret: hex::encode(*secret),
+        server_ca: trust_anchor,
+    })
+}
+
+/// The name a client checks the certificate against: the host, or `localhost` for an IP
+/// address (the development certificate's name). `None` if `server` is not `host:port`.
+fn tls_name(server: &str) -> Option<String> {
+    let (host, port) = server.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some(match host.parse::<IpAddr>() {
+        Ok(_) => "localhost".into(),
+        Err(_) => host.into(),
+    })
+}

@@ -1,0 +1,76 @@
+//! What an operator installs besides the binary: the systemd unit (accepted by systemd itself,
+//! sandboxed as the README says), the sample configuration it points at, and the licence.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quire");
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_systemd_unit_is_valid_and_sandboxed() {
+    let unit = std::fs::read_to_string(root().join("dist/quire.service")).unwrap();
+    for directive in [
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "RuntimeDirectory=quire",
+        "StateDirectory=quire",
+        "LimitNOFILE=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "CapabilityBoundingSet=\n",
+    ] {
+        assert!(unit.contains(directive), "the unit lacks {directive:?}");
+    }
+    // systemd's own check, with ExecStart pointing at the binary under test (it checks that
+    // the executable exists). It warns on stderr about any directive it does not accept.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("quire.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/quire", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", copy.to_str().unwrap()])
+        .output()
+        .expect("systemd-analyze (Debian package systemd; scripts/test.sh installs it)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+
+    // Every flag ExecStart passes is one `quire serve` takes.
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "quire serve has no {flag}");
+    }
+}
+
+#[test]
+fn the_sample_configuration_is_a_production_one() {
+    let path = root().join("dist/quire.toml");
+    let c = quire_server::config::ServerConfig::load(Some(&path), None, None).unwrap();
+    assert_eq!(c.data_dir, Path::new("/var/lib/quire"));
+    assert_eq!(
+        c.spool_key_dir.as_deref(),
+        Some(Path::new("/run/quire/spool-keys"))
+    );
+    assert!(!c.dev_bootstrap);
+    let tls = c.tls.expect("[tls] set");
+    assert!(tls.ca.is_some());
+    let unit = std::fs::read_to_string(root().join("dist/quire.service")).unwrap();
+    assert!(unit.contains("--config /etc/quire/quire.toml"));
+}
+
+#[test]
+fn the_licence_is_the_one_cargo_toml_names() {
+    let licence = std::fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert!(licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"));
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("license = \"Apache-2.0\""));
+}
