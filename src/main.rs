@@ -206,6 +206,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let config = ServerConfig::load(a.config.as_deref(), a.listen, a.data_dir)?;
     let data_dir = config.data_dir.clone();
     let dev = config.dev_bootstrap;
+    let drain_timeout = config.drain_timeout;
     let server = Server::start(config).await?;
     // Written at once and errors ignored: a closed stdout must not take the server down.
     let mut banner = format!(
@@ -235,8 +236,15 @@ async fn serve(a: ServeArgs) -> Result<()> {
         _ = server.run() => {}
         _ = reload_on_hangup(&server) => {}
         _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            server.shutdown().await;
+            // A second signal while draining exits at once: the spool is crash-safe, and
+            // unacknowledged pages are resent by their scanners.
+            tokio::select! {
+                _ = server.drain(drain_timeout) => {}
+                _ = shutdown_signal() => {
+                    tracing::warn!("second signal: exiting without finishing the drain");
+                    std::process::exit(1);
+                }
+            }
         }
     }
     Ok(())

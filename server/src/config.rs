@@ -36,6 +36,8 @@ pub enum ConfigError {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    /// SIGTERM: how long requests running and the spool's deliveries get before the exit.
+    drain_timeout_secs: Option<f64>,
     #[serde(default)]
     tls: TlsSection,
     #[serde(default)]
@@ -229,6 +231,8 @@ pub struct ServerConfig {
     pub sweep_interval: Duration,
     /// An uncommitted job older than this is aborted by the sweeper.
     pub uncommitted_ttl: Duration,
+    /// On SIGTERM, how long running requests and spool deliveries get (see `Server::drain`).
+    pub drain_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -304,7 +308,13 @@ impl ServerConfig {
             fc.retention.uncommitted_ttl_secs,
             Duration::from_secs(7 * 24 * 3600),
         )?;
+        let drain_timeout = seconds(
+            "drain_timeout_secs",
+            fc.drain_timeout_secs,
+            Duration::from_secs(30),
+        )?;
         Ok(ServerConfig {
+            drain_timeout,
             retention,
             sweep_interval,
             uncommitted_ttl,

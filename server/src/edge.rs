@@ -75,6 +75,8 @@ pub(crate) struct State {
     pub clock: Arc<dyn crate::clock::Clock>,
     /// The TLS certificate in use, reloadable.
     pub tls: TlsReloader,
+    /// Requests running, and whether the server is shutting down.
+    pub drain: crate::drain::Drain,
 }
 
 impl State {
@@ -283,6 +285,7 @@ impl Server {
                     certs,
                     source: identity_source,
                 },
+                drain: Default::default(),
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),
@@ -334,6 +337,11 @@ impl Server {
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_AUTH));
         let sources = gate::SourceSlots::default();
         while let Some(incoming) = self.endpoint.accept().await {
+            if self.state.drain.is_draining() {
+                // CONNECTION_REFUSED: the scanner backs off and tries again (or elsewhere).
+                incoming.refuse();
+                continue;
+            }
             let remote = incoming.remote_address();
             if !incoming.remote_address_validated() && incoming.may_retry() {
                 // Stateless: the client proves its address by answering; we hold nothing.
@@ -365,6 +373,41 @@ impl Server {
     }
 
     /// Stops accepting, closes connections and waits until they are gone.
+    /// Shuts down gracefully: new connections, jobs and pages are refused at once (scanners
+    /// retry), requests already running finish, and the spool delivers what it holds, all
+    /// within `timeout`; then the endpoint closes. Pages the spool could not deliver in time
+    /// stay in it, sealed, and go out after the next start.
+    pub async fn drain(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.state.drain.begin();
+        info!(
+            running = self.state.drain.running(),
+            spooled = self.state.pipeline.spool.len(),
+            "draining: new jobs and pages are refused; finishing what runs"
+        );
+        if tokio::time::timeout_at(deadline, self.state.drain.idle())
+            .await
+            .is_err()
+        {
+            warn!(
+                running = self.state.drain.running(),
+                "drain timeout: requests still running are cut off (unacknowledged pages are resent by their scanners)"
+            );
+        }
+        while !self.state.pipeline.spool.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.state.pipeline.spool.len();
+        if left > 0 {
+            warn!(
+                records = left,
+                "drain timeout: spooled pages are delivered after the next start"
+            );
+        }
+        self.shutdown().await;
+        info!("drained");
+    }
+
     pub async fn shutdown(&self) {
         self.endpoint
             .close(CLOSE_SHUTDOWN.into(), b"server shutting down");

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod clock;
 pub mod config;
+pub mod drain;
 pub mod edge;
 pub mod gate;
 pub mod identity;

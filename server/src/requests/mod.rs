@@ -140,6 +140,14 @@ async fn serve_request(
         Ok(None) => return Err(Refusal::new(ErrorCode::Malformed, "empty request stream")),
         Err(e) => return Err(Refusal::new(ErrorCode::Malformed, e.to_string())),
     };
+    let new_work = matches!(first, Frame::JobOpen { .. } | Frame::PagePut { .. });
+    let Some(_running) = state.drain.enter(new_work) else {
+        return Err(Refusal::new(
+            ErrorCode::Busy,
+            "the server is shutting down: retry in a moment (it restarts, or another node \
+             takes the page)",
+        ));
+    };
     // Credentials can be disabled while a connection is open: check on every request.
     let meta = state.meta.clone();
     let device_id = principal.device_id.clone();
