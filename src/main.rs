@@ -83,6 +83,11 @@ struct ServeArgs {
     /// Directory for metadata, keys, certificates and the local store [default: ./quire-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Check the configuration and reach what it names (TLS files, metadata and vault, every
+    /// object store, the spool key directory) without serving; exit 0, or 1 naming what is
+    /// wrong. Run it with the server stopped.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +209,18 @@ async fn run(command: Command) -> Result<()> {
 
 async fn serve(a: ServeArgs) -> Result<()> {
     let config = ServerConfig::load(a.config.as_deref(), a.listen, a.data_dir)?;
+    if a.check {
+        let found = quire_server::check::check(&config).await;
+        for f in &found {
+            println!("{f}");
+        }
+        let failed = found.iter().filter(|f| f.outcome.is_err()).count();
+        if failed > 0 {
+            bail!("{failed} of {} checks failed (see above)", found.len());
+        }
+        println!("configuration ok");
+        return Ok(());
+    }
     let data_dir = config.data_dir.clone();
     let dev = config.dev_bootstrap;
     let drain_timeout = config.drain_timeout;

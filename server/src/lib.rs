@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod drain;

@@ -1,0 +1,161 @@
+//! `quire serve --check`: after the configuration is read, everything the server needs at
+//! start is reached without starting it: the TLS files, the metadata store and vault, every
+//! object store (a probe object written, read back and deleted), the spool key directory.
+//! Besides the probe objects (and a local store's directory) nothing is created. Each line
+//! says what was checked and, on failure, what is wrong.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quire_storage::Store;
+
+use crate::config::{ServerConfig, StoreKind};
+use crate::identity::{CertResolver, Identity, IdentitySource};
+
+/// How long one object store gets to answer the probe.
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One thing checked.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub what: String,
+    /// What was found, or what is wrong.
+    pub outcome: Result<String, String>,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.outcome {
+            Ok(found) => write!(f, "ok    {}: {found}", self.what),
+            Err(wrong) => write!(f, "FAIL  {}: {wrong}", self.what),
+        }
+    }
+}
+
+fn finding(what: impl Into<String>, outcome: Result<String, String>) -> Finding {
+    Finding {
+        what: what.into(),
+        outcome,
+    }
+}
+
+/// Checks everything `config` names; the server must not be running on its data directory
+/// (the metadata store is locked while it runs).
+pub async fn check(config: &ServerConfig) -> Vec<Finding> {
+    let mut found = vec![check_tls(config), check_data(&config.data_dir)];
+    let mut stores = vec![("store".to_string(), &config.store)];
+    stores.extend(
+        config
+            .routes
+            .iter()
+            .map(|(tenant, kind)| (format!("store of tenant {tenant}"), kind)),
+    );
+    for (what, kind) in stores {
+        found.push(finding(what, probe_store(kind).await));
+    }
+    found.push(check_key_dir(config));
+    found
+}
+
+fn check_tls(config: &ServerConfig) -> Finding {
+    let Some(files) = &config.tls else {
+        return finding(
+            "tls",
+            Ok("development certificate (generated on first start; for localhost only)".into()),
+        );
+    };
+    let source = IdentitySource::Files {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        ca: files.ca.clone(),
+    };
+    let outcome = Identity::read(&source)
+        .and_then(|id| CertResolver::new(&id).map(|_| id))
+        .map(|_| match &files.ca {
+            Some(ca) => format!("key matches the certificate; scanners pin {}", ca.display()),
+            None => "key matches the certificate; scanners pin the certificate itself (set [tls] ca so renewals keep them working)".into(),
+        })
+        .map_err(|e| e.to_string());
+    finding("tls", outcome)
+}
+
+fn check_data(data_dir: &Path) -> Finding {
+    if !data_dir.join("meta.redb").exists() {
+        let outcome = match writable_dir(data_dir) {
+            Ok(()) => Ok(format!(
+                "{} is new: metadata and vault are created on first start",
+                data_dir.display()
+            )),
+            Err(e) => Err(e),
+        };
+        return finding("metadata and vault", outcome);
+    }
+    let outcome = match crate::keycheck::check_data_dir(data_dir) {
+        Ok(report) if report.ok => Ok(format!("{} opens; every key is there", data_dir.display())),
+        Ok(report) => Err(report.text.trim().replace('\n', "; ")),
+        Err(e) => Err(e.to_string()),
+    };
+    finding("metadata and vault", outcome)
+}
+
+/// Writes, reads back and deletes a probe object.
+async fn probe_store(kind: &StoreKind) -> Result<String, String> {
+    let store = match kind {
+        StoreKind::Local { path } => Store::local(path),
+        StoreKind::S3(o) => Store::s3(o),
+        StoreKind::Azure(o) => Store::azure(o),
+    }
+    .map_err(|e| e.to_string())?;
+    let name = store.name().to_string();
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut tag).map_err(|e| e.to_string())?;
+    let key = format!("quire-check/{}", hex::encode(tag));
+    let body = Bytes::from_static(b"quire serve --check probe");
+    let round_trip = async {
+        store.put_new(&key, body.clone()).await?;
+        let back = store.get(&key).await;
+        store.delete(&key).await?;
+        back
+    };
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, round_trip).await {
+        Err(_) => Err(format!(
+            "{name}: no answer within {} s (endpoint, network, firewall?)",
+            STORE_PROBE_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("{name}: {e}")),
+        Ok(Ok(back)) if back == body => Ok(format!("{name}: write, read and delete work")),
+        Ok(Ok(_)) => Err(format!(
+            "{name}: the probe object read back different bytes"
+        )),
+    }
+}
+
+fn check_key_dir(config: &ServerConfig) -> Finding {
+    let dir = config
+        .spool_key_dir
+        .clone()
+        .unwrap_or_else(|| quire_pipeline::spool::keydir::default_key_dir(&config.data_dir));
+    let ram = if quire_pipeline::spool::keydir::is_ram_backed(&dir) {
+        "in RAM"
+    } else {
+        "on persistent storage (see docs/SECURITY.md)"
+    };
+    let outcome = writable_dir(&dir).map(|()| format!("{} ({ram})", dir.display()));
+    finding("spool keys", outcome)
+}
+
+/// `dir` exists and takes a file, or its nearest existing parent does (it is created at start).
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or_else(|| Path::new("."));
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    let probe = existing.join(format!(".quire-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| format!("cannot write in {}: {e}", existing.display()))
+}

@@ -1,0 +1,67 @@
+//! `quire serve --check`: reaches what the configuration names without serving, and names
+//! what is wrong: a bucket that does not exist (real S3: moto), a key that does not match the
+//! certificate, a data directory a running server holds.
+
+mod common;
+
+use common::*;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} unset: run scripts/test.sh"))
+}
+
+fn s3_toml(bucket: &str) -> String {
+    format!(
+        "[store]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"eu-central-1\"\nbucket = \"{bucket}\"\naccess_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n",
+        required_env("QUIRE_TEST_S3_ENDPOINT")
+    )
+}
+
+#[test]
+fn a_good_configuration_passes_and_each_fault_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |toml: &str| {
+        std::fs::write(dir.path().join("quire.toml"), toml).unwrap();
+        run(dir.path(), &["serve", "--check", "--config", "quire.toml"])
+    };
+
+    let (ok, out, err) = check(&s3_toml(&required_env("QUIRE_TEST_S3_BUCKET")));
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.matches("\nok    ").count() + usize::from(out.starts_with("ok    ")),
+        4,
+        "{out}"
+    );
+    assert!(out.contains("write, read and delete work"), "{out}");
+    assert!(
+        !dir.path().join("quire-data/meta.redb").exists(),
+        "--check created the metadata store"
+    );
+
+    let (ok, out, _) = check(&s3_toml("no-such-bucket"));
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  store") && out.contains("no-such-bucket"),
+        "{out}"
+    );
+
+    // A key that is not the certificate's.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), other.serialize_pem()).unwrap();
+    let (ok, out, _) = check("[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n");
+    assert!(!ok);
+    assert!(out.contains("FAIL  tls"), "{out}");
+}
+
+#[test]
+fn a_data_directory_in_use_is_named() {
+    let server = TestServer::start();
+    let (ok, out, _) = run(server.path(), &["serve", "--check"]);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  metadata and vault") && out.contains("stop it first"),
+        "{out}"
+    );
+}
