@@ -372,12 +372,12 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
-        // The spool keys of a server with default settings live in RAM (/dev/shm), outside
-        // the temporary directory: remove that directory too.
+        // The spool keys of a server with default settings live in RAM (a runtime directory
+        // or /dev/shm), outside the temporary directory: remove that directory too.
         let data_dir = self.path().join("quire-data");
         if data_dir.exists() {
             let keys = quire_pipeline::spool::keydir::default_key_dir(&data_dir);
-            if keys.starts_with("/dev/shm") {
+            if !keys.starts_with(&data_dir) {
                 let _ = std::fs::remove_dir_all(keys);
             }
         }

@@ -33,15 +33,27 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 impl KeyDir {
     /// Opens (creating, owner-only) the key directory. `durable` fsyncs each new key, needed
     /// only when the directory is on persistent storage.
+    ///
+    /// The directory must be this process's own: not a symbolic link (which could point where
+    /// another user reads), owned by the user the server runs as, and closed to group and
+    /// others. A predictable name in a world-writable place such as `/dev/shm` can be taken
+    /// first by another user; these checks make that a refusal to start, never a leak.
     pub fn open(dir: &Path, durable: bool) -> Result<KeyDir, SpoolError> {
+        refuse_symlink(dir)?;
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
-        let meta = fs::metadata(dir).map_err(io(dir))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(SpoolError::Insecure(dir.to_path_buf()));
+        refuse_symlink(dir)?;
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(dir).map_err(io(dir))?;
+        let me = process_uid().map_err(io(Path::new("/proc/self")))?;
+        if let Some(why) = ownership_problem(meta.uid(), me, meta.permissions().mode()) {
+            return Err(SpoolError::Insecure {
+                path: dir.to_path_buf(),
+                why,
+            });
         }
         Ok(KeyDir {
             dir: dir.to_path_buf(),
@@ -132,12 +144,70 @@ impl KeyDir {
     }
 }
 
-/// The default key directory for a data directory: on `/dev/shm` when there is one (RAM, never
-/// the spool's disk), named after the data directory so two servers never share keys.
+fn refuse_symlink(dir: &Path) -> Result<(), SpoolError> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(SpoolError::Insecure {
+            path: dir.to_path_buf(),
+            why: "is a symbolic link; name the real directory".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The user this process runs as (the owner of its `/proc/self`), without `unsafe`.
+fn process_uid() -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").map(|m| m.uid())
+}
+
+/// What is wrong with a key directory owned by `owner` with `mode`, for a process of `me`.
+pub fn ownership_problem(owner: u32, me: u32, mode: u32) -> Option<String> {
+    if owner != me {
+        Some(format!(
+            "is owned by uid {owner}, not by the server's user (uid {me}): another user may \
+             have made it; remove it or name a directory of the server's own ([spool] key_dir, \
+             e.g. systemd's RuntimeDirectory)"
+        ))
+    } else if mode & 0o077 != 0 {
+        Some(format!(
+            "is open to group or others (mode {:o}); chmod 700 it",
+            mode & 0o777
+        ))
+    } else {
+        None
+    }
+}
+
+/// The default key directory for a data directory, in RAM (never the spool's disk) and named
+/// after the data directory so two servers never share keys: under systemd's
+/// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`) or the user's runtime directory
+/// (`$XDG_RUNTIME_DIR`) when set, both private to the server's user; else on `/dev/shm`
+/// (checked by [`KeyDir::open`]); else beside the data.
 pub fn default_key_dir(data_dir: &Path) -> PathBuf {
+    default_key_dir_from(data_dir, |var| std::env::var_os(var))
+}
+
+/// [`default_key_dir`] with the environment read through `env`.
+pub fn default_key_dir_from(
+    data_dir: &Path,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> PathBuf {
     let shm = Path::new("/dev/shm");
     let canonical = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let tag = hex::encode(&crate::hash::sha256(canonical.as_os_str().as_encoded_bytes())[..8]);
+    for var in ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"] {
+        if let Some(base) = env(var).map(PathBuf::from) {
+            // systemd may list several directories, separated by colons: the first is ours.
+            let first = base
+                .to_str()
+                .and_then(|s| s.split(':').next())
+                .map(PathBuf::from)
+                .unwrap_or(base);
+            if first.is_absolute() && first.is_dir() {
+                return first.join(format!("quire-spool-keys-{tag}"));
+            }
+        }
+    }
     if shm.is_dir() {
         use std::os::unix::fs::MetadataExt;
         let uid = fs::metadata(data_dir).map(|m| m.uid()).unwrap_or(0);

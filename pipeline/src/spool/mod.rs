@@ -53,8 +53,8 @@ pub enum SpoolError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("spool key directory {0} is readable by group or others; chmod 700 it")]
-    Insecure(PathBuf),
+    #[error("spool key directory {path} {why}")]
+    Insecure { path: PathBuf, why: String },
     #[error("spool record is damaged: {0}")]
     Corrupt(String),
     #[error("the spool is full ({used} of {capacity} bytes waiting for the object store)")]

@@ -222,3 +222,50 @@ async fn after_delivery_neither_plaintext_nor_a_usable_key_is_left() {
         );
     }
 }
+
+#[test]
+fn a_key_directory_not_of_the_servers_own_is_refused() {
+    use super::keydir::{ownership_problem, KeyDir};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // A symbolic link, as another user could plant at a predictable name.
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let e = KeyDir::open(&link, false).unwrap_err().to_string();
+    assert!(e.contains("symbolic link"), "{e}");
+    // Open to others.
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = KeyDir::open(&open, false).unwrap_err().to_string();
+    assert!(e.contains("chmod 700"), "{e}");
+    // Its own, closed: fine.
+    assert!(KeyDir::open(&real, false).is_ok());
+    // Another user's: the rule itself (changing a directory's owner needs root).
+    let why = ownership_problem(65534, 1000, 0o700).unwrap();
+    assert!(
+        why.contains("uid 65534") && why.contains("RuntimeDirectory"),
+        "{why}"
+    );
+    assert_eq!(ownership_problem(1000, 1000, 0o700), None);
+}
+
+#[test]
+fn spool_keys_default_to_the_runtime_directory_the_service_manager_gives() {
+    use super::keydir::default_key_dir_from;
+    let runtime = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let r = runtime.path().to_path_buf();
+    let env = |var: &str| (var == "RUNTIME_DIRECTORY").then(|| r.clone().into_os_string());
+    let dir = default_key_dir_from(data.path(), env);
+    assert!(dir.starts_with(runtime.path()), "{}", dir.display());
+    // Another data directory gets another key directory.
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(dir, default_key_dir_from(other.path(), env));
+    // Without it (and no XDG_RUNTIME_DIR), /dev/shm or beside the data as before.
+    let none = default_key_dir_from(data.path(), |_| None);
+    assert!(!none.starts_with(runtime.path()));
+}
