@@ -50,6 +50,14 @@ enum Command {
     /// Enroll this scanner with a one-time token from `quire admin token create`; it stays
     /// pending until an administrator enables it.
     Enroll(EnrollArgs),
+    /// Print a shell completion script (e.g. `quire completions bash >
+    /// /etc/bash_completion.d/quire`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, in roff (e.g. `quire manpage > /usr/share/man/man1/quire.1`).
+    Manpage,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +212,28 @@ async fn run(command: Command) -> Result<()> {
         Command::Admin(a) => admin(a).await,
         Command::Deliver(a) => deliver(a).await,
         Command::Enroll(a) => enroll(a).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into a buffer first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "quire", &mut script);
+            print_all(&script)
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+            print_all(&page)
+        }
+    }
+}
+
+/// Writes `bytes` to standard output; a reader that went away (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

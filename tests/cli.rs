@@ -38,6 +38,30 @@ fn version_names_the_commit_it_was_built_from() {
 }
 
 #[test]
+fn completions_and_the_manual_page_come_from_the_command_line_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, script, _) = run(dir.path(), &["completions", "bash"]);
+    assert!(ok && script.contains("--credential") && script.contains("serve"));
+    // bash itself accepts the script.
+    let file = dir.path().join("quire.bash");
+    std::fs::write(&file, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&file).status().unwrap();
+    assert!(syntax.success());
+    for shell in ["zsh", "fish"] {
+        let (ok, script, _) = run(dir.path(), &["completions", shell]);
+        assert!(ok && script.contains("enroll"), "{shell}");
+    }
+    let (ok, page, _) = run(dir.path(), &["manpage"]);
+    assert!(
+        ok && page.contains(".TH quire 1") && page.contains(".SH NAME"),
+        "{page}"
+    );
+    for cmd in ["serve", "push", "get", "admin", "deliver", "enroll"] {
+        assert!(page.contains(cmd), "the manual page does not mention {cmd}");
+    }
+}
+
+#[test]
 fn an_invalid_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (text, key) in [
