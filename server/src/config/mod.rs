@@ -108,8 +108,12 @@ struct StoreSection {
     bucket: Option<String>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    secret_access_key_env: Option<String>,
     account: Option<String>,
     access_key: Option<String>,
+    access_key_file: Option<PathBuf>,
+    access_key_env: Option<String>,
     container: Option<String>,
 }
 
@@ -134,12 +138,26 @@ fn parse_store(
             region: need("region", st.region.clone())?,
             bucket: need("bucket", st.bucket)?,
             access_key_id: need("access_key_id", st.access_key_id)?,
-            secret_access_key: need("secret_access_key", st.secret_access_key)?,
+            secret_access_key: secret::resolve(
+                &format!("{prefix}.secret_access_key"),
+                secret::SecretSource {
+                    inline: st.secret_access_key,
+                    file: st.secret_access_key_file,
+                    env: st.secret_access_key_env,
+                },
+            )?,
         }),
         "azure" => StoreKind::Azure(quire_storage::AzureOptions {
             endpoint: need("endpoint", st.endpoint)?,
             account: need("account", st.account)?,
-            access_key: need("access_key", st.access_key)?,
+            access_key: secret::resolve(
+                &format!("{prefix}.access_key"),
+                secret::SecretSource {
+                    inline: st.access_key,
+                    file: st.access_key_file,
+                    env: st.access_key_env,
+                },
+            )?,
             container: need("container", st.container)?,
         }),
         other => {
@@ -603,106 +621,6 @@ fn seconds(key: &str, v: Option<f64>, default: Duration) -> Result<Duration, Con
     }
 }
 
+mod secret;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_readme_configuration_example_is_accepted_as_written() {
-        let readme = include_str!("../../README.md");
-        let section = &readme[readme.find("### Configuration").expect("section")..];
-        let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
-        let block = &section[start..start + section[start..].find("```").expect("end")];
-        let c = ServerConfig::from_toml(block).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.uncommitted_ttl, Duration::from_secs(604_800));
-        assert_eq!(c.sweep_interval, Duration::from_secs(3600));
-    }
-
-    #[test]
-    fn defaults_hold_without_a_file() {
-        let c = ServerConfig::load(None, None, None).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(
-            c.store,
-            StoreKind::Local {
-                path: PathBuf::from("quire-data/store")
-            }
-        );
-        assert!(c.dev_bootstrap);
-    }
-
-    #[test]
-    fn development_credentials_only_for_the_quickstart_unless_asked_for() {
-        let anywhere = Some("0.0.0.0:4433".parse().unwrap());
-        assert!(
-            !ServerConfig::load(None, anywhere, None)
-                .unwrap()
-                .dev_bootstrap
-        );
-        assert!(!ServerConfig::from_toml("").unwrap().dev_bootstrap);
-        let asked = ServerConfig::from_toml("[dev]\nbootstrap = true\n").unwrap();
-        assert!(asked.dev_bootstrap);
-    }
-
-    #[test]
-    fn every_key_overrides() {
-        let c = ServerConfig::from_toml(
-            r#"
-            listen = "127.0.0.1:9000"
-            data_dir = "/srv/q"
-            [store]
-            kind = "local"
-            path = "/srv/objects"
-            [pipeline]
-            chunk_size = 65536
-            max_page_size = 1000
-            [dev]
-            bootstrap = false
-            tenant = "acme"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.data_dir, PathBuf::from("/srv/q"));
-        assert_eq!(c.pipeline.chunk_size, 65536);
-        assert_eq!(c.pipeline.max_page_size, 1000);
-        assert!(!c.dev_bootstrap);
-        assert_eq!(c.dev_tenant, "acme");
-    }
-
-    #[test]
-    fn tenants_stay_in_their_region() {
-        let ok = ServerConfig::from_toml(
-            "[store]\nregion = \"eu\"\n[stores.us]\nkind = \"local\"\npath = \"/us\"\nregion = \"us\"\n\
-             [tenants.acme]\nstore = \"us\"\nregion = \"us\"\n[tenants.dev]\nregion = \"eu\"\n",
-        )
-        .unwrap();
-        assert_eq!(ok.routes.len(), 1);
-        for (text, key) in [
-            ("[stores.us]\npath = \"/us\"\nregion = \"us\"\n[tenants.acme]\nstore = \"us\"\nregion = \"eu\"\n", "tenants.acme.store"),
-            ("[tenants.acme]\nregion = \"eu\"\n", "tenants.acme.store"),
-            ("[stores.us]\npath = \"/us\"\n", "stores.us.region"),
-            ("[tenants.acme]\nstore = \"mars\"\nregion = \"eu\"\n", "tenants.acme.store"),
-        ] {
-            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
-            assert!(e.contains(key), "{text:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            ("listen = \"nowhere\"", "listen"),
-            ("[pipeline]\nchunk_size = 12", "pipeline.chunk_size"),
-            ("[store]\nkind = \"floppy\"", "store.kind"),
-            ("[tls]\ncert = \"a.pem\"", "tls.key"),
-            ("[tls]\nca = \"ca.pem\"", "tls.ca"),
-            ("lisen = \"127.0.0.1:1\"", "lisen"),
-            ("[pipeline]\nchunk_sise = 65536", "chunk_sise"),
-        ];
-        for (text, key) in cases {
-            let e = ServerConfig::from_toml(text).unwrap_err().to_string();
-            assert!(e.contains(key), "{text:?} gave {e:?}");
-        }
-    }
-}
+mod tests;

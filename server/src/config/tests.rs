@@ -1,0 +1,147 @@
+use super::*;
+
+#[test]
+fn the_readme_configuration_example_is_accepted_as_written() {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("### Configuration").expect("section")..];
+    let start = section.find("```toml\n").expect("toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("end")];
+    let c = ServerConfig::from_toml(block).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.uncommitted_ttl, Duration::from_secs(604_800));
+    assert_eq!(c.sweep_interval, Duration::from_secs(3600));
+}
+
+#[test]
+fn defaults_hold_without_a_file() {
+    let c = ServerConfig::load(None, None, None).unwrap();
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(
+        c.store,
+        StoreKind::Local {
+            path: PathBuf::from("quire-data/store")
+        }
+    );
+    assert!(c.dev_bootstrap);
+}
+
+#[test]
+fn development_credentials_only_for_the_quickstart_unless_asked_for() {
+    let anywhere = Some("0.0.0.0:4433".parse().unwrap());
+    assert!(
+        !ServerConfig::load(None, anywhere, None)
+            .unwrap()
+            .dev_bootstrap
+    );
+    assert!(!ServerConfig::from_toml("").unwrap().dev_bootstrap);
+    let asked = ServerConfig::from_toml("[dev]\nbootstrap = true\n").unwrap();
+    assert!(asked.dev_bootstrap);
+}
+
+#[test]
+fn every_key_overrides() {
+    let c = ServerConfig::from_toml(
+        r#"
+        listen = "127.0.0.1:9000"
+        data_dir = "/srv/q"
+        [store]
+        kind = "local"
+        path = "/srv/objects"
+        [pipeline]
+        chunk_size = 65536
+        max_page_size = 1000
+        [dev]
+        bootstrap = false
+        tenant = "acme"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.data_dir, PathBuf::from("/srv/q"));
+    assert_eq!(c.pipeline.chunk_size, 65536);
+    assert_eq!(c.pipeline.max_page_size, 1000);
+    assert!(!c.dev_bootstrap);
+    assert_eq!(c.dev_tenant, "acme");
+}
+
+#[test]
+fn tenants_stay_in_their_region() {
+    let ok = ServerConfig::from_toml(
+        "[store]\nregion = \"eu\"\n[stores.us]\nkind = \"local\"\npath = \"/us\"\nregion = \"us\"\n\
+         [tenants.acme]\nstore = \"us\"\nregion = \"us\"\n[tenants.dev]\nregion = \"eu\"\n",
+    )
+    .unwrap();
+    assert_eq!(ok.routes.len(), 1);
+    for (text, key) in [
+        ("[stores.us]\npath = \"/us\"\nregion = \"us\"\n[tenants.acme]\nstore = \"us\"\nregion = \"eu\"\n", "tenants.acme.store"),
+        ("[tenants.acme]\nregion = \"eu\"\n", "tenants.acme.store"),
+        ("[stores.us]\npath = \"/us\"\n", "stores.us.region"),
+        ("[tenants.acme]\nstore = \"mars\"\nregion = \"eu\"\n", "tenants.acme.store"),
+    ] {
+        let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+        assert!(e.contains(key), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("listen = \"nowhere\"", "listen"),
+        ("[pipeline]\nchunk_size = 12", "pipeline.chunk_size"),
+        ("[store]\nkind = \"floppy\"", "store.kind"),
+        ("[tls]\ncert = \"a.pem\"", "tls.key"),
+        ("[tls]\nca = \"ca.pem\"", "tls.ca"),
+        ("lisen = \"127.0.0.1:1\"", "lisen"),
+        ("[pipeline]\nchunk_sise = 65536", "chunk_sise"),
+    ];
+    for (text, key) in cases {
+        let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+        assert!(e.contains(key), "{text:?} gave {e:?}");
+    }
+}
+
+#[test]
+fn store_secrets_come_from_a_private_file_or_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("s3.secret");
+    std::fs::write(&secret_file, "from-the-file\n").unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s3 = |secret_line: &str| {
+        ServerConfig::from_toml(&format!(
+            "[store]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nregion = \"eu-central-1\"\nbucket = \"b\"\naccess_key_id = \"id\"\n{secret_line}\n"
+        ))
+    };
+    let secret_of = |c: ServerConfig| match c.store {
+        StoreKind::S3(o) => o.secret_access_key,
+        other => panic!("{other:?}"),
+    };
+    let path = secret_file.display();
+    let c = s3(&format!("secret_access_key_file = \"{path}\"")).unwrap();
+    assert_eq!(secret_of(c), "from-the-file");
+
+    std::env::set_var("QUIRE_TEST_CONFIG_SECRET_7", "from-the-environment");
+    let c = s3("secret_access_key_env = \"QUIRE_TEST_CONFIG_SECRET_7\"").unwrap();
+    assert_eq!(secret_of(c), "from-the-environment");
+
+    let error = |line: &str| s3(line).unwrap_err().to_string();
+    let e = error("secret_access_key_env = \"QUIRE_TEST_CONFIG_UNSET_7\"");
+    assert!(
+        e.contains("store.secret_access_key_env") && e.contains("not set"),
+        "{e}"
+    );
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = error(&format!("secret_access_key_file = \"{path}\""));
+    assert!(
+        e.contains("store.secret_access_key_file") && e.contains("chmod 600"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "secret_access_key = \"inline\"\nsecret_access_key_file = \"{path}\""
+    ));
+    assert!(e.contains("not several"), "{e}");
+    let e = error("");
+    assert!(
+        e.contains("store.secret_access_key") && e.contains("_file"),
+        "{e}"
+    );
+}
