@@ -65,7 +65,9 @@ struct FileConfig {
 struct TenantSection {
     /// A `[stores.NAME]`; absent means the default `[store]`.
     store: Option<String>,
-    /// Where the tenant's data must stay; its store must be in the same region.
+    /// Where the tenant's data must stay; its store must have the same residency.
+    residency: Option<String>,
+    /// The name earlier versions gave `residency` (read when `residency` is absent).
     region: Option<String>,
     /// How long committed jobs are kept: see [`crate::retention::Policy`].
     retention: Option<String>,
@@ -104,7 +106,11 @@ struct StoreSection {
     kind: Option<String>,
     path: Option<PathBuf>,
     endpoint: Option<String>,
+    /// The store API's region (S3's `eu-central-1`).
     region: Option<String>,
+    /// Where the store keeps data, as tenants' residency names it (`eu`). Earlier versions
+    /// used `region` for both; it is still read as the residency when this is absent.
+    residency: Option<String>,
     bucket: Option<String>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
@@ -167,7 +173,7 @@ fn parse_store(
             })
         }
     };
-    Ok((kind, st.region))
+    Ok((kind, st.residency.or(st.region)))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -418,8 +424,9 @@ fn resolve_tenants(
         let prefix = format!("stores.{name}");
         let (kind, region) = parse_store(section, &prefix, data_dir)?;
         let region = region.ok_or(ConfigError::Invalid {
-            key: format!("{prefix}.region"),
-            reason: "every named store must say which region it is in".into(),
+            key: format!("{prefix}.residency"),
+            reason: "every named store must say where it keeps data (e.g. residency = \"eu\")"
+                .into(),
         })?;
         named.insert(name, (kind, region));
     }
@@ -441,20 +448,20 @@ fn resolve_tenants(
             }
             None => (None, default_region.clone()),
         };
-        match &t.region {
+        match t.residency.as_ref().or(t.region.as_ref()) {
             Some(region) if store_region.as_deref() != Some(region.as_str()) => {
                 return Err(ConfigError::Invalid {
                     key,
                     reason: format!(
-                        "tenant {tenant} must stay in region {region}, but its store is in {}",
-                        store_region.as_deref().unwrap_or("no stated region")
+                        "tenant {tenant} must stay in {region}, but its store's residency is {}",
+                        store_region.as_deref().unwrap_or("not stated")
                     ),
                 });
             }
             None if t.store.is_some() => {
                 return Err(ConfigError::Invalid {
-                    key: format!("tenants.{tenant}.region"),
-                    reason: "a tenant routed to a store of its own must state its region".into(),
+                    key: format!("tenants.{tenant}.residency"),
+                    reason: "a tenant routed to a store of its own must state its residency".into(),
                 });
             }
             _ => {}

@@ -74,12 +74,37 @@ fn tenants_stay_in_their_region() {
     for (text, key) in [
         ("[stores.us]\npath = \"/us\"\nregion = \"us\"\n[tenants.acme]\nstore = \"us\"\nregion = \"eu\"\n", "tenants.acme.store"),
         ("[tenants.acme]\nregion = \"eu\"\n", "tenants.acme.store"),
-        ("[stores.us]\npath = \"/us\"\n", "stores.us.region"),
+        ("[stores.us]\npath = \"/us\"\n", "stores.us.residency"),
         ("[tenants.acme]\nstore = \"mars\"\nregion = \"eu\"\n", "tenants.acme.store"),
     ] {
         let e = ServerConfig::from_toml(text).unwrap_err().to_string();
         assert!(e.contains(key), "{text:?}: {e}");
     }
+}
+
+#[test]
+fn a_stores_api_region_is_not_its_residency() {
+    // S3 in eu-central-1, which tenants know as "eu": the residency is its own key. (The test
+    // above is the configuration of earlier versions, where `region` was read as both.)
+    let c = ServerConfig::from_toml(
+        "[store]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nregion = \"eu-central-1\"\n\
+         residency = \"eu\"\nbucket = \"b\"\naccess_key_id = \"i\"\nsecret_access_key = \"s\"\n\
+         [tenants.acme]\nresidency = \"eu\"\n",
+    )
+    .unwrap();
+    match c.store {
+        StoreKind::S3(o) => assert_eq!(o.region, "eu-central-1"),
+        other => panic!("{other:?}"),
+    }
+    let e = ServerConfig::from_toml(
+        "[store]\nresidency = \"eu\"\n[tenants.acme]\nresidency = \"us\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("must stay in us") && e.contains("residency is eu"),
+        "{e}"
+    );
 }
 
 #[test]
