@@ -10,17 +10,7 @@ fn a_scanner_enrolls_waits_for_an_admin_then_sends() {
     let server = TestServer::in_process();
     let admin = server.admin_cred_path();
     let admin = admin.to_str().unwrap();
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "token",
-        "create",
-        "--tenant",
-        "dev",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let token = last_line(&o.stdout);
+    let token = server.token(admin, "dev");
     assert!(token.starts_with("qt1."), "{token}");
     let addr = server.addr.to_string();
 

@@ -114,17 +114,7 @@ fn scanners_trust_the_ca_across_renewals_and_refuse_another_ca() {
     let admin = admin_path.to_str().unwrap();
 
     // A token pins the CA; enrollment by host name keeps the CA.
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "token",
-        "create",
-        "--tenant",
-        "dev",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let token = last_line(&o.stdout);
+    let token = server.token(admin, "dev");
     let by_name = format!("localhost:{}", server.addr.port());
     let cred_path = server.path().join("scanner.cred");
     let o = server.quire(&[

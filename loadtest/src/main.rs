@@ -10,11 +10,12 @@
 
 mod generate;
 mod plot;
+mod scanner;
 mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use quire_client::credential::{Credential, CredentialFile};
-use quire_client::push::{new_job_id, scan_dir, send_page, LocalPage, Upload};
+use quire_client::push::{scan_dir, LocalPage};
 use quire_client::Connection;
 use quire_codecs::wire::Frame;
 use serde::Serialize;
@@ -255,7 +256,7 @@ async fn main() -> Result<()> {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(step * s).await;
-                run_scanner(ctx, s).await
+                scanner::run_scanner(ctx, s).await
             })
         })
         .collect();
@@ -552,107 +553,6 @@ impl Ctx {
 
 /// One scanner: one connection, jobs one after another. A lost connection is re-opened
 /// (counted as one error) rather than failing every page that follows.
-async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
-    let next_job = AtomicU32::new(0);
-    while ctx.more_jobs(next_job.load(Ordering::Relaxed)) {
-        let conn = match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
-            Ok(c) => c,
-            Err(e) => {
-                ctx.error(&format!("scanner {s}"), &e);
-                if ctx.deadline.is_none() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let lanes = (0..ctx.jobs_in_flight).map(|_| run_lane(&ctx, s, &conn, &next_job));
-        futures::future::join_all(lanes).await;
-        if !conn.is_closed() {
-            conn.close().await;
-            return;
-        }
-    }
-}
-
-/// Pushes the scanner's next job, then the next, until there are no more or the connection
-/// ends (the scanner then reconnects).
-async fn run_lane(ctx: &Ctx, s: u32, conn: &Connection, next_job: &AtomicU32) {
-    while !conn.is_closed() {
-        let j = next_job.fetch_add(1, Ordering::Relaxed);
-        if !ctx.more_jobs(j) {
-            return;
-        }
-        // Round robin: with scanners x jobs = corpus size, every job is pushed exactly once.
-        let idx = (j as usize * ctx.scanners as usize + s as usize) % ctx.corpus.len();
-        let pages = &ctx.corpus[idx];
-        let upload = Upload::new(new_job_id());
-        let job_id = upload.job_id.clone();
-        let mut results = Vec::with_capacity(pages.len());
-        {
-            // A hand-rolled window: stream combinators over borrowed closures trip the
-            // compiler's `Send` inference inside a spawned task.
-            use futures::stream::{FuturesUnordered, StreamExt};
-            let mut inflight = FuturesUnordered::new();
-            let mut next = pages.iter();
-            loop {
-                while inflight.len() < ctx.concurrency.max(1) {
-                    match next.next() {
-                        Some(p) => inflight.push(push_one(ctx, conn, &upload, p)),
-                        None => break,
-                    }
-                }
-                match inflight.next().await {
-                    Some(ok) => results.push(ok),
-                    None => break,
-                }
-            }
-        }
-        if !results.iter().all(|ok| *ok) {
-            continue;
-        }
-        let commit = conn
-            .call(&Frame::JobCommit {
-                tenant: conn.tenant.clone(),
-                job_id: job_id.clone(),
-                page_count: pages.len() as u32,
-                upload: Some(upload.id),
-            })
-            .await;
-        match commit {
-            Ok(_) => ctx.committed.lock().expect("lock").push((job_id, idx)),
-            Err(e) => ctx.error(&format!("scanner {s} commit {job_id}"), &e),
-        }
-    }
-}
-
-/// Pushes one page and records its acknowledgement latency.
-async fn push_one(ctx: &Ctx, conn: &Connection, upload: &Upload, p: &LocalPage) -> bool {
-    let t = Instant::now();
-    ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-    let r = send_page(conn, upload, p, &ProgressBar::hidden()).await;
-    ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
-    match r {
-        Ok(()) => {
-            let us = t.elapsed().as_micros().max(1) as u64;
-            ctx.hist.lock().expect("histogram lock").record(us).ok();
-            ctx.interval_hist
-                .lock()
-                .expect("histogram lock")
-                .record(us)
-                .ok();
-            ctx.pages_done.fetch_add(1, Ordering::Relaxed);
-            ctx.bytes_done.fetch_add(p.entry.size, Ordering::Relaxed);
-            ctx.bar.inc(1);
-            true
-        }
-        Err(e) => {
-            ctx.error(&format!("job {} page {}", upload.job_id, p.entry.index), &e);
-            false
-        }
-    }
-}
-
 /// Bad handshakes as fast as `n` tasks can make them, for `--hammer-seconds`.
 async fn hammer(args: &Args, n: u32) -> Result<()> {
     let Some(addr) = args.server else {

@@ -64,15 +64,9 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
             who.device_id
         )));
     }
-    let source = match &config.tls {
-        Some(files) => IdentitySource::Files {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            ca: files.ca.clone(),
-        },
-        None => IdentitySource::Dev(dir.join("tls")),
-    };
-    let trust_anchor = Identity::read(&source)?.trust_anchor_pem().to_string();
+    let trust_anchor = Identity::read(&IdentitySource::of(config))?
+        .trust_anchor_pem()
+        .to_string();
     meta.ensure_tenant(who.tenant)?;
     let secret = quire_net::random_secret();
     meta.put_device(&DeviceRecord {

@@ -65,12 +65,7 @@ fn check_tls(config: &ServerConfig) -> Finding {
             Ok("development certificate (generated on first start; for localhost only)".into()),
         );
     };
-    let source = IdentitySource::Files {
-        cert: files.cert.clone(),
-        key: files.key.clone(),
-        ca: files.ca.clone(),
-    };
-    let outcome = Identity::read(&source)
+    let outcome = Identity::read(&IdentitySource::of(config))
         .and_then(|id| CertResolver::new(&id).map(|_| id))
         .map(|_| match &files.ca {
             Some(ca) => format!("key matches the certificate; scanners pin {}", ca.display()),

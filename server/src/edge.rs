@@ -225,14 +225,7 @@ impl Server {
         for (tenant, kind) in &config.routes {
             routes.insert(tenant.clone(), open_store(kind)?);
         }
-        let identity_source = match &config.tls {
-            Some(files) => IdentitySource::Files {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-                ca: files.ca.clone(),
-            },
-            None => IdentitySource::Dev(dir.join("tls")),
-        };
+        let identity_source = IdentitySource::of(&config);
         let identity = Identity::read(&identity_source)?;
         let certs = Arc::new(CertResolver::new(&identity)?);
         let mut server_config = crate::identity::server_config(certs.clone())?;

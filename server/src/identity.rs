@@ -33,6 +33,21 @@ pub enum IdentitySource {
     Dev(PathBuf),
 }
 
+impl IdentitySource {
+    /// What `config` names: its `[tls]` files, or the development certificate in the data
+    /// directory.
+    pub fn of(config: &crate::config::ServerConfig) -> IdentitySource {
+        match &config.tls {
+            Some(files) => IdentitySource::Files {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                ca: files.ca.clone(),
+            },
+            None => IdentitySource::Dev(config.data_dir.join("tls")),
+        }
+    }
+}
+
 /// A certificate chain and its key, in PEM, and the trust anchor clients pin.
 #[derive(Clone)]
 pub struct Identity {

@@ -282,6 +282,22 @@ impl TestServer {
         cred
     }
 
+    /// A one-time enrollment token for `tenant`, from `quire admin token create` run with the
+    /// credential at `admin`.
+    pub fn token(&self, admin: &str, tenant: &str) -> String {
+        let o = self.quire(&[
+            "admin",
+            "--credential",
+            admin,
+            "token",
+            "create",
+            "--tenant",
+            tenant,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        last_line(&o.stdout)
+    }
+
     /// Runs the real CLI from the server's directory.
     pub fn quire(&self, args: &[&str]) -> Output {
         Command::new(BIN)
