@@ -42,16 +42,7 @@ fn a_scanner_enrolls_waits_for_an_admin_then_sends() {
     );
 
     // A token whose certificate pin does not match this server never reaches it.
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "token",
-        "create",
-        "--tenant",
-        "dev",
-    ]);
-    let fresh = last_line(&o.stdout);
+    let fresh = server.token(admin, "dev");
     let mut forged = fresh[..fresh.len() - 1].to_string();
     forged.push(if fresh.ends_with('0') { '1' } else { '0' });
     let o = enroll("scanner-forged", &forged);
@@ -69,27 +60,11 @@ fn a_scanner_enrolls_waits_for_an_admin_then_sends() {
     std::fs::create_dir(&job).unwrap();
     std::fs::write(job.join("p.tif"), b"page").unwrap();
     let second = server.path().join("new.cred");
-    let push = || {
-        server.quire(&[
-            "push",
-            job.to_str().unwrap(),
-            "--credential",
-            second.to_str().unwrap(),
-            "--no-progress",
-        ])
-    };
+    let push = || server.push_as(&job, &second);
     let o = push();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("pending"));
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "device",
-        "enable",
-        "scanner-second",
-    ]);
-    assert!(o.status.success());
+    server.enable_device(admin, "scanner-second");
     let o = push();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 

@@ -133,28 +133,12 @@ fn scanners_trust_the_ca_across_renewals_and_refuse_another_ca() {
     assert_eq!(cred.server, by_name);
     assert_eq!(cred.server_name, "localhost");
     assert_eq!(pem_der(&cred.server_ca), pki.root_der);
-    let o = server.quire(&[
-        "admin",
-        "--credential",
-        admin,
-        "device",
-        "enable",
-        "scanner-ca",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    server.enable_device(admin, "scanner-ca");
 
     let job = server.path().join("job");
     std::fs::create_dir(&job).unwrap();
     std::fs::write(job.join("page-1.tif"), b"first scan").unwrap();
-    let push = || {
-        server.quire(&[
-            "push",
-            job.to_str().unwrap(),
-            "--credential",
-            cred_path.to_str().unwrap(),
-            "--no-progress",
-        ])
-    };
+    let push = || server.push_as(&job, &cred_path);
     let o = push();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 

@@ -298,6 +298,23 @@ impl TestServer {
         last_line(&o.stdout)
     }
 
+    /// `quire admin device enable DEVICE` with the credential at `admin`; panics on failure.
+    pub fn enable_device(&self, admin: &str, device: &str) {
+        let o = self.quire(&["admin", "--credential", admin, "device", "enable", device]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// `quire push JOB --credential CRED --no-progress`, its output whatever it is.
+    pub fn push_as(&self, job: &Path, cred: &Path) -> Output {
+        self.quire(&[
+            "push",
+            job.to_str().unwrap(),
+            "--credential",
+            cred.to_str().unwrap(),
+            "--no-progress",
+        ])
+    }
+
     /// Runs the real CLI from the server's directory.
     pub fn quire(&self, args: &[&str]) -> Output {
         Command::new(BIN)
