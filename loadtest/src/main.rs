@@ -77,6 +77,11 @@ struct Args {
     /// CPU time and peak memory are measured apart from the scanners'.
     #[arg(long)]
     child: bool,
+    /// With --child: the CPUs the server may use (`taskset -c LIST`), e.g. `0`; run the load
+    /// test itself on the others (`taskset -c 1 quire-loadtest --child --server-cpus 0 …`) to
+    /// measure what the server alone costs per MB.
+    #[arg(long, requires = "child")]
+    server_cpus: Option<String>,
     /// Measure the raw quinn bulk-upload ceiling of this machine first (one connection, Quire's
     /// TLS and windows, no protocol or pipeline), and report Quire's throughput as a share of it.
     #[arg(long)]
@@ -131,6 +136,10 @@ struct Report {
     server_rss_mb: Option<f64>,
     /// CPU seconds (user + system) the server process used during the run.
     server_cpu_s: Option<f64>,
+    /// Server CPU time per MB pushed (child server only).
+    server_cpu_ms_per_mb: Option<f64>,
+    /// This process's CPU time (the scanners, and an in-process server if there is one) per MB.
+    client_cpu_ms_per_mb: Option<f64>,
     server_in_process: bool,
     /// Raw quinn bulk upload on this machine, measured just before the run (MB/s).
     transport_ceiling_mb_per_s: Option<f64>,
@@ -185,6 +194,7 @@ async fn main() -> Result<()> {
     let (started, cred, addr) = server_for(&args, work.path()).await?;
     let server_pid = started.as_ref().map(|s| s.pid());
     let cpu_before = server_pid.as_deref().and_then(server::cpu_seconds);
+    let own_cpu_before = server::cpu_seconds("self");
 
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1,
@@ -274,6 +284,10 @@ async fn main() -> Result<()> {
         _ => None,
     };
     let server_rss_mb = server_pid.as_deref().and_then(server::peak_rss_mib);
+    let own_cpu_s = match (server::cpu_seconds("self"), own_cpu_before) {
+        (Some(after), Some(before)) => Some(after - before),
+        _ => None,
+    };
 
     let done_jobs = committed.lock().expect("lock").clone();
     let verified =
@@ -292,6 +306,8 @@ async fn main() -> Result<()> {
         latency_ms: Latency::of(&hist.lock().expect("histogram lock")),
         server_rss_mb,
         server_cpu_s,
+        server_cpu_ms_per_mb: server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
+        client_cpu_ms_per_mb: own_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
         server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
         transport_ceiling_mb_per_s: ceiling,
         share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
@@ -333,6 +349,7 @@ async fn server_for(
         endpoint: args.store_endpoint.clone(),
         bucket: args.store_bucket.clone(),
         ack: args.ack.clone(),
+        server_cpus: args.server_cpus.clone(),
     };
     let (s, addr, cred) = server::Started::start(work, &setup, args.child).await?;
     Ok((Some(s), Credential::load(&cred)?, addr))

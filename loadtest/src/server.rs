@@ -24,6 +24,8 @@ pub struct Setup {
     pub endpoint: Option<String>,
     pub bucket: String,
     pub ack: String,
+    /// CPUs a child server may run on (`taskset -c`).
+    pub server_cpus: Option<String>,
 }
 
 /// Azurite's published development key: the default for `--store azure`.
@@ -92,7 +94,15 @@ impl Started {
         let cred = data.join("dev/device.cred");
         if child {
             let bin = std::env::current_exe()?.with_file_name("quire");
-            let mut c = Command::new(&bin)
+            let mut command = match &setup.server_cpus {
+                Some(cpus) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", cpus]).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
+            let mut c = command
                 .args(["serve", "--listen", "127.0.0.1:0", "--config"])
                 .arg(&config)
                 .arg("--data-dir")
