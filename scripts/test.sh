@@ -20,7 +20,7 @@ source scripts/test-servers.sh
 
 # systemd's own unit check (tests/packaging.rs verifies dist/quire.service with it).
 if ! command -v systemd-analyze >/dev/null; then
-  apt-get install -y -qq systemd >/dev/null
+  apt-get update -qq >/dev/null && apt-get install -y -qq systemd >/dev/null
 fi
 
 cargo fmt --all -- --check
