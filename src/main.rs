@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use quire_client::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
-use quire_client::{self as client, push::PushOptions, Connection};
+use quire_client::{self as client, push::PushOptions, ClientError, Connection};
 use quire_server::config::ServerConfig;
 use quire_server::Server;
 
@@ -26,7 +26,10 @@ use admin::{admin, AdminArgs};
 #[command(
     name = "quire",
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("QUIRE_COMMIT"), ")"),
-    verbatim_doc_comment
+    verbatim_doc_comment,
+    after_help = "Exit codes: 0 done; 1 error; 2 bad usage; 3 the server cannot be reached or is \
+                  busy, try again later; 4 the server refused (credential, device state, \
+                  permission or request); 5 a local problem (files, credential file, TLS setup)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -199,8 +202,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// Exit codes a script or supervisor can act on (README, "Exit codes"): 3 try again later,
+/// 4 the server refused (fix the credential, its state or the request), 5 a local problem
+/// (files, credential file, TLS setup), 1 anything else; clap exits 2 on bad usage.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use quire_codecs::wire::ErrorCode as C;
+    let credential_file = e
+        .chain()
+        .any(|c| c.is::<quire_client::credential::CredentialError>());
+    if credential_file {
+        return 5;
+    }
+    match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
+        Some(ClientError::Connect { .. }) => 3,
+        Some(ClientError::Refused { code, .. }) => match code {
+            C::Busy | C::StoreUnavailable | C::LimitExceeded | C::ServerFull => 3,
+            C::Internal => 1,
+            _ => 4,
+        },
+        Some(ClientError::Local { .. } | ClientError::Credential(_) | ClientError::Tls(_)) => 5,
+        _ => 1,
     }
 }
 

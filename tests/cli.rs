@@ -62,6 +62,40 @@ fn completions_and_the_manual_page_come_from_the_command_line_itself() {
 }
 
 #[test]
+fn exit_codes_tell_a_script_what_to_do() {
+    use quire_client::credential::CredentialFile;
+    let server = TestServer::in_process();
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("p.tif"), b"page").unwrap();
+    let code = |args: &[&str]| server.quire(args).status.code();
+    let job = job.to_str().unwrap();
+    // 5: a local problem (here, no credential file).
+    assert_eq!(
+        code(&["push", job, "--credential", "/nonexistent.cred"]),
+        Some(5)
+    );
+    // 3: the server cannot be reached: try again later.
+    assert_eq!(
+        code(&["push", job, "--server", "no-such-host.invalid:4433"]),
+        Some(3)
+    );
+    // 4: the server refused: fix the credential.
+    let mut wrong = server.device_cred();
+    wrong.secret = "ab".repeat(32);
+    let wrong_path = server.path().join("wrong.cred");
+    wrong.save(&wrong_path).unwrap();
+    assert_eq!(
+        code(&["push", job, "--credential", wrong_path.to_str().unwrap()]),
+        Some(4)
+    );
+    // 2: the command line itself.
+    assert_eq!(code(&["push", "--no-such-flag"]), Some(2));
+    // 0.
+    assert_eq!(code(&["push", job, "--no-progress"]), Some(0));
+}
+
+#[test]
 fn an_invalid_config_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (text, key) in [

@@ -17,17 +17,19 @@ pub use quire_codecs::credential::Credential;
 /// A credential file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("cannot read credential file {path}: {source} (run `quire serve` once to create the development credentials, or pass --credential)")]
+    // `error`, not `source`: the message says it already, so a report of the error chain
+    // does not say it twice.
+    #[error("cannot read credential file {path}: {error} (run `quire serve` once to create the development credentials, or pass --credential)")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("credential file {path} is malformed: {message}")]
     Malformed { path: PathBuf, message: String },
-    #[error("cannot write credential file {path}: {source}")]
+    #[error("cannot write credential file {path}: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -42,10 +44,10 @@ pub trait CredentialFile: Sized {
 
 impl CredentialFile for Credential {
     fn load(path: &Path) -> Result<Credential, CredentialError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|error| {
             CredentialError::Read {
                 path: path.into(),
-                source,
+                error,
             }
         })?);
         Credential::parse(&text).map_err(|message| CredentialError::Malformed {
@@ -55,9 +57,9 @@ impl CredentialFile for Credential {
     }
 
     fn save(&self, path: &Path) -> Result<(), CredentialError> {
-        write_private(path, self.to_toml().as_bytes()).map_err(|source| CredentialError::Write {
+        write_private(path, self.to_toml().as_bytes()).map_err(|error| CredentialError::Write {
             path: path.into(),
-            source,
+            error,
         })
     }
 }
