@@ -8,7 +8,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quire_storage::Store;
 
 use crate::config::{ServerConfig, StoreKind};
 use crate::identity::{CertResolver, Identity, IdentitySource};
@@ -96,12 +95,7 @@ fn check_data(data_dir: &Path) -> Finding {
 
 /// Writes, reads back and deletes a probe object.
 async fn probe_store(kind: &StoreKind) -> Result<String, String> {
-    let store = match kind {
-        StoreKind::Local { path } => Store::local(path),
-        StoreKind::S3(o) => Store::s3(o),
-        StoreKind::Azure(o) => Store::azure(o),
-    }
-    .map_err(|e| e.to_string())?;
+    let store = kind.open().map_err(|e| e.to_string())?;
     let name = store.name().to_string();
     let mut tag = [0u8; 8];
     getrandom::fill(&mut tag).map_err(|e| e.to_string())?;

@@ -10,10 +10,9 @@ use std::time::Duration;
 use crate::auth::{self, DeviceRecord, Principal};
 use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
 use quire_pipeline::{FileVault, Pipeline};
-use quire_storage::Store;
 use tracing::{debug, info, warn};
 
-use crate::config::{ServerConfig, StoreKind};
+use crate::config::ServerConfig;
 use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
 use crate::identity::{CertResolver, Identity, IdentitySource, TlsReloader};
 use crate::meta::{Meta, MetaStore};
@@ -213,17 +212,10 @@ impl Server {
         let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&dir.join("meta.redb"))?);
         let vault = FileVault::open(&dir.join("vault"))?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
-        let open_store = |kind: &StoreKind| -> Result<Store, quire_storage::StoreError> {
-            match kind {
-                StoreKind::Local { path } => Store::local(path),
-                StoreKind::S3(o) => Store::s3(o),
-                StoreKind::Azure(o) => Store::azure(o),
-            }
-        };
-        let store = open_store(&config.store)?;
+        let store = config.store.open()?;
         let mut routes = std::collections::HashMap::new();
         for (tenant, kind) in &config.routes {
-            routes.insert(tenant.clone(), open_store(kind)?);
+            routes.insert(tenant.clone(), kind.open()?);
         }
         let identity_source = IdentitySource::of(&config);
         let identity = Identity::read(&identity_source)?;

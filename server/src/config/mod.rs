@@ -219,6 +219,17 @@ pub enum StoreKind {
     Azure(quire_storage::AzureOptions),
 }
 
+impl StoreKind {
+    /// The store this names, ready to use.
+    pub fn open(&self) -> Result<quire_storage::Store, quire_storage::StoreError> {
+        match self {
+            StoreKind::Local { path } => quire_storage::Store::local(path),
+            StoreKind::S3(o) => quire_storage::Store::s3(o),
+            StoreKind::Azure(o) => quire_storage::Store::azure(o),
+        }
+    }
+}
+
 impl PartialEq for StoreKind {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
