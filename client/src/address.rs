@@ -1,12 +1,13 @@
-//! Server addresses as operators write them: `host:port`, `[v6]:port` or `ip:port`. A name is
-//! resolved (every address it has is tried) and is the name the server's certificate must
-//! carry.
+//! Reaching a server named as operators write it (`host:port`, parsed by
+//! [`quire_net::address`]): a name is resolved and every address it has is tried.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+
+pub use quire_net::address::ServerAddress;
 
 use crate::ClientError;
 
@@ -17,82 +18,35 @@ pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// How long a name lookup may take.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server's `host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddress {
-    pub host: String,
-    pub port: u16,
+/// Parses `server` as `host:port`; a malformed one is a [`ClientError::Connect`] naming it.
+pub fn parse(server: &str) -> Result<ServerAddress, ClientError> {
+    ServerAddress::parse(server).map_err(|message| ClientError::Connect {
+        addr: server.into(),
+        message,
+    })
 }
 
-impl ServerAddress {
-    /// Parses `host:port`, `[v6]:port` or `ip:port`; the error says what a good one looks like.
-    pub fn parse(s: &str) -> Result<ServerAddress, ClientError> {
-        let bad = |why: &str| ClientError::Connect {
-            addr: s.into(),
-            message: format!(
-                "{why}: write the server as host:port, e.g. ingest.example.com:4433, \
-                 127.0.0.1:4433 or [::1]:4433"
-            ),
-        };
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
-        let host = match host.strip_prefix('[') {
-            Some(v6) => v6.strip_suffix(']').ok_or_else(|| bad("an unclosed ["))?,
-            None if host.contains(':') => return Err(bad("an IPv6 address needs brackets")),
-            None => host,
-        };
-        if host.is_empty() || host.len() > 253 {
-            return Err(bad("the host is empty or longer than 253 bytes"));
-        }
-        if host.parse::<IpAddr>().is_err()
-            && !host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        {
-            return Err(bad("the host is neither an IP address nor a DNS name"));
-        }
-        Ok(ServerAddress {
-            host: host.into(),
-            port,
-        })
+/// Every address the host has (an IP address is its own).
+pub async fn resolve(server: &ServerAddress) -> Result<Vec<SocketAddr>, ClientError> {
+    if let Some(ip) = server.ip() {
+        return Ok(vec![SocketAddr::new(ip, server.port)]);
     }
-
-    /// The host as an IP address, if it is one.
-    pub fn ip(&self) -> Option<IpAddr> {
-        self.host.parse().ok()
+    let failed = |message: String| ClientError::Connect {
+        addr: format!("{}:{}", server.host, server.port),
+        message,
+    };
+    let found = tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        tokio::net::lookup_host((server.host.as_str(), server.port)),
+    )
+    .await
+    .map_err(|_| failed(format!("no DNS answer for {} within 10 s", server.host)))?
+    .map_err(|e| failed(format!("cannot resolve {}: {e}", server.host)))?;
+    let addrs: Vec<SocketAddr> = found.collect();
+    if addrs.is_empty() {
+        return Err(failed(format!("{} has no addresses", server.host)));
     }
-
-    /// The name the server's certificate is checked against: the host name, or for an IP
-    /// address `fallback` (a credential's `server_name`).
-    pub fn tls_name<'a>(&'a self, fallback: &'a str) -> &'a str {
-        match self.ip() {
-            Some(_) => fallback,
-            None => &self.host,
-        }
-    }
-
-    /// Every address the host has (an IP address is its own).
-    pub async fn resolve(&self) -> Result<Vec<SocketAddr>, ClientError> {
-        if let Some(ip) = self.ip() {
-            return Ok(vec![SocketAddr::new(ip, self.port)]);
-        }
-        let failed = |message: String| ClientError::Connect {
-            addr: format!("{}:{}", self.host, self.port),
-            message,
-        };
-        let found = tokio::time::timeout(
-            RESOLVE_TIMEOUT,
-            tokio::net::lookup_host((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| failed(format!("no DNS answer for {} within 10 s", self.host)))?
-        .map_err(|e| failed(format!("cannot resolve {}: {e}", self.host)))?;
-        let addrs: Vec<SocketAddr> = found.collect();
-        if addrs.is_empty() {
-            return Err(failed(format!("{} has no addresses", self.host)));
-        }
-        Ok(addrs)
-    }
+    Ok(addrs)
 }
 
 /// Runs `attempt` on each of `addrs` in order, starting the next one [`ATTEMPT_DELAY`] after
@@ -145,38 +99,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_parse_as_operators_write_them() {
-        let a = ServerAddress::parse("ingest.example.com:4433").unwrap();
-        assert_eq!((a.host.as_str(), a.port), ("ingest.example.com", 4433));
-        assert_eq!(a.tls_name("localhost"), "ingest.example.com");
-        let v4 = ServerAddress::parse("10.0.0.7:4433").unwrap();
-        assert_eq!(v4.tls_name("ingest.internal"), "ingest.internal");
-        let v6 = ServerAddress::parse("[::1]:4433").unwrap();
-        assert_eq!(v6.ip(), Some("::1".parse().unwrap()));
-        for bad in [
-            "ingest.example.com",
-            "host:99999",
-            "::1:4433",
-            "[::1:4433",
-            ":4433",
-            "bad host:4433",
-            "überall.example:4433",
-        ] {
-            let e = ServerAddress::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("host:port"), "{bad}: {e}");
-        }
-        assert!(ServerAddress::parse(&format!("{}:1", "a".repeat(254))).is_err());
+    fn a_malformed_address_is_a_connect_error_naming_it() {
+        let e = parse("ingest.example.com").unwrap_err();
+        assert!(matches!(e, ClientError::Connect { .. }));
+        let e = e.to_string();
+        assert!(
+            e.contains("ingest.example.com") && e.contains("host:port"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
     async fn a_name_resolves_to_its_addresses_and_an_unknown_one_says_so() {
-        let local = ServerAddress::parse("localhost:4433").unwrap();
-        let addrs = local.resolve().await.unwrap();
+        let local = parse("localhost:4433").unwrap();
+        let addrs = resolve(&local).await.unwrap();
         assert!(addrs
             .iter()
             .all(|a| a.ip().is_loopback() && a.port() == 4433));
-        let unknown = ServerAddress::parse("no-such-host.invalid:4433").unwrap();
-        let e = unknown.resolve().await.unwrap_err().to_string();
+        let unknown = parse("no-such-host.invalid:4433").unwrap();
+        let e = resolve(&unknown).await.unwrap_err().to_string();
         assert!(e.contains("no-such-host.invalid"), "{e}");
     }
 
@@ -191,7 +132,7 @@ mod tests {
             if a.is_ipv6() {
                 std::future::pending::<()>().await;
             }
-            if a.ip() == "127.0.0.1".parse::<IpAddr>().unwrap() {
+            if a.ip() == "127.0.0.1".parse::<std::net::IpAddr>().unwrap() {
                 Ok(a)
             } else {
                 Err(ClientError::Connect {

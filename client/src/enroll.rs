@@ -73,9 +73,9 @@ pub async fn enroll(
     token: &EnrollToken,
     device_id: &str,
 ) -> Result<Credential, ClientError> {
-    let address = crate::address::ServerAddress::parse(server)?;
+    let address = crate::address::parse(server)?;
     let name = server_name.unwrap_or_else(|| address.tls_name("localhost"));
-    let addrs = address.resolve().await?;
+    let addrs = crate::address::resolve(&address).await?;
     let (tenant, device_id, role, secret, pinned) =
         crate::address::first_to_connect(&addrs, |addr| enroll_at(addr, name, token, device_id))
             .await?;

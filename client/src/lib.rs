@@ -194,9 +194,9 @@ impl Connection {
     /// certificate checked against the name (against the credential's `server_name` for an IP
     /// address).
     pub async fn connect_to(cred: &Credential, server: &str) -> Result<Connection, ClientError> {
-        let server = address::ServerAddress::parse(server)?;
+        let server = address::parse(server)?;
         let name = server.tls_name(&cred.server_name);
-        let addrs = server.resolve().await?;
+        let addrs = address::resolve(&server).await?;
         address::first_to_connect(&addrs, |addr| Self::connect_at(cred, addr, name)).await
     }
 

@@ -6,6 +6,7 @@
 //! server's storage stack.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod congestion;
 pub mod credential;
 pub mod stream;

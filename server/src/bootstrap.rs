@@ -4,10 +4,10 @@
 //! overwritten, and a server that has a service administrator already refuses a second
 //! bootstrap (that administrator creates the others).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use quire_codecs::wire::{validate_id, DeviceState, Role};
+use quire_net::address::ServerAddress;
 use quire_net::credential::Credential;
 
 use crate::auth::DeviceRecord;
@@ -33,12 +33,11 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
     let refuse = |message: String| ServeError::Bootstrap(message);
     validate_id("tenant", who.tenant).map_err(|e| refuse(e.to_string()))?;
     validate_id("device id", who.device_id).map_err(|e| refuse(e.to_string()))?;
-    let server_name = tls_name(who.server).ok_or_else(|| {
-        refuse(format!(
-            "--server {:?} is not host:port (e.g. ingest.example.com:4433)",
-            who.server
-        ))
-    })?;
+    // The development certificate is issued for `localhost`: the name for an IP address.
+    let server_name = ServerAddress::parse(who.server)
+        .map_err(|e| refuse(format!("--server {:?}: {e}", who.server)))?
+        .tls_name("localhost")
+        .to_string();
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(|source| ServeError::DataDir {
         path: dir.clone(),
@@ -103,23 +102,5 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         role: Role::ServiceAdmin.as_str().into(),
         secret: hex::encode(*secret),
         server_ca: trust_anchor,
-    })
-}
-
-/// The name a client checks the certificate against: the host, or `localhost` for an IP
-/// address (the development certificate's name). `None` if `server` is not `host:port`.
-fn tls_name(server: &str) -> Option<String> {
-    let (host, port) = server.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some(match host.parse::<IpAddr>() {
-        Ok(_) => "localhost".into(),
-        Err(_) => host.into(),
     })
 }
