@@ -101,19 +101,11 @@ async fn enroll_at(
     device_id: &str,
 ) -> Result<Enrolled, ClientError> {
     let config = quire_net::tls::pinned_client_config(token.fingerprint)?;
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("valid");
     let connect_err = |message: String| ClientError::Connect {
         addr: addr.to_string(),
         message,
     };
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
-    endpoint.set_default_client_config(config);
+    let endpoint = crate::client_endpoint(addr, config)?;
     let conn = tokio::time::timeout(
         Duration::from_secs(15),
         endpoint

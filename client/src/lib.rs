@@ -163,6 +163,27 @@ pub struct Login<'a> {
     pub secret: [u8; 32],
 }
 
+/// A client endpoint on an ephemeral port of `addr`'s family, using `config` for its
+/// connections.
+pub(crate) fn client_endpoint(
+    addr: SocketAddr,
+    config: quinn::ClientConfig,
+) -> Result<quinn::Endpoint, ClientError> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid");
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
+        addr: addr.to_string(),
+        message: e.to_string(),
+    })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
 /// A handshake that failed in TLS (QUIC's crypto error codes carry the TLS alert).
 fn is_tls_failure(t: &quinn_proto::TransportError) -> bool {
     (0x100..0x200).contains(&u64::from(t.code))
@@ -224,17 +245,11 @@ impl Connection {
     pub async fn login(l: Login<'_>) -> Result<Connection, ClientError> {
         let mut config = quire_net::tls::client_config(l.ca_pem, l.alpn)?;
         config.transport_config(std::sync::Arc::new(transport_config()));
-        let bind: SocketAddr = if l.addr.is_ipv4() {
-            "0.0.0.0:0".parse().expect("valid")
-        } else {
-            "[::]:0".parse().expect("valid")
-        };
         let connect_err = |message: String| ClientError::Connect {
             addr: l.addr.to_string(),
             message,
         };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
-        endpoint.set_default_client_config(config);
+        let endpoint = client_endpoint(l.addr, config)?;
         // A busy server refuses new connections outright (CONNECTION_REFUSED): back off and
         // try again a few times before giving up. Jittered, so that a fleet reconnecting at
         // once (after a server restart) spreads out instead of coming back in waves.
