@@ -1,6 +1,6 @@
 //! `quire serve --check`: reaches what the configuration names without serving, and names
-//! what is wrong: a bucket that does not exist (real S3: moto), a key that does not match the
-//! certificate, a data directory a running server holds.
+//! what is wrong: a bucket that does not exist (real S3: moto), a spool key directory open to
+//! others, a key that does not match the certificate, a data directory a running server holds.
 
 mod common;
 
@@ -44,6 +44,15 @@ fn a_good_configuration_passes_and_each_fault_is_named() {
         out.contains("FAIL  store") && out.contains("no-such-bucket"),
         "{out}"
     );
+
+    // A spool key directory the server would refuse (open to others).
+    use std::os::unix::fs::PermissionsExt;
+    let keys = dir.path().join("open-keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, out, _) = check(&format!("[spool]\nkey_dir = \"{}\"\n", keys.display()));
+    assert!(!ok);
+    assert!(out.contains("FAIL  spool keys") && out.contains("chmod 700"), "{out}");
 
     // A key that is not the certificate's.
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();

@@ -76,13 +76,12 @@ fn check_tls(config: &ServerConfig) -> Finding {
 
 fn check_data(data_dir: &Path) -> Finding {
     if !data_dir.join("meta.redb").exists() {
-        let outcome = match writable_dir(data_dir) {
-            Ok(()) => Ok(format!(
+        let outcome = writable_dir(data_dir).map(|()| {
+            format!(
                 "{} is new: metadata and vault are created on first start",
                 data_dir.display()
-            )),
-            Err(e) => Err(e),
-        };
+            )
+        });
         return finding("metadata and vault", outcome);
     }
     let outcome = match crate::keycheck::check_data_dir(data_dir) {
@@ -121,17 +120,23 @@ async fn probe_store(kind: &StoreKind) -> Result<String, String> {
 }
 
 fn check_key_dir(config: &ServerConfig) -> Finding {
-    let dir = config
-        .spool_key_dir
-        .clone()
-        .unwrap_or_else(|| quire_pipeline::spool::keydir::default_key_dir(&config.data_dir));
-    let ram = if quire_pipeline::spool::keydir::is_ram_backed(&dir) {
+    use quire_pipeline::spool::keydir;
+    let dir = config.key_dir();
+    let ram = if keydir::is_ram_backed(&dir) {
         "in RAM"
     } else {
         "on persistent storage (see docs/SECURITY.md)"
     };
-    let outcome = writable_dir(&dir).map(|()| format!("{} ({ram})", dir.display()));
-    finding("spool keys", outcome)
+    // An existing directory must pass the server's own rules (its user's, closed, no link).
+    let outcome = if dir.exists() || dir.is_symlink() {
+        keydir::vet(&dir).map_err(|e| e.to_string())
+    } else {
+        writable_dir(&dir)
+    };
+    finding(
+        "spool keys",
+        outcome.map(|()| format!("{} ({ram})", dir.display())),
+    )
 }
 
 /// `dir` exists and takes a file, or its nearest existing parent does (it is created at start).

@@ -228,10 +228,7 @@ impl Server {
                 source,
             }
         })?;
-        let key_dir = config
-            .spool_key_dir
-            .clone()
-            .unwrap_or_else(|| quire_pipeline::spool::keydir::default_key_dir(dir));
+        let key_dir = config.key_dir();
         if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
             warn!(
                 key_dir = %key_dir.display(),
@@ -357,7 +354,6 @@ impl Server {
         }
     }
 
-    /// Stops accepting, closes connections and waits until they are gone.
     /// Shuts down gracefully: new connections, jobs and pages are refused at once (scanners
     /// retry), requests already running finish, and the spool delivers what it holds, all
     /// within `timeout`; then the endpoint closes. Pages the spool could not deliver in time
@@ -393,6 +389,7 @@ impl Server {
         info!("drained");
     }
 
+    /// Stops accepting, closes connections at once and waits until they are gone.
     pub async fn shutdown(&self) {
         self.endpoint
             .close(CLOSE_SHUTDOWN.into(), b"server shutting down");

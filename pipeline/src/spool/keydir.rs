@@ -45,16 +45,7 @@ impl KeyDir {
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
-        refuse_symlink(dir)?;
-        use std::os::unix::fs::MetadataExt;
-        let meta = fs::symlink_metadata(dir).map_err(io(dir))?;
-        let me = process_uid().map_err(io(Path::new("/proc/self")))?;
-        if let Some(why) = ownership_problem(meta.uid(), me, meta.permissions().mode()) {
-            return Err(SpoolError::Insecure {
-                path: dir.to_path_buf(),
-                why,
-            });
-        }
+        vet(dir)?;
         Ok(KeyDir {
             dir: dir.to_path_buf(),
             durable,
@@ -141,6 +132,22 @@ impl KeyDir {
         }
         out.sort_unstable();
         Ok(out)
+    }
+}
+
+/// Whether an existing key directory is this process's own, as [`KeyDir::open`] requires:
+/// not a symbolic link, owned by this process's user, closed to group and others.
+pub fn vet(dir: &Path) -> Result<(), SpoolError> {
+    use std::os::unix::fs::MetadataExt;
+    refuse_symlink(dir)?;
+    let meta = fs::symlink_metadata(dir).map_err(io(dir))?;
+    let me = process_uid().map_err(io(Path::new("/proc/self")))?;
+    match ownership_problem(meta.uid(), me, meta.permissions().mode()) {
+        Some(why) => Err(SpoolError::Insecure {
+            path: dir.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
     }
 }
 

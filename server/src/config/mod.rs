@@ -271,6 +271,14 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Where the spool's keys live: `[spool] key_dir`, else the default for the data
+    /// directory (see `quire_pipeline::spool::keydir::default_key_dir`).
+    pub fn key_dir(&self) -> PathBuf {
+        self.spool_key_dir
+            .clone()
+            .unwrap_or_else(|| quire_pipeline::spool::keydir::default_key_dir(&self.data_dir))
+    }
+
     /// Resolves the configuration from an optional file and command-line overrides.
     pub fn load(
         file: Option<&Path>,
