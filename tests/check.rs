@@ -52,7 +52,10 @@ fn a_good_configuration_passes_and_each_fault_is_named() {
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (ok, out, _) = check(&format!("[spool]\nkey_dir = \"{}\"\n", keys.display()));
     assert!(!ok);
-    assert!(out.contains("FAIL  spool keys") && out.contains("chmod 700"), "{out}");
+    assert!(
+        out.contains("FAIL  spool keys") && out.contains("chmod 700"),
+        "{out}"
+    );
 
     // A key that is not the certificate's.
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();

@@ -4,8 +4,6 @@
 //! overwritten, and a server that has a service administrator already refuses a second
 //! bootstrap (that administrator creates the others).
 
-use std::sync::Arc;
-
 use quire_codecs::wire::{validate_id, DeviceState, Role};
 use quire_net::address::ServerAddress;
 use quire_net::credential::Credential;
@@ -43,7 +41,7 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         path: dir.clone(),
         source,
     })?;
-    let meta = Arc::new(Meta::open(&dir.join("meta.redb"))?);
+    let meta = Meta::open(&dir.join("meta.redb"))?;
     let admins: Vec<String> = meta
         .all_devices()?
         .into_iter()
@@ -75,23 +73,20 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         state: DeviceState::Enabled,
         secret_hash: crate::auth::hash_secret(&secret),
     })?;
-    let audit = crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
-        ServeError::DataDir {
-            path: dir.join("audit.log"),
-            source,
-        }
-    })?;
-    audit
-        .record(
-            who.device_id,
-            Role::ServiceAdmin.as_str(),
-            "admin.bootstrap",
-            who.tenant,
-            &format!("device={}", who.device_id),
-            "ok",
-        )
+    let audit_path = dir.join("audit.log");
+    crate::audit::AuditLog::open(&audit_path)
+        .and_then(|audit| {
+            audit.record(
+                who.device_id,
+                Role::ServiceAdmin.as_str(),
+                "admin.bootstrap",
+                who.tenant,
+                &format!("device={}", who.device_id),
+                "ok",
+            )
+        })
         .map_err(|source| ServeError::DataDir {
-            path: dir.join("audit.log"),
+            path: audit_path,
             source,
         })?;
     Ok(Credential {
