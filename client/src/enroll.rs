@@ -115,15 +115,9 @@ async fn enroll_at(
     .await
     .map_err(|_| connect_err("no answer within 15 s".into()))?
     .map_err(|e| connect_err(e.to_string()))?;
-    let pinned = conn
-        .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .and_then(|chain| {
-            quire_net::tls::find_pinned(&chain, &token.fingerprint).map(|c| c.to_vec())
-        })
+    let chain = crate::peer_chain(&conn);
+    let pinned = quire_net::tls::find_pinned(&chain, &token.fingerprint)
+        .map(|c| c.to_vec())
         .ok_or_else(|| {
             ClientError::Protocol(
                 "the server did not present the certificate the token pins".into(),

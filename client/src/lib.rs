@@ -184,6 +184,19 @@ pub(crate) fn client_endpoint(
     Ok(endpoint)
 }
 
+/// The certificate chain the peer presented in the handshake (empty if none).
+pub(crate) fn peer_chain(
+    conn: &quinn::Connection,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    conn.peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .map(|chain| *chain)
+        .unwrap_or_default()
+}
+
 /// A handshake that failed in TLS (QUIC's crypto error codes carry the TLS alert).
 fn is_tls_failure(t: &quinn_proto::TransportError) -> bool {
     (0x100..0x200).contains(&u64::from(t.code))
@@ -379,14 +392,7 @@ impl Connection {
     /// The certificate chain the server presented (DER, its own certificate first): which
     /// certificate a server is serving, e.g. after a renewal.
     pub fn server_certificates(&self) -> Vec<Vec<u8>> {
-        self.conn
-            .peer_identity()
-            .and_then(|id| {
-                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                    .ok()
-            })
-            .map(|chain| chain.iter().map(|c| c.to_vec()).collect())
-            .unwrap_or_default()
+        peer_chain(&self.conn).iter().map(|c| c.to_vec()).collect()
     }
 
     /// The connection's congestion controller as it stands (for diagnostics: its window,
