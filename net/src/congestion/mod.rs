@@ -2,19 +2,23 @@
 //!
 //! quinn's Cubic and NewReno read every lost packet as congestion: at 0.5 % random loss on a
 //! 40 ms link they hold four scanners to a tenth of it. quinn's BBR ignores random loss but
-//! overruns a drop-tail buffer of one bandwidth-delay product (a third of its packets dropped
-//! at the queue in `loadtest/wan.sh`). This controller keeps BBR's central idea, a window from
-//! the measured delivery rate and minimum round trip, without its probing cycles:
+//! overruns a drop-tail buffer of one bandwidth-delay product (in `loadtest/wan.sh` the
+//! bottleneck dropped more of its packets than it delivered). This controller steers by the
+//! queueing delay instead, as FAST TCP does:
 //!
-//! - **Startup** doubles the window each round trip until the delivery rate stops growing by a
-//!   quarter for three samples, a queue shows in the round trips, or losses pass the ceiling.
-//! - **Steady** sets the window to [`model::GAIN`] times the windowed-maximum rate times the
-//!   minimum round trip, plus [`model::HEADROOM`] at that rate. Above one product so that spare
-//!   capacity is found (each sample may grow by the gain); a competing flow that fills the
-//!   queue lowers what this one measures, so it yields rather than crowds out.
-//! - **Loss** changes nothing until a sample interval loses more than
-//!   [`model::LOSS_CEILING`] of its packets: random loss of a few percent is not congestion,
-//!   an overrun buffer is, and then the rate estimate restarts from what got through.
+//! - **Startup** doubles the window each round trip until a queue shows in the round trips,
+//!   losses pass [`model::LOSS_CEILING`] of an interval, or the delivery rate stops growing;
+//!   then it drains to the rate times the minimum round trip plus [`model::TOLERANCE`].
+//! - **Steady**: once a round trip the window moves halfway to `window × (min RTT +
+//!   TOLERANCE) / mean RTT + α`, with α [`model::ALPHA_PACKETS`] packets: every flow keeps the
+//!   same few packets queued, so flows converge to equal shares with a short queue. With no
+//!   queue at all the window grows by [`model::EMPTY_PATH_GROWTH`] a round trip.
+//! - **Loss** changes nothing until an interval loses more than [`model::LOSS_CEILING`] of its
+//!   packets (random loss of a few percent is not congestion); then the window is cut to
+//!   [`model::OVERRUN_DECREASE`].
+//! - **A buffer-filling competitor** (a queue beyond [`model::COMPETING_QUEUE`]) lets α grow
+//!   by half a packet each loss-free round and halve at a lossy one, so a TCP flow on the same
+//!   uplink neither starves the scanners nor is crowded out.
 //!
 //! quinn paces at 1.25 windows per smoothed round trip, so the window is also the rate.
 //! The arithmetic lives in [`model`], free of quinn's types, and is tested by driving it with

@@ -27,7 +27,7 @@ pub const SMOOTHING: f64 = 0.5;
 /// buffer overrun by a window far above the path's rate does not.
 pub const LOSS_CEILING: f64 = 0.10;
 
-/// How much a round with no counted queue raises the target (see [`Model::steer`]).
+/// How much a round with no counted queue grows the window at once (see `Model::steer`).
 pub const EMPTY_PATH_GROWTH: f64 = 1.25;
 
 /// What an overrun leaves of the window.
@@ -52,7 +52,7 @@ pub struct Model {
     window: u64,
     phase: Phase,
     min_rtt: Option<Duration>,
-    /// Bytes this flow aims to keep queued (see [`Model::adapt_alpha`]).
+    /// Bytes this flow aims to keep queued (see `Model::adapt_alpha`).
     alpha: u64,
     /// The mean round trip of the last interval.
     mean_rtt: Option<Duration>,
