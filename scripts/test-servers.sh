@@ -3,6 +3,8 @@
 # sourcing shell exits.
 #   S3:    moto_server (PyPI moto[s3] 5.2.5) — accepts any static credentials
 #   Azure: azurite-blob (npm azurite 3.35.0; 3.36+ needs a newer Node)
+#   KMS:   the same moto_server (its KMS API), for [vault] kind = "aws-kms"
+#   HSM:   SoftHSM2 (Debian softhsm2) for [vault] kind = "pkcs11", a fresh token under target/
 venv=target/interop-venv
 if ! "$venv/bin/python" -c "import cryptography, zstandard, moto, flask_cors, boto3, azure.storage.blob" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -35,6 +37,7 @@ trap stop_test_servers EXIT
 
 export QUIRE_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
 export QUIRE_TEST_S3_BUCKET=quire-test
+export QUIRE_TEST_KMS_ENDPOINT="http://127.0.0.1:$s3_port"
 export QUIRE_TEST_AZURE_ENDPOINT="http://127.0.0.1:$az_port/devstoreaccount1"
 export QUIRE_TEST_AZURE_CONTAINER=quire-test
 # Never let any cloud SDK wander off to instance metadata or real endpoints.
@@ -63,3 +66,18 @@ while True:
         time.sleep(0.5)
 print("test object stores: S3 at", os.environ["QUIRE_TEST_S3_ENDPOINT"], "and Azure at", os.environ["QUIRE_TEST_AZURE_ENDPOINT"])
 PY
+
+# PKCS#11: SoftHSM2 with one token, initialised afresh on every run.
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq softhsm2 >/dev/null
+fi
+hsm_dir="$PWD/target/softhsm"
+rm -rf "$hsm_dir"
+mkdir -p "$hsm_dir/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$hsm_dir/tokens" > "$hsm_dir/softhsm2.conf"
+export SOFTHSM2_CONF="$hsm_dir/softhsm2.conf"
+softhsm2-util --init-token --free --label quire-test --so-pin 12345678 --pin 87654321 >/dev/null
+export QUIRE_TEST_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+export QUIRE_TEST_PKCS11_TOKEN=quire-test
+export QUIRE_TEST_PKCS11_PIN=87654321
+echo "test HSM: SoftHSM2 token quire-test in $hsm_dir"

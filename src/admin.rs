@@ -218,6 +218,13 @@ enum KeyCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Destroy an old key version once no stored object is under it (rewrap first).
+    Retire {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        version: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,7 +281,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
     } = &a.command
     {
         let config = ServerConfig::load(config.as_deref(), None, data_dir.clone())?;
-        let report = quire_server::keycheck::check_data_dir(&config.data_dir)?;
+        let report = quire_server::keycheck::check_data_dir(&config)?;
         print!("{}", report.text);
         if !report.ok {
             bail!("the vault does not hold every key the data needs (see above)");
@@ -383,6 +390,17 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
                 )
                 .await?;
                 println!("tenant {tenant}: {n} objects re-wrapped to key version {v}");
+            }
+            KeyCommand::Retire { tenant, version } => {
+                client::admin::key_op(
+                    &conn,
+                    AdminRequest::KeyRetire {
+                        tenant: tenant.clone(),
+                        version,
+                    },
+                )
+                .await?;
+                println!("tenant {tenant}: key version {version} destroyed");
             }
         },
         AdminCommand::Device { command } => {

@@ -8,7 +8,9 @@ use common::*;
 #[test]
 fn a_configured_server_gets_its_first_admin_from_a_one_time_bootstrap() {
     // A configuration file without `bootstrap = true`: no development tenant or credentials.
-    let mut server = TestServer::start_with_config("[dev]\ntenant = \"dev\"\n");
+    let mut server = TestServer::start_with_config(
+        "[dev]\ntenant = \"dev\"\n[vault]\nallow_master_key_in_data_dir = true\n",
+    );
     assert!(
         !server.path().join("quire-data/dev").exists(),
         "a configured server wrote development credentials"

@@ -12,6 +12,13 @@ fn required_env(name: &str) -> String {
 
 fn s3_toml(bucket: &str) -> String {
     format!(
+        "[vault]\nmaster_key = \"secrets/master.key\"\n{}",
+        s3_store(bucket)
+    )
+}
+
+fn s3_store(bucket: &str) -> String {
+    format!(
         "[store]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"eu-central-1\"\nbucket = \"{bucket}\"\naccess_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n",
         required_env("QUIRE_TEST_S3_ENDPOINT")
     )
@@ -36,6 +43,19 @@ fn a_good_configuration_passes_and_each_fault_is_named() {
     assert!(
         !dir.path().join("quire-data/meta.redb").exists(),
         "--check created the metadata store"
+    );
+
+    assert!(
+        out.contains("secrets/master.key will be generated"),
+        "{out}"
+    );
+
+    // The master key left where earlier versions put it: inside the data directory.
+    let (ok, out, _) = check(&s3_store(&required_env("QUIRE_TEST_S3_BUCKET")));
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  metadata and vault") && out.contains("inside the data directory"),
+        "{out}"
     );
 
     let (ok, out, _) = check(&s3_toml("no-such-bucket"));

@@ -65,11 +65,17 @@ fn a_missing_or_wrong_master_key_stops_the_server_and_is_never_replaced() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o600)).unwrap();
     let err = refuses_to_start(server.path(), &[]);
-    assert!(err.contains("does not open under this master key"), "{err}");
+    assert!(
+        err.contains("does not open under this vault's key"),
+        "{err}"
+    );
 
     std::fs::write(&master, &saved).unwrap();
     let err = refuses_to_start(server.path(), &[("QUIRE_MASTER_KEY", &"ab".repeat(32))]);
-    assert!(err.contains("does not open under this master key"), "{err}");
+    assert!(
+        err.contains("does not open under this vault's key"),
+        "{err}"
+    );
 
     server.restart();
     let out = server.path().join("out");
@@ -92,7 +98,8 @@ fn a_missing_tenant_key_stops_the_server_and_no_push_replaces_it() {
     std::fs::remove_file(&kek).unwrap();
     let err = refuses_to_start(server.path(), &[]);
     assert!(
-        err.contains("tenant dev") && err.contains("restore vault/tenants/dev.kek"),
+        err.contains("tenant dev")
+            && err.contains("restore its keyring file (dev.kek under vault/tenants/"),
         "{err}"
     );
     assert!(!kek.exists(), "a new tenant key was created");

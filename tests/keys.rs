@@ -94,7 +94,7 @@ fn rotate_rewrap_and_shred() {
         "the shredded tenant's device must be refused: {err}"
     );
     // Even with a fresh service-admin view of the store, the keys are gone from the vault.
-    let vault = quire_pipeline::FileVault::open(&server.path().join("quire-data/vault")).unwrap();
+    let vault = quire_pipeline::Keyring::file(&server.path().join("quire-data/vault")).unwrap();
     for path in after.keys() {
         let bytes = std::fs::read(path).unwrap();
         let h = Header::parse(&bytes).unwrap().unwrap();

@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use quire_benches::{bitmap_like, jpeg_like, noise};
 use quire_codecs::sealed::{ChunkCipher, Compression, KekRef, SecretKey};
 use quire_codecs::wire::PageEntry;
-use quire_pipeline::{compress, hash, FileVault, PageInput, Pipeline, PipelineConfig};
+use quire_pipeline::{compress, hash, Keyring, PageInput, Pipeline, PipelineConfig};
 use quire_storage::Store;
 
 const MIB: usize = 1024 * 1024;
@@ -176,7 +176,7 @@ fn bench_pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let vault = Arc::new(FileVault::open(&dir.path().join("vault")).unwrap());
+    let vault = Arc::new(Keyring::file(&dir.path().join("vault")).unwrap());
     let spool = quire_pipeline::Spool::open(
         &dir.path().join("spool"),
         &dir.path().join("spool-keys"),

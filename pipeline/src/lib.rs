@@ -27,17 +27,17 @@ pub mod retrieve;
 pub mod seal;
 pub mod spool;
 pub mod store;
-pub mod vault;
+pub use quire_vault as vault;
 
 use std::sync::Arc;
 
-use quire_codecs::sealed::{SealError, DEFAULT_CHUNK_SIZE};
+use quire_codecs::sealed::{KekRef, SealError, SecretKey, DEFAULT_CHUNK_SIZE};
 use quire_codecs::wire::ErrorCode;
 use quire_storage::{Store, StoreError};
 
 pub use ingest::{PageInput, Receipt};
+pub use quire_vault::{KeyVault, Keyring, VaultError};
 pub use spool::{AckMode, Spool, SpoolConfig, SpoolError};
-pub use vault::{FileVault, KeyVault, VaultError};
 
 /// Tunables of the pipeline.
 #[derive(Debug, Clone)]
@@ -110,6 +110,8 @@ pub enum PipelineError {
     Spool(SpoolError),
     #[error("the object cannot be delivered to the store: {0}")]
     Undeliverable(String),
+    #[error("internal error (a bug in Quire; please report it): {0}")]
+    Internal(String),
 }
 
 impl From<SpoolError> for PipelineError {
@@ -146,12 +148,18 @@ impl PipelineError {
             PipelineError::NotFound(_) => ErrorCode::NotFound,
             PipelineError::Store(_) => ErrorCode::StoreUnavailable,
             PipelineError::Vault(VaultError::Shredded(_)) => ErrorCode::Forbidden,
+            // The key service is down: like a store outage, retrying later works.
+            PipelineError::Vault(VaultError::Backend {
+                source: quire_vault::BackendError::Unavailable(_),
+                ..
+            }) => ErrorCode::StoreUnavailable,
             PipelineError::Busy(_) => ErrorCode::Busy,
             PipelineError::ServerFull(_) => ErrorCode::ServerFull,
             PipelineError::Corrupt { .. } => ErrorCode::Corrupt,
-            PipelineError::Vault(_) | PipelineError::Spool(_) | PipelineError::Undeliverable(_) => {
-                ErrorCode::Internal
-            }
+            PipelineError::Vault(_)
+            | PipelineError::Spool(_)
+            | PipelineError::Undeliverable(_)
+            | PipelineError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -204,6 +212,27 @@ impl Pipeline {
         self
     }
 
+    /// The tenant's newest key. Asked off the async workers: on a cache miss the vault may
+    /// call a KMS or HSM.
+    pub async fn current_key(&self, tenant: &str) -> Result<(KekRef, SecretKey), PipelineError> {
+        let vault = self.vault.clone();
+        let tenant = tenant.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || vault.current_kek(&tenant))
+                .await
+                .map_err(|e| PipelineError::Internal(format!("key lookup task: {e}")))??,
+        )
+    }
+
+    /// The key a sealed header names, asked off the async workers like [`Pipeline::current_key`].
+    pub async fn key_named(&self, kek: &KekRef) -> Result<SecretKey, PipelineError> {
+        let vault = self.vault.clone();
+        let kek = kek.clone();
+        Ok(tokio::task::spawn_blocking(move || vault.kek(&kek))
+            .await
+            .map_err(|e| PipelineError::Internal(format!("key lookup task: {e}")))??)
+    }
+
     /// The store that holds `tenant`'s objects. Every read and write goes through here, so a
     /// tenant's bytes only ever reach its own store.
     pub fn store_for(&self, tenant: &str) -> &Store {
@@ -214,7 +243,7 @@ impl Pipeline {
 /// A pipeline over the in-memory store with vault and spool under `dir`, delivering.
 #[cfg(test)]
 pub(crate) fn test_pipeline(dir: &std::path::Path, config: PipelineConfig) -> Pipeline {
-    let vault = Arc::new(FileVault::open(&dir.join("vault")).unwrap());
+    let vault = Arc::new(Keyring::file(&dir.join("vault")).unwrap());
     let spool = Spool::open(
         &dir.join("spool"),
         &dir.join("spool-keys"),

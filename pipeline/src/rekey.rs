@@ -17,11 +17,40 @@ pub struct RewrapReport {
     pub current: u64,
 }
 
+/// The start of a stored object: its parsed header, the bytes read so far (header and the
+/// beginning of the body) and the rest of the body still to read.
+struct Head {
+    header: Header,
+    read: Vec<u8>,
+    rest: futures::stream::BoxStream<'static, Result<bytes::Bytes, quire_storage::StoreError>>,
+}
+
 impl Pipeline {
+    /// Reads just enough of `key` to parse its header.
+    async fn read_head(&self, tenant: &str, key: &str) -> Result<Head, PipelineError> {
+        let corrupt = |source| PipelineError::Corrupt {
+            key: key.to_string(),
+            source,
+        };
+        let mut rest = self.store_for(tenant).get_stream(key).await?;
+        let mut read = Vec::new();
+        let header = loop {
+            match Header::parse(&read).map_err(corrupt)? {
+                Some(h) => break h,
+                None if read.len() > MAX_HEADER_LEN => return Err(corrupt(SealError::Truncated)),
+                None => match rest.next().await {
+                    Some(piece) => read.extend_from_slice(&piece?),
+                    None => return Err(corrupt(SealError::Truncated)),
+                },
+            }
+        };
+        Ok(Head { header, read, rest })
+    }
+
     /// Re-wraps the data key of every object of `tenant` that is not under its newest KEK.
     /// Safe to interrupt and run again: each object is replaced atomically.
     pub async fn rewrap_tenant(&self, tenant: &str) -> Result<RewrapReport, PipelineError> {
-        let (new_ref, new_kek) = self.vault.current_kek(tenant)?;
+        let (new_ref, new_kek) = self.current_key(tenant).await?;
         let mut report = RewrapReport {
             version: new_ref.version,
             ..RewrapReport::default()
@@ -31,45 +60,58 @@ impl Pipeline {
             .list(&keys::tenant_prefix(tenant))
             .await?
         {
-            let corrupt = |source| PipelineError::Corrupt {
-                key: obj.key.clone(),
-                source,
-            };
-            let mut stream = self.store_for(tenant).get_stream(&obj.key).await?;
-            let mut head = Vec::new();
-            let header = loop {
-                match Header::parse(&head).map_err(corrupt)? {
-                    Some(h) => break h,
-                    None if head.len() > MAX_HEADER_LEN => {
-                        return Err(corrupt(SealError::Truncated))
-                    }
-                    None => match stream.next().await {
-                        Some(piece) => head.extend_from_slice(&piece?),
-                        None => return Err(corrupt(SealError::Truncated)),
-                    },
-                }
-            };
+            let Head {
+                header,
+                read,
+                mut rest,
+            } = self.read_head(tenant, &obj.key).await?;
             if header.kek == new_ref {
                 report.current += 1;
                 continue;
             }
-            let old_kek = self.vault.kek(&header.kek)?;
+            let old_kek = self.key_named(&header.kek).await?;
             let fresh = header
                 .rewrap(&old_kek, &new_kek, new_ref.clone())
-                .map_err(corrupt)?;
+                .map_err(|source| PipelineError::Corrupt {
+                    key: obj.key.clone(),
+                    source,
+                })?;
             let mut up = self.store_for(tenant).begin_replace(&obj.key).await?;
             let body_start = header.encoded().len();
             up.write(bytes::Bytes::copy_from_slice(fresh.encoded()))
                 .await?;
-            up.write(bytes::Bytes::copy_from_slice(&head[body_start..]))
+            up.write(bytes::Bytes::copy_from_slice(&read[body_start..]))
                 .await?;
-            while let Some(piece) = stream.next().await {
+            while let Some(piece) = rest.next().await {
                 up.write(piece?).await?;
             }
             up.finish().await?;
             report.rewrapped += 1;
         }
         Ok(report)
+    }
+
+    /// How many stored objects of `tenant` have their data key wrapped under key `version`:
+    /// a version may be retired only when none is.
+    /// Records still in the spool count too: they were sealed before they were stored, so
+    /// they may be under any version.
+    pub async fn objects_under_key(
+        &self,
+        tenant: &str,
+        version: u32,
+    ) -> Result<u64, PipelineError> {
+        let mut count = self.spool.pending_under(&keys::tenant_prefix(tenant)) as u64;
+        for obj in self
+            .store_for(tenant)
+            .list(&keys::tenant_prefix(tenant))
+            .await?
+        {
+            let head = self.read_head(tenant, &obj.key).await?;
+            if head.header.kek.tenant == tenant && head.header.kek.version == version {
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 }
 

@@ -50,7 +50,7 @@ impl Pipeline {
                             "object belongs to another tenant",
                         )));
                     }
-                    let kek = self.vault.kek(&h.kek)?;
+                    let kek = self.key_named(&h.kek).await?;
                     let cipher = ChunkCipher::open(&kek, h, key).map_err(corrupt)?;
                     opener = Some((Arc::new(cipher), Decompressor::new(h.compression)));
                 } else if eof {
@@ -122,7 +122,7 @@ impl Pipeline {
             )));
         }
         // Ask the vault directly so that a destroyed key says so, rather than "corrupt".
-        let kek = self.vault.kek(&named.kek)?;
+        let kek = self.key_named(&named.kek).await?;
         let (header, body) = sealed::open_all(&sealed, &key, |_| Some(kek)).map_err(corrupt)?;
         if header.kek.tenant != tenant {
             return Err(corrupt(SealError::MalformedHeader(

@@ -42,7 +42,7 @@ fn finding(what: impl Into<String>, outcome: Result<String, String>) -> Finding 
 /// Checks everything `config` names; the server must not be running on its data directory
 /// (the metadata store is locked while it runs).
 pub async fn check(config: &ServerConfig) -> Vec<Finding> {
-    let mut found = vec![check_tls(config), check_data(&config.data_dir)];
+    let mut found = vec![check_tls(config), check_data(config)];
     let mut stores = vec![("store".to_string(), &config.store)];
     stores.extend(
         config
@@ -74,17 +74,19 @@ fn check_tls(config: &ServerConfig) -> Finding {
     finding("tls", outcome)
 }
 
-fn check_data(data_dir: &Path) -> Finding {
+fn check_data(config: &ServerConfig) -> Finding {
+    let data_dir = &config.data_dir;
     if !data_dir.join("meta.redb").exists() {
-        let outcome = writable_dir(data_dir).map(|()| {
-            format!(
-                "{} is new: metadata and vault are created on first start",
+        let outcome = writable_dir(data_dir).and_then(|()| {
+            let vault = config.vault.probe(data_dir, &config.store)?;
+            Ok(format!(
+                "{} is new: metadata and keyring are created on first start; vault {vault}",
                 data_dir.display()
-            )
+            ))
         });
         return finding("metadata and vault", outcome);
     }
-    let outcome = match crate::keycheck::check_data_dir(data_dir) {
+    let outcome = match crate::keycheck::check_data_dir(config) {
         Ok(report) if report.ok => Ok(format!("{} opens; every key is there", data_dir.display())),
         Ok(report) => Err(report.text.trim().replace('\n', "; ")),
         Err(e) => Err(e.to_string()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::auth::{self, DeviceRecord, Principal};
 use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
-use quire_pipeline::{FileVault, Pipeline};
+use quire_pipeline::Pipeline;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
@@ -34,6 +34,8 @@ pub enum ServeError {
     Meta(#[from] crate::meta::MetaError),
     #[error(transparent)]
     Vault(#[from] quire_pipeline::VaultError),
+    #[error(transparent)]
+    VaultOpen(#[from] crate::config::VaultOpenError),
     #[error(transparent)]
     Store(#[from] quire_storage::StoreError),
     #[error(transparent)]
@@ -210,7 +212,7 @@ impl Server {
             source,
         })?;
         let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&dir.join("meta.redb"))?);
-        let vault = FileVault::open(&dir.join("vault"))?;
+        let vault = config.vault.open(dir, &config.store)?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
         let store = config.store.open()?;
         let mut routes = std::collections::HashMap::new();

@@ -38,7 +38,7 @@ impl TenantKeys {
     pub fn problem(&self) -> Option<String> {
         (self.present < self.needed()).then(|| {
             format!(
-                "tenant {}: the metadata records {} key version(s) and {} stored job(s), but the vault holds {} key version(s); restore vault/tenants/{}.kek (and the master key it was sealed under) from your backup",
+                "tenant {}: the metadata records {} key version(s) and {} stored job(s), but the vault holds {} key version(s); restore its keyring file ({}.kek under vault/tenants/, or vault/<kind>/tenants/ for a KMS or HSM) and the master key or key service it was wrapped by from your backup; changing [vault] kind does not carry keys over",
                 self.tenant, self.recorded, self.live_jobs, self.present, self.tenant
             )
         })
@@ -109,7 +109,8 @@ pub struct Report {
 /// Opens a data directory's metadata store and vault (the server must be stopped) and
 /// compares them. A vault that does not open at all (missing or wrong master key) is an
 /// error saying so.
-pub fn check_data_dir(data_dir: &std::path::Path) -> Result<Report, CheckError> {
+pub fn check_data_dir(config: &crate::config::ServerConfig) -> Result<Report, CheckError> {
+    let data_dir = &config.data_dir;
     let meta_path = data_dir.join("meta.redb");
     if !meta_path.exists() {
         return Err(CheckError::DataDir(format!(
@@ -122,7 +123,10 @@ pub fn check_data_dir(data_dir: &std::path::Path) -> Result<Report, CheckError> 
             "{e} (is `quire serve` running on this data directory? stop it first)"
         ))
     })?;
-    let vault = quire_pipeline::FileVault::open(&data_dir.join("vault"))?;
+    let vault = config
+        .vault
+        .open(data_dir, &config.store)
+        .map_err(|e| CheckError::DataDir(e.to_string()))?;
     let report = check(&meta, &vault)?;
     let mut text = String::new();
     let mut ok = true;

@@ -29,6 +29,7 @@ pub enum Action {
     DeviceList,
     KeyRotate,
     KeyRewrap,
+    KeyRetire,
     TenantShred,
     TokenCreate,
     Status,
@@ -44,7 +45,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for tables and tests.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 25] = [
         Action::JobStatus,
         Action::PagePut,
         Action::JobCommit,
@@ -58,6 +59,7 @@ impl Action {
         Action::DeviceList,
         Action::KeyRotate,
         Action::KeyRewrap,
+        Action::KeyRetire,
         Action::TenantShred,
         Action::TokenCreate,
         Action::Status,

@@ -308,6 +308,8 @@ admin_requests! {
     /// Read the server's TLS certificate and key again (a renewal), as SIGHUP does
     /// (service admin only). Connections already open keep theirs.
     18 "tls.reload" TlsReload {}
+    /// Destroy an old key version of a tenant; refused while any stored object is under it.
+    19 "key.retire" KeyRetire { tenant: String = id("tenant"), version: u32 = u32() }
 }
 
 #[cfg(test)]
@@ -336,7 +338,7 @@ mod tests {
                         "role" => "device",
                         "state" => "enabled",
                         "enabled" => "true",
-                        "ttl_secs" | "hours" => "24",
+                        "ttl_secs" | "hours" | "version" => "24",
                         _ => "acme",
                     };
                     (*f, v)

@@ -185,6 +185,10 @@ fn all_frames() -> Vec<Frame> {
         Frame::Admin(AdminRequest::KeyRotate {
             tenant: "beta".into(),
         }),
+        Frame::Admin(AdminRequest::KeyRetire {
+            tenant: "acme".into(),
+            version: 3,
+        }),
         Frame::Admin(AdminRequest::KeyRewrap {
             tenant: "beta".into(),
         }),

@@ -214,7 +214,7 @@ impl Pipeline {
         }
         let compression = choose_compression(&first);
 
-        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
+        let (kek_ref, kek) = self.current_key(tenant).await?;
         let (header, cipher) =
             ChunkCipher::create(&kek, kek_ref, &key, compression, self.config.chunk_size);
         drop(kek);
@@ -301,7 +301,7 @@ impl Pipeline {
             wipe_all(parts);
             return Err(e);
         }
-        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
+        let (kek_ref, kek) = self.current_key(tenant).await?;
         let chunk_size = self.config.chunk_size;
         let object_key = key.clone();
         let declared = entry.sha256;
@@ -560,7 +560,7 @@ impl Pipeline {
                 Err(PipelineError::Conflict { index: 0 })
             };
         }
-        let (kek_ref, kek) = self.vault.current_kek(tenant)?;
+        let (kek_ref, kek) = self.current_key(tenant).await?;
         let sealed = sealed::seal_all(
             &kek,
             kek_ref,

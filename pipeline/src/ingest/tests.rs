@@ -130,7 +130,7 @@ async fn a_retry_is_verified_not_stored_twice() {
 async fn a_store_outage_spools_the_page_and_delivery_finishes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, faults) = Store::memory().with_faults();
-    let vault = Arc::new(crate::FileVault::open(&dir.path().join("vault")).unwrap());
+    let vault = Arc::new(crate::Keyring::file(&dir.path().join("vault")).unwrap());
     let spool = crate::Spool::open(
         &dir.path().join("spool"),
         &dir.path().join("keys"),

@@ -382,6 +382,17 @@ impl Spool {
         self.len() == 0
     }
 
+    /// Undelivered records whose object key is under `prefix` (a path: `a/b` holds `a/b/c`).
+    pub fn pending_under(&self, prefix: &str) -> usize {
+        let dir = format!("{}/", prefix.trim_end_matches('/'));
+        self.records
+            .lock()
+            .expect("spool lock")
+            .keys()
+            .filter(|k| k.starts_with(&dir))
+            .count()
+    }
+
     /// The undelivered record for `object_key`, if any.
     pub fn pending(&self, object_key: &str) -> Option<Arc<Record>> {
         self.records

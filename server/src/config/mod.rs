@@ -12,6 +12,8 @@ use std::time::Duration;
 use quire_pipeline::{AckMode, PipelineConfig, SpoolConfig};
 use serde::Deserialize;
 
+pub use vault::{VaultConfig, VaultOpenError};
+
 /// Where `serve` listens and `push` connects when told nothing else.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4433";
 /// Where `serve` keeps its state when told nothing else.
@@ -52,6 +54,8 @@ struct FileConfig {
     spool: SpoolSection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    vault: vault::VaultSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -268,6 +272,8 @@ pub struct ServerConfig {
     pub uncommitted_ttl: Duration,
     /// On SIGTERM, how long running requests and spool deliveries get (see `Server::drain`).
     pub drain_timeout: Duration,
+    /// Which key service holds the tenants' keys.
+    pub vault: VaultConfig,
 }
 
 impl ServerConfig {
@@ -356,7 +362,12 @@ impl ServerConfig {
             fc.drain_timeout_secs,
             Duration::from_secs(30),
         )?;
+        // A development server (the quickstart, or one that asks for development credentials)
+        // may keep its master key in the data directory; a production one may not.
+        let development = !from_file || fc.dev.bootstrap == Some(true);
+        let vault = fc.vault.resolve(development)?;
         Ok(ServerConfig {
+            vault,
             drain_timeout,
             retention,
             sweep_interval,
@@ -650,3 +661,4 @@ fn seconds(key: &str, v: Option<f64>, default: Duration) -> Result<Duration, Con
 mod secret;
 #[cfg(test)]
 mod tests;
+mod vault;

@@ -26,7 +26,7 @@ const SITUATIONS: [(bool, bool, bool); 4] = [
 /// One letter per role (device, tenant-admin, service-admin, operator, support-partner):
 /// A allowed, R allowed and audited with its reason, M tenant mismatch, H hidden (not
 /// found), F forbidden, Q reason required.
-const TABLE: [(Action, [&str; 4]); 24] = [
+const TABLE: [(Action, [&str; 4]); 25] = [
     (Action::JobStatus, ["AAAAF", "MMMMM", "MMMMM", "AAAAF"]),
     (Action::PagePut, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
     (Action::JobCommit, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
@@ -52,6 +52,7 @@ const TABLE: [(Action, [&str; 4]); 24] = [
     (Action::DeviceList, ["FAAAF", "FHAHF", "FHAHF", "FAAAF"]),
     (Action::KeyRotate, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::KeyRewrap, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
+    (Action::KeyRetire, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::TenantShred, ["FFAFF", "FFAFF", "FFAFF", "FFAFF"]),
     (Action::TokenCreate, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::Status, ["FAAAH", "FHAHH", "FHAHR", "FAAAQ"]),

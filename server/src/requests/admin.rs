@@ -29,6 +29,7 @@ async fn route(
         | R::TokenCreate { .. }
         | R::KeyRotate { .. }
         | R::KeyRewrap { .. }
+        | R::KeyRetire { .. }
         | R::TenantShred { .. } => tenants(state, principal, req, send).await,
         R::DeviceCreate { .. }
         | R::DeviceSetState { .. }
@@ -148,6 +149,42 @@ async fn tenants(
                     tenant,
                     version: r.version,
                     rewrapped: r.rewrapped,
+                },
+            )
+            .await
+        }
+        AdminRequest::KeyRetire { tenant, version } => {
+            allow(state, principal, &tenant, Action::KeyRetire, "").await?;
+            tenant_exists(state, &tenant).await?;
+            let still = state.pipeline.objects_under_key(&tenant, version).await?;
+            if still > 0 {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{still} stored object(s) of tenant {tenant} are still under key version \
+                         {version}; run `quire admin key rewrap --tenant {tenant}` (and let the \
+                         spool deliver), then retire it"
+                    ),
+                ));
+            }
+            let vault = state.pipeline.vault.clone();
+            let t = tenant.clone();
+            blocking(move || vault.retire(&t, version))
+                .await
+                .map_err(|e| match e {
+                    e @ (quire_pipeline::VaultError::RetireNewest { .. }
+                    | quire_pipeline::VaultError::UnknownKey { .. }) => {
+                        Refusal::new(ErrorCode::Conflict, e.to_string())
+                    }
+                    e => PipelineError::from(e).into(),
+                })?;
+            info!(tenant = %tenant, version, by = %principal.device_id, "tenant key version retired");
+            reply(
+                send,
+                &Frame::AdminKey {
+                    tenant,
+                    version,
+                    rewrapped: 0,
                 },
             )
             .await

@@ -1,0 +1,335 @@
+//! The keyring: each tenant's intermediate keys, wrapped by a backend on disk and unwrapped
+//! into a bounded cache in memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use quire_codecs::sealed::{KekRef, SecretKey};
+use quire_key_cache::{Bounds, KeyCache, Lookup};
+
+use crate::backend::{BackendError, KeyBackend, KeyName};
+use crate::file::FileBackend;
+use crate::ring_file::{RingDir, Versions};
+use crate::{KeyVault, VaultError};
+
+/// The KEK id every tenant key carries in sealed headers.
+pub const KEK_ID: &str = "tenant";
+
+/// How long unwrapped keys may be served from memory before the backend is asked again.
+pub const CACHE_MAX_AGE: Duration = Duration::from_secs(300);
+/// How many uses unwrapped keys may serve from memory before the backend is asked again.
+pub const CACHE_MAX_USES: u64 = 100_000;
+
+/// A tenant's unwrapped keys by version (index 0 is version 1); `None` once retired.
+type Unwrapped = Vec<Option<SecretKey>>;
+
+/// Intermediate keys per tenant over one [`KeyBackend`]. See the crate docs.
+pub struct Keyring {
+    backend: Box<dyn KeyBackend>,
+    ring: RingDir,
+    cache: KeyCache<Unwrapped>,
+    /// Key versions known to exist per tenant: the floor below which keys are missing.
+    known: RwLock<HashMap<String, u32>>,
+    /// Creating, rotating, retiring and shredding happen one at a time.
+    writer: Mutex<()>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("backend", &self.backend.kind())
+            .field("dir", &self.ring)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// Opens the keyring in `dir` over `backend`, and unwraps every tenant's keys once: a
+    /// backend that cannot open them (wrong master key, wrong KMS account, another token)
+    /// stops the server here rather than failing every request later.
+    pub fn open(dir: &Path, backend: Box<dyn KeyBackend>) -> Result<Keyring, VaultError> {
+        Self::open_bounded(
+            dir,
+            backend,
+            Bounds {
+                max_age: CACHE_MAX_AGE.as_millis() as u64,
+                max_uses: CACHE_MAX_USES,
+            },
+        )
+    }
+
+    /// [`Keyring::open`] with other cache bounds (milliseconds and uses).
+    pub fn open_bounded(
+        dir: &Path,
+        backend: Box<dyn KeyBackend>,
+        bounds: Bounds,
+    ) -> Result<Keyring, VaultError> {
+        let keyring = Keyring {
+            backend,
+            ring: RingDir::open(dir)?,
+            cache: KeyCache::new(bounds),
+            known: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+            started: Instant::now(),
+        };
+        for tenant in keyring.ring.tenants()? {
+            let versions = keyring.ring.read(&tenant)?;
+            keyring.unwrap_all(&tenant, &versions)?;
+            keyring.expect_versions(&tenant, versions.len() as u32);
+        }
+        Ok(keyring)
+    }
+
+    /// The development layout: master key `dir/master.key` (or `QUIRE_MASTER_KEY`, created if
+    /// neither exists and no key is sealed yet), wrapped keys in `dir/tenants/`.
+    pub fn file(dir: &Path) -> Result<Keyring, VaultError> {
+        Self::file_with_master(dir, &dir.join("master.key"))
+    }
+
+    /// Wrapped keys in `dir/tenants/`, master key at `master_key`.
+    pub fn file_with_master(dir: &Path, master_key: &Path) -> Result<Keyring, VaultError> {
+        let sealed = RingDir::open(&dir.join("tenants"))?.tenants()?.len();
+        let backend = FileBackend::open(master_key, sealed)?;
+        Self::open(&dir.join("tenants"), Box::new(backend))
+    }
+
+    /// How many tenants have keys here.
+    pub fn tenants(&self) -> Result<Vec<String>, VaultError> {
+        self.ring.tenants()
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn backend_error(
+        &self,
+        action: &'static str,
+        tenant: &str,
+    ) -> impl FnOnce(BackendError) -> VaultError + '_ {
+        let tenant = tenant.to_string();
+        move |source| match source {
+            BackendError::Refused => VaultError::Corrupt {
+                path: self.ring.file(&tenant),
+            },
+            source => VaultError::Backend {
+                backend: self.backend.kind(),
+                action,
+                tenant,
+                source,
+            },
+        }
+    }
+
+    fn unwrap_all(&self, tenant: &str, versions: &Versions) -> Result<Unwrapped, VaultError> {
+        let mut out = Vec::with_capacity(versions.len());
+        for (i, wrapped) in versions.iter().enumerate() {
+            let name = KeyName {
+                tenant,
+                version: i as u32 + 1,
+            };
+            out.push(match wrapped {
+                Some(w) => Some(
+                    self.backend
+                        .unwrap(name, w)
+                        .map_err(self.backend_error("unwrap a key", tenant))?,
+                ),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Answers `pick` from the cache, or from the backend (then caches what it unwrapped,
+    /// unless a shred or a key change came in between).
+    fn with_keys<T>(
+        &self,
+        tenant: &str,
+        pick: impl Fn(&Unwrapped) -> Option<T>,
+    ) -> Result<Option<T>, VaultError> {
+        let ticket = match self.cache.get(tenant, self.now(), &pick) {
+            Lookup::Hit(t) => return Ok(Some(t)),
+            Lookup::Shredded => return Err(VaultError::Shredded(tenant.to_string())),
+            Lookup::Miss(ticket) => ticket,
+        };
+        let versions = self.ring.read(tenant)?;
+        let keys = self.unwrap_all(tenant, &versions)?;
+        let out = pick(&keys);
+        if !self.cache.fill(tenant, ticket, self.now(), keys) && self.cache.is_shredded(tenant) {
+            return Err(VaultError::Shredded(tenant.to_string()));
+        }
+        Ok(out)
+    }
+
+    fn check_floor(&self, tenant: &str, found: usize) -> Result<(), VaultError> {
+        let expected = self.known_versions(tenant);
+        if (found as u32) < expected {
+            return Err(VaultError::KeysMissing {
+                tenant: tenant.to_string(),
+                expected,
+                found: found as u32,
+                path: self.ring.file(tenant),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a version. With `only_if_none`, does nothing if the tenant has one already: the
+    /// check and the write happen under one lock, so concurrent first uses make one version.
+    fn add_version(&self, tenant: &str, only_if_none: bool) -> Result<u32, VaultError> {
+        let _writer = self.writer.lock().expect("keyring lock poisoned");
+        let versions = self.ring.read(tenant)?;
+        self.check_floor(tenant, versions.len())?;
+        if only_if_none && !versions.is_empty() {
+            return Ok(versions.len() as u32);
+        }
+        let version = versions.len() as u32 + 1;
+        let name = KeyName { tenant, version };
+        self.backend
+            .prepare(name)
+            .map_err(self.backend_error("create a key", tenant))?;
+        let key = SecretKey::generate();
+        let wrapped = self
+            .backend
+            .wrap(name, &key)
+            .map_err(self.backend_error("wrap a key", tenant))?;
+        self.ring.append(tenant, version, &wrapped)?;
+        self.cache.invalidate(tenant);
+        self.expect_versions(tenant, version);
+        Ok(version)
+    }
+
+    fn known_versions(&self, tenant: &str) -> u32 {
+        self.known
+            .read()
+            .expect("keyring lock poisoned")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn tenant_ref(tenant: &str, version: u32) -> KekRef {
+        KekRef {
+            tenant: tenant.into(),
+            kek_id: KEK_ID.into(),
+            version,
+        }
+    }
+}
+
+impl KeyVault for Keyring {
+    fn current_kek(&self, tenant: &str) -> Result<(KekRef, SecretKey), VaultError> {
+        let newest = |keys: &Unwrapped| {
+            keys.last()
+                .and_then(|k| k.clone())
+                .map(|k| (Self::tenant_ref(tenant, keys.len() as u32), k))
+        };
+        if let Some(found) = self.with_keys(tenant, newest)? {
+            return Ok(found);
+        }
+        self.add_version(tenant, true)?;
+        self.with_keys(tenant, newest)?
+            .ok_or(VaultError::UnknownKey {
+                tenant: tenant.into(),
+                version: 1,
+            })
+    }
+
+    fn kek(&self, kek: &KekRef) -> Result<SecretKey, VaultError> {
+        if kek.kek_id != KEK_ID || kek.version == 0 {
+            return Err(VaultError::UnknownKey {
+                tenant: kek.tenant.clone(),
+                version: kek.version,
+            });
+        }
+        let idx = kek.version as usize - 1;
+        // Some(None): the version existed and was retired.
+        let found = self.with_keys(&kek.tenant, |keys| keys.get(idx).cloned())?;
+        match found {
+            Some(Some(k)) => Ok(k),
+            Some(None) => Err(VaultError::Retired {
+                tenant: kek.tenant.clone(),
+                version: kek.version,
+            }),
+            None => Err(VaultError::UnknownKey {
+                tenant: kek.tenant.clone(),
+                version: kek.version,
+            }),
+        }
+    }
+
+    fn rotate(&self, tenant: &str) -> Result<u32, VaultError> {
+        self.add_version(tenant, false)
+    }
+
+    fn retire(&self, tenant: &str, version: u32) -> Result<(), VaultError> {
+        let _writer = self.writer.lock().expect("keyring lock poisoned");
+        let mut versions = self.ring.read(tenant)?;
+        let newest = versions.len() as u32;
+        if version == 0 || version > newest {
+            return Err(VaultError::UnknownKey {
+                tenant: tenant.into(),
+                version,
+            });
+        }
+        if version == newest {
+            return Err(VaultError::RetireNewest {
+                tenant: tenant.into(),
+                version,
+            });
+        }
+        if versions[version as usize - 1].take().is_none() {
+            return Ok(());
+        }
+        // Out of memory and off disk first, then out of the backend.
+        self.cache.invalidate(tenant);
+        self.ring.rewrite(tenant, &versions)?;
+        self.cache.invalidate(tenant);
+        self.backend
+            .retire(KeyName { tenant, version })
+            .map_err(self.backend_error("destroy a retired key", tenant))
+    }
+
+    fn versions(&self, tenant: &str) -> Result<u32, VaultError> {
+        Ok(self.ring.read(tenant)?.len() as u32)
+    }
+
+    fn expect_versions(&self, tenant: &str, versions: u32) {
+        let mut known = self.known.write().expect("keyring lock poisoned");
+        let floor = known.entry(tenant.to_string()).or_insert(0);
+        *floor = (*floor).max(versions);
+    }
+
+    fn shred(&self, tenant: &str) -> Result<(), VaultError> {
+        let _writer = self.writer.lock().expect("keyring lock poisoned");
+        // In memory first: from here on nothing is served or cached, whenever it was fetched.
+        self.cache.shred(tenant);
+        // Then on disk, so a restart keeps refusing even if what follows fails.
+        self.ring.mark_shredded(tenant)?;
+        // Then the root keys: once they are gone, no copy of the wrapped keys opens.
+        self.backend.shred(tenant).map_err(
+            self.backend_error("destroy the tenant's keys (run the shred again)", tenant),
+        )?;
+        self.ring.destroy(tenant)
+    }
+
+    fn backend(&self) -> &'static str {
+        self.backend.kind()
+    }
+}
+
+/// Where a keyring of `kind` keeps its files under the vault directory: the file backend's
+/// `tenants/` is where every earlier version kept them.
+pub fn ring_dir(vault_dir: &Path, kind: &str) -> PathBuf {
+    match kind {
+        "file" => vault_dir.join("tenants"),
+        other => vault_dir.join(other).join("tenants"),
+    }
+}
+
+#[cfg(test)]
+#[path = "keyring_tests.rs"]
+mod tests;
