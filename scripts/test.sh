@@ -29,6 +29,8 @@ cargo test --workspace
 # Model checks of the lock-free erase tracker: every interleaving, under loom. A target
 # directory of its own, because `--cfg loom` changes how every crate is built.
 RUSTFLAGS="--cfg loom" cargo test -p quire-erase-tracker --release --target-dir target/loom --test loom
+# ... and of the key cache's shred race.
+RUSTFLAGS="--cfg loom" cargo test -p quire-key-cache --release --target-dir target/loom --test loom
 # Every fuzz target for a bounded time (QUIRE_FUZZ_SECONDS, 15 s each by default).
 bash scripts/fuzz.sh
 echo "disk after the suite: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target/ $(du -sh target | cut -f1)"

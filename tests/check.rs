@@ -6,10 +6,6 @@ mod common;
 
 use common::*;
 
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} unset: run scripts/test.sh"))
-}
-
 fn s3_toml(bucket: &str) -> String {
     format!(
         "[vault]\nmaster_key = \"secrets/master.key\"\n{}",
@@ -96,4 +92,48 @@ fn a_data_directory_in_use_is_named() {
         out.contains("FAIL  metadata and vault") && out.contains("stop it first"),
         "{out}"
     );
+}
+
+/// `--check` reaches the configured key service: a wrong HSM PIN, a missing token or an
+/// unreachable KMS is named; the right ones pass.
+#[test]
+fn the_key_service_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |vault: &str| {
+        std::fs::write(dir.path().join("quire.toml"), vault).unwrap();
+        run(dir.path(), &["serve", "--check", "--config", "quire.toml"])
+    };
+    let label = format!("check-{}", std::process::id());
+    let o = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", &label])
+        .args(["--so-pin", "11112222", "--pin", "22221111"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hsm = |pin: &str, token: &str| {
+        format!(
+            "[vault]\nkind = \"pkcs11\"\nmodule = \"{}\"\ntoken_label = \"{token}\"\npin = \"{pin}\"\n",
+            required_env("QUIRE_TEST_PKCS11_MODULE")
+        )
+    };
+    let (ok, out, _) = check(&hsm("22221111", &label));
+    assert!(ok && out.contains("logged in to token"), "{out}");
+    let (ok, out, _) = check(&hsm("00000000", &label));
+    assert!(
+        !ok && out.contains("FAIL  metadata and vault") && out.contains("PIN"),
+        "{out}"
+    );
+    let (ok, out, _) = check(&hsm("22221111", "no-such-token"));
+    assert!(!ok && out.contains("no token labelled"), "{out}");
+
+    let kms = |endpoint: &str| {
+        format!("[vault]\nkind = \"aws-kms\"\nendpoint = \"{endpoint}\"\nregion = \"eu-central-1\"\naccess_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n")
+    };
+    let (ok, out, _) = check(&kms(&required_env("QUIRE_TEST_KMS_ENDPOINT")));
+    assert!(
+        ok && out.contains("answers to Quire's credentials"),
+        "{out}"
+    );
+    let (ok, out, _) = check(&kms("http://127.0.0.1:9"));
+    assert!(!ok && out.contains("unavailable"), "{out}");
 }

@@ -1,5 +1,5 @@
 //! Tenant keys through the real server: rotation, re-wrapping stored data keys without
-//! touching bodies, and crypto-shredding.
+//! touching bodies, retiring an old version, and crypto-shredding.
 
 mod common;
 
@@ -58,6 +58,21 @@ fn rotate_rewrap_and_shred() {
         server.get_ok(job, &server.path().join(format!("out-{job}")));
     }
 
+    // Version 1 still holds job A's objects: retiring it is refused, with the count.
+    let (ok, out) = admin(
+        &server,
+        &["key", "retire", "--tenant", "dev", "--version", "1"],
+    );
+    assert!(
+        !ok && out.contains("6 stored object(s)") && out.contains("rewrap"),
+        "{out}"
+    );
+    let (ok, out) = admin(
+        &server,
+        &["key", "retire", "--tenant", "dev", "--version", "2"],
+    );
+    assert!(!ok && out.contains("newest"), "{out}");
+
     let (ok, out) = admin(&server, &["key", "rewrap", "--tenant", "dev"]);
     assert!(
         ok && out.contains("6 objects re-wrapped to key version 2"),
@@ -68,6 +83,12 @@ fn rotate_rewrap_and_shred() {
         assert_eq!(*version, 2, "{} still under an old key", path.display());
         assert_eq!(body, &before[path].1, "{} body changed", path.display());
     }
+    // Nothing is under version 1 any more: it may go, and everything still opens.
+    let (ok, out) = admin(
+        &server,
+        &["key", "retire", "--tenant", "dev", "--version", "1"],
+    );
+    assert!(ok && out.contains("key version 1 destroyed"), "{out}");
     let restored = server.path().join("after-rewrap");
     server.get_ok(&job_a, &restored);
     for f in walk(&samples) {

@@ -61,6 +61,13 @@ fn the_sample_configuration_is_a_production_one() {
         Some(Path::new("/run/quire/spool-keys"))
     );
     assert!(!c.dev_bootstrap);
+    match &c.vault {
+        quire_server::config::VaultConfig::File {
+            master_key: Some(key),
+            allow_in_data_dir: false,
+        } => assert!(!key.starts_with(&c.data_dir), "{}", key.display()),
+        other => panic!("the sample's vault keeps no master key apart: {other:?}"),
+    }
     let tls = c.tls.expect("[tls] set");
     assert!(tls.ca.is_some());
     let unit = std::fs::read_to_string(root().join("dist/quire.service")).unwrap();

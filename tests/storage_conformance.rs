@@ -175,12 +175,6 @@ async fn outages(store: &Store, root: &str, big: &[u8]) {
     store.delete(&k("c/1")).await.unwrap();
 }
 
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run scripts/test.sh, which installs and starts the S3 and Azure test servers")
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();

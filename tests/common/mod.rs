@@ -14,6 +14,8 @@ use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{Connection, Login};
 use quire_codecs::wire::ALPN;
 
+pub mod pki;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_quire");
 
 /// The shared sample corpus (`../shared/corpus` beside the checkout, or `QUIRE_CORPUS`).
@@ -559,4 +561,12 @@ pub fn with_dev_bootstrap(toml: &str) -> String {
     } else {
         format!("{toml}\n[dev]\nbootstrap = true\n")
     }
+}
+
+/// An environment variable `scripts/test-servers.sh` sets (the endpoints of the S3, Azure, KMS
+/// and HSM test servers it starts); a clear failure when the tests run without it.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which installs and starts the servers they need")
+    })
 }

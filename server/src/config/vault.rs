@@ -200,7 +200,7 @@ impl VaultConfig {
                     .clone()
                     .unwrap_or_else(|| vault_dir.join("master.key"));
                 if !allow_in_data_dir && std::env::var_os("QUIRE_MASTER_KEY").is_none() {
-                    if let Some(place) = beside_data(&key, data_dir, store) {
+                    if let Some(place) = beside_data(&key, data_dir, local_store(store)) {
                         return Err(VaultOpenError::MasterKeyBesideData { key, place });
                     }
                 }
@@ -233,7 +233,7 @@ impl VaultConfig {
                     .clone()
                     .unwrap_or_else(|| data_dir.join("vault").join("master.key"));
                 if !allow_in_data_dir && std::env::var_os("QUIRE_MASTER_KEY").is_none() {
-                    if let Some(place) = beside_data(&key, data_dir, store) {
+                    if let Some(place) = beside_data(&key, data_dir, local_store(store)) {
                         return Err(VaultOpenError::MasterKeyBesideData { key, place }.to_string());
                     }
                 }
@@ -272,7 +272,7 @@ impl VaultConfig {
 }
 
 /// Where `key` sits too close to the data, in words, or `None` if it is apart.
-fn beside_data(key: &Path, data_dir: &Path, store: &StoreKind) -> Option<String> {
+fn beside_data(key: &Path, data_dir: &Path, local_store: Option<&Path>) -> Option<String> {
     let inside = Some(format!("inside the data directory {}", data_dir.display()));
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if absolute(key).starts_with(absolute(data_dir)) {
@@ -285,7 +285,7 @@ fn beside_data(key: &Path, data_dir: &Path, store: &StoreKind) -> Option<String>
             return inside;
         }
     }
-    if let StoreKind::Local { path } = store {
+    if let Some(path) = local_store {
         let store_root = existing_ancestor(path);
         if let (Ok(a), Ok(b)) = (std::fs::metadata(&key_dir), std::fs::metadata(&store_root)) {
             if a.dev() == b.dev() {
@@ -299,6 +299,13 @@ fn beside_data(key: &Path, data_dir: &Path, store: &StoreKind) -> Option<String>
     None
 }
 
+fn local_store(store: &StoreKind) -> Option<&Path> {
+    match store {
+        StoreKind::Local { path } => Some(path),
+        _ => None,
+    }
+}
+
 /// `path` or its nearest ancestor that exists (a data directory not yet created is judged
 /// by where it will be).
 fn existing_ancestor(path: &Path) -> PathBuf {
@@ -310,4 +317,105 @@ fn existing_ancestor(path: &Path) -> PathBuf {
         }
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ServerConfig;
+    use super::*;
+
+    fn vault(toml: &str) -> Result<VaultConfig, ConfigError> {
+        ServerConfig::from_toml(toml).map(|c| c.vault)
+    }
+
+    fn refused(toml: &str, key: &str) {
+        match vault(toml) {
+            Err(ConfigError::Invalid { key: k, .. }) if k == key => {}
+            other => panic!("{toml:?}: expected {key} to be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_kind_resolves_and_stray_keys_are_refused() {
+        assert!(matches!(
+            vault("").unwrap(),
+            VaultConfig::File {
+                master_key: None,
+                allow_in_data_dir: false
+            }
+        ));
+        assert!(matches!(
+            vault("[dev]\nbootstrap = true\n").unwrap(),
+            VaultConfig::File {
+                allow_in_data_dir: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ServerConfig::load(None, None, None).unwrap().vault,
+            VaultConfig::File {
+                allow_in_data_dir: true,
+                ..
+            }
+        ));
+        let kms = vault("[vault]\nkind = \"aws-kms\"\nendpoint = \"https://kms.eu-central-1.amazonaws.com\"\nregion = \"eu-central-1\"\naccess_key_id = \"AK\"\nsecret_access_key_env = \"QUIRE_TEST_NO_SUCH_VARIABLE_SET\"\n");
+        assert!(
+            matches!(kms, Err(ConfigError::Invalid { ref key, .. }) if key == "vault.secret_access_key_env"),
+            "{kms:?}"
+        );
+        let kms = vault("[vault]\nkind = \"aws-kms\"\nendpoint = \"https://kms.example\"\nregion = \"eu-central-1\"\naccess_key_id = \"AK\"\nsecret_access_key = \"s\"\n").unwrap();
+        assert_eq!(kms.kind(), "aws-kms");
+        assert!(
+            !format!("{kms:?}").contains("\"s\""),
+            "a secret in Debug output"
+        );
+        let hsm = vault("[vault]\nkind = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"quire\"\npin = \"1234\"\n").unwrap();
+        assert_eq!(hsm.kind(), "pkcs11");
+        assert!(
+            !format!("{hsm:?}").contains("1234"),
+            "the PIN in Debug output"
+        );
+
+        refused("[vault]\nkind = \"vault9\"\n", "vault.kind");
+        refused("[vault]\nmodule = \"/x.so\"\n", "vault.module");
+        refused(
+            "[vault]\nkind = \"pkcs11\"\ntoken_label = \"q\"\npin = \"1\"\n",
+            "vault.module",
+        );
+        refused(
+            "[vault]\nkind = \"pkcs11\"\nmodule = \"/x.so\"\ntoken_label = \"q\"\n",
+            "vault.pin",
+        );
+        refused(
+            "[vault]\nkind = \"aws-kms\"\nmaster_key = \"/k\"\n",
+            "vault.master_key",
+        );
+        refused(
+            "[vault]\nkind = \"aws-kms\"\nendpoint = \"kms.example\"\nregion = \"r\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n",
+            "vault.endpoint",
+        );
+    }
+
+    #[test]
+    fn a_master_key_beside_the_data_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("quire-data");
+        let remote = None;
+        let inside = beside_data(&data.join("vault/master.key"), &data, remote).unwrap();
+        assert!(inside.contains("inside the data directory"), "{inside}");
+        // Through a symbolic link into the data directory too.
+        std::fs::create_dir_all(data.join("vault")).unwrap();
+        std::os::unix::fs::symlink(data.join("vault"), dir.path().join("keys")).unwrap();
+        assert!(beside_data(&dir.path().join("keys/master.key"), &data, remote).is_some());
+        // Apart from the data directory, with a remote store: fine.
+        let apart = dir.path().join("etc/master.key");
+        assert_eq!(beside_data(&apart, &data, remote), None);
+        // The same file system as a local store: a copy of that disk holds both.
+        let store = dir.path().join("store");
+        let same = beside_data(&apart, &data, Some(&store)).unwrap();
+        assert!(
+            same.contains("same file system as the local store"),
+            "{same}"
+        );
+    }
 }

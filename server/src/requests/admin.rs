@@ -156,6 +156,27 @@ async fn tenants(
         AdminRequest::KeyRetire { tenant, version } => {
             allow(state, principal, &tenant, Action::KeyRetire, "").await?;
             tenant_exists(state, &tenant).await?;
+            // The vault's own refusals (the newest version, one that never was) come first:
+            // counting objects reads every header of the tenant.
+            let vault = state.pipeline.vault.clone();
+            let t = tenant.clone();
+            let newest = blocking(move || vault.versions(&t))
+                .await
+                .map_err(PipelineError::from)?;
+            if version == 0 || version >= newest {
+                let e = if version == newest {
+                    quire_pipeline::VaultError::RetireNewest {
+                        tenant: tenant.clone(),
+                        version,
+                    }
+                } else {
+                    quire_pipeline::VaultError::UnknownKey {
+                        tenant: tenant.clone(),
+                        version,
+                    }
+                };
+                return Err(Refusal::new(ErrorCode::Conflict, e.to_string()));
+            }
             let still = state.pipeline.objects_under_key(&tenant, version).await?;
             if still > 0 {
                 return Err(Refusal::new(
@@ -171,13 +192,7 @@ async fn tenants(
             let t = tenant.clone();
             blocking(move || vault.retire(&t, version))
                 .await
-                .map_err(|e| match e {
-                    e @ (quire_pipeline::VaultError::RetireNewest { .. }
-                    | quire_pipeline::VaultError::UnknownKey { .. }) => {
-                        Refusal::new(ErrorCode::Conflict, e.to_string())
-                    }
-                    e => PipelineError::from(e).into(),
-                })?;
+                .map_err(PipelineError::from)?;
             info!(tenant = %tenant, version, by = %principal.device_id, "tenant key version retired");
             reply(
                 send,
