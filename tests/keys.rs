@@ -128,6 +128,16 @@ fn rotate_rewrap_and_shred() {
         .exists());
     let o = server.quire(&["push", samples.to_str().unwrap(), "--no-progress"]);
     assert!(!o.status.success());
+
+    // The metadata forgot what the pages were (names, sizes, digests); the jobs' counts stay.
+    let mut server = server;
+    server.kill();
+    let meta = quire_server::meta::Meta::open(&server.path().join("quire-data/meta.redb")).unwrap();
+    use quire_server::meta::MetaStore;
+    for job in [&job_a, &job_b] {
+        assert!(meta.pages("dev", job).unwrap().is_empty(), "{job}");
+        assert!(meta.job("dev", job).unwrap().is_some(), "{job}");
+    }
 }
 
 #[test]

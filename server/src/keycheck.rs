@@ -90,6 +90,11 @@ pub fn enforce(meta: &dyn MetaStore, vault: &dyn KeyVault) -> Result<(), Vec<Str
     if !problems.is_empty() {
         return Err(problems);
     }
+    // Page rows of tenants shredded by earlier versions, which kept them.
+    for t in report.iter().filter(|t| t.shredded) {
+        meta.forget_pages(&t.tenant)
+            .map_err(|e| vec![e.to_string()])?;
+    }
     for t in report.iter().filter(|t| !t.shredded) {
         meta.record_kek_versions(&t.tenant, t.present)
             .map_err(|e| vec![e.to_string()])?;

@@ -234,9 +234,11 @@ impl Meta {
             txn.open_table(t).map_err(db)?;
         }
         txn.commit().map_err(db)?;
-        Ok(Meta {
+        let meta = Meta {
             db: Arc::new(database),
-        })
+        };
+        meta.purge_deleted_pages()?;
+        Ok(meta)
     }
 
     fn put(
@@ -611,11 +613,11 @@ impl MetaStore for Meta {
     }
 
     fn mark_deleted(&self, tenant: &str, job: &str, at: i64) -> Result<(), MetaError> {
-        self.update_job(tenant, job, |row| {
-            row.deleted_unix.get_or_insert(at);
-            Ok(())
-        })
-        .map(drop)
+        self.delete_job_rows(tenant, job, at)
+    }
+
+    fn forget_pages(&self, tenant: &str) -> Result<usize, MetaError> {
+        self.forget_tenant_pages(tenant)
     }
 
     fn set_hold(
@@ -664,6 +666,7 @@ impl MetaStore for Meta {
 }
 
 mod devices;
+mod forget;
 mod jobs;
 pub use jobs::CommitView;
 mod store;

@@ -133,8 +133,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Records that a delivery consumer acknowledged a committed job (the first time wins).
     fn mark_delivered(&self, tenant: &str, job: &str, at: i64) -> Result<JobRow, MetaError>;
 
-    /// Records that a job's objects were deleted.
+    /// Records that a job's objects were deleted, and forgets its pages' names, sizes and
+    /// digests.
     fn mark_deleted(&self, tenant: &str, job: &str, at: i64) -> Result<(), MetaError>;
+
+    /// Forgets every page row of a shredded tenant; returns how many there were.
+    fn forget_pages(&self, tenant: &str) -> Result<usize, MetaError>;
 
     /// Places (`Some`) or releases (`None`) a legal hold on a tenant or one of its jobs.
     /// Says whether there was a hold before.

@@ -132,3 +132,55 @@ fn pages_of_another_upload_are_found_before_commit() {
         Vec::<u32>::new()
     );
 }
+
+/// Page names, sizes and digests do not outlive the pages: a deleted job's rows go with it,
+/// a shredded tenant's all go, and rows an earlier version kept are purged when the store
+/// opens. Nothing of another job or tenant (even one whose name extends this one's) goes.
+#[test]
+fn pages_of_deleted_jobs_and_shredded_tenants_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.redb");
+    let m = Meta::open(&path).unwrap();
+    for (tenant, job) in [
+        ("a", "j"),
+        ("a", "j2"),
+        ("a", "old"),
+        ("ab", "j"),
+        ("b", "j"),
+    ] {
+        m.record_page(tenant, job, &entry(0), "k", 50, None)
+            .unwrap();
+        m.record_page(tenant, job, &entry(1), "k", 50, None)
+            .unwrap();
+        m.commit_job(tenant, job, 2, 10).unwrap();
+    }
+    m.mark_deleted("a", "j", 100).unwrap();
+    assert!(m.pages("a", "j").unwrap().is_empty());
+    let row = m.job("a", "j").unwrap().unwrap();
+    assert_eq!((row.deleted_unix, row.page_count), (Some(100), 2));
+    assert_eq!(m.pages("a", "j2").unwrap().len(), 2);
+
+    // As an earlier version left it: marked deleted, rows kept.
+    m.update_job("a", "old", |row| {
+        row.deleted_unix = Some(50);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(m.pages("a", "old").unwrap().len(), 2);
+    drop(m);
+    let m = Meta::open(&path).unwrap();
+    assert!(
+        m.pages("a", "old").unwrap().is_empty(),
+        "not purged on open"
+    );
+    assert_eq!(m.pages("a", "j2").unwrap().len(), 2);
+
+    assert_eq!(m.forget_pages("a").unwrap(), 2);
+    assert!(m.pages("a", "j2").unwrap().is_empty());
+    assert_eq!(m.pages("ab", "j").unwrap().len(), 2);
+    assert_eq!(m.pages("b", "j").unwrap().len(), 2);
+    assert!(
+        m.job("a", "j2").unwrap().is_some(),
+        "the job row (counts) stays"
+    );
+}

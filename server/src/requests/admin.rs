@@ -214,6 +214,8 @@ async fn tenants(
                 .map_err(PipelineError::from)?;
             let t = tenant.clone();
             blocking(move || -> Result<(), crate::meta::MetaError> {
+                // What the pages were (names, sizes, digests) goes with the keys.
+                meta.forget_pages(&t)?;
                 // Service admins operate the whole service; they are not the tenant's to lose.
                 for d in meta
                     .devices(&t)?
