@@ -22,6 +22,12 @@ pub const CACHE_MAX_AGE: Duration = Duration::from_secs(300);
 /// How many uses unwrapped keys may serve from memory before the backend is asked again.
 pub const CACHE_MAX_USES: u64 = 100_000;
 
+/// The cache bounds [`Keyring::open`] uses (milliseconds and uses).
+pub const DEFAULT_CACHE_BOUNDS: Bounds = Bounds {
+    max_age: CACHE_MAX_AGE.as_millis() as u64,
+    max_uses: CACHE_MAX_USES,
+};
+
 /// A tenant's unwrapped keys by version (index 0 is version 1); `None` once retired.
 type Unwrapped = Vec<Option<SecretKey>>;
 
@@ -51,14 +57,7 @@ impl Keyring {
     /// backend that cannot open them (wrong master key, wrong KMS account, another token)
     /// stops the server here rather than failing every request later.
     pub fn open(dir: &Path, backend: Box<dyn KeyBackend>) -> Result<Keyring, VaultError> {
-        Self::open_bounded(
-            dir,
-            backend,
-            Bounds {
-                max_age: CACHE_MAX_AGE.as_millis() as u64,
-                max_uses: CACHE_MAX_USES,
-            },
-        )
+        Self::open_bounded(dir, backend, DEFAULT_CACHE_BOUNDS)
     }
 
     /// [`Keyring::open`] with other cache bounds (milliseconds and uses).

@@ -28,9 +28,10 @@ mod ring_file;
 
 pub use backend::{BackendError, KeyBackend, KeyName};
 pub use file::FileBackend;
-pub use keyring::{ring_dir, Keyring, CACHE_MAX_AGE, CACHE_MAX_USES, KEK_ID};
+pub use keyring::{ring_dir, Keyring, CACHE_MAX_AGE, CACHE_MAX_USES, DEFAULT_CACHE_BOUNDS, KEK_ID};
 pub use kms::{AwsKms, AwsKmsOptions};
 pub use pkcs11::{Pkcs11, Pkcs11Options};
+pub use quire_key_cache::Bounds as CacheBounds;
 
 use quire_codecs::sealed::{KekRef, SecretKey};
 
