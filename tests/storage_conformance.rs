@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::required_env;
 use futures::TryStreamExt;
 use quire_storage::{AzureOptions, S3Options, Store, StoreError, PART_SIZE};
 
