@@ -18,9 +18,13 @@ cargo fetch --quiet
 
 source scripts/test-servers.sh
 
-# systemd's own unit check (tests/packaging.rs verifies dist/quire.service with it).
+# systemd's own unit check (tests/packaging.rs verifies dist/quire.service with it), and
+# Prometheus's promtool (tests/metrics.rs checks the /metrics output with it).
 if ! command -v systemd-analyze >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq systemd >/dev/null
+fi
+if ! command -v promtool >/dev/null; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null
 fi
 
 cargo fmt --all -- --check

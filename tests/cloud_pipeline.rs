@@ -40,10 +40,10 @@ fn round_trip_through(store_toml: &str, download: impl Fn(&str, &Path) -> usize)
     // Quire, pointed at those bytes as a local store, opens them.
     std::fs::write(
         server.path().join("quire.toml"),
-        format!(
+        with_dev_bootstrap(&format!(
             "[store]\nkind = \"local\"\npath = \"{}\"\n",
             local.display()
-        ),
+        )),
     )
     .unwrap();
     let mut server = server;

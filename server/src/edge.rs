@@ -78,6 +78,8 @@ pub(crate) struct State {
     pub tls: TlsReloader,
     /// Requests running, and whether the server is shutting down.
     pub drain: crate::drain::Drain,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl State {
@@ -270,6 +272,7 @@ impl Server {
                     source: identity_source,
                 },
                 drain: Default::default(),
+                metrics: Default::default(),
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),
@@ -287,6 +290,13 @@ impl Server {
             config.sweep_interval,
             config.uncommitted_ttl,
         );
+        if let Some(addr) = config.metrics_listen {
+            let listener = crate::metrics::http::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            info!(addr = %addr, "metrics, /healthz and /readyz over HTTP");
+            tokio::spawn(crate::metrics::http::serve(listener, server.state.clone()));
+        }
         info!(addr = %server.local_addr(), store = server.state.pipeline.store.name(), "quire listening");
         Ok(server)
     }
@@ -481,6 +491,7 @@ async fn handle_connection(
             return;
         }
         Err(reason) => {
+            state.metrics.auth_failed();
             warn!(%remote, %reason, "connection refused");
             // Give the client a moment to read the error frame before the close arrives.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -491,12 +502,14 @@ async fn handle_connection(
     debug!(%remote, device = %principal.device_id, tenant = %principal.tenant, "authenticated");
     let principal = Arc::new(principal);
     state.register(&principal.device_id, &conn);
+    state.metrics.connection(1);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {
                 debug!(%remote, error = %e, "connection ended");
                 state.unregister(&principal.device_id, &conn);
+                state.metrics.connection(-1);
                 return;
             }
         };

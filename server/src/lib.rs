@@ -26,6 +26,7 @@ pub mod identity;
 pub mod keycheck;
 pub mod limits;
 pub mod meta;
+pub mod metrics;
 pub mod policy;
 mod requests;
 pub mod retention;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use quire_key_cache::{Bounds, KeyCache, Lookup};
 use crate::backend::{BackendError, KeyBackend, KeyName};
 use crate::file::FileBackend;
 use crate::ring_file::{RingDir, Versions};
-use crate::{KeyVault, VaultError};
+use crate::{KeyVault, VaultError, VaultStats};
 
 /// The KEK id every tenant key carries in sealed headers.
 pub const KEK_ID: &str = "tenant";
@@ -41,6 +42,8 @@ pub struct Keyring {
     /// Creating, rotating, retiring and shredding happen one at a time.
     writer: Mutex<()>,
     started: Instant,
+    cache_hits: AtomicU64,
+    backend_unwraps: AtomicU64,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -73,6 +76,8 @@ impl Keyring {
             known: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
             started: Instant::now(),
+            cache_hits: AtomicU64::new(0),
+            backend_unwraps: AtomicU64::new(0),
         };
         for tenant in keyring.ring.tenants()? {
             let versions = keyring.ring.read(&tenant)?;
@@ -131,11 +136,12 @@ impl Keyring {
                 version: i as u32 + 1,
             };
             out.push(match wrapped {
-                Some(w) => Some(
+                Some(w) => Some({
+                    self.backend_unwraps.fetch_add(1, Ordering::Relaxed);
                     self.backend
                         .unwrap(name, w)
-                        .map_err(self.backend_error("unwrap a key", tenant))?,
-                ),
+                        .map_err(self.backend_error("unwrap a key", tenant))?
+                }),
                 None => None,
             });
         }
@@ -150,7 +156,10 @@ impl Keyring {
         pick: impl Fn(&Unwrapped) -> Option<T>,
     ) -> Result<Option<T>, VaultError> {
         let ticket = match self.cache.get(tenant, self.now(), &pick) {
-            Lookup::Hit(t) => return Ok(Some(t)),
+            Lookup::Hit(t) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(t));
+            }
             Lookup::Shredded => return Err(VaultError::Shredded(tenant.to_string())),
             Lookup::Miss(ticket) => ticket,
         };
@@ -317,6 +326,19 @@ impl KeyVault for Keyring {
 
     fn backend(&self) -> &'static str {
         self.backend.kind()
+    }
+
+    fn probe(&self) -> Result<(), VaultError> {
+        self.backend
+            .probe()
+            .map_err(self.backend_error("answer", "(any)"))
+    }
+
+    fn stats(&self) -> VaultStats {
+        VaultStats {
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            backend_unwraps: self.backend_unwraps.load(Ordering::Relaxed),
+        }
     }
 }
 

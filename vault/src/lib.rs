@@ -101,4 +101,21 @@ pub trait KeyVault: Send + Sync + std::fmt::Debug {
     fn expect_versions(&self, tenant: &str, versions: u32);
     /// The backend's name, for messages and `serve --check`.
     fn backend(&self) -> &'static str;
+    /// Reaches the backend (for readiness checks): `Ok` when keys can be had.
+    fn probe(&self) -> Result<(), VaultError> {
+        Ok(())
+    }
+    /// How often keys came from memory and how often the backend was asked (for metrics).
+    fn stats(&self) -> VaultStats {
+        VaultStats::default()
+    }
+}
+
+/// Counters of a vault since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VaultStats {
+    /// Lookups answered from the cache of unwrapped keys.
+    pub cache_hits: u64,
+    /// Unwrap calls to the backend (one per key version on a cache miss).
+    pub backend_unwraps: u64,
 }

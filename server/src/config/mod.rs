@@ -56,6 +56,8 @@ struct FileConfig {
     retention: RetentionSection,
     #[serde(default)]
     vault: vault::VaultSection,
+    #[serde(default)]
+    metrics: MetricsSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -84,6 +86,13 @@ struct RetentionSection {
     sweep_interval_secs: Option<f64>,
     /// How long an uncommitted job may wait for its commit before its pages are collected.
     uncommitted_ttl_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP; absent: nowhere.
+    listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -274,6 +283,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Which key service holds the tenants' keys.
     pub vault: VaultConfig,
+    /// Where the operator's HTTP listener (metrics, health) binds; `None`: not at all.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -366,7 +377,15 @@ impl ServerConfig {
         // may keep its master key in the data directory; a production one may not.
         let development = !from_file || fc.dev.bootstrap == Some(true);
         let vault = fc.vault.resolve(development)?;
+        let metrics_listen = match fc.metrics.listen {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|e| ConfigError::Invalid {
+                key: "metrics.listen".into(),
+                reason: format!("{s:?} is not an address like 127.0.0.1:9464 ({e})"),
+            })?),
+        };
         Ok(ServerConfig {
+            metrics_listen,
             vault,
             drain_timeout,
             retention,

@@ -115,6 +115,7 @@ pub(super) async fn handle_stream(
 ) {
     let outcome = serve_request(&state, &principal, &mut send, &mut reader).await;
     if let Err(r) = outcome {
+        state.metrics.refused(r.code);
         debug!(device = %principal.device_id, code = ?r.code, message = %r.message, "request refused");
         reader.stop();
         let _ = write_frame(
@@ -315,7 +316,7 @@ fn audit(
     detail: &str,
     outcome: &str,
 ) -> Result<(), Refusal> {
-    state
+    let written = state
         .audit
         .record(
             &principal.device_id,
@@ -335,7 +336,11 @@ fn audit(
                 },
                 "the server cannot record this request in its audit log, so it was not carried out; retry later (the operator has been told)",
             )
-        })
+        });
+    if written.is_ok() {
+        state.metrics.audited();
+    }
+    written
 }
 
 fn frame_name(f: &Frame) -> &'static str {

@@ -10,6 +10,7 @@ pub(super) async fn page_put(
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
+    let began = std::time::Instant::now();
     let &UploadRef {
         tenant,
         job_id,
@@ -148,5 +149,13 @@ pub(super) async fn page_put(
             sha256: receipt.entry.sha256,
         },
     )
-    .await
+    .await?;
+    state.metrics.page_stored(
+        tenant,
+        receipt.entry.size,
+        receipt.stored_bytes,
+        receipt.already_stored,
+        began.elapsed(),
+    );
+    Ok(())
 }

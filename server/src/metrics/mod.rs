@@ -1,0 +1,231 @@
+//! What an operator watches: counters, gauges and histograms in Prometheus's text format,
+//! served with `/healthz` and `/readyz` on a listener of their own (`[metrics] listen`, off the
+//! QUIC port; see `http.rs`). The families are the `prometheus` crate's, written in the
+//! Prometheus text format (0.0.4, what `promtool check metrics` reads); their names and
+//! meaning are listed in docs/OPERATIONS.md.
+//!
+//! Tenant labels are bounded: the first [`MAX_TENANT_LABELS`] tenants seen get their own
+//! series, later ones share `_other`, so a service with many tenants cannot blow up the
+//! scrape.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+use quire_codecs::wire::ErrorCode;
+
+pub(crate) mod http;
+
+/// Tenants with series of their own; the rest are counted under `_other`.
+pub const MAX_TENANT_LABELS: usize = 100;
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    tenants: Mutex<HashSet<String>>,
+    pages: IntCounterVec,
+    page_bytes: IntCounterVec,
+    stored_bytes: IntCounterVec,
+    page_seconds: Histogram,
+    refusals: IntCounterVec,
+    auth_failures: IntCounter,
+    connections: IntGauge,
+    audit_records: IntCounter,
+    spool_bytes: IntGauge,
+    spool_records: IntGauge,
+    spool_capacity: IntGauge,
+    key_cache_hits: IntCounter,
+    vault_unwraps: IntCounter,
+    /// What the vault reported at the last scrape (its counters are cumulative).
+    vault_seen: Mutex<quire_pipeline::vault::VaultStats>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Registers `metric` and hands it back (names and help are static: a failure is a bug).
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique and valid");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid metric"))
+}
+
+impl Metrics {
+    /// The families, registered under `quire_`.
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let page_seconds = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "quire_page_seconds",
+                    "From a page's first frame to its acknowledgement (hash, compress, seal, spool, store)",
+                )
+                // 1 ms .. ~33 s
+                .buckets(exponential_buckets(0.001, 2.0, 16).expect("valid buckets")),
+            )
+            .expect("valid metric"),
+        );
+        Metrics {
+            pages: counter_vec(
+                &r,
+                "quire_pages_total",
+                "Pages acknowledged to scanners, by tenant and whether they were new or already stored",
+                &["tenant", "outcome"],
+            ),
+            page_bytes: counter_vec(
+                &r,
+                "quire_page_bytes_total",
+                "Plaintext bytes of the pages acknowledged, by tenant",
+                &["tenant"],
+            ),
+            stored_bytes: counter_vec(
+                &r,
+                "quire_stored_bytes_total",
+                "Sealed bytes written to the object store for newly stored pages, by tenant",
+                &["tenant"],
+            ),
+            page_seconds,
+            refusals: counter_vec(
+                &r,
+                "quire_refusals_total",
+                "Requests refused, by the error code the client was sent",
+                &["reason"],
+            ),
+            auth_failures: counter(
+                &r,
+                "quire_auth_failures_total",
+                "Connections refused at authentication (unknown device, wrong secret, disabled, no hello)",
+            ),
+            connections: gauge(&r, "quire_connections", "Authenticated connections open"),
+            audit_records: counter(&r, "quire_audit_records_total", "Audit records written"),
+            spool_bytes: gauge(
+                &r,
+                "quire_spool_bytes",
+                "Bytes in the spool waiting for the object store",
+            ),
+            spool_records: gauge(
+                &r,
+                "quire_spool_records",
+                "Sealed objects in the spool waiting for the object store",
+            ),
+            spool_capacity: gauge(
+                &r,
+                "quire_spool_capacity_bytes",
+                "The spool's capacity ([spool] capacity)",
+            ),
+            key_cache_hits: counter(
+                &r,
+                "quire_key_cache_hits_total",
+                "Tenant key lookups answered from memory",
+            ),
+            vault_unwraps: counter(
+                &r,
+                "quire_vault_unwraps_total",
+                "Unwrap calls to the vault backend (file, KMS or HSM)",
+            ),
+            registry: r,
+            tenants: Mutex::new(HashSet::new()),
+            vault_seen: Mutex::new(Default::default()),
+        }
+    }
+
+    /// The tenant's label: its own name while there is room, else `_other`.
+    fn tenant(&self, tenant: &str) -> String {
+        let mut seen = self.tenants.lock().expect("metrics lock");
+        if seen.contains(tenant) {
+            return tenant.to_string();
+        }
+        if seen.len() < MAX_TENANT_LABELS {
+            seen.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        "_other".to_string()
+    }
+
+    /// A page was acknowledged after `took`.
+    pub fn page_stored(&self, tenant: &str, bytes: u64, stored: u64, again: bool, took: Duration) {
+        let tenant = self.tenant(tenant);
+        let outcome = if again { "duplicate" } else { "stored" };
+        self.pages.with_label_values(&[&tenant, outcome]).inc();
+        self.page_bytes.with_label_values(&[&tenant]).inc_by(bytes);
+        if !again {
+            self.stored_bytes
+                .with_label_values(&[&tenant])
+                .inc_by(stored);
+        }
+        self.page_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A request was refused with `code`.
+    pub fn refused(&self, code: ErrorCode) {
+        let reason = format!("{code:?}").to_lowercase();
+        self.refusals.with_label_values(&[&reason]).inc();
+    }
+
+    /// A connection failed to authenticate.
+    pub fn auth_failed(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// An authenticated connection opened (`+1`) or closed (`-1`).
+    pub fn connection(&self, delta: i64) {
+        self.connections.add(delta);
+    }
+
+    /// An audit record was written.
+    pub fn audited(&self) {
+        self.audit_records.inc();
+    }
+
+    /// The text exposition, with the gauges read from `state` first.
+    pub(crate) fn encode(&self, state: &crate::edge::State) -> String {
+        let spool = &state.pipeline.spool;
+        self.spool_bytes.set(spool.used() as i64);
+        self.spool_records.set(spool.len() as i64);
+        self.spool_capacity.set(spool.capacity() as i64);
+        let now = state.pipeline.vault.stats();
+        {
+            let mut seen = self.vault_seen.lock().expect("metrics lock");
+            self.key_cache_hits
+                .inc_by(now.cache_hits.saturating_sub(seen.cache_hits));
+            self.vault_unwraps
+                .inc_by(now.backend_unwraps.saturating_sub(seen.backend_unwraps));
+            *seen = now;
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("writing to memory cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}

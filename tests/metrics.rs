@@ -1,0 +1,222 @@
+//! The operator's HTTP listener against a real server: `/metrics` counts what a push stored
+//! and what was refused, and passes `promtool check metrics`; `/healthz` answers; `/readyz`
+//! turns unready while the object store (a moto S3 server of this test's own) is down and
+//! ready again once it is back; `--log-format json` writes one JSON object per line.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use quire_client::credential::CredentialFile;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: quire\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn wait_for(addr: SocketAddr, path: &str, want: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((status, body)) = get(addr, path) {
+            if status == want {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{path}: {status} {body}");
+        }
+        assert!(Instant::now() < deadline, "{path} never answered {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of the sample whose name and labels start with `series` (0 if absent).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn promtool_accepts(metrics: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (scripts/test.sh installs Debian's prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A moto S3 server of this test's own, with one bucket.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(port: u16) -> Moto {
+        let python = PathBuf::from(python());
+        let moto = python.parent().unwrap().join("moto_server");
+        let child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (scripts/test-servers.sh installs it)");
+        let script = format!(
+            "import boto3, time\n\
+             deadline = time.time() + 30\n\
+             while True:\n\
+             \x20   try:\n\
+             \x20       boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='k', aws_secret_access_key='s', region_name='eu-central-1').create_bucket(Bucket='readyz', CreateBucketConfiguration={{'LocationConstraint': 'eu-central-1'}})\n\
+             \x20       break\n\
+             \x20   except Exception as e:\n\
+             \x20       if time.time() > deadline: raise\n\
+             \x20       time.sleep(0.2)\n"
+        );
+        let ok = Command::new(&python)
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "the test's moto did not come up");
+        Moto { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn pages_of(dir: &Path) -> (usize, u64) {
+    let files = walk(dir);
+    let bytes = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    (files.len(), bytes)
+}
+
+#[test]
+fn metrics_count_a_push_and_readiness_follows_the_store() {
+    let mut moto = Moto::start(free_port());
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = TestServer::start_with_config(&format!(
+        "[metrics]\nlisten = \"{metrics_addr}\"\n\
+         [store]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"eu-central-1\"\nbucket = \"readyz\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n",
+        moto.port
+    ));
+    assert_eq!(wait_for(metrics_addr, "/healthz", 200), "ok\n");
+    wait_for(metrics_addr, "/readyz", 200);
+    let before = wait_for(metrics_addr, "/metrics", 200);
+
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    let (pages, bytes) = pages_of(&samples);
+    server.push_ok(&samples, &["--no-progress"]);
+    // A scanner with a wrong secret: one authentication failure.
+    let mut forged = server.device_cred();
+    forged.secret = "ab".repeat(32);
+    let forged_path = server.path().join("forged.cred");
+    forged.save(&forged_path).unwrap();
+    assert!(!server.push_as(&samples, &forged_path).status.success());
+
+    let after = wait_for(metrics_addr, "/metrics", 200);
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        moved("quire_pages_total{outcome=\"stored\",tenant=\"dev\"}"),
+        pages as f64,
+        "{after}"
+    );
+    assert_eq!(
+        moved("quire_page_bytes_total{tenant=\"dev\"}"),
+        bytes as f64
+    );
+    assert!(moved("quire_stored_bytes_total{tenant=\"dev\"}") > 0.0);
+    assert_eq!(moved("quire_page_seconds_count"), pages as f64);
+    assert!(moved("quire_auth_failures_total") >= 1.0, "{after}");
+    promtool_accepts(&after);
+
+    // The store goes down: unready, naming it; back up: ready.
+    moto.stop();
+    let body = wait_for(metrics_addr, "/readyz", 503);
+    assert!(body.contains("object store"), "{body}");
+    assert_eq!(wait_for(metrics_addr, "/healthz", 200), "ok\n");
+    let _moto = Moto::start(moto.port);
+    wait_for(metrics_addr, "/readyz", 200);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server's start and stop: its log lines are JSON objects with a level and fields.
+    let server = std::process::Command::new(BIN)
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let out = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+}
