@@ -53,6 +53,18 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// A tenant's jobs and where each is: open, committed, delivered or deleted, held or not,
+    /// pages, bytes and times.
+    Jobs {
+        #[arg(long)]
+        tenant: String,
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// One JSON object per job, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time-boxed, revocable access for a support partner.
     Grant {
         #[command(subcommand)]
@@ -345,6 +357,10 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
             .await?;
             println!("tenant {name} shredded: its keys are destroyed and its data can no longer be opened");
         }
+        AdminCommand::Jobs { tenant, job, json } => {
+            let jobs = client::admin::list_jobs(&conn, &tenant, job.as_deref()).await?;
+            print_jobs(&jobs, json);
+        }
         AdminCommand::Status { tenant, reason } => {
             match conn.call(&quire_codecs::wire::Frame::Admin(AdminRequest::Status { tenant, reason })).await? {
                 quire_codecs::wire::Frame::AdminStatus {
@@ -606,4 +622,48 @@ fn bootstrap(command: &AdminCommand) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// `quire admin jobs`: a table for people, or one JSON object per line for scripts (times in
+/// Unix seconds, `null` for not yet).
+fn print_jobs(jobs: &[quire_codecs::wire::JobState], json: bool) {
+    let when = |t: u64| (t > 0).then_some(t);
+    if json {
+        for j in jobs {
+            let row = serde_json::json!({
+                "job": j.job_id,
+                "state": j.phase.as_str(),
+                "held": j.held,
+                "pages": j.pages,
+                "bytes": j.bytes,
+                "created_unix": when(j.created_unix),
+                "committed_unix": when(j.committed_unix),
+                "delivered_unix": when(j.delivered_unix),
+                "deleted_unix": when(j.deleted_unix),
+            });
+            println!("{row}");
+        }
+        return;
+    }
+    println!(
+        "{:<40} {:<10} {:>6} {:>14} {:>12} {:>12}",
+        "job", "state", "pages", "bytes", "committed", "delivered"
+    );
+    for j in jobs {
+        let state = if j.held {
+            format!("{}+held", j.phase.as_str())
+        } else {
+            j.phase.as_str().to_string()
+        };
+        let t = |v: u64| when(v).map_or("-".to_string(), |v| v.to_string());
+        println!(
+            "{:<40} {:<10} {:>6} {:>14} {:>12} {:>12}",
+            j.job_id,
+            state,
+            j.pages,
+            j.bytes,
+            t(j.committed_unix),
+            t(j.delivered_unix)
+        );
+    }
 }

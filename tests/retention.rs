@@ -103,6 +103,28 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
         "{listing}"
     );
 
+    // `admin jobs` shows each job where it is: the delivered one deleted, the held one
+    // delivered and held; one job alone with --job.
+    let jobs: Vec<serde_json::Value> = ok(&server, &["admin", "jobs", "--tenant", "dev", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |id: &str| jobs.iter().find(|j| j["job"] == id).unwrap().clone();
+    assert_eq!(row(&a)["state"], "deleted", "{jobs:?}");
+    assert_eq!(
+        (row(&a)["pages"].as_u64(), row(&a)["held"].as_bool()),
+        (Some(3), Some(false))
+    );
+    assert!(row(&a)["deleted_unix"].as_u64().is_some());
+    assert_eq!(row(&b)["state"], "delivered", "{jobs:?}");
+    assert_eq!(row(&b)["held"], true);
+    assert!(row(&b)["deleted_unix"].is_null());
+    let one = ok(&server, &["admin", "jobs", "--tenant", "dev", "--job", &b]);
+    assert!(
+        one.contains(&b) && one.contains("delivered+held") && !one.contains(&a),
+        "{one}"
+    );
+
     // The delivered job is gone, for `get` too; the held one is untouched.
     assert_eq!(objects_of(&server, &a), 0);
     assert_eq!(objects_of(&server, &b), 3);

@@ -101,6 +101,24 @@ pub async fn list_devices(conn: &Connection, tenant: &str) -> Result<Vec<DeviceI
     }
 }
 
+/// A tenant's jobs (or the one named) and where each is in its life.
+pub async fn list_jobs(
+    conn: &Connection,
+    tenant: &str,
+    job: Option<&str>,
+) -> Result<Vec<quire_codecs::wire::JobState>, ClientError> {
+    match conn
+        .call(&Frame::Admin(AdminRequest::JobList {
+            tenant: tenant.into(),
+            job: job.map(str::to_string),
+        }))
+        .await?
+    {
+        Frame::AdminJobStates(v) => Ok(v),
+        f => Err(unexpected(f)),
+    }
+}
+
 /// Runs a key operation (rotate, rewrap, shred) and returns (version, objects re-wrapped).
 pub async fn key_op(conn: &Connection, req: AdminRequest) -> Result<(u32, u64), ClientError> {
     match conn.call(&Frame::Admin(req)).await? {

@@ -7,7 +7,9 @@
 //! [`Reassembler`] before it acts on the list. Each part is an ordinary frame, so the
 //! decoder's bounds stay what they are; the reassembler bounds the joined list.
 
-use crate::wire::{DeviceInfo, Frame, JobInfo, PageEntry, WireError, MAX_CONTROL_LEN, MAX_PAGES};
+use crate::wire::{
+    DeviceInfo, Frame, JobInfo, JobState, PageEntry, WireError, MAX_CONTROL_LEN, MAX_PAGES,
+};
 
 /// Most rows of a joined device or delivery listing.
 pub const MAX_LIST_ROWS: usize = 100_000;
@@ -23,6 +25,10 @@ fn device_len(d: &DeviceInfo) -> usize {
 
 fn job_len(j: &JobInfo) -> usize {
     2 + j.job_id.len() + 4 + 8 + 8 + 1
+}
+
+fn job_state_len(j: &JobState) -> usize {
+    2 + j.job_id.len() + 1 + 1 + 4 + 8 + 4 * 8
 }
 
 /// Cuts `items` into runs whose encoded size, after `header` bytes, fits a control frame.
@@ -69,6 +75,10 @@ pub fn split(frame: &Frame) -> Vec<Frame> {
             .into_iter()
             .map(Frame::AdminJobs)
             .collect(),
+        Frame::AdminJobStates(list) => runs(list, 4, job_state_len)
+            .into_iter()
+            .map(Frame::AdminJobStates)
+            .collect(),
         other => vec![other.clone()],
     }
 }
@@ -80,6 +90,7 @@ fn is_list(f: &Frame) -> bool {
             | Frame::Manifest { .. }
             | Frame::AdminDevices(_)
             | Frame::AdminJobs(_)
+            | Frame::AdminJobStates(_)
     )
 }
 
@@ -142,6 +153,9 @@ impl Reassembler {
                 extend(list, more, MAX_LIST_ROWS)?
             }
             (Frame::AdminJobs(list), Frame::AdminJobs(more)) => extend(list, more, MAX_LIST_ROWS)?,
+            (Frame::AdminJobStates(list), Frame::AdminJobStates(more)) => {
+                extend(list, more, MAX_LIST_ROWS)?
+            }
             (_, next) => {
                 let done = self.held.take();
                 if is_list(&next) {
@@ -251,6 +265,26 @@ mod tests {
         );
         assert!(split(&jobs).len() > 1);
         assert_eq!(through_the_wire(std::slice::from_ref(&jobs)), vec![jobs]);
+        let states = Frame::AdminJobStates(
+            (0..5000)
+                .map(|i| wire::JobState {
+                    job_id: format!("job-{i}-{}", "z".repeat(100)),
+                    phase: wire::JobPhase::Committed,
+                    held: false,
+                    pages: i,
+                    bytes: 1,
+                    created_unix: 1,
+                    committed_unix: 2,
+                    delivered_unix: 0,
+                    deleted_unix: 0,
+                })
+                .collect(),
+        );
+        assert!(split(&states).len() > 1);
+        assert_eq!(
+            through_the_wire(std::slice::from_ref(&states)),
+            vec![states]
+        );
         let devices = Frame::AdminDevices(
             (0..3000)
                 .map(|i| DeviceInfo {

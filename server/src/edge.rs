@@ -80,6 +80,8 @@ pub(crate) struct State {
     pub drain: crate::drain::Drain,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// Keeps a flood of refusals from flooding the log.
+    pub refusal_log: crate::ratelog::LogBudget,
 }
 
 impl State {
@@ -273,6 +275,7 @@ impl Server {
                 },
                 drain: Default::default(),
                 metrics: Default::default(),
+                refusal_log: Default::default(),
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),

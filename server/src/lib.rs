@@ -28,6 +28,7 @@ pub mod limits;
 pub mod meta;
 pub mod metrics;
 pub mod policy;
+mod ratelog;
 mod requests;
 pub mod retention;
 pub mod slots;

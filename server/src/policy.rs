@@ -38,6 +38,8 @@ pub enum Action {
     HoldSet,
     HoldRelease,
     DeliveryList,
+    /// List a tenant's jobs and their phase (metadata only, no document).
+    JobList,
     DeliveryAck,
     JobAbort,
     TlsReload,
@@ -45,7 +47,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, for tables and tests.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::JobStatus,
         Action::PagePut,
         Action::JobCommit,
@@ -68,6 +70,7 @@ impl Action {
         Action::HoldSet,
         Action::HoldRelease,
         Action::DeliveryList,
+        Action::JobList,
         Action::DeliveryAck,
         Action::JobAbort,
         Action::TlsReload,
@@ -154,11 +157,11 @@ pub fn decide(s: Subject, a: Action) -> Result<Allowed, Denial> {
         Action::DeviceCreate(ServiceAdmin) | Action::DeviceRotate(ServiceAdmin) => {
             manage(s).and_then(|_| only_service_admin())
         }
-        Action::DeviceList if s.role == SupportPartner => {
+        Action::DeviceList | Action::JobList if s.role == SupportPartner => {
             Err(Denial::Forbidden { needed: "operator" })
         }
         Action::Status if s.role == SupportPartner && !s.reason => Err(Denial::ReasonRequired),
-        Action::DeviceList | Action::Status => read(s),
+        Action::DeviceList | Action::JobList | Action::Status => read(s),
         _ => manage(s),
     }
 }

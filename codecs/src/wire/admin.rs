@@ -310,6 +310,8 @@ admin_requests! {
     18 "tls.reload" TlsReload {}
     /// Destroy an old key version of a tenant; refused while any stored object is under it.
     19 "key.retire" KeyRetire { tenant: String = id("tenant"), version: u32 = u32() }
+    /// A tenant's jobs (or one job) and where each is in its life.
+    20 "job.list" JobList { tenant: String = id("tenant"), job: Option<String> = optional_job_id() }
 }
 
 #[cfg(test)]

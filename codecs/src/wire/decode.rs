@@ -236,6 +236,27 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             }
             Frame::AdminJobs(v)
         }
+        kind::ADMIN_JOB_STATES => {
+            let n = r.u32()?;
+            let mut v = Vec::with_capacity((n as usize).min(r.buf.len() / 49));
+            for _ in 0..n {
+                v.push(JobState {
+                    job_id: r.job_id()?,
+                    phase: {
+                        let p = r.u8()?;
+                        JobPhase::from_u8(p).ok_or_else(|| r.err("unknown job phase"))?
+                    },
+                    held: r.bool()?,
+                    pages: r.u32()?,
+                    bytes: r.u64()?,
+                    created_unix: r.u64()?,
+                    committed_unix: r.u64()?,
+                    delivered_unix: r.u64()?,
+                    deleted_unix: r.u64()?,
+                });
+            }
+            Frame::AdminJobStates(v)
+        }
         kind::ADMIN_DELIVERED => Frame::AdminDelivered {
             deleted_objects: r.u32()?,
             kept_because: r.string(MAX_REASON_LEN)?,

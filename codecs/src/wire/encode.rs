@@ -84,6 +84,7 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
         | Frame::AdminIssued { .. }
         | Frame::AdminDevices(_)
         | Frame::AdminJobs(_)
+        | Frame::AdminJobStates(_)
         | Frame::AdminDelivered { .. }
         | Frame::AdminKey { .. }
         | Frame::AdminStatus { .. } => encode_admin_answer(frame, out),
@@ -248,6 +249,25 @@ fn encode_admin_answer(frame: &Frame, out: &mut BytesMut) -> u8 {
                 out.put_u8(j.held as u8);
             }
             kind::ADMIN_JOBS
+        }
+        Frame::AdminJobStates(list) => {
+            out.put_u32(list.len() as u32);
+            for j in list {
+                put_str(out, &j.job_id);
+                out.put_u8(j.phase.to_u8());
+                out.put_u8(j.held as u8);
+                out.put_u32(j.pages);
+                out.put_u64(j.bytes);
+                for t in [
+                    j.created_unix,
+                    j.committed_unix,
+                    j.delivered_unix,
+                    j.deleted_unix,
+                ] {
+                    out.put_u64(t);
+                }
+            }
+            kind::ADMIN_JOB_STATES
         }
         Frame::AdminDelivered {
             deleted_objects,

@@ -269,6 +269,63 @@ impl Role {
     }
 }
 
+/// Where a job is in its life, for `quire admin jobs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobPhase {
+    /// Pages are arriving; not committed yet.
+    Open,
+    /// Committed, not yet fetched by a delivery consumer.
+    Committed,
+    /// A delivery consumer acknowledged it.
+    Delivered,
+    /// Its objects were deleted (retention or delete-on-delivery).
+    Deleted,
+}
+
+impl JobPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Open => "open",
+            JobPhase::Committed => "committed",
+            JobPhase::Delivered => "delivered",
+            JobPhase::Deleted => "deleted",
+        }
+    }
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            JobPhase::Open => 0,
+            JobPhase::Committed => 1,
+            JobPhase::Delivered => 2,
+            JobPhase::Deleted => 3,
+        }
+    }
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        [
+            JobPhase::Open,
+            JobPhase::Committed,
+            JobPhase::Delivered,
+            JobPhase::Deleted,
+        ]
+        .into_iter()
+        .find(|p| p.to_u8() == v)
+    }
+}
+
+/// One row of `quire admin jobs`: a job's phase, size and times (Unix seconds, 0 = not yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    pub job_id: String,
+    pub phase: JobPhase,
+    /// Under a legal hold (of the job or its tenant).
+    pub held: bool,
+    pub pages: u32,
+    pub bytes: u64,
+    pub created_unix: u64,
+    pub committed_unix: u64,
+    pub delivered_unix: u64,
+    pub deleted_unix: u64,
+}
+
 /// One row of a delivery listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
@@ -436,6 +493,8 @@ pub enum Frame {
     },
     /// Server: jobs awaiting delivery.
     AdminJobs(Vec<JobInfo>),
+    /// Server: jobs of a tenant and where each is in its life.
+    AdminJobStates(Vec<JobState>),
     /// Server: a delivery was recorded; what the retention policy did with the job.
     AdminDelivered {
         deleted_objects: u32,
@@ -484,6 +543,7 @@ pub(crate) mod kind {
     pub const ADMIN_STATUS: u8 = 0x35;
     pub const ADMIN_JOBS: u8 = 0x36;
     pub const ADMIN_DELIVERED: u8 = 0x37;
+    pub const ADMIN_JOB_STATES: u8 = 0x38;
     pub const ERROR: u8 = 0x7f;
 }
 

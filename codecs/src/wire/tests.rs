@@ -93,6 +93,28 @@ fn all_frames() -> Vec<Frame> {
             committed_unix: 1_790_000_000,
             held: true,
         }]),
+        Frame::AdminJobStates(
+            [
+                JobPhase::Open,
+                JobPhase::Committed,
+                JobPhase::Delivered,
+                JobPhase::Deleted,
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, phase)| JobState {
+                job_id: format!("job.{i}"),
+                phase,
+                held: i == 1,
+                pages: 3,
+                bytes: 1 << 20,
+                created_unix: 1_789_000_000,
+                committed_unix: 1_790_000_000 * (i > 0) as u64,
+                delivered_unix: 1_791_000_000 * (i > 1) as u64,
+                deleted_unix: 1_792_000_000 * (i > 2) as u64,
+            })
+            .collect(),
+        ),
         Frame::AdminDelivered {
             deleted_objects: 4,
             kept_because: String::new(),
@@ -184,6 +206,14 @@ fn all_frames() -> Vec<Frame> {
         }),
         Frame::Admin(AdminRequest::KeyRotate {
             tenant: "beta".into(),
+        }),
+        Frame::Admin(AdminRequest::JobList {
+            tenant: "acme".into(),
+            job: Some("job.1".into()),
+        }),
+        Frame::Admin(AdminRequest::JobList {
+            tenant: "acme".into(),
+            job: None,
         }),
         Frame::Admin(AdminRequest::KeyRetire {
             tenant: "acme".into(),

@@ -26,7 +26,7 @@ const SITUATIONS: [(bool, bool, bool); 4] = [
 /// One letter per role (device, tenant-admin, service-admin, operator, support-partner):
 /// A allowed, R allowed and audited with its reason, M tenant mismatch, H hidden (not
 /// found), F forbidden, Q reason required.
-const TABLE: [(Action, [&str; 4]); 25] = [
+const TABLE: [(Action, [&str; 4]); 26] = [
     (Action::JobStatus, ["AAAAF", "MMMMM", "MMMMM", "AAAAF"]),
     (Action::PagePut, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
     (Action::JobCommit, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
@@ -61,6 +61,7 @@ const TABLE: [(Action, [&str; 4]); 25] = [
     (Action::HoldSet, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::HoldRelease, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::DeliveryList, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
+    (Action::JobList, ["FAAAF", "FHAHF", "FHAHF", "FAAAF"]),
     (Action::DeliveryAck, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::JobAbort, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::TlsReload, ["FFAFF", "FFAFF", "FFAFF", "FFAFF"]),

@@ -42,6 +42,7 @@ async fn route(
         | R::HoldRelease { .. }
         | R::DeliveryList { .. }
         | R::DeliveryAck { .. }
+        | R::JobList { .. }
         | R::JobAbort { .. } => super::holds::holds(state, principal, req, send).await,
         R::TlsReload {} => {
             allow(state, principal, "", Action::TlsReload, "").await?;

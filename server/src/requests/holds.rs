@@ -67,6 +67,11 @@ pub(super) async fn holds(
             .await?;
             reply(send, &Frame::AdminJobs(jobs)).await
         }
+        AdminRequest::JobList { tenant, job } => {
+            allow(state, principal, &tenant, Action::JobList, "").await?;
+            let jobs = blocking(move || job_states(meta.as_ref(), &tenant, job.as_deref())).await?;
+            reply(send, &Frame::AdminJobStates(jobs)).await
+        }
         AdminRequest::DeliveryAck { tenant, job_id } => {
             allow(state, principal, &tenant, Action::DeliveryAck, "").await?;
             let (t, j) = (tenant.clone(), job_id.clone());
@@ -138,4 +143,53 @@ pub(super) async fn holds(
         }
         other => Err(misrouted(&other)),
     }
+}
+
+/// The rows of `quire admin jobs`: every job of the tenant (at most a listing's worth), or the
+/// one named. An open job's pages and bytes are those stored so far.
+fn job_states(
+    meta: &dyn crate::meta::MetaStore,
+    tenant: &str,
+    only: Option<&str>,
+) -> Result<Vec<quire_codecs::wire::JobState>, crate::meta::MetaError> {
+    use quire_codecs::wire::{JobPhase, JobState};
+    let rows = match only {
+        Some(job) => match meta.job(tenant, job)? {
+            Some(row) => vec![(job.to_string(), row)],
+            None => return Err(crate::meta::MetaError::NotFound(format!("job {job}"))),
+        },
+        None => meta.jobs(tenant)?,
+    };
+    let unix = |t: i64| t.max(0) as u64;
+    let mut out = Vec::new();
+    for (job_id, row) in rows.into_iter().take(quire_codecs::lists::MAX_LIST_ROWS) {
+        let phase = match (row.committed, row.delivered_unix, row.deleted_unix) {
+            (_, _, Some(_)) => JobPhase::Deleted,
+            (true, Some(_), None) => JobPhase::Delivered,
+            (true, None, None) => JobPhase::Committed,
+            (false, _, None) => JobPhase::Open,
+        };
+        let (pages, bytes) = if row.committed || phase == JobPhase::Deleted {
+            (row.page_count, row.bytes)
+        } else {
+            let pages = meta.pages(tenant, &job_id)?;
+            (pages.len() as u32, pages.iter().map(|p| p.size).sum())
+        };
+        out.push(JobState {
+            held: meta.hold_on(tenant, &job_id)?.is_some(),
+            job_id,
+            phase,
+            pages,
+            bytes,
+            created_unix: unix(row.created_unix),
+            committed_unix: if row.committed {
+                unix(row.committed_unix)
+            } else {
+                0
+            },
+            delivered_unix: row.delivered_unix.map_or(0, unix),
+            deleted_unix: row.deleted_unix.map_or(0, unix),
+        });
+    }
+    Ok(out)
 }

@@ -27,7 +27,7 @@ use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry,
 use crate::policy::{self, Action, Allowed, Denial, Subject};
 use quire_pipeline::{keys, PageInput, PipelineError};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::meta::MetaError;
 use crate::State;
@@ -116,7 +116,9 @@ pub(super) async fn handle_stream(
     let outcome = serve_request(&state, &principal, &mut send, &mut reader).await;
     if let Err(r) = outcome {
         state.metrics.refused(r.code);
-        debug!(device = %principal.device_id, code = ?r.code, message = %r.message, "request refused");
+        if let Some(left_out) = state.refusal_log.take(std::time::Instant::now()) {
+            info!(device = %principal.device_id, tenant = %principal.tenant, code = ?r.code, message = %r.message, left_out, "request refused");
+        }
         reader.stop();
         let _ = write_frame(
             &mut send,
