@@ -192,20 +192,9 @@ async fn main() -> Result<()> {
     let corpus = Arc::new(corpus);
 
     let (started, cred, addr) = server_for(&args, work.path()).await?;
-    let server_pid = started.as_ref().map(|s| s.pid());
-    let cpu_before = server_pid.as_deref().and_then(server::cpu_seconds);
-    let own_cpu_before = server::cpu_seconds("self");
-
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        600_000_000,
-        3,
-    )?));
-    let interval_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        600_000_000,
-        3,
-    )?));
+    let usage = Usage::start(started.as_ref().map(|s| s.pid()));
+    let hist = Arc::new(Mutex::new(latency_histogram()?));
+    let interval_hist = Arc::new(Mutex::new(latency_histogram()?));
     let pages_done = Arc::new(AtomicU64::new(0));
     let bytes_done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -276,18 +265,7 @@ async fn main() -> Result<()> {
     let seconds = started_at.elapsed().as_secs_f64();
     ticker.abort();
     bar.finish_and_clear();
-    let server_cpu_s = match (
-        server_pid.as_deref().and_then(server::cpu_seconds),
-        cpu_before,
-    ) {
-        (Some(after), Some(before)) => Some(after - before),
-        _ => None,
-    };
-    let server_rss_mb = server_pid.as_deref().and_then(server::peak_rss_mib);
-    let own_cpu_s = match (server::cpu_seconds("self"), own_cpu_before) {
-        (Some(after), Some(before)) => Some(after - before),
-        _ => None,
-    };
+    let (server_cpu_s, server_rss_mb, own_cpu_s) = usage.finish();
 
     let done_jobs = committed.lock().expect("lock").clone();
     let verified =
@@ -329,6 +307,41 @@ async fn main() -> Result<()> {
         bail!("verification failed");
     }
     Ok(())
+}
+
+/// Microseconds from 1 µs to 10 minutes, 3 significant digits.
+fn latency_histogram() -> Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?)
+}
+
+/// CPU time of the child server and of this process, and the server's peak memory, over a run.
+struct Usage {
+    server_pid: Option<String>,
+    server_cpu_before: Option<f64>,
+    own_cpu_before: Option<f64>,
+}
+
+impl Usage {
+    fn start(server_pid: Option<String>) -> Usage {
+        Usage {
+            server_cpu_before: server_pid.as_deref().and_then(server::cpu_seconds),
+            own_cpu_before: server::cpu_seconds("self"),
+            server_pid,
+        }
+    }
+
+    /// Server CPU seconds, server peak RSS in MiB, and this process's CPU seconds since start.
+    fn finish(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let pid = self.server_pid.as_deref();
+        let server = pid
+            .and_then(server::cpu_seconds)
+            .zip(self.server_cpu_before)
+            .map(|(after, before)| after - before);
+        let own = server::cpu_seconds("self")
+            .zip(self.own_cpu_before)
+            .map(|(after, before)| after - before);
+        (server, pid.and_then(server::peak_rss_mib), own)
+    }
 }
 
 /// The server to push to: `--server` with `--credential` (default the development device's),

@@ -9,6 +9,7 @@ mod devices;
 mod grants;
 mod holds;
 mod jobs;
+mod key_versions;
 mod pages;
 
 use admin::admin;

@@ -133,6 +133,18 @@ pub(super) async fn page_put(
     );
     blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes, upload))
         .await?;
+    acknowledge(state, tenant, job_id, &receipt, began, send).await
+}
+
+/// Logs the stored page, tells the scanner, and counts it.
+async fn acknowledge(
+    state: &State,
+    tenant: &str,
+    job_id: &str,
+    receipt: &quire_pipeline::Receipt,
+    began: std::time::Instant,
+    send: &mut quinn::SendStream,
+) -> Result<(), Refusal> {
     info!(
         tenant,
         job = job_id,
