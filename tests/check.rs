@@ -104,12 +104,7 @@ fn the_key_service_is_reached() {
         run(dir.path(), &["serve", "--check", "--config", "quire.toml"])
     };
     let label = format!("check-{}", std::process::id());
-    let o = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label])
-        .args(["--so-pin", "11112222", "--pin", "22221111"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    softhsm_token(&label, "22221111");
     let hsm = |pin: &str, token: &str| {
         format!(
             "[vault]\nkind = \"pkcs11\"\nmodule = \"{}\"\ntoken_label = \"{token}\"\npin = \"{pin}\"\n",

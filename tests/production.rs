@@ -22,16 +22,7 @@ fn secret_file(path: &Path, value: &str) {
 /// A SoftHSM2 token of its own, made before the server (a separate process) loads the module.
 fn hsm_vault(dir: &Path) -> String {
     let label = format!("prod-{}", std::process::id());
-    let out = std::process::Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", &label])
-        .args(["--so-pin", "11223344", "--pin", "44332211"])
-        .output()
-        .expect("softhsm2-util runs (scripts/test-servers.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    softhsm_token(&label, "44332211");
     secret_file(&dir.join("hsm.pin"), "44332211\n");
     format!(
         "[vault]\nkind = \"pkcs11\"\nmodule = \"{}\"\ntoken_label = \"{label}\"\npin_file = \"{}\"\n",

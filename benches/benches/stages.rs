@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use quire_benches::{bitmap_like, jpeg_like, noise};
+use quire_benches::{bitmap_like, ingest_and_forget, jpeg_like, noise};
 use quire_codecs::sealed::{ChunkCipher, Compression, KekRef, SecretKey};
-use quire_codecs::wire::PageEntry;
-use quire_pipeline::{compress, hash, Keyring, PageInput, Pipeline, PipelineConfig};
+use quire_pipeline::{compress, hash, Keyring, Pipeline, PipelineConfig};
 use quire_storage::Store;
 
 const MIB: usize = 1024 * 1024;
@@ -211,34 +210,17 @@ fn bench_pipeline(c: &mut Criterion) {
             BenchmarkId::new("ingest_page_memory_store", kind),
             &data,
             |b, data| {
+                let digest = hash::sha256(data);
                 b.iter(|| {
                     n += 1;
-                    let entry = PageEntry {
-                        index: 0,
-                        name: "p".into(),
-                        size: data.len() as u64,
-                        sha256: hash::sha256(data),
-                    };
-                    rt.block_on(async {
-                        let (tx, rx) = tokio::sync::mpsc::channel(16);
-                        let d = data.clone();
-                        let feed = tokio::spawn(async move {
-                            let mut rest = d;
-                            while !rest.is_empty() {
-                                let part = rest.split_to(rest.len().min(64 * 1024));
-                                tx.send(PageInput::Data(part)).await.unwrap();
-                            }
-                            tx.send(PageInput::End).await.unwrap();
-                        });
-                        let receipt = pipeline
-                            .ingest_page("bench", &format!("{kind}-{n}"), entry, rx)
-                            .await
-                            .unwrap();
-                        feed.await.unwrap();
-                        // A server frees a page's bytes once stored; a memory store that kept
-                        // every iteration's object would make each one pay for fresh pages.
-                        store.delete(&receipt.object_key).await.unwrap();
-                    })
+                    let job = format!("{kind}-{n}");
+                    rt.block_on(ingest_and_forget(
+                        &pipeline,
+                        &store,
+                        &job,
+                        data.clone(),
+                        digest,
+                    ))
                 })
             },
         );

@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use quire_benches::noise;
-use quire_codecs::wire::PageEntry;
+use quire_benches::{ingest_and_forget, noise};
 use quire_pipeline::vault::{
     AwsKms, AwsKmsOptions, FileBackend, KeyBackend, Keyring, Pkcs11, Pkcs11Options,
 };
-use quire_pipeline::{hash, PageInput, Pipeline, PipelineConfig};
+use quire_pipeline::{hash, Pipeline, PipelineConfig};
 use quire_storage::Store;
 
 const PAGE: usize = 1024 * 1024;
@@ -111,29 +110,14 @@ fn bench_vaults(c: &mut Criterion) {
             g.bench_function(BenchmarkId::from_parameter(&id), |b| {
                 b.iter(|| {
                     n += 1;
-                    let entry = PageEntry {
-                        index: 0,
-                        name: "p".into(),
-                        size: PAGE as u64,
-                        sha256: digest,
-                    };
-                    rt.block_on(async {
-                        let (tx, rx) = tokio::sync::mpsc::channel(16);
-                        let mut rest = data.clone();
-                        let feed = tokio::spawn(async move {
-                            while !rest.is_empty() {
-                                let part = rest.split_to(rest.len().min(64 * 1024));
-                                tx.send(PageInput::Data(part)).await.unwrap();
-                            }
-                            tx.send(PageInput::End).await.unwrap();
-                        });
-                        let receipt = pipeline
-                            .ingest_page("bench", &format!("{id}-{n}"), entry, rx)
-                            .await
-                            .unwrap();
-                        feed.await.unwrap();
-                        store.delete(&receipt.object_key).await.unwrap();
-                    })
+                    let job = format!("{id}-{n}");
+                    rt.block_on(ingest_and_forget(
+                        &pipeline,
+                        &store,
+                        &job,
+                        data.clone(),
+                        digest,
+                    ))
                 })
             });
         }

@@ -21,3 +21,35 @@ pub fn noise(len: usize) -> Vec<u8> {
 }
 
 pub mod transport;
+
+/// Ingests `data` as page 0 of `job` through `pipeline`, fed in 64 KiB frames as the network
+/// stage feeds it, then deletes the stored object: a server frees a page's bytes once stored,
+/// and a memory store that kept every iteration's object would make each one pay for fresh
+/// pages.
+pub async fn ingest_and_forget(
+    pipeline: &quire_pipeline::Pipeline,
+    store: &quire_storage::Store,
+    job: &str,
+    data: bytes::Bytes,
+    sha256: [u8; 32],
+) {
+    use quire_pipeline::PageInput;
+    let entry = quire_codecs::wire::PageEntry {
+        index: 0,
+        name: "p".into(),
+        size: data.len() as u64,
+        sha256,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let feed = tokio::spawn(async move {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let part = rest.split_to(rest.len().min(64 * 1024));
+            tx.send(PageInput::Data(part)).await.unwrap();
+        }
+        tx.send(PageInput::End).await.unwrap();
+    });
+    let receipt = pipeline.ingest_page("bench", job, entry, rx).await.unwrap();
+    feed.await.unwrap();
+    store.delete(&receipt.object_key).await.unwrap();
+}

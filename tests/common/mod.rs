@@ -570,3 +570,18 @@ pub fn required_env(name: &str) -> String {
         panic!("{name} is not set: run the tests through scripts/test.sh, which installs and starts the servers they need")
     })
 }
+
+/// Initialises a SoftHSM2 token `label` with user PIN `pin`, in the token directory
+/// `scripts/test-servers.sh` made (`SOFTHSM2_CONF`). A server started afterwards sees it.
+pub fn softhsm_token(label: &str, pin: &str) {
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", "11223344", "--pin", pin])
+        .output()
+        .expect("softhsm2-util runs (scripts/test-servers.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

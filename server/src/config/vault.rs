@@ -192,18 +192,8 @@ impl VaultConfig {
             source,
         };
         match self {
-            VaultConfig::File {
-                master_key,
-                allow_in_data_dir,
-            } => {
-                let key = master_key
-                    .clone()
-                    .unwrap_or_else(|| vault_dir.join("master.key"));
-                if !allow_in_data_dir && std::env::var_os("QUIRE_MASTER_KEY").is_none() {
-                    if let Some(place) = beside_data(&key, data_dir, local_store(store)) {
-                        return Err(VaultOpenError::MasterKeyBesideData { key, place });
-                    }
-                }
+            VaultConfig::File { .. } => {
+                let key = self.master_key_in_place(data_dir, store)?;
                 Ok(Keyring::file_with_master(&vault_dir, &key)?)
             }
             VaultConfig::AwsKms(options) => {
@@ -219,24 +209,41 @@ impl VaultConfig {
 }
 
 impl VaultConfig {
+    /// The file vault's master key path (`[vault] master_key`, else `vault/master.key` in the
+    /// data directory), refused beside the data unless allowed or given by `QUIRE_MASTER_KEY`.
+    fn master_key_in_place(
+        &self,
+        data_dir: &Path,
+        store: &StoreKind,
+    ) -> Result<PathBuf, VaultOpenError> {
+        let VaultConfig::File {
+            master_key,
+            allow_in_data_dir,
+        } = self
+        else {
+            unreachable!("only the file vault has a master key")
+        };
+        let key = master_key
+            .clone()
+            .unwrap_or_else(|| data_dir.join("vault").join("master.key"));
+        if !allow_in_data_dir && std::env::var_os("QUIRE_MASTER_KEY").is_none() {
+            if let Some(place) = beside_data(&key, data_dir, local_store(store)) {
+                return Err(VaultOpenError::MasterKeyBesideData { key, place });
+            }
+        }
+        Ok(key)
+    }
+
     /// Reaches the backend without touching the data directory (for `serve --check` before
     /// the first start): the master key's place, the KMS endpoint and credentials, the token
     /// and PIN.
     pub fn probe(&self, data_dir: &Path, store: &StoreKind) -> Result<String, String> {
         let backend_error = |e: quire_pipeline::vault::BackendError| e.to_string();
         match self {
-            VaultConfig::File {
-                master_key,
-                allow_in_data_dir,
-            } => {
-                let key = master_key
-                    .clone()
-                    .unwrap_or_else(|| data_dir.join("vault").join("master.key"));
-                if !allow_in_data_dir && std::env::var_os("QUIRE_MASTER_KEY").is_none() {
-                    if let Some(place) = beside_data(&key, data_dir, local_store(store)) {
-                        return Err(VaultOpenError::MasterKeyBesideData { key, place }.to_string());
-                    }
-                }
+            VaultConfig::File { .. } => {
+                let key = self
+                    .master_key_in_place(data_dir, store)
+                    .map_err(|e| e.to_string())?;
                 if std::env::var_os("QUIRE_MASTER_KEY").is_some() || key.exists() {
                     // Reads and vets it; never creates one (a sealed count of 1 forbids that).
                     quire_pipeline::vault::FileBackend::open(&key, 1).map_err(|e| e.to_string())?;

@@ -22,30 +22,14 @@ pub(super) async fn keys(
             let t = tenant.clone();
             blocking(move || meta.record_kek_versions(&t, version)).await?;
             info!(tenant = %tenant, version, by = %principal.device_id, "tenant key rotated");
-            reply(
-                send,
-                &Frame::AdminKey {
-                    tenant,
-                    version,
-                    rewrapped: 0,
-                },
-            )
-            .await
+            key_reply(send, tenant, version, 0).await
         }
         AdminRequest::KeyRewrap { tenant } => {
             allow(state, principal, &tenant, Action::KeyRewrap, "").await?;
             tenant_exists(state, &tenant).await?;
             let r = state.pipeline.rewrap_tenant(&tenant).await?;
             info!(tenant = %tenant, version = r.version, rewrapped = r.rewrapped, by = %principal.device_id, "tenant data keys re-wrapped");
-            reply(
-                send,
-                &Frame::AdminKey {
-                    tenant,
-                    version: r.version,
-                    rewrapped: r.rewrapped,
-                },
-            )
-            .await
+            key_reply(send, tenant, r.version, r.rewrapped).await
         }
         AdminRequest::KeyRetire { tenant, version } => {
             allow(state, principal, &tenant, Action::KeyRetire, "").await?;
@@ -88,16 +72,26 @@ pub(super) async fn keys(
                 .await
                 .map_err(PipelineError::from)?;
             info!(tenant = %tenant, version, by = %principal.device_id, "tenant key version retired");
-            reply(
-                send,
-                &Frame::AdminKey {
-                    tenant,
-                    version,
-                    rewrapped: 0,
-                },
-            )
-            .await
+            key_reply(send, tenant, version, 0).await
         }
         other => Err(misrouted(&other)),
     }
+}
+
+/// The answer to every key operation: the tenant, the version concerned, objects re-wrapped.
+async fn key_reply(
+    send: &mut quinn::SendStream,
+    tenant: String,
+    version: u32,
+    rewrapped: u64,
+) -> Result<(), Refusal> {
+    reply(
+        send,
+        &Frame::AdminKey {
+            tenant,
+            version,
+            rewrapped,
+        },
+    )
+    .await
 }
