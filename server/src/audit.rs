@@ -68,3 +68,60 @@ impl AuditLog {
         writeln!(f, "{line}").and_then(|_| f.sync_data())
     }
 }
+
+/// Failed authentications, counted per source address and written as one audit record per
+/// source and minute ([`AuthFailures::flush`]), so a scan or a misconfigured fleet is on the
+/// record without one line per attempt.
+#[derive(Debug, Default)]
+pub struct AuthFailures {
+    by_source: Mutex<std::collections::HashMap<std::net::IpAddr, (u64, String)>>,
+}
+
+/// How often [`AuthFailures`] are written out.
+pub const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl AuthFailures {
+    /// Counts one failure from `source`, remembering the latest reason.
+    pub fn note(&self, source: std::net::IpAddr, reason: &str) {
+        let mut m = self.by_source.lock().expect("auth failures lock");
+        let entry = m.entry(source).or_insert((0, String::new()));
+        entry.0 += 1;
+        entry.1 = reason.chars().take(200).collect();
+    }
+
+    /// Writes one record per source counted since the last flush; returns how many.
+    pub fn flush(&self, log: &AuditLog) -> std::io::Result<usize> {
+        let taken = std::mem::take(&mut *self.by_source.lock().expect("auth failures lock"));
+        for (source, (count, reason)) in &taken {
+            log.record(
+                &source.to_string(),
+                "unauthenticated",
+                "auth.failed",
+                "",
+                &format!("failures={count} last_reason={reason}"),
+                "refused",
+            )?;
+        }
+        Ok(taken.len())
+    }
+}
+
+/// The SHA-256 of the configuration file's bytes, as `server.start` records it.
+pub fn config_digest(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Writes the failed authentications counted in each [`AUTH_FAILURE_WINDOW`] to the audit log.
+pub(crate) fn spawn_auth_failure_flush(state: std::sync::Arc<crate::edge::State>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(AUTH_FAILURE_WINDOW);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.auth_failures.flush(&state.audit) {
+                tracing::error!(error = %e, "cannot write failed authentications to the audit log");
+            }
+        }
+    });
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::auth::{self, DeviceRecord, Principal};
 use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
 use quire_pipeline::Pipeline;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::ServerConfig;
 use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
@@ -82,6 +82,8 @@ pub(crate) struct State {
     pub metrics: crate::metrics::Metrics,
     /// Keeps a flood of refusals from flooding the log.
     pub refusal_log: crate::ratelog::LogBudget,
+    /// Failed authentications not yet written to the audit log.
+    pub auth_failures: crate::audit::AuthFailures,
 }
 
 impl State {
@@ -276,6 +278,7 @@ impl Server {
                 drain: Default::default(),
                 metrics: Default::default(),
                 refusal_log: Default::default(),
+                auth_failures: Default::default(),
                 audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
                     ServeError::DataDir {
                         path: dir.join("audit.log"),
@@ -285,6 +288,24 @@ impl Server {
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),
         };
+        // A full audit disk does not keep scanners from pushing (pages are not audited
+        // actions); every audited request is refused until it has room again.
+        let started = server.state.audit.record(
+            "quire",
+            "server",
+            "server.start",
+            "",
+            &format!(
+                "version={} config_sha256={}",
+                env!("CARGO_PKG_VERSION"),
+                config.config_sha256.as_deref().unwrap_or("none")
+            ),
+            "ok",
+        );
+        if let Err(e) = started {
+            error!(error = %e, "cannot write the audit log: the start is not on the record, and audited requests are refused until it can be written");
+        }
+        crate::audit::spawn_auth_failure_flush(server.state.clone());
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
         }
@@ -410,6 +431,9 @@ impl Server {
             .close(CLOSE_SHUTDOWN.into(), b"server shutting down");
         self.endpoint.wait_idle().await;
         self.state.pipeline.spool.shutdown();
+        if let Err(e) = self.state.auth_failures.flush(&self.state.audit) {
+            error!(error = %e, "cannot write failed authentications to the audit log");
+        }
     }
 
     /// Creates the development tenant, an enabled scanner and a service admin, and writes
@@ -495,6 +519,7 @@ async fn handle_connection(
         }
         Err(reason) => {
             state.metrics.auth_failed();
+            state.auth_failures.note(remote.ip(), &reason);
             warn!(%remote, %reason, "connection refused");
             // Give the client a moment to read the error frame before the close arrives.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -549,11 +574,34 @@ async fn authenticate(
             let hash = requests::token_hash(&token);
             let meta = state.meta.clone();
             let (id, secret_hash) = (device_id.clone(), auth::hash_secret(&secret));
+            // On the record before the token is spent; no record, no enrollment.
+            state
+                .audit
+                .record(
+                    &device_id,
+                    "device",
+                    "device.enroll",
+                    "",
+                    "token presented",
+                    "started",
+                )
+                .map_err(|e| format!("enrollment not recorded in the audit log: {e}"))?;
             let outcome = tokio::task::spawn_blocking(move || {
                 meta.enroll(&hash, requests::unix_now(), &id, secret_hash)
             })
             .await
             .map_err(|e| e.to_string())?;
+            let (tenant, result) = match &outcome {
+                Ok(rec) => (rec.tenant.clone(), "ok".to_string()),
+                Err(e) => (String::new(), format!("refused: {e}")),
+            };
+            if let Err(e) =
+                state
+                    .audit
+                    .record(&device_id, "device", "device.enroll", &tenant, "", &result)
+            {
+                error!(error = %e, device = %device_id, "cannot record an enrollment's outcome");
+            }
             let reply = match outcome {
                 Ok(rec) => {
                     info!(device = %rec.device_id, tenant = %rec.tenant, "device enrolled; pending until an administrator enables it");

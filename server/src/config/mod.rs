@@ -285,6 +285,8 @@ pub struct ServerConfig {
     pub vault: VaultConfig,
     /// Where the operator's HTTP listener (metrics, health) binds; `None`: not at all.
     pub metrics_listen: Option<SocketAddr>,
+    /// SHA-256 of the configuration file the server was started with (audited at start).
+    pub config_sha256: Option<String>,
 }
 
 impl ServerConfig {
@@ -302,20 +304,23 @@ impl ServerConfig {
         listen: Option<SocketAddr>,
         data_dir: Option<PathBuf>,
     ) -> Result<ServerConfig, ConfigError> {
-        let fc = match file {
+        let (fc, digest) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.into(),
                     source,
                 })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                let fc = toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
                     path: path.into(),
                     message: e.to_string(),
-                })?
+                })?;
+                (fc, Some(crate::audit::config_digest(&text)))
             }
-            None => FileConfig::default(),
+            None => (FileConfig::default(), None),
         };
-        Self::resolve(fc, listen, data_dir, file.is_some())
+        let mut config = Self::resolve(fc, listen, data_dir, file.is_some())?;
+        config.config_sha256 = digest;
+        Ok(config)
     }
 
     /// Parses a configuration from TOML text (no overrides).
@@ -385,6 +390,7 @@ impl ServerConfig {
             })?),
         };
         Ok(ServerConfig {
+            config_sha256: None,
             metrics_listen,
             vault,
             drain_timeout,
