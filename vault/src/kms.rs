@@ -25,6 +25,13 @@ use crate::backend::{BackendError, KeyBackend, KeyName, MAX_WRAPPED_LEN};
 const DELETION_WINDOW_DAYS: u32 = 7;
 /// Longest KMS answer read.
 const MAX_RESPONSE: usize = 64 * 1024;
+/// Waits before each retry of a repeatable call that failed transiently (about 4 s in all).
+const RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
 
 /// Where and as whom to reach KMS.
 #[derive(Clone)]
@@ -88,6 +95,17 @@ struct KmsError {
 }
 
 impl KmsError {
+    /// Worth another try: the service was unreachable, throttled us, or failed on its side.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "Unreachable"
+                | "ThrottlingException"
+                | "KMSInternalException"
+                | "DependencyTimeoutException"
+        ) || self.kind.starts_with("HTTP 5")
+    }
+
     fn into_backend(self) -> BackendError {
         let what = format!("{}: {}", self.kind, self.message);
         match self.kind.as_str() {
@@ -158,12 +176,27 @@ impl AwsKms {
         })
     }
 
-    /// Runs one KMS call to completion from synchronous code on any thread.
+    /// Runs one KMS call to completion from synchronous code on any thread. Calls that may be
+    /// repeated safely are retried on a transient failure (unreachable, throttled, a KMS-side
+    /// error) after [`RETRY_DELAYS`]; creating a key or an alias is not (a lost answer would
+    /// make a second key).
     fn call(&self, op: &'static str, body: Value) -> Result<Value, KmsError> {
-        let inner = self.inner.clone();
-        let rt = self.runtime.as_ref().expect("runtime lives until drop");
-        let task = rt.spawn(async move { inner.call(op, body).await });
-        futures::executor::block_on(task).map_err(unavailable)?
+        let repeatable = !matches!(op, "CreateKey" | "CreateAlias");
+        let mut delays = RETRY_DELAYS.iter();
+        loop {
+            let inner = self.inner.clone();
+            let rt = self.runtime.as_ref().expect("runtime lives until drop");
+            let body = body.clone();
+            let task = rt.spawn(async move { inner.call(op, body).await });
+            let result = futures::executor::block_on(task).map_err(unavailable)?;
+            match (result, delays.next()) {
+                (Err(e), Some(delay)) if repeatable && e.is_transient() => {
+                    tracing::debug!(op, error = %e.message, "KMS call failed; retrying");
+                    std::thread::sleep(*delay);
+                }
+                (result, _) => return result,
+            }
+        }
     }
 
     /// The tenant's KMS key id; with `create`, makes the key and its alias if there is none.
@@ -238,14 +271,19 @@ impl AwsKms {
             json!({ "AliasName": alias(tenant), "TargetKeyId": id }),
         ) {
             Ok(_) => Ok(id),
-            // Another node made the tenant's key first: use that one, drop ours.
+            // Another node made the tenant's key first: use that one, drop ours (unless the
+            // alias is ours after all: an earlier answer that got lost).
             Err(e) if e.kind == "AlreadyExistsException" => {
-                let _ = self.call(
-                    "ScheduleKeyDeletion",
-                    json!({ "KeyId": id, "PendingWindowInDays": DELETION_WINDOW_DAYS }),
-                );
-                self.describe(tenant)?
-                    .ok_or_else(|| unavailable("the alias vanished after it was taken"))
+                let winner = self
+                    .describe(tenant)?
+                    .ok_or_else(|| unavailable("the alias vanished after it was taken"))?;
+                if winner != id {
+                    let _ = self.call(
+                        "ScheduleKeyDeletion",
+                        json!({ "KeyId": id, "PendingWindowInDays": DELETION_WINDOW_DAYS }),
+                    );
+                }
+                Ok(winner)
             }
             Err(e) => Err(e),
         }

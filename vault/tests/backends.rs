@@ -254,3 +254,41 @@ fn a_keyring_over_an_hsm_outlives_restarts_and_not_a_shred() {
         "{e}"
     );
 }
+
+/// A KMS that fails for a moment (here: a proxy in front of the test's KMS that drops the first
+/// two connections) costs a retry, not a refused page.
+#[test]
+fn aws_kms_calls_survive_a_moment_of_unreachability() {
+    let upstream = required_env("QUIRE_TEST_KMS_ENDPOINT");
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { continue };
+            if n < 2 {
+                drop(client); // the moment of unreachability
+                continue;
+            }
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut from_client, mut to_server) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+            std::thread::spawn(move || {
+                let (mut from_server, mut to_client) = (server, client);
+                std::io::copy(&mut from_server, &mut to_client)
+            });
+        }
+    });
+    let backend = AwsKms::new(AwsKmsOptions {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        region: "eu-central-1".into(),
+        access_key_id: "quire-test".into(),
+        secret_access_key: Zeroizing::new("quire-test-secret".into()),
+        session_token: None,
+    })
+    .unwrap();
+    backend.probe().unwrap();
+}
