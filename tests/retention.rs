@@ -211,7 +211,11 @@ fn a_seven_year_retention_deletes_after_seven_calendar_years_and_not_a_day_befor
     assert_eq!(objects_of(&server, &job), 3, "deleted before its time");
     assert!(deletions_of(&server, &job).is_empty());
     clock.advance(3 * DAY);
-    wait_until("the job to be deleted", || objects_of(&server, &job) == 0);
+    // The audit record is written last, after the objects are gone and the job marked.
+    wait_until("the job's deletion to be recorded", || {
+        !deletions_of(&server, &job).is_empty()
+    });
+    assert_eq!(objects_of(&server, &job), 0);
     let recorded = deletions_of(&server, &job);
     assert!(
         recorded.len() == 1 && recorded[0].contains("retention period ended"),

@@ -106,20 +106,17 @@ impl AuthFailures {
     }
 }
 
-/// The SHA-256 of the configuration file's bytes, as `server.start` records it.
-pub fn config_digest(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
-}
-
-/// Writes the failed authentications counted in each [`AUTH_FAILURE_WINDOW`] to the audit log.
-pub(crate) fn spawn_auth_failure_flush(state: std::sync::Arc<crate::edge::State>) {
+/// Runs `flush` (writing the failed authentications counted so far) every
+/// [`AUTH_FAILURE_WINDOW`].
+pub(crate) fn spawn_auth_failure_flush(
+    flush: impl Fn() -> std::io::Result<usize> + Send + 'static,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(AUTH_FAILURE_WINDOW);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = state.auth_failures.flush(&state.audit) {
+            if let Err(e) = flush() {
                 tracing::error!(error = %e, "cannot write failed authentications to the audit log");
             }
         }

@@ -305,7 +305,8 @@ impl Server {
         if let Err(e) = started {
             error!(error = %e, "cannot write the audit log: the start is not on the record, and audited requests are refused until it can be written");
         }
-        crate::audit::spawn_auth_failure_flush(server.state.clone());
+        let state = server.state.clone();
+        crate::audit::spawn_auth_failure_flush(move || state.auth_failures.flush(&state.audit));
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
         }

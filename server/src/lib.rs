@@ -29,6 +29,7 @@ pub mod meta;
 pub mod metrics;
 pub mod policy;
 mod ratelog;
+mod readiness;
 mod requests;
 pub mod retention;
 pub mod slots;

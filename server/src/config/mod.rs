@@ -314,7 +314,7 @@ impl ServerConfig {
                     path: path.into(),
                     message: e.to_string(),
                 })?;
-                (fc, Some(crate::audit::config_digest(&text)))
+                (fc, Some(config_digest(&text)))
             }
             None => (FileConfig::default(), None),
         };
@@ -681,6 +681,12 @@ fn seconds(key: &str, v: Option<f64>, default: Duration) -> Result<Duration, Con
             reason: format!("{x} is not a number of seconds > 0"),
         }),
     }
+}
+
+/// The SHA-256 of the configuration file's bytes, as the audit log's `server.start` records it.
+fn config_digest(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 mod secret;

@@ -13,16 +13,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tracing::{debug, warn};
 
-use crate::edge::State;
-
-/// Spool use above this share of its capacity makes the server unready: pages would soon wait
-/// and then be refused as Busy.
-pub const SPOOL_HIGH_WATER: f64 = 0.9;
-/// How long one readiness check may take before it counts as failed.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+use super::Operator;
 
 /// Serves until the listener fails; each connection on a task of its own.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<dyn Operator>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -65,7 +59,10 @@ fn text(status: StatusCode, body: String, content_type: &str) -> Response<Full<B
         .expect("a static response builds")
 }
 
-async fn answer(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    state: &Arc<dyn Operator>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -76,12 +73,12 @@ async fn answer(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resp
     match req.uri().path() {
         "/metrics" => text(
             StatusCode::OK,
-            state.metrics.encode(state),
+            state.metrics_text(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => {
-            let problems = readiness(state).await;
+            let problems = state.readiness().await;
             if problems.is_empty() {
                 text(StatusCode::OK, "ready\n".into(), "text/plain")
             } else {
@@ -98,56 +95,4 @@ async fn answer(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resp
             "text/plain",
         ),
     }
-}
-
-/// What keeps the server from taking pages now, one line each; empty when ready.
-pub(crate) async fn readiness(state: &Arc<State>) -> Vec<String> {
-    let mut problems = Vec::new();
-    let meta = state.meta.clone();
-    match tokio::time::timeout(
-        CHECK_TIMEOUT,
-        tokio::task::spawn_blocking(move || meta.tenants()),
-    )
-    .await
-    {
-        Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => problems.push(format!("metadata store: {e}")),
-        Ok(Err(e)) => problems.push(format!("metadata store: {e}")),
-        Err(_) => problems.push("metadata store: no answer within 5 s".into()),
-    }
-    let vault = state.pipeline.vault.clone();
-    match tokio::time::timeout(
-        CHECK_TIMEOUT,
-        tokio::task::spawn_blocking(move || vault.probe()),
-    )
-    .await
-    {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => problems.push(format!("vault: {e}")),
-        Ok(Err(e)) => problems.push(format!("vault: {e}")),
-        Err(_) => problems.push("vault: no answer within 5 s".into()),
-    }
-    let pipeline = &state.pipeline;
-    let stores = std::iter::once(&pipeline.store).chain(pipeline.routes.values());
-    for store in stores {
-        match tokio::time::timeout(CHECK_TIMEOUT, store.exists("quire-readiness-probe")).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => problems.push(format!("object store {}: {e}", store.name())),
-            Err(_) => problems.push(format!(
-                "object store {}: no answer within 5 s",
-                store.name()
-            )),
-        }
-    }
-    let spool = &pipeline.spool;
-    let capacity = spool.capacity().max(1);
-    if spool.used() as f64 > SPOOL_HIGH_WATER * capacity as f64 {
-        problems.push(format!(
-            "spool: {} of {} bytes in use (over {:.0} %): the object store is not keeping up",
-            spool.used(),
-            capacity,
-            SPOOL_HIGH_WATER * 100.0
-        ));
-    }
-    problems
 }

@@ -23,6 +23,27 @@ pub(crate) mod http;
 /// Tenants with series of their own; the rest are counted under `_other`.
 pub const MAX_TENANT_LABELS: usize = 100;
 
+/// What is read, not counted: the state of the spool and the vault's own counters at the
+/// moment of a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    pub spool_bytes: u64,
+    pub spool_records: usize,
+    pub spool_capacity: u64,
+    pub vault: quire_pipeline::vault::VaultStats,
+}
+
+/// What the operator's listener asks of the server (implemented by its shared state in
+/// `readiness.rs`, so that this module needs nothing of the server's).
+pub trait Operator: Send + Sync + 'static {
+    /// `/metrics`.
+    fn metrics_text(&self) -> String;
+    /// `/readyz`: what keeps the server from taking pages now, one line each.
+    fn readiness(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>>;
+}
+
 /// Every metric the server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -207,13 +228,12 @@ impl Metrics {
         self.audit_records.inc();
     }
 
-    /// The text exposition, with the gauges read from `state` first.
-    pub(crate) fn encode(&self, state: &crate::edge::State) -> String {
-        let spool = &state.pipeline.spool;
-        self.spool_bytes.set(spool.used() as i64);
-        self.spool_records.set(spool.len() as i64);
-        self.spool_capacity.set(spool.capacity() as i64);
-        let now = state.pipeline.vault.stats();
+    /// The text exposition, with the gauges set from `now` first.
+    pub fn encode(&self, now: &Snapshot) -> String {
+        self.spool_bytes.set(now.spool_bytes as i64);
+        self.spool_records.set(now.spool_records as i64);
+        self.spool_capacity.set(now.spool_capacity as i64);
+        let now = now.vault;
         {
             let mut seen = self.vault_seen.lock().expect("metrics lock");
             self.key_cache_hits

@@ -1,0 +1,83 @@
+//! What the operator's listener reports about this server: its metrics with the gauges read
+//! at scrape time, and whether it can take pages now (`/readyz`).
+
+use std::time::Duration;
+
+use crate::edge::State;
+use crate::metrics::{Operator, Snapshot};
+
+/// Spool use above this share of its capacity makes the server unready: pages would soon wait
+/// and then be refused as Busy.
+pub const SPOOL_HIGH_WATER: f64 = 0.9;
+/// How long one readiness check may take before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Operator for State {
+    fn metrics_text(&self) -> String {
+        let spool = &self.pipeline.spool;
+        self.metrics.encode(&Snapshot {
+            spool_bytes: spool.used(),
+            spool_records: spool.len(),
+            spool_capacity: spool.capacity(),
+            vault: self.pipeline.vault.stats(),
+        })
+    }
+
+    fn readiness(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<String>> + Send + '_>> {
+        Box::pin(readiness(self))
+    }
+}
+
+/// What keeps the server from taking pages now, one line each; empty when ready.
+async fn readiness(state: &State) -> Vec<String> {
+    let mut problems = Vec::new();
+    let meta = state.meta.clone();
+    match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        tokio::task::spawn_blocking(move || meta.tenants()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => problems.push(format!("metadata store: {e}")),
+        Ok(Err(e)) => problems.push(format!("metadata store: {e}")),
+        Err(_) => problems.push("metadata store: no answer within 5 s".into()),
+    }
+    let vault = state.pipeline.vault.clone();
+    match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        tokio::task::spawn_blocking(move || vault.probe()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => problems.push(format!("vault: {e}")),
+        Ok(Err(e)) => problems.push(format!("vault: {e}")),
+        Err(_) => problems.push("vault: no answer within 5 s".into()),
+    }
+    let pipeline = &state.pipeline;
+    let stores = std::iter::once(&pipeline.store).chain(pipeline.routes.values());
+    for store in stores {
+        match tokio::time::timeout(CHECK_TIMEOUT, store.exists("quire-readiness-probe")).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => problems.push(format!("object store {}: {e}", store.name())),
+            Err(_) => problems.push(format!(
+                "object store {}: no answer within 5 s",
+                store.name()
+            )),
+        }
+    }
+    let spool = &pipeline.spool;
+    let capacity = spool.capacity().max(1);
+    if spool.used() as f64 > SPOOL_HIGH_WATER * capacity as f64 {
+        problems.push(format!(
+            "spool: {} of {} bytes in use (over {:.0} %): the object store is not keeping up",
+            spool.used(),
+            capacity,
+            SPOOL_HIGH_WATER * 100.0
+        ));
+    }
+    problems
+}
