@@ -184,6 +184,8 @@ fn metrics_count_a_push_and_readiness_follows_the_store() {
     assert!(moved("quire_stored_bytes_total{tenant=\"dev\"}") > 0.0);
     assert_eq!(moved("quire_page_seconds_count"), pages as f64);
     assert!(moved("quire_auth_failures_total") >= 1.0, "{after}");
+    assert_eq!(sample(&after, "quire_connections_authenticating "), 0.0);
+    assert!(after.contains("# TYPE quire_connections_authenticating gauge"));
     promtool_accepts(&after);
 
     // The store goes down: unready, naming it; back up: ready.

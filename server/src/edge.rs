@@ -502,7 +502,10 @@ async fn handle_connection(
     deadline: tokio::time::Instant,
 ) {
     let remote = conn.remote_address();
-    let outcome = match tokio::time::timeout_at(deadline, authenticate(&state, &conn)).await {
+    state.metrics.authenticating(1);
+    let outcome = tokio::time::timeout_at(deadline, authenticate(&state, &conn)).await;
+    state.metrics.authenticating(-1);
+    let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(_) => Err(format!(
             "no hello within {} s of connecting",

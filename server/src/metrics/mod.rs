@@ -55,6 +55,7 @@ pub struct Metrics {
     refusals: IntCounterVec,
     auth_failures: IntCounter,
     connections: IntGauge,
+    authenticating: IntGauge,
     audit_records: IntCounter,
     spool_bytes: IntGauge,
     spool_records: IntGauge,
@@ -148,6 +149,11 @@ impl Metrics {
                 "Connections refused at authentication (unknown device, wrong secret, disabled, no hello)",
             ),
             connections: gauge(&r, "quire_connections", "Authenticated connections open"),
+            authenticating: gauge(
+                &r,
+                "quire_connections_authenticating",
+                "Connections accepted and not yet authenticated (bounded by the pre-authentication gate)",
+            ),
             audit_records: counter(&r, "quire_audit_records_total", "Audit records written"),
             spool_bytes: gauge(
                 &r,
@@ -221,6 +227,11 @@ impl Metrics {
     /// An authenticated connection opened (`+1`) or closed (`-1`).
     pub fn connection(&self, delta: i64) {
         self.connections.add(delta);
+    }
+
+    /// A connection began (`+1`) or ended (`-1`) its authentication.
+    pub fn authenticating(&self, delta: i64) {
+        self.authenticating.add(delta);
     }
 
     /// An audit record was written.
