@@ -81,8 +81,12 @@ impl Keyring {
         };
         for tenant in keyring.ring.tenants()? {
             let versions = keyring.ring.read(&tenant)?;
-            keyring.unwrap_all(&tenant, &versions)?;
+            let keys = keyring.unwrap_all(&tenant, &versions)?;
             keyring.expect_versions(&tenant, versions.len() as u32);
+            // Keep what was just unwrapped: the first pages need no second trip to the backend.
+            if let Lookup::Miss(ticket) = keyring.cache.get(&tenant, 0, |_| None::<()>) {
+                keyring.cache.fill(&tenant, ticket, keyring.now(), keys);
+            }
         }
         Ok(keyring)
     }
@@ -95,9 +99,10 @@ impl Keyring {
 
     /// Wrapped keys in `dir/tenants/`, master key at `master_key`.
     pub fn file_with_master(dir: &Path, master_key: &Path) -> Result<Keyring, VaultError> {
-        let sealed = RingDir::open(&dir.join("tenants"))?.tenants()?.len();
+        let ring = ring_dir(dir, "file");
+        let sealed = RingDir::open(&ring)?.tenants()?.len();
         let backend = FileBackend::open(master_key, sealed)?;
-        Self::open(&dir.join("tenants"), Box::new(backend))
+        Self::open(&ring, Box::new(backend))
     }
 
     /// How many tenants have keys here.
@@ -292,8 +297,8 @@ impl KeyVault for Keyring {
         if versions[version as usize - 1].take().is_none() {
             return Ok(());
         }
-        // Out of memory and off disk first, then out of the backend.
-        self.cache.invalidate(tenant);
+        // Off disk first, then out of memory (a lookup begun before the invalidation cannot
+        // cache what it read), then out of the backend.
         self.ring.rewrite(tenant, &versions)?;
         self.cache.invalidate(tenant);
         self.backend

@@ -148,6 +148,25 @@ fn the_cache_is_bounded_by_uses() {
 }
 
 #[test]
+fn the_keys_unwrapped_at_open_serve_the_first_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = SecretKey::generate();
+    let (r, k) = {
+        let v = Keyring::open(dir.path(), Box::new(FileBackend::new(master.clone()))).unwrap();
+        v.current_kek("acme").unwrap()
+    };
+    let (backend, calls) = Counting::new(FileBackend::new(master));
+    let v = Keyring::open(dir.path(), Box::new(backend)).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one unwrap at open");
+    assert_eq!(v.kek(&r).unwrap().expose(), k.expose());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the lookup was served from memory"
+    );
+}
+
+#[test]
 fn concurrent_first_use_creates_one_version() {
     let dir = tempfile::tempdir().unwrap();
     let v = Arc::new(file_keyring(dir.path()));
