@@ -159,6 +159,11 @@ fn metrics_count_a_push_and_readiness_follows_the_store() {
     assert_eq!(wait_for(metrics_addr, "/healthz", 200), "ok\n");
     wait_for(metrics_addr, "/readyz", 200);
     let before = wait_for(metrics_addr, "/metrics", 200);
+    // Every audit record counts, not only those of requests: the server's start is one.
+    assert!(
+        sample(&before, "quire_audit_records_total ") >= 1.0,
+        "{before}"
+    );
 
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
     let (pages, bytes) = pages_of(&samples);

@@ -13,6 +13,8 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct AuditLog {
     file: Mutex<std::fs::File>,
+    /// Records written since the log was opened (for metrics).
+    written: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Serialize)]
@@ -37,6 +39,7 @@ impl AuditLog {
             .open(path)?;
         Ok(AuditLog {
             file: Mutex::new(file),
+            written: Default::default(),
         })
     }
 
@@ -65,7 +68,15 @@ impl AuditLog {
         })
         .expect("entry serialises");
         let mut f = self.file.lock().expect("audit lock poisoned");
-        writeln!(f, "{line}").and_then(|_| f.sync_data())
+        writeln!(f, "{line}").and_then(|_| f.sync_data())?;
+        self.written
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many records this process has written, whoever wrote them.
+    pub fn records_written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

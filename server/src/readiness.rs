@@ -20,6 +20,7 @@ impl Operator for State {
             spool_records: spool.len(),
             spool_capacity: spool.capacity(),
             vault: self.pipeline.vault.stats(),
+            audit_records: self.audit.records_written(),
         })
     }
 

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub spool_records: usize,
     pub spool_capacity: u64,
     pub vault: quire_pipeline::vault::VaultStats,
+    /// Audit records written since start, by any part of the server.
+    pub audit_records: u64,
 }
 
 /// What the operator's listener asks of the server (implemented by its shared state in
@@ -62,8 +64,8 @@ pub struct Metrics {
     spool_capacity: IntGauge,
     key_cache_hits: IntCounter,
     vault_unwraps: IntCounter,
-    /// What the vault reported at the last scrape (its counters are cumulative).
-    vault_seen: Mutex<quire_pipeline::vault::VaultStats>,
+    /// The cumulative counts read at the last scrape, of which each scrape adds the growth.
+    seen: Mutex<Snapshot>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,7 +184,7 @@ impl Metrics {
             ),
             registry: r,
             tenants: Mutex::new(HashSet::new()),
-            vault_seen: Mutex::new(Default::default()),
+            seen: Mutex::new(Default::default()),
         }
     }
 
@@ -234,24 +236,21 @@ impl Metrics {
         self.authenticating.add(delta);
     }
 
-    /// An audit record was written.
-    pub fn audited(&self) {
-        self.audit_records.inc();
-    }
-
     /// The text exposition, with the gauges set from `now` first.
     pub fn encode(&self, now: &Snapshot) -> String {
         self.spool_bytes.set(now.spool_bytes as i64);
         self.spool_records.set(now.spool_records as i64);
         self.spool_capacity.set(now.spool_capacity as i64);
-        let now = now.vault;
         {
-            let mut seen = self.vault_seen.lock().expect("metrics lock");
+            let mut seen = self.seen.lock().expect("metrics lock");
+            let grown = |now: u64, before: u64| now.saturating_sub(before);
             self.key_cache_hits
-                .inc_by(now.cache_hits.saturating_sub(seen.cache_hits));
+                .inc_by(grown(now.vault.cache_hits, seen.vault.cache_hits));
             self.vault_unwraps
-                .inc_by(now.backend_unwraps.saturating_sub(seen.backend_unwraps));
-            *seen = now;
+                .inc_by(grown(now.vault.backend_unwraps, seen.vault.backend_unwraps));
+            self.audit_records
+                .inc_by(grown(now.audit_records, seen.audit_records));
+            *seen = *now;
         }
         let mut out = Vec::new();
         TextEncoder::new()
