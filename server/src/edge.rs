@@ -316,7 +316,7 @@ impl Server {
             config.uncommitted_ttl,
         );
         if let Some(addr) = config.metrics_listen {
-            let listener = crate::metrics::http::bind(addr)
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::Bind { addr, source })?;
             info!(addr = %addr, "metrics, /healthz and /readyz over HTTP");

@@ -35,29 +35,9 @@ impl Operator for State {
 async fn readiness(state: &State) -> Vec<String> {
     let mut problems = Vec::new();
     let meta = state.meta.clone();
-    match tokio::time::timeout(
-        CHECK_TIMEOUT,
-        tokio::task::spawn_blocking(move || meta.tenants()),
-    )
-    .await
-    {
-        Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(e))) => problems.push(format!("metadata store: {e}")),
-        Ok(Err(e)) => problems.push(format!("metadata store: {e}")),
-        Err(_) => problems.push("metadata store: no answer within 5 s".into()),
-    }
+    problems.extend(blocking_check("metadata store", move || meta.tenants().map(drop)).await);
     let vault = state.pipeline.vault.clone();
-    match tokio::time::timeout(
-        CHECK_TIMEOUT,
-        tokio::task::spawn_blocking(move || vault.probe()),
-    )
-    .await
-    {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => problems.push(format!("vault: {e}")),
-        Ok(Err(e)) => problems.push(format!("vault: {e}")),
-        Err(_) => problems.push("vault: no answer within 5 s".into()),
-    }
+    problems.extend(blocking_check("vault", move || vault.probe()).await);
     let pipeline = &state.pipeline;
     let stores = std::iter::once(&pipeline.store).chain(pipeline.routes.values());
     for store in stores {
@@ -65,8 +45,9 @@ async fn readiness(state: &State) -> Vec<String> {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => problems.push(format!("object store {}: {e}", store.name())),
             Err(_) => problems.push(format!(
-                "object store {}: no answer within 5 s",
-                store.name()
+                "object store {}: no answer within {} s",
+                store.name(),
+                CHECK_TIMEOUT.as_secs()
             )),
         }
     }
@@ -81,4 +62,21 @@ async fn readiness(state: &State) -> Vec<String> {
         ));
     }
     problems
+}
+
+/// Runs a blocking check off the async workers within [`CHECK_TIMEOUT`]; `Some(problem)` if
+/// it failed or did not answer.
+async fn blocking_check<E: std::fmt::Display + Send + 'static>(
+    what: &str,
+    check: impl FnOnce() -> Result<(), E> + Send + 'static,
+) -> Option<String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, tokio::task::spawn_blocking(check)).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(format!("{what}: {e}")),
+        Ok(Err(e)) => Some(format!("{what}: {e}")),
+        Err(_) => Some(format!(
+            "{what}: no answer within {} s",
+            CHECK_TIMEOUT.as_secs()
+        )),
+    }
 }

@@ -3,7 +3,6 @@
 //! store reachable, spool below its high-water mark). hyper's HTTP/1 server, nothing else:
 //! no TLS (bind it to loopback or a private interface) and no request body is ever read.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,11 +43,6 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, state: Arc<dyn Oper
             }
         });
     }
-}
-
-/// Binds the listener (an error names the address).
-pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 fn text(status: StatusCode, body: String, content_type: &str) -> Response<Full<Bytes>> {

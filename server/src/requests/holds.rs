@@ -1,8 +1,9 @@
-//! Administrative requests about legal holds, deliveries and abandoned uploads.
+//! Administrative requests about a tenant's jobs: legal holds, deliveries, abandoned uploads
+//! and the job listing.
 
 use super::*;
 
-/// Legal holds, delivery acknowledgements and aborting an upload.
+/// Legal holds, delivery listings and acknowledgements, aborting an upload, listing jobs.
 pub(super) async fn holds(
     state: &State,
     principal: &Principal,
