@@ -215,20 +215,23 @@ impl Pipeline {
     /// The tenant's newest key. Asked off the async workers: on a cache miss the vault may
     /// call a KMS or HSM.
     pub async fn current_key(&self, tenant: &str) -> Result<(KekRef, SecretKey), PipelineError> {
-        let vault = self.vault.clone();
         let tenant = tenant.to_string();
-        Ok(
-            tokio::task::spawn_blocking(move || vault.current_kek(&tenant))
-                .await
-                .map_err(|e| PipelineError::Internal(format!("key lookup task: {e}")))??,
-        )
+        self.ask_vault(move |vault| vault.current_kek(&tenant))
+            .await
     }
 
     /// The key a sealed header names, asked off the async workers like [`Pipeline::current_key`].
     pub async fn key_named(&self, kek: &KekRef) -> Result<SecretKey, PipelineError> {
-        let vault = self.vault.clone();
         let kek = kek.clone();
-        Ok(tokio::task::spawn_blocking(move || vault.kek(&kek))
+        self.ask_vault(move |vault| vault.kek(&kek)).await
+    }
+
+    async fn ask_vault<T: Send + 'static>(
+        &self,
+        ask: impl FnOnce(&dyn KeyVault) -> Result<T, VaultError> + Send + 'static,
+    ) -> Result<T, PipelineError> {
+        let vault = self.vault.clone();
+        Ok(tokio::task::spawn_blocking(move || ask(vault.as_ref()))
             .await
             .map_err(|e| PipelineError::Internal(format!("key lookup task: {e}")))??)
     }
