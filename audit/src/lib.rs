@@ -19,7 +19,7 @@ pub mod record;
 pub mod verify;
 
 pub use checkpoint::{AuditSigner, Checkpoint};
-pub use lines::{LogLine, Lines};
+pub use lines::{Lines, LogLine};
 pub use log::{AuditLog, Head, Opened};
 pub use record::{Entry, Record};
 pub use verify::{ChainVerifier, Problem, Report, Start};

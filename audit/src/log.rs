@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::lines::{LogLine, Lines};
+use crate::lines::{Lines, LogLine};
 use crate::record::{parse_line, Entry, Line, Record, GENESIS};
 use crate::AuditError;
 
@@ -137,7 +137,10 @@ impl AuditLog {
         let record = Record::chain(entry, seq, now, prev);
         let mut line = record.to_line().into_bytes();
         line.push(b'\n');
-        let written = inner.file.write_all(&line).and_then(|_| inner.file.sync_data());
+        let written = inner
+            .file
+            .write_all(&line)
+            .and_then(|_| inner.file.sync_data());
         if let Err(e) = written {
             // Leave no partial or unsynced record for the next one to chain after.
             let len = inner.len;

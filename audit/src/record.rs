@@ -105,7 +105,6 @@ impl Record {
 /// A record as earlier versions wrote it: no sequence, no hash.
 #[derive(Debug, Deserialize)]
 struct Legacy {
-    #[allow(dead_code)]
     ts_unix_ms: u64,
     tenant: String,
 }
@@ -115,7 +114,10 @@ struct Legacy {
 pub enum Line {
     Chained(Box<Record>),
     /// Written by a version before chaining, for this tenant.
-    Legacy { tenant: String },
+    Legacy {
+        tenant: String,
+        ts_unix_ms: u64,
+    },
 }
 
 /// Parses one line (without its newline). The error says what is wrong with it.
@@ -131,9 +133,12 @@ pub fn parse_line(line: &[u8]) -> Result<Line, String> {
         serde_json::from_slice(line).map_err(|e| format!("not a JSON record: {e}"))?;
     match probe.v {
         None => {
-            let l: Legacy = serde_json::from_slice(line)
-                .map_err(|e| format!("not an audit record: {e}"))?;
-            Ok(Line::Legacy { tenant: l.tenant })
+            let l: Legacy =
+                serde_json::from_slice(line).map_err(|e| format!("not an audit record: {e}"))?;
+            Ok(Line::Legacy {
+                tenant: l.tenant,
+                ts_unix_ms: l.ts_unix_ms,
+            })
         }
         Some(RECORD_VERSION) => serde_json::from_slice(line)
             .map(|r| Line::Chained(Box::new(r)))
@@ -230,7 +235,9 @@ mod tests {
     #[test]
     fn legacy_lines_are_told_apart_and_unknown_formats_named() {
         let legacy = br#"{"ts_unix_ms":1,"actor":"a","role":"r","action":"x","tenant":"acme","detail":"","outcome":"ok"}"#;
-        assert!(matches!(parse_line(legacy).unwrap(), Line::Legacy { tenant } if tenant == "acme"));
+        assert!(
+            matches!(parse_line(legacy).unwrap(), Line::Legacy { tenant, .. } if tenant == "acme")
+        );
         let future = br#"{"v":3,"seq":1}"#;
         assert!(parse_line(future).unwrap_err().contains("newer"));
         assert!(parse_line(b"{not json").is_err());

@@ -124,7 +124,7 @@ impl ChainVerifier {
     fn feed_line(&mut self, number: u64, bytes: &[u8]) {
         let record = match parse_line(bytes) {
             Ok(Line::Chained(r)) => r,
-            Ok(Line::Legacy { tenant }) => {
+            Ok(Line::Legacy { tenant, .. }) => {
                 if tenant == self.tenant {
                     if self.chaining_began {
                         return self.fail(

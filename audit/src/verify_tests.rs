@@ -72,7 +72,12 @@ fn an_intact_log_verifies_with_its_checkpoints() {
     let r = check(&lines, &cps, Start::Genesis);
     assert_eq!(r.problem, None);
     assert_eq!(
-        (r.records, r.head_seq, r.checkpoints_checked, r.last_checkpoint_seq),
+        (
+            r.records,
+            r.head_seq,
+            r.checkpoints_checked,
+            r.last_checkpoint_seq
+        ),
         (10, 10, 2, 8)
     );
 }
@@ -121,7 +126,10 @@ fn reordered_records_are_named() {
     lines.swap(at(4), at(6));
     let p = problem(&lines, &cps);
     assert_eq!(p.seq, Some(6));
-    assert!(p.what.contains("missing") || p.what.contains("reordered"), "{p}");
+    assert!(
+        p.what.contains("missing") || p.what.contains("reordered"),
+        "{p}"
+    );
 }
 
 #[test]

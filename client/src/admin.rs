@@ -172,3 +172,48 @@ pub async fn rotate_device(
         .await?;
     issued_credential(answer, admin_cred, server)
 }
+
+/// Checks a tenant's audit chain against its signed checkpoints (on the server).
+pub async fn verify_audit(
+    conn: &Connection,
+    tenant: &str,
+) -> Result<quire_codecs::wire::AuditReport, ClientError> {
+    match conn
+        .call(&Frame::Admin(AdminRequest::AuditVerify {
+            tenant: tenant.into(),
+        }))
+        .await?
+    {
+        Frame::AdminAuditReport(r) => Ok(r),
+        f => Err(unexpected(f)),
+    }
+}
+
+/// Writes a tenant's audit trail from `since_unix_ms` (JSON lines: a header with the public
+/// keys, the records, the checkpoints) to `out`; returns the bytes written.
+pub async fn export_audit(
+    conn: &Connection,
+    tenant: &str,
+    since_unix_ms: u64,
+    out: &mut impl std::io::Write,
+) -> Result<u64, ClientError> {
+    let (mut send, mut reader) = conn
+        .open(&Frame::Admin(AdminRequest::AuditExport {
+            tenant: tenant.into(),
+            since_unix_ms,
+        }))
+        .await?;
+    let _ = send.finish();
+    let mut written = 0u64;
+    loop {
+        match super::expect_answer(&mut reader).await? {
+            Frame::Data(b) => {
+                out.write_all(&b)
+                    .map_err(|e| super::local_err(std::path::Path::new("(export output)"), e))?;
+                written += b.len() as u64;
+            }
+            Frame::Done => return Ok(written),
+            f => return Err(unexpected(f)),
+        }
+    }
+}

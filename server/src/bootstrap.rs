@@ -74,7 +74,7 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         secret_hash: crate::auth::hash_secret(&secret),
     })?;
     let audit_path = dir.join("audit.log");
-    crate::audit::AuditLog::open(&audit_path)
+    crate::audit::AuditLog::open(&audit_path, config.audit.checkpoint_records)
         .and_then(|audit| {
             audit.record(
                 who.device_id,

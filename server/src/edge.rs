@@ -279,11 +279,13 @@ impl Server {
                 metrics: Default::default(),
                 refusal_log: Default::default(),
                 auth_failures: Default::default(),
-                audit: crate::audit::AuditLog::open(&dir.join("audit.log")).map_err(|source| {
-                    ServeError::DataDir {
-                        path: dir.join("audit.log"),
-                        source,
-                    }
+                audit: crate::audit::AuditLog::open(
+                    &dir.join("audit.log"),
+                    config.audit.checkpoint_records,
+                )
+                .map_err(|source| ServeError::DataDir {
+                    path: dir.join("audit.log"),
+                    source,
                 })?,
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),
@@ -307,6 +309,7 @@ impl Server {
         }
         let state = server.state.clone();
         crate::audit::spawn_auth_failure_flush(move || state.auth_failures.flush(&state.audit));
+        crate::audit::checkpoints::spawn(server.state.clone(), config.audit.checkpoint_interval);
         if config.dev_bootstrap {
             server.bootstrap_dev(dir, &config.dev_tenant)?;
         }
@@ -434,6 +437,13 @@ impl Server {
         self.state.pipeline.spool.shutdown();
         if let Err(e) = self.state.auth_failures.flush(&self.state.audit) {
             error!(error = %e, "cannot write failed authentications to the audit log");
+        }
+        // Sign what this process recorded, so that its last records are not left unprotected.
+        let signing = crate::audit::checkpoints::checkpoint_now(&self.state);
+        match tokio::time::timeout(Duration::from_secs(5), signing).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot sign the last audit checkpoints at shutdown"),
+            Err(_) => warn!("the last audit checkpoints were not stored within 5 s of shutdown"),
         }
     }
 

@@ -43,11 +43,13 @@ pub enum Action {
     DeliveryAck,
     JobAbort,
     TlsReload,
+    /// Verify or export a tenant's audit trail (no document content; who did what).
+    AuditRead,
 }
 
 impl Action {
     /// Every action, for tables and tests.
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 27] = [
         Action::JobStatus,
         Action::PagePut,
         Action::JobCommit,
@@ -74,6 +76,7 @@ impl Action {
         Action::DeliveryAck,
         Action::JobAbort,
         Action::TlsReload,
+        Action::AuditRead,
     ];
 
     fn is_data_plane(self) -> bool {
@@ -157,11 +160,11 @@ pub fn decide(s: Subject, a: Action) -> Result<Allowed, Denial> {
         Action::DeviceCreate(ServiceAdmin) | Action::DeviceRotate(ServiceAdmin) => {
             manage(s).and_then(|_| only_service_admin())
         }
-        Action::DeviceList | Action::JobList if s.role == SupportPartner => {
+        Action::DeviceList | Action::JobList | Action::AuditRead if s.role == SupportPartner => {
             Err(Denial::Forbidden { needed: "operator" })
         }
         Action::Status if s.role == SupportPartner && !s.reason => Err(Denial::ReasonRequired),
-        Action::DeviceList | Action::JobList | Action::Status => read(s),
+        Action::DeviceList | Action::JobList | Action::AuditRead | Action::Status => read(s),
         _ => manage(s),
     }
 }

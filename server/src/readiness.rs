@@ -21,6 +21,7 @@ impl Operator for State {
             spool_capacity: spool.capacity(),
             vault: self.pipeline.vault.stats(),
             audit_records: self.audit.records_written(),
+            audit_unsigned_records: self.audit.chains().unsigned_records(),
         })
     }
 

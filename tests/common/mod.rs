@@ -398,9 +398,14 @@ impl TestServer {
         *self.device_cred().secret_bytes().unwrap()
     }
 
-    /// Every file in the object store.
+    /// Every sealed object in the object store: documents and manifests, not the audit
+    /// checkpoints the server keeps under `audit/` (tests/audit_chain.rs checks those).
     pub fn stored_files(&self) -> Vec<PathBuf> {
+        let audit = self.store_dir().join("audit");
         walk(&self.store_dir())
+            .into_iter()
+            .filter(|f| !f.starts_with(&audit))
+            .collect()
     }
 }
 
@@ -584,4 +589,36 @@ pub fn softhsm_token(label: &str, pin: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A loopback TCP port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1: the status code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: quire\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

@@ -49,6 +49,13 @@ impl ParseField for u32 {
     }
 }
 
+impl ParseField for u64 {
+    fn parse_text(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not a whole number"))
+    }
+}
+
 impl ParseField for bool {
     fn parse_text(text: &str) -> Result<Self, String> {
         text.parse()
@@ -100,6 +107,15 @@ impl PutField for Option<String> {
 impl PutField for u32 {
     fn put(&self, out: &mut BytesMut) {
         out.put_u32(*self);
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl PutField for u64 {
+    fn put(&self, out: &mut BytesMut) {
+        out.put_u64(*self);
     }
     fn show(&self) -> String {
         self.to_string()
@@ -312,6 +328,11 @@ admin_requests! {
     19 "key.retire" KeyRetire { tenant: String = id("tenant"), version: u32 = u32() }
     /// A tenant's jobs (or one job) and where each is in its life.
     20 "job.list" JobList { tenant: String = id("tenant"), job: Option<String> = optional_job_id() }
+    /// Check a tenant's audit chain against its signed checkpoints.
+    21 "audit.verify" AuditVerify { tenant: String = id("tenant") }
+    /// A tenant's audit trail as JSON lines, from `since_unix_ms` (0: all of it), with the
+    /// checkpoints and public keys that prove it.
+    22 "audit.export" AuditExport { tenant: String = id("tenant"), since_unix_ms: u64 = u64() }
 }
 
 #[cfg(test)]
@@ -340,7 +361,7 @@ mod tests {
                         "role" => "device",
                         "state" => "enabled",
                         "enabled" => "true",
-                        "ttl_secs" | "hours" | "version" => "24",
+                        "ttl_secs" | "hours" | "version" | "since_unix_ms" => "24",
                         _ => "acme",
                     };
                     (*f, v)

@@ -261,6 +261,15 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             deleted_objects: r.u32()?,
             kept_because: r.string(MAX_REASON_LEN)?,
         },
+        kind::ADMIN_AUDIT_REPORT => Frame::AdminAuditReport(AuditReport {
+            tenant: r.id("tenant")?,
+            records: r.u64()?,
+            legacy_records: r.u64()?,
+            head_seq: r.u64()?,
+            checkpoints: r.u64()?,
+            last_checkpoint_seq: r.u64()?,
+            problem: r.string(4096)?,
+        }),
         kind::ADMIN_KEY => Frame::AdminKey {
             tenant: r.id("tenant")?,
             version: r.u32()?,

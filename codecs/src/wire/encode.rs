@@ -87,6 +87,7 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
         | Frame::AdminJobStates(_)
         | Frame::AdminDelivered { .. }
         | Frame::AdminKey { .. }
+        | Frame::AdminAuditReport(_)
         | Frame::AdminStatus { .. } => encode_admin_answer(frame, out),
         Frame::Hello {
             tenant,
@@ -276,6 +277,20 @@ fn encode_admin_answer(frame: &Frame, out: &mut BytesMut) -> u8 {
             out.put_u32(*deleted_objects);
             put_str(out, kept_because);
             kind::ADMIN_DELIVERED
+        }
+        Frame::AdminAuditReport(a) => {
+            put_str(out, &a.tenant);
+            for n in [
+                a.records,
+                a.legacy_records,
+                a.head_seq,
+                a.checkpoints,
+                a.last_checkpoint_seq,
+            ] {
+                out.put_u64(n);
+            }
+            put_str(out, &a.problem);
+            kind::ADMIN_AUDIT_REPORT
         }
         Frame::AdminKey {
             tenant,

@@ -507,8 +507,28 @@ pub enum Frame {
         version: u32,
         rewrapped: u64,
     },
+    /// Server: what checking a tenant's audit chain found.
+    AdminAuditReport(AuditReport),
     /// Either side: the request failed.
     Error { code: ErrorCode, message: String },
+}
+
+/// The outcome of `audit.verify`: the chain as far as it was read, and the first problem.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditReport {
+    pub tenant: String,
+    /// Chained records of the tenant.
+    pub records: u64,
+    /// Records written before chaining by an earlier version (not covered).
+    pub legacy_records: u64,
+    /// The last record's position in the chain.
+    pub head_seq: u64,
+    /// Signed checkpoints found and matched.
+    pub checkpoints: u64,
+    /// The newest checkpoint's record: later ones are not signed yet.
+    pub last_checkpoint_seq: u64,
+    /// The first problem found, naming the record; empty when the chain verified.
+    pub problem: String,
 }
 
 fn redacted(_: &[u8; 32], f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -544,6 +564,7 @@ pub(crate) mod kind {
     pub const ADMIN_JOBS: u8 = 0x36;
     pub const ADMIN_DELIVERED: u8 = 0x37;
     pub const ADMIN_JOB_STATES: u8 = 0x38;
+    pub const ADMIN_AUDIT_REPORT: u8 = 0x39;
     pub const ERROR: u8 = 0x7f;
 }
 

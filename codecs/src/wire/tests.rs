@@ -242,6 +242,22 @@ fn frames_second_half() -> Vec<Frame> {
             version: 3,
             rewrapped: 12,
         },
+        Frame::Admin(AdminRequest::AuditVerify {
+            tenant: "beta".into(),
+        }),
+        Frame::Admin(AdminRequest::AuditExport {
+            tenant: "beta".into(),
+            since_unix_ms: 1_790_000_000_000,
+        }),
+        Frame::AdminAuditReport(AuditReport {
+            tenant: "beta".into(),
+            records: 10,
+            legacy_records: 2,
+            head_seq: 10,
+            checkpoints: 3,
+            last_checkpoint_seq: 9,
+            problem: "line 5, record 3: edited".into(),
+        }),
         Frame::AdminIssued {
             device_id: "d-1".into(),
             tenant: "beta".into(),

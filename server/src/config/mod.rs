@@ -12,6 +12,7 @@ use std::time::Duration;
 use quire_pipeline::{AckMode, PipelineConfig, SpoolConfig};
 use serde::Deserialize;
 
+pub use observe::AuditConfig;
 pub use vault::{VaultConfig, VaultOpenError};
 
 /// Where `serve` listens and `push` connects when told nothing else.
@@ -57,7 +58,9 @@ struct FileConfig {
     #[serde(default)]
     vault: vault::VaultSection,
     #[serde(default)]
-    metrics: MetricsSection,
+    metrics: observe::MetricsSection,
+    #[serde(default)]
+    audit: observe::AuditSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -86,13 +89,6 @@ struct RetentionSection {
     sweep_interval_secs: Option<f64>,
     /// How long an uncommitted job may wait for its commit before its pages are collected.
     uncommitted_ttl_secs: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetricsSection {
-    /// Where `/metrics`, `/healthz` and `/readyz` are served over HTTP; absent: nowhere.
-    listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -285,6 +281,8 @@ pub struct ServerConfig {
     pub vault: VaultConfig,
     /// Where the operator's HTTP listener (metrics, health) binds; `None`: not at all.
     pub metrics_listen: Option<SocketAddr>,
+    /// When audit chains are checkpointed.
+    pub audit: AuditConfig,
     /// SHA-256 of the configuration file the server was started with (audited at start).
     pub config_sha256: Option<String>,
 }
@@ -382,14 +380,10 @@ impl ServerConfig {
         // may keep its master key in the data directory; a production one may not.
         let development = !from_file || fc.dev.bootstrap == Some(true);
         let vault = fc.vault.resolve(development)?;
-        let metrics_listen = match fc.metrics.listen {
-            None => None,
-            Some(s) => Some(s.parse().map_err(|e| ConfigError::Invalid {
-                key: "metrics.listen".into(),
-                reason: format!("{s:?} is not an address like 127.0.0.1:9464 ({e})"),
-            })?),
-        };
+        let metrics_listen = fc.metrics.resolve()?;
+        let audit = fc.audit.resolve()?;
         Ok(ServerConfig {
+            audit,
             config_sha256: None,
             metrics_listen,
             vault,
@@ -689,6 +683,7 @@ fn config_digest(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
+mod observe;
 mod secret;
 #[cfg(test)]
 mod tests;

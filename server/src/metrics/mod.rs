@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub vault: quire_pipeline::vault::VaultStats,
     /// Audit records written since start, by any part of the server.
     pub audit_records: u64,
+    /// The most records of one audit chain that no checkpoint covers yet.
+    pub audit_unsigned_records: u64,
 }
 
 /// What the operator's listener asks of the server (implemented by its shared state in
@@ -59,6 +61,9 @@ pub struct Metrics {
     connections: IntGauge,
     authenticating: IntGauge,
     audit_records: IntCounter,
+    audit_unsigned: IntGauge,
+    /// Checkpoints by outcome: written, failed (store or vault), conflict (tampering).
+    audit_checkpoints: IntCounterVec,
     spool_bytes: IntGauge,
     spool_records: IntGauge,
     spool_capacity: IntGauge,
@@ -157,6 +162,17 @@ impl Metrics {
                 "Connections accepted and not yet authenticated (bounded by the pre-authentication gate)",
             ),
             audit_records: counter(&r, "quire_audit_records_total", "Audit records written"),
+            audit_unsigned: gauge(
+                &r,
+                "quire_audit_unsigned_records",
+                "Checkpoint lag: the most records of one tenant's audit chain not yet covered by a signed checkpoint",
+            ),
+            audit_checkpoints: counter_vec(
+                &r,
+                "quire_audit_checkpoints_total",
+                "Audit checkpoints by outcome: written; failed (store or vault unavailable, retried); conflict (the log disagrees with a signed checkpoint: tampering)",
+                &["outcome"],
+            ),
             spool_bytes: gauge(
                 &r,
                 "quire_spool_bytes",
@@ -226,6 +242,11 @@ impl Metrics {
         self.auth_failures.inc();
     }
 
+    /// An audit checkpoint was written, `failed`, or found a `conflict`.
+    pub fn audit_checkpoint(&self, outcome: &str) {
+        self.audit_checkpoints.with_label_values(&[outcome]).inc();
+    }
+
     /// An authenticated connection opened (`+1`) or closed (`-1`).
     pub fn connection(&self, delta: i64) {
         self.connections.add(delta);
@@ -241,6 +262,7 @@ impl Metrics {
         self.spool_bytes.set(now.spool_bytes as i64);
         self.spool_records.set(now.spool_records as i64);
         self.spool_capacity.set(now.spool_capacity as i64);
+        self.audit_unsigned.set(now.audit_unsigned_records as i64);
         {
             let mut seen = self.seen.lock().expect("metrics lock");
             let grown = |now: u64, before: u64| now.saturating_sub(before);

@@ -5,6 +5,7 @@
 //! [`admin`] (with [`devices`], [`grants`] and [`holds`]) answers administrative requests.
 
 mod admin;
+mod audit_trail;
 mod devices;
 mod grants;
 mod holds;

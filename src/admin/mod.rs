@@ -12,6 +12,8 @@ use quire_server::config::ServerConfig;
 
 use crate::{connect, ClientArgs};
 
+mod audit;
+
 #[derive(Args, Debug)]
 pub struct AdminArgs {
     #[command(subcommand)]
@@ -89,6 +91,11 @@ enum AdminCommand {
     Job {
         #[command(subcommand)]
         command: JobCommand,
+    },
+    /// The tamper-evident audit trail: verify a tenant's chain, export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// The server's TLS certificate.
     Tls {
@@ -318,6 +325,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         }
         AdminCommand::Call { action, fields, .. } => call(&conn, action, &fields).await?,
         AdminCommand::Hold { command } => hold(&conn, command).await?,
+        AdminCommand::Audit { command } => audit::audit(&conn, command).await?,
         AdminCommand::Tls {
             command: TlsCommand::Reload,
         } => {

@@ -1,0 +1,145 @@
+//! The audit trail: every administrative action, document read and support access is on
+//! record — appended to its tenant's hash chain and synced — before it is carried out (a
+//! `started` record), and again with its outcome. A request whose record cannot be written is
+//! refused. Who, what, which tenant, why, and the outcome, with a UTC timestamp; never a
+//! secret. The chain format and its checkpoints are `quire_audit`'s; [`checkpoints`] signs
+//! chain heads and keeps them in the tenants' object stores, [`verify`] reads them back.
+
+pub(crate) mod checkpoints;
+pub(crate) mod verify;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use quire_audit::{Entry, Opened};
+use tracing::{error, warn};
+
+/// The server's audit log.
+#[derive(Debug)]
+pub struct AuditLog {
+    log: quire_audit::AuditLog,
+    /// Chains whose stored checkpoints this process has compared with the log (once each).
+    compared: Mutex<std::collections::HashSet<String>>,
+}
+
+impl AuditLog {
+    /// Opens `path` (created with mode 0600 if missing); a checkpoint falls due after
+    /// `checkpoint_records` records of one chain. Damage found on opening is logged.
+    pub fn open(path: &Path, checkpoint_records: u64) -> std::io::Result<AuditLog> {
+        let (log, opened) =
+            quire_audit::AuditLog::open(path, checkpoint_records).map_err(|e| match e {
+                quire_audit::AuditError::Io { source, .. } => source,
+            })?;
+        let Opened {
+            torn_tail_bytes,
+            unreadable_lines,
+            ..
+        } = opened;
+        if torn_tail_bytes > 0 {
+            warn!(path = %path.display(), bytes = torn_tail_bytes, "the audit log ended in a record cut short (a crash or a full disk while writing it); the incomplete record was removed: its action was refused, not carried out");
+        }
+        if unreadable_lines > 0 {
+            error!(path = %path.display(), lines = unreadable_lines, "the audit log has lines that are not records: it was damaged or tampered with. Run `quire admin audit verify` for each tenant");
+        }
+        Ok(AuditLog {
+            log,
+            compared: Default::default(),
+        })
+    }
+
+    /// Appends one record to `tenant`'s chain (empty: the service chain) and syncs it; the
+    /// caller refuses the action on an error.
+    pub fn record(
+        &self,
+        actor: &str,
+        role: &str,
+        action: &str,
+        tenant: &str,
+        detail: &str,
+        outcome: &str,
+    ) -> std::io::Result<()> {
+        self.log
+            .record(Entry {
+                actor,
+                role,
+                action,
+                tenant,
+                detail,
+                outcome,
+            })
+            .map(drop)
+    }
+
+    /// How many records this process has written, whoever wrote them.
+    pub fn records_written(&self) -> u64 {
+        self.log.records_written()
+    }
+
+    /// Whether `tenant`'s chain is yet to be compared with its stored checkpoints by this
+    /// process (true once: the caller compares).
+    pub(crate) fn first_comparison(&self, tenant: &str) -> bool {
+        self.compared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_string())
+    }
+
+    /// The chained log itself (for checkpoints and verification).
+    pub fn chains(&self) -> &quire_audit::AuditLog {
+        &self.log
+    }
+}
+
+/// Failed authentications, counted per source address and written as one audit record per
+/// source and minute ([`AuthFailures::flush`]), so a scan or a misconfigured fleet is on the
+/// record without one line per attempt.
+#[derive(Debug, Default)]
+pub struct AuthFailures {
+    by_source: Mutex<std::collections::HashMap<std::net::IpAddr, (u64, String)>>,
+}
+
+/// How often [`AuthFailures`] are written out.
+pub const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl AuthFailures {
+    /// Counts one failure from `source`, remembering the latest reason.
+    pub fn note(&self, source: std::net::IpAddr, reason: &str) {
+        let mut m = self.by_source.lock().expect("auth failures lock");
+        let entry = m.entry(source).or_insert((0, String::new()));
+        entry.0 += 1;
+        entry.1 = reason.chars().take(200).collect();
+    }
+
+    /// Writes one record per source counted since the last flush; returns how many.
+    pub fn flush(&self, log: &AuditLog) -> std::io::Result<usize> {
+        let taken = std::mem::take(&mut *self.by_source.lock().expect("auth failures lock"));
+        for (source, (count, reason)) in &taken {
+            log.record(
+                &source.to_string(),
+                "unauthenticated",
+                "auth.failed",
+                "",
+                &format!("failures={count} last_reason={reason}"),
+                "refused",
+            )?;
+        }
+        Ok(taken.len())
+    }
+}
+
+/// Runs `flush` (writing the failed authentications counted so far) every
+/// [`AUTH_FAILURE_WINDOW`].
+pub(crate) fn spawn_auth_failure_flush(
+    flush: impl Fn() -> std::io::Result<usize> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(AUTH_FAILURE_WINDOW);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = flush() {
+                tracing::error!(error = %e, "cannot write failed authentications to the audit log");
+            }
+        }
+    });
+}
