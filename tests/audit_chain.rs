@@ -325,3 +325,95 @@ fn only_the_tenants_own_admins_and_the_service_read_its_trail() {
         String::from_utf8_lossy(&own.stderr)
     );
 }
+
+/// The "done when": a push, a read back, a support partner's read with its reason,
+/// a delivery and the retention deletion it triggers are all in the tenant's exported trail,
+/// which the Python verifier accepts.
+#[test]
+fn push_reads_and_retention_deletion_are_all_in_the_verified_export() {
+    let server = TestServer::start_with_config(&format!(
+        "{CONFIG}[tenants.dev]\nretention = \"delete-on-delivery\"\n"
+    ));
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("invoice.pdf"), b"%PDF a page").unwrap();
+    let id = server.push_ok(&job, &["--no-progress"]);
+    server.get_ok(&id, &server.path().join("read-back"));
+
+    // A support partner of another company reads under a grant, stating why.
+    assert!(admin(&server, &["tenant", "create", "helpdesk"]).status.success());
+    let partner = server.create_device("helpdesk", "hd-1", "support-partner", true);
+    let o = admin(
+        &server,
+        &[
+            "grant", "create", "--tenant", "dev", "--partner", "hd-1", "--hours", "1", "--reason",
+            "ticket 9",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = server.quire(&[
+        "get",
+        "--job",
+        &id,
+        "--tenant",
+        "dev",
+        "--out",
+        server.path().join("support").to_str().unwrap(),
+        "--credential",
+        partner.to_str().unwrap(),
+        "--reason",
+        "ticket 9: page looks blank",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Delivered, then deleted by the tenant's retention policy.
+    let out = server.path().join("delivered");
+    let o = server.quire(&["deliver", "--tenant", "dev", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    until_signed(&server);
+
+    let export = server.path().join("trail.jsonl");
+    let o = admin(
+        &server,
+        &["audit", "export", "--tenant", "dev", "--out", export.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_audit.py");
+    let checked = std::process::Command::new(python())
+        .arg(&script)
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r.get("seq").is_some())
+        .collect();
+    let on_record = |actor: &str, action: &str, detail: &str| {
+        records.iter().any(|r| {
+            r["actor"] == actor
+                && r["action"] == action
+                && r["outcome"] == "ok"
+                && r["detail"].as_str().unwrap().contains(detail)
+        })
+    };
+    let device = server.device_cred().device_id.clone();
+    assert!(on_record(&device, "job.commit", &id), "{records:#?}");
+    assert!(on_record(&device, "document.read", &format!("job={id}")));
+    assert!(on_record("hd-1", "document.read", "reason=ticket 9: page looks blank"));
+    assert!(on_record("dev-admin", "grant.create", "partner=hd-1"));
+    assert!(on_record("dev-admin", "delivery.ack", &id));
+    assert!(
+        records.iter().any(|r| r["action"] == "job.delete"
+            && r["outcome"] == "ok"
+            && r["detail"].as_str().unwrap().contains(&id)),
+        "{records:#?}"
+    );
+}

@@ -104,6 +104,15 @@ fn nothing_happens_that_the_audit_log_cannot_hold() {
     let out = server.path().join("out");
     let o = server.quire(&["get", "--job", &id, "--out", out.to_str().unwrap()]);
     assert!(!o.status.success(), "a read the audit log cannot hold");
+    // Pages may still come in, but no job is committed off the record.
+    let o = server.quire(&[
+        "push",
+        job_dir(&server, "later", 1).to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(!o.status.success(), "a commit the audit log cannot hold");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("audit log"), "{err}");
     assert!(!out.join("p0.tif").exists());
     assert!(server.log_text().contains("cannot write the audit log"));
 

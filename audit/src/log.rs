@@ -77,6 +77,10 @@ impl AuditLog {
             .map_err(io)?;
         let mut opened = Opened::default();
         let mut chains: HashMap<String, Chain> = HashMap::new();
+        // Only a regular file has records to read (not, say, a device standing in for one).
+        if !file.metadata().map_err(io)?.is_file() {
+            return Ok((AuditLog::new(path, file, 0, chains, checkpoint_every), opened));
+        }
         let mut lines = Lines::new(BufReader::new(&file));
         let mut torn_at = None;
         for line in lines.by_ref() {
@@ -106,16 +110,23 @@ impl AuditLog {
             file.sync_data().map_err(io)?;
             len = offset;
         }
-        Ok((
-            AuditLog {
-                path: path.to_path_buf(),
-                inner: Mutex::new(Inner { file, len, chains }),
-                written: AtomicU64::new(0),
-                due: AtomicBool::new(false),
-                checkpoint_every: checkpoint_every.max(1),
-            },
-            opened,
-        ))
+        Ok((AuditLog::new(path, file, len, chains, checkpoint_every), opened))
+    }
+
+    fn new(
+        path: &Path,
+        file: File,
+        len: u64,
+        chains: HashMap<String, Chain>,
+        checkpoint_every: u64,
+    ) -> AuditLog {
+        AuditLog {
+            path: path.to_path_buf(),
+            inner: Mutex::new(Inner { file, len, chains }),
+            written: AtomicU64::new(0),
+            due: AtomicBool::new(false),
+            checkpoint_every: checkpoint_every.max(1),
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -290,8 +290,9 @@ impl Server {
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),
         };
-        // A full audit disk does not keep scanners from pushing (pages are not audited
-        // actions); every audited request is refused until it has room again.
+        // A full audit disk does not stop the server: pages still come in (each is not an
+        // audited action), but commits and every other audited request are refused until
+        // it has room again.
         let started = server.state.audit.record(
             "quire",
             "server",

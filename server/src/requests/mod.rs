@@ -209,7 +209,12 @@ async fn serve_request(
         } => {
             allow(state, principal, &tenant, Action::JobCommit, "").await?;
             claim(state, principal, &tenant, &job_id, upload).await?;
-            job_commit(state, &tenant, &job_id, page_count, send).await
+            // A job becomes the tenant's document only once this is on record.
+            let detail = format!("job={job_id} pages={page_count}");
+            audited(state, principal, "job.commit", &tenant, &detail, async {
+                job_commit(state, &tenant, &job_id, page_count, send).await
+            })
+            .await
         }
         Frame::JobGet {
             tenant,
