@@ -341,12 +341,22 @@ fn push_reads_and_retention_deletion_are_all_in_the_verified_export() {
     server.get_ok(&id, &server.path().join("read-back"));
 
     // A support partner of another company reads under a grant, stating why.
-    assert!(admin(&server, &["tenant", "create", "helpdesk"]).status.success());
+    assert!(admin(&server, &["tenant", "create", "helpdesk"])
+        .status
+        .success());
     let partner = server.create_device("helpdesk", "hd-1", "support-partner", true);
     let o = admin(
         &server,
         &[
-            "grant", "create", "--tenant", "dev", "--partner", "hd-1", "--hours", "1", "--reason",
+            "grant",
+            "create",
+            "--tenant",
+            "dev",
+            "--partner",
+            "hd-1",
+            "--hours",
+            "1",
+            "--reason",
             "ticket 9",
         ],
     );
@@ -375,7 +385,14 @@ fn push_reads_and_retention_deletion_are_all_in_the_verified_export() {
     let export = server.path().join("trail.jsonl");
     let o = admin(
         &server,
-        &["audit", "export", "--tenant", "dev", "--out", export.to_str().unwrap()],
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            "dev",
+            "--out",
+            export.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_audit.py");
@@ -407,7 +424,11 @@ fn push_reads_and_retention_deletion_are_all_in_the_verified_export() {
     let device = server.device_cred().device_id.clone();
     assert!(on_record(&device, "job.commit", &id), "{records:#?}");
     assert!(on_record(&device, "document.read", &format!("job={id}")));
-    assert!(on_record("hd-1", "document.read", "reason=ticket 9: page looks blank"));
+    assert!(on_record(
+        "hd-1",
+        "document.read",
+        "reason=ticket 9: page looks blank"
+    ));
     assert!(on_record("dev-admin", "grant.create", "partner=hd-1"));
     assert!(on_record("dev-admin", "delivery.ack", &id));
     assert!(

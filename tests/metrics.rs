@@ -161,15 +161,88 @@ fn metrics_count_a_push_and_readiness_follows_the_store() {
     assert!(moved("quire_auth_failures_total") >= 1.0, "{after}");
     assert_eq!(sample(&after, "quire_connections_authenticating "), 0.0);
     assert!(after.contains("# TYPE quire_connections_authenticating gauge"));
+    // Every stage timed each new page once; logins are timed too.
+    for stage in ["hash", "compress", "seal", "spool", "store", "ack"] {
+        let series = format!("quire_stage_seconds_count{{stage=\"{stage}\"}}");
+        assert_eq!(moved(&series), pages as f64, "{series}: {after}");
+    }
+    assert!(moved("quire_stage_seconds_count{stage=\"authenticate\"}") >= 1.0);
+    // The samples: two JPEG, two PNG, one TIFF; JPEG and PNG are never compressed again.
+    assert_eq!(
+        moved("quire_pages_by_format_total{compression=\"none\",format=\"jpeg\"}"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("quire_pages_by_format_total{compression=\"none\",format=\"png\"}"),
+        2.0
+    );
+    let tiff: f64 = ["none", "zstd"]
+        .iter()
+        .map(|c| {
+            moved(&format!(
+                "quire_pages_by_format_total{{compression=\"{c}\",format=\"tiff\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(tiff, 1.0);
+    assert_eq!(sample(&after, "quire_spool_oldest_seconds "), 0.0);
     promtool_accepts(&after);
 
-    // The store goes down: unready, naming it; back up: ready.
+    // The store goes down: unready, naming it; a page pushed now waits in the spool, its
+    // failed writes counted; back up: ready, the page delivered after retries.
     moto.stop();
     let body = wait_for(metrics_addr, "/readyz", 503);
     assert!(body.contains("object store"), "{body}");
     assert_eq!(wait_for(metrics_addr, "/healthz", 200), "ok\n");
+    let late = server.path().join("late");
+    std::fs::create_dir(&late).unwrap();
+    std::fs::write(late.join("page.txt"), "a page pushed during the outage").unwrap();
+    let pushing = std::process::Command::new(BIN)
+        .args(["push", late.to_str().unwrap(), "--no-progress"])
+        .current_dir(server.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let during = loop {
+        let text = wait_for(metrics_addr, "/metrics", 200);
+        if sample(&text, "quire_spool_oldest_seconds ") > 0.0 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "nothing spooled: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let failed: f64 = ["unavailable", "timeout"]
+        .iter()
+        .map(|k| {
+            sample(
+                &during,
+                &format!("quire_store_errors_total{{kind=\"{k}\"}}"),
+            )
+        })
+        .sum();
+    assert!(failed >= 1.0, "{during}");
     let _moto = Moto::start(moto.port);
     wait_for(metrics_addr, "/readyz", 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = wait_for(metrics_addr, "/metrics", 200);
+        if sample(&text, "quire_spool_records ") == 0.0 {
+            assert!(
+                sample(&text, "quire_delivery_retries_total ") >= 1.0,
+                "{text}"
+            );
+            assert_eq!(sample(&text, "quire_spool_oldest_seconds "), 0.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the spool did not drain: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut pushing = pushing;
+    let _ = pushing.kill();
+    let _ = pushing.wait();
 }
 
 #[test]

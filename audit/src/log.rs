@@ -79,7 +79,10 @@ impl AuditLog {
         let mut chains: HashMap<String, Chain> = HashMap::new();
         // Only a regular file has records to read (not, say, a device standing in for one).
         if !file.metadata().map_err(io)?.is_file() {
-            return Ok((AuditLog::new(path, file, 0, chains, checkpoint_every), opened));
+            return Ok((
+                AuditLog::new(path, file, 0, chains, checkpoint_every),
+                opened,
+            ));
         }
         let mut lines = Lines::new(BufReader::new(&file));
         let mut torn_at = None;
@@ -110,7 +113,10 @@ impl AuditLog {
             file.sync_data().map_err(io)?;
             len = offset;
         }
-        Ok((AuditLog::new(path, file, len, chains, checkpoint_every), opened))
+        Ok((
+            AuditLog::new(path, file, len, chains, checkpoint_every),
+            opened,
+        ))
     }
 
     fn new(

@@ -27,6 +27,7 @@ pub mod retrieve;
 pub mod seal;
 pub mod spool;
 pub mod store;
+pub mod work;
 pub use quire_vault as vault;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use quire_storage::{Store, StoreError};
 pub use ingest::{PageInput, Receipt};
 pub use quire_vault::{KeyVault, Keyring, VaultError};
 pub use spool::{AckMode, Spool, SpoolConfig, SpoolError};
+pub use work::{DeliveryStats, PageFormat, StageTimes, StoreErrorKind};
 
 /// Tunables of the pipeline.
 #[derive(Debug, Clone)]
@@ -185,6 +187,8 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     /// Permits for pages in the hash/compress/seal stages (see `max_active_pages`).
     active: Arc<tokio::sync::Semaphore>,
+    /// What the way to the store met (retries, errors by kind).
+    pub delivery: Arc<work::DeliveryStats>,
 }
 
 impl Pipeline {
@@ -202,6 +206,7 @@ impl Pipeline {
             vault,
             spool,
             active: Arc::new(tokio::sync::Semaphore::new(config.max_active_pages.max(1))),
+            delivery: Arc::default(),
             config,
         }
     }

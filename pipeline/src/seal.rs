@@ -32,6 +32,8 @@ pub struct SealWindow {
     cipher: Arc<ChunkCipher>,
     pending: VecDeque<oneshot::Receiver<Bytes>>,
     capacity: usize,
+    /// Time the seal tasks took, summed (for the stage metrics).
+    spent: Arc<crate::work::SealClock>,
 }
 
 impl SealWindow {
@@ -40,6 +42,7 @@ impl SealWindow {
             cipher,
             pending: VecDeque::with_capacity(capacity),
             capacity: capacity.max(1),
+            spent: Arc::default(),
         }
     }
 
@@ -56,13 +59,20 @@ impl SealWindow {
     /// Starts sealing a chunk. Call only when [`SealWindow::has_room`].
     pub fn submit(&mut self, chunk: PlainChunk) {
         let (tx, rx) = oneshot::channel();
-        let cipher = self.cipher.clone();
+        let (cipher, spent) = (self.cipher.clone(), self.spent.clone());
         rayon::spawn(move || {
+            let start = std::time::Instant::now();
             let mut data = chunk.data;
             cipher.seal_chunk(chunk.index, chunk.last, &mut data);
+            spent.add(start.elapsed());
             let _ = tx.send(Bytes::from(data));
         });
         self.pending.push_back(rx);
+    }
+
+    /// Time the chunks sealed so far took, summed over the threads that sealed them.
+    pub fn seal_time(&self) -> std::time::Duration {
+        self.spent.total()
     }
 
     /// The oldest chunk, sealed (waits for it). `None` when nothing is in flight.

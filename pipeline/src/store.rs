@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
 use crate::spool::{self, Delivery, Record};
+use crate::work::StoreErrorKind;
 use crate::PipelineError;
 use quire_codecs::wire::PageEntry;
 
@@ -88,7 +89,7 @@ enum Attempt {
     /// The store is slow or down: try again later.
     Retry(String),
     /// It can never succeed (damaged record, different content under the key).
-    Never(String),
+    Never(StoreErrorKind, String),
 }
 
 impl crate::Pipeline {
@@ -132,11 +133,14 @@ impl crate::Pipeline {
                     debug!(object = %record.meta.object_key, attempts, "delivered");
                     return;
                 }
-                Err(Attempt::Never(why)) => {
+                Err(Attempt::Never(kind, why)) => {
+                    self.delivery.error(kind);
                     self.spool.quarantine(&record, &why);
                     return;
                 }
                 Err(Attempt::Retry(why)) => {
+                    self.delivery.error(StoreErrorKind::Unavailable);
+                    self.delivery.retry();
                     if attempts == 1 || attempts.is_multiple_of(10) {
                         warn!(object = %record.meta.object_key, attempts, error = %why, "store write failed; will retry");
                     }
@@ -156,7 +160,7 @@ impl crate::Pipeline {
             if e.is_retryable() {
                 Attempt::Retry(e.to_string())
             } else {
-                Attempt::Never(e.to_string())
+                Attempt::Never(StoreErrorKind::Rejected, e.to_string())
             }
         };
         if record.recovered || attempt > 1 {
@@ -205,7 +209,7 @@ impl crate::Pipeline {
         drop(to_store);
         let written = writer.await.expect("store stage panicked");
         match (read, written) {
-            (Err(e), _) => Err(Attempt::Never(e.to_string())),
+            (Err(e), _) => Err(Attempt::Never(StoreErrorKind::Damaged, e.to_string())),
             (Ok(()), Ok(Some(n))) => Ok(n),
             (Ok(()), Ok(None)) => Err(Attempt::Retry("upload stopped early".into())),
             (Ok(()), Err(StoreError::AlreadyExists(_))) => self.check_stored(record).await,
@@ -232,13 +236,16 @@ impl crate::Pipeline {
                     .map_err(|e| Attempt::Retry(e.to_string()))?
                     .unwrap_or(0))
             }
-            Ok(_) => Err(Attempt::Never(format!(
-                "the store holds different content under {}",
-                meta.object_key
-            ))),
+            Ok(_) => Err(Attempt::Never(
+                StoreErrorKind::Rejected,
+                format!(
+                    "the store holds different content under {}",
+                    meta.object_key
+                ),
+            )),
             Err(crate::PipelineError::Store(e)) => Err(Attempt::Retry(e.to_string())),
             Err(crate::PipelineError::NotFound(_)) => Err(Attempt::Retry("object vanished".into())),
-            Err(e) => Err(Attempt::Never(e.to_string())),
+            Err(e) => Err(Attempt::Never(StoreErrorKind::Damaged, e.to_string())),
         }
     }
 }
@@ -283,9 +290,18 @@ impl crate::Pipeline {
             {
                 Ok(Ok(())) => return Ok(Direct::Stored(len)),
                 Ok(Err(StoreError::AlreadyExists(_))) => return Ok(Direct::Exists),
-                Ok(Err(e)) if e.is_retryable() => e.to_string(),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => format!("no answer within {:?}", self.config.ack_timeout),
+                Ok(Err(e)) if e.is_retryable() => {
+                    self.delivery.error(StoreErrorKind::Unavailable);
+                    e.to_string()
+                }
+                Ok(Err(e)) => {
+                    self.delivery.error(StoreErrorKind::Rejected);
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    self.delivery.error(StoreErrorKind::Timeout);
+                    format!("no answer within {:?}", self.config.ack_timeout)
+                }
             };
         tracing::debug!(object = key, error = %why, "direct store write failed; spooling");
         let record = self

@@ -514,8 +514,12 @@ async fn handle_connection(
 ) {
     let remote = conn.remote_address();
     state.metrics.authenticating(1);
+    let began = std::time::Instant::now();
     let outcome = tokio::time::timeout_at(deadline, authenticate(&state, &conn)).await;
     state.metrics.authenticating(-1);
+    if let Ok(Ok(Some(_))) = &outcome {
+        state.metrics.stage("authenticate", began.elapsed());
+    }
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(_) => Err(format!(

@@ -22,6 +22,10 @@ impl Operator for State {
             vault: self.pipeline.vault.stats(),
             audit_records: self.audit.records_written(),
             audit_unsigned_records: self.audit.chains().unsigned_records(),
+            spool_oldest: spool.oldest_age(),
+            delivery_retries: self.pipeline.delivery.retries(),
+            store_errors: quire_pipeline::StoreErrorKind::ALL
+                .map(|k| self.pipeline.delivery.errors(k)),
         })
     }
 

@@ -17,8 +17,10 @@ use crate::keys;
 use crate::seal::{on_rayon, SealWindow};
 use crate::spool::{self, AckMode, Delivery, Record, SpoolError};
 use crate::store::{Direct, FromSeal};
+use crate::work::{PageFormat, SealClock, StageTimes};
 use crate::{Pipeline, PipelineError};
 use quire_storage::StoreError;
+use std::time::Instant;
 
 /// What the network stage feeds the pipeline for one page.
 #[derive(Debug)]
@@ -38,6 +40,11 @@ pub struct Receipt {
     pub stored_bytes: u64,
     /// The page was already stored by an earlier attempt (verified, not written again).
     pub already_stored: bool,
+    /// What each stage spent on it (zero for a page already stored).
+    pub times: StageTimes,
+    /// What its first bytes show, and the compression chosen for it.
+    pub format: PageFormat,
+    pub compression: Compression,
 }
 
 impl Receipt {
@@ -47,7 +54,16 @@ impl Receipt {
             object_key,
             stored_bytes,
             already_stored,
+            times: StageTimes::default(),
+            format: PageFormat::Other,
+            compression: Compression::None,
         }
+    }
+
+    fn with_work(mut self, times: StageTimes, kind: (Compression, PageFormat)) -> Self {
+        self.times = times;
+        (self.compression, self.format) = kind;
+        self
     }
 }
 
@@ -57,27 +73,46 @@ struct Sequential {
     hasher: PageHasher,
     compressor: Compressor,
     chunker: Chunker,
+    times: StageTimes,
 }
 
 impl Sequential {
+    fn new(compression: Compression, chunk_size: u32) -> Self {
+        Sequential {
+            hasher: PageHasher::new(),
+            compressor: Compressor::new(compression),
+            chunker: Chunker::new(chunk_size),
+            times: StageTimes::default(),
+        }
+    }
+
     fn absorb(&mut self, batch: Vec<Bytes>) -> Vec<PlainChunk> {
         let mut out = Vec::new();
         for data in batch {
+            let start = Instant::now();
             self.hasher.update(&data);
+            let hashed = Instant::now();
             let packed = self.compressor.push(&data);
             out.extend(self.chunker.push(&packed));
+            self.times.hash += hashed - start;
+            self.times.compress += hashed.elapsed();
             drop(packed);
             erase::wipe_bytes(data);
         }
         out
     }
 
-    fn finish(self) -> ([u8; 32], u64, Vec<PlainChunk>) {
+    fn finish(self) -> ([u8; 32], u64, Vec<PlainChunk>, StageTimes) {
+        let start = Instant::now();
         let (digest, len) = self.hasher.finish();
+        let hashed = Instant::now();
         let mut chunker = self.chunker;
         let mut out = chunker.push(&self.compressor.finish());
         out.push(chunker.finish());
-        (digest, len, out)
+        let mut times = self.times;
+        times.hash += hashed - start;
+        times.compress += hashed.elapsed();
+        (digest, len, out, times)
     }
 }
 
@@ -88,16 +123,18 @@ fn wipe_all(parts: Vec<Bytes>) {
     }
 }
 
-/// The compression for a page, chosen from a sample of its first bytes (wiped after use).
-fn choose_compression(first: &[Bytes]) -> Compression {
+/// The compression for a page, chosen from a sample of its first bytes (wiped after use),
+/// and the format the sample shows.
+fn choose_compression(first: &[Bytes]) -> (Compression, PageFormat) {
     let mut sample = Vec::with_capacity(compress::SAMPLE_LEN);
     for part in first {
         let want = compress::SAMPLE_LEN - sample.len();
         sample.extend_from_slice(&part[..want.min(part.len())]);
     }
     let compression = compress::choose(&sample);
+    let format = PageFormat::detect(&sample);
     erase::wipe_vec(sample);
-    compression
+    (compression, format)
 }
 
 /// Hash, compress and seal a whole page held in memory, on the calling (rayon) thread.
@@ -109,32 +146,32 @@ fn seal_whole_page(
     chunk_size: u32,
     parts: Vec<Bytes>,
     declared: [u8; 32],
-) -> Result<Bytes, PipelineError> {
-    let compression = choose_compression(&parts);
-    let (header, cipher) = ChunkCipher::create(kek, kek_ref, object_key, compression, chunk_size);
-    let mut seq = Sequential {
-        hasher: PageHasher::new(),
-        compressor: Compressor::new(compression),
-        chunker: Chunker::new(chunk_size),
-    };
+) -> Result<(Bytes, StageTimes, (Compression, PageFormat)), PipelineError> {
+    let kind = choose_compression(&parts);
+    let (header, cipher) = ChunkCipher::create(kek, kek_ref, object_key, kind.0, chunk_size);
+    let mut seq = Sequential::new(kind.0, chunk_size);
     let mut chunks = seq.absorb(parts);
-    let (digest, _, tail) = seq.finish();
+    let (digest, _, tail, mut times) = seq.finish();
     chunks.extend(tail);
     if let Err(e) = hash::check_digest(declared, digest) {
         chunks.into_iter().for_each(|c| erase::wipe_vec(c.data));
         return Err(e);
     }
     // Chunks are independent: an idle rayon worker takes some; a busy one leaves them here.
-    chunks
-        .par_iter_mut()
-        .for_each(|c| cipher.seal_chunk(c.index, c.last, &mut c.data));
+    let sealing = SealClock::default();
+    chunks.par_iter_mut().for_each(|c| {
+        let start = Instant::now();
+        cipher.seal_chunk(c.index, c.last, &mut c.data);
+        sealing.add(start.elapsed());
+    });
+    times.seal = sealing.total();
     let body: usize = chunks.iter().map(|c| c.data.len()).sum();
     let mut out = BytesMut::with_capacity(header.encoded().len() + body);
     out.extend_from_slice(header.encoded());
     for c in chunks {
         out.extend_from_slice(&c.data);
     }
-    Ok(out.freeze())
+    Ok((out.freeze(), times, kind))
 }
 
 /// Most page bytes gathered into one rayon task; amortises the hand-off for small network reads.
@@ -212,7 +249,8 @@ impl Pipeline {
                 None => return Err(PipelineError::Abandoned),
             }
         }
-        let compression = choose_compression(&first);
+        let kind = choose_compression(&first);
+        let compression = kind.0;
 
         let (kek_ref, kek) = self.current_key(tenant).await?;
         let (header, cipher) =
@@ -245,19 +283,24 @@ impl Pipeline {
         drop(to_spool);
         let written = writer.await.expect("spool stage panicked");
         drop(active);
-        let record = match (outcome, written) {
+        let (record, mut times) = match (outcome, written) {
             // The stages stopped because the spool writer failed (a full disk, say): its
             // error is the cause, not the scanner.
             (Err(PipelineError::Abandoned), Err(e)) => return Err(e.into()),
             (Err(e), _) => return Err(e),
-            (Ok(()), Err(e)) => return Err(e.into()),
-            (Ok(()), Ok(None)) => return Err(PipelineError::Abandoned),
-            (Ok(()), Ok(Some(record))) => record,
+            (Ok(_), Err(e)) => return Err(e.into()),
+            (Ok(_), Ok(None)) => return Err(PipelineError::Abandoned),
+            (Ok(mut times), Ok(Some((record, spooling)))) => {
+                times.spool = spooling;
+                (record, times)
+            }
         };
         // A concurrent upload of the same page may have spooled first; commit then handed
         // back that record instead.
+        let storing = Instant::now();
         let stored_bytes = self.same_or_conflict(&record, &entry).await?;
-        Ok(Receipt::new(entry, key, stored_bytes, false))
+        times.store = storing.elapsed();
+        Ok(Receipt::new(entry, key, stored_bytes, false).with_work(times, kind))
     }
 
     /// A page small enough to wait for the store in memory (`ack = "stored"`, at most
@@ -305,23 +348,23 @@ impl Pipeline {
         let chunk_size = self.config.chunk_size;
         let object_key = key.clone();
         let declared = entry.sha256;
-        let sealed = on_rayon(move || {
+        let (sealed, mut times, kind) = on_rayon(move || {
             seal_whole_page(&kek, kek_ref, &object_key, chunk_size, parts, declared)
         })
         .await?;
         drop(active);
+        let storing = Instant::now();
         let outcome = self
             .put_direct(tenant, &key, &entry, sealed, reservation)
             .await?;
         drop(memory);
-        match outcome {
-            Direct::Stored(stored_bytes) => Ok(Receipt::new(entry, key, stored_bytes, false)),
-            Direct::Exists => self.verify_existing(tenant, entry, key).await,
-            Direct::Spilled(record) => {
-                let stored_bytes = self.same_or_conflict(&record, &entry).await?;
-                Ok(Receipt::new(entry, key, stored_bytes, false))
-            }
-        }
+        let stored_bytes = match outcome {
+            Direct::Stored(stored_bytes) => stored_bytes,
+            Direct::Exists => return self.verify_existing(tenant, entry, key).await,
+            Direct::Spilled(record) => self.same_or_conflict(&record, &entry).await?,
+        };
+        times.store = storing.elapsed();
+        Ok(Receipt::new(entry, key, stored_bytes, false).with_work(times, kind))
     }
 
     /// `record` is the spooled copy of the object `entry` describes: waits for the
@@ -424,7 +467,7 @@ impl Pipeline {
         mut ended: bool,
         input: &mut mpsc::Receiver<PageInput>,
         to_spool: &mpsc::Sender<FromSeal>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<StageTimes, PipelineError> {
         let send = |b: Bytes| async move {
             to_spool
                 .send(FromSeal::Sealed(b))
@@ -433,11 +476,7 @@ impl Pipeline {
         };
         send(Bytes::copy_from_slice(header)).await?;
 
-        let mut seq = Some(Sequential {
-            hasher: PageHasher::new(),
-            compressor: Compressor::new(compression),
-            chunker: Chunker::new(cipher.chunk_size() as u32),
-        });
+        let mut seq = Some(Sequential::new(compression, cipher.chunk_size() as u32));
         let mut window = SealWindow::new(Arc::new(cipher), self.config.seal_window);
         let mut received: u64 = first.iter().map(|b| b.len() as u64).sum();
         let mut batch = first;
@@ -498,7 +537,7 @@ impl Pipeline {
         }
         hash::check_length(entry.size, received)?;
         let s = seq.take().expect("sequential state present");
-        let (digest, len, tail) = on_rayon(move || s.finish()).await;
+        let (digest, len, tail, mut times) = on_rayon(move || s.finish()).await;
         debug_assert_eq!(len, received);
         hash::check_digest(entry.sha256, digest)?;
         for c in tail {
@@ -510,7 +549,8 @@ impl Pipeline {
         while let Some(b) = window.next_sealed().await {
             send(b).await?;
         }
-        Ok(())
+        times.seal = window.seal_time();
+        Ok(times)
     }
 
     async fn verify_existing(
@@ -607,19 +647,26 @@ struct StageTarget {
 
 /// The spool stage for a streamed page: sealed bytes from the seal stage go into a spool
 /// record, committed (and queued for the store) only on `Commit`. Blocking file I/O.
+/// Returns the record and the time spent writing it.
 fn stage_object(
     t: StageTarget,
     reservation: spool::Reservation,
     mut rx: mpsc::Receiver<FromSeal>,
-) -> Result<Option<Arc<Record>>, SpoolError> {
+) -> Result<Option<(Arc<Record>, std::time::Duration)>, SpoolError> {
     let mut writer = t
         .spool
         .writer(reservation, &t.key, t.plain_sha256, t.plain_size)?;
+    let mut spent = std::time::Duration::ZERO;
     while let Some(msg) = rx.blocking_recv() {
+        let start = Instant::now();
         match msg {
             FromSeal::Sealed(b) => writer.write(&b)?,
-            FromSeal::Commit => return writer.commit().map(Some),
+            FromSeal::Commit => {
+                let record = writer.commit()?;
+                return Ok(Some((record, spent + start.elapsed())));
+            }
         }
+        spent += start.elapsed();
     }
     Ok(None) // dropped uncommitted: the writer erases what it wrote
 }

@@ -152,6 +152,8 @@ pub struct Record {
     status: watch::Sender<Delivery>,
     /// Found in the spool at start-up: an upload of it may have been cut off by the crash.
     pub recovered: bool,
+    /// When it was committed to the spool (for a recovered record: when it was found).
+    pub since: std::time::Instant,
 }
 
 impl Record {
@@ -377,6 +379,16 @@ impl Spool {
         self.records.lock().expect("spool lock").len()
     }
 
+    /// How long the oldest record not yet delivered has waited (zero when none waits).
+    pub fn oldest_age(&self) -> std::time::Duration {
+        let records = self.records.lock().expect("spool lock");
+        records
+            .values()
+            .map(|r| r.since.elapsed())
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Whether every record has been delivered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -531,6 +543,7 @@ impl Spool {
             reserved,
             status: watch::channel(Delivery::Queued).0,
             recovered: false,
+            since: std::time::Instant::now(),
         });
         records.insert(record.meta.object_key.clone(), record.clone());
         drop(records);

@@ -67,6 +67,7 @@ impl Spool {
                 reserved,
                 status: watch::channel(Delivery::Queued).0,
                 recovered: true,
+                since: std::time::Instant::now(),
             });
             self.records
                 .lock()

@@ -13,12 +13,23 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use quire_codecs::wire::ErrorCode;
 
 pub(crate) mod http;
+
+/// The stages of `quire_stage_seconds`, in the order a page meets them.
+pub const STAGES: [&str; 7] = [
+    "authenticate",
+    "hash",
+    "compress",
+    "seal",
+    "spool",
+    "store",
+    "ack",
+];
 
 /// Tenants with series of their own; the rest are counted under `_other`.
 pub const MAX_TENANT_LABELS: usize = 100;
@@ -35,6 +46,12 @@ pub struct Snapshot {
     pub audit_records: u64,
     /// The most records of one audit chain that no checkpoint covers yet.
     pub audit_unsigned_records: u64,
+    /// How long the oldest spooled object has waited for the store.
+    pub spool_oldest: Duration,
+    /// Delivery attempts repeated after a failure, since start.
+    pub delivery_retries: u64,
+    /// Store write failures by kind (`StoreErrorKind::ALL` order), since start.
+    pub store_errors: [u64; 4],
 }
 
 /// What the operator's listener asks of the server (implemented by its shared state in
@@ -56,6 +73,9 @@ pub struct Metrics {
     page_bytes: IntCounterVec,
     stored_bytes: IntCounterVec,
     page_seconds: Histogram,
+    /// `quire_stage_seconds` by stage, looked up once ([`STAGES`] order).
+    stage_seconds: [Histogram; 7],
+    pages_by_format: IntCounterVec,
     refusals: IntCounterVec,
     auth_failures: IntCounter,
     connections: IntGauge,
@@ -67,6 +87,9 @@ pub struct Metrics {
     spool_bytes: IntGauge,
     spool_records: IntGauge,
     spool_capacity: IntGauge,
+    spool_oldest: prometheus::Gauge,
+    delivery_retries: IntCounter,
+    store_errors: IntCounterVec,
     key_cache_hits: IntCounter,
     vault_unwraps: IntCounter,
     /// The cumulative counts read at the last scrape, of which each scrape adds the growth.
@@ -124,7 +147,46 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let stage_seconds = register(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "quire_stage_seconds",
+                    "Time per page in each stage: authenticate (per connection), hash, compress, seal (work on the page's bytes, seal summed over threads), spool, store (to the store's confirmation), ack (first frame to acknowledgement)",
+                )
+                // 10 µs .. ~20 s
+                .buckets(exponential_buckets(0.00001, 2.6, 16).expect("valid buckets")),
+                &["stage"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
+            stage_seconds: STAGES.map(|stage| stage_seconds.with_label_values(&[stage])),
+            pages_by_format: counter_vec(
+                &r,
+                "quire_pages_by_format_total",
+                "Pages newly stored, by the format their first bytes show and the compression chosen for them",
+                &["format", "compression"],
+            ),
+            spool_oldest: register(
+                &r,
+                prometheus::Gauge::new(
+                    "quire_spool_oldest_seconds",
+                    "How long the oldest spooled object has waited for the object store",
+                )
+                .expect("valid metric"),
+            ),
+            delivery_retries: counter(
+                &r,
+                "quire_delivery_retries_total",
+                "Spooled objects whose write to the store failed and is retried",
+            ),
+            store_errors: counter_vec(
+                &r,
+                "quire_store_errors_total",
+                "Failed writes to the object store, by kind: unavailable and timeout (retried), rejected (for good), damaged (the spooled copy did not read back intact)",
+                &["kind"],
+            ),
             pages: counter_vec(
                 &r,
                 "quire_pages_total",
@@ -217,18 +279,44 @@ impl Metrics {
         "_other".to_string()
     }
 
-    /// A page was acknowledged after `took`.
-    pub fn page_stored(&self, tenant: &str, bytes: u64, stored: u64, again: bool, took: Duration) {
+    /// A page was acknowledged `took` after its first frame.
+    pub fn page_stored(&self, tenant: &str, receipt: &quire_pipeline::Receipt, took: Duration) {
         let tenant = self.tenant(tenant);
+        let again = receipt.already_stored;
         let outcome = if again { "duplicate" } else { "stored" };
         self.pages.with_label_values(&[&tenant, outcome]).inc();
-        self.page_bytes.with_label_values(&[&tenant]).inc_by(bytes);
-        if !again {
-            self.stored_bytes
-                .with_label_values(&[&tenant])
-                .inc_by(stored);
-        }
+        self.page_bytes
+            .with_label_values(&[&tenant])
+            .inc_by(receipt.entry.size);
         self.page_seconds.observe(took.as_secs_f64());
+        self.stage("ack", took);
+        if again {
+            return;
+        }
+        self.stored_bytes
+            .with_label_values(&[&tenant])
+            .inc_by(receipt.stored_bytes);
+        let t = receipt.times;
+        for (i, spent) in [t.hash, t.compress, t.seal, t.spool, t.store]
+            .into_iter()
+            .enumerate()
+        {
+            self.stage_seconds[i + 1].observe(spent.as_secs_f64());
+        }
+        let compression = match receipt.compression {
+            quire_codecs::sealed::Compression::None => "none",
+            quire_codecs::sealed::Compression::Zstd => "zstd",
+        };
+        self.pages_by_format
+            .with_label_values(&[receipt.format.as_str(), compression])
+            .inc();
+    }
+
+    /// Time spent in `stage` (one of [`STAGES`]; `authenticate` for a connection's login).
+    pub fn stage(&self, stage: &str, spent: Duration) {
+        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+            self.stage_seconds[i].observe(spent.as_secs_f64());
+        }
     }
 
     /// A request was refused with `code`.
@@ -263,6 +351,7 @@ impl Metrics {
         self.spool_records.set(now.spool_records as i64);
         self.spool_capacity.set(now.spool_capacity as i64);
         self.audit_unsigned.set(now.audit_unsigned_records as i64);
+        self.spool_oldest.set(now.spool_oldest.as_secs_f64());
         {
             let mut seen = self.seen.lock().expect("metrics lock");
             let grown = |now: u64, before: u64| now.saturating_sub(before);
@@ -272,6 +361,13 @@ impl Metrics {
                 .inc_by(grown(now.vault.backend_unwraps, seen.vault.backend_unwraps));
             self.audit_records
                 .inc_by(grown(now.audit_records, seen.audit_records));
+            self.delivery_retries
+                .inc_by(grown(now.delivery_retries, seen.delivery_retries));
+            for (i, kind) in quire_pipeline::StoreErrorKind::ALL.iter().enumerate() {
+                self.store_errors
+                    .with_label_values(&[kind.as_str()])
+                    .inc_by(grown(now.store_errors[i], seen.store_errors[i]));
+            }
             *seen = *now;
         }
         let mut out = Vec::new();

@@ -162,12 +162,6 @@ async fn acknowledge(
         },
     )
     .await?;
-    state.metrics.page_stored(
-        tenant,
-        receipt.entry.size,
-        receipt.stored_bytes,
-        receipt.already_stored,
-        began.elapsed(),
-    );
+    state.metrics.page_stored(tenant, receipt, began.elapsed());
     Ok(())
 }
