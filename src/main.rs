@@ -13,6 +13,7 @@ use quire_server::config::ServerConfig;
 use quire_server::Server;
 
 mod admin;
+mod agent;
 use admin::{admin, AdminArgs};
 
 /// Quire: scanners push jobs over QUIC; every page is hashed, compressed, encrypted under
@@ -58,6 +59,9 @@ enum Command {
     Serve(ServeArgs),
     /// Push each DIR as one job, its files as pages in name order; resumes if interrupted.
     Push(PushArgs),
+    /// Watch a folder scanners drop files into: push each job once it is complete, then move
+    /// the originals to .sent/ (or delete them). Survives restarts and server outages.
+    Agent(agent::AgentArgs),
     /// Fetch a job's pages back, verified against the job manifest.
     Get(GetArgs),
     /// Manage tenants and devices (needs an admin credential).
@@ -253,6 +257,7 @@ async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(a) => serve(a).await,
         Command::Push(a) => push(a).await,
+        Command::Agent(a) => agent::agent(a).await,
         Command::Get(a) => get(a).await,
         Command::Admin(a) => admin(a).await,
         Command::Deliver(a) => deliver(a).await,

@@ -10,24 +10,17 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn the_systemd_unit_is_valid_and_sandboxed() {
-    let unit = std::fs::read_to_string(root().join("dist/quire.service")).unwrap();
-    for directive in [
-        "ProtectSystem=strict",
-        "NoNewPrivileges=yes",
-        "RuntimeDirectory=quire",
-        "StateDirectory=quire",
-        "LimitNOFILE=",
-        "ExecReload=/bin/kill -HUP $MAINPID",
-        "CapabilityBoundingSet=\n",
-    ] {
-        assert!(unit.contains(directive), "the unit lacks {directive:?}");
+/// `dist/<unit>` has `directives`, systemd accepts it, and every flag its ExecStart passes is
+/// one `quire <command>` takes.
+fn valid_unit(unit_file: &str, command: &str, directives: &[&str]) {
+    let unit = std::fs::read_to_string(root().join("dist").join(unit_file)).unwrap();
+    for directive in directives {
+        assert!(unit.contains(directive), "{unit_file} lacks {directive:?}");
     }
     // systemd's own check, with ExecStart pointing at the binary under test (it checks that
     // the executable exists). It warns on stderr about any directive it does not accept.
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("quire.service");
+    let copy = dir.path().join(unit_file);
     std::fs::write(&copy, unit.replace("/usr/local/bin/quire", BIN)).unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", copy.to_str().unwrap()])
@@ -35,20 +28,52 @@ fn the_systemd_unit_is_valid_and_sandboxed() {
         .expect("systemd-analyze (Debian package systemd; scripts/test.sh installs it)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
-
-    // Every flag ExecStart passes is one `quire serve` takes.
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart="))
         .unwrap();
+    assert!(exec.contains(&format!("quire {command} ")), "{exec}");
     let help = Command::new(BIN)
-        .args(["serve", "--help"])
+        .args([command, "--help"])
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
-        assert!(help.contains(flag), "quire serve has no {flag}");
+        assert!(help.contains(flag), "quire {command} has no {flag}");
     }
+}
+
+#[test]
+fn the_systemd_unit_is_valid_and_sandboxed() {
+    valid_unit(
+        "quire.service",
+        "serve",
+        &[
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "RuntimeDirectory=quire",
+            "StateDirectory=quire",
+            "LimitNOFILE=",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "CapabilityBoundingSet=\n",
+        ],
+    );
+}
+
+#[test]
+fn the_agent_unit_is_valid_and_may_write_only_its_folder() {
+    valid_unit(
+        "quire-agent.service",
+        "agent",
+        &[
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "ReadWritePaths=/srv/scans",
+            "--watch /srv/scans",
+            "Restart=always",
+            "CapabilityBoundingSet=\n",
+        ],
+    );
 }
 
 #[test]

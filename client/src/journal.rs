@@ -69,6 +69,17 @@ impl Journal {
         device_id: &str,
     ) -> Result<Journal, ClientError> {
         let canonical = std::fs::canonicalize(dir).map_err(|e| local_err(dir, e))?;
+        Ok(Self::of_canonical(state_dir, &canonical, tenant, device_id))
+    }
+
+    /// The journal of the directory at the canonical path `canonical` (which need not exist
+    /// any more: the agent forgets a job's journal after moving the job away).
+    pub fn of_canonical(
+        state_dir: &Path,
+        canonical: &Path,
+        tenant: &str,
+        device_id: &str,
+    ) -> Journal {
         let path = canonical.as_os_str().as_encoded_bytes();
         let legacy = hex::encode(&Sha256::digest(path)[..12]);
         let mut h = Sha256::new();
@@ -78,13 +89,25 @@ impl Journal {
         h.update([0]);
         h.update(device_id.as_bytes());
         let stem = hex::encode(&h.finalize()[..12]);
-        Ok(Journal {
+        Journal {
             state_dir: state_dir.to_path_buf(),
             unfinished: state_dir.join(format!("{stem}.job")),
             legacy_unfinished: state_dir.join(format!("{legacy}.job")),
             done: state_dir.join(format!("{stem}.done")),
             lock: state_dir.join(format!("{stem}.lock")),
-        })
+        }
+    }
+
+    /// Removes the journal's files (a job the agent has finished with for good).
+    pub fn forget(&self) -> Result<(), ClientError> {
+        for path in [&self.unfinished, &self.done, &self.lock] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local_err(path, e)),
+            }
+        }
+        Ok(())
     }
 
     /// Takes the directory's push lock, or says that another push of it is running.

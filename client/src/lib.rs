@@ -59,6 +59,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod agent;
 pub mod deliver;
 pub mod enroll;
 pub mod get;
