@@ -82,6 +82,7 @@ pub async fn agent(a: AgentArgs) -> Result<()> {
         retry_max: seconds("retry-max-secs", a.retry_max_secs)?,
         once: a.once,
     };
+    quire_client::transport::set_default(a.client.transport);
     let (cred, path) = load_credential(&a.client, DEV_DEVICE_CRED)?;
     let server = a
         .client

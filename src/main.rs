@@ -131,6 +131,11 @@ struct ClientArgs {
     /// `deliver`].
     #[arg(long, env = "QUIRE_CREDENTIAL", global = true)]
     credential: Option<PathBuf>,
+    /// How to reach the server: `quic` (UDP), `tcp` (QUIC carried over TLS over TCP, for
+    /// networks that drop UDP), or `auto`: QUIC, and TCP too if QUIC has not connected within
+    /// half a second.
+    #[arg(long, env = "QUIRE_TRANSPORT", global = true, default_value = "auto")]
+    transport: client::transport::Transport,
 }
 
 #[derive(Args, Debug)]
@@ -379,6 +384,7 @@ fn load_credential(c: &ClientArgs, default: &str) -> Result<(Credential, PathBuf
 }
 
 async fn connect(c: &ClientArgs, default: &str) -> Result<(Connection, Credential)> {
+    client::transport::set_default(c.transport);
     let (cred, path) = load_credential(c, default)?;
     let server = c.server.as_deref().unwrap_or(&cred.server);
     let conn = Connection::connect_to(&cred, server)
@@ -395,6 +401,9 @@ async fn push(a: PushArgs) -> Result<()> {
         );
     }
     let (connection, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
+    if connection.transport == client::transport::Transport::Tcp {
+        eprintln!("connected over TCP (QUIC carried over TLS: UDP did not get through, or --transport tcp)");
+    }
     let opts = PushOptions {
         job: a.job.clone(),
         concurrency: a.concurrency,

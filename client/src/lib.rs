@@ -65,6 +65,7 @@ pub mod enroll;
 pub mod get;
 pub mod journal;
 pub mod push;
+pub mod transport;
 
 /// Credential files, stream framing and TLS, shared with the server (`quire-net`).
 pub use quire_net::{credential, stream, tls};
@@ -72,7 +73,6 @@ pub use quire_net::{credential, stream, tls};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use quire_codecs::wire::{ErrorCode, Frame, Role, ALPN};
 
 use quire_net::credential::{Credential, CredentialError};
@@ -147,6 +147,8 @@ impl ClientError {
 pub struct Connection {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
+    /// `Quic` or `Tcp`: which way this connection went.
+    pub transport: transport::Transport,
     pub tenant: String,
     pub device_id: String,
     pub role: Role,
@@ -263,50 +265,7 @@ impl Connection {
             addr: l.addr.to_string(),
             message,
         };
-        let endpoint = client_endpoint(l.addr, config)?;
-        // A busy server refuses new connections outright (CONNECTION_REFUSED): back off and
-        // try again a few times before giving up. Jittered, so that a fleet reconnecting at
-        // once (after a server restart) spreads out instead of coming back in waves.
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(4))
-            .with_jitter()
-            .with_max_times(10)
-            .build();
-        let conn = loop {
-            let connecting = endpoint
-                .connect(l.addr, l.server_name)
-                .map_err(|e| connect_err(e.to_string()))?;
-            match tokio::time::timeout(Duration::from_secs(15), connecting).await {
-                Err(_) => {
-                    return Err(connect_err(
-                        "no answer within 15 s (is `quire serve` running?)".into(),
-                    ))
-                }
-                Ok(Ok(c)) => break c,
-                Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
-                    if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
-                {
-                    match delays.next() {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => {
-                            let e = quinn::ConnectionError::ConnectionClosed(c);
-                            return Err(connect_err(e.to_string()));
-                        }
-                    }
-                }
-                Ok(Err(quinn::ConnectionError::TransportError(t))) if is_tls_failure(&t) => {
-                    return Err(connect_err(format!(
-                        "the server's certificate is not one this credential trusts ({}): it \
-                         must be issued for {} by the CA in the credential (or be the \
-                         certificate pinned there); if the server's certificate was replaced \
-                         by one from another CA, enroll again",
-                        t.reason, l.server_name
-                    )))
-                }
-                Ok(Err(e)) => return Err(connect_err(e.to_string())),
-            }
-        };
+        let (endpoint, conn, way) = transport::establish(&l, config).await?;
 
         let refused_by_close = |e: &quinn::ConnectionError| match closed_reason(e) {
             Some(reason) => ClientError::Refused {
@@ -338,6 +297,7 @@ impl Connection {
             Some(Frame::Welcome { tenant, role }) => Ok(Connection {
                 endpoint,
                 conn,
+                transport: way,
                 tenant,
                 device_id: l.device_id.into(),
                 role,

@@ -11,6 +11,7 @@ pub mod congestion;
 pub mod credential;
 pub mod stream;
 pub mod tls;
+pub mod tunnel;
 
 use zeroize::Zeroizing;
 

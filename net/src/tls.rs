@@ -34,6 +34,27 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The QUIC client configuration trusting exactly the certificates in `ca_pem`.
 pub fn client_config(ca_pem: &str, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = rustls_client(ca_pem, alpn, &[&rustls::version::TLS13])?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// The TLS configuration of a tunnel over TCP (`crate::tunnel`): the same trust, TLS 1.3 or
+/// 1.2 (what middleboxes on the way may insist on), ALPN `quire-tcp/1`.
+pub fn tcp_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, TlsError> {
+    rustls_client(
+        ca_pem,
+        crate::tunnel::ALPN_TCP,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+}
+
+fn rustls_client(
+    ca_pem: &str,
+    alpn: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert = cert.map_err(|_| TlsError::Pem {
@@ -43,14 +64,12 @@ pub fn client_config(ca_pem: &str, alpn: &[u8]) -> Result<quinn::ClientConfig, T
         roots.add(cert)?;
     }
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(versions)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
     tls.enable_early_data = false;
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TlsError::Quic(e.to_string()))?;
-    Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    Ok(tls)
 }
 
 /// SHA-256 of a certificate's DER bytes: what an enrollment token pins.

@@ -4,9 +4,12 @@
 //! overwritten, and a server that has a service administrator already refuses a second
 //! bootstrap (that administrator creates the others).
 
+use std::net::SocketAddr;
+use std::path::Path;
+
 use quire_codecs::wire::{validate_id, DeviceState, Role};
 use quire_net::address::ServerAddress;
-use quire_net::credential::Credential;
+use quire_net::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
 
 use crate::auth::DeviceRecord;
 use crate::config::ServerConfig;
@@ -98,4 +101,65 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         secret: hex::encode(*secret),
         server_ca: trust_anchor,
     })
+}
+
+/// Creates the development tenant, an enabled scanner and a service admin, and writes
+/// their credential files under `dir/dev/`, for a server at `addr` whose clients trust
+/// `trust_anchor_pem`. Existing credentials are kept (only the server address in them is
+/// refreshed) so a restart does not invalidate them.
+pub(crate) fn dev_credentials(
+    meta: &dyn crate::meta::MetaStore,
+    addr: SocketAddr,
+    trust_anchor_pem: &str,
+    dir: &Path,
+    tenant: &str,
+) -> Result<(), ServeError> {
+    meta.ensure_tenant(tenant)?;
+    let connect_ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    let server = SocketAddr::new(connect_ip, addr.port()).to_string();
+    for (file, device_id, role) in [
+        (DEV_DEVICE_CRED, "dev-scanner", Role::Device),
+        (DEV_ADMIN_CRED, "dev-admin", Role::ServiceAdmin),
+    ] {
+        let path = dir.join(file);
+        let existing = Credential::load(&path).ok().filter(|c| {
+            let rec = meta.device(&c.device_id).ok().flatten();
+            match (rec, c.secret_bytes()) {
+                (Some(rec), Some(secret)) => rec.secret_hash == crate::auth::hash_secret(&secret),
+                _ => false,
+            }
+        });
+        let cred = match existing {
+            Some(mut c) => {
+                c.server = server.clone();
+                c.server_ca = trust_anchor_pem.to_string();
+                c
+            }
+            None => {
+                let secret = quire_net::random_secret();
+                meta.put_device(&DeviceRecord {
+                    device_id: device_id.into(),
+                    tenant: tenant.into(),
+                    role,
+                    state: DeviceState::Enabled,
+                    secret_hash: crate::auth::hash_secret(&secret),
+                })?;
+                Credential {
+                    server: server.clone(),
+                    server_name: "localhost".into(),
+                    tenant: tenant.into(),
+                    device_id: device_id.into(),
+                    role: role.as_str().into(),
+                    secret: hex::encode(*secret),
+                    server_ca: trust_anchor_pem.to_string(),
+                }
+            }
+        };
+        cred.save(&path)?;
+    }
+    Ok(())
 }

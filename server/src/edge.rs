@@ -3,12 +3,12 @@
 //! stages of `quire_pipeline`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{self, DeviceRecord, Principal};
-use quire_codecs::wire::{DeviceState, ErrorCode, Frame, Role};
+use crate::auth::{self, Principal};
+use quire_codecs::wire::{ErrorCode, Frame};
 use quire_pipeline::Pipeline;
 use tracing::{debug, error, info, warn};
 
@@ -18,7 +18,6 @@ use crate::identity::{CertResolver, Identity, IdentitySource, TlsReloader};
 use crate::meta::{Meta, MetaStore};
 use crate::{keycheck, limits, requests, slots, sweep};
 use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
-use quire_net::credential::{Credential, CredentialFile, DEV_ADMIN_CRED, DEV_DEVICE_CRED};
 use quire_net::stream::{write_frame, FrameReader};
 use quire_net::tls::TlsError;
 
@@ -170,6 +169,8 @@ pub fn connection_window(connections: usize) -> u64 {
 /// A running server.
 pub struct Server {
     endpoint: quinn::Endpoint,
+    /// The TCP port for networks that drop UDP, and its endpoint.
+    tunnels: Option<crate::tunnel::Tunnels>,
     state: Arc<State>,
     /// What credentials written at start pin (see [`Identity::trust_anchor_pem`]).
     trust_anchor_pem: String,
@@ -230,11 +231,29 @@ impl Server {
         let certs = Arc::new(CertResolver::new(&identity)?);
         let mut server_config = crate::identity::server_config(certs.clone())?;
         server_config.transport_config(Arc::new(transport_config(&config)));
-        let endpoint = quinn::Endpoint::server(server_config, config.listen).map_err(|source| {
-            ServeError::Bind {
-                addr: config.listen,
-                source,
-            }
+        let endpoint =
+            quinn::Endpoint::server(server_config.clone(), config.listen).map_err(|source| {
+                ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+        let quic_addr = endpoint.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let tcp_tls = crate::identity::tcp_server_config(certs.clone())?;
+        let tunnels = crate::tunnel::bind(
+            config.tcp,
+            quic_addr,
+            config.listen.port() == 0,
+            server_config,
+            tcp_tls,
+        )
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: quic_addr,
+            source,
         })?;
         let key_dir = config.key_dir();
         if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
@@ -262,6 +281,7 @@ impl Server {
         pipeline.spawn_delivery();
         let server = Server {
             endpoint,
+            tunnels,
             state: Arc::new(State {
                 meta,
                 pipeline,
@@ -312,7 +332,13 @@ impl Server {
         crate::audit::spawn_auth_failure_flush(move || state.auth_failures.flush(&state.audit));
         crate::audit::checkpoints::spawn(server.state.clone(), config.audit.checkpoint_interval);
         if config.dev_bootstrap {
-            server.bootstrap_dev(dir, &config.dev_tenant)?;
+            crate::bootstrap::dev_credentials(
+                server.state.meta.as_ref(),
+                server.local_addr(),
+                &server.trust_anchor_pem,
+                dir,
+                &config.dev_tenant,
+            )?;
         }
         sweep::spawn(
             server.state.clone(),
@@ -326,7 +352,7 @@ impl Server {
             info!(addr = %addr, "metrics, /healthz and /readyz over HTTP");
             tokio::spawn(crate::metrics::http::serve(listener, server.state.clone()));
         }
-        info!(addr = %server.local_addr(), store = server.state.pipeline.store.name(), "quire listening");
+        info!(addr = %server.local_addr(), tcp = ?server.tcp_addr(), store = server.state.pipeline.store.name(), "quire listening");
         Ok(server)
     }
 
@@ -335,6 +361,11 @@ impl Server {
         self.endpoint
             .local_addr()
             .expect("bound endpoint has an address")
+    }
+
+    /// The TCP port's address (QUIC over TLS over TCP), if it is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tunnels.as_ref().map(|t| t.addr)
     }
 
     /// What clients must trust (PEM): `[tls] ca`, or the server's own certificate.
@@ -359,7 +390,22 @@ impl Server {
     pub async fn run(&self) {
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_AUTH));
         let sources = gate::SourceSlots::default();
-        while let Some(incoming) = self.endpoint.accept().await {
+        let tunnelled = async {
+            if let Some(t) = &self.tunnels {
+                self.accept(&t.endpoint, &pending, &sources).await
+            }
+        };
+        tokio::join!(self.accept(&self.endpoint, &pending, &sources), tunnelled);
+    }
+
+    /// Accepts the connections of one endpoint (UDP, or the TCP port's tunnels).
+    async fn accept(
+        &self,
+        endpoint: &quinn::Endpoint,
+        pending: &Arc<tokio::sync::Semaphore>,
+        sources: &gate::SourceSlots,
+    ) {
+        while let Some(incoming) = endpoint.accept().await {
             if self.state.drain.is_draining() {
                 // CONNECTION_REFUSED: the scanner backs off and tries again (or elsewhere).
                 incoming.refuse();
@@ -432,9 +478,13 @@ impl Server {
 
     /// Stops accepting, closes connections at once and waits until they are gone.
     pub async fn shutdown(&self) {
-        self.endpoint
-            .close(CLOSE_SHUTDOWN.into(), b"server shutting down");
-        self.endpoint.wait_idle().await;
+        let endpoints = std::iter::once(&self.endpoint).chain(self.tunnels.as_ref().map(|t| &t.endpoint));
+        for e in endpoints.clone() {
+            e.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
+        }
+        for e in endpoints {
+            e.wait_idle().await;
+        }
         self.state.pipeline.spool.shutdown();
         if let Err(e) = self.state.auth_failures.flush(&self.state.audit) {
             error!(error = %e, "cannot write failed authentications to the audit log");
@@ -446,62 +496,6 @@ impl Server {
             Ok(Err(e)) => warn!(error = %e, "cannot sign the last audit checkpoints at shutdown"),
             Err(_) => warn!("the last audit checkpoints were not stored within 5 s of shutdown"),
         }
-    }
-
-    /// Creates the development tenant, an enabled scanner and a service admin, and writes
-    /// their credential files under `dir/dev/`. Existing credentials are kept (only the
-    /// server address in them is refreshed) so a restart does not invalidate them.
-    fn bootstrap_dev(&self, dir: &Path, tenant: &str) -> Result<(), ServeError> {
-        let meta = &self.state.meta;
-        meta.ensure_tenant(tenant)?;
-        let addr = self.local_addr();
-        let connect_ip = if addr.ip().is_unspecified() {
-            std::net::IpAddr::from([127, 0, 0, 1])
-        } else {
-            addr.ip()
-        };
-        let server = SocketAddr::new(connect_ip, addr.port()).to_string();
-        for (file, device_id, role) in [
-            (DEV_DEVICE_CRED, "dev-scanner", Role::Device),
-            (DEV_ADMIN_CRED, "dev-admin", Role::ServiceAdmin),
-        ] {
-            let path = dir.join(file);
-            let existing = Credential::load(&path).ok().filter(|c| {
-                let rec = meta.device(&c.device_id).ok().flatten();
-                match (rec, c.secret_bytes()) {
-                    (Some(rec), Some(secret)) => rec.secret_hash == auth::hash_secret(&secret),
-                    _ => false,
-                }
-            });
-            let cred = match existing {
-                Some(mut c) => {
-                    c.server = server.clone();
-                    c.server_ca = self.trust_anchor_pem.clone();
-                    c
-                }
-                None => {
-                    let secret = quire_net::random_secret();
-                    meta.put_device(&DeviceRecord {
-                        device_id: device_id.into(),
-                        tenant: tenant.into(),
-                        role,
-                        state: DeviceState::Enabled,
-                        secret_hash: auth::hash_secret(&secret),
-                    })?;
-                    Credential {
-                        server: server.clone(),
-                        server_name: "localhost".into(),
-                        tenant: tenant.into(),
-                        device_id: device_id.into(),
-                        role: role.as_str().into(),
-                        secret: hex::encode(*secret),
-                        server_ca: self.trust_anchor_pem.clone(),
-                    }
-                }
-            };
-            cred.save(&path)?;
-        }
-        Ok(())
     }
 }
 

@@ -217,6 +217,18 @@ impl TlsReloader {
     }
 }
 
+/// The TLS configuration of the TCP port (QUIC tunnelled for networks that drop UDP, see
+/// `quire_net::tunnel`): TLS 1.3 or 1.2, ALPN `quire-tcp/1` required, the same certificate.
+pub fn tcp_server_config(certs: Arc<CertResolver>) -> Result<rustls::ServerConfig, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+    tls.alpn_protocols = vec![quire_net::tunnel::ALPN_TCP.to_vec()];
+    tls.max_early_data_size = 0;
+    Ok(tls)
+}
+
 /// The QUIC server configuration: TLS 1.3 only, ALPN `quire/1` required, no 0-RTT, the
 /// certificate from `certs`.
 pub fn server_config(certs: Arc<CertResolver>) -> Result<quinn::ServerConfig, TlsError> {

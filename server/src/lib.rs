@@ -34,6 +34,7 @@ mod requests;
 pub mod retention;
 pub mod slots;
 mod sweep;
+mod tunnel;
 
 pub use edge::{connection_window, transport_config, ServeError, Server};
 pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};

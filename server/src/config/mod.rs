@@ -13,6 +13,7 @@ use quire_pipeline::{AckMode, PipelineConfig, SpoolConfig};
 use serde::Deserialize;
 
 pub use observe::AuditConfig;
+pub use tcp::TcpListen;
 pub use vault::{VaultConfig, VaultOpenError};
 
 /// Where `serve` listens and `push` connects when told nothing else.
@@ -61,6 +62,8 @@ struct FileConfig {
     metrics: observe::MetricsSection,
     #[serde(default)]
     audit: observe::AuditSection,
+    #[serde(default)]
+    tcp: tcp::TcpSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -283,6 +286,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// When audit chains are checkpointed.
     pub audit: AuditConfig,
+    /// Where QUIC over TLS over TCP is served, for networks that drop UDP.
+    pub tcp: TcpListen,
     /// SHA-256 of the configuration file the server was started with (audited at start).
     pub config_sha256: Option<String>,
 }
@@ -383,6 +388,7 @@ impl ServerConfig {
         let metrics_listen = fc.metrics.resolve()?;
         let audit = fc.audit.resolve()?;
         Ok(ServerConfig {
+            tcp: fc.tcp.resolve()?,
             audit,
             config_sha256: None,
             metrics_listen,
@@ -685,6 +691,7 @@ fn config_digest(text: &str) -> String {
 
 mod observe;
 mod secret;
+mod tcp;
 #[cfg(test)]
 mod tests;
 mod vault;
