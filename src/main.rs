@@ -401,8 +401,10 @@ async fn push(a: PushArgs) -> Result<()> {
         );
     }
     let (connection, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
-    if connection.transport == client::transport::Transport::Tcp {
-        eprintln!("connected over TCP (QUIC carried over TLS: UDP did not get through, or --transport tcp)");
+    if connection.transport == client::transport::Transport::Tcp
+        && a.client.transport == client::transport::Transport::Auto
+    {
+        eprintln!("connected over TCP: QUIC over UDP did not get through (QUIC is carried over TLS instead)");
     }
     let opts = PushOptions {
         job: a.job.clone(),

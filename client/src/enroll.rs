@@ -7,7 +7,6 @@
 //! administrator enables it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use quire_codecs::wire::{Frame, Role};
 use zeroize::Zeroizing;
@@ -105,16 +104,9 @@ async fn enroll_at(
         addr: addr.to_string(),
         message,
     };
-    let endpoint = crate::client_endpoint(addr, config)?;
-    let conn = tokio::time::timeout(
-        Duration::from_secs(15),
-        endpoint
-            .connect(addr, server_name)
-            .map_err(|e| connect_err(e.to_string()))?,
-    )
-    .await
-    .map_err(|_| connect_err("no answer within 15 s".into()))?
-    .map_err(|e| connect_err(e.to_string()))?;
+    let outer = quire_net::tls::pinned_tcp_client_config(token.fingerprint)?;
+    let (endpoint, conn, _) =
+        crate::transport::establish_to(addr, server_name, config, outer).await?;
     let chain = crate::peer_chain(&conn);
     let pinned = quire_net::tls::find_pinned(&chain, &token.fingerprint)
         .map(|c| c.to_vec())

@@ -81,17 +81,30 @@ pub(crate) async fn establish(
     l: &Login<'_>,
     config: quinn::ClientConfig,
 ) -> Result<(quinn::Endpoint, quinn::Connection, Transport), ClientError> {
+    let outer = quire_net::tls::tcp_client_config(l.ca_pem)?;
+    establish_to(l.addr, l.server_name, config, outer).await
+}
+
+/// [`establish`] to `addr` (certificate checked for `server_name`), `outer` being the TLS
+/// configuration of a tunnel over TCP.
+pub(crate) async fn establish_to(
+    addr: SocketAddr,
+    server_name: &str,
+    config: quinn::ClientConfig,
+    outer: rustls::ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection, Transport), ClientError> {
+    let l = &Peer { addr, server_name };
     let tcp = |(e, c)| (e, c, Transport::Tcp);
     let quic = |(e, c)| (e, c, Transport::Quic);
     match default_transport() {
         Transport::Quic => over_udp(l, config).await.map(quic),
-        Transport::Tcp => over_tcp(l, config).await.map(tcp),
-        Transport::Auto if recently_tcp(l.addr) => over_tcp(l, config).await.map(tcp),
+        Transport::Tcp => over_tcp(l, config, outer).await.map(tcp),
+        Transport::Auto if recently_tcp(l.addr) => over_tcp(l, config, outer).await.map(tcp),
         Transport::Auto => {
             let by_udp = over_udp(l, config.clone());
             let by_tcp = async {
                 tokio::time::sleep(QUIC_HEAD_START).await;
-                over_tcp(l, config).await
+                over_tcp(l, config, outer).await
             };
             tokio::pin!(by_udp, by_tcp);
             let (mut quic_err, mut tcp_err) = (None, None);
@@ -127,8 +140,14 @@ fn describe(e: &ClientError) -> String {
     }
 }
 
+/// Where a connection goes.
+struct Peer<'a> {
+    addr: SocketAddr,
+    server_name: &'a str,
+}
+
 async fn over_udp(
-    l: &Login<'_>,
+    l: &Peer<'_>,
     config: quinn::ClientConfig,
 ) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
     let endpoint = client_endpoint(l.addr, config)?;
@@ -138,14 +157,14 @@ async fn over_udp(
 
 /// QUIC through a TLS connection to the server's TCP port.
 async fn over_tcp(
-    l: &Login<'_>,
+    l: &Peer<'_>,
     config: quinn::ClientConfig,
+    tls: rustls::ClientConfig,
 ) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
     let connect_err = |message: String| ClientError::Connect {
         addr: format!("{} (TCP)", l.addr),
         message,
     };
-    let tls = quire_net::tls::tcp_client_config(l.ca_pem)?;
     let name = rustls::pki_types::ServerName::try_from(l.server_name.to_string())
         .map_err(|e| connect_err(format!("{:?} is not a server name: {e}", l.server_name)))?;
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
@@ -158,8 +177,22 @@ async fn over_tcp(
     };
     let (stream, local) = tokio::time::timeout(TCP_DEADLINE, opening)
         .await
-        .map_err(|_| connect_err(format!("no TCP connection within {} s", TCP_DEADLINE.as_secs())))?
-        .map_err(|e| connect_err(e.to_string()))?;
+        .map_err(|_| {
+            connect_err(format!(
+                "no TCP connection within {} s",
+                TCP_DEADLINE.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            let cert = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .filter(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+            connect_err(match cert {
+                Some(r) => untrusted(&r.to_string(), l.server_name),
+                None => e.to_string(),
+            })
+        })?;
     let socket = ClientSocket::start(stream, local, l.addr);
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
@@ -175,7 +208,7 @@ async fn over_tcp(
 
 /// The QUIC handshake with the server, retried while the server refuses new connections.
 async fn handshake(
-    l: &Login<'_>,
+    l: &Peer<'_>,
     endpoint: &quinn::Endpoint,
 ) -> Result<quinn::Connection, ClientError> {
     let connect_err = |message: String| ClientError::Connect {
@@ -214,15 +247,18 @@ async fn handshake(
                 }
             }
             Ok(Err(quinn::ConnectionError::TransportError(t))) if is_tls_failure(&t) => {
-                return Err(connect_err(format!(
-                    "the server's certificate is not one this credential trusts ({}): it \
-                     must be issued for {} by the CA in the credential (or be the \
-                     certificate pinned there); if the server's certificate was replaced \
-                     by one from another CA, enroll again",
-                    t.reason, l.server_name
-                )))
+                return Err(connect_err(untrusted(&t.reason, l.server_name)))
             }
             Ok(Err(e)) => return Err(connect_err(e.to_string())),
         }
     }
+}
+
+/// What a certificate the credential does not trust means, and what to do.
+fn untrusted(reason: &str, server_name: &str) -> String {
+    format!(
+        "the server's certificate is not one this credential trusts ({reason}): it must be \
+         issued for {server_name} by the CA in the credential (or be the certificate pinned \
+         there); if the server's certificate was replaced by one from another CA, enroll again"
+    )
 }

@@ -181,15 +181,33 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCert {
 /// The QUIC client configuration for enrollment: trusts only the pinned certificate (the
 /// server's own, or a CA in its chain: see `PinnedCert`).
 pub fn pinned_client_config(pin: [u8; 32]) -> Result<quinn::ClientConfig, TlsError> {
-    let provider = provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCert { pin, provider }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls.enable_early_data = false;
+    let tls = pinned_rustls(pin, ALPN, &[&rustls::version::TLS13])?;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// [`pinned_client_config`] for the tunnel over TCP (enrollment where UDP is dropped).
+pub fn pinned_tcp_client_config(pin: [u8; 32]) -> Result<rustls::ClientConfig, TlsError> {
+    pinned_rustls(
+        pin,
+        crate::tunnel::ALPN_TCP,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+}
+
+fn pinned_rustls(
+    pin: [u8; 32],
+    alpn: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCert { pin, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.enable_early_data = false;
+    Ok(tls)
 }

@@ -137,8 +137,10 @@ impl ServerSocket {
             .insert(peer, out_tx);
         let writing = tokio::spawn(write_datagrams(writer, out_rx));
         let inbox = self.inbox_tx.clone();
-        let _ = read_datagrams(reader, |d| inbox.try_send((peer, d)).is_ok() || !inbox.is_closed())
-            .await;
+        let _ = read_datagrams(reader, |d| {
+            inbox.try_send((peer, d)).is_ok() || !inbox.is_closed()
+        })
+        .await;
         self.routes.lock().expect("routes lock").remove(&peer);
         writing.abort();
     }
@@ -151,7 +153,12 @@ impl AsyncUdpSocket for ServerSocket {
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         // A tunnel that is gone is a lost datagram, as on UDP.
-        if let Some(route) = self.routes.lock().expect("routes lock").get(&transmit.destination) {
+        if let Some(route) = self
+            .routes
+            .lock()
+            .expect("routes lock")
+            .get(&transmit.destination)
+        {
             let _ = route.send(Bytes::copy_from_slice(transmit.contents));
         }
         Ok(())
@@ -202,10 +209,9 @@ impl ClientSocket {
         tokio::spawn(write_datagrams(writer, out_rx));
         tokio::spawn(async move {
             // A full inbox drops the datagram, as a full socket buffer would.
-            let _ = read_datagrams(reader, |d| !matches!(
-                in_tx.try_send(d),
-                Err(mpsc::error::TrySendError::Closed(_))
-            ))
+            let _ = read_datagrams(reader, |d| {
+                !matches!(in_tx.try_send(d), Err(mpsc::error::TrySendError::Closed(_)))
+            })
             .await;
         });
         Arc::new(ClientSocket {

@@ -478,7 +478,8 @@ impl Server {
 
     /// Stops accepting, closes connections at once and waits until they are gone.
     pub async fn shutdown(&self) {
-        let endpoints = std::iter::once(&self.endpoint).chain(self.tunnels.as_ref().map(|t| &t.endpoint));
+        let endpoints =
+            std::iter::once(&self.endpoint).chain(self.tunnels.as_ref().map(|t| &t.endpoint));
         for e in endpoints.clone() {
             e.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
         }

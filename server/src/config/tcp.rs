@@ -29,10 +29,15 @@ impl TcpSection {
         match self.listen.as_deref() {
             None => Ok(TcpListen::SamePort),
             Some("off") => Ok(TcpListen::Off),
-            Some(s) => s.parse().map(TcpListen::At).map_err(|e| ConfigError::Invalid {
-                key: "tcp.listen".into(),
-                reason: format!("{s:?} is neither \"off\" nor an address like 0.0.0.0:443 ({e})"),
-            }),
+            Some(s) => s
+                .parse()
+                .map(TcpListen::At)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "tcp.listen".into(),
+                    reason: format!(
+                        "{s:?} is neither \"off\" nor an address like 0.0.0.0:443 ({e})"
+                    ),
+                }),
         }
     }
 }
