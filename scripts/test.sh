@@ -26,10 +26,22 @@ fi
 if ! command -v promtool >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null
 fi
+# nftables: tests/udp_blocked.rs drops UDP in a network namespace of its own with it.
+if ! command -v nft >/dev/null; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq nftables >/dev/null
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
+# The same behaviour over the TCP port (QUIC carried over TLS over TCP, for networks that drop
+# UDP): the integration tests of pushing, resuming, refusing, limiting, enrolling and reading
+# back, run again with every client connection forced to TCP.
+QUIRE_TRANSPORT=tcp cargo test --test resume --test edge_pages --test refusals --test limits \
+  --test roles --test job_ownership --test enroll --test tls_ca --test retention --test push_input \
+  --test hostile_sockets --test drain --test isolation --test agent --test transport \
+  --test bulk_jobs --test crash --test corpus_roundtrip --test honest_errors --test keys \
+  --test audit_chain --test audit_events --test cli --test bootstrap
 # Model checks of the lock-free erase tracker: every interleaving, under loom. A target
 # directory of its own, because `--cfg loom` changes how every crate is built.
 RUSTFLAGS="--cfg loom" cargo test -p quire-erase-tracker --release --target-dir target/loom --test loom
