@@ -128,3 +128,49 @@ fn a_tcp_port_without_tls_or_in_silence_costs_the_server_nothing_lasting() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     drop(idle);
 }
+
+#[test]
+fn the_tcp_port_speaks_tls_1_2_and_1_3_with_its_alpn_to_an_independent_client() {
+    let server = TestServer::start();
+    let ca = server.path().join("ca.pem");
+    std::fs::write(&ca, &server.device_cred().server_ca).unwrap();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let o = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                version,
+                "-alpn",
+                "quire-tcp/1",
+                "-servername",
+                "localhost",
+            ])
+            .args(["-connect", &server.addr.to_string(), "-CAfile"])
+            .arg(&ca)
+            .arg("-verify_return_error")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let want = if version == "-tls1_2" {
+            "TLSv1.2"
+        } else {
+            "TLSv1.3"
+        };
+        assert!(
+            text.contains(&format!("Protocol  : {want}")) || text.contains(&format!(", {want}, ")),
+            "{version}: {text}"
+        );
+        assert!(
+            text.contains("ALPN protocol: quire-tcp/1"),
+            "{version}: no ALPN: {text}"
+        );
+        assert!(
+            text.contains("Verify return code: 0 (ok)"),
+            "{version}: {text}"
+        );
+    }
+}

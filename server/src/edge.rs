@@ -231,30 +231,14 @@ impl Server {
         let certs = Arc::new(CertResolver::new(&identity)?);
         let mut server_config = crate::identity::server_config(certs.clone())?;
         server_config.transport_config(Arc::new(transport_config(&config)));
-        let endpoint =
-            quinn::Endpoint::server(server_config.clone(), config.listen).map_err(|source| {
-                ServeError::Bind {
+        let tcp_tls = crate::identity::tcp_server_config(certs.clone())?;
+        let (endpoint, tunnels) =
+            crate::tunnel::bind_both(config.listen, config.tcp, server_config, tcp_tls)
+                .await
+                .map_err(|source| ServeError::Bind {
                     addr: config.listen,
                     source,
-                }
-            })?;
-        let quic_addr = endpoint.local_addr().map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let tcp_tls = crate::identity::tcp_server_config(certs.clone())?;
-        let tunnels = crate::tunnel::bind(
-            config.tcp,
-            quic_addr,
-            config.listen.port() == 0,
-            server_config,
-            tcp_tls,
-        )
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: quic_addr,
-            source,
-        })?;
+                })?;
         let key_dir = config.key_dir();
         if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
             warn!(

@@ -31,28 +31,49 @@ pub(crate) struct Tunnels {
     pub addr: SocketAddr,
 }
 
+/// Binds the QUIC endpoint at `listen` and the TCP port `tcp` says, and starts accepting
+/// tunnels. With port 0 (the system picks) and TCP on the same port, a port free for both is
+/// found: one taken on TCP is given back and another tried.
+pub(crate) async fn bind_both(
+    listen: SocketAddr,
+    tcp: TcpListen,
+    server_config: quinn::ServerConfig,
+    tls: rustls::ServerConfig,
+) -> std::io::Result<(quinn::Endpoint, Option<Tunnels>)> {
+    let mut attempts = 0;
+    loop {
+        let endpoint = quinn::Endpoint::server(server_config.clone(), listen)?;
+        let quic = endpoint.local_addr()?;
+        match bind(tcp, quic, server_config.clone(), tls.clone()).await {
+            Ok(tunnels) => return Ok((endpoint, tunnels)),
+            Err(e) if listen.port() == 0 && tcp == TcpListen::SamePort && attempts < 20 => {
+                debug!(port = quic.port(), error = %e, "port taken on TCP; trying another");
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Binds the TCP port `where_` says (`quic` is the QUIC endpoint's own address), and starts
 /// accepting tunnels. `None` when TCP is off.
-pub(crate) async fn bind(
+async fn bind(
     where_: TcpListen,
     quic: SocketAddr,
-    quic_port_chosen_by_system: bool,
     server_config: quinn::ServerConfig,
     tls: rustls::ServerConfig,
 ) -> std::io::Result<Option<Tunnels>> {
-    let listener = match where_ {
+    let at = match where_ {
         TcpListen::Off => return Ok(None),
-        TcpListen::At(addr) => TcpListener::bind(addr).await?,
-        TcpListen::SamePort => match TcpListener::bind(quic).await {
-            Ok(l) => l,
-            // A port the system picked for UDP may be taken on TCP: any other will do then.
-            Err(e) if quic_port_chosen_by_system => {
-                debug!(error = %e, "the QUIC port is taken on TCP; another port for TCP");
-                TcpListener::bind(SocketAddr::new(quic.ip(), 0)).await?
-            }
-            Err(e) => return Err(e),
-        },
+        TcpListen::At(addr) => addr,
+        TcpListen::SamePort => quic,
     };
+    let listener = TcpListener::bind(at).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("the TCP port {at} (for networks that drop UDP): {e}; set [tcp] listen to another address, or \"off\""),
+        )
+    })?;
     let addr = listener.local_addr()?;
     let socket = ServerSocket::new(addr);
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
