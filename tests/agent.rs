@@ -85,6 +85,21 @@ impl Agent {
         }
     }
 
+    /// Peak resident memory (KiB) and open file descriptors of the agent now.
+    fn footprint(&self) -> (u64, usize) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let peak = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        (peak, fds)
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -189,6 +204,11 @@ fn two_thousand_files_dropped_while_the_server_is_down_are_all_delivered_after_i
     let held = files_under(&dir);
     assert_eq!(held.len(), 2000, "{held:?}");
     assert!(held.iter().all(|p| p.starts_with(dir.join(".quire/jobs"))));
+    // Thousands of waiting files hold no memory or descriptors of their own.
+    let (peak_kib, fds) = agent.footprint();
+    eprintln!("agent with 2,000 files waiting: peak RSS {peak_kib} KiB, {fds} descriptors open");
+    assert!(peak_kib < 64 * 1024, "{peak_kib} KiB");
+    assert!(fds < 64, "{fds} descriptors");
 
     server.restart();
     let committed = agent.until("committed", 20, Duration::from_secs(180));
