@@ -25,6 +25,34 @@ fn admin(server: &TestServer, args: &[&str]) -> std::process::Output {
     server.quire(&all)
 }
 
+/// `audit export --tenant dev` (plus `extra`) into `name` under the server's directory.
+fn export_trail(server: &TestServer, name: &str, extra: &[&str]) -> PathBuf {
+    let out = server.path().join(name);
+    let mut args = vec![
+        "audit",
+        "export",
+        "--tenant",
+        "dev",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = admin(server, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// The independent Python verifier on an export.
+fn verify_in_python(file: &Path, extra: &[&str]) -> std::process::Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_audit.py");
+    std::process::Command::new(python())
+        .arg(&script)
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// `audit verify --json` for `dev`: the report, and whether the command succeeded.
 fn verify(server: &TestServer) -> (bool, serde_json::Value, String) {
     let o = admin(server, &["audit", "verify", "--tenant", "dev", "--json"]);
@@ -199,28 +227,8 @@ fn an_exported_trail_verifies_independently_and_its_tampering_fails_there() {
     let server = TestServer::start_with_config(CONFIG);
     act(&server, 0, 4);
     let report = until_signed(&server);
-    let export = server.path().join("dev-trail.jsonl");
-    let o = admin(
-        &server,
-        &[
-            "audit",
-            "export",
-            "--tenant",
-            "dev",
-            "--out",
-            export.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_audit.py");
-    let python = |file: &Path, extra: &[&str]| {
-        std::process::Command::new(python())
-            .arg(&script)
-            .arg(file)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let export = export_trail(&server, "dev-trail.jsonl", &[]);
+    let python = verify_in_python;
     let ok = python(&export, &[]);
     assert!(
         ok.status.success(),
@@ -274,21 +282,7 @@ fn an_exported_trail_verifies_independently_and_its_tampering_fails_there() {
     });
 
     // An export from a given time starts mid-chain and still verifies.
-    let since = server.path().join("since.jsonl");
-    let o = admin(
-        &server,
-        &[
-            "audit",
-            "export",
-            "--tenant",
-            "dev",
-            "--since",
-            "2020-01-01T00:00:00Z",
-            "--out",
-            since.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let since = export_trail(&server, "since.jsonl", &["--since", "2020-01-01T00:00:00Z"]);
     assert!(python(&since, &[]).status.success());
 }
 
@@ -382,25 +376,8 @@ fn push_reads_and_retention_deletion_are_all_in_the_verified_export() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     until_signed(&server);
 
-    let export = server.path().join("trail.jsonl");
-    let o = admin(
-        &server,
-        &[
-            "audit",
-            "export",
-            "--tenant",
-            "dev",
-            "--out",
-            export.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_audit.py");
-    let checked = std::process::Command::new(python())
-        .arg(&script)
-        .arg(&export)
-        .output()
-        .unwrap();
+    let export = export_trail(&server, "trail.jsonl", &[]);
+    let checked = verify_in_python(&export, &[]);
     assert!(
         checked.status.success(),
         "{}",

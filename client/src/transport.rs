@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use quire_net::tunnel::ClientSocket;
+use quire_net::tunnel::TunnelSocket;
 
 use crate::{client_endpoint, is_tls_failure, ClientError, Login};
 
@@ -193,7 +193,7 @@ async fn over_tcp(
                 None => e.to_string(),
             })
         })?;
-    let socket = ClientSocket::start(stream, local, l.addr);
+    let socket = TunnelSocket::client(stream, local, l.addr);
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         None,

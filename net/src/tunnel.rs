@@ -5,10 +5,9 @@
 //! datagrams through it, each prefixed with its length (2 bytes, big-endian). Everything above
 //! the datagrams is unchanged: the same QUIC connection with its streams, the same frames,
 //! authentication, limits, metrics and audit — only the path differs. The sockets below are
-//! quinn's [`AsyncUdpSocket`] over such connections: [`ServerSocket`] gathers the datagrams of
-//! every tunnel into one socket for the server's second endpoint (each tunnel's TCP peer
-//! address standing for the datagrams' source), and [`ClientSocket`] is a scanner's one
-//! tunnel.
+//! quinn's [`AsyncUdpSocket`] over such connections: the server's [`TunnelSocket`] gathers
+//! the datagrams of every tunnel into one socket for its second endpoint (each tunnel's TCP
+//! peer address standing for the datagrams' source); a scanner's carries its one tunnel.
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -28,6 +27,11 @@ pub const ALPN_TCP: &[u8] = b"quire-tcp/1";
 
 /// Datagrams waiting to be taken by the endpoint, across all tunnels.
 const INBOX: usize = 4096;
+
+/// The largest datagram a tunnel carries: QUIC's packets are at most 1452 bytes here (quinn's
+/// default MTU ceiling), so a longer length is a broken or hostile peer, and the tunnel ends.
+/// It also bounds what the inbox can hold (about 8 MB).
+pub const MAX_DATAGRAM: usize = 2048;
 
 /// Writes never wait at this layer: QUIC's congestion control bounds what is outstanding.
 #[derive(Debug)]
@@ -70,6 +74,12 @@ async fn read_datagrams<R: AsyncRead + Unpin>(
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
+        if len > MAX_DATAGRAM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a {len}-byte datagram; at most {MAX_DATAGRAM} are carried"),
+            ));
+        }
         let mut buf = BytesMut::zeroed(len);
         reader.read_exact(&mut buf).await?;
         if !put(buf.freeze()) {
@@ -97,69 +107,123 @@ async fn write_datagrams<W: AsyncWrite + Unpin>(
 
 type Route = mpsc::UnboundedSender<Bytes>;
 
-/// The server's socket over every tunnel (see the module docs).
+/// Where a socket's datagrams go.
 #[derive(Debug)]
-pub struct ServerSocket {
+enum Out {
+    /// The server's: to the tunnel of each destination.
+    Routes(Mutex<HashMap<SocketAddr, Route>>),
+    /// A scanner's: to its one tunnel.
+    One(Route),
+}
+
+/// A QUIC socket over tunnels (see the module docs): the server's over every tunnel
+/// ([`TunnelSocket::server`], fed by [`TunnelSocket::serve`]), or a scanner's over one
+/// ([`TunnelSocket::client`]).
+#[derive(Debug)]
+pub struct TunnelSocket {
     local: SocketAddr,
     inbox_tx: mpsc::Sender<(SocketAddr, Bytes)>,
     inbox: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
-    routes: Mutex<HashMap<SocketAddr, Route>>,
+    out: Out,
 }
 
-impl ServerSocket {
-    /// A socket standing for the TCP listener at `local`.
-    pub fn new(local: SocketAddr) -> Arc<ServerSocket> {
+/// The server's socket.
+pub type ServerSocket = TunnelSocket;
+
+impl TunnelSocket {
+    fn new(local: SocketAddr, out: Out) -> TunnelSocket {
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
-        Arc::new(ServerSocket {
+        TunnelSocket {
             local,
             inbox_tx,
             inbox: Mutex::new(inbox),
-            routes: Mutex::default(),
-        })
+            out,
+        }
     }
 
-    /// How many tunnels are open.
+    /// The server's socket, standing for the TCP listener at `local`.
+    pub fn server(local: SocketAddr) -> Arc<TunnelSocket> {
+        Arc::new(Self::new(local, Out::Routes(Mutex::default())))
+    }
+
+    /// A scanner's socket over `stream` (TLS established), whose ends are `local` and `peer`.
+    pub fn client<S>(stream: S, local: SocketAddr, peer: SocketAddr) -> Arc<TunnelSocket>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let socket = Arc::new(Self::new(local, Out::One(out)));
+        let (reader, writer) = tokio::io::split(stream);
+        tokio::spawn(write_datagrams(writer, out_rx));
+        let inbox = socket.inbox_tx.clone();
+        tokio::spawn(async move {
+            // A full inbox drops the datagram, as a full socket buffer would.
+            let _ = read_datagrams(reader, |d| {
+                !matches!(
+                    inbox.try_send((peer, d)),
+                    Err(mpsc::error::TrySendError::Closed(_))
+                )
+            })
+            .await;
+        });
+        socket
+    }
+
+    /// How many tunnels the server's socket has open.
     pub fn tunnels(&self) -> usize {
-        self.routes.lock().expect("routes lock").len()
+        match &self.out {
+            Out::Routes(r) => r.lock().expect("routes lock").len(),
+            Out::One(_) => 1,
+        }
     }
 
-    /// Carries the datagrams of one tunnel (a TLS stream from `peer`, handshake done) until
-    /// it ends.
+    /// Carries the datagrams of one tunnel of the server's socket (a TLS stream from `peer`,
+    /// handshake done) until it ends.
     pub async fn serve<S>(self: Arc<Self>, peer: SocketAddr, stream: S)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        let Out::Routes(routes) = &self.out else {
+            return;
+        };
         let (reader, writer) = tokio::io::split(stream);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .insert(peer, out_tx);
+        routes.lock().expect("routes lock").insert(peer, out_tx);
         let writing = tokio::spawn(write_datagrams(writer, out_rx));
         let inbox = self.inbox_tx.clone();
         let _ = read_datagrams(reader, |d| {
-            inbox.try_send((peer, d)).is_ok() || !inbox.is_closed()
+            !matches!(
+                inbox.try_send((peer, d)),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
         })
         .await;
-        self.routes.lock().expect("routes lock").remove(&peer);
+        routes.lock().expect("routes lock").remove(&peer);
         writing.abort();
     }
 }
 
-impl AsyncUdpSocket for ServerSocket {
+impl AsyncUdpSocket for TunnelSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         Box::pin(AlwaysWritable)
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let datagram = || Bytes::copy_from_slice(transmit.contents);
         // A tunnel that is gone is a lost datagram, as on UDP.
-        if let Some(route) = self
-            .routes
-            .lock()
-            .expect("routes lock")
-            .get(&transmit.destination)
-        {
-            let _ = route.send(Bytes::copy_from_slice(transmit.contents));
+        match &self.out {
+            Out::Routes(routes) => {
+                if let Some(r) = routes
+                    .lock()
+                    .expect("routes lock")
+                    .get(&transmit.destination)
+                {
+                    let _ = r.send(datagram());
+                }
+            }
+            Out::One(r) => {
+                let _ = r.send(datagram());
+            }
         }
         Ok(())
     }
@@ -173,76 +237,8 @@ impl AsyncUdpSocket for ServerSocket {
         let mut inbox = self.inbox.lock().expect("inbox lock");
         match inbox.poll_recv(cx) {
             Poll::Ready(Some((addr, d))) => Poll::Ready(deliver(addr, &d, bufs, meta)),
-            // The socket holds a sender itself: never closed while it lives.
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-
-    fn may_fragment(&self) -> bool {
-        false
-    }
-}
-
-/// A scanner's one tunnel to the server at `peer`.
-#[derive(Debug)]
-pub struct ClientSocket {
-    local: SocketAddr,
-    peer: SocketAddr,
-    inbox: Mutex<mpsc::Receiver<Bytes>>,
-    out: Route,
-}
-
-impl ClientSocket {
-    /// Starts carrying datagrams over `stream` (TLS established), whose ends are `local` and
-    /// `peer`.
-    pub fn start<S>(stream: S, local: SocketAddr, peer: SocketAddr) -> Arc<ClientSocket>
-    where
-        S: AsyncRead + AsyncWrite + Send + 'static,
-    {
-        let (reader, writer) = tokio::io::split(stream);
-        let (in_tx, inbox) = mpsc::channel(INBOX);
-        let (out, out_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_datagrams(writer, out_rx));
-        tokio::spawn(async move {
-            // A full inbox drops the datagram, as a full socket buffer would.
-            let _ = read_datagrams(reader, |d| {
-                !matches!(in_tx.try_send(d), Err(mpsc::error::TrySendError::Closed(_)))
-            })
-            .await;
-        });
-        Arc::new(ClientSocket {
-            local,
-            peer,
-            inbox: Mutex::new(inbox),
-            out,
-        })
-    }
-}
-
-impl AsyncUdpSocket for ClientSocket {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(AlwaysWritable)
-    }
-
-    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        let _ = self.out.send(Bytes::copy_from_slice(transmit.contents));
-        Ok(())
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        let mut inbox = self.inbox.lock().expect("inbox lock");
-        match inbox.poll_recv(cx) {
-            Poll::Ready(Some(d)) => Poll::Ready(deliver(self.peer, &d, bufs, meta)),
-            // The tunnel ended: the connection's idle timeout notices.
+            // The socket holds a sender itself, so this never ends; a scanner's tunnel that
+            // ended is noticed by the connection's idle timeout.
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
@@ -281,6 +277,20 @@ mod tests {
         assert_eq!(&got[0][..], b"one");
         assert!(got[1].is_empty());
         assert_eq!(got[2].len(), 1500);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_datagram_ends_the_tunnel_before_it_is_read() {
+        let (mut a, b) = tokio::io::duplex(64);
+        a.write_all(&u16::MAX.to_be_bytes()).await.unwrap();
+        let mut got = 0;
+        let r = read_datagrams(b, |_| {
+            got += 1;
+            true
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(got, 0);
     }
 
     #[tokio::test]

@@ -75,7 +75,7 @@ async fn bind(
         )
     })?;
     let addr = listener.local_addr()?;
-    let socket = ServerSocket::new(addr);
+    let socket = ServerSocket::server(addr);
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server_config),
