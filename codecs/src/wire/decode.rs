@@ -203,6 +203,21 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
         kind::PAGE_BEGIN => Frame::PageBegin(r.entry()?),
         kind::DONE => Frame::Done,
         kind::ADMIN => Frame::Admin(AdminRequest::get(&mut r)?),
+        kind::ADMIN_ISSUED..=kind::ADMIN_AUDIT_REPORT => decode_admin_answer(k, &mut r)?,
+        kind::ERROR => Frame::Error {
+            code: ErrorCode::from_u16(r.u16()?),
+            message: r.string(4096)?,
+        },
+        other => return Err(WireError::UnknownFrameType(other)),
+    };
+    r.finish()?;
+    Ok(frame)
+}
+
+/// The answers to administrative requests (frame types `ADMIN_ISSUED` to
+/// `ADMIN_AUDIT_REPORT`).
+fn decode_admin_answer(k: u8, r: &mut Reader<'_>) -> Result<Frame, WireError> {
+    Ok(match k {
         kind::ADMIN_ISSUED => Frame::AdminIssued {
             device_id: r.id("device id")?,
             tenant: r.id("tenant")?,
@@ -282,14 +297,8 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             committed_jobs: r.u32()?,
             committed_bytes: r.u64()?,
         },
-        kind::ERROR => Frame::Error {
-            code: ErrorCode::from_u16(r.u16()?),
-            message: r.string(4096)?,
-        },
         other => return Err(WireError::UnknownFrameType(other)),
-    };
-    r.finish()?;
-    Ok(frame)
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
