@@ -26,9 +26,13 @@ fi
 if ! command -v promtool >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null
 fi
-# nftables: tests/udp_blocked.rs drops UDP in a network namespace of its own with it.
+# nftables: tests/udp_blocked.rs drops UDP in a network namespace of its own with it; openssl's
+# s_client is the independent TLS client tests/transport.rs checks the TCP port with.
 if ! command -v nft >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq nftables >/dev/null
+fi
+if ! command -v openssl >/dev/null; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null
 fi
 
 cargo fmt --all -- --check
