@@ -31,6 +31,9 @@ fi
 if ! command -v nft >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq nftables >/dev/null
 fi
+if ! command -v ip >/dev/null; then
+  apt-get update -qq >/dev/null && apt-get install -y -qq iproute2 >/dev/null
+fi
 if ! command -v openssl >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq openssl >/dev/null
 fi
