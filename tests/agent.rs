@@ -302,6 +302,10 @@ fn temporary_files_stay_unsendable_ones_fail_and_originals_go_only_after_commit(
     ] {
         std::fs::write(dir.join(name), name).unwrap();
     }
+    // A name that is not UTF-8 can never be a page name.
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"Rechnung-M\xfcller.tif");
+    std::fs::write(dir.join(latin1), "latin-1 name").unwrap();
     agent.until("staged", 2, Duration::from_secs(30));
     agent.until("retrying", 1, Duration::from_secs(30));
     // Not committed: nothing deleted.
@@ -315,13 +319,20 @@ fn temporary_files_stay_unsendable_ones_fail_and_originals_go_only_after_commit(
     let committed = agent.until("committed", 1, Duration::from_secs(60));
     assert_eq!(committed[0]["job"], "scan.tif");
     assert!(committed[0]["originals"].is_null());
-    let failed = agent.until("failed-file", 1, Duration::from_secs(30));
+    let failed = agent.until("failed-file", 2, Duration::from_secs(30));
     assert!(
-        failed[0]["path"].as_str().unwrap().contains(".failed/bad"),
+        failed
+            .iter()
+            .any(|f| f["path"].as_str().unwrap().contains(".failed/bad")),
         "{failed:?}"
     );
     let reason = std::fs::read_to_string(dir.join(".failed/bad\u{1}name.tif.reason.txt")).unwrap();
     assert!(reason.contains("control character"), "{reason}");
+    assert!(dir.join(".failed").join(latin1).exists());
+    let mut why = dir.join(".failed").join(latin1).into_os_string();
+    why.push(".reason.txt");
+    let reason = std::fs::read_to_string(why).unwrap();
+    assert!(reason.contains("not valid UTF-8"), "{reason}");
     std::thread::sleep(Duration::from_secs(1));
     for left in ["upload.part", "~$lock.docx", ".hidden"] {
         assert!(dir.join(left).exists(), "{left} was taken");

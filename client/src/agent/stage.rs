@@ -90,7 +90,7 @@ impl Layout {
             let name = file_name(&dir);
             if name.ends_with(PARTIAL) {
                 for f in list(&dir)? {
-                    let back = unique(&self.root.join(file_name(&f)));
+                    let back = unique(&self.root.join(raw_name(&f)));
                     std::fs::rename(&f, back)?;
                     recovered.unstaged += 1;
                 }
@@ -117,7 +117,7 @@ impl Layout {
     /// `.partial` folder first, which a restart undoes, then renamed into place.
     pub fn stage_files(&self, label: &str, names: &[String]) -> io::Result<PathBuf> {
         let to = self.new_job_dir(label);
-        let partial = PathBuf::from(format!("{}{PARTIAL}", to.display()));
+        let partial = with_suffix(&to, PARTIAL);
         std::fs::create_dir(&partial)?;
         for n in names {
             match std::fs::rename(self.root.join(n), partial.join(n)) {
@@ -188,10 +188,9 @@ impl Layout {
     pub fn fail_file(&self, file: &Path, reason: &str) -> io::Result<PathBuf> {
         let failed = self.root.join(".failed");
         std::fs::create_dir_all(&failed)?;
-        let to = unique(&failed.join(file_name(file)));
+        let to = unique(&failed.join(raw_name(file)));
         std::fs::rename(file, &to)?;
-        let why = PathBuf::from(format!("{}.reason.txt", to.display()));
-        std::fs::write(why, format!("{reason}\n"))?;
+        std::fs::write(with_suffix(&to, ".reason.txt"), format!("{reason}\n"))?;
         Ok(to)
     }
 
@@ -201,23 +200,33 @@ impl Layout {
         std::fs::create_dir_all(&failed)?;
         let to = unique(&failed.join(Self::label(staged)));
         std::fs::rename(staged, &to)?;
-        std::fs::write(
-            PathBuf::from(format!("{}.reason.txt", to.display())),
-            format!("{reason}\n"),
-        )?;
+        std::fs::write(with_suffix(&to, ".reason.txt"), format!("{reason}\n"))?;
         Ok(to)
     }
 }
 
-/// `path`, or `path~2`, `path~3`, … whichever does not exist yet.
+/// `path`, or `path~2`, `path~3`, … whichever does not exist yet (the name's bytes kept as
+/// they are, UTF-8 or not).
 fn unique(path: &Path) -> PathBuf {
     if std::fs::symlink_metadata(path).is_err() {
         return path.to_path_buf();
     }
     (2..)
-        .map(|n| PathBuf::from(format!("{}~{n}", path.display())))
+        .map(|n| with_suffix(path, &format!("~{n}")))
         .find(|p| std::fs::symlink_metadata(p).is_err())
         .expect("some suffix is free")
+}
+
+/// `path` with `suffix` appended to its last component.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// The last component, exactly.
+fn raw_name(p: &Path) -> std::ffi::OsString {
+    p.file_name().map(|n| n.to_os_string()).unwrap_or_default()
 }
 
 fn file_name(p: &Path) -> String {
