@@ -9,7 +9,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::record::hex32;
+use crate::record::hex_bytes;
 
 /// The checkpoint format this version writes.
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -32,15 +32,15 @@ pub struct Checkpoint {
     pub tenant: String,
     /// The last record covered.
     pub seq: u64,
-    #[serde(with = "hex32")]
+    #[serde(with = "hex_bytes")]
     pub hash: [u8; 32],
     pub signed_unix_ms: u64,
     /// Which signing key: `audit-<vault key version>`.
     pub key_id: String,
     /// The signer's public key, for convenience: verifiers use the one they trust.
-    #[serde(with = "hex32")]
+    #[serde(with = "hex_bytes")]
     pub public_key: [u8; 32],
-    #[serde(with = "hex64")]
+    #[serde(with = "hex_bytes")]
     pub signature: [u8; 64],
 }
 
@@ -181,21 +181,6 @@ impl Checkpoint {
                     self.seq, self.key_id
                 )
             })
-    }
-}
-
-mod hex64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
-        let s = <&str>::deserialize(d)?;
-        let mut out = [0u8; 64];
-        hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
     }
 }
 

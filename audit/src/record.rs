@@ -38,9 +38,9 @@ pub struct Record {
     pub detail: String,
     /// `started`, `ok`, or `refused: …`.
     pub outcome: String,
-    #[serde(with = "hex32")]
+    #[serde(with = "hex_bytes")]
     pub prev: [u8; 32],
-    #[serde(with = "hex32")]
+    #[serde(with = "hex_bytes")]
     pub hash: [u8; 32],
 }
 
@@ -149,17 +149,19 @@ pub fn parse_line(line: &[u8]) -> Result<Line, String> {
     }
 }
 
-/// `[u8; 32]` as 64 lowercase hex digits.
-pub(crate) mod hex32 {
+/// A fixed-size byte array as lowercase hex digits.
+pub(crate) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
         let s = <&str>::deserialize(d)?;
-        let mut out = [0u8; 32];
+        let mut out = [0u8; N];
         hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
         Ok(out)
     }

@@ -88,6 +88,20 @@ async fn read_datagrams<R: AsyncRead + Unpin>(
     }
 }
 
+/// Puts each datagram of a tunnel from `peer` into `inbox`; a full inbox drops it, as a full
+/// socket buffer would. Stops when the inbox is gone.
+fn into_inbox(
+    inbox: &mpsc::Sender<(SocketAddr, Bytes)>,
+    peer: SocketAddr,
+) -> impl FnMut(Bytes) -> bool + '_ {
+    move |d| {
+        !matches!(
+            inbox.try_send((peer, d)),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
+    }
+}
+
 /// Writes the datagrams of `rx` to `writer`, length-prefixed, flushing when none waits.
 async fn write_datagrams<W: AsyncWrite + Unpin>(
     mut writer: W,
@@ -127,9 +141,6 @@ pub struct TunnelSocket {
     out: Out,
 }
 
-/// The server's socket.
-pub type ServerSocket = TunnelSocket;
-
 impl TunnelSocket {
     fn new(local: SocketAddr, out: Out) -> TunnelSocket {
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
@@ -157,24 +168,9 @@ impl TunnelSocket {
         tokio::spawn(write_datagrams(writer, out_rx));
         let inbox = socket.inbox_tx.clone();
         tokio::spawn(async move {
-            // A full inbox drops the datagram, as a full socket buffer would.
-            let _ = read_datagrams(reader, |d| {
-                !matches!(
-                    inbox.try_send((peer, d)),
-                    Err(mpsc::error::TrySendError::Closed(_))
-                )
-            })
-            .await;
+            let _ = read_datagrams(reader, into_inbox(&inbox, peer)).await;
         });
         socket
-    }
-
-    /// How many tunnels the server's socket has open.
-    pub fn tunnels(&self) -> usize {
-        match &self.out {
-            Out::Routes(r) => r.lock().expect("routes lock").len(),
-            Out::One(_) => 1,
-        }
     }
 
     /// Carries the datagrams of one tunnel of the server's socket (a TLS stream from `peer`,
@@ -190,14 +186,7 @@ impl TunnelSocket {
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         routes.lock().expect("routes lock").insert(peer, out_tx);
         let writing = tokio::spawn(write_datagrams(writer, out_rx));
-        let inbox = self.inbox_tx.clone();
-        let _ = read_datagrams(reader, |d| {
-            !matches!(
-                inbox.try_send((peer, d)),
-                Err(mpsc::error::TrySendError::Closed(_))
-            )
-        })
-        .await;
+        let _ = read_datagrams(reader, into_inbox(&self.inbox_tx, peer)).await;
         routes.lock().expect("routes lock").remove(&peer);
         writing.abort();
     }

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quire_net::tunnel::ServerSocket;
+use quire_net::tunnel::TunnelSocket;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
@@ -75,7 +75,7 @@ async fn bind(
         )
     })?;
     let addr = listener.local_addr()?;
-    let socket = ServerSocket::server(addr);
+    let socket = TunnelSocket::server(addr);
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
         Some(server_config),
@@ -117,7 +117,7 @@ impl Drop for Slot {
     }
 }
 
-async fn accept(listener: TcpListener, socket: Arc<ServerSocket>, tls: rustls::ServerConfig) {
+async fn accept(listener: TcpListener, socket: Arc<TunnelSocket>, tls: rustls::ServerConfig) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let sources = Sources::default();
     loop {

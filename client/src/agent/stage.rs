@@ -186,20 +186,25 @@ impl Layout {
 
     /// Moves a file that cannot be sent to `.failed/`, with a file saying why beside it.
     pub fn fail_file(&self, file: &Path, reason: &str) -> io::Result<PathBuf> {
-        let failed = self.root.join(".failed");
-        std::fs::create_dir_all(&failed)?;
-        let to = unique(&failed.join(raw_name(file)));
-        std::fs::rename(file, &to)?;
-        std::fs::write(with_suffix(&to, ".reason.txt"), format!("{reason}\n"))?;
-        Ok(to)
+        self.to_failed(file, raw_name(file), reason)
     }
 
     /// A staged job that cannot be sent at all goes to `.failed/` whole.
     pub fn fail_job(&self, staged: &Path, reason: &str) -> io::Result<PathBuf> {
+        self.to_failed(staged, Self::label(staged).into(), reason)
+    }
+
+    /// Moves `path` to `.failed/<name>` (made unique) and writes `<name>.reason.txt`.
+    fn to_failed(
+        &self,
+        path: &Path,
+        name: std::ffi::OsString,
+        reason: &str,
+    ) -> io::Result<PathBuf> {
         let failed = self.root.join(".failed");
         std::fs::create_dir_all(&failed)?;
-        let to = unique(&failed.join(Self::label(staged)));
-        std::fs::rename(staged, &to)?;
+        let to = unique(&failed.join(name));
+        std::fs::rename(path, &to)?;
         std::fs::write(with_suffix(&to, ".reason.txt"), format!("{reason}\n"))?;
         Ok(to)
     }
