@@ -140,6 +140,9 @@ struct Report {
     server_cpu_ms_per_mb: Option<f64>,
     /// This process's CPU time (the scanners, and an in-process server if there is one) per MB.
     client_cpu_ms_per_mb: Option<f64>,
+    /// Context switches of the server's threads per page stored (child server only): the
+    /// hand-offs between the runtime, rayon and the blocking pool, and the waits for fsync.
+    server_context_switches_per_page: Option<f64>,
     server_in_process: bool,
     /// Raw quinn bulk upload on this machine, measured just before the run (MB/s).
     transport_ceiling_mb_per_s: Option<f64>,
@@ -265,7 +268,9 @@ async fn main() -> Result<()> {
     let seconds = started_at.elapsed().as_secs_f64();
     ticker.abort();
     bar.finish_and_clear();
-    let (server_cpu_s, server_rss_mb, own_cpu_s) = usage.finish();
+    let used = usage.finish();
+    let (server_cpu_s, server_rss_mb, own_cpu_s) =
+        (used.server_cpu_s, used.server_rss_mb, used.own_cpu_s);
 
     let done_jobs = committed.lock().expect("lock").clone();
     let verified =
@@ -286,6 +291,10 @@ async fn main() -> Result<()> {
         server_cpu_s,
         server_cpu_ms_per_mb: server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
         client_cpu_ms_per_mb: own_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
+        server_context_switches_per_page: used
+            .server_switches
+            .filter(|_| pages > 0)
+            .map(|n| n as f64 / pages as f64),
         server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
         transport_ceiling_mb_per_s: ceiling,
         share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
@@ -318,29 +327,46 @@ fn latency_histogram() -> Result<Histogram<u64>> {
 struct Usage {
     server_pid: Option<String>,
     server_cpu_before: Option<f64>,
+    server_switches_before: Option<u64>,
     own_cpu_before: Option<f64>,
+}
+
+/// What [`Usage::finish`] measured.
+struct Used {
+    server_cpu_s: Option<f64>,
+    server_rss_mb: Option<f64>,
+    server_switches: Option<u64>,
+    own_cpu_s: Option<f64>,
 }
 
 impl Usage {
     fn start(server_pid: Option<String>) -> Usage {
         Usage {
             server_cpu_before: server_pid.as_deref().and_then(server::cpu_seconds),
+            server_switches_before: server_pid.as_deref().and_then(server::context_switches),
             own_cpu_before: server::cpu_seconds("self"),
             server_pid,
         }
     }
 
-    /// Server CPU seconds, server peak RSS in MiB, and this process's CPU seconds since start.
-    fn finish(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+    /// Server CPU seconds, peak RSS and context switches, and this process's CPU seconds,
+    /// since start.
+    fn finish(&self) -> Used {
         let pid = self.server_pid.as_deref();
-        let server = pid
-            .and_then(server::cpu_seconds)
-            .zip(self.server_cpu_before)
-            .map(|(after, before)| after - before);
-        let own = server::cpu_seconds("self")
-            .zip(self.own_cpu_before)
-            .map(|(after, before)| after - before);
-        (server, pid.and_then(server::peak_rss_mib), own)
+        Used {
+            server_cpu_s: pid
+                .and_then(server::cpu_seconds)
+                .zip(self.server_cpu_before)
+                .map(|(after, before)| after - before),
+            server_rss_mb: pid.and_then(server::peak_rss_mib),
+            server_switches: pid
+                .and_then(server::context_switches)
+                .zip(self.server_switches_before)
+                .map(|(after, before)| after.saturating_sub(before)),
+            own_cpu_s: server::cpu_seconds("self")
+                .zip(self.own_cpu_before)
+                .map(|(after, before)| after - before),
+        }
     }
 }
 

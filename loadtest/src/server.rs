@@ -191,3 +191,24 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
 }
+
+/// Context switches (voluntary and involuntary) of every live thread of a process: each is a
+/// thread going to sleep or being preempted, the cost of hand-offs between thread pools. A
+/// thread that exits takes its count with it, so read this while the process's pools are busy.
+pub fn context_switches(pid: &str) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(status) = std::fs::read_to_string(task.ok()?.path().join("status")) else {
+            continue; // the thread exited since the listing
+        };
+        total += status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
+}

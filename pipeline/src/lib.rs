@@ -39,7 +39,7 @@ use quire_storage::{Store, StoreError};
 pub use ingest::{PageInput, Receipt};
 pub use quire_vault::{KeyVault, Keyring, VaultError};
 pub use spool::{AckMode, Spool, SpoolConfig, SpoolError};
-pub use work::{DeliveryStats, PageFormat, StageTimes, StoreErrorKind};
+pub use work::{DeliveryStats, PageFormat, Prior, StageTimes, StoreErrorKind};
 
 /// Tunables of the pipeline.
 #[derive(Debug, Clone)]
@@ -217,9 +217,13 @@ impl Pipeline {
         self
     }
 
-    /// The tenant's newest key. Asked off the async workers: on a cache miss the vault may
-    /// call a KMS or HSM.
+    /// The tenant's newest key: from the vault's memory when it has it (every page but the
+    /// first few minutes' first), otherwise asked off the async workers, since on a cache miss
+    /// the vault may call a KMS or HSM.
     pub async fn current_key(&self, tenant: &str) -> Result<(KekRef, SecretKey), PipelineError> {
+        if let Some(found) = self.vault.cached_current_kek(tenant) {
+            return Ok(found);
+        }
         let tenant = tenant.to_string();
         self.ask_vault(move |vault| vault.current_kek(&tenant))
             .await

@@ -5,6 +5,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// What the caller knows of a page before it arrives, from its own records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Nothing: the store is asked whether the page's key holds an object already, so a
+    /// retried page that is stored is never read again.
+    Unknown,
+    /// The caller's metadata has no record of the page stored. A crash between store and
+    /// record can still have left an object, so this only skips the store's existence check
+    /// where the write itself is conditional (the small-page path), which finds it instead:
+    /// one round trip to the store, and one hand-off to a blocking thread, fewer per page.
+    NotRecorded,
+}
+
 /// Time a page spent in each stage. Hash, compress (with chunking) and seal are the work
 /// done on the page's bytes, summed over its parts (seal in parallel: the sum across
 /// threads); spool is writing its sealed bytes to the spool; store is from the sealed object

@@ -64,7 +64,7 @@ pub(crate) struct State {
     /// Rate and concurrency limits per device and tenant.
     pub limits: limits::Limits,
     /// Every administrative action and support access, appended.
-    pub audit: crate::audit::AuditLog,
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Retention policy per tenant (absent: keep).
     pub retention: std::collections::HashMap<String, crate::retention::Policy>,
     /// The receive window every authenticated connection has now (see RECEIVE_BUDGET).
@@ -287,6 +287,7 @@ impl Server {
                     &dir.join("audit.log"),
                     config.audit.checkpoint_records,
                 )
+                .map(Arc::new)
                 .map_err(|source| ServeError::DataDir {
                     path: dir.join("audit.log"),
                     source,
@@ -575,7 +576,7 @@ async fn authenticate(
             // On the record before the token is spent; no record, no enrollment.
             state
                 .audit
-                .record(
+                .append(
                     &device_id,
                     "device",
                     "device.enroll",
@@ -583,6 +584,7 @@ async fn authenticate(
                     "token presented",
                     "started",
                 )
+                .await
                 .map_err(|e| format!("enrollment not recorded in the audit log: {e}"))?;
             let outcome = tokio::task::spawn_blocking(move || {
                 meta.enroll(&hash, requests::unix_now(), &id, secret_hash)
@@ -593,11 +595,11 @@ async fn authenticate(
                 Ok(rec) => (rec.tenant.clone(), "ok".to_string()),
                 Err(e) => (String::new(), format!("refused: {e}")),
             };
-            if let Err(e) =
-                state
-                    .audit
-                    .record(&device_id, "device", "device.enroll", &tenant, "", &result)
-            {
+            let recorded = state
+                .audit
+                .append(&device_id, "device", "device.enroll", &tenant, "", &result)
+                .await;
+            if let Err(e) = recorded {
                 error!(error = %e, device = %device_id, "cannot record an enrollment's outcome");
             }
             let reply = match outcome {

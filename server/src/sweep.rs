@@ -46,7 +46,8 @@ pub(crate) async fn delete_job(
     let detail = format!("job={job} reason={why}");
     state
         .audit
-        .record(actor, "system", "job.delete", tenant, &detail, "started")
+        .append(actor, "system", "job.delete", tenant, &detail, "started")
+        .await
         .map_err(|e| {
             error!(error = %e, tenant, job, "cannot write the audit log; job not deleted");
             format!("the audit log cannot be written ({e}); the job was not deleted")
@@ -73,14 +74,12 @@ pub(crate) async fn delete_job(
         .await
         .expect("metadata task panicked")
         .map_err(|e| e.to_string())?;
-    if let Err(e) = state.audit.record(
-        actor,
-        "system",
-        "job.delete",
-        tenant,
-        &format!("job={job} objects={deleted} reason={why}"),
-        "ok",
-    ) {
+    let detail = format!("job={job} objects={deleted} reason={why}");
+    let done = state
+        .audit
+        .append(actor, "system", "job.delete", tenant, &detail, "ok")
+        .await;
+    if let Err(e) = done {
         error!(error = %e, tenant, job, "cannot write the audit log after deleting a job");
     }
     info!(tenant, job, objects = deleted, reason = %why, "job deleted");
@@ -169,14 +168,18 @@ pub(crate) async fn collect_uncommitted(state: &State, now: i64, ttl: Duration) 
                 "job={job} reason=uncommitted for more than {} s",
                 ttl.as_secs()
             );
-            if let Err(e) = state.audit.record(
-                "uncommitted-collector",
-                "system",
-                "job.abort",
-                &tenant,
-                &detail,
-                "started",
-            ) {
+            let started = state
+                .audit
+                .append(
+                    "uncommitted-collector",
+                    "system",
+                    "job.abort",
+                    &tenant,
+                    &detail,
+                    "started",
+                )
+                .await;
+            if let Err(e) = started {
                 error!(error = %e, tenant, job, "cannot write the audit log; job not collected");
                 continue;
             }

@@ -233,13 +233,29 @@ impl Keyring {
     }
 }
 
+/// The tenant's newest key version among its unwrapped keys (`None` if it was retired).
+fn newest(tenant: &str, keys: &Unwrapped) -> Option<(KekRef, SecretKey)> {
+    keys.last()
+        .and_then(|k| k.clone())
+        .map(|k| (Keyring::tenant_ref(tenant, keys.len() as u32), k))
+}
+
 impl KeyVault for Keyring {
+    fn cached_current_kek(&self, tenant: &str) -> Option<(KekRef, SecretKey)> {
+        match self
+            .cache
+            .get(tenant, self.now(), |keys| newest(tenant, keys))
+        {
+            Lookup::Hit(found) => {
+                self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                Some(found)
+            }
+            Lookup::Miss(_) | Lookup::Shredded => None,
+        }
+    }
+
     fn current_kek(&self, tenant: &str) -> Result<(KekRef, SecretKey), VaultError> {
-        let newest = |keys: &Unwrapped| {
-            keys.last()
-                .and_then(|k| k.clone())
-                .map(|k| (Self::tenant_ref(tenant, keys.len() as u32), k))
-        };
+        let newest = |keys: &Unwrapped| newest(tenant, keys);
         if let Some(found) = self.with_keys(tenant, newest)? {
             return Ok(found);
         }

@@ -85,6 +85,30 @@ fn shredding_destroys_every_version_for_good() {
     reopened.shred("acme").unwrap();
 }
 
+/// The lookup that skips the blocking pool answers exactly what `current_kek` would, and
+/// nothing it could not: not before a key is known, not an older version after a rotation,
+/// nothing after a shred.
+#[test]
+fn the_memory_only_lookup_never_answers_a_stale_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = file_keyring(dir.path());
+    assert!(v.cached_current_kek("acme").is_none());
+    let (r1, k1) = v.current_kek("acme").unwrap();
+    let (c1, ck1) = v
+        .cached_current_kek("acme")
+        .expect("cached after first use");
+    assert_eq!((c1, ck1.expose()), (r1, k1.expose()));
+    v.rotate("acme").unwrap();
+    if let Some((r, _)) = v.cached_current_kek("acme") {
+        assert_eq!(r.version, 2, "a rotation must not leave version 1 served");
+    }
+    let (r2, k2) = v.current_kek("acme").unwrap();
+    let (c2, ck2) = v.cached_current_kek("acme").unwrap();
+    assert_eq!((c2, ck2.expose()), (r2, k2.expose()));
+    v.shred("acme").unwrap();
+    assert!(v.cached_current_kek("acme").is_none());
+}
+
 #[test]
 fn retiring_destroys_one_old_version_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,6 +86,12 @@ pub trait KeyVault: Send + Sync + std::fmt::Debug {
     fn current_kek(&self, tenant: &str) -> Result<(KekRef, SecretKey), VaultError>;
     /// The key a sealed header names.
     fn kek(&self, kek: &KekRef) -> Result<SecretKey, VaultError>;
+    /// [`KeyVault::current_kek`] if it can be answered from memory, without blocking; `None`
+    /// means "ask [`KeyVault::current_kek`]" (which may call a KMS or HSM). Lets the ingest
+    /// path skip a hand-off to a blocking thread per page.
+    fn cached_current_kek(&self, _tenant: &str) -> Option<(KekRef, SecretKey)> {
+        None
+    }
     /// Adds a key version for the tenant; new objects use it, old ones still open.
     fn rotate(&self, tenant: &str) -> Result<u32, VaultError>;
     /// Destroys one old key version. The caller checks first that no object is under it.

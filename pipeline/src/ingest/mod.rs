@@ -17,7 +17,7 @@ use crate::keys;
 use crate::seal::{on_rayon, SealWindow};
 use crate::spool::{self, AckMode, Delivery, Record, SpoolError};
 use crate::store::{Direct, FromSeal};
-use crate::work::{PageFormat, SealClock, StageTimes};
+use crate::work::{PageFormat, Prior, SealClock, StageTimes};
 use crate::{Pipeline, PipelineError};
 use quire_storage::StoreError;
 use std::time::Instant;
@@ -191,6 +191,20 @@ impl Pipeline {
         tenant: &str,
         job_id: &str,
         entry: PageEntry,
+        input: mpsc::Receiver<PageInput>,
+    ) -> Result<Receipt, PipelineError> {
+        self.ingest_page_after(Prior::Unknown, tenant, job_id, entry, input)
+            .await
+    }
+
+    /// [`Pipeline::ingest_page`] for a caller that knows from its records whether the page
+    /// was stored before (see [`Prior`]).
+    pub async fn ingest_page_after(
+        &self,
+        prior: Prior,
+        tenant: &str,
+        job_id: &str,
+        entry: PageEntry,
         mut input: mpsc::Receiver<PageInput>,
     ) -> Result<Receipt, PipelineError> {
         if entry.size > self.config.max_page_size {
@@ -204,7 +218,10 @@ impl Pipeline {
             let stored_bytes = self.same_or_conflict(&record, &entry).await?;
             return Ok(Receipt::new(entry, key, stored_bytes, true));
         }
-        if self.stored_already(tenant, &key).await? {
+        let small =
+            self.config.ack == AckMode::Stored && entry.size <= self.config.single_put_limit;
+        let unchecked = prior == Prior::NotRecorded && small;
+        if !unchecked && self.stored_already(tenant, &key).await? {
             return self.verify_existing(tenant, entry, key).await;
         }
         // Room in the spool first: while there is none, the page is not read, and QUIC flow
@@ -214,10 +231,14 @@ impl Pipeline {
             .reserve(tenant, spool::reservation_for(entry.size))
             .await?;
         // Small pages wait for the store in memory when the budget has room (`ack = "stored"`).
-        let in_memory = (self.config.ack == AckMode::Stored
-            && entry.size <= self.config.single_put_limit)
+        let in_memory = small
             .then(|| self.spool.try_reserve_memory(reservation.bytes()))
             .flatten();
+        // Only the small path's conditional write finds an object left unrecorded: a page
+        // that goes the streamed way after all is checked now.
+        if unchecked && in_memory.is_none() && self.stored_already(tenant, &key).await? {
+            return self.verify_existing(tenant, entry, key).await;
+        }
         let active = self
             .active
             .clone()

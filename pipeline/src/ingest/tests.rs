@@ -22,6 +22,15 @@ fn entry(index: u32, data: &[u8]) -> PageEntry {
 }
 
 async fn push(p: &Pipeline, e: PageEntry, parts: Vec<PageInput>) -> Result<Receipt, PipelineError> {
+    push_after(Prior::Unknown, p, e, parts).await
+}
+
+async fn push_after(
+    prior: Prior,
+    p: &Pipeline,
+    e: PageEntry,
+    parts: Vec<PageInput>,
+) -> Result<Receipt, PipelineError> {
     let (tx, rx) = mpsc::channel(4);
     let feeder = tokio::spawn(async move {
         for part in parts {
@@ -30,7 +39,7 @@ async fn push(p: &Pipeline, e: PageEntry, parts: Vec<PageInput>) -> Result<Recei
             }
         }
     });
-    let r = p.ingest_page("acme", "job1", e, rx).await;
+    let r = p.ingest_page_after(prior, "acme", "job1", e, rx).await;
     feeder.await.unwrap();
     r
 }
@@ -124,6 +133,45 @@ async fn a_retry_is_verified_not_stored_twice() {
         .unwrap_err();
     assert!(matches!(e, PipelineError::Conflict { index: 0 }));
     assert_eq!(p.store.list("tenants").await.unwrap().len(), 1);
+}
+
+/// A crash between the store's write and the caller's record leaves an object the caller's
+/// metadata does not know: a page retried as `NotRecorded` must still be found, small
+/// (conditional write) or streamed (checked first), and never stored twice or replaced.
+#[tokio::test]
+async fn an_object_the_caller_never_recorded_is_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let small = b"page".repeat(1000);
+    let mut streamed = vec![0u8; 300_000]; // over single_put_limit
+    getrandom::fill(&mut streamed).unwrap();
+    for (index, data) in [small, streamed].into_iter().enumerate() {
+        let e = entry(index as u32, &data);
+        let first = push_after(Prior::NotRecorded, &p, e.clone(), split(&data, 10_000))
+            .await
+            .unwrap();
+        assert!(!first.already_stored);
+        let again = push_after(Prior::NotRecorded, &p, e, split(&data, 10_000))
+            .await
+            .unwrap();
+        assert!(again.already_stored, "page {index}");
+        let mut other = data.clone();
+        other[0] ^= 1;
+        let e = push_after(
+            Prior::NotRecorded,
+            &p,
+            entry(index as u32, &other),
+            split(&other, 10_000),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, PipelineError::Conflict { .. }),
+            "page {index}: {e}"
+        );
+        assert_eq!(read_back(&p, &first.object_key).await, data);
+    }
+    assert_eq!(p.store.list("tenants").await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -70,6 +70,27 @@ impl AuditLog {
             .map(drop)
     }
 
+    /// [`AuditLog::record`] from async code: the write and its sync run on a blocking
+    /// thread, since an fsync on an async worker stalls every connection that worker serves.
+    pub async fn append(
+        self: &std::sync::Arc<Self>,
+        actor: &str,
+        role: &str,
+        action: &str,
+        tenant: &str,
+        detail: &str,
+        outcome: &str,
+    ) -> std::io::Result<()> {
+        let log = self.clone();
+        let fields = [actor, role, action, tenant, detail, outcome].map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let [actor, role, action, tenant, detail, outcome] = &fields;
+            log.record(actor, role, action, tenant, detail, outcome)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// How many records this process has written, whoever wrote them.
     pub fn records_written(&self) -> u64 {
         self.log.records_written()
@@ -130,14 +151,21 @@ impl AuthFailures {
 /// Runs `flush` (writing the failed authentications counted so far) every
 /// [`AUTH_FAILURE_WINDOW`].
 pub(crate) fn spawn_auth_failure_flush(
-    flush: impl Fn() -> std::io::Result<usize> + Send + 'static,
+    flush: impl Fn() -> std::io::Result<usize> + Send + Sync + 'static,
 ) {
+    let flush = std::sync::Arc::new(flush);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(AUTH_FAILURE_WINDOW);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = flush() {
+            // It syncs the log: off the async workers.
+            let f = flush.clone();
+            let flushed = tokio::task::spawn_blocking(move || f())
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r);
+            if let Err(e) = flushed {
                 tracing::error!(error = %e, "cannot write failed authentications to the audit log");
             }
         }

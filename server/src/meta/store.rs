@@ -124,6 +124,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// The pages of a job recorded as stored, by index.
     fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError>;
 
+    /// Whether page `index` of the job is recorded as stored (one lookup, for the hot path).
+    fn page_recorded(&self, tenant: &str, job: &str, index: u32) -> Result<bool, MetaError>;
+
     /// Every tenant.
     fn tenants(&self) -> Result<Vec<String>, MetaError>;
 

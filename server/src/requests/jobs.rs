@@ -25,13 +25,49 @@ pub(super) async fn claim(
         job_id.to_string(),
         principal.device_id.clone(),
     );
-    match blocking(move || meta.claim_job(&t, &j, &d, upload)).await {
-        Ok(row) => Ok(row),
-        Err(e @ (MetaError::Owned { .. } | MetaError::OtherUpload { .. })) => {
-            Err(Refusal::new(ErrorCode::Conflict, e.to_string()))
+    blocking(move || meta.claim_job(&t, &j, &d, upload))
+        .await
+        .map_err(claim_refused)
+}
+
+/// A claim the metadata store refused: another device or upload owns the job (the caller's
+/// conflict), or the store failed.
+fn claim_refused(e: MetaError) -> Refusal {
+    match e {
+        MetaError::Owned { .. } | MetaError::OtherUpload { .. } => {
+            Refusal::new(ErrorCode::Conflict, e.to_string())
         }
-        Err(e) => Err(e.into()),
+        e => e.into(),
     }
+}
+
+/// For a scanner's page, in one metadata call (one hand-off to a blocking thread instead of
+/// three per page): the device is still enabled, the job is claimed for its upload, and
+/// whether the page is already on record, which spares the pipeline asking the store.
+pub(super) async fn claim_for_page(
+    state: &State,
+    principal: &Principal,
+    tenant: &str,
+    job_id: &str,
+    index: u32,
+    upload: Option<UploadId>,
+) -> Result<(crate::meta::JobRow, Prior), Refusal> {
+    let (meta, t, j, d) = (
+        state.meta.clone(),
+        tenant.to_string(),
+        job_id.to_string(),
+        principal.device_id.clone(),
+    );
+    blocking(move || {
+        device_usable(meta.device(&d)?, &d)?;
+        let job = meta.claim_job(&t, &j, &d, upload).map_err(claim_refused)?;
+        let prior = match meta.page_recorded(&t, &j, index)? {
+            true => Prior::Unknown,
+            false => Prior::NotRecorded,
+        };
+        Ok((job, prior))
+    })
+    .await
 }
 
 /// A job's record and its stored pages, read off the async workers.

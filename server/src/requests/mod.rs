@@ -14,7 +14,7 @@ mod key_versions;
 mod pages;
 
 use admin::admin;
-use jobs::{claim, job_commit, job_get, job_open, UploadRef};
+use jobs::{claim, claim_for_page, job_commit, job_get, job_open, UploadRef};
 use pages::page_put;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +27,7 @@ use quire_codecs::manifest::Manifest;
 use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role, UploadId};
 
 use crate::policy::{self, Action, Allowed, Denial, Subject};
-use quire_pipeline::{keys, PageInput, PipelineError};
+use quire_pipeline::{keys, PageInput, PipelineError, Prior};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -153,20 +153,14 @@ async fn serve_request(
              takes the page)",
         ));
     };
-    // Credentials can be disabled while a connection is open: check on every request.
-    let meta = state.meta.clone();
-    let device_id = principal.device_id.clone();
-    let current = blocking(move || meta.device(&device_id)).await?;
-    match current {
-        Some(rec) if rec.state == DeviceState::Enabled => {}
-        Some(rec) => {
-            return Err(AuthError::DeviceDisabled {
-                device: rec.device_id,
-                state: rec.state.as_str(),
-            }
-            .into())
-        }
-        None => return Err(AuthError::UnknownDevice(principal.device_id.clone()).into()),
+    // Credentials can be disabled while a connection is open: check on every request. A
+    // scanner's page checks it in the metadata call that claims the job (`claim_for_page`).
+    let page_from_device = principal.role == Role::Device && matches!(first, Frame::PagePut { .. });
+    if !page_from_device {
+        let meta = state.meta.clone();
+        let device_id = principal.device_id.clone();
+        let current = blocking(move || meta.device(&device_id)).await?;
+        device_usable(current, &principal.device_id)?;
     }
     match first {
         Frame::JobOpen {
@@ -187,7 +181,12 @@ async fn serve_request(
             upload,
         } => {
             allow(state, principal, &tenant, Action::PagePut, "").await?;
-            let job = claim(state, principal, &tenant, &job_id, upload).await?;
+            let (job, prior) = if page_from_device {
+                claim_for_page(state, principal, &tenant, &job_id, page.index, upload).await?
+            } else {
+                let job = claim(state, principal, &tenant, &job_id, upload).await?;
+                (job, Prior::Unknown)
+            };
             if job.committed {
                 return Err(Refusal::new(
                     ErrorCode::Conflict,
@@ -199,7 +198,7 @@ async fn serve_request(
                 job_id: &job_id,
                 upload,
             };
-            page_put(state, principal, &at, page, send, reader).await
+            page_put(state, principal, &at, (page, prior), send, reader).await
         }
         Frame::JobCommit {
             tenant,
@@ -238,6 +237,20 @@ async fn serve_request(
             ErrorCode::Malformed,
             format!("{} is not a request frame", frame_name(&other)),
         )),
+    }
+}
+
+/// Refuses a device that is no longer enabled (or no longer known): its credential may have
+/// been disabled or revoked while its connection stayed open.
+fn device_usable(current: Option<DeviceRecord>, device_id: &str) -> Result<(), Refusal> {
+    match current {
+        Some(rec) if rec.state == DeviceState::Enabled => Ok(()),
+        Some(rec) => Err(AuthError::DeviceDisabled {
+            device: rec.device_id,
+            state: rec.state.as_str(),
+        }
+        .into()),
+        None => Err(AuthError::UnknownDevice(device_id.to_string()).into()),
     }
 }
 
@@ -305,19 +318,20 @@ async fn audited(
     detail: &str,
     work: impl std::future::Future<Output = Result<(), Refusal>>,
 ) -> Result<(), Refusal> {
-    audit(state, principal, action, tenant, detail, "started")?;
+    audit(state, principal, action, tenant, detail, "started").await?;
     let outcome = work.await;
     let result = match &outcome {
         Ok(()) => "ok".to_string(),
         Err(r) => format!("refused: {}", r.message),
     };
-    let _ = audit(state, principal, action, tenant, detail, &result);
+    let _ = audit(state, principal, action, tenant, detail, &result).await;
     outcome
 }
 
 /// Appends an audit record, durably; if it cannot be written the request is refused (fail
-/// closed) and the failure is logged at error level.
-fn audit(
+/// closed) and the failure is logged at error level. The write and its sync run on a
+/// blocking thread: an fsync on an async worker would stall every connection it serves.
+async fn audit(
     state: &State,
     principal: &Principal,
     action: &str,
@@ -327,7 +341,7 @@ fn audit(
 ) -> Result<(), Refusal> {
     state
         .audit
-        .record(
+        .append(
             &principal.device_id,
             principal.role.as_str(),
             action,
@@ -335,6 +349,7 @@ fn audit(
             detail,
             outcome,
         )
+        .await
         .map_err(|e| {
             error!(error = %e, action, tenant, "cannot write the audit log; request refused");
             Refusal::new(

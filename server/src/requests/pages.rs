@@ -6,7 +6,7 @@ pub(super) async fn page_put(
     state: &Arc<State>,
     principal: &Principal,
     at: &UploadRef<'_>,
-    page: PageEntry,
+    (page, prior): (PageEntry, Prior),
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
@@ -49,7 +49,8 @@ pub(super) async fn page_put(
     let (tx, rx) = mpsc::channel::<PageInput>(16);
     let pipeline = state.pipeline.clone();
     let (t, j, entry) = (tenant.to_string(), job_id.to_string(), page.clone());
-    let ingest = tokio::spawn(async move { pipeline.ingest_page(&t, &j, entry, rx).await });
+    let ingest =
+        tokio::spawn(async move { pipeline.ingest_page_after(prior, &t, &j, entry, rx).await });
     let mut received = 0u64;
     let mut protocol_error: Option<Refusal> = None;
     let mut saw_end = false;
