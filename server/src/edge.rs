@@ -57,6 +57,8 @@ pub enum ServeError {
 /// What every connection handler shares.
 pub(crate) struct State {
     pub meta: Arc<dyn MetaStore>,
+    /// Records stored pages in shared transactions (group commit).
+    pub recorder: crate::meta::PageRecorder,
     pub pipeline: Pipeline,
     /// Pages being stored right now: a second upload of the same page supersedes the first
     /// instead of racing it.
@@ -267,6 +269,8 @@ impl Server {
             endpoint,
             tunnels,
             state: Arc::new(State {
+                recorder: crate::meta::PageRecorder::start(meta.clone())
+                    .map_err(|e| ServeError::Meta(crate::meta::MetaError::Db(e.to_string())))?,
                 meta,
                 pipeline,
                 in_flight: slots::PageSlots::default(),

@@ -17,6 +17,17 @@ use super::{
     db, job_key, now_unix, page_row_key, JobRow, Meta, MetaError, MetaStore, PageRow, JOBS, PAGES,
 };
 
+/// A page the pipeline stored, to be recorded (see [`MetaStore::record_pages`]).
+#[derive(Debug, Clone)]
+pub struct StoredPage {
+    pub tenant: String,
+    pub job: String,
+    pub entry: PageEntry,
+    pub object_key: String,
+    pub stored_bytes: u64,
+    pub upload: Option<UploadId>,
+}
+
 /// What committing a job checks (see [`MetaStore::commit_view`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitView {
@@ -116,6 +127,38 @@ impl Meta {
         };
         txn.commit().map_err(db)?;
         Ok(row)
+    }
+
+    /// Records stored pages in one transaction (creating job records where needed).
+    pub(super) fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut jobs = txn.open_table(JOBS).map_err(db)?;
+            let mut rows = txn.open_table(PAGES).map_err(db)?;
+            for p in pages {
+                let jk = job_key(&p.tenant, &p.job);
+                if jobs.get(jk.as_str()).map_err(db)?.is_none() {
+                    let fresh = serde_json::to_vec(&JobRow {
+                        created_unix: now_unix(),
+                        ..JobRow::default()
+                    })
+                    .expect("row serialises");
+                    jobs.insert(jk.as_str(), fresh.as_slice()).map_err(db)?;
+                }
+                let row = PageRow {
+                    name: p.entry.name.clone(),
+                    size: p.entry.size,
+                    sha256: hex::encode(p.entry.sha256),
+                    object_key: p.object_key.clone(),
+                    stored_bytes: p.stored_bytes,
+                    upload: p.upload.map(|u| u.to_hex()),
+                };
+                let value = serde_json::to_vec(&row).expect("row serialises");
+                let key = page_row_key(&p.tenant, &p.job, p.entry.index);
+                rows.insert(key.as_str(), value.as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
     }
 
     /// The page rows of a job, by index.

@@ -25,7 +25,7 @@ const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("legal_holds");
 const KEK_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("kek_versions");
 
 /// The metadata store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata store: {0}")]
     Db(String),
@@ -534,46 +534,8 @@ impl MetaStore for Meta {
         )
     }
 
-    /// Records a stored page (creating the job record if needed), in one transaction.
-    fn record_page(
-        &self,
-        tenant: &str,
-        job: &str,
-        entry: &PageEntry,
-        object_key: &str,
-        stored_bytes: u64,
-        upload: Option<UploadId>,
-    ) -> Result<(), MetaError> {
-        let row = PageRow {
-            name: entry.name.clone(),
-            size: entry.size,
-            sha256: hex::encode(entry.sha256),
-            object_key: object_key.into(),
-            stored_bytes,
-            upload: upload.map(|u| u.to_hex()),
-        };
-        let txn = self.db.begin_write().map_err(db)?;
-        {
-            let mut jobs = txn.open_table(JOBS).map_err(db)?;
-            let jk = job_key(tenant, job);
-            if jobs.get(jk.as_str()).map_err(db)?.is_none() {
-                let fresh = serde_json::to_vec(&JobRow {
-                    created_unix: now_unix(),
-                    ..JobRow::default()
-                })
-                .expect("row serialises");
-                jobs.insert(jk.as_str(), fresh.as_slice()).map_err(db)?;
-            }
-            let mut pages = txn.open_table(PAGES).map_err(db)?;
-            let value = serde_json::to_vec(&row).expect("row serialises");
-            pages
-                .insert(
-                    page_row_key(tenant, job, entry.index).as_str(),
-                    value.as_slice(),
-                )
-                .map_err(db)?;
-        }
-        txn.commit().map_err(db)
+    fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError> {
+        Meta::record_pages(self, pages)
     }
 
     fn tenants(&self) -> Result<Vec<String>, MetaError> {
@@ -674,7 +636,9 @@ impl MetaStore for Meta {
 mod devices;
 mod forget;
 mod jobs;
-pub use jobs::CommitView;
+pub use jobs::{CommitView, StoredPage};
+mod recorder;
+pub use recorder::PageRecorder;
 mod store;
 
 use devices::{decode_device, DeviceRow};

@@ -110,7 +110,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         bytes: u64,
     ) -> Result<(), MetaError>;
 
-    /// Records a stored page (creating the job record if needed), in one transaction.
+    /// Records stored pages (creating their jobs' records if needed), all in one
+    /// transaction: one commit and one sync however many pages (see [`super::PageRecorder`]).
+    /// All or none are recorded.
+    fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError>;
+
+    /// Records one stored page (creating the job record if needed), in one transaction.
     fn record_page(
         &self,
         tenant: &str,
@@ -119,7 +124,16 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         object_key: &str,
         stored_bytes: u64,
         upload: Option<UploadId>,
-    ) -> Result<(), MetaError>;
+    ) -> Result<(), MetaError> {
+        self.record_pages(&[StoredPage {
+            tenant: tenant.to_string(),
+            job: job.to_string(),
+            entry: entry.clone(),
+            object_key: object_key.to_string(),
+            stored_bytes,
+            upload,
+        }])
+    }
 
     /// The pages of a job recorded as stored, by index.
     fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError>;

@@ -126,14 +126,15 @@ pub(super) async fn page_put(
     if receipt.already_stored {
         reader.stop();
     }
-    let (meta, t, j, r) = (
-        state.meta.clone(),
-        tenant.to_string(),
-        job_id.to_string(),
-        receipt.clone(),
-    );
-    blocking(move || meta.record_page(&t, &j, &r.entry, &r.object_key, r.stored_bytes, upload))
-        .await?;
+    let stored = crate::meta::StoredPage {
+        tenant: tenant.to_string(),
+        job: job_id.to_string(),
+        entry: receipt.entry.clone(),
+        object_key: receipt.object_key.clone(),
+        stored_bytes: receipt.stored_bytes,
+        upload,
+    };
+    state.recorder.record(stored).await?;
     acknowledge(state, tenant, job_id, &receipt, began, send).await
 }
 
