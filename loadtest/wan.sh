@@ -11,8 +11,11 @@
 # of the corpus); CONCURRENCY the pages in flight per job (default 8); JOBS_IN_FLIGHT the jobs
 # each scanner pushes at once (default 1); COMPETE_TCP=1 runs
 # a bulk TCP flow (the kernel's Cubic) across the same link from 2 s before the scanners start
-# until they finish, and prints its rate (fairness).
-# Release builds.
+# until they finish, and prints its rate (fairness). PEER=1 then sends the same jobs (the
+# same corpus folders in the same order, scanners x jobs of them) across the same link with
+# rclone to `rclone serve webdav` over HTTPS with a crypt remote (what office scanners do
+# natively: scan to WebDAV), SCANNERS transfers at once, and prints its rate.
+# Release builds; rclone and openssl are installed (Debian) when missing and PEER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rtt=${1:-40}
@@ -94,6 +97,37 @@ echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONG
 ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
   --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
   --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" --jobs-in-flight "${JOBS_IN_FLIGHT:-1}" 3>&-
+if [ "${PEER:-0}" = 1 ]; then
+  command -v rclone > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone > /dev/null
+  # The same folders the scanners pushed: job j of scanner s is corpus job (j*S + s) mod N.
+  mapfile -t all < <(find "$corpus" -mindepth 1 -maxdepth 1 -type d | sort)
+  mkdir "$work/peer-src"
+  for i in $(seq 0 $(( scanners * jobs - 1 ))); do
+    cp -r "${all[$(( i % ${#all[@]} ))]}" "$work/peer-src/$i-$(basename "${all[$(( i % ${#all[@]} ))]}")"
+  done
+  peer_bytes=$(find "$work/peer-src" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=peer \
+    -keyout "$work/peer.key" -out "$work/peer.crt" 2> /dev/null
+  export RCLONE_CONFIG_PEERDISK_TYPE=local
+  export RCLONE_CONFIG_PEERCRYPT_TYPE=crypt
+  export RCLONE_CONFIG_PEERCRYPT_REMOTE="peerdisk:$work/peer-store"
+  RCLONE_CONFIG_PEERCRYPT_PASSWORD=$(rclone obscure "peer-comparison-password")
+  export RCLONE_CONFIG_PEERCRYPT_PASSWORD
+  ip netns exec qwan-srv rclone serve webdav --config /dev/null peercrypt: --addr 10.77.0.2:8443 \
+    --cert "$work/peer.crt" --key "$work/peer.key" > "$work/dav.out" 2>&1 3>&- &
+  dav_pid=$!
+  for _ in $(seq 100); do ip netns exec qwan-srv bash -c '</dev/tcp/10.77.0.2/8443' 2>/dev/null && break; sleep 0.1; done
+  export RCLONE_CONFIG_PEERDAV_TYPE=webdav RCLONE_CONFIG_PEERDAV_URL=https://10.77.0.2:8443
+  t0=$(date +%s.%N)
+  ip netns exec qwan-scan rclone copy --config /dev/null --no-check-certificate \
+    --transfers "$scanners" "$work/peer-src" peerdav:run 3>&-
+  t1=$(date +%s.%N)
+  kill "$dav_pid" 2>/dev/null || true
+  stored=$(find "$work/peer-store" -type f | wc -l)
+  awk -v b="$peer_bytes" -v t0="$t0" -v t1="$t1" -v n="$stored" 'BEGIN {
+    printf "peer (rclone -> webdav over HTTPS, crypt remote): %.2f MB/s, %d bytes in %.1f s, %d files stored\n", b / (t1 - t0) / 1e6, b, t1 - t0, n
+  }' >&2
+fi
 if [ -n "${tcp_source:-}" ]; then
   kill "$tcp_source" 2>/dev/null || true
   wait "$tcp_sink" 2>/dev/null || true

@@ -2,9 +2,13 @@
 //! same QUIC carried over TLS over TCP (`quire_net::tunnel`), to the same port number.
 //!
 //! `Auto` (the default) tries QUIC first and, if no handshake has completed after
-//! [`QUIC_HEAD_START`], tries TCP beside it; whichever completes first is used. A server
-//! reached over TCP that way is remembered for [`REMEMBER_TCP`]: connections to it go straight
-//! to TCP meanwhile, then QUIC is tried again.
+//! [`QUIC_HEAD_START`] and the server has not answered over UDP at all, tries TCP beside it;
+//! whichever completes first is used. A server that answered over UDP is only slow (a lossy
+//! link losing handshake packets), not out of reach: QUIC's handshake is waited for, since
+//! TCP's loss recovery fares far worse on such links. A server reached over TCP while its
+//! QUIC attempt then failed outright is remembered for [`REMEMBER_TCP`]: connections to it
+//! go straight to TCP meanwhile, then QUIC is tried again. If the QUIC attempt completes after
+//! all, nothing is remembered: the next connection tries QUIC again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -97,40 +101,95 @@ pub(crate) async fn establish_to(
     let tcp = |(e, c)| (e, c, Transport::Tcp);
     let quic = |(e, c)| (e, c, Transport::Quic);
     match default_transport() {
-        Transport::Quic => over_udp(l, config).await.map(quic),
+        Transport::Quic => over_udp(l, config, None).await.map(quic),
         Transport::Tcp => over_tcp(l, config, outer).await.map(tcp),
         Transport::Auto if recently_tcp(l.addr) => over_tcp(l, config, outer).await.map(tcp),
-        Transport::Auto => {
-            let by_udp = over_udp(l, config.clone());
-            let by_tcp = async {
-                tokio::time::sleep(QUIC_HEAD_START).await;
-                over_tcp(l, config, outer).await
+        Transport::Auto => race(addr, server_name, config, outer).await,
+    }
+}
+
+/// QUIC, and TCP beside it once QUIC had [`QUIC_HEAD_START`] without a word from the server.
+async fn race(
+    addr: SocketAddr,
+    server_name: &str,
+    config: quinn::ClientConfig,
+    outer: rustls::ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection, Transport), ClientError> {
+    let (heard_tx, heard) = tokio::sync::watch::channel(false);
+    // Its own task: it goes on after TCP wins, to learn whether QUIC works at all.
+    let mut by_udp = tokio::spawn({
+        let (name, config) = (server_name.to_string(), config.clone());
+        async move {
+            let l = Peer {
+                addr,
+                server_name: &name,
             };
-            tokio::pin!(by_udp, by_tcp);
-            let (mut quic_err, mut tcp_err) = (None, None);
-            loop {
-                tokio::select! {
-                    r = &mut by_udp, if quic_err.is_none() => match r {
-                        Ok(c) => return Ok(quic(c)),
-                        Err(e) => quic_err = Some(e),
-                    },
-                    r = &mut by_tcp, if tcp_err.is_none() => match r {
-                        Ok(c) => {
-                            tcp_servers().lock().expect("transport memory lock").insert(l.addr, Instant::now());
-                            return Ok(tcp(c));
-                        }
-                        Err(e) => tcp_err = Some(e),
-                    },
+            over_udp(&l, config, Some(heard_tx)).await
+        }
+    });
+    let l = &Peer { addr, server_name };
+    let by_tcp = async {
+        tokio::time::sleep(QUIC_HEAD_START).await;
+        if *heard.borrow() {
+            return Err(ClientError::Connect {
+                addr: format!("{addr} (TCP)"),
+                message: "not tried: the server answered over QUIC".into(),
+            });
+        }
+        over_tcp(l, config, outer).await
+    };
+    tokio::pin!(by_tcp);
+    let (mut quic_err, mut tcp_err) = (None, None);
+    loop {
+        tokio::select! {
+            r = &mut by_udp, if quic_err.is_none() => match r.map_err(|e| ClientError::Connect {
+                addr: addr.to_string(),
+                message: format!("QUIC attempt: {e}"),
+            })? {
+                Ok((e, c)) => return Ok((e, c, Transport::Quic)),
+                Err(e) => quic_err = Some(e),
+            },
+            r = &mut by_tcp, if tcp_err.is_none() => match r {
+                Ok((e, c)) => {
+                    if quic_err.is_some() {
+                        remember_tcp(addr);
+                    } else {
+                        tokio::spawn(settle_quic_attempt(addr, by_udp));
+                    }
+                    return Ok((e, c, Transport::Tcp));
                 }
-                if let (Some(q), Some(t)) = (&quic_err, &tcp_err) {
-                    return Err(ClientError::Connect {
-                        addr: l.addr.to_string(),
-                        message: format!("over QUIC: {}; over TCP: {}", describe(q), describe(t)),
-                    });
-                }
-            }
+                Err(e) => tcp_err = Some(e),
+            },
+        }
+        if let (Some(q), Some(t)) = (&quic_err, &tcp_err) {
+            return Err(ClientError::Connect {
+                addr: addr.to_string(),
+                message: format!("over QUIC: {}; over TCP: {}", describe(q), describe(t)),
+            });
         }
     }
+}
+
+/// After TCP won: TCP is remembered only if QUIC then fails too (UDP blocked), not if it was
+/// merely slower (a lost handshake packet); its connection, if it came, is closed unused.
+async fn settle_quic_attempt(
+    addr: SocketAddr,
+    attempt: tokio::task::JoinHandle<Result<(quinn::Endpoint, quinn::Connection), ClientError>>,
+) {
+    match attempt.await {
+        Ok(Ok((endpoint, conn))) => {
+            conn.close(0u32.into(), b"reached over TCP first");
+            endpoint.wait_idle().await;
+        }
+        _ => remember_tcp(addr),
+    }
+}
+
+fn remember_tcp(addr: SocketAddr) {
+    tcp_servers()
+        .lock()
+        .expect("transport memory lock")
+        .insert(addr, Instant::now());
 }
 
 fn describe(e: &ClientError) -> String {
@@ -146,12 +205,15 @@ struct Peer<'a> {
     server_name: &'a str,
 }
 
+/// QUIC over UDP; `heard` is set once the server's first answer arrives (UDP gets through
+/// both ways).
 async fn over_udp(
     l: &Peer<'_>,
     config: quinn::ClientConfig,
+    heard: Option<tokio::sync::watch::Sender<bool>>,
 ) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
     let endpoint = client_endpoint(l.addr, config)?;
-    let conn = handshake(l, &endpoint).await?;
+    let conn = handshake(l, &endpoint, heard.as_ref()).await?;
     Ok((endpoint, conn))
 }
 
@@ -202,7 +264,7 @@ async fn over_tcp(
     )
     .map_err(|e| connect_err(e.to_string()))?;
     endpoint.set_default_client_config(config);
-    let conn = handshake(l, &endpoint).await?;
+    let conn = handshake(l, &endpoint, None).await?;
     Ok((endpoint, conn))
 }
 
@@ -210,6 +272,7 @@ async fn over_tcp(
 async fn handshake(
     l: &Peer<'_>,
     endpoint: &quinn::Endpoint,
+    heard: Option<&tokio::sync::watch::Sender<bool>>,
 ) -> Result<quinn::Connection, ClientError> {
     let connect_err = |message: String| ClientError::Connect {
         addr: l.addr.to_string(),
@@ -225,10 +288,19 @@ async fn handshake(
         .with_max_times(10)
         .build();
     loop {
-        let connecting = endpoint
+        let mut connecting = endpoint
             .connect(l.addr, l.server_name)
             .map_err(|e| connect_err(e.to_string()))?;
-        match tokio::time::timeout(Duration::from_secs(15), connecting).await {
+        let attempt = async {
+            // The server's first flight (its handshake parameters) has arrived.
+            if connecting.handshake_data().await.is_ok() {
+                if let Some(h) = heard {
+                    h.send_replace(true);
+                }
+            }
+            connecting.await
+        };
+        match tokio::time::timeout(Duration::from_secs(15), attempt).await {
             Err(_) => {
                 return Err(connect_err(
                     "no answer within 15 s (is `quire serve` running?)".into(),

@@ -153,6 +153,8 @@ struct Report {
     errors: u64,
     /// Errors by kind (the message's first words).
     errors_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Connections the scanners made, by the way they went ("quic", "tcp").
+    connections: std::collections::BTreeMap<String, u64>,
     verified: bool,
     timeline: Vec<plot::Sample>,
 }
@@ -202,6 +204,7 @@ async fn main() -> Result<()> {
     let bytes_done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+    let connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let in_flight = Arc::new(AtomicU64::new(0));
     let committed: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
     let bar = match args.duration {
@@ -241,6 +244,7 @@ async fn main() -> Result<()> {
         bytes_done: bytes_done.clone(),
         errors: errors.clone(),
         error_kinds: error_kinds.clone(),
+        connections: connections.clone(),
         in_flight: in_flight.clone(),
         committed: committed.clone(),
         bar: bar.clone(),
@@ -302,6 +306,7 @@ async fn main() -> Result<()> {
         ack: args.ack.clone(),
         errors: errors.load(Ordering::Relaxed),
         errors_by_kind: error_kinds.lock().expect("lock").clone(),
+        connections: connections.lock().expect("lock").clone(),
         verified,
         timeline: timeline.lock().expect("timeline lock").clone(),
     };
@@ -567,6 +572,7 @@ struct Ctx {
     bytes_done: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
     in_flight: Arc<AtomicU64>,
     committed: Arc<Mutex<Vec<(String, usize)>>>,
     bar: ProgressBar,

@@ -16,7 +16,15 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
     let next_job = AtomicU32::new(0);
     while ctx.more_jobs(next_job.load(Ordering::Relaxed)) {
         let conn = match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
-            Ok(c) => c,
+            Ok(c) => {
+                let way = format!("{:?}", c.transport).to_lowercase();
+                *ctx.connections
+                    .lock()
+                    .expect("lock")
+                    .entry(way)
+                    .or_default() += 1;
+                c
+            }
             Err(e) => {
                 ctx.error(&format!("scanner {s}"), &e);
                 if ctx.deadline.is_none() {

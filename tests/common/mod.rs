@@ -14,6 +14,7 @@ use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{Connection, Login};
 use quire_codecs::wire::ALPN;
 
+pub mod netns;
 pub mod pki;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quire");
