@@ -26,7 +26,8 @@ fi
 if ! command -v promtool >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq prometheus >/dev/null
 fi
-# nftables: tests/udp_blocked.rs drops UDP in a network namespace of its own with it; openssl's
+# nftables: tests/udp_blocked.rs and loadtest/tests/lossy_handshake.rs drop UDP in network
+# namespaces of their own with it; openssl's
 # s_client is the independent TLS client tests/transport.rs checks the TCP port with.
 if ! command -v nft >/dev/null; then
   apt-get update -qq >/dev/null && apt-get install -y -qq nftables >/dev/null
