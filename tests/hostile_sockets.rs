@@ -111,3 +111,25 @@ async fn idle_and_reconnecting_strangers_do_not_lock_a_scanner_out() {
         "idle connections were never thrown out"
     );
 }
+
+/// A connection that completes its handshake and never says `Hello` is closed at the hello
+/// deadline with the code that tells a client to connect again (a slow link), not the one for
+/// a refused credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_as_too_slow_not_as_a_bad_credential() {
+    let server = TestServer::start();
+    let ca = server.device_cred().server_ca.clone();
+    let e = endpoint("127.0.0.2", &ca);
+    let conn = e.connect(server.addr, "localhost").unwrap().await.unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("the server closes a silent connection");
+    match why {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, quire_server::CLOSE_TOO_SLOW.into(), "{c:?}");
+            let reason = String::from_utf8_lossy(&c.reason);
+            assert!(reason.contains("no hello within"), "{reason}");
+        }
+        other => panic!("closed by {other:?}"),
+    }
+}

@@ -205,12 +205,26 @@ fn is_tls_failure(t: &quinn_proto::TransportError) -> bool {
     (0x100..0x200).contains(&u64::from(t.code))
 }
 
-fn closed_reason(e: &quinn::ConnectionError) -> Option<String> {
+/// What a connection closed while saying `Hello` means: a refused credential, or (the
+/// server's hello deadline passed) a slow link or client, which a new attempt may get past.
+fn refusal_at_hello(e: &quinn::ConnectionError, addr: SocketAddr) -> ClientError {
     match e {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quire_codecs::wire::CLOSE_TOO_SLOW.into() =>
+        {
+            ClientError::Connect {
+                addr: addr.to_string(),
+                message: String::from_utf8_lossy(&c.reason).into_owned(),
+            }
         }
-        _ => None,
+        quinn::ConnectionError::ApplicationClosed(c) => ClientError::Refused {
+            code: ErrorCode::BadCredential,
+            message: String::from_utf8_lossy(&c.reason).into_owned(),
+        },
+        other => ClientError::Connect {
+            addr: addr.to_string(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -261,19 +275,9 @@ impl Connection {
     pub async fn login(l: Login<'_>) -> Result<Connection, ClientError> {
         let mut config = quire_net::tls::client_config(l.ca_pem, l.alpn)?;
         config.transport_config(std::sync::Arc::new(transport_config()));
-        let connect_err = |message: String| ClientError::Connect {
-            addr: l.addr.to_string(),
-            message,
-        };
         let (endpoint, conn, way) = transport::establish(&l, config).await?;
 
-        let refused_by_close = |e: &quinn::ConnectionError| match closed_reason(e) {
-            Some(reason) => ClientError::Refused {
-                code: ErrorCode::BadCredential,
-                message: reason,
-            },
-            None => connect_err(e.to_string()),
-        };
+        let refused_by_close = |e: &quinn::ConnectionError| refusal_at_hello(e, l.addr);
         let (mut send, recv) = conn.open_bi().await.map_err(|e| refused_by_close(&e))?;
         write_frame(
             &mut send,
@@ -424,5 +428,40 @@ pub async fn expect_answer(reader: &mut FrameReader) -> Result<Frame, ClientErro
         None => Err(ClientError::Protocol(
             "the server closed the stream without an answer".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: u32, reason: &str) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: code.into(),
+            reason: reason.as_bytes().to_vec().into(),
+        })
+    }
+
+    /// A server's hello deadline is a slow link's problem, not the credential's: it must come
+    /// back as a connection failure (retried; exit code 3), while a refused credential stays
+    /// a refusal (exit code 4: fix the credential).
+    #[test]
+    fn a_hello_deadline_is_not_a_bad_credential() {
+        let addr: SocketAddr = "192.0.2.1:4433".parse().unwrap();
+        let slow = refusal_at_hello(
+            &closed(quire_codecs::wire::CLOSE_TOO_SLOW, "no hello"),
+            addr,
+        );
+        assert!(matches!(slow, ClientError::Connect { .. }), "{slow:?}");
+        let bad = refusal_at_hello(
+            &closed(quire_codecs::wire::CLOSE_AUTH_FAILED, "bad secret"),
+            addr,
+        );
+        assert!(
+            matches!(bad, ClientError::Refused { code: ErrorCode::BadCredential, ref message } if message == "bad secret"),
+            "{bad:?}"
+        );
+        let lost = refusal_at_hello(&quinn::ConnectionError::TimedOut, addr);
+        assert!(matches!(lost, ClientError::Connect { .. }), "{lost:?}");
     }
 }

@@ -9,6 +9,7 @@
 //! a JSON report is written, and beside it an SVG of throughput and p99 latency over time.
 
 mod generate;
+mod idle;
 mod plot;
 mod scanner;
 mod server;
@@ -35,6 +36,13 @@ struct Args {
     /// Concurrent scanners (one QUIC connection each), 1 to 1000.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
     scanners: u32,
+    /// Scanners that only connect and stay connected, idle (keep-alives), while the others
+    /// push: they connect before the measured run, over `--idle-ramp-up` seconds.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=20000))]
+    idle_scanners: u32,
+    /// Seconds over which the idle scanners connect.
+    #[arg(long, default_value_t = 30.0)]
+    idle_ramp_up: f64,
     /// Jobs each scanner pushes.
     #[arg(long, default_value_t = 4)]
     jobs: u32,
@@ -155,6 +163,8 @@ struct Report {
     errors_by_kind: std::collections::BTreeMap<String, u64>,
     /// Connections the scanners made, by the way they went ("quic", "tcp").
     connections: std::collections::BTreeMap<String, u64>,
+    /// The idle scanners (`--idle-scanners`), if any.
+    idle: Option<idle::IdleReport>,
     verified: bool,
     timeline: Vec<plot::Sample>,
 }
@@ -197,6 +207,13 @@ async fn main() -> Result<()> {
     let corpus = Arc::new(corpus);
 
     let (started, cred, addr) = server_for(&args, work.path()).await?;
+    let idle = match args.idle_scanners {
+        0 => None,
+        n => {
+            let ramp = Duration::from_secs_f64(args.idle_ramp_up.max(0.0));
+            Some(idle::IdleFleet::connect(&cred, addr, n, ramp).await)
+        }
+    };
     let usage = Usage::start(started.as_ref().map(|s| s.pid()));
     let hist = Arc::new(Mutex::new(latency_histogram()?));
     let interval_hist = Arc::new(Mutex::new(latency_histogram()?));
@@ -273,6 +290,10 @@ async fn main() -> Result<()> {
     ticker.abort();
     bar.finish_and_clear();
     let used = usage.finish();
+    let idle = match idle {
+        Some(fleet) => Some(fleet.finish().await),
+        None => None,
+    };
     let (server_cpu_s, server_rss_mb, own_cpu_s) =
         (used.server_cpu_s, used.server_rss_mb, used.own_cpu_s);
 
@@ -307,6 +328,7 @@ async fn main() -> Result<()> {
         errors: errors.load(Ordering::Relaxed),
         errors_by_kind: error_kinds.lock().expect("lock").clone(),
         connections: connections.lock().expect("lock").clone(),
+        idle,
         verified,
         timeline: timeline.lock().expect("timeline lock").clone(),
     };

@@ -17,7 +17,9 @@ use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE
 use crate::identity::{CertResolver, Identity, IdentitySource, TlsReloader};
 use crate::meta::{Meta, MetaStore};
 use crate::{keycheck, limits, requests, slots, sweep};
-use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
+use quire_codecs::wire::{
+    CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW,
+};
 use quire_net::stream::{write_frame, FrameReader};
 use quire_net::tls::TlsError;
 
@@ -507,12 +509,15 @@ async fn handle_connection(
     if let Ok(Ok(Some(_))) = &outcome {
         state.metrics.stage("authenticate", began.elapsed());
     }
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(_) => Err(format!(
-            "no hello within {} s of connecting",
-            HELLO_DEADLINE.as_secs()
-        )),
+    let (outcome, close_code) = match outcome {
+        Ok(outcome) => (outcome, CLOSE_AUTH_FAILED),
+        Err(_) => (
+            Err(format!(
+                "no hello within {} s of connecting; connect again",
+                HELLO_DEADLINE.as_secs()
+            )),
+            CLOSE_TOO_SLOW,
+        ),
     };
     drop(pending);
     let principal = match outcome {
@@ -529,7 +534,7 @@ async fn handle_connection(
             warn!(%remote, %reason, "connection refused");
             // Give the client a moment to read the error frame before the close arrives.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            conn.close(CLOSE_AUTH_FAILED.into(), reason.as_bytes());
+            conn.close(close_code.into(), reason.as_bytes());
             return;
         }
     };

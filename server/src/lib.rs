@@ -38,6 +38,8 @@ mod tunnel;
 
 pub use edge::{connection_window, transport_config, ServeError, Server};
 pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
-pub use quire_codecs::wire::{CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN};
+pub use quire_codecs::wire::{
+    CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW,
+};
 
 use edge::State;

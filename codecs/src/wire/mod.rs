@@ -43,6 +43,11 @@ pub const CLOSE_SHUTDOWN: u32 = 0;
 pub const CLOSE_AUTH_FAILED: u32 = 1;
 /// QUIC application close code: an administrator disabled, revoked or rotated the device.
 pub const CLOSE_DEVICE_DISABLED: u32 = 2;
+/// QUIC application close code: the handshake and `Hello` did not arrive within the server's
+/// deadline (a slow or lossy link, or an overloaded client). Not the credential's fault:
+/// connect again. (Servers before this code closed such connections with
+/// [`CLOSE_AUTH_FAILED`].)
+pub const CLOSE_TOO_SLOW: u32 = 3;
 
 /// A malformed or out-of-bounds frame. Always the sender's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
