@@ -7,7 +7,14 @@ use std::process::Command;
 fn idle_scanners_stay_connected_while_others_push() {
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_quire-loadtest"))
-        .args(["--generate", "50k:2", "--pages-per-job", "2", "--generated-jobs", "2"])
+        .args([
+            "--generate",
+            "50k:2",
+            "--pages-per-job",
+            "2",
+            "--generated-jobs",
+            "2",
+        ])
         .args(["--scanners", "2", "--jobs", "2", "--duration", "12"])
         .args(["--idle-scanners", "60", "--idle-ramp-up", "1"])
         .current_dir(dir.path())
