@@ -14,6 +14,9 @@
 #[allow(dead_code)]
 mod netns;
 
+mod common;
+
+use common::report;
 use std::process::Command;
 
 #[test]
@@ -32,34 +35,29 @@ fn one_lost_handshake_packet_does_not_keep_scanners_on_tcp() {
     // long past the 0.5 s head start.
     net.scanner_output_rule("udp dport 4433 quota until 6000 bytes drop");
 
-    let o = Command::new("ip")
-        .args(["netns", "exec", &net.scanner_ns])
-        .arg(bin)
-        .args([
-            "--server",
-            &format!("{}:4433", net.server_ip),
-            "--credential",
-        ])
-        .arg(&cred)
-        .args([
-            "--generate",
-            "50k:2",
-            "--pages-per-job",
-            "2",
-            "--generated-jobs",
-            "2",
-        ])
-        // The second scanner starts 5 s after the first: after the first's QUIC attempt
-        // has completed.
-        .args(["--scanners", "2", "--jobs", "1", "--ramp-up", "10"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    let text = String::from_utf8_lossy(&o.stdout);
-    let report: serde_json::Value =
-        serde_json::from_str(&text[text.find('{').expect("a JSON report")..]).unwrap();
+    let report = report(
+        Command::new("ip")
+            .args(["netns", "exec", &net.scanner_ns])
+            .arg(bin)
+            .args([
+                "--server",
+                &format!("{}:4433", net.server_ip),
+                "--credential",
+            ])
+            .arg(&cred)
+            .args([
+                "--generate",
+                "50k:2",
+                "--pages-per-job",
+                "2",
+                "--generated-jobs",
+                "2",
+            ])
+            // The second scanner starts 5 s after the first: after the first's QUIC
+            // attempt has completed.
+            .args(["--scanners", "2", "--jobs", "1", "--ramp-up", "10"])
+            .current_dir(dir.path()),
+    );
     assert_eq!(report["errors"], 0, "{report}");
     assert_eq!(report["verified"], true, "{report}");
     let connections = &report["connections"];

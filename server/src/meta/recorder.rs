@@ -16,10 +16,13 @@ use super::{MetaError, MetaStore, StoredPage};
 /// Rows one transaction takes at most: bounds the time a commit holds the database.
 const MAX_BATCH: usize = 256;
 
-/// Hands stored pages to the recording thread. Dropping it stops the thread.
+/// Hands stored pages to the recording thread. Dropping it stops the thread and waits for it,
+/// so that the metadata store it holds is closed when the server is (a restart in the same
+/// process, or a tool opening the database next, finds it free).
 #[derive(Debug)]
 pub struct PageRecorder {
-    queue: mpsc::Sender<Request>,
+    queue: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct Request {
@@ -38,10 +41,13 @@ impl PageRecorder {
         commit: impl FnMut(&[StoredPage]) -> Result<(), MetaError> + Send + 'static,
     ) -> std::io::Result<PageRecorder> {
         let (queue, requests) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("quire-recorder".into())
             .spawn(move || record_batches(requests, commit))?;
-        Ok(PageRecorder { queue })
+        Ok(PageRecorder {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
     }
 
     /// Records `page`; returns once the transaction holding it is committed.
@@ -49,9 +55,20 @@ impl PageRecorder {
         let (done, answer) = oneshot::channel();
         let stopped = || MetaError::Db("the page recorder stopped (see the log)".into());
         self.queue
+            .as_ref()
+            .ok_or_else(stopped)?
             .send(Request { page, done })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for PageRecorder {
+    fn drop(&mut self) {
+        drop(self.queue.take()); // the thread's `recv` ends once the queue is empty
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -128,6 +145,20 @@ mod tests {
             total += pages.len();
         }
         assert_eq!(total, 400);
+    }
+
+    /// Once the recorder is dropped, nothing of it holds the database: it opens again at once
+    /// (redb allows one open per file).
+    #[tokio::test]
+    async fn dropping_the_recorder_lets_go_of_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&path).unwrap());
+        let recorder = PageRecorder::start(meta).unwrap();
+        recorder.record(page("j", 0)).await.unwrap();
+        drop(recorder);
+        let again = Meta::open(&path).expect("the database is free");
+        assert!(again.page_recorded("acme", "j", 0).unwrap());
     }
 
     /// A failing commit fails every page it carried (none is acknowledged unrecorded), the
