@@ -168,13 +168,20 @@ impl Keyring {
             Lookup::Shredded => return Err(VaultError::Shredded(tenant.to_string())),
             Lookup::Miss(ticket) => ticket,
         };
-        let versions = self.ring.read(tenant)?;
+        let versions = self.read_ring(tenant)?;
         let keys = self.unwrap_all(tenant, &versions)?;
         let out = pick(&keys);
         if !self.cache.fill(tenant, ticket, self.now(), keys) && self.cache.is_shredded(tenant) {
             return Err(VaultError::Shredded(tenant.to_string()));
         }
         Ok(out)
+    }
+
+    /// The tenant's versions, read while no writer is appending: a reader racing an append
+    /// could see half a line (the suite's eight-thread first use did, once).
+    fn read_ring(&self, tenant: &str) -> Result<crate::ring_file::Versions, VaultError> {
+        let _writer = self.writer.lock().expect("keyring lock poisoned");
+        self.ring.read(tenant)
     }
 
     fn check_floor(&self, tenant: &str, found: usize) -> Result<(), VaultError> {
@@ -323,7 +330,7 @@ impl KeyVault for Keyring {
     }
 
     fn versions(&self, tenant: &str) -> Result<u32, VaultError> {
-        Ok(self.ring.read(tenant)?.len() as u32)
+        Ok(self.read_ring(tenant)?.len() as u32)
     }
 
     fn expect_versions(&self, tenant: &str, versions: u32) {

@@ -90,7 +90,9 @@ impl RingDir {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        writeln!(f, "{version} {}", hex::encode(wrapped)).map_err(io(&path))?;
+        // One write of the whole line, so a crash leaves all of it or a line cut short.
+        let line = format!("{version} {}\n", hex::encode(wrapped));
+        f.write_all(line.as_bytes()).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
         self.sync_dir();
         Ok(())
