@@ -378,9 +378,6 @@ impl Connection {
     }
 }
 
-/// The round-trip time assumed before the first is measured (see [`transport_config`]).
-pub const INITIAL_RTT: Duration = Duration::from_millis(100);
-
 /// The scanner's QUIC transport settings (the transport bench uses them too).
 pub fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
@@ -401,11 +398,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     transport.stream_receive_window((8u32 * 1024 * 1024).into());
     transport.receive_window((32u32 * 1024 * 1024).into());
     transport.send_window(16 * 1024 * 1024);
-    // Scanners reach their server across a LAN or a branch office's WAN (RTT 1-80 ms), not
-    // the 333 ms quinn assumes before the first sample: a lost handshake packet is then sent
-    // again after 0.3 s instead of 1 s, inside `transport::QUIC_HEAD_START`, and a lossy link
-    // does not push the connection to TCP. On a longer path it costs one spurious resend.
-    transport.initial_rtt(INITIAL_RTT);
+    transport.initial_rtt(quire_net::INITIAL_RTT);
     // A scanner should notice a dead server within seconds, not minutes.
     transport.keep_alive_interval(Some(Duration::from_secs(2)));
     transport.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("10 s fits")));

@@ -294,8 +294,6 @@ async fn main() -> Result<()> {
         Some(fleet) => Some(fleet.finish().await),
         None => None,
     };
-    let (server_cpu_s, server_rss_mb, own_cpu_s) =
-        (used.server_cpu_s, used.server_rss_mb, used.own_cpu_s);
 
     let done_jobs = committed.lock().expect("lock").clone();
     let verified =
@@ -312,10 +310,10 @@ async fn main() -> Result<()> {
         pages_per_s: pages as f64 / seconds,
         mb_per_s: bytes as f64 / seconds / 1e6,
         latency_ms: Latency::of(&hist.lock().expect("histogram lock")),
-        server_rss_mb,
-        server_cpu_s,
-        server_cpu_ms_per_mb: server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
-        client_cpu_ms_per_mb: own_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
+        server_rss_mb: used.server_rss_mb,
+        server_cpu_s: used.server_cpu_s,
+        server_cpu_ms_per_mb: used.server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
+        client_cpu_ms_per_mb: used.own_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
         server_context_switches_per_page: used
             .server_switches
             .filter(|_| pages > 0)

@@ -200,9 +200,7 @@ pub fn transport_config(config: &ServerConfig) -> quinn::TransportConfig {
     // (see RECEIVE_BUDGET).
     t.receive_window(quinn::VarInt::from_u64(gate::PRE_AUTH_WINDOW).expect("fits"));
     t.send_window(16 * 1024 * 1024);
-    // Its scanners are a LAN or a WAN link away: resend a lost handshake flight after 0.3 s,
-    // not the 1 s that quinn's 333 ms default implies (see the client's `INITIAL_RTT`).
-    t.initial_rtt(std::time::Duration::from_millis(100));
+    t.initial_rtt(quire_net::INITIAL_RTT);
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t

@@ -153,6 +153,15 @@ impl Keyring {
         Ok(out)
     }
 
+    /// Asks the cache, counting what it answers (for the metrics).
+    fn cached<T>(&self, tenant: &str, pick: impl FnOnce(&Unwrapped) -> Option<T>) -> Lookup<T> {
+        let found = self.cache.get(tenant, self.now(), pick);
+        if matches!(found, Lookup::Hit(_)) {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
     /// Answers `pick` from the cache, or from the backend (then caches what it unwrapped,
     /// unless a shred or a key change came in between).
     fn with_keys<T>(
@@ -160,11 +169,8 @@ impl Keyring {
         tenant: &str,
         pick: impl Fn(&Unwrapped) -> Option<T>,
     ) -> Result<Option<T>, VaultError> {
-        let ticket = match self.cache.get(tenant, self.now(), &pick) {
-            Lookup::Hit(t) => {
-                self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Some(t));
-            }
+        let ticket = match self.cached(tenant, &pick) {
+            Lookup::Hit(t) => return Ok(Some(t)),
             Lookup::Shredded => return Err(VaultError::Shredded(tenant.to_string())),
             Lookup::Miss(ticket) => ticket,
         };
@@ -249,14 +255,8 @@ fn newest(tenant: &str, keys: &Unwrapped) -> Option<(KekRef, SecretKey)> {
 
 impl KeyVault for Keyring {
     fn cached_current_kek(&self, tenant: &str) -> Option<(KekRef, SecretKey)> {
-        match self
-            .cache
-            .get(tenant, self.now(), |keys| newest(tenant, keys))
-        {
-            Lookup::Hit(found) => {
-                self.cache_hits.fetch_add(1, Ordering::Relaxed);
-                Some(found)
-            }
+        match self.cached(tenant, |keys| newest(tenant, keys)) {
+            Lookup::Hit(found) => Some(found),
             Lookup::Miss(_) | Lookup::Shredded => None,
         }
     }

@@ -70,8 +70,7 @@ impl AuditLog {
             .map(drop)
     }
 
-    /// [`AuditLog::record`] from async code: the write and its sync run on a blocking
-    /// thread, since an fsync on an async worker stalls every connection that worker serves.
+    /// [`AuditLog::record`] from async code (see [`off_workers`]).
     pub async fn append(
         self: &std::sync::Arc<Self>,
         actor: &str,
@@ -83,12 +82,11 @@ impl AuditLog {
     ) -> std::io::Result<()> {
         let log = self.clone();
         let fields = [actor, role, action, tenant, detail, outcome].map(str::to_string);
-        tokio::task::spawn_blocking(move || {
+        off_workers(move || {
             let [actor, role, action, tenant, detail, outcome] = &fields;
             log.record(actor, role, action, tenant, detail, outcome)
         })
         .await
-        .map_err(std::io::Error::other)?
     }
 
     /// How many records this process has written, whoever wrote them.
@@ -148,6 +146,16 @@ impl AuthFailures {
     }
 }
 
+/// Runs `work`, which syncs the log, on a blocking thread: an fsync on an async worker stalls
+/// every connection that worker serves.
+async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 /// Runs `flush` (writing the failed authentications counted so far) every
 /// [`AUTH_FAILURE_WINDOW`].
 pub(crate) fn spawn_auth_failure_flush(
@@ -159,13 +167,8 @@ pub(crate) fn spawn_auth_failure_flush(
         tick.tick().await;
         loop {
             tick.tick().await;
-            // It syncs the log: off the async workers.
             let f = flush.clone();
-            let flushed = tokio::task::spawn_blocking(move || f())
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-            if let Err(e) = flushed {
+            if let Err(e) = off_workers(move || f()).await {
                 tracing::error!(error = %e, "cannot write failed authentications to the audit log");
             }
         }

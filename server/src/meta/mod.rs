@@ -618,13 +618,13 @@ impl MetaStore for Meta {
         Ok(None)
     }
 
-    /// The pages of a job recorded as stored, by index.
     fn page_recorded(&self, tenant: &str, job: &str, index: u32) -> Result<bool, MetaError> {
         Ok(self
             .get(PAGES, &page_row_key(tenant, job, index))?
             .is_some())
     }
 
+    /// The pages of a job recorded as stored, by index.
     fn pages(&self, tenant: &str, job: &str) -> Result<Vec<PageEntry>, MetaError> {
         self.page_rows(tenant, job)?
             .into_iter()
