@@ -15,7 +15,6 @@ use crate::auth::DeviceRecord;
 use crate::config::ServerConfig;
 use crate::edge::ServeError;
 use crate::identity::{Identity, IdentitySource};
-use crate::meta::{Meta, MetaStore};
 
 /// Who the first administrator is and how it reaches the server.
 #[derive(Debug, Clone)]
@@ -44,7 +43,7 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         path: dir.clone(),
         source,
     })?;
-    let meta = Meta::open(&dir.join("meta.redb"))?;
+    let meta = config.meta.open(dir)?;
     let admins: Vec<String> = meta
         .all_devices()?
         .into_iter()

@@ -76,7 +76,7 @@ fn check_tls(config: &ServerConfig) -> Finding {
 
 fn check_data(config: &ServerConfig) -> Finding {
     let data_dir = &config.data_dir;
-    if !data_dir.join("meta.redb").exists() {
+    if !config.meta.exists(data_dir) {
         let outcome = writable_dir(data_dir).and_then(|()| {
             let vault = config.vault.probe(data_dir, &config.store)?;
             Ok(format!(

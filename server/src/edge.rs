@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::ServerConfig;
 use crate::gate::{self, HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
 use crate::identity::{CertResolver, Identity, IdentitySource, TlsReloader};
-use crate::meta::{Meta, MetaStore};
+use crate::meta::MetaStore;
 use crate::{keycheck, limits, requests, slots, sweep};
 use quire_codecs::wire::{
     CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW,
@@ -223,7 +223,7 @@ impl Server {
             path: dir.clone(),
             source,
         })?;
-        let meta: Arc<dyn MetaStore> = Arc::new(Meta::open(&dir.join("meta.redb"))?);
+        let meta: Arc<dyn MetaStore> = config.meta.open(dir)?;
         let vault = config.vault.open(dir, &config.store)?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
         let store = config.store.open()?;

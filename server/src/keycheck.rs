@@ -116,14 +116,13 @@ pub struct Report {
 /// error saying so.
 pub fn check_data_dir(config: &crate::config::ServerConfig) -> Result<Report, CheckError> {
     let data_dir = &config.data_dir;
-    let meta_path = data_dir.join("meta.redb");
-    if !meta_path.exists() {
+    if !config.meta.exists(data_dir) {
         return Err(CheckError::DataDir(format!(
             "{} holds no metadata store: not a Quire data directory",
             data_dir.display()
         )));
     }
-    let meta = crate::meta::Meta::open(&meta_path).map_err(|e| {
+    let meta = config.meta.open(data_dir).map_err(|e| {
         CheckError::DataDir(format!(
             "{e} (is `quire serve` running on this data directory? stop it first)"
         ))
@@ -132,7 +131,7 @@ pub fn check_data_dir(config: &crate::config::ServerConfig) -> Result<Report, Ch
         .vault
         .open(data_dir, &config.store)
         .map_err(|e| CheckError::DataDir(e.to_string()))?;
-    let report = check(&meta, &vault)?;
+    let report = check(meta.as_ref(), &vault)?;
     let mut text = String::new();
     let mut ok = true;
     for t in &report {

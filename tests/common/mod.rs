@@ -16,6 +16,7 @@ use quire_codecs::wire::ALPN;
 
 pub mod netns;
 pub mod pki;
+pub mod postgres;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quire");
 

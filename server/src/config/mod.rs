@@ -12,6 +12,7 @@ use std::time::Duration;
 use quire_pipeline::{AckMode, PipelineConfig, SpoolConfig};
 use serde::Deserialize;
 
+pub use meta::MetaConfig;
 pub use observe::AuditConfig;
 pub use tcp::TcpListen;
 pub use vault::{VaultConfig, VaultOpenError};
@@ -64,6 +65,8 @@ struct FileConfig {
     audit: observe::AuditSection,
     #[serde(default)]
     tcp: tcp::TcpSection,
+    #[serde(default)]
+    meta: meta::MetaSection,
     /// Named stores beyond the default one, for tenants routed elsewhere.
     #[serde(default)]
     stores: std::collections::HashMap<String, StoreSection>,
@@ -288,6 +291,8 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// Where QUIC over TLS over TCP is served, for networks that drop UDP.
     pub tcp: TcpListen,
+    /// Which database keeps the metadata.
+    pub meta: MetaConfig,
     /// SHA-256 of the configuration file the server was started with (audited at start).
     pub config_sha256: Option<String>,
 }
@@ -389,6 +394,7 @@ impl ServerConfig {
         let audit = fc.audit.resolve()?;
         Ok(ServerConfig {
             tcp: fc.tcp.resolve()?,
+            meta: fc.meta.resolve()?,
             audit,
             config_sha256: None,
             metrics_listen,
@@ -689,6 +695,7 @@ fn config_digest(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
+mod meta;
 mod observe;
 mod secret;
 mod tcp;

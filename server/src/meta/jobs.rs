@@ -59,7 +59,7 @@ impl PageRow {
 /// first be claimed for it (no owner or no upload yet, not committed), `Ok(false)` if it is
 /// this upload's already (or committed by this device, or a committed job of an older
 /// version, which has no owner), an error if it is another device's or another upload's.
-fn needs_claim(
+pub(super) fn needs_claim(
     row: &JobRow,
     job: &str,
     device: &str,

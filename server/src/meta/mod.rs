@@ -637,6 +637,8 @@ mod devices;
 mod forget;
 mod jobs;
 pub use jobs::{CommitView, StoredPage};
+pub mod postgres;
+pub use postgres::{PgMeta, PgTarget};
 mod recorder;
 pub use recorder::PageRecorder;
 mod store;

@@ -1,0 +1,136 @@
+//! `[meta]`: where the metadata lives. The embedded redb file in the data directory (the
+//! default: one node, nothing to run beside it), or PostgreSQL, which several nodes share.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::secret::{self, SecretSource};
+use super::ConfigError;
+use crate::meta::{Meta, MetaError, MetaStore, PgMeta, PgTarget};
+
+/// Connections one node holds to PostgreSQL unless told otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetaSection {
+    /// `"redb"` (default) or `"postgres"`.
+    kind: Option<String>,
+    /// PostgreSQL: a `postgres://` URL or a libpq `key=value` string, without the password.
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    pool_size: Option<usize>,
+}
+
+/// Which metadata store the server uses.
+#[derive(Debug, Clone, Default)]
+pub enum MetaConfig {
+    /// `meta.redb` in the data directory.
+    #[default]
+    Redb,
+    Postgres(PgTarget),
+}
+
+impl MetaSection {
+    pub(super) fn resolve(self) -> Result<MetaConfig, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: format!("meta.{key}"),
+            reason,
+        };
+        match self.kind.as_deref().unwrap_or("redb") {
+            "redb" => {
+                let stray = [
+                    ("url", self.url.is_some()),
+                    ("password_file", self.password_file.is_some()),
+                    ("password_env", self.password_env.is_some()),
+                    ("pool_size", self.pool_size.is_some()),
+                ];
+                if let Some((key, _)) = stray.iter().find(|(_, given)| *given) {
+                    return Err(invalid(
+                        key,
+                        "only applies to kind = \"postgres\"; the embedded store needs nothing"
+                            .into(),
+                    ));
+                }
+                Ok(MetaConfig::Redb)
+            }
+            "postgres" => {
+                let url = self.url.ok_or_else(|| {
+                    invalid(
+                        "url",
+                        "required for kind = \"postgres\" (e.g. \
+                         postgres://quire@127.0.0.1/quire or host=/run/postgresql dbname=quire)"
+                            .into(),
+                    )
+                })?;
+                let parsed: tokio_postgres::Config = url.parse().map_err(|e| {
+                    invalid(
+                        "url",
+                        format!("not a PostgreSQL connection URL or string: {e}"),
+                    )
+                })?;
+                if parsed.get_password().is_some() {
+                    return Err(invalid(
+                        "url",
+                        "holds a password: give it as meta.password_file or meta.password_env, \
+                         so that the configuration file holds no secret"
+                            .into(),
+                    ));
+                }
+                let password = match (self.password_file, self.password_env) {
+                    (None, None) => None,
+                    (file, env) => Some(secret::resolve(
+                        "meta.password",
+                        SecretSource {
+                            inline: None,
+                            file,
+                            env,
+                        },
+                    )?),
+                };
+                let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+                if !(1..=1000).contains(&pool_size) {
+                    return Err(invalid(
+                        "pool_size",
+                        format!("{pool_size} is not in 1..=1000"),
+                    ));
+                }
+                Ok(MetaConfig::Postgres(PgTarget {
+                    url,
+                    password,
+                    pool_size,
+                }))
+            }
+            other => Err(invalid(
+                "kind",
+                format!("{other:?} is not a metadata store: \"redb\" or \"postgres\""),
+            )),
+        }
+    }
+}
+
+impl MetaConfig {
+    /// Opens the store (for redb, `meta.redb` under `data_dir`).
+    pub fn open(&self, data_dir: &Path) -> Result<Arc<dyn MetaStore>, MetaError> {
+        Ok(match self {
+            MetaConfig::Redb => Arc::new(Meta::open(&Self::redb_path(data_dir))?),
+            MetaConfig::Postgres(target) => Arc::new(PgMeta::open(target)?),
+        })
+    }
+
+    /// Whether the store exists already (a PostgreSQL database is taken to: it is made by
+    /// its administrator, not by Quire).
+    pub fn exists(&self, data_dir: &Path) -> bool {
+        match self {
+            MetaConfig::Redb => Self::redb_path(data_dir).exists(),
+            MetaConfig::Postgres(_) => true,
+        }
+    }
+
+    fn redb_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("meta.redb")
+    }
+}

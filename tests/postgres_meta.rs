@@ -1,0 +1,207 @@
+//! `[meta] kind = "postgres"` against a real PostgreSQL server (started on loopback by
+//! scripts/test-servers.sh): a server keeps its jobs there across restarts, the schema is
+//! versioned and migrated, and a database it cannot use is refused with a reason.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::postgres::{fresh_database, fresh_database_with, psql, with_dbname};
+use common::*;
+use quire_server::meta::postgres::MIGRATIONS;
+use quire_server::meta::{MetaStore, PgMeta, PgTarget};
+
+fn target(url: String) -> PgTarget {
+    PgTarget {
+        url,
+        password: None,
+        pool_size: 2,
+    }
+}
+
+fn open_error(t: &PgTarget) -> String {
+    match PgMeta::open(t) {
+        Ok(_) => panic!("the database was accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn meta_toml(url: &str) -> String {
+    format!("[meta]\nkind = \"postgres\"\nurl = \"{url}\"\n")
+}
+
+/// A pushed job is in PostgreSQL (the data directory holds no metadata file), survives a
+/// kill -9 and restart, and reads back byte-identical.
+#[test]
+fn a_server_keeps_its_jobs_in_postgres_across_a_restart() {
+    let url = fresh_database();
+    let mut server = TestServer::start_with_config(&meta_toml(&url));
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    let job = server.push_ok(&samples, &["--no-progress"]);
+    assert!(
+        !server.path().join("quire-data/meta.redb").exists(),
+        "the embedded store was created too"
+    );
+    let pages = walk(&samples).len();
+    assert_eq!(
+        psql(
+            &url,
+            &format!("SELECT count(*) FROM pages WHERE job = '{job}'")
+        ),
+        pages.to_string()
+    );
+    assert_eq!(
+        psql(
+            &url,
+            &format!("SELECT committed, page_count FROM jobs WHERE job = '{job}'")
+        ),
+        format!("t|{pages}")
+    );
+    assert_eq!(
+        psql(&url, "SELECT state FROM devices WHERE role = 'device'"),
+        "enabled"
+    );
+    server.restart();
+    let out = server.path().join("out");
+    server.get_ok(&job, &out);
+    same_files(&samples, &out);
+}
+
+#[test]
+fn the_schema_is_versioned_and_migrates_once() {
+    let url = fresh_database();
+    // Four nodes starting together on an empty database: one migrates, the others wait for it.
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let t = target(url.clone());
+            std::thread::spawn(move || PgMeta::open(&t).map(|m| m.schema_version().unwrap()))
+        })
+        .collect();
+    for o in opened {
+        assert_eq!(o.join().unwrap().unwrap(), MIGRATIONS.len());
+    }
+    assert_eq!(
+        psql(&url, "SELECT count(*), max(version) FROM quire_schema"),
+        format!("1|{}", MIGRATIONS.len())
+    );
+    // Rows written before a reopen are there after it.
+    let m = PgMeta::open(&target(url.clone())).unwrap();
+    m.create_tenant("acme").unwrap();
+    drop(m);
+    let m = PgMeta::open(&target(url.clone())).unwrap();
+    assert!(m.tenant_exists("acme").unwrap());
+}
+
+#[test]
+fn a_database_a_newer_quire_wrote_is_refused() {
+    let url = fresh_database();
+    drop(PgMeta::open(&target(url.clone())).unwrap());
+    psql(&url, "UPDATE quire_schema SET version = 999");
+    let e = open_error(&target(url.clone()));
+    assert!(e.contains("version 999") && e.contains("upgrade"), "{e}");
+    assert_eq!(psql(&url, "SELECT version FROM quire_schema"), "999");
+}
+
+#[test]
+fn a_database_that_is_not_utf8_is_refused() {
+    let url = fresh_database_with("ENCODING 'SQL_ASCII' TEMPLATE template0");
+    let e = open_error(&target(url));
+    assert!(e.contains("SQL_ASCII") && e.contains("UTF8"), "{e}");
+}
+
+#[test]
+fn an_unreachable_database_is_named() {
+    let port = free_port();
+    let e = open_error(&target(format!(
+        "host=127.0.0.1 port={port} user=quire dbname=quire"
+    )));
+    assert!(
+        e.contains(&format!(
+            "cannot reach PostgreSQL at 127.0.0.1:{port}/quire"
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_database_across_a_network_is_refused_without_tls() {
+    let e = open_error(&target(
+        "postgres://quire@db.example.net:5432/quire".to_string(),
+    ));
+    assert!(e.contains("across a network") && e.contains("TLS"), "{e}");
+}
+
+/// Over TCP the test server asks for a password (SCRAM): the one in `password_file` works,
+/// a wrong one is refused with PostgreSQL's own reason, and neither shows up in the log.
+#[test]
+fn the_password_comes_from_a_file_and_a_wrong_one_is_named() {
+    let url = fresh_database();
+    let dbname = url.rsplit("dbname=").next().unwrap().to_string();
+    let role = format!("r_{dbname}");
+    let secret = format!("pw-{}", &dbname[dbname.len() - 8..]);
+    psql(
+        &url,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{secret}'; \
+             GRANT ALL ON DATABASE {dbname} TO {role}; GRANT ALL ON SCHEMA public TO {role}"
+        ),
+    );
+    let port = required_env("QUIRE_TEST_POSTGRES_PORT");
+    let tcp = with_dbname(&format!("host=127.0.0.1 port={port} user={role}"), &dbname);
+
+    let e = open_error(&target(tcp.clone()));
+    assert!(e.contains("password"), "{e}");
+    let wrong = PgTarget {
+        password: Some("not-it".into()),
+        ..target(tcp.clone())
+    };
+    let e = open_error(&wrong);
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains("not-it"), "the password is in the message: {e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg-password");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let server = TestServer::start_with_config(&format!(
+        "{}password_file = \"{}\"\n",
+        meta_toml(&tcp),
+        file.display()
+    ));
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    server.push_ok(&samples, &["--no-progress"]);
+    assert!(
+        !server.log_text().contains(&secret),
+        "the password is logged"
+    );
+}
+
+/// The configuration refuses what cannot work before anything starts.
+#[test]
+fn the_meta_section_is_checked() {
+    for (toml, says) in [
+        ("[meta]\nkind = \"postgres\"\n", "meta.url"),
+        (
+            "[meta]\nkind = \"postgres\"\nurl = \"postgres://q:hunter2x@127.0.0.1/q\"\n",
+            "holds a password",
+        ),
+        (
+            "[meta]\nurl = \"postgres://q@127.0.0.1/q\"\n",
+            "only applies to kind = \"postgres\"",
+        ),
+        ("[meta]\nkind = \"sqlite\"\n", "not a metadata store"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("quire.toml"), toml).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["serve", "--config", "quire.toml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(says), "{toml}: {err}");
+        assert!(!err.contains("hunter2x"), "{err}");
+    }
+}
