@@ -82,35 +82,12 @@ export QUIRE_TEST_PKCS11_TOKEN=quire-test
 export QUIRE_TEST_PKCS11_PIN=87654321
 echo "test HSM: SoftHSM2 token quire-test in $hsm_dir"
 
-# PostgreSQL (Debian postgresql-15) for [meta] kind = "postgres": a fresh cluster on every run,
-# in a directory of its own under target/ (two checkouts sharing target/ can both test),
-# listening on a Unix socket there and on a free loopback port.
-# initdb refuses to run as root, so the cluster belongs to the postgres user when we are root.
-pg_bin=/usr/lib/postgresql/15/bin
-if [ ! -x "$pg_bin/initdb" ]; then
-  apt-get update -qq >/dev/null && apt-get install -y -qq postgresql-15 >/dev/null
-fi
-mkdir -p target
-pg_dir=$(mktemp -d "$PWD/target/postgres.XXXXXX")
-chmod 755 "$pg_dir"
-as_pg() { "$@"; }
-if [ "$(id -u)" = 0 ]; then
-  chown postgres "$pg_dir"
-  as_pg() { runuser -u postgres -- "$@"; }
-fi
-pg_port=$(free_port)
-as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U quire -E UTF8 --locale=C \
-  --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-  -o "-k $pg_dir -p $pg_port -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=300" \
-  start >/dev/null
-stop_test_postgres() {
-  as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$pg_dir"
-}
-trap 'stop_test_servers; stop_test_postgres' EXIT
-# The user the tests connect as over the socket (trusted there; a superuser of this throwaway
-# cluster: tests create a database each). Over TCP every user needs a password.
-export QUIRE_TEST_POSTGRES_URL="host=$pg_dir port=$pg_port user=quire dbname=postgres"
-export QUIRE_TEST_POSTGRES_PORT="$pg_port"
-echo "test PostgreSQL: $pg_dir (port $pg_port)"
+# PostgreSQL (Debian postgresql-15) for [meta] kind = "postgres": a fresh cluster on every run
+# (scripts/postgres.sh). Tests connect over its socket as a trusted superuser (each makes a
+# database of its own); over TCP every user needs a password.
+source scripts/postgres.sh
+start_postgres
+trap 'stop_test_servers; stop_postgres' EXIT
+export QUIRE_TEST_POSTGRES_URL="$QUIRE_PG_URL"
+export QUIRE_TEST_POSTGRES_PORT="$QUIRE_PG_PORT"
+echo "test PostgreSQL: $QUIRE_PG_DIR (port $QUIRE_PG_PORT)"

@@ -543,6 +543,37 @@ fn grants_and_key_versions(b: &dyn Backend) {
     assert_eq!(m.kek_versions("b").unwrap(), 0);
 }
 
+/// What a page reads before it is stored, in one call, matches the separate lookups.
+fn a_page_context_is_what_the_lookups_say(b: &dyn Backend) {
+    let m = b.store();
+    let ctx = m.page_context("acme", "j", "d1", 0).unwrap();
+    assert_eq!((ctx.device, ctx.job, ctx.recorded), (None, None, false));
+    m.create_tenant("acme").unwrap();
+    let rec = DeviceRecord {
+        device_id: "d1".into(),
+        tenant: "acme".into(),
+        role: Role::Device,
+        state: DeviceState::Enabled,
+        secret_hash: [3; 32],
+    };
+    m.put_device(&rec).unwrap();
+    let u = UploadId([4; 16]);
+    m.claim_job("acme", "j", "d1", Some(u)).unwrap();
+    m.record_page("acme", "j", &entry(2), "k", 50, Some(u))
+        .unwrap();
+    for index in [0, 2] {
+        let ctx = m.page_context("acme", "j", "d1", index).unwrap();
+        assert_eq!(ctx.device.as_ref(), Some(&rec));
+        assert_eq!(ctx.job, m.job("acme", "j").unwrap());
+        assert_eq!(ctx.recorded, index == 2);
+    }
+    let job = m.page_context("acme", "j", "d1", 2).unwrap().job.unwrap();
+    assert!(quire_server::meta::held_by(&job, "j", "d1", Some(u)).unwrap());
+    assert!(quire_server::meta::held_by(&job, "j", "d2", Some(u)).is_err());
+    let other = m.page_context("acme", "other", "d1", 2).unwrap();
+    assert_eq!((other.job, other.recorded), (None, false));
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod redb {
@@ -570,4 +601,5 @@ conformance!(
     delivery_is_recorded_once_and_deletion_forgets_pages,
     holds_cover_a_job_or_the_whole_tenant,
     grants_and_key_versions,
+    a_page_context_is_what_the_lookups_say,
 );

@@ -9,6 +9,7 @@ fn the_readme_configuration_example_is_accepted_as_written() {
     let c = ServerConfig::from_toml(block).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.uncommitted_ttl, Duration::from_secs(604_800));
     assert_eq!(c.sweep_interval, Duration::from_secs(3600));
+    assert!(matches!(c.meta, super::MetaConfig::Redb));
 }
 
 #[test]

@@ -28,6 +28,26 @@ pub struct StoredPage {
     pub upload: Option<UploadId>,
 }
 
+/// What a page reads before it is stored (see [`MetaStore::page_context`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageContext {
+    pub device: Option<crate::auth::DeviceRecord>,
+    pub job: Option<JobRow>,
+    pub recorded: bool,
+}
+
+/// Whether `device`'s `upload` holds the job already, so that no claim need be written:
+/// `Ok(false)` when it must be claimed first, an error when another device or upload owns it.
+pub fn held_by(
+    row: &JobRow,
+    job: &str,
+    device: &str,
+    upload: Option<UploadId>,
+) -> Result<bool, MetaError> {
+    let upload = upload.map(|u| u.to_hex());
+    needs_claim(row, job, device, upload.as_deref()).map(|claim| !claim)
+}
+
 /// What committing a job checks (see [`MetaStore::commit_view`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitView {

@@ -636,7 +636,7 @@ impl MetaStore for Meta {
 mod devices;
 mod forget;
 mod jobs;
-pub use jobs::{CommitView, StoredPage};
+pub use jobs::{held_by, CommitView, PageContext, StoredPage};
 pub mod postgres;
 pub use postgres::{PgMeta, PgTarget};
 mod recorder;

@@ -141,6 +141,22 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Whether page `index` of the job is recorded as stored (one lookup, for the hot path).
     fn page_recorded(&self, tenant: &str, job: &str, index: u32) -> Result<bool, MetaError>;
 
+    /// What a scanner's page needs read before it is stored: the device's record, the job's
+    /// row, and whether the page is on record. A shared database answers in one round trip.
+    fn page_context(
+        &self,
+        tenant: &str,
+        job: &str,
+        device_id: &str,
+        index: u32,
+    ) -> Result<PageContext, MetaError> {
+        Ok(PageContext {
+            device: self.device(device_id)?,
+            job: self.job(tenant, job)?,
+            recorded: self.page_recorded(tenant, job, index)?,
+        })
+    }
+
     /// Every tenant.
     fn tenants(&self) -> Result<Vec<String>, MetaError>;
 

@@ -41,8 +41,9 @@ fn claim_refused(e: MetaError) -> Refusal {
     }
 }
 
-/// For a scanner's page, in one metadata call (one hand-off to a blocking thread instead of
-/// three per page): the device is still enabled, the job is claimed for its upload, and
+/// For a scanner's page, in one metadata call (one hand-off to a blocking thread, and one
+/// round trip to a shared database, instead of three per page): the device is still
+/// enabled, the job is claimed for its upload (written only for its first page), and
 /// whether the page is already on record, which spares the pipeline asking the store.
 pub(super) async fn claim_for_page(
     state: &State,
@@ -59,9 +60,13 @@ pub(super) async fn claim_for_page(
         principal.device_id.clone(),
     );
     blocking(move || {
-        device_usable(meta.device(&d)?, &d)?;
-        let job = meta.claim_job(&t, &j, &d, upload).map_err(claim_refused)?;
-        let prior = match meta.page_recorded(&t, &j, index)? {
+        let seen = meta.page_context(&t, &j, &d, index)?;
+        device_usable(seen.device, &d)?;
+        let job = match seen.job {
+            Some(row) if crate::meta::held_by(&row, &j, &d, upload).map_err(claim_refused)? => row,
+            _ => meta.claim_job(&t, &j, &d, upload).map_err(claim_refused)?,
+        };
+        let prior = match seen.recorded {
             true => Prior::Unknown,
             false => Prior::NotRecorded,
         };

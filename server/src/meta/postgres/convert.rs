@@ -25,16 +25,21 @@ pub(super) fn digest(raw: &[u8], what: impl FnOnce() -> String) -> Result<[u8; 3
 }
 
 pub(super) fn job_row(r: &Row) -> Result<JobRow, MetaError> {
+    job_row_at(r, 0)
+}
+
+/// The [`JOB_COLUMNS`] starting at column `at`.
+pub(super) fn job_row_at(r: &Row, at: usize) -> Result<JobRow, MetaError> {
     Ok(JobRow {
-        committed: r.get(0),
-        page_count: int(r.get(1), "page count")?,
-        bytes: int(r.get(2), "byte count")?,
-        committed_unix: r.get(3),
-        delivered_unix: r.get(4),
-        deleted_unix: r.get(5),
-        owner: r.get(6),
-        created_unix: r.get(7),
-        upload: r.get(8),
+        committed: r.get(at),
+        page_count: int(r.get(at + 1), "page count")?,
+        bytes: int(r.get(at + 2), "byte count")?,
+        committed_unix: r.get(at + 3),
+        delivered_unix: r.get(at + 4),
+        deleted_unix: r.get(at + 5),
+        owner: r.get(at + 6),
+        created_unix: r.get(at + 7),
+        upload: r.get(at + 8),
     })
 }
 

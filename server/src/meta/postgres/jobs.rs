@@ -3,12 +3,51 @@
 
 use quire_codecs::wire::UploadId;
 
-use super::convert::{get_job, job_row, page, JOB_COLUMNS};
+use super::convert::{device, get_job, job_row, job_row_at, page, JOB_COLUMNS};
 use super::{pg, PgMeta};
 use crate::meta::jobs::needs_claim;
-use crate::meta::{now_unix, CommitView, JobRow, MetaError};
+use crate::meta::{now_unix, CommitView, JobRow, MetaError, PageContext};
+
+/// The device, the job and the page a scanner's page names, in one statement.
+const PAGE_CONTEXT: &str = "\
+SELECT d.tenant, d.role, d.state, d.secret_hash,
+       j.committed, j.page_count, j.bytes, j.committed_unix, j.delivered_unix, j.deleted_unix,
+       j.owner, j.created_unix, j.upload,
+       EXISTS (SELECT 1 FROM pages p WHERE p.tenant = $1 AND p.job = $2 AND p.idx = $4),
+       d.device_id IS NOT NULL, j.job IS NOT NULL
+FROM (SELECT 1) AS one
+LEFT JOIN devices d ON d.device_id = $3
+LEFT JOIN jobs j ON j.tenant = $1 AND j.job = $2";
 
 impl PgMeta {
+    pub(super) fn context(
+        &self,
+        tenant: &str,
+        job: &str,
+        device_id: &str,
+        index: u32,
+    ) -> Result<PageContext, MetaError> {
+        let (tenant, job, id) = (tenant.to_string(), job.to_string(), device_id.to_string());
+        self.with(move |c| async move {
+            let statement = c.prepare_cached(PAGE_CONTEXT).await.map_err(pg)?;
+            let r = c
+                .query_one(&statement, &[&tenant, &job, &id, &i64::from(index)])
+                .await
+                .map_err(pg)?;
+            Ok(PageContext {
+                device: match r.get::<_, bool>(14) {
+                    true => Some(device(&id, &r)?),
+                    false => None,
+                },
+                job: match r.get::<_, bool>(15) {
+                    true => Some(job_row_at(&r, 4)?),
+                    false => None,
+                },
+                recorded: r.get(13),
+            })
+        })
+    }
+
     pub(super) fn claim(
         &self,
         tenant: &str,

@@ -13,7 +13,8 @@ use super::convert::{big, device, get_job, int, job_pages, job_row, JOB_COLUMNS}
 use super::{pg, PgMeta};
 use crate::auth::DeviceRecord;
 use crate::meta::{
-    now_unix, CommitView, Grant, Hold, JobRow, MetaError, MetaStore, StoredPage, TenantStats,
+    now_unix, CommitView, Grant, Hold, JobRow, MetaError, MetaStore, PageContext, StoredPage,
+    TenantStats,
 };
 
 impl PgMeta {
@@ -468,6 +469,16 @@ impl MetaStore for PgMeta {
                 .map_err(pg)?;
             Ok(r.is_some())
         })
+    }
+
+    fn page_context(
+        &self,
+        tenant: &str,
+        job: &str,
+        device_id: &str,
+        index: u32,
+    ) -> Result<PageContext, MetaError> {
+        self.context(tenant, job, device_id, index)
     }
 
     fn tenants(&self) -> Result<Vec<String>, MetaError> {
