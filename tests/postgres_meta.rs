@@ -92,6 +92,34 @@ fn the_schema_is_versioned_and_migrates_once() {
     assert!(m.tenant_exists("acme").unwrap());
 }
 
+/// A database at schema version 1 (as the first version with PostgreSQL left it) is migrated
+/// on open, its rows kept and usable.
+#[test]
+fn a_version_1_database_is_migrated_with_its_rows() {
+    let url = fresh_database();
+    psql(&url, MIGRATIONS[0]);
+    psql(
+        &url,
+        "CREATE TABLE quire_schema (version bigint NOT NULL); \
+         INSERT INTO quire_schema VALUES (1); \
+         INSERT INTO tenants VALUES ('acme'); \
+         INSERT INTO devices VALUES ('d1', 'acme', 'device', 'enabled', decode(repeat('07', 32), 'hex'))",
+    );
+    let m = PgMeta::open(&target(url.clone())).unwrap();
+    assert_eq!(m.schema_version().unwrap(), MIGRATIONS.len());
+    let d = m.device("d1").unwrap().unwrap();
+    assert_eq!((d.tenant.as_str(), d.secret_hash), ("acme", [7; 32]));
+    m.set_device_state("d1", quire_codecs::wire::DeviceState::Disabled)
+        .unwrap();
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT state, last_change, change_seq > 0 FROM devices"
+        ),
+        "disabled|disabled|t"
+    );
+}
+
 #[test]
 fn a_database_a_newer_quire_wrote_is_refused() {
     let url = fresh_database();

@@ -332,6 +332,7 @@ impl Server {
                 &config.dev_tenant,
             )?;
         }
+        crate::cutoff::spawn(&server.state);
         sweep::spawn(
             server.state.clone(),
             config.sweep_interval,

@@ -19,6 +19,7 @@ pub mod bootstrap;
 pub mod check;
 pub mod clock;
 pub mod config;
+mod cutoff;
 pub mod drain;
 pub mod edge;
 pub mod gate;

@@ -634,6 +634,8 @@ impl MetaStore for Meta {
 }
 
 mod devices;
+mod events;
+pub use events::{DeviceChange, DeviceEvent};
 mod forget;
 mod jobs;
 pub use jobs::{held_by, CommitView, PageContext, StoredPage};

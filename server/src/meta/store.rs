@@ -182,6 +182,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         hold: Option<&Hold>,
     ) -> Result<bool, MetaError>;
 
+    /// Device changes as other handles on the same store (other nodes) make them, from now
+    /// on; `None` where there can be none (the embedded store belongs to one process).
+    fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {
+        None
+    }
+
     /// The hold covering a job: its own, or its tenant's.
     fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError>;
 }

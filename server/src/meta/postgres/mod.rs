@@ -22,6 +22,7 @@ mod convert;
 mod jobs;
 mod ops;
 mod schema;
+mod watch;
 
 pub use schema::MIGRATIONS;
 
@@ -50,6 +51,8 @@ impl std::fmt::Debug for PgTarget {
 /// The PostgreSQL [`MetaStore`]. Cheap to share behind an `Arc`.
 pub struct PgMeta {
     pool: Pool,
+    /// For the connection that listens for device changes (see `watch.rs`).
+    listen_config: tokio_postgres::Config,
     /// Where it is, for messages (host, port, database; never the password).
     place: String,
     io: IoThread,
@@ -83,6 +86,7 @@ impl PgMeta {
         refuse_cleartext_network(&config, &place)?;
         config.application_name("quire");
         config.connect_timeout(Duration::from_secs(10));
+        let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -99,6 +103,7 @@ impl PgMeta {
             .map_err(|e| MetaError::Db(format!("PostgreSQL connection pool: {e}")))?;
         let meta = PgMeta {
             pool,
+            listen_config,
             place,
             io: IoThread::start()?,
         };
@@ -247,6 +252,17 @@ pub(super) fn pg(e: tokio_postgres::Error) -> MetaError {
 }
 
 impl PgMeta {
+    /// Device changes from now on, whichever node makes them (see `watch.rs`).
+    pub(super) fn watch_devices(
+        &self,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<crate::meta::DeviceEvent> {
+        watch::start(
+            &self.io.handle,
+            self.pool.clone(),
+            self.listen_config.clone(),
+        )
+    }
+
     /// The version the database's schema is at now.
     pub fn schema_version(&self) -> Result<usize, MetaError> {
         let place = self.place.clone();

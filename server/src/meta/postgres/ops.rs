@@ -13,8 +13,8 @@ use super::convert::{big, device, get_job, int, job_pages, job_row, JOB_COLUMNS}
 use super::{pg, PgMeta};
 use crate::auth::DeviceRecord;
 use crate::meta::{
-    now_unix, CommitView, Grant, Hold, JobRow, MetaError, MetaStore, PageContext, StoredPage,
-    TenantStats,
+    now_unix, CommitView, DeviceChange, DeviceEvent, Grant, Hold, JobRow, MetaError, MetaStore,
+    PageContext, StoredPage, TenantStats,
 };
 
 impl PgMeta {
@@ -51,14 +51,30 @@ impl PgMeta {
                 .await
                 .map_err(pg)?
                 .ok_or_else(|| MetaError::NoSuchDevice(id.clone()))?;
-            let mut rec = device(&id, &row)?;
+            let before = device(&id, &row)?;
+            let mut rec = before.clone();
             change(&mut rec)?;
+            let what = match rec.secret_hash != before.secret_hash {
+                true => DeviceChange::Rotated,
+                false => DeviceChange::State(rec.state),
+            };
+            // Numbered, and announced to every node when the transaction commits.
             txn.execute(
-                "UPDATE devices SET state = $2, secret_hash = $3 WHERE device_id = $1",
-                &[&id, &rec.state.as_str(), &rec.secret_hash.as_slice()],
+                "UPDATE devices SET state = $2, secret_hash = $3, \
+                   change_seq = nextval('device_changes'), last_change = $4 \
+                 WHERE device_id = $1",
+                &[
+                    &id,
+                    &rec.state.as_str(),
+                    &rec.secret_hash.as_slice(),
+                    &what.as_str(),
+                ],
             )
             .await
             .map_err(pg)?;
+            txn.execute("SELECT pg_notify($1, '')", &[&super::watch::CHANNEL])
+                .await
+                .map_err(pg)?;
             txn.commit().await.map_err(pg)?;
             Ok(rec)
         })
@@ -596,6 +612,10 @@ impl MetaStore for PgMeta {
             txn.commit().await.map_err(pg)?;
             Ok(had)
         })
+    }
+
+    fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {
+        Some(self.watch_devices())
     }
 
     fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError> {

@@ -80,6 +80,15 @@ pub const MIGRATIONS: &[&str] = &[
         versions     bigint NOT NULL
     );
     "#,
+    // 2: device changes numbered, so that every node learns of a disable, revoke or new
+    // secret (LISTEN/NOTIFY wakes them; the numbers let one that missed a notification
+    // catch up).
+    r#"
+    CREATE SEQUENCE device_changes;
+    ALTER TABLE devices ADD COLUMN change_seq bigint NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN last_change text NOT NULL DEFAULT '';
+    CREATE INDEX devices_by_change ON devices (change_seq);
+    "#,
 ];
 
 /// An arbitrary constant naming the lock nodes take while migrating.

@@ -1,0 +1,171 @@
+//! Hearing of device changes other nodes make, within a second.
+//!
+//! A change to a device takes the next number of the `device_changes` sequence and sends a
+//! `NOTIFY` on [`CHANNEL`] when its transaction commits. Each node keeps one connection of its
+//! own listening there; a notification wakes it to read every change numbered after the last
+//! it saw. The numbers make missed notifications harmless: while the listening connection is
+//! down the node polls every [`POLL_WITHOUT_LISTEN`], and it polls every [`POLL_ANYWAY`] even
+//! when listening, so a lost connection or notification costs delay, not a change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+use tracing::{info, warn};
+
+use super::pg;
+use crate::meta::{DeviceChange, DeviceEvent, MetaError};
+
+/// The notification channel device changes are announced on.
+pub(super) const CHANNEL: &str = "quire_devices";
+/// How often changes are read while no connection is listening.
+const POLL_WITHOUT_LISTEN: Duration = Duration::from_millis(500);
+/// How often they are read even while one is.
+const POLL_ANYWAY: Duration = Duration::from_secs(10);
+/// Wait before listening again after the connection failed.
+const RELISTEN_AFTER: Duration = Duration::from_secs(2);
+
+/// Starts watching (on the client's runtime); changes from now on arrive on the receiver.
+/// The watch ends when the receiver is dropped.
+pub(super) fn start(
+    runtime: &tokio::runtime::Handle,
+    pool: Pool,
+    config: tokio_postgres::Config,
+) -> mpsc::UnboundedReceiver<DeviceEvent> {
+    let (events, receiver) = mpsc::unbounded_channel();
+    let (wake, woken) = mpsc::unbounded_channel();
+    let listening = Arc::new(AtomicBool::new(false));
+    runtime.spawn(listen(config, wake, listening.clone()));
+    runtime.spawn(read_changes(pool, events, woken, listening));
+    receiver
+}
+
+/// Reads the changes numbered after the last one seen whenever woken or the poll is due.
+async fn read_changes(
+    pool: Pool,
+    events: mpsc::UnboundedSender<DeviceEvent>,
+    mut woken: mpsc::UnboundedReceiver<()>,
+    listening: Arc<AtomicBool>,
+) {
+    // Changes from before the watch began are not news.
+    let mut last = loop {
+        match latest(&pool).await {
+            Ok(n) => break n,
+            Err(e) => {
+                warn!(error = %e, "cannot read device changes yet; trying again");
+                tokio::time::sleep(POLL_WITHOUT_LISTEN).await;
+            }
+        }
+    };
+    while !events.is_closed() {
+        let wait = match listening.load(Ordering::Relaxed) {
+            true => POLL_ANYWAY,
+            false => POLL_WITHOUT_LISTEN,
+        };
+        tokio::select! {
+            _ = woken.recv() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = events.closed() => return,
+        }
+        match changes_after(&pool, last).await {
+            Ok(changes) => {
+                for (seq, event) in changes {
+                    last = last.max(seq);
+                    if events.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read device changes; trying again"),
+        }
+    }
+}
+
+async fn latest(pool: &Pool) -> Result<i64, MetaError> {
+    let c = pool.get().await.map_err(|e| MetaError::Db(e.to_string()))?;
+    let r = c
+        .query_one("SELECT COALESCE(max(change_seq), 0) FROM devices", &[])
+        .await
+        .map_err(pg)?;
+    Ok(r.get(0))
+}
+
+async fn changes_after(pool: &Pool, last: i64) -> Result<Vec<(i64, DeviceEvent)>, MetaError> {
+    let c = pool.get().await.map_err(|e| MetaError::Db(e.to_string()))?;
+    let rows = c
+        .query(
+            "SELECT change_seq, device_id, last_change FROM devices \
+             WHERE change_seq > $1 ORDER BY change_seq",
+            &[&last],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let change = DeviceChange::parse(r.get(2))?;
+            Some((
+                r.get(0),
+                DeviceEvent {
+                    device_id: r.get(1),
+                    change,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Keeps one connection listening on [`CHANNEL`], reconnecting when it fails; every
+/// notification (and every new start of listening, which may have missed some) wakes
+/// [`read_changes`].
+async fn listen(
+    config: tokio_postgres::Config,
+    wake: mpsc::UnboundedSender<()>,
+    listening: Arc<AtomicBool>,
+) {
+    while !wake.is_closed() {
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let notify = wake.clone();
+                let messages = tokio::spawn(async move {
+                    let mut stream =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = stream.next().await {
+                        match message {
+                            Ok(AsyncMessage::Notification(_)) => {
+                                let _ = notify.send(());
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => {
+                        listening.store(true, Ordering::Relaxed);
+                        info!("listening for device changes of other nodes");
+                        let _ = wake.send(());
+                        let _ = messages.await;
+                        warn!("stopped listening for device changes; polling until back");
+                    }
+                    Err(e) => {
+                        warn!(error = %super::schema::describe(&e), "cannot listen for device changes; polling");
+                        messages.abort();
+                    }
+                }
+                listening.store(false, Ordering::Relaxed);
+                // The reader waits on the slow poll while listening: start the fast one now.
+                let _ = wake.send(());
+                drop(client);
+            }
+            Err(e) => {
+                warn!(error = %super::schema::describe(&e), "cannot listen for device changes; polling");
+            }
+        }
+        tokio::time::sleep(RELISTEN_AFTER).await;
+    }
+}

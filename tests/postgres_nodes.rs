@@ -1,0 +1,110 @@
+//! Two `quire serve` nodes sharing one PostgreSQL database (a real server, started on
+//! loopback by scripts/test-servers.sh): a device disabled through one node is cut off on
+//! the other, by LISTEN/NOTIFY, and a change made while the listening connection is down is
+//! caught up, not lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::postgres::{fresh_database, psql};
+use common::*;
+use quire_client::credential::{Credential, CredentialFile};
+use quire_client::{Connection, Login};
+use quire_codecs::wire::{Frame, ALPN};
+
+fn meta_toml(url: &str) -> String {
+    format!("[meta]\nkind = \"postgres\"\nurl = \"{url}\"\n")
+}
+
+/// Waits (until `limit` after `t`) for the connection to be closed by the server; how long
+/// after `t` it was.
+async fn closed_within(conn: &Connection, t: Instant, limit: Duration) -> Option<Duration> {
+    while t.elapsed() < limit {
+        if conn.is_closed() {
+            return Some(t.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+async fn job_open(conn: &Connection) -> Result<Frame, quire_client::ClientError> {
+    conn.call(&Frame::JobOpen {
+        tenant: "dev".into(),
+        job_id: "j".into(),
+        upload: None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_disabled_on_one_node_is_cut_off_on_the_other() {
+    let url = fresh_database();
+    let a = TestServer::start_with_config(&meta_toml(&url));
+    // Node B shares the database; node A made the development credentials.
+    let b = TestServer::start_with_config(&format!(
+        "{}[dev]\nbootstrap = false\n[vault]\nallow_master_key_in_data_dir = true\n",
+        meta_toml(&url)
+    ));
+    let b_ca = std::fs::read_to_string(b.path().join("quire-data/tls/dev-cert.pem")).unwrap();
+    let admin = a.admin_cred_path();
+    let admin = admin.to_str().unwrap();
+    let connect_to_b = |id: &'static str| {
+        let cred = Credential::load(&a.create_device("dev", id, "device", true)).unwrap();
+        let ca = b_ca.clone();
+        let addr = b.addr;
+        async move {
+            Connection::login(Login {
+                addr,
+                server_name: "localhost",
+                ca_pem: &ca,
+                alpn: ALPN,
+                tenant: "dev",
+                device_id: id,
+                secret: *cred.secret_bytes().unwrap(),
+            })
+            .await
+            .unwrap()
+        }
+    };
+
+    // A device created and enabled through node A is served by node B.
+    let live = connect_to_b("scan-1").await;
+    assert!(matches!(job_open(&live).await, Ok(Frame::JobStatus { .. })));
+    let t = Instant::now();
+    let o = a.quire(&[
+        "admin",
+        "--credential",
+        admin,
+        "device",
+        "disable",
+        "scan-1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Node B closes the connection by itself: nothing is asked of it meanwhile. Its safety
+    // poll runs every 10 s, so closing within 5 s means the notification did it.
+    let took = closed_within(&live, t, Duration::from_secs(5)).await;
+    eprintln!("node B closed scan-1's connection {took:?} after `quire admin device disable` started on node A");
+    assert!(took.is_some(), "node B kept serving a disabled device");
+    let e = job_open(&live).await.unwrap_err().to_string();
+    assert!(e.contains("scan-1 was disabled by an administrator"), "{e}");
+
+    // The listening connections are cut (as a database restart or a network blip would);
+    // a revoke made before they are back still reaches node B.
+    let live = connect_to_b("scan-2").await;
+    let cut = psql(
+        &url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    );
+    assert_eq!(cut, "2", "one listening connection per node");
+    let t = Instant::now();
+    let o = a.quire(&["admin", "--credential", admin, "device", "revoke", "scan-2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let took = closed_within(&live, t, Duration::from_secs(8)).await;
+    eprintln!("without a listener, node B closed scan-2's connection {took:?} after the revoke");
+    assert!(took.is_some(), "the revoke was lost");
+    let e = job_open(&live).await.unwrap_err().to_string();
+    assert!(e.contains("scan-2 was revoked by an administrator"), "{e}");
+}
