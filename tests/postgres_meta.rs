@@ -42,6 +42,12 @@ fn a_server_keeps_its_jobs_in_postgres_across_a_restart() {
         !server.path().join("quire-data/meta.redb").exists(),
         "the embedded store was created too"
     );
+    assert!(
+        server
+            .log_text()
+            .contains("a shred is final only once its backups are gone"),
+        "no warning about the file vault's keys in the database"
+    );
     let pages = walk(&samples).len();
     assert_eq!(
         psql(
@@ -205,6 +211,40 @@ fn the_password_comes_from_a_file_and_a_wrong_one_is_named() {
     );
 }
 
+/// A data directory whose metadata is in the embedded store is not started on an empty
+/// database, which would hide its jobs, devices and keys.
+#[test]
+fn a_data_directory_with_embedded_metadata_is_not_switched_silently() {
+    let mut server = TestServer::start();
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    server.push_ok(&samples, &["--no-progress"]);
+    server.kill();
+    let url = fresh_database();
+    std::fs::write(
+        server.path().join("quire.toml"),
+        with_dev_bootstrap(&meta_toml(&url)),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config", "quire.toml", "--listen", "127.0.0.1:0"])
+        .current_dir(server.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("meta.redb") && err.contains("not supported yet"),
+        "{err}"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'jobs'"
+        ),
+        "0"
+    );
+}
+
 /// The configuration refuses what cannot work before anything starts.
 #[test]
 fn the_meta_section_is_checked() {
@@ -232,4 +272,59 @@ fn the_meta_section_is_checked() {
         assert!(err.contains(says), "{toml}: {err}");
         assert!(!err.contains("hunter2x"), "{err}");
     }
+}
+
+/// Two nodes' keyrings on one database, first use of a tenant on eight threads at once:
+/// one key version is made and every thread gets the same key; a rotation on one node is
+/// found by the other; a shred on one is final for both.
+#[test]
+fn nodes_share_one_keyring_in_the_database() {
+    use quire_pipeline::vault::KeyVault;
+    use quire_pipeline::Keyring;
+    let url = fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    let node = || {
+        let meta = PgMeta::open(&target(url.clone())).unwrap();
+        std::sync::Arc::new(Keyring::file_in(Box::new(meta.key_rings("file")), &master).unwrap())
+    };
+    let (a, b) = (node(), node());
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let ring = [a.clone(), b.clone()][i % 2].clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (kek, key) = ring.current_kek("acme").unwrap();
+                (kek.version, *key.expose())
+            })
+        })
+        .collect();
+    let keys: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    assert_eq!(keys[0].0, 1);
+    assert_eq!(psql(&url, "SELECT count(*) FROM key_rings"), "1");
+
+    assert_eq!(a.rotate("acme").unwrap(), 2);
+    let v2 = a.current_kek("acme").unwrap();
+    let v1_ref = quire_codecs::sealed::KekRef {
+        version: 1,
+        ..v2.0.clone()
+    };
+    // Node B opens both versions under the same keys (a header naming version 2 sends it to
+    // the database for the version it has not seen).
+    let on_b = b.kek(&v2.0).unwrap();
+    assert_eq!(on_b.expose(), v2.1.expose());
+    assert_eq!(b.kek(&v1_ref).unwrap().expose(), &keys[0].1);
+    assert_eq!(a.kek(&v1_ref).unwrap().expose(), &keys[0].1);
+    a.shred("acme").unwrap();
+    assert!(
+        b.versions("acme").is_err(),
+        "node B still reads the shredded tenant's keys"
+    );
+    assert_eq!(psql(&url, "SELECT count(*) FROM key_rings"), "0");
+    // A third node starting now does not bring the tenant back.
+    let c = node();
+    assert!(c.current_kek("acme").is_err());
 }

@@ -108,3 +108,98 @@ async fn a_device_disabled_on_one_node_is_cut_off_on_the_other() {
     let e = job_open(&live).await.unwrap_err().to_string();
     assert!(e.contains("scan-2 was revoked by an administrator"), "{e}");
 }
+
+/// A second node sharing node A's database, object store, master key and certificate (the
+/// shape of a deployment behind one name), without development credentials of its own.
+fn second_node(a: &TestServer, url: &str) -> TestServer {
+    let data = a.path().join("quire-data");
+    TestServer::start_with_config(&format!(
+        "{}[dev]\nbootstrap = false\n\
+         [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [vault]\nmaster_key = \"{master}\"\nallow_master_key_in_data_dir = true\n\
+         [store]\nkind = \"local\"\npath = \"{store}\"\n",
+        meta_toml(url),
+        cert = data.join("tls/dev-cert.pem").display(),
+        key = data.join("tls/dev-key.pem").display(),
+        master = data.join("vault/master.key").display(),
+        store = data.join("store").display(),
+    ))
+}
+
+/// A push cut off on node A resumes on node B: the same job, its pages stored once, sealed
+/// under one tenant key both nodes share; it reads back byte-identical through either node.
+#[test]
+fn a_job_begun_on_one_node_is_resumed_and_committed_on_the_other() {
+    use std::io::BufRead;
+    let url = fresh_database();
+    let a = TestServer::start_with_config(&meta_toml(&url));
+    let b = second_node(&a, &url);
+    let job = a.path().join("long-job");
+    std::fs::create_dir(&job).unwrap();
+    for i in 0..60 {
+        write_random_file(&job.join(format!("p{i:03}.tif")), 200_000, i);
+    }
+    let push = |server: &TestServer| {
+        std::process::Command::new(BIN)
+            .args(["push", job.to_str().unwrap(), "--concurrency", "1"])
+            .args(["--no-progress", "--server", &server.addr.to_string()])
+            .current_dir(a.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = push(&a);
+    let mut lines = std::io::BufReader::new(first.stderr.take().unwrap()).lines();
+    for _ in 0..5 {
+        let l = lines.next().unwrap().unwrap();
+        assert!(l.starts_with("stored page"), "{l}");
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let on_a: u32 = psql(&url, "SELECT count(*) FROM pages").parse().unwrap();
+    assert!(
+        (5..60).contains(&on_a),
+        "{on_a} pages stored before the cut"
+    );
+
+    let second = push(&b).wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    let job_id = last_line(&second.stdout);
+    let resent = err.lines().filter(|l| l.starts_with("stored page")).count() as u32;
+    assert_eq!(
+        resent,
+        60 - on_a,
+        "pages stored on A were sent again:\n{err}"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            &format!("SELECT committed, page_count, (SELECT count(*) FROM pages) FROM jobs WHERE job = '{job_id}'")
+        ),
+        "t|60|60"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*), max(version) FROM key_rings WHERE tenant = 'dev'"
+        ),
+        "1|1",
+        "one tenant key, shared"
+    );
+    for (node, server) in [("a", &a), ("b", &b)] {
+        let out = a.path().join(format!("out-{node}"));
+        let o = a.quire(&[
+            "get",
+            "--job",
+            &job_id,
+            "--out",
+            out.to_str().unwrap(),
+            "--server",
+            &server.addr.to_string(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        same_files(&job, &out);
+    }
+}

@@ -224,7 +224,9 @@ impl Server {
             source,
         })?;
         let meta: Arc<dyn MetaStore> = config.meta.open(dir)?;
-        let vault = config.vault.open(dir, &config.store)?;
+        let vault = config
+            .vault
+            .open(dir, &config.store, meta.key_rings(config.vault.kind()))?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
         let store = config.store.open()?;
         let mut routes = std::collections::HashMap::new();
@@ -244,6 +246,9 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        if let Some(w) = config.meta.shred_warning(config.vault.kind()) {
+            warn!("{w}");
+        }
         let key_dir = config.key_dir();
         if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
             warn!(

@@ -129,7 +129,7 @@ pub fn check_data_dir(config: &crate::config::ServerConfig) -> Result<Report, Ch
     })?;
     let vault = config
         .vault
-        .open(data_dir, &config.store)
+        .open(data_dir, &config.store, meta.key_rings(config.vault.kind()))
         .map_err(|e| CheckError::DataDir(e.to_string()))?;
     let report = check(meta.as_ref(), &vault)?;
     let mut text = String::new();

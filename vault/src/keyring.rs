@@ -12,7 +12,7 @@ use quire_key_cache::{Bounds, KeyCache, Lookup};
 
 use crate::backend::{BackendError, KeyBackend, KeyName};
 use crate::file::FileBackend;
-use crate::ring_file::{RingDir, Versions};
+use crate::ring_file::{RingDir, RingStore, Versions};
 use crate::{KeyVault, VaultError, VaultStats};
 
 /// The KEK id every tenant key carries in sealed headers.
@@ -35,7 +35,7 @@ type Unwrapped = Vec<Option<SecretKey>>;
 /// Intermediate keys per tenant over one [`KeyBackend`]. See the crate docs.
 pub struct Keyring {
     backend: Box<dyn KeyBackend>,
-    ring: RingDir,
+    ring: Box<dyn RingStore>,
     cache: KeyCache<Unwrapped>,
     /// Key versions known to exist per tenant: the floor below which keys are missing.
     known: RwLock<HashMap<String, u32>>,
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keyring")
             .field("backend", &self.backend.kind())
-            .field("dir", &self.ring)
+            .field("ring", &self.ring)
             .finish_non_exhaustive()
     }
 }
@@ -69,9 +69,19 @@ impl Keyring {
         backend: Box<dyn KeyBackend>,
         bounds: Bounds,
     ) -> Result<Keyring, VaultError> {
+        Self::open_in(Box::new(RingDir::open(dir)?), backend, bounds)
+    }
+
+    /// [`Keyring::open_bounded`] with the wrapped keys in `ring` (a store that other nodes
+    /// may share).
+    pub fn open_in(
+        ring: Box<dyn RingStore>,
+        backend: Box<dyn KeyBackend>,
+        bounds: Bounds,
+    ) -> Result<Keyring, VaultError> {
         let keyring = Keyring {
             backend,
-            ring: RingDir::open(dir)?,
+            ring,
             cache: KeyCache::new(bounds),
             known: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
@@ -99,10 +109,15 @@ impl Keyring {
 
     /// Wrapped keys in `dir/tenants/`, master key at `master_key`.
     pub fn file_with_master(dir: &Path, master_key: &Path) -> Result<Keyring, VaultError> {
-        let ring = ring_dir(dir, "file");
-        let sealed = RingDir::open(&ring)?.tenants()?.len();
+        let ring = RingDir::open(&ring_dir(dir, "file"))?;
+        Self::file_in(Box::new(ring), master_key)
+    }
+
+    /// The file backend (master key at `master_key`) with the wrapped keys in `ring`.
+    pub fn file_in(ring: Box<dyn RingStore>, master_key: &Path) -> Result<Keyring, VaultError> {
+        let sealed = ring.tenants()?.len();
         let backend = FileBackend::open(master_key, sealed)?;
-        Self::open(&ring, Box::new(backend))
+        Self::open_in(ring, Box::new(backend), DEFAULT_CACHE_BOUNDS)
     }
 
     /// How many tenants have keys here.
@@ -122,7 +137,7 @@ impl Keyring {
         let tenant = tenant.to_string();
         move |source| match source {
             BackendError::Refused => VaultError::Corrupt {
-                path: self.ring.file(&tenant),
+                path: self.ring.place(&tenant),
             },
             source => VaultError::Backend {
                 backend: self.backend.kind(),
@@ -197,35 +212,46 @@ impl Keyring {
                 tenant: tenant.to_string(),
                 expected,
                 found: found as u32,
-                path: self.ring.file(tenant),
+                path: self.ring.place(tenant),
             });
         }
         Ok(())
     }
 
     /// Adds a version. With `only_if_none`, does nothing if the tenant has one already: the
-    /// check and the write happen under one lock, so concurrent first uses make one version.
+    /// check and the write happen under one lock, so concurrent first uses make one version;
+    /// where the ring is shared with other nodes, a node that loses the race for a version
+    /// reads again and (rotating) tries the next one.
     fn add_version(&self, tenant: &str, only_if_none: bool) -> Result<u32, VaultError> {
         let _writer = self.writer.lock().expect("keyring lock poisoned");
-        let versions = self.ring.read(tenant)?;
-        self.check_floor(tenant, versions.len())?;
-        if only_if_none && !versions.is_empty() {
-            return Ok(versions.len() as u32);
+        for _attempt in 0..8 {
+            let versions = self.ring.read(tenant)?;
+            self.check_floor(tenant, versions.len())?;
+            if only_if_none && !versions.is_empty() {
+                self.expect_versions(tenant, versions.len() as u32);
+                return Ok(versions.len() as u32);
+            }
+            let version = versions.len() as u32 + 1;
+            let name = KeyName { tenant, version };
+            self.backend
+                .prepare(name)
+                .map_err(self.backend_error("create a key", tenant))?;
+            let key = SecretKey::generate();
+            let wrapped = self
+                .backend
+                .wrap(name, &key)
+                .map_err(self.backend_error("wrap a key", tenant))?;
+            let added = self.ring.append(tenant, version, &wrapped)?;
+            self.cache.invalidate(tenant);
+            if added {
+                self.expect_versions(tenant, version);
+                return Ok(version);
+            }
         }
-        let version = versions.len() as u32 + 1;
-        let name = KeyName { tenant, version };
-        self.backend
-            .prepare(name)
-            .map_err(self.backend_error("create a key", tenant))?;
-        let key = SecretKey::generate();
-        let wrapped = self
-            .backend
-            .wrap(name, &key)
-            .map_err(self.backend_error("wrap a key", tenant))?;
-        self.ring.append(tenant, version, &wrapped)?;
-        self.cache.invalidate(tenant);
-        self.expect_versions(tenant, version);
-        Ok(version)
+        Err(VaultError::Io {
+            path: self.ring.place(tenant),
+            source: std::io::Error::other("other nodes kept adding key versions; try again"),
+        })
     }
 
     fn known_versions(&self, tenant: &str) -> u32 {
@@ -322,7 +348,7 @@ impl KeyVault for Keyring {
         }
         // Off disk first, then out of memory (a lookup begun before the invalidation cannot
         // cache what it read), then out of the backend.
-        self.ring.rewrite(tenant, &versions)?;
+        self.ring.retire(tenant, version)?;
         self.cache.invalidate(tenant);
         self.backend
             .retire(KeyName { tenant, version })

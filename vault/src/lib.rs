@@ -32,6 +32,7 @@ pub use keyring::{ring_dir, Keyring, CACHE_MAX_AGE, CACHE_MAX_USES, DEFAULT_CACH
 pub use kms::{AwsKms, AwsKmsOptions};
 pub use pkcs11::{Pkcs11, Pkcs11Options};
 pub use quire_key_cache::Bounds as CacheBounds;
+pub use ring_file::{RingDir, RingStore, Versions};
 
 use quire_codecs::sealed::{KekRef, SecretKey};
 

@@ -11,8 +11,31 @@ use crate::VaultError;
 /// Longest keyring file read (about 500 versions of KMS-wrapped keys).
 const MAX_FILE_LEN: u64 = 4 * 1024 * 1024;
 
-/// One version's entry: its wrapped key, or `None` once retired.
-pub(crate) type Versions = Vec<Option<Vec<u8>>>;
+/// One entry per version, from 1: its wrapped key, or `None` once retired.
+pub type Versions = Vec<Option<Vec<u8>>>;
+
+/// Where a keyring keeps its tenants' wrapped keys: files in the data directory
+/// ([`RingDir`]), or a database that several nodes share (the server's PostgreSQL metadata
+/// store). Wrapped keys open nothing without the backend that wrapped them.
+pub trait RingStore: Send + Sync + std::fmt::Debug {
+    /// Tenants with keys (shredded ones have none).
+    fn tenants(&self) -> Result<Vec<String>, VaultError>;
+    /// Every version of the tenant (empty if it has none yet); [`VaultError::Shredded`] once
+    /// shredded.
+    fn read(&self, tenant: &str) -> Result<Versions, VaultError>;
+    /// Adds `version` (one more than the caller read). `Ok(false)` if another writer sharing
+    /// the store added that version first: nothing was written.
+    fn append(&self, tenant: &str, version: u32, wrapped: &[u8]) -> Result<bool, VaultError>;
+    /// Forgets the wrapped key of `version` for good.
+    fn retire(&self, tenant: &str, version: u32) -> Result<(), VaultError>;
+    /// Marks the tenant shredded, before anything is destroyed: from then on nothing is read
+    /// or created for it.
+    fn mark_shredded(&self, tenant: &str) -> Result<(), VaultError>;
+    /// Removes every wrapped key of the tenant.
+    fn destroy(&self, tenant: &str) -> Result<(), VaultError>;
+    /// Where the tenant's keys are kept, for messages.
+    fn place(&self, tenant: &str) -> PathBuf;
+}
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ {
     move |source| VaultError::Io {
@@ -23,7 +46,7 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VaultError + '_ 
 
 /// The keyring files of one backend.
 #[derive(Debug, Clone)]
-pub(crate) struct RingDir {
+pub struct RingDir {
     dir: PathBuf,
 }
 
@@ -35,7 +58,7 @@ impl RingDir {
         })
     }
 
-    pub fn file(&self, tenant: &str) -> PathBuf {
+    fn file(&self, tenant: &str) -> PathBuf {
         self.dir.join(format!("{tenant}.kek"))
     }
 
@@ -43,12 +66,42 @@ impl RingDir {
         self.dir.join(format!("{tenant}.shredded"))
     }
 
-    pub fn is_shredded(&self, tenant: &str) -> bool {
+    fn is_shredded(&self, tenant: &str) -> bool {
         self.tombstone(tenant).exists()
     }
 
+    fn sync_dir(&self) {
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+    }
+
+    /// Replaces the file with `versions` (a retirement), atomically.
+    fn rewrite(&self, tenant: &str, versions: &Versions) -> Result<(), VaultError> {
+        let path = self.file(tenant);
+        let tmp = self.dir.join(format!(".{tenant}.kek.tmp"));
+        let mut text = String::new();
+        for (i, v) in versions.iter().enumerate() {
+            match v {
+                Some(w) => text.push_str(&format!("{} {}\n", i + 1, hex::encode(w))),
+                None => text.push_str(&format!("{} retired\n", i + 1)),
+            }
+        }
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        // Overwrite the old file's bytes before it is replaced: best effort against reading a
+        // retired key back from this file system (see docs/SECURITY.md for its limits).
+        overwrite(&path)?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.sync_dir();
+        Ok(())
+    }
+}
+
+impl RingStore for RingDir {
     /// Tenants with a keyring file (shredded ones have none).
-    pub fn tenants(&self) -> Result<Vec<String>, VaultError> {
+    fn tenants(&self) -> Result<Vec<String>, VaultError> {
         let mut out = Vec::new();
         for item in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let name = item.map_err(io(&self.dir))?.file_name();
@@ -61,7 +114,7 @@ impl RingDir {
     }
 
     /// Every version of the tenant (empty if it has none yet).
-    pub fn read(&self, tenant: &str) -> Result<Versions, VaultError> {
+    fn read(&self, tenant: &str) -> Result<Versions, VaultError> {
         if self.is_shredded(tenant) {
             return Err(VaultError::Shredded(tenant.to_string()));
         }
@@ -82,8 +135,9 @@ impl RingDir {
         parse(&text).map_err(malformed)
     }
 
-    /// Appends version `versions.len() + 1` and syncs it to disk.
-    pub fn append(&self, tenant: &str, version: u32, wrapped: &[u8]) -> Result<(), VaultError> {
+    /// Appends version `versions.len() + 1` and syncs it to disk. The directory belongs to one
+    /// process, whose keyring appends under its writer lock: no one else can have added it.
+    fn append(&self, tenant: &str, version: u32, wrapped: &[u8]) -> Result<bool, VaultError> {
         let path = self.file(tenant);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -95,34 +149,24 @@ impl RingDir {
         f.write_all(line.as_bytes()).map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
         self.sync_dir();
-        Ok(())
+        Ok(true)
     }
 
-    /// Replaces the file with `versions` (a retirement), atomically.
-    pub fn rewrite(&self, tenant: &str, versions: &Versions) -> Result<(), VaultError> {
-        let path = self.file(tenant);
-        let tmp = self.dir.join(format!(".{tenant}.kek.tmp"));
-        let mut text = String::new();
-        for (i, v) in versions.iter().enumerate() {
-            match v {
-                Some(w) => text.push_str(&format!("{} {}\n", i + 1, hex::encode(w))),
-                None => text.push_str(&format!("{} retired\n", i + 1)),
-            }
+    fn retire(&self, tenant: &str, version: u32) -> Result<(), VaultError> {
+        let mut versions = self.read(tenant)?;
+        if let Some(slot) = versions.get_mut(version as usize - 1) {
+            *slot = None;
         }
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        // Overwrite the old file's bytes before it is replaced: best effort against reading a
-        // retired key back from this file system (see docs/SECURITY.md for its limits).
-        overwrite(&path)?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        self.sync_dir();
-        Ok(())
+        self.rewrite(tenant, &versions)
+    }
+
+    fn place(&self, tenant: &str) -> PathBuf {
+        self.file(tenant)
     }
 
     /// Marks the tenant shredded, before anything is destroyed: from then on nothing is read
     /// or created for it, in this process or after a restart.
-    pub fn mark_shredded(&self, tenant: &str) -> Result<(), VaultError> {
+    fn mark_shredded(&self, tenant: &str) -> Result<(), VaultError> {
         let tomb = self.tombstone(tenant);
         std::fs::write(&tomb, b"").map_err(io(&tomb))?;
         self.sync_dir();
@@ -130,7 +174,7 @@ impl RingDir {
     }
 
     /// Overwrites and removes the tenant's keyring file.
-    pub fn destroy(&self, tenant: &str) -> Result<(), VaultError> {
+    fn destroy(&self, tenant: &str) -> Result<(), VaultError> {
         let path = self.file(tenant);
         overwrite(&path)?;
         match std::fs::remove_file(&path) {
@@ -140,12 +184,6 @@ impl RingDir {
         }
         self.sync_dir();
         Ok(())
-    }
-
-    fn sync_dir(&self) {
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
     }
 }
 
@@ -205,7 +243,7 @@ mod tests {
         let mut v = ring.read("acme").unwrap();
         assert_eq!(v, vec![Some(vec![1; 60]), Some(vec![2; 200])]);
         v[0] = None;
-        ring.rewrite("acme", &v).unwrap();
+        ring.retire("acme", 1).unwrap();
         assert_eq!(ring.read("acme").unwrap(), v);
         assert_eq!(ring.tenants().unwrap(), vec!["acme".to_string()]);
 

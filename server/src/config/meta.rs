@@ -117,7 +117,21 @@ impl MetaConfig {
     pub fn open(&self, data_dir: &Path) -> Result<Arc<dyn MetaStore>, MetaError> {
         Ok(match self {
             MetaConfig::Redb => Arc::new(Meta::open(&Self::redb_path(data_dir))?),
-            MetaConfig::Postgres(target) => Arc::new(PgMeta::open(target)?),
+            MetaConfig::Postgres(target) => {
+                let embedded = Self::redb_path(data_dir);
+                if embedded.exists() {
+                    // Starting on an empty database would hide every job, device and key
+                    // version recorded there (and the keyring files beside it).
+                    return Err(MetaError::Db(format!(
+                        "{} holds this data directory's metadata (the embedded store): \
+                         moving it into PostgreSQL is not supported yet. Keep [meta] kind = \
+                         \"redb\" for this data directory, or give the PostgreSQL node a new \
+                         one",
+                        embedded.display()
+                    )));
+                }
+                Arc::new(PgMeta::open(target)?)
+            }
         })
     }
 
@@ -127,6 +141,19 @@ impl MetaConfig {
         match self {
             MetaConfig::Redb => Self::redb_path(data_dir).exists(),
             MetaConfig::Postgres(_) => true,
+        }
+    }
+
+    /// Why a shred might not be final with this vault backend, if it might not: with the
+    /// file vault, wrapped tenant keys in a database outlive a shred in its backups.
+    pub fn shred_warning(&self, vault_kind: &str) -> Option<&'static str> {
+        match (self, vault_kind) {
+            (MetaConfig::Postgres(_), "file") => Some(
+                "the file vault with [meta] kind = \"postgres\": wrapped tenant keys are rows \
+                 of the database, so a shred is final only once its backups are gone too; use a \
+                 KMS or HSM ([vault] kind) for several nodes (see docs/SECURITY.md)",
+            ),
+            _ => None,
         }
     }
 

@@ -20,7 +20,10 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use quire_pipeline::vault::{AwsKms, AwsKmsOptions, Keyring, Pkcs11, Pkcs11Options, VaultError};
+use quire_pipeline::vault::{
+    AwsKms, AwsKmsOptions, Keyring, Pkcs11, Pkcs11Options, RingDir, RingStore, VaultError,
+    DEFAULT_CACHE_BOUNDS,
+};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -179,12 +182,24 @@ impl VaultConfig {
         }
     }
 
-    /// Opens the keyring under `<data_dir>/vault` over the configured backend. A file master
-    /// key inside the data directory, or on the file system of the local store, is refused
-    /// unless allowed.
-    pub fn open(&self, data_dir: &Path, store: &StoreKind) -> Result<Keyring, VaultOpenError> {
+    /// Opens the keyring over the configured backend, its wrapped keys in `shared` (a
+    /// database the nodes share) or else under `<data_dir>/vault`. A file master key inside
+    /// the data directory, or on the file system of the local store, is refused unless
+    /// allowed.
+    pub fn open(
+        &self,
+        data_dir: &Path,
+        store: &StoreKind,
+        shared: Option<Box<dyn RingStore>>,
+    ) -> Result<Keyring, VaultOpenError> {
         let vault_dir = data_dir.join("vault");
-        let ring = quire_pipeline::vault::ring_dir(&vault_dir, self.kind());
+        let ring: Box<dyn RingStore> = match shared {
+            Some(ring) => ring,
+            None => Box::new(RingDir::open(&quire_pipeline::vault::ring_dir(
+                &vault_dir,
+                self.kind(),
+            ))?),
+        };
         let backend_error = |source| VaultError::Backend {
             backend: self.kind(),
             action: "start",
@@ -194,15 +209,15 @@ impl VaultConfig {
         match self {
             VaultConfig::File { .. } => {
                 let key = self.master_key_in_place(data_dir, store)?;
-                Ok(Keyring::file_with_master(&vault_dir, &key)?)
+                Ok(Keyring::file_in(ring, &key)?)
             }
             VaultConfig::AwsKms(options) => {
                 let kms = AwsKms::new(options.clone()).map_err(backend_error)?;
-                Ok(Keyring::open(&ring, Box::new(kms))?)
+                Ok(Keyring::open_in(ring, Box::new(kms), DEFAULT_CACHE_BOUNDS)?)
             }
             VaultConfig::Pkcs11(options) => {
                 let hsm = Pkcs11::open(options).map_err(backend_error)?;
-                Ok(Keyring::open(&ring, Box::new(hsm))?)
+                Ok(Keyring::open_in(ring, Box::new(hsm), DEFAULT_CACHE_BOUNDS)?)
             }
         }
     }

@@ -182,6 +182,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         hold: Option<&Hold>,
     ) -> Result<bool, MetaError>;
 
+    /// Where the vault backend `backend` keeps its wrapped tenant keys when they must be
+    /// shared with other nodes (a shared database); `None`: in the data directory.
+    fn key_rings(&self, _backend: &str) -> Option<Box<dyn quire_pipeline::vault::RingStore>> {
+        None
+    }
+
     /// Device changes as other handles on the same store (other nodes) make them, from now
     /// on; `None` where there can be none (the embedded store belongs to one process).
     fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {

@@ -10,6 +10,7 @@
 //! next use, so a database restart costs the calls in flight, not the node.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -21,6 +22,7 @@ mod batch;
 mod convert;
 mod jobs;
 mod ops;
+mod rings;
 mod schema;
 mod watch;
 
@@ -48,14 +50,15 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
-/// The PostgreSQL [`MetaStore`]. Cheap to share behind an `Arc`.
+/// The PostgreSQL [`MetaStore`]. Cheap to clone: clones share the pool and the client thread.
+#[derive(Clone)]
 pub struct PgMeta {
     pool: Pool,
     /// For the connection that listens for device changes (see `watch.rs`).
     listen_config: tokio_postgres::Config,
     /// Where it is, for messages (host, port, database; never the password).
     place: String,
-    io: IoThread,
+    io: Arc<IoThread>,
 }
 
 impl std::fmt::Debug for PgMeta {
@@ -105,7 +108,7 @@ impl PgMeta {
             pool,
             listen_config,
             place,
-            io: IoThread::start()?,
+            io: Arc::new(IoThread::start()?),
         };
         let place = meta.place.clone();
         meta.call(move |pool| async move {

@@ -614,6 +614,10 @@ impl MetaStore for PgMeta {
         })
     }
 
+    fn key_rings(&self, backend: &str) -> Option<Box<dyn quire_pipeline::vault::RingStore>> {
+        Some(Box::new(PgMeta::key_rings(self, backend)))
+    }
+
     fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {
         Some(self.watch_devices())
     }

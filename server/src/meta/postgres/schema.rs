@@ -89,6 +89,22 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE devices ADD COLUMN last_change text NOT NULL DEFAULT '';
     CREATE INDEX devices_by_change ON devices (change_seq);
     "#,
+    // 3: the vault's wrapped tenant keys, shared by the nodes (one keyring per vault backend,
+    // as the data directory had one folder per backend).
+    r#"
+    CREATE TABLE key_rings (
+        backend      text NOT NULL,
+        tenant       text NOT NULL,
+        version      bigint NOT NULL CHECK (version >= 1),
+        wrapped      bytea,  -- NULL once retired
+        PRIMARY KEY (backend, tenant, version)
+    );
+    CREATE TABLE key_rings_shredded (
+        backend      text NOT NULL,
+        tenant       text NOT NULL,
+        PRIMARY KEY (backend, tenant)
+    );
+    "#,
 ];
 
 /// An arbitrary constant naming the lock nodes take while migrating.
