@@ -123,8 +123,10 @@ struct ServeArgs {
 
 #[derive(Args, Debug)]
 struct ClientArgs {
-    /// Server as host:port [default: the one in the credential file]. A name is resolved,
-    /// every address tried, and the server's certificate checked against it.
+    /// Server as host:port [default: the one in the credential file], or several nodes of one
+    /// deployment separated by commas (each client starts at one chosen at random and moves
+    /// on when it cannot be reached). A name is resolved, every address tried, and the
+    /// server's certificate checked against it.
     #[arg(long, global = true)]
     server: Option<String>,
     /// Credential file [default: ./quire-data/dev/device.cred, or admin.cred for `admin` and
@@ -393,6 +395,38 @@ async fn connect(c: &ClientArgs, default: &str) -> Result<(Connection, Credentia
     Ok((conn, cred))
 }
 
+/// Times a push reconnects after losing its connection before it gives up.
+const MAX_RECONNECTS: usize = 3;
+
+/// Whether `e` is a lost connection, after which the push can go on over a new one.
+fn connection_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<client::ClientError>()
+            .is_some_and(client::ClientError::is_connection_lost)
+    })
+}
+
+/// Pushes the directories `which` of `dirs` side by side on the one connection (small jobs
+/// are bound by round trips, open and commit, not bandwidth).
+async fn push_dirs(
+    conn: &Connection,
+    dirs: &[PathBuf],
+    which: &[usize],
+    opts: &PushOptions,
+    parallel_jobs: usize,
+) -> Vec<(usize, Result<client::push::PushReport>)> {
+    futures::stream::iter(which.iter().map(|&i| (i, &dirs[i])))
+        .map(|(i, dir)| async move {
+            let r = client::push::push_dir(conn, dir, opts)
+                .await
+                .with_context(|| format!("pushing {}", dir.display()));
+            (i, r)
+        })
+        .buffer_unordered(parallel_jobs.max(1))
+        .collect()
+        .await
+}
+
 async fn push(a: PushArgs) -> Result<()> {
     if a.job.is_some() && a.dirs.len() > 1 {
         bail!(
@@ -400,7 +434,7 @@ async fn push(a: PushArgs) -> Result<()> {
             a.dirs.len()
         );
     }
-    let (connection, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
+    let (mut connection, _) = connect(&a.client, DEV_DEVICE_CRED).await?;
     if connection.transport == client::transport::Transport::Tcp
         && a.client.transport == client::transport::Transport::Auto
     {
@@ -414,20 +448,35 @@ async fn push(a: PushArgs) -> Result<()> {
         again: a.again,
         follow_symlinks: a.follow_symlinks,
     };
-    // Several directories go up side by side on the one connection: small jobs are bound by
-    // round trips (open, commit), not bandwidth.
-    let (conn, opts) = (&connection, &opts);
-    let mut results: Vec<(usize, Result<client::push::PushReport>)> =
-        futures::stream::iter(a.dirs.iter().enumerate())
-            .map(|(i, dir)| async move {
-                let r = client::push::push_dir(conn, dir, opts)
-                    .await
-                    .with_context(|| format!("pushing {}", dir.display()));
-                (i, r)
-            })
-            .buffer_unordered(a.parallel_jobs.max(1))
-            .collect()
-            .await;
+    let mut results = Vec::new();
+    let mut pending: Vec<usize> = (0..a.dirs.len()).collect();
+    for reconnect in 0..=MAX_RECONNECTS {
+        let mut lost = Vec::new();
+        for (i, r) in push_dirs(&connection, &a.dirs, &pending, &opts, a.parallel_jobs).await {
+            match r {
+                Err(e) if reconnect < MAX_RECONNECTS && connection_lost(&e) => lost.push((i, e)),
+                r => results.push((i, r)),
+            }
+        }
+        let Some((_, why)) = lost.first() else { break };
+        // The push journal resumes each job's upload where it stopped, on whichever node
+        // answers now (with --server naming several, another one if this one died).
+        eprintln!(
+            "{why:#}; reconnecting to resume {} job(s) ({} of {MAX_RECONNECTS})",
+            lost.len(),
+            reconnect + 1
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match connect(&a.client, DEV_DEVICE_CRED).await {
+            Ok((c, _)) => connection = c,
+            Err(e) => {
+                eprintln!("{e:#}");
+                results.extend(lost.into_iter().map(|(i, e)| (i, Err(e))));
+                break;
+            }
+        }
+        pending = lost.into_iter().map(|(i, _)| i).collect();
+    }
     results.sort_by_key(|(i, _)| *i);
     let mut jobs = Vec::new();
     let mut failures = Vec::new();

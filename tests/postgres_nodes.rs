@@ -111,10 +111,10 @@ async fn a_device_disabled_on_one_node_is_cut_off_on_the_other() {
 
 /// A second node sharing node A's database, object store, master key and certificate (the
 /// shape of a deployment behind one name), without development credentials of its own.
-fn second_node(a: &TestServer, url: &str) -> TestServer {
+fn second_node(a: &TestServer, url: &str, extra: &str) -> TestServer {
     let data = a.path().join("quire-data");
     TestServer::start_with_config(&format!(
-        "{}[dev]\nbootstrap = false\n\
+        "{}{extra}[dev]\nbootstrap = false\n\
          [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\
          [vault]\nmaster_key = \"{master}\"\nallow_master_key_in_data_dir = true\n\
          [store]\nkind = \"local\"\npath = \"{store}\"\n",
@@ -133,7 +133,7 @@ fn a_job_begun_on_one_node_is_resumed_and_committed_on_the_other() {
     use std::io::BufRead;
     let url = fresh_database();
     let a = TestServer::start_with_config(&meta_toml(&url));
-    let b = second_node(&a, &url);
+    let b = second_node(&a, &url, "");
     let job = a.path().join("long-job");
     std::fs::create_dir(&job).unwrap();
     for i in 0..60 {
@@ -202,4 +202,96 @@ fn a_job_begun_on_one_node_is_resumed_and_committed_on_the_other() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         same_files(&job, &out);
     }
+}
+
+/// Pages a node acknowledged, from its /metrics.
+fn pages_acknowledged(metrics: std::net::SocketAddr) -> u64 {
+    let (status, body) = http_get(metrics, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| l.starts_with("quire_pages_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A push naming both nodes (`--server A,B`) goes on through the other when the node it is
+/// pushing to is killed (SIGKILL) mid-job: every page is stored once and reads back
+/// byte-identical.
+#[test]
+fn a_push_naming_two_nodes_fails_over_when_its_node_is_killed() {
+    use std::io::BufRead;
+    let url = fresh_database();
+    let (ma, mb) = (free_port(), free_port());
+    let metrics = |port: u16| format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut a = TestServer::start_with_config(&format!("{}{}", meta_toml(&url), metrics(ma)));
+    let mut b = second_node(&a, &url, &metrics(mb));
+    let job = a.path().join("long-job");
+    std::fs::create_dir(&job).unwrap();
+    for i in 0..60 {
+        write_random_file(&job.join(format!("p{i:03}.tif")), 200_000, 100 + i);
+    }
+    let servers = format!("{},{}", a.addr, b.addr);
+    let mut push = std::process::Command::new(BIN)
+        .args([
+            "push",
+            job.to_str().unwrap(),
+            "--concurrency",
+            "1",
+            "--no-progress",
+        ])
+        .args(["--server", &servers])
+        .current_dir(a.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(push.stderr.take().unwrap()).lines();
+    for _ in 0..5 {
+        let l = lines.next().unwrap().unwrap();
+        assert!(l.starts_with("stored page"), "{l}");
+    }
+    let metrics_of = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
+    let (on_a, on_b) = (
+        pages_acknowledged(metrics_of(ma)),
+        pages_acknowledged(metrics_of(mb)),
+    );
+    assert!(
+        on_a == 0 || on_b == 0,
+        "one connection, one node: {on_a} and {on_b}"
+    );
+    let (killed, survivor) = match on_a > 0 {
+        true => (&mut a, metrics_of(mb)),
+        false => (&mut b, metrics_of(ma)),
+    };
+    killed.kill();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let out = push.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", rest.join("\n"));
+    let job_id = last_line(&out.stdout);
+    assert!(
+        pages_acknowledged(survivor) > 0,
+        "the other node took no page"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            &format!("SELECT committed, page_count, (SELECT count(*) FROM pages) FROM jobs WHERE job = '{job_id}'")
+        ),
+        "t|60|60"
+    );
+    let (reader, restored) = match on_a > 0 {
+        true => (&b, a.path().join("restored")),
+        false => (&a, a.path().join("restored")),
+    };
+    let o = a.quire(&[
+        "get",
+        "--job",
+        &job_id,
+        "--out",
+        restored.to_str().unwrap(),
+        "--server",
+        &reader.addr.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    same_files(&job, &restored);
 }

@@ -1,5 +1,8 @@
 //! Reaching a server named as operators write it (`host:port`, parsed by
-//! [`quire_net::address`]): a name is resolved and every address it has is tried.
+//! [`quire_net::address`]): a name is resolved and every address it has is tried. Several
+//! nodes of one deployment may be named at once (`a:4433,b:4433`): each client starts at one
+//! chosen at random, so a fleet spreads over them, and moves on to the next when one cannot
+//! be reached.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -49,16 +52,50 @@ pub async fn resolve(server: &ServerAddress) -> Result<Vec<SocketAddr>, ClientEr
     Ok(addrs)
 }
 
+/// Where to connect: an address and the name its certificate must carry.
+pub type Target = (SocketAddr, String);
+
+/// Every address of every server `servers` names (one `host:port`, or several separated by
+/// commas), each with the TLS name to check (`fallback` for an IP address), beginning at a
+/// server chosen at random and going round from there. A server whose name does not resolve
+/// is left out while another one does.
+pub async fn resolve_all(servers: &str, fallback: &str) -> Result<Vec<Target>, ClientError> {
+    let mut groups: Vec<Vec<Target>> = Vec::new();
+    let mut last = None;
+    for one in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let server = parse(one)?;
+        match resolve(&server).await {
+            Ok(addrs) => {
+                let name = server.tls_name(fallback).to_string();
+                groups.push(addrs.into_iter().map(|a| (a, name.clone())).collect());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    if groups.is_empty() {
+        return Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: servers.to_string(),
+            message: "no server address given (host:port, or several separated by commas)".into(),
+        }));
+    }
+    let mut pick = [0u8; 8];
+    getrandom::fill(&mut pick).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let start = (u64::from_le_bytes(pick) % groups.len() as u64) as usize;
+    groups.rotate_left(start);
+    Ok(groups.into_iter().flatten().collect())
+}
+
 /// Runs `attempt` on each of `addrs` in order, starting the next one [`ATTEMPT_DELAY`] after
 /// the last (or at once when it fails), and returns the first success. Only failures to reach
 /// an address move on: a refusal or protocol error from a server that answered is returned
 /// as it is. With no success, the last failure.
-pub async fn first_to_connect<T, F, Fut>(addrs: &[SocketAddr], attempt: F) -> Result<T, ClientError>
+pub async fn first_to_connect<A, T, F, Fut>(addrs: &[A], attempt: F) -> Result<T, ClientError>
 where
-    F: Fn(SocketAddr) -> Fut,
+    A: Clone,
+    F: Fn(A) -> Fut,
     Fut: Future<Output = Result<T, ClientError>>,
 {
-    let mut rest = addrs.iter().copied();
+    let mut rest = addrs.iter().cloned();
     let mut running = FuturesUnordered::new();
     let mut last = None;
     loop {
@@ -119,6 +156,35 @@ mod tests {
         let unknown = parse("no-such-host.invalid:4433").unwrap();
         let e = resolve(&unknown).await.unwrap_err().to_string();
         assert!(e.contains("no-such-host.invalid"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn several_servers_are_all_tried_from_a_random_one() {
+        let mut firsts = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let t = resolve_all("127.0.0.1:1, 127.0.0.2:2,127.0.0.3:3", "localhost")
+                .await
+                .unwrap();
+            let mut ports: Vec<u16> = t.iter().map(|(a, _)| a.port()).collect();
+            firsts.insert(ports[0]);
+            // Round from the first: 1,2,3 / 2,3,1 / 3,1,2.
+            let at = ports.iter().position(|p| *p == 1).unwrap();
+            ports.rotate_left(at);
+            assert_eq!(ports, [1, 2, 3]);
+            assert!(t.iter().all(|(_, name)| name == "localhost"));
+        }
+        assert_eq!(firsts.len(), 3, "the fleet would not spread: {firsts:?}");
+        // One name that does not resolve is left out while another one does.
+        let t = resolve_all("no-such-host.invalid:1,127.0.0.1:9", "x")
+            .await
+            .unwrap();
+        assert_eq!(t, vec![("127.0.0.1:9".parse().unwrap(), "x".to_string())]);
+        let e = resolve_all(" , ", "x").await.unwrap_err().to_string();
+        assert!(e.contains("no server address"), "{e}");
+        assert!(
+            resolve_all("a:1,b", "x").await.is_err(),
+            "a malformed one is refused"
+        );
     }
 
     #[tokio::test]

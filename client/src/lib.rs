@@ -133,6 +133,18 @@ impl ClientError {
         matches!(self, ClientError::Refused { .. } | ClientError::Protocol(_))
     }
 
+    /// Whether the connection was lost or could not be used (the server or the network went
+    /// away), so that the work may go on over a new connection, to the same server or to
+    /// another node of it; refusals, protocol errors and local failures are not.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. }
+                | ClientError::Stream(StreamError::Read(quinn::ReadError::ConnectionLost(_)))
+                | ClientError::Stream(StreamError::Write(quinn::WriteError::ConnectionLost(_)))
+        )
+    }
+
     /// The server's error code, if the server refused.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -240,15 +252,17 @@ impl Connection {
         }
     }
 
-    /// Connects to `server` (`host:port`, as `--server` takes it) with a credential: a name is
-    /// resolved, every address tried (see [`address::first_to_connect`]), and the server's
-    /// certificate checked against the name (against the credential's `server_name` for an IP
-    /// address).
+    /// Connects to `server` (`host:port`, as `--server` takes it, or several nodes separated
+    /// by commas) with a credential: names are resolved, every address tried from a node
+    /// chosen at random (see [`address::resolve_all`], [`address::first_to_connect`]), and the
+    /// server's certificate checked against the name (against the credential's `server_name`
+    /// for an IP address).
     pub async fn connect_to(cred: &Credential, server: &str) -> Result<Connection, ClientError> {
-        let server = address::parse(server)?;
-        let name = server.tls_name(&cred.server_name);
-        let addrs = address::resolve(&server).await?;
-        address::first_to_connect(&addrs, |addr| Self::connect_at(cred, addr, name)).await
+        let targets = address::resolve_all(server, &cred.server_name).await?;
+        address::first_to_connect(&targets, |(addr, name): address::Target| async move {
+            Self::connect_at(cred, addr, &name).await
+        })
+        .await
     }
 
     async fn connect_at(

@@ -382,6 +382,17 @@ impl DeviceState {
             DeviceState::Revoked => "revoked",
         }
     }
+    /// Parses [`DeviceState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeviceState::Pending,
+            DeviceState::Enabled,
+            DeviceState::Disabled,
+            DeviceState::Revoked,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+    }
 }
 
 /// One row of a device listing.

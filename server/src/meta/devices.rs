@@ -22,15 +22,34 @@ impl DeviceRow {
     }
 }
 
-fn state_from(s: &str) -> Option<DeviceState> {
-    [
-        DeviceState::Pending,
-        DeviceState::Enabled,
-        DeviceState::Disabled,
-        DeviceState::Revoked,
-    ]
-    .into_iter()
-    .find(|d| d.as_str() == s)
+/// What an administrator's state change does to a device: a revoked device stays revoked.
+pub(super) fn set_state(
+    device_id: &str,
+    state: DeviceState,
+) -> impl FnOnce(&mut DeviceRecord) -> Result<(), MetaError> + Send + 'static {
+    let id = device_id.to_string();
+    move |rec| {
+        if rec.state == DeviceState::Revoked && state != DeviceState::Revoked {
+            return Err(MetaError::Revoked(id));
+        }
+        rec.state = state;
+        Ok(())
+    }
+}
+
+/// What a new secret does to a device: a revoked device's credential stays void.
+pub(super) fn rotate(
+    device_id: &str,
+    secret_hash: [u8; 32],
+) -> impl FnOnce(&mut DeviceRecord) -> Result<(), MetaError> + Send + 'static {
+    let id = device_id.to_string();
+    move |rec| {
+        if rec.state == DeviceState::Revoked {
+            return Err(MetaError::Revoked(id));
+        }
+        rec.secret_hash = secret_hash;
+        Ok(())
+    }
 }
 
 pub(super) fn decode_device(device_id: &str, raw: &[u8]) -> Result<DeviceRecord, MetaError> {
@@ -43,7 +62,7 @@ pub(super) fn decode_device(device_id: &str, raw: &[u8]) -> Result<DeviceRecord,
         device_id: device_id.to_string(),
         tenant: row.tenant,
         role: Role::parse(&row.role).ok_or_else(corrupt)?,
-        state: state_from(&row.state).ok_or_else(corrupt)?,
+        state: DeviceState::parse(&row.state).ok_or_else(corrupt)?,
         secret_hash,
     })
 }

@@ -24,15 +24,7 @@ impl DeviceChange {
         if s == "rotated" {
             return Some(DeviceChange::Rotated);
         }
-        [
-            DeviceState::Pending,
-            DeviceState::Enabled,
-            DeviceState::Disabled,
-            DeviceState::Revoked,
-        ]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-        .map(DeviceChange::State)
+        DeviceState::parse(s).map(DeviceChange::State)
     }
 }
 

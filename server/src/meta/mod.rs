@@ -425,13 +425,7 @@ impl MetaStore for Meta {
         device_id: &str,
         state: DeviceState,
     ) -> Result<DeviceRecord, MetaError> {
-        self.update_device(device_id, |rec| {
-            if rec.state == DeviceState::Revoked && state != DeviceState::Revoked {
-                return Err(MetaError::Revoked(device_id.into()));
-            }
-            rec.state = state;
-            Ok(())
-        })
+        self.update_device(device_id, devices::set_state(device_id, state))
     }
 
     fn claim_job(
@@ -473,13 +467,7 @@ impl MetaStore for Meta {
         device_id: &str,
         secret_hash: [u8; 32],
     ) -> Result<DeviceRecord, MetaError> {
-        self.update_device(device_id, |rec| {
-            if rec.state == DeviceState::Revoked {
-                return Err(MetaError::Revoked(device_id.into()));
-            }
-            rec.secret_hash = secret_hash;
-            Ok(())
-        })
+        self.update_device(device_id, devices::rotate(device_id, secret_hash))
     }
 
     /// Every device of a tenant.

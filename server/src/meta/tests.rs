@@ -1,39 +1,7 @@
-//! Unit tests of the metadata store.
+//! Unit tests of the embedded metadata store: what only it does (reopening, purging rows of
+//! earlier versions on open). Every operation is tested on each backend in
+//! tests/meta_conformance.rs.
 use super::*;
-
-#[test]
-fn tokens_are_single_use_and_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
-    m.create_tenant("acme").unwrap();
-    m.create_token(&[1; 32], "acme", 1000).unwrap();
-    m.create_token(&[2; 32], "acme", 1000).unwrap();
-    assert!(matches!(
-        m.enroll(&[9; 32], 10, "d0", [0; 32]),
-        Err(MetaError::BadToken)
-    ));
-    assert!(
-        matches!(
-            m.enroll(&[1; 32], 1000, "d1", [0; 32]),
-            Err(MetaError::BadToken)
-        ),
-        "expired"
-    );
-    let rec = m.enroll(&[2; 32], 999, "d2", [5; 32]).unwrap();
-    assert_eq!(
-        (rec.tenant.as_str(), rec.state),
-        ("acme", DeviceState::Pending)
-    );
-    assert!(
-        matches!(
-            m.enroll(&[2; 32], 999, "d3", [0; 32]),
-            Err(MetaError::BadToken)
-        ),
-        "reused"
-    );
-    assert_eq!(m.device("d2").unwrap().unwrap().secret_hash, [5; 32]);
-    assert!(m.device("d3").unwrap().is_none());
-}
 
 #[test]
 fn jobs_and_pages_persist_per_tenant() {
@@ -59,13 +27,6 @@ fn jobs_and_pages_persist_per_tenant() {
     assert_eq!(m.job("a", "nope").unwrap(), None);
 }
 
-/// A fresh store in a temporary directory (kept alive by the first element).
-fn store() -> (tempfile::TempDir, Meta) {
-    let dir = tempfile::tempdir().unwrap();
-    let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
-    (dir, m)
-}
-
 fn entry(i: u32) -> PageEntry {
     PageEntry {
         index: i,
@@ -73,64 +34,6 @@ fn entry(i: u32) -> PageEntry {
         size: 5,
         sha256: [i as u8; 32],
     }
-}
-
-#[test]
-fn a_job_belongs_to_one_device_and_one_upload() {
-    let (_dir, m) = store();
-    let (u1, u2) = (UploadId([1; 16]), UploadId([2; 16]));
-    m.claim_job("a", "j", "d1", Some(u1)).unwrap();
-    m.claim_job("a", "j", "d1", Some(u1)).unwrap();
-    assert!(matches!(
-        m.claim_job("a", "j", "d2", Some(u1)),
-        Err(MetaError::Owned { .. })
-    ));
-    for other in [Some(u2), None] {
-        assert!(matches!(
-            m.claim_job("a", "j", "d1", other),
-            Err(MetaError::OtherUpload { .. })
-        ));
-    }
-    // A job an older client opened (no upload) is bound to the first upload that resumes it.
-    m.claim_job("a", "old", "d1", None).unwrap();
-    m.claim_job("a", "old", "d1", None).unwrap();
-    m.claim_job("a", "old", "d1", Some(u2)).unwrap();
-    assert!(matches!(
-        m.claim_job("a", "old", "d1", None),
-        Err(MetaError::OtherUpload { .. })
-    ));
-    // Commit keeps the binding; a committed job answers any upload of its device.
-    m.record_page("a", "j", &entry(0), "k0", 50, Some(u1))
-        .unwrap();
-    m.commit_job("a", "j", 1, 5).unwrap();
-    let row = m.claim_job("a", "j", "d1", Some(u2)).unwrap();
-    assert!(row.committed);
-    assert_eq!(row.upload, Some(u1.to_hex()));
-    assert!(matches!(
-        m.claim_job("a", "j", "d2", None),
-        Err(MetaError::Owned { .. })
-    ));
-}
-
-#[test]
-fn pages_of_another_upload_are_found_before_commit() {
-    let (_dir, m) = store();
-    let (u1, u2) = (UploadId([1; 16]), UploadId([2; 16]));
-    m.claim_job("a", "j", "d1", Some(u1)).unwrap();
-    // Page 0 from before uploads were recorded counts as the job's own.
-    m.record_page("a", "j", &entry(0), "k0", 50, None).unwrap();
-    m.record_page("a", "j", &entry(1), "k1", 50, Some(u1))
-        .unwrap();
-    assert_eq!(m.commit_view("a", "j").unwrap().foreign, Vec::<u32>::new());
-    m.record_page("a", "j", &entry(2), "k2", 50, Some(u2))
-        .unwrap();
-    m.record_page("a", "j", &entry(12), "k12", 50, Some(u2))
-        .unwrap();
-    assert_eq!(m.commit_view("a", "j").unwrap().foreign, vec![2, 12]);
-    assert_eq!(
-        m.commit_view("a", "none").unwrap().foreign,
-        Vec::<u32>::new()
-    );
 }
 
 /// Page names, sizes and digests do not outlive the pages: a deleted job's rows go with it,

@@ -50,15 +50,7 @@ pub(super) fn device(device_id: &str, r: &Row) -> Result<DeviceRecord, MetaError
         device_id: device_id.to_string(),
         tenant: r.get(0),
         role: Role::parse(r.get(1)).ok_or_else(corrupt)?,
-        state: [
-            DeviceState::Pending,
-            DeviceState::Enabled,
-            DeviceState::Disabled,
-            DeviceState::Revoked,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == state)
-        .ok_or_else(corrupt)?,
+        state: DeviceState::parse(&state).ok_or_else(corrupt)?,
         secret_hash: digest(r.get(3), || format!("device {device_id}"))?,
     })
 }

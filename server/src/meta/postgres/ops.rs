@@ -330,14 +330,7 @@ impl MetaStore for PgMeta {
         device_id: &str,
         state: DeviceState,
     ) -> Result<DeviceRecord, MetaError> {
-        let id = device_id.to_string();
-        self.update_device(device_id, move |rec| {
-            if rec.state == DeviceState::Revoked && state != DeviceState::Revoked {
-                return Err(MetaError::Revoked(id));
-            }
-            rec.state = state;
-            Ok(())
-        })
+        self.update_device(device_id, crate::meta::devices::set_state(device_id, state))
     }
 
     fn rotate_secret(
@@ -345,14 +338,10 @@ impl MetaStore for PgMeta {
         device_id: &str,
         secret_hash: [u8; 32],
     ) -> Result<DeviceRecord, MetaError> {
-        let id = device_id.to_string();
-        self.update_device(device_id, move |rec| {
-            if rec.state == DeviceState::Revoked {
-                return Err(MetaError::Revoked(id));
-            }
-            rec.secret_hash = secret_hash;
-            Ok(())
-        })
+        self.update_device(
+            device_id,
+            crate::meta::devices::rotate(device_id, secret_hash),
+        )
     }
 
     fn kek_versions(&self, tenant: &str) -> Result<u32, MetaError> {
