@@ -295,3 +295,47 @@ fn a_push_naming_two_nodes_fails_over_when_its_node_is_killed() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     same_files(&job, &restored);
 }
+
+/// The retention sweeper runs on one node at a time, and when that node dies (SIGKILL) the
+/// other takes it over.
+#[test]
+fn the_sweeper_runs_on_one_node_and_moves_when_it_dies() {
+    const LEADS: &str = "this node runs the retention sweeper";
+    let url = fresh_database();
+    let sweep = "[retention]\nsweep_interval_secs = 0.2\n";
+    let mut a = TestServer::start_with_config(&format!("{}{sweep}", meta_toml(&url)));
+    let mut b = second_node(&a, &url, sweep);
+    let wait_for = |what: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !what() && t.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        what()
+    };
+    assert!(wait_for(
+        &|| a.log_text().contains(LEADS) || b.log_text().contains(LEADS)
+    ));
+    // Many sweeps later, still one.
+    std::thread::sleep(Duration::from_secs(1));
+    let (on_a, on_b) = (a.log_text().contains(LEADS), b.log_text().contains(LEADS));
+    assert!(on_a != on_b, "sweeper on a: {on_a}, on b: {on_b}");
+    let survivor = match on_a {
+        true => {
+            a.kill();
+            &b
+        }
+        false => {
+            b.kill();
+            &a
+        }
+    };
+    let t = Instant::now();
+    assert!(
+        wait_for(&|| survivor.log_text().contains(LEADS)),
+        "the sweeper did not move to the node left"
+    );
+    eprintln!(
+        "the other node took the sweeper over {:?} after the kill",
+        t.elapsed()
+    );
+}

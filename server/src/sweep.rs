@@ -195,6 +195,28 @@ pub(crate) async fn collect_uncommitted(state: &State, now: i64, ttl: Duration) 
     aborted
 }
 
+/// Whether this node runs the sweeper now: with several nodes on one database, one at a time
+/// (see [`crate::meta::MetaStore::lead`]); says so when it takes the work.
+async fn leading(state: &State, was: &mut bool) -> bool {
+    let meta = state.meta.clone();
+    let now = match tokio::task::spawn_blocking(move || meta.lead("sweeper")).await {
+        Ok(Ok(lead)) => lead,
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot tell whether this node runs the sweeper; skipping this round");
+            false
+        }
+        Err(e) => {
+            error!(error = %e, "the sweeper's turn check failed");
+            false
+        }
+    };
+    if now && !*was {
+        info!("this node runs the retention sweeper");
+    }
+    *was = now;
+    now
+}
+
 /// Runs the sweeper every `interval` for as long as the server lives.
 pub(crate) fn spawn(
     state: Arc<State>,
@@ -204,8 +226,12 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lead = false;
         loop {
             tick.tick().await;
+            if !leading(&state, &mut lead).await {
+                continue;
+            }
             let now = state.clock.now_unix();
             sweep_once(&state, now).await;
             collect_uncommitted(&state, now, uncommitted_ttl).await;

@@ -182,6 +182,13 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         hold: Option<&Hold>,
     ) -> Result<bool, MetaError>;
 
+    /// Whether this node is the one to do the periodic `work` (the retention sweeper) now.
+    /// With a store of its own, always; with a shared database one node at a time holds each
+    /// work, until it dies and another takes it over.
+    fn lead(&self, _work: &str) -> Result<bool, MetaError> {
+        Ok(true)
+    }
+
     /// Where the vault backend `backend` keeps its wrapped tenant keys when they must be
     /// shared with other nodes (a shared database); `None`: in the data directory.
     fn key_rings(&self, _backend: &str) -> Option<Box<dyn quire_pipeline::vault::RingStore>> {

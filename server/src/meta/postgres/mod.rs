@@ -21,6 +21,7 @@ use super::MetaError;
 mod batch;
 mod convert;
 mod jobs;
+mod lease;
 mod ops;
 mod rings;
 mod schema;
@@ -58,6 +59,8 @@ pub struct PgMeta {
     listen_config: tokio_postgres::Config,
     /// Where it is, for messages (host, port, database; never the password).
     place: String,
+    /// The connection holding this node's periodic work (see `lease.rs`).
+    leases: Arc<tokio::sync::Mutex<lease::Leases>>,
     io: Arc<IoThread>,
 }
 
@@ -108,6 +111,7 @@ impl PgMeta {
             pool,
             listen_config,
             place,
+            leases: Default::default(),
             io: Arc::new(IoThread::start()?),
         };
         let place = meta.place.clone();

@@ -603,6 +603,10 @@ impl MetaStore for PgMeta {
         })
     }
 
+    fn lead(&self, work: &str) -> Result<bool, MetaError> {
+        self.lead_work(work)
+    }
+
     fn key_rings(&self, backend: &str) -> Option<Box<dyn quire_pipeline::vault::RingStore>> {
         Some(Box::new(PgMeta::key_rings(self, backend)))
     }
