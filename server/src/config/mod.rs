@@ -15,6 +15,8 @@ use serde::Deserialize;
 pub use meta::MetaConfig;
 pub use observe::AuditConfig;
 pub use tcp::TcpListen;
+pub use tls::TlsFiles;
+use tls::{resolve_tls, TlsSection};
 pub use vault::{VaultConfig, VaultOpenError};
 
 /// Where `serve` listens and `push` connects when told nothing else.
@@ -105,14 +107,6 @@ struct LimitsSection {
     tenant_pages_per_sec: Option<f64>,
     tenant_bytes_per_sec: Option<f64>,
     device_concurrent_jobs: Option<usize>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsSection {
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -424,51 +418,6 @@ impl ServerConfig {
     }
 }
 
-/// `[tls]`: the server's certificate chain (its own certificate first), its key, and the CA
-/// certificate scanners pin (optional: without it they pin the server's own certificate and
-/// every renewal needs new credentials).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: Option<PathBuf>,
-}
-
-/// Both of `[tls] cert` and `key`, or neither (a generated development certificate); `ca`
-/// only with them.
-fn resolve_tls(t: TlsSection) -> Result<Option<TlsFiles>, ConfigError> {
-    let invalid = |key: &str, reason: &str| ConfigError::Invalid {
-        key: key.into(),
-        reason: reason.into(),
-    };
-    Ok(match (t.cert, t.key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert,
-            key,
-            ca: t.ca,
-        }),
-        (None, None) if t.ca.is_some() => {
-            return Err(invalid(
-                "tls.ca",
-                "tls.ca is the CA of tls.cert, so tls.cert and tls.key must be set too",
-            ))
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(invalid(
-                "tls.key",
-                "tls.cert is set, so tls.key must be too",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(invalid(
-                "tls.cert",
-                "tls.key is set, so tls.cert must be too",
-            ))
-        }
-    })
-}
-
 type Routes = Vec<(String, StoreKind)>;
 type Retention = std::collections::HashMap<String, crate::retention::Policy>;
 
@@ -701,4 +650,5 @@ mod secret;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod vault;

@@ -114,11 +114,7 @@ impl PgMeta {
             leases: Default::default(),
             io: Arc::new(IoThread::start()?),
         };
-        let place = meta.place.clone();
-        meta.call(move |pool| async move {
-            let mut client = pool.get().await.map_err(|e| pool_error(&place, e))?;
-            schema::migrate(&mut client).await
-        })?;
+        meta.with(|mut client| async move { schema::migrate(&mut client).await })?;
         Ok(meta)
     }
 
@@ -272,9 +268,7 @@ impl PgMeta {
 
     /// The version the database's schema is at now.
     pub fn schema_version(&self) -> Result<usize, MetaError> {
-        let place = self.place.clone();
-        self.call(move |pool| async move {
-            let c = PgMeta::client(&pool, &place).await?;
+        self.with(|c| async move {
             let row = c
                 .query_one("SELECT version FROM quire_schema", &[])
                 .await

@@ -111,16 +111,10 @@ impl MetaStore for PgMeta {
     }
 
     fn ensure_tenant(&self, tenant: &str) -> Result<(), MetaError> {
-        let tenant = tenant.to_string();
-        self.with(move |c| async move {
-            c.execute(
-                "INSERT INTO tenants (tenant) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&tenant],
-            )
-            .await
-            .map_err(pg)?;
-            Ok(())
-        })
+        match self.create_tenant(tenant) {
+            Err(MetaError::Exists(_)) => Ok(()),
+            other => other,
+        }
     }
 
     fn create_token(
