@@ -44,12 +44,12 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
 # The same behaviour over the TCP port (QUIC carried over TLS over TCP, for networks that drop
 # UDP): the integration tests of pushing, resuming, refusing, limiting, enrolling and reading
-# back, run again with every client connection forced to TCP.
-QUIRE_TRANSPORT=tcp cargo test --test resume --test edge_pages --test refusals --test limits \
-  --test roles --test job_ownership --test enroll --test tls_ca --test retention --test push_input \
-  --test hostile_sockets --test drain --test isolation --test agent --test transport \
-  --test bulk_jobs --test crash --test corpus_roundtrip --test honest_errors --test keys \
-  --test audit_chain --test audit_events --test cli --test bootstrap
+# back, run again with every client connection forced to TCP (each `name::` selects the tests
+# of tests/name.rs).
+QUIRE_TRANSPORT=tcp cargo test --test integration -- resume:: edge_pages:: refusals:: limits:: \
+  roles:: job_ownership:: enroll:: tls_ca:: retention:: push_input:: hostile_sockets:: drain:: \
+  isolation:: agent:: transport:: bulk_jobs:: crash:: corpus_roundtrip:: honest_errors:: keys:: \
+  audit_chain:: audit_events:: cli:: bootstrap::
 # Model checks of the lock-free erase tracker: every interleaving, under loom. A target
 # directory of its own, because `--cfg loom` changes how every crate is built.
 RUSTFLAGS="--cfg loom" cargo test -p quire-erase-tracker --release --target-dir target/loom --test loom

@@ -4,15 +4,13 @@
 //! nothing; temporary and hidden files are left alone, unsendable ones go to `.failed/` with a
 //! reason, and with `--after delete` originals go only after the commit.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A running `quire agent --json`, its events collected as they come.
 struct Agent {

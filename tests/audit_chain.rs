@@ -4,12 +4,10 @@
 //! restoring an older copy of the log are each detected by `quire admin audit verify`, which
 //! names the first bad record; an exported trail verifies with an independent Python verifier.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Checkpoints every 2 records of a chain, or every 200 ms.
 const CONFIG: &str = "[audit]\ncheckpoint_records = 2\ncheckpoint_interval_secs = 0.2\n";

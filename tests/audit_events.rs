@@ -3,11 +3,9 @@
 //! presented, then the outcome), and failed authentications, one record per source address
 //! per minute (and at shutdown) rather than one per attempt.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use quire_client::credential::CredentialFile;
 
 fn audit_lines(server: &TestServer) -> Vec<serde_json::Value> {

@@ -1,9 +1,7 @@
 //! A configured server makes no development credentials; its first service administrator
 //! comes from `quire admin bootstrap`, once, with the server stopped, and overwrites nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_configured_server_gets_its_first_admin_from_a_one_time_bootstrap() {

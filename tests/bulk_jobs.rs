@@ -2,9 +2,7 @@
 //! committed, read back whole and page by page, resumed, and delivered. Its manifest and job
 //! status are far beyond one 64 KiB control frame.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `n` pages named with 255 bytes of non-ASCII UTF-8 each, a few bytes of content apiece.
 fn make_job(dir: &std::path::Path, n: usize) {

@@ -2,9 +2,7 @@
 //! what is wrong: a bucket that does not exist (real S3: moto), a spool key directory open to
 //! others, a key that does not match the certificate, a data directory a running server holds.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn s3_toml(bucket: &str) -> String {
     format!(

@@ -1,10 +1,8 @@
 //! The command line as a newcomer meets it: help, config errors, no server running.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn help_lists_every_command() {

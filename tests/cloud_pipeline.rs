@@ -2,11 +2,9 @@
 //! in sealed, a third-party client (boto3, azure-storage-blob) lists and downloads what Quire
 //! wrote, and Quire opens exactly those downloaded bytes again.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test.sh"))

@@ -1,9 +1,7 @@
 //! Scanners' connections run Quire's own congestion controller (README, "Performance"; the
 //! controller's behaviour on lossy, shared and long links is tested in `net/src/congestion`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use quire_client::push::{push_pages, Upload};
 use quire_net::congestion::BdpController;
 

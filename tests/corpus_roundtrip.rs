@@ -1,11 +1,9 @@
 //! Every job of the shared corpus, pushed through the real server into the real local store
 //! and fetched back: byte-identical, matching MANIFEST.tsv, and never stored in clear.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn every_corpus_job_round_trips_and_is_sealed() {

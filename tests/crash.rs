@@ -6,8 +6,6 @@
 //! Seeded and reproducible: `QUIRE_CRASH_SEED=N` replays a run, `QUIRE_CRASH_ITERATIONS=N`
 //! changes its length (at least 50 by default).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Enough randomness for choosing sizes and moments, and replayable from a seed.
 struct Rng(fastrand::Rng);

@@ -2,12 +2,10 @@
 //! acknowledged before the exit is in the store, the server exits 0, and after a restart the
 //! scanner resumes the same upload and the job is complete and byte-identical.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use quire_client::push::{push_pages, send_page, LocalPage, Upload};
 use quire_codecs::wire::PageEntry;
 use sha2::Digest;

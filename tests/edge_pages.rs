@@ -1,9 +1,7 @@
 //! Pages at the edges: empty, one byte, awkward names, and one far larger than the memory
 //! the server may use for it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn tiny_pages_and_awkward_names_round_trip() {

@@ -1,9 +1,7 @@
 //! Enrollment: a one-time token turns into a pending device credential; an administrator
 //! enables it; the token cannot be used twice; a token pinning another certificate is useless.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_scanner_enrolls_waits_for_an_admin_then_sends() {

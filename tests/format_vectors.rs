@@ -3,7 +3,7 @@
 //! independent Python decryptor written from docs/FORMAT.md alone opens them too.
 //!
 //! To change the format on purpose: bump the version, then
-//! `QUIRE_REGENERATE_VECTORS=1 cargo test --test format_vectors`.
+//! `QUIRE_REGENERATE_VECTORS=1 cargo test --test integration -- format_vectors::`.
 
 use std::path::PathBuf;
 

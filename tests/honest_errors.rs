@@ -2,9 +2,7 @@
 //! (named, not retryable) rather than a retryable `Internal`; a failed `get` leaves no
 //! unverified plaintext behind; `deliver` reports a broken job and delivers the others.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Flips one byte in the middle of the stored object whose path ends with `suffix`.
 fn damage(server: &TestServer, suffix: &str) {

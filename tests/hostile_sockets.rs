@@ -3,14 +3,12 @@
 //! sending a `Hello`, while a real scanner pushes a job. The push must succeed; how long it
 //! took is printed (speed is measured, not asserted: see docs/PERFORMANCE.md).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use quire_codecs::wire::ALPN;
 
 /// A client endpoint on its own loopback address, so the attackers are other sources than

@@ -1,10 +1,8 @@
 //! Tenant isolation: a device or admin of one tenant can never write, read, list or learn the
 //! existence of another tenant's data, whatever the frames, job ids or file names say.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{expect_answer, ClientError, Connection};
 use quire_codecs::wire::{self, ErrorCode, Frame};

@@ -3,9 +3,7 @@
 //! stuck); an administrator can abort an upload that will never be committed, and the sweeper
 //! collects one after a time.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use quire_client::credential::{Credential, CredentialFile};
 use quire_client::journal::Journal;
 use quire_client::push::{scan_dir, send_page, Upload};

@@ -2,12 +2,10 @@
 //! keys do not match its data, saying what is missing, and never creates a key in place of
 //! a missing one. Restoring the file brings everything back.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// Runs `quire serve` on the server's data directory and expects it to refuse to start.
 fn refuses_to_start(dir: &Path, env: &[(&str, &str)]) -> String {

@@ -1,12 +1,10 @@
 //! Tenant keys through the real server: rotation, re-wrapping stored data keys without
 //! touching bodies, retiring an old version, and crypto-shredding.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use quire_codecs::sealed::Header;
 
 fn admin(server: &TestServer, args: &[&str]) -> (bool, String) {

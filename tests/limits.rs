@@ -1,9 +1,7 @@
 //! Per-device limits configured in quire.toml, against the real server.
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use quire_client::stream::{write_data, write_frame};
 use quire_client::{expect_answer, ClientError};
 use quire_codecs::wire::{ErrorCode, Frame, PageEntry};

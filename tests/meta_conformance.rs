@@ -10,8 +10,7 @@ use quire_codecs::wire::{DeviceState, PageEntry, Role, UploadId};
 use quire_server::auth::DeviceRecord;
 use quire_server::meta::{Grant, Hold, Meta, MetaError, MetaStore, PgMeta, PgTarget, StoredPage};
 
-mod common;
-use common::postgres::fresh_database;
+use crate::common::postgres::fresh_database;
 
 /// A backend under test: handles on one fresh store.
 trait Backend {

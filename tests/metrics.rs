@@ -3,15 +3,13 @@
 //! turns unready while the object store (a moto S3 server of this test's own) is down and
 //! ready again once it is back; `--log-format json` writes one JSON object per line.
 
-mod common;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use quire_client::credential::CredentialFile;
 
 fn wait_for(addr: SocketAddr, path: &str, want: u16) -> String {

@@ -3,15 +3,13 @@
 //! busy error; when the store comes back the spool drains, the scanner finishes, and every
 //! page is in the store exactly once.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A moto S3 server of this test's own, so that stopping it disturbs no other test.
 struct Moto {

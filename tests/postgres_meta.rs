@@ -2,12 +2,10 @@
 //! scripts/test-servers.sh): a server keeps its jobs there across restarts, the schema is
 //! versioned and migrated, and a database it cannot use is refused with a reason.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::postgres::{fresh_database, fresh_database_with, psql, with_dbname};
-use common::*;
+use crate::common::postgres::{fresh_database, fresh_database_with, psql, with_dbname};
+use crate::common::*;
 use quire_server::meta::postgres::MIGRATIONS;
 use quire_server::meta::{MetaStore, PgMeta, PgTarget};
 

@@ -3,12 +3,10 @@
 //! the other, by LISTEN/NOTIFY, and a change made while the listening connection is down is
 //! caught up, not lost.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::postgres::{fresh_database, psql};
-use common::*;
+use crate::common::postgres::{fresh_database, psql};
+use crate::common::*;
 use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{Connection, Login};
 use quire_codecs::wire::{Frame, ALPN};

@@ -5,12 +5,10 @@
 //! SIGHUP, and a shred after which the tenant's stored pages open nowhere, not even from a
 //! copy of the vault directory taken before it. The data directory never holds a master key.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::pki::*;
-use common::*;
+use crate::common::pki::*;
+use crate::common::*;
 
 /// A file only the owner may read, as secrets must be.
 fn secret_file(path: &Path, value: &str) {

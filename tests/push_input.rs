@@ -1,9 +1,7 @@
 //! What `quire push` takes from a directory, and what running it again does: committed
 //! directories are never stored twice; links, hidden and special files are not pages.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn manifests(server: &TestServer) -> usize {
     server

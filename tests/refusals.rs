@@ -1,12 +1,10 @@
 //! Bad input against the real server: each refusal names its reason, and nothing of a
 //! refused page is stored or acknowledged.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use quire_client::credential::CredentialFile;
 use quire_client::stream::{write_data, write_frame};
 use quire_client::{expect_answer, ClientError, Connection};

@@ -1,12 +1,10 @@
 //! Interrupted pushes: killing the scanner mid-job, or the server, and running the push
 //! again stores every page exactly once.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 fn make_job(dir: &std::path::Path, pages: usize, size: u64) {
     std::fs::create_dir_all(dir).unwrap();

@@ -2,12 +2,10 @@
 //! tenant's policy deletes them (on delivery, or when their period ends); a legal hold blocks
 //! every deletion until released; every deletion is in the audit log.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn job_from_samples(server: &TestServer, name: &str, pages: usize) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");

@@ -1,9 +1,7 @@
 //! Roles: operators look but do not touch; support partners see a tenant only while it grants
 //! them access, say why each time, and every access lands in the audit log.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 struct Who<'a> {
     server: &'a TestServer,

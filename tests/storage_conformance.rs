@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::common::required_env;
 use bytes::Bytes;
-use common::required_env;
 use futures::TryStreamExt;
 use quire_storage::{AzureOptions, S3Options, Store, StoreError, PART_SIZE};
 
-mod common;
+use crate::common;
 
 fn unique(prefix: &str) -> String {
     let mut r = [0u8; 6];

@@ -3,10 +3,8 @@
 //! certificate from the same CA, loaded on SIGHUP without a restart, keeps them working; a
 //! certificate from another CA is refused with an error that says what to do.
 
-mod common;
-
-use common::pki::*;
-use common::*;
+use crate::common::pki::*;
+use crate::common::*;
 use quire_client::credential::{Credential, CredentialFile};
 use quire_client::Connection;
 use rcgen::KeyPair;

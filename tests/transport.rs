@@ -4,11 +4,9 @@
 //! client says what failed each way. (scripts/test.sh also runs a set of the integration
 //! tests a second time with `QUIRE_TRANSPORT=tcp`: the same behaviour over either transport.)
 
-mod common;
-
 use std::time::Instant;
 
-use common::*;
+use crate::common::*;
 
 fn sample_job(server: &TestServer) -> std::path::PathBuf {
     let job = server.path().join("job");

@@ -5,13 +5,11 @@
 //!
 //! Needs root, `ip` and `nft` (scripts/test.sh installs Debian's nftables).
 
-mod common;
-
 use std::process::Command;
 use std::time::Instant;
 
-use common::netns::Net;
-use common::*;
+use crate::common::netns::Net;
+use crate::common::*;
 
 #[test]
 fn with_udp_dropped_a_push_gets_through_over_tcp() {
