@@ -41,7 +41,7 @@ fn export_trail(server: &TestServer, name: &str, extra: &[&str]) -> PathBuf {
 }
 
 /// The independent Python verifier on an export.
-fn verify_in_python(file: &Path, extra: &[&str]) -> std::process::Output {
+pub(crate) fn verify_in_python(file: &Path, extra: &[&str]) -> std::process::Output {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_audit.py");
     std::process::Command::new(python())
         .arg(&script)

@@ -32,6 +32,7 @@ mod meta_conformance;
 mod metrics;
 mod outage;
 mod packaging;
+mod postgres_audit;
 mod postgres_meta;
 mod postgres_nodes;
 mod production;

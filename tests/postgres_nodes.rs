@@ -109,7 +109,7 @@ async fn a_device_disabled_on_one_node_is_cut_off_on_the_other() {
 
 /// A second node sharing node A's database, object store, master key and certificate (the
 /// shape of a deployment behind one name), without development credentials of its own.
-fn second_node(a: &TestServer, url: &str, extra: &str) -> TestServer {
+pub(crate) fn second_node(a: &TestServer, url: &str, extra: &str) -> TestServer {
     let data = a.path().join("quire-data");
     TestServer::start_with_config(&format!(
         "{}{extra}[dev]\nbootstrap = false\n\

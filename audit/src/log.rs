@@ -178,6 +178,12 @@ impl AuditLog {
         Ok(head)
     }
 
+    /// `tenant`'s newest record.
+    pub fn head(&self, tenant: &str) -> Option<Head> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.chains.get(tenant).and_then(|c| c.head)
+    }
+
     /// How many records this process has written.
     pub fn records_written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)

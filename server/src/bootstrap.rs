@@ -75,22 +75,16 @@ pub fn first_admin(config: &ServerConfig, who: &FirstAdmin<'_>) -> Result<Creden
         state: DeviceState::Enabled,
         secret_hash: crate::auth::hash_secret(&secret),
     })?;
-    let audit_path = dir.join("audit.log");
-    crate::audit::AuditLog::open(&audit_path, config.audit.checkpoint_records)
-        .and_then(|audit| {
-            audit.record(
-                who.device_id,
-                Role::ServiceAdmin.as_str(),
-                "admin.bootstrap",
-                who.tenant,
-                &format!("device={}", who.device_id),
-                "ok",
-            )
-        })
-        .map_err(|source| ServeError::DataDir {
-            path: audit_path,
-            source,
-        })?;
+    crate::audit::AuditLog::open_for(dir, meta.as_ref(), config.audit.checkpoint_records)?
+        .record(
+            who.device_id,
+            Role::ServiceAdmin.as_str(),
+            "admin.bootstrap",
+            who.tenant,
+            &format!("device={}", who.device_id),
+            "ok",
+        )
+        .map_err(|e| ServeError::AuditTrail(format!("cannot write the audit trail: {e}")))?;
     Ok(Credential {
         server: who.server.into(),
         server_name,

@@ -31,6 +31,13 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot open the audit log {path}: {source}")]
+    AuditLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    AuditTrail(String),
     #[error(transparent)]
     Meta(#[from] crate::meta::MetaError),
     #[error(transparent)]
@@ -273,6 +280,9 @@ impl Server {
         )
         .with_routes(routes);
         pipeline.spawn_delivery();
+        let audit =
+            crate::audit::AuditLog::open_for(dir, meta.as_ref(), config.audit.checkpoint_records)?;
+        let audit = Arc::new(audit);
         let server = Server {
             endpoint,
             tunnels,
@@ -295,15 +305,7 @@ impl Server {
                 metrics: Default::default(),
                 refusal_log: Default::default(),
                 auth_failures: Default::default(),
-                audit: crate::audit::AuditLog::open(
-                    &dir.join("audit.log"),
-                    config.audit.checkpoint_records,
-                )
-                .map(Arc::new)
-                .map_err(|source| ServeError::DataDir {
-                    path: dir.join("audit.log"),
-                    source,
-                })?,
+                audit,
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),
         };

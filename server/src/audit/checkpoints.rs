@@ -52,8 +52,15 @@ pub(crate) async fn public_key(
 /// Signs and stores the head of every chain with records no checkpoint covers. Returns how
 /// many checkpoints were written; a chain whose store is down is tried again next time.
 pub(crate) async fn checkpoint_now(state: &State) -> Result<usize, PipelineError> {
-    let chains = state.audit.chains();
-    let heads = chains.unsigned_heads();
+    let audit = state.audit.clone();
+    let heads = match super::off_workers(move || audit.chains().unsigned_heads()).await {
+        Ok(heads) => heads,
+        Err(e) => {
+            state.metrics.audit_checkpoint("failed");
+            warn!(error = %e, "cannot read the audit chains' heads to sign them; retrying later");
+            return Ok(0);
+        }
+    };
     if heads.is_empty() {
         return Ok(0);
     }
@@ -63,12 +70,12 @@ pub(crate) async fn checkpoint_now(state: &State) -> Result<usize, PipelineError
         let key = checkpoint::object_key(&tenant, head.seq);
         let store = state.pipeline.store_for(&tenant);
         if state.audit.first_comparison(&tenant) {
-            behind_the_store(state, &tenant, head.seq).await;
+            behind_the_store(state, &tenant).await;
         }
         let cp = signer.sign(&tenant, head.seq, head.hash, now_unix_ms());
         match store.put_new(&key, cp.to_json().into()).await {
             Ok(()) => {
-                chains.signed(&tenant, head.seq);
+                note_signed(state, &tenant, head.seq).await;
                 state.metrics.audit_checkpoint("written");
                 written += 1;
             }
@@ -84,7 +91,7 @@ pub(crate) async fn checkpoint_now(state: &State) -> Result<usize, PipelineError
                     state.metrics.audit_checkpoint("conflict");
                     error!(tenant = %tenant, seq = head.seq, object = %key, "the audit log disagrees with a signed checkpoint of the same record: it was truncated, rewritten or restored from an older copy. Run `quire admin audit verify --tenant` and investigate");
                 }
-                chains.signed(&tenant, head.seq);
+                note_signed(state, &tenant, head.seq).await;
             }
             Err(e) => {
                 state.metrics.audit_checkpoint("failed");
@@ -96,10 +103,20 @@ pub(crate) async fn checkpoint_now(state: &State) -> Result<usize, PipelineError
     Ok(written)
 }
 
-/// Once per chain and process: a checkpoint in the store beyond the log's head means the
-/// log lost records that were signed (truncated, or an older copy restored). Only noticed
-/// and reported here; `audit verify` names the records.
-async fn behind_the_store(state: &State, tenant: &str, head: u64) {
+/// Records that `tenant`'s chain is signed up to `seq` (a failure means only that it is
+/// signed again next time).
+async fn note_signed(state: &State, tenant: &str, seq: u64) {
+    let (audit, t) = (state.audit.clone(), tenant.to_string());
+    if let Err(e) = super::off_workers(move || audit.chains().signed(&t, seq)).await {
+        warn!(tenant = %tenant, error = %e, "cannot note an audit checkpoint as written; it is written again next time");
+    }
+}
+
+/// Once per chain and process: a checkpoint in the store beyond the chain's head means the
+/// trail lost records that were signed (truncated, or an older copy restored). Only noticed
+/// and reported here; `audit verify` names the records. The head is read after the listing,
+/// so a record another node appended and signed meanwhile is not mistaken for a loss.
+async fn behind_the_store(state: &State, tenant: &str) {
     let store = state.pipeline.store_for(tenant);
     let newest = match store.list(&checkpoint::object_prefix(tenant)).await {
         Ok(listed) => listed
@@ -118,7 +135,16 @@ async fn behind_the_store(state: &State, tenant: &str, head: u64) {
             return;
         }
     };
-    if let Some(newest) = newest.filter(|&n| n > head) {
+    let Some(newest) = newest else { return };
+    let (audit, t) = (state.audit.clone(), tenant.to_string());
+    let head = match super::off_workers(move || audit.chains().head(&t)).await {
+        Ok(head) => head.map_or(0, |h| h.seq),
+        Err(e) => {
+            warn!(tenant = %tenant, error = %e, "cannot read the audit chain's head to compare it with the checkpoints");
+            return;
+        }
+    };
+    if newest > head {
         state.metrics.audit_checkpoint("conflict");
         error!(tenant = %tenant, log_head = head, signed = newest, "the audit log disagrees with a signed checkpoint: a record beyond the log's end was signed, so the log was truncated or restored from an older copy. Run `quire admin audit verify --tenant` and investigate");
     }

@@ -17,12 +17,44 @@ use tracing::{error, warn};
 /// The server's audit log.
 #[derive(Debug)]
 pub struct AuditLog {
-    log: quire_audit::AuditLog,
+    trail: Box<dyn quire_audit::Trail>,
     /// Chains whose stored checkpoints this process has compared with the log (once each).
     compared: Mutex<std::collections::HashSet<String>>,
 }
 
 impl AuditLog {
+    /// The trail of a node whose metadata is in `meta`: the shared database's when it keeps
+    /// one (several nodes, one chain per tenant), else `dir/audit.log`. A checkpoint falls
+    /// due after `checkpoint_records` records of a chain.
+    pub fn open_for(
+        dir: &Path,
+        meta: &dyn crate::meta::MetaStore,
+        checkpoint_records: u64,
+    ) -> Result<AuditLog, crate::ServeError> {
+        let path = dir.join("audit.log");
+        let Some(trail) = meta.audit_trail(checkpoint_records) else {
+            return AuditLog::open(&path, checkpoint_records)
+                .map_err(|source| crate::ServeError::AuditLog { path, source });
+        };
+        // A log file of a single-node setup would be continued by nobody: say so rather than
+        // leave it behind unread.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            return Err(crate::ServeError::AuditTrail(format!(
+                "{} holds the audit trail of a single-node setup, but the metadata is in a shared database, which keeps the trail of every node. Keep that file (it is the record of what happened before; `quire admin audit verify` on the old setup reads it) and move it out of the data directory, or use the single-node setup's metadata again",
+                path.display()
+            )));
+        }
+        Ok(AuditLog::shared(trail))
+    }
+
+    /// A trail kept elsewhere than a log file of this node's (a shared database).
+    pub fn shared(trail: Box<dyn quire_audit::Trail>) -> AuditLog {
+        AuditLog {
+            trail,
+            compared: Default::default(),
+        }
+    }
+
     /// Opens `path` (created with mode 0600 if missing); a checkpoint falls due after
     /// `checkpoint_records` records of one chain. Damage found on opening is logged.
     pub fn open(path: &Path, checkpoint_records: u64) -> std::io::Result<AuditLog> {
@@ -41,10 +73,7 @@ impl AuditLog {
         if unreadable_lines > 0 {
             error!(path = %path.display(), lines = unreadable_lines, "the audit log has lines that are not records: it was damaged or tampered with. Run `quire admin audit verify` for each tenant");
         }
-        Ok(AuditLog {
-            log,
-            compared: Default::default(),
-        })
+        Ok(AuditLog::shared(Box::new(log)))
     }
 
     /// Appends one record to `tenant`'s chain (empty: the service chain) and syncs it; the
@@ -58,7 +87,7 @@ impl AuditLog {
         detail: &str,
         outcome: &str,
     ) -> std::io::Result<()> {
-        self.log
+        self.trail
             .record(Entry {
                 actor,
                 role,
@@ -91,7 +120,7 @@ impl AuditLog {
 
     /// How many records this process has written, whoever wrote them.
     pub fn records_written(&self) -> u64 {
-        self.log.records_written()
+        self.trail.records_written()
     }
 
     /// Whether `tenant`'s chain is yet to be compared with its stored checkpoints by this
@@ -103,9 +132,9 @@ impl AuditLog {
             .insert(tenant.to_string())
     }
 
-    /// The chained log itself (for checkpoints and verification).
-    pub fn chains(&self) -> &quire_audit::AuditLog {
-        &self.log
+    /// Where the chains are kept (for checkpoints and verification).
+    pub fn chains(&self) -> &dyn quire_audit::Trail {
+        self.trail.as_ref()
     }
 }
 
@@ -148,7 +177,7 @@ impl AuthFailures {
 
 /// Runs `work`, which syncs the log, on a blocking thread: an fsync on an async worker stalls
 /// every connection that worker serves.
-async fn off_workers<T: Send + 'static>(
+pub(crate) async fn off_workers<T: Send + 'static>(
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     tokio::task::spawn_blocking(work)

@@ -3,14 +3,12 @@
 //! and public keys as JSON lines, for an independent verifier).
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::BufReader;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use quire_audit::checkpoint::{object_key, object_prefix, Checkpoint};
 use quire_audit::record::{parse_line, Line};
-use quire_audit::{ChainVerifier, Lines, LogLine, Start};
+use quire_audit::{ChainVerifier, LogLine, Start};
 use quire_codecs::wire::AuditReport;
 use quire_pipeline::PipelineError;
 use quire_storage::StoreError;
@@ -100,12 +98,12 @@ async fn signed_checkpoints(state: &State, tenant: &str) -> Result<Signed, Trail
 /// Checks `tenant`'s chain in the log and against every signed checkpoint.
 pub(crate) async fn verify(state: &State, tenant: &str) -> Result<AuditReport, TrailError> {
     let signed = signed_checkpoints(state, tenant).await?;
-    let path = state.audit.chains().path().to_path_buf();
+    let audit = state.audit.clone();
     let t = tenant.to_string();
     let checkpoints = signed.checkpoints;
     let report = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut v = ChainVerifier::new(&t, Start::Genesis, checkpoints);
-        for line in Lines::new(BufReader::new(File::open(&path)?)) {
+        for line in audit.chains().lines(&t)? {
             v.feed(&line?);
             if v.failed() {
                 break;
@@ -150,12 +148,12 @@ pub(crate) async fn export(
         "public_keys": signed.keys.iter().map(|(id, k)| (id.clone(), hex::encode(k))).collect::<BTreeMap<_, _>>(),
     });
     let _ = out.send(Bytes::from(format!("{header}\n"))).await;
-    let path = state.audit.chains().path().to_path_buf();
+    let audit = state.audit.clone();
     let (t, records_out) = (tenant.to_string(), out.clone());
     let first_seq = tokio::task::spawn_blocking(move || -> std::io::Result<Option<u64>> {
         let mut chunk = BytesMut::new();
         let mut first_seq = None;
-        for line in Lines::new(BufReader::new(File::open(&path)?)) {
+        for line in audit.chains().lines(&t)? {
             let LogLine::Line { bytes, .. } = line? else {
                 continue;
             };

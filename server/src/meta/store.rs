@@ -195,6 +195,13 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Where the audit chains are kept when several nodes write them (a shared database, which
+    /// orders each chain); `None`: in the node's own log file. A checkpoint falls due after
+    /// `checkpoint_every` records of a chain.
+    fn audit_trail(&self, _checkpoint_every: u64) -> Option<Box<dyn quire_audit::Trail>> {
+        None
+    }
+
     /// Device changes as other handles on the same store (other nodes) make them, from now
     /// on; `None` where there can be none (the embedded store belongs to one process).
     fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {

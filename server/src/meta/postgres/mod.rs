@@ -18,6 +18,7 @@ use tokio_postgres::config::Host;
 
 use super::MetaError;
 
+mod audit;
 mod batch;
 mod convert;
 mod jobs;
@@ -27,6 +28,7 @@ mod rings;
 mod schema;
 mod watch;
 
+pub use audit::PgTrail;
 pub use schema::MIGRATIONS;
 
 /// How long one call may take, waiting for a connection included, before it fails.

@@ -609,6 +609,13 @@ impl MetaStore for PgMeta {
         Some(self.watch_devices())
     }
 
+    fn audit_trail(&self, checkpoint_every: u64) -> Option<Box<dyn quire_audit::Trail>> {
+        Some(Box::new(super::PgTrail::new(
+            self.clone(),
+            checkpoint_every,
+        )))
+    }
+
     fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError> {
         let (tenant, job) = (tenant.to_string(), job.to_string());
         self.with(move |c| async move {

@@ -105,6 +105,29 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (backend, tenant)
     );
     "#,
+    // 4: the audit trail, one chain per tenant whichever node writes (the head row's lock
+    // orders the appends); records are append-only.
+    r#"
+    CREATE TABLE audit_heads (
+        tenant       text PRIMARY KEY,
+        seq          bigint NOT NULL CHECK (seq >= 0),
+        hash         bytea NOT NULL,
+        signed_seq   bigint NOT NULL
+    );
+    CREATE TABLE audit_records (
+        tenant       text NOT NULL,
+        seq          bigint NOT NULL CHECK (seq >= 1),
+        line         text NOT NULL,
+        PRIMARY KEY (tenant, seq)
+    );
+    CREATE FUNCTION audit_records_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'audit records are append-only';
+    END
+    $$;
+    CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records
+        FOR EACH ROW EXECUTE FUNCTION audit_records_append_only();
+    "#,
 ];
 
 /// An arbitrary constant naming the lock nodes take while migrating.
