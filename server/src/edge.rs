@@ -330,6 +330,7 @@ impl Server {
         let state = server.state.clone();
         crate::audit::spawn_auth_failure_flush(move || state.auth_failures.flush(&state.audit));
         crate::audit::checkpoints::spawn(server.state.clone(), config.audit.checkpoint_interval);
+        crate::limits::shares::spawn_exchange(server.state.clone());
         if config.dev_bootstrap {
             crate::bootstrap::dev_credentials(
                 server.state.meta.as_ref(),

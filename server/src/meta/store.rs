@@ -202,6 +202,18 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tells the other nodes on the same store what this node (`node`, unique per process)
+    /// claims of each rate (tokens per second, by limit key; see `limits::shares`) and
+    /// returns the sum of their current claims on the same keys; `None` where there can be
+    /// no other node (the embedded store belongs to one process).
+    fn exchange_claims(
+        &self,
+        _node: &str,
+        _claims: &[(String, f64)],
+    ) -> Result<Option<std::collections::HashMap<String, f64>>, MetaError> {
+        Ok(None)
+    }
+
     /// Device changes as other handles on the same store (other nodes) make them, from now
     /// on; `None` where there can be none (the embedded store belongs to one process).
     fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {

@@ -1,8 +1,9 @@
 //! Periodic work one node at a time: a session-level advisory lock per kind of work, held on
 //! a connection of its own for as long as the node lives. When the node dies its connection
-//! goes and PostgreSQL releases the lock; the next node to ask takes the work over.
+//! goes and PostgreSQL releases the lock; the next node to ask takes the work over. Also the
+//! nodes' claims on shared rate limits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -37,6 +38,43 @@ impl PgMeta {
             work.to_string(),
         );
         self.call(move |_pool| async move { lead(&leases, &config, &work).await })
+    }
+}
+
+impl PgMeta {
+    /// Stores `node`'s claims (replacing its earlier ones, dropping any node's that are a
+    /// minute old) and sums the other nodes' live claims on the same keys, in one statement.
+    pub(super) fn claims(
+        &self,
+        node: &str,
+        claims: &[(String, f64)],
+    ) -> Result<HashMap<String, f64>, MetaError> {
+        let node = node.to_string();
+        let (keys, rates): (Vec<String>, Vec<f64>) = claims.iter().cloned().unzip();
+        let ttl = crate::limits::shares::CLAIM_TTL.as_secs_f64();
+        self.with(move |c| async move {
+            let rows = c
+                .query(
+                    "WITH mine AS ( \
+                       INSERT INTO limit_claims (node, key, per_sec, updated) \
+                       SELECT $1, k, v, clock_timestamp() FROM unnest($2::text[], $3::float8[]) AS c(k, v) \
+                       ON CONFLICT (node, key) DO UPDATE \
+                         SET per_sec = EXCLUDED.per_sec, updated = EXCLUDED.updated \
+                     ), gone AS ( \
+                       DELETE FROM limit_claims \
+                       WHERE (node = $1 AND NOT (key = ANY($2))) \
+                          OR updated < clock_timestamp() - interval '1 minute' \
+                     ) \
+                     SELECT key, sum(per_sec) FROM limit_claims \
+                     WHERE node <> $1 AND key = ANY($2) \
+                       AND updated > clock_timestamp() - make_interval(secs => $4) \
+                     GROUP BY key",
+                    &[&node, &keys, &rates, &ttl],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
     }
 }
 

@@ -609,6 +609,14 @@ impl MetaStore for PgMeta {
         Some(self.watch_devices())
     }
 
+    fn exchange_claims(
+        &self,
+        node: &str,
+        claims: &[(String, f64)],
+    ) -> Result<Option<std::collections::HashMap<String, f64>>, MetaError> {
+        self.claims(node, claims).map(Some)
+    }
+
     fn audit_trail(&self, checkpoint_every: u64) -> Option<Box<dyn quire_audit::Trail>> {
         Some(Box::new(super::PgTrail::new(
             self.clone(),

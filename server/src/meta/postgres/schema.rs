@@ -128,6 +128,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records
         FOR EACH ROW EXECUTE FUNCTION audit_records_append_only();
     "#,
+    // 5: what each node claims of each rate limit, renewed every second (see
+    // server/src/limits/shares.rs); short-lived, so not written to the WAL.
+    r#"
+    CREATE UNLOGGED TABLE limit_claims (
+        node         text NOT NULL,
+        key          text NOT NULL,
+        per_sec      double precision NOT NULL,
+        updated      timestamptz NOT NULL,
+        PRIMARY KEY (node, key)
+    );
+    "#,
 ];
 
 /// An arbitrary constant naming the lock nodes take while migrating.

@@ -3,9 +3,14 @@
 //! Rates are token buckets (burst = one second's worth). A page waits for its token up to
 //! [`MAX_WAIT`], then is refused with `LimitExceeded`; page bytes wait for theirs, which
 //! slows the reading of the stream and so, through QUIC flow control, the scanner. The
-//! bucket arithmetic is pure (it is given `now`) and tested without a clock.
+//! bucket arithmetic is pure (it is given `now`) and tested without a clock. With several
+//! nodes on one database each node uses a share of every rate ([`shares`]).
+
+pub(crate) mod shares;
 
 use std::collections::{HashMap, HashSet};
+
+use shares::Shares;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -55,6 +60,15 @@ impl Bucket {
         }
     }
 
+    /// Moves the bucket to a new rate (this node's share changed); the burst follows it.
+    fn set_rate(&mut self, rate: f64) {
+        if (rate - self.rate).abs() > f64::EPSILON * rate.max(1.0) {
+            self.rate = rate;
+            self.burst = rate.max(1.0);
+            self.tokens = self.tokens.min(self.burst);
+        }
+    }
+
     /// Returns tokens taken for work that was then refused.
     pub fn give_back(&mut self, n: f64) {
         self.tokens = (self.tokens + n).min(self.burst);
@@ -69,14 +83,20 @@ pub struct Exceeded(pub String);
 struct Buckets(HashMap<String, Bucket>);
 
 impl Buckets {
-    fn take(&mut self, key: &str, rate: f64, n: f64, now: Instant) -> Duration {
+    /// Takes `n` of `key`'s tokens at this node's share of `rate` (0: unlimited).
+    fn take(&mut self, key: &str, rate: f64, n: f64, now: Instant, shares: &Shares) -> Duration {
         if rate <= 0.0 {
             return Duration::ZERO;
         }
-        self.0
+        let mine = rate * shares.share(key);
+        let bucket = self
+            .0
             .entry(key.to_string())
-            .or_insert_with(|| Bucket::new(rate, now))
-            .take(n, now)
+            .or_insert_with(|| Bucket::new(mine, now));
+        bucket.set_rate(mine);
+        let wait = bucket.take(n, now);
+        shares.note(key, n, !wait.is_zero(), rate);
+        wait
     }
 
     fn give_back(&mut self, key: &str, n: f64) {
@@ -95,6 +115,8 @@ pub struct Limits {
     jobs: Mutex<HashMap<String, HashMap<String, usize>>>,
     /// Declared bytes of each device's pages in the pipeline now (see [`Limits::hold_bytes`]).
     in_flight: Mutex<HashMap<String, u64>>,
+    /// This node's share of each rate, where other nodes use the same rates.
+    pub(crate) shares: Shares,
 }
 
 /// The most of the spool one device's pages in flight may claim, in percent: a device
@@ -172,6 +194,19 @@ impl Limits {
         })
     }
 
+    /// Whether any rate is limited (else there is nothing to share with other nodes).
+    pub fn has_rates(&self) -> bool {
+        let c = self.config;
+        [
+            c.device_pages_per_sec,
+            c.device_bytes_per_sec,
+            c.tenant_pages_per_sec,
+            c.tenant_bytes_per_sec,
+        ]
+        .iter()
+        .any(|r| *r > 0.0)
+    }
+
     pub fn new(config: LimitConfig) -> Limits {
         Limits {
             config,
@@ -211,12 +246,13 @@ impl Limits {
         let now = Instant::now();
         let wait = {
             let mut p = self.pages.lock().expect("limits lock poisoned");
-            let d = p.take(&format!("d/{device}"), c.device_pages_per_sec, 1.0, now);
-            let t = p.take(&format!("t/{tenant}"), c.tenant_pages_per_sec, 1.0, now);
+            let (dk, tk) = (format!("pages/d/{device}"), format!("pages/t/{tenant}"));
+            let d = p.take(&dk, c.device_pages_per_sec, 1.0, now, &self.shares);
+            let t = p.take(&tk, c.tenant_pages_per_sec, 1.0, now, &self.shares);
             let wait = d.max(t);
             if wait > MAX_WAIT {
-                p.give_back(&format!("d/{device}"), 1.0);
-                p.give_back(&format!("t/{tenant}"), 1.0);
+                p.give_back(&dk, 1.0);
+                p.give_back(&tk, 1.0);
             }
             wait
         };
@@ -246,18 +282,9 @@ impl Limits {
         let now = Instant::now();
         let wait = {
             let mut b = self.bytes.lock().expect("limits lock poisoned");
-            let d = b.take(
-                &format!("d/{device}"),
-                c.device_bytes_per_sec,
-                n as f64,
-                now,
-            );
-            let t = b.take(
-                &format!("t/{tenant}"),
-                c.tenant_bytes_per_sec,
-                n as f64,
-                now,
-            );
+            let (dk, tk) = (format!("bytes/d/{device}"), format!("bytes/t/{tenant}"));
+            let d = b.take(&dk, c.device_bytes_per_sec, n as f64, now, &self.shares);
+            let t = b.take(&tk, c.tenant_bytes_per_sec, n as f64, now, &self.shares);
             d.max(t)
         };
         if !wait.is_zero() {
@@ -327,7 +354,7 @@ mod tests {
         {
             let mut p = l.pages.lock().unwrap();
             for _ in 0..7 {
-                debt = p.take("d/x", 1.0, 1.0, now);
+                debt = p.take("pages/d/x", 1.0, 1.0, now, &l.shares);
             }
         }
         assert!(debt > MAX_WAIT);
