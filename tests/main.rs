@@ -33,6 +33,7 @@ mod metrics;
 mod outage;
 mod packaging;
 mod postgres_audit;
+mod postgres_fleet;
 mod postgres_meta;
 mod postgres_nodes;
 mod production;

@@ -11,13 +11,17 @@ use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{Connection, Login};
 use quire_codecs::wire::{Frame, ALPN};
 
-fn meta_toml(url: &str) -> String {
+pub(crate) fn meta_toml(url: &str) -> String {
     format!("[meta]\nkind = \"postgres\"\nurl = \"{url}\"\n")
 }
 
 /// Waits (until `limit` after `t`) for the connection to be closed by the server; how long
 /// after `t` it was.
-async fn closed_within(conn: &Connection, t: Instant, limit: Duration) -> Option<Duration> {
+pub(crate) async fn closed_within(
+    conn: &Connection,
+    t: Instant,
+    limit: Duration,
+) -> Option<Duration> {
     while t.elapsed() < limit {
         if conn.is_closed() {
             return Some(t.elapsed());
@@ -27,7 +31,7 @@ async fn closed_within(conn: &Connection, t: Instant, limit: Duration) -> Option
     None
 }
 
-async fn job_open(conn: &Connection) -> Result<Frame, quire_client::ClientError> {
+pub(crate) async fn job_open(conn: &Connection) -> Result<Frame, quire_client::ClientError> {
     conn.call(&Frame::JobOpen {
         tenant: "dev".into(),
         job_id: "j".into(),
@@ -203,7 +207,7 @@ fn a_job_begun_on_one_node_is_resumed_and_committed_on_the_other() {
 }
 
 /// Pages a node acknowledged, from its /metrics.
-fn pages_acknowledged(metrics: std::net::SocketAddr) -> u64 {
+pub(crate) fn pages_acknowledged(metrics: std::net::SocketAddr) -> u64 {
     let (status, body) = http_get(metrics, "/metrics").unwrap();
     assert_eq!(status, 200);
     body.lines()

@@ -82,6 +82,12 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
     let a = server.push_ok(&dir_a, &["--no-progress"]);
     let b = server.push_ok(&dir_b, &["--no-progress"]);
     assert_eq!(objects_of(&server, &a), 4);
+    // What a writer killed mid-upload leaves beside a page (a later one stored it): part of
+    // the job's ciphertext, so it goes with the job.
+    let partial = server.path().join(format!(
+        "quire-data/store/tenants/dev/jobs/{a}/pages/000000#7"
+    ));
+    std::fs::write(&partial, b"partial sealed bytes").unwrap();
     hold(&server, "set", &["--job", &b, "--reason", "case 2026-17"]);
 
     let out = server.path().join("delivered");
@@ -125,6 +131,7 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
 
     // The delivered job is gone, for `get` too; the held one is untouched.
     assert_eq!(objects_of(&server, &a), 0);
+    assert!(!partial.exists());
     assert_eq!(objects_of(&server, &b), 3);
     let gone = server.quire(&["get", "--job", &a, "--out", "x"]);
     assert!(!gone.status.success());

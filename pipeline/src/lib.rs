@@ -250,6 +250,21 @@ impl Pipeline {
     pub fn store_for(&self, tenant: &str) -> &Store {
         self.routes.get(tenant).unwrap_or(&self.store)
     }
+
+    /// Removes what writers killed mid-upload left among a finished job's objects (a local
+    /// store's staging files: partial ciphertext, never visible as objects), so that a
+    /// committed or deleted job leaves no such bytes behind. Returns how many files went.
+    pub async fn remove_job_leftovers(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<u32, StoreError> {
+        let store = self.store_for(tenant).clone();
+        let prefix = keys::job_prefix(tenant, job_id);
+        tokio::task::spawn_blocking(move || store.remove_leftovers_under(&prefix))
+            .await
+            .expect("leftover removal panicked")
+    }
 }
 
 /// A pipeline over the in-memory store with vault and spool under `dir`, delivering.

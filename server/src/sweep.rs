@@ -67,6 +67,12 @@ pub(crate) async fn delete_job(
         store.delete(&obj.key).await.map_err(|e| e.to_string())?;
         deleted += 1;
     }
+    // Partial copies a killed writer left are ciphertext of this job too (not objects).
+    let leftovers = state
+        .pipeline
+        .remove_job_leftovers(tenant, job)
+        .await
+        .map_err(|e| e.to_string())?;
     let meta = state.meta.clone();
     let (t, j) = (tenant.to_string(), job.to_string());
     let at = state.clock.now_unix();
@@ -82,7 +88,7 @@ pub(crate) async fn delete_job(
     if let Err(e) = done {
         error!(error = %e, tenant, job, "cannot write the audit log after deleting a job");
     }
-    info!(tenant, job, objects = deleted, reason = %why, "job deleted");
+    info!(tenant, job, objects = deleted, leftovers, reason = %why, "job deleted");
     Ok(Deletion::Deleted(deleted))
 }
 

@@ -314,11 +314,51 @@ impl Store {
         for entry in entries.flatten() {
             let n = entry.file_name();
             let n = n.to_string_lossy();
-            if n.strip_prefix(&prefix)
-                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+            if n.strip_prefix(&prefix).is_some_and(staging_suffix)
                 && std::fs::remove_file(entry.path()).is_ok()
             {
                 removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes every staging file writers killed mid-upload left under `prefix` (see
+    /// [`Store::remove_crash_leftovers`]): for a finished job, whose pages were then stored
+    /// by another writer (another node, or this one after a restart). Call only when no
+    /// upload under `prefix` should still be running. Returns how many files were removed.
+    pub fn remove_leftovers_under(&self, prefix: &str) -> Result<u32, StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            store: self.name.clone(),
+            message: e.to_string(),
+        };
+        let mut removed = 0;
+        let mut dirs = vec![root.join(self.path(prefix)?.as_ref())];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(unavailable)?;
+                // Not following links: the store's own directories only.
+                if entry.file_type().map_err(unavailable)?.is_dir() {
+                    dirs.push(entry.path());
+                    continue;
+                }
+                let name = entry.file_name();
+                let staged = name
+                    .to_string_lossy()
+                    .rsplit_once('#')
+                    .is_some_and(|(key, n)| !key.is_empty() && staging_suffix(n));
+                if staged {
+                    std::fs::remove_file(entry.path()).map_err(unavailable)?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
@@ -482,6 +522,11 @@ fn map_err(store: &str, key: &str, e: object_store::Error) -> StoreError {
     }
 }
 
+/// Whether `n` (what follows `#` in a file name) is a local store's staging number.
+fn staging_suffix(n: &str) -> bool {
+    !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +552,46 @@ mod tests {
         assert_eq!(left, ["p1", "p1#x", "p10#1", "p2#1"]);
         assert_eq!(store.remove_crash_leftovers("t/none/p1").unwrap(), 0);
         assert_eq!(Store::memory().remove_crash_leftovers("t/j/p1").unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_crash_leftover_under_a_prefix_is_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        for key in ["t/j/pages/000001", "t/j/manifest", "t/j2/pages/000001"] {
+            store
+                .put_new(key, Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+        }
+        for f in [
+            "j/pages/000001#1",
+            "j/pages/000002#12",
+            "j/manifest#3",
+            "j/pages/x#y",
+            "j2/pages/000001#1",
+        ] {
+            std::fs::write(dir.path().join("t").join(f), b"staged").unwrap();
+        }
+        assert_eq!(store.remove_leftovers_under("t/j").unwrap(), 3);
+        let root = format!("{}/", dir.path().display());
+        let mut left: Vec<String> = walk(dir.path())
+            .into_iter()
+            .map(|p| p.strip_prefix(&root).unwrap().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "t/j/manifest",
+                "t/j/pages/000001",
+                "t/j/pages/x#y",
+                "t/j2/pages/000001",
+                "t/j2/pages/000001#1"
+            ]
+        );
+        assert_eq!(store.remove_leftovers_under("t/none").unwrap(), 0);
+        assert_eq!(Store::memory().remove_leftovers_under("t/j").unwrap(), 0);
     }
 
     async fn exercise(store: Store) {

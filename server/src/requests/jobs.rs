@@ -158,6 +158,20 @@ pub(super) async fn job_commit(
     let bytes = manifest.total_bytes();
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
     blocking(move || meta.commit_job(&t, &j, page_count, bytes)).await?;
+    // A node killed while writing one of these pages (the scanner then sent it again) left
+    // a partial copy beside it.
+    match state.pipeline.remove_job_leftovers(tenant, job_id).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            tenant,
+            job = job_id,
+            files = n,
+            "removed partial page copies a killed writer left"
+        ),
+        Err(e) => {
+            warn!(tenant, job = job_id, error = %e, "cannot remove partial page copies a killed writer left; they go when the job is deleted")
+        }
+    }
     info!(
         tenant,
         job = job_id,
