@@ -253,7 +253,10 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
-        if let Some(w) = config.meta.shred_warning(config.vault.kind()) {
+        for w in config
+            .meta
+            .warnings(config.vault.kind(), config.pipeline.ack)
+        {
             warn!("{w}");
         }
         let key_dir = config.key_dir();

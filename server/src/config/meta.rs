@@ -144,20 +144,56 @@ impl MetaConfig {
         }
     }
 
-    /// Why a shred might not be final with this vault backend, if it might not: with the
-    /// file vault, wrapped tenant keys in a database outlive a shred in its backups.
-    pub fn shred_warning(&self, vault_kind: &str) -> Option<&'static str> {
-        match (self, vault_kind) {
-            (MetaConfig::Postgres(_), "file") => Some(
+    /// What to tell an operator about this metadata store with the rest of the configuration:
+    /// with the file vault, wrapped tenant keys in a database outlive a shred in its backups;
+    /// with `ack = "spooled"`, a node's acknowledged pages wait in its own spool if it dies.
+    pub fn warnings(&self, vault_kind: &str, ack: quire_pipeline::AckMode) -> Vec<&'static str> {
+        let MetaConfig::Postgres(_) = self else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if vault_kind == "file" {
+            out.push(
                 "the file vault with [meta] kind = \"postgres\": wrapped tenant keys are rows \
                  of the database, so a shred is final only once its backups are gone too; use a \
                  KMS or HSM ([vault] kind) for several nodes (see docs/SECURITY.md)",
-            ),
-            _ => None,
+            );
         }
+        if ack == quire_pipeline::AckMode::Spooled {
+            out.push(
+                "ack = \"spooled\" with [meta] kind = \"postgres\": pages this node acknowledges \
+                 wait in its own spool until stored, so if it dies they wait for it to come back \
+                 (no other node can store them); use ack = \"stored\" with several nodes (see \
+                 docs/DEPLOY.md)",
+            );
+        }
+        out
     }
 
     fn redb_path(data_dir: &Path) -> PathBuf {
         data_dir.join("meta.redb")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quire_pipeline::AckMode;
+
+    #[test]
+    fn a_shared_database_warns_of_what_a_node_keeps_to_itself() {
+        let pg = MetaConfig::Postgres(PgTarget {
+            url: "host=/run/postgresql".into(),
+            password: None,
+            pool_size: 1,
+        });
+        assert!(MetaConfig::Redb
+            .warnings("file", AckMode::Spooled)
+            .is_empty());
+        assert!(pg.warnings("aws-kms", AckMode::Stored).is_empty());
+        let w = pg.warnings("file", AckMode::Spooled);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].contains("shred is final only once its backups are gone"));
+        assert!(w[1].contains("use ack = \"stored\" with several nodes"));
     }
 }
