@@ -90,4 +90,5 @@ start_postgres
 trap 'stop_test_servers; stop_postgres' EXIT
 export QUIRE_TEST_POSTGRES_URL="$QUIRE_PG_URL"
 export QUIRE_TEST_POSTGRES_PORT="$QUIRE_PG_PORT"
+export QUIRE_TEST_POSTGRES_CA="$QUIRE_PG_CA"
 echo "test PostgreSQL: $QUIRE_PG_DIR (port $QUIRE_PG_PORT)"

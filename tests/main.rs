@@ -36,6 +36,7 @@ mod postgres_audit;
 mod postgres_fleet;
 mod postgres_meta;
 mod postgres_nodes;
+mod postgres_tls;
 mod production;
 mod push_input;
 mod refusals;

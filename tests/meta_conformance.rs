@@ -52,6 +52,7 @@ fn pg_target(url: String) -> PgTarget {
         url,
         password: None,
         pool_size: 4,
+        ca: None,
     }
 }
 

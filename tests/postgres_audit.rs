@@ -19,6 +19,7 @@ fn node(url: &str) -> PgMeta {
         url: url.to_string(),
         password: None,
         pool_size: 4,
+        ca: None,
     })
     .unwrap()
 }

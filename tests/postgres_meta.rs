@@ -14,6 +14,7 @@ fn target(url: String) -> PgTarget {
         url,
         password: None,
         pool_size: 2,
+        ca: None,
     }
 }
 
@@ -155,14 +156,6 @@ fn an_unreachable_database_is_named() {
     );
 }
 
-#[test]
-fn a_database_across_a_network_is_refused_without_tls() {
-    let e = open_error(&target(
-        "postgres://quire@db.example.net:5432/quire".to_string(),
-    ));
-    assert!(e.contains("across a network") && e.contains("TLS"), "{e}");
-}
-
 /// Over TCP the test server asks for a password (SCRAM): the one in `password_file` works,
 /// a wrong one is refused with PostgreSQL's own reason, and neither shows up in the log.
 #[test]
@@ -254,6 +247,10 @@ fn the_meta_section_is_checked() {
         ),
         (
             "[meta]\nurl = \"postgres://q@127.0.0.1/q\"\n",
+            "only applies to kind = \"postgres\"",
+        ),
+        (
+            "[meta]\nca = \"/etc/quire/db-ca.pem\"\n",
             "only applies to kind = \"postgres\"",
         ),
         ("[meta]\nkind = \"sqlite\"\n", "not a metadata store"),

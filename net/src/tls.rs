@@ -55,19 +55,56 @@ fn rustls_client(
     alpn: &[u8],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<rustls::ClientConfig, TlsError> {
+    let mut tls = trusting(ca_pem, "server_ca", versions)?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    tls.enable_early_data = false;
+    Ok(tls)
+}
+
+/// A TLS client configuration (TLS 1.3 or 1.2, no ALPN) trusting exactly the certificates in
+/// `ca_pem` (from `source`, for messages), which checks the server's certificate against them
+/// and the host name: for services Quire connects to, such as its PostgreSQL database.
+pub fn service_client_config(ca_pem: &str, source: &str) -> Result<rustls::ClientConfig, TlsError> {
+    trusting(
+        ca_pem,
+        source,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+}
+
+/// A TLS client configuration that trusts nothing: for a connector the code needs but that is
+/// never asked to encrypt (a database reached over a Unix socket or loopback).
+pub fn service_client_config_empty() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+fn trusting(
+    ca_pem: &str,
+    source: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert = cert.map_err(|_| TlsError::Pem {
-            path: "server_ca".into(),
+            path: source.into(),
             what: "certificate",
         })?;
         roots.add(cert)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem {
+            path: source.into(),
+            what: "certificate",
+        });
     }
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
     tls.enable_early_data = false;
     Ok(tls)
 }

@@ -23,6 +23,8 @@ pub(super) struct MetaSection {
     password_file: Option<PathBuf>,
     password_env: Option<String>,
     pool_size: Option<usize>,
+    /// PostgreSQL across a network: the PEM file of the CA that issued its certificate.
+    ca: Option<PathBuf>,
 }
 
 /// Which metadata store the server uses.
@@ -47,6 +49,7 @@ impl MetaSection {
                     ("password_file", self.password_file.is_some()),
                     ("password_env", self.password_env.is_some()),
                     ("pool_size", self.pool_size.is_some()),
+                    ("ca", self.ca.is_some()),
                 ];
                 if let Some((key, _)) = stray.iter().find(|(_, given)| *given) {
                     return Err(invalid(
@@ -102,6 +105,7 @@ impl MetaSection {
                     url,
                     password,
                     pool_size,
+                    ca: self.ca,
                 }))
             }
             other => Err(invalid(
@@ -186,6 +190,7 @@ mod tests {
             url: "host=/run/postgresql".into(),
             password: None,
             pool_size: 1,
+            ca: None,
         });
         assert!(MetaConfig::Redb
             .warnings("file", AckMode::Spooled)

@@ -32,12 +32,8 @@ fn key(work: &str) -> i64 {
 impl PgMeta {
     /// Whether this node holds (or now takes) `work`.
     pub(super) fn lead_work(&self, work: &str) -> Result<bool, MetaError> {
-        let (leases, config, work) = (
-            self.leases.clone(),
-            self.listen_config.clone(),
-            work.to_string(),
-        );
-        self.call(move |_pool| async move { lead(&leases, &config, &work).await })
+        let (leases, dial, work) = (self.leases.clone(), self.dial.clone(), work.to_string());
+        self.call(move |_pool| async move { lead(&leases, &dial, &work).await })
     }
 }
 
@@ -80,7 +76,7 @@ impl PgMeta {
 
 async fn lead(
     leases: &Arc<Mutex<Leases>>,
-    config: &tokio_postgres::Config,
+    dial: &super::tls::Dial,
     work: &str,
 ) -> Result<bool, MetaError> {
     let mut l = leases.lock().await;
@@ -94,7 +90,7 @@ async fn lead(
         return Ok(true);
     }
     if l.client.is_none() {
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(pg)?;
+        let (client, connection) = dial.connect().await.map_err(pg)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

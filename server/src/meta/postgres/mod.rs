@@ -26,6 +26,7 @@ mod lease;
 mod ops;
 mod rings;
 mod schema;
+mod tls;
 mod watch;
 
 pub use audit::PgTrail;
@@ -43,6 +44,9 @@ pub struct PgTarget {
     pub password: Option<String>,
     /// Most connections this node holds open.
     pub pool_size: usize,
+    /// The CA that issued the database server's certificate: with it, connections are TLS
+    /// and the certificate is checked; without, the database must be on this machine.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -57,8 +61,9 @@ impl std::fmt::Debug for PgTarget {
 #[derive(Clone)]
 pub struct PgMeta {
     pool: Pool,
-    /// For the connection that listens for device changes (see `watch.rs`).
-    listen_config: tokio_postgres::Config,
+    /// For connections outside the pool: listening for device changes (`watch.rs`), and
+    /// holding this node's periodic work (`lease.rs`).
+    dial: tls::Dial,
     /// Where it is, for messages (host, port, database; never the password).
     place: String,
     /// The connection holding this node's periodic work (see `lease.rs`).
@@ -91,13 +96,12 @@ impl PgMeta {
             ));
         }
         let place = describe_place(&config);
-        refuse_cleartext_network(&config, &place)?;
         config.application_name("quire");
         config.connect_timeout(Duration::from_secs(10));
-        let listen_config = config.clone();
+        let dial = tls::Dial::new(config, target.ca.as_deref(), &place)?;
         let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
+            dial.config.clone(),
+            dial.tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -111,7 +115,7 @@ impl PgMeta {
             .map_err(|e| MetaError::Db(format!("PostgreSQL connection pool: {e}")))?;
         let meta = PgMeta {
             pool,
-            listen_config,
+            dial,
             place,
             leases: Default::default(),
             io: Arc::new(IoThread::start()?),
@@ -210,39 +214,6 @@ fn describe_place(config: &tokio_postgres::Config) -> String {
     )
 }
 
-/// The connection is not encrypted, so it may only stay on this machine: a Unix socket or a
-/// loopback address. Page names and digests are document metadata and must not cross a
-/// network in clear.
-fn refuse_cleartext_network(config: &tokio_postgres::Config, place: &str) -> Result<(), MetaError> {
-    for host in config.get_hosts() {
-        let local = match host {
-            Host::Unix(_) => true,
-            Host::Tcp(name) => {
-                name == "localhost"
-                    || name
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-        };
-        if !local {
-            return Err(MetaError::Db(format!(
-                "[meta] url points at {place}, across a network: this version talks to \
-                 PostgreSQL without TLS, so it only connects over a Unix socket or loopback. \
-                 Run the database on the node, or reach it through an encrypted tunnel \
-                 (WireGuard, stunnel) that ends on loopback"
-            )));
-        }
-    }
-    if config.get_hosts().is_empty() {
-        return Err(MetaError::Db(
-            "[meta] url names no host: give host=/run/postgresql (a socket directory) or \
-             127.0.0.1"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
 fn pool_error(place: &str, e: deadpool_postgres::PoolError) -> MetaError {
     let detail = match &e {
         deadpool_postgres::PoolError::Backend(pg) => schema::describe(pg),
@@ -261,11 +232,7 @@ impl PgMeta {
     pub(super) fn watch_devices(
         &self,
     ) -> tokio::sync::mpsc::UnboundedReceiver<crate::meta::DeviceEvent> {
-        watch::start(
-            &self.io.handle,
-            self.pool.clone(),
-            self.listen_config.clone(),
-        )
+        watch::start(&self.io.handle, self.pool.clone(), self.dial.clone())
     }
 
     /// The version the database's schema is at now.

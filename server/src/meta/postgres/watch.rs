@@ -34,12 +34,12 @@ const RELISTEN_AFTER: Duration = Duration::from_secs(2);
 pub(super) fn start(
     runtime: &tokio::runtime::Handle,
     pool: Pool,
-    config: tokio_postgres::Config,
+    dial: super::tls::Dial,
 ) -> mpsc::UnboundedReceiver<DeviceEvent> {
     let (events, receiver) = mpsc::unbounded_channel();
     let (wake, woken) = mpsc::unbounded_channel();
     let listening = Arc::new(AtomicBool::new(false));
-    runtime.spawn(listen(config, wake, listening.clone()));
+    runtime.spawn(listen(dial, wake, listening.clone()));
     runtime.spawn(read_changes(pool, events, woken, listening));
     receiver
 }
@@ -123,12 +123,12 @@ async fn changes_after(pool: &Pool, last: i64) -> Result<Vec<(i64, DeviceEvent)>
 /// notification (and every new start of listening, which may have missed some) wakes
 /// [`read_changes`].
 async fn listen(
-    config: tokio_postgres::Config,
+    dial: super::tls::Dial,
     wake: mpsc::UnboundedSender<()>,
     listening: Arc<AtomicBool>,
 ) {
     while !wake.is_closed() {
-        match config.connect(tokio_postgres::NoTls).await {
+        match dial.connect().await {
             Ok((client, mut connection)) => {
                 let notify = wake.clone();
                 let messages = tokio::spawn(async move {
