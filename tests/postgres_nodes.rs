@@ -221,6 +221,18 @@ pub(crate) fn pages_acknowledged(metrics: std::net::SocketAddr) -> u64 {
 /// byte-identical.
 #[test]
 fn a_push_naming_two_nodes_fails_over_when_its_node_is_killed() {
+    push_fails_over_when_its_node("KILL");
+}
+
+/// The same when the node is stopped (SIGTERM): it drains, refusing new pages and then new
+/// connections, and the push finishes on the other node.
+#[test]
+fn a_push_naming_two_nodes_fails_over_when_its_node_drains() {
+    push_fails_over_when_its_node("TERM");
+}
+
+/// A push naming both nodes; once pages flow, `signal` goes to the node it is on.
+fn push_fails_over_when_its_node(signal: &str) {
     use std::io::BufRead;
     let url = fresh_database();
     let (ma, mb) = (free_port(), free_port());
@@ -265,7 +277,15 @@ fn a_push_naming_two_nodes_fails_over_when_its_node_is_killed() {
         true => (&mut a, metrics_of(mb)),
         false => (&mut b, metrics_of(ma)),
     };
-    killed.kill();
+    if signal == "KILL" {
+        killed.kill();
+    } else {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &killed.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let out = push.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", rest.join("\n"));
