@@ -323,3 +323,42 @@ fn nodes_share_one_keyring_in_the_database() {
     let c = node();
     assert!(c.current_kek("acme").is_err());
 }
+
+/// The database going away (its connections cut, then no new ones allowed) makes a push fail
+/// with a retryable refusal that says it is the server's side (not hang, not "internal"); once it takes connections again the same server pushes again,
+/// with no restart (the pool replaces the broken connections).
+#[test]
+fn a_node_rides_out_the_database_going_away() {
+    let url = fresh_database();
+    let server = TestServer::start_with_config(&meta_toml(&url));
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    server.push_ok(&samples, &["--no-progress"]);
+    let dbname = url.rsplit("dbname=").next().unwrap().to_string();
+    let maintenance = with_dbname(&url, "postgres");
+    let cut = |allow: bool| {
+        psql(
+            &maintenance,
+            &format!("ALTER DATABASE {dbname} ALLOW_CONNECTIONS {allow}"),
+        );
+        psql(
+            &maintenance,
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{dbname}'"
+            ),
+        );
+    };
+    cut(false);
+    let out = server.quire(&["push", samples.to_str().unwrap(), "--no-progress"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pushed without a database");
+    // The scanner is told it is not its fault; the operator's log names the database.
+    assert!(
+        err.contains("metadata store is unavailable") && err.contains("retry later"),
+        "{err}"
+    );
+    let log = server.log_text();
+    assert!(log.contains("PostgreSQL"), "{log}");
+    cut(true);
+    server.push_ok(&samples, &["--no-progress"]);
+}

@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{self, Principal};
-use quire_codecs::wire::{ErrorCode, Frame};
 use quire_pipeline::Pipeline;
 use tracing::{debug, error, info, warn};
 
@@ -20,7 +18,7 @@ use crate::{keycheck, limits, requests, slots, sweep};
 use quire_codecs::wire::{
     CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW,
 };
-use quire_net::stream::{write_frame, FrameReader};
+use quire_net::stream::FrameReader;
 use quire_net::tls::TlsError;
 
 /// The server failed to start.
@@ -514,7 +512,8 @@ async fn handle_connection(
     let remote = conn.remote_address();
     state.metrics.authenticating(1);
     let began = std::time::Instant::now();
-    let outcome = tokio::time::timeout_at(deadline, authenticate(&state, &conn)).await;
+    let outcome =
+        tokio::time::timeout_at(deadline, crate::hello::authenticate(&state, &conn)).await;
     state.metrics.authenticating(-1);
     if let Ok(Ok(Some(_))) = &outcome {
         state.metrics.stage("authenticate", began.elapsed());
@@ -567,118 +566,6 @@ async fn handle_connection(
             requests::handle_stream(state, principal, send, FrameReader::requests(recv)).await;
         });
     }
-}
-
-/// Reads the first stream: `Hello` authenticates (`Some(principal)`), `Enroll` registers a
-/// new pending device (`None`).
-async fn authenticate(
-    state: &State,
-    conn: &quinn::Connection,
-) -> Result<Option<Principal>, String> {
-    // The caller bounds all of this by the hello deadline.
-    let (mut send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-    let mut reader = FrameReader::requests(recv);
-    let hello = reader.next().await;
-    let refuse = |code: ErrorCode, message: String| (code, message);
-    let result = match hello {
-        Ok(Some(Frame::Hello {
-            tenant,
-            device_id,
-            secret,
-        })) => {
-            let rec = state.meta.device(&device_id).map_err(|e| e.to_string())?;
-            auth::authenticate(rec.as_ref(), &device_id, &tenant, &secret)
-                .map_err(|e| refuse(e.code(), e.to_string()))
-        }
-        Ok(Some(Frame::Enroll { token, device_id })) => {
-            let secret = quire_net::random_secret();
-            let hash = requests::token_hash(&token);
-            let meta = state.meta.clone();
-            let (id, secret_hash) = (device_id.clone(), auth::hash_secret(&secret));
-            // On the record before the token is spent; no record, no enrollment.
-            state
-                .audit
-                .append(
-                    &device_id,
-                    "device",
-                    "device.enroll",
-                    "",
-                    "token presented",
-                    "started",
-                )
-                .await
-                .map_err(|e| format!("enrollment not recorded in the audit log: {e}"))?;
-            let outcome = tokio::task::spawn_blocking(move || {
-                meta.enroll(&hash, requests::unix_now(), &id, secret_hash)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            let (tenant, result) = match &outcome {
-                Ok(rec) => (rec.tenant.clone(), "ok".to_string()),
-                Err(e) => (String::new(), format!("refused: {e}")),
-            };
-            let recorded = state
-                .audit
-                .append(&device_id, "device", "device.enroll", &tenant, "", &result)
-                .await;
-            if let Err(e) = recorded {
-                error!(error = %e, device = %device_id, "cannot record an enrollment's outcome");
-            }
-            let reply = match outcome {
-                Ok(rec) => {
-                    info!(device = %rec.device_id, tenant = %rec.tenant, "device enrolled; pending until an administrator enables it");
-                    Frame::AdminIssued {
-                        device_id: rec.device_id,
-                        tenant: rec.tenant,
-                        role: rec.role,
-                        secret: *secret,
-                    }
-                }
-                Err(crate::meta::MetaError::BadToken) => Frame::Error {
-                    code: ErrorCode::BadCredential,
-                    message: "the enrollment token is unknown, already used, or expired".into(),
-                },
-                Err(crate::meta::MetaError::Exists(what)) => Frame::Error {
-                    code: ErrorCode::Conflict,
-                    message: format!("{what} already exists; choose another --device-id"),
-                },
-                Err(e) => {
-                    warn!(error = %e, "enrollment failed");
-                    Frame::Error {
-                        code: ErrorCode::Internal,
-                        message: "internal error; see the server log".into(),
-                    }
-                }
-            };
-            let failed = matches!(reply, Frame::Error { .. });
-            let _ = write_frame(&mut send, &reply).await;
-            let _ = send.finish();
-            return if failed {
-                Err("enrollment refused".into())
-            } else {
-                Ok(None)
-            };
-        }
-        Ok(Some(_)) => Err(refuse(
-            ErrorCode::NotAuthenticated,
-            "the first stream of a connection must carry a Hello frame".into(),
-        )),
-        Ok(None) => Err(refuse(ErrorCode::NotAuthenticated, "no Hello frame".into())),
-        Err(e) => Err(refuse(ErrorCode::Malformed, e.to_string())),
-    };
-    let reply = match &result {
-        Ok(p) => Frame::Welcome {
-            tenant: p.tenant.clone(),
-            role: p.role,
-        },
-        Err((code, message)) => Frame::Error {
-            code: *code,
-            message: message.clone(),
-        },
-    };
-    let _ = write_frame(&mut send, &reply).await;
-    let _ = send.finish();
-    result.map(Some).map_err(|(_, m)| m)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod cutoff;
 pub mod drain;
 pub mod edge;
 pub mod gate;
+mod hello;
 pub mod identity;
 pub mod keycheck;
 pub mod limits;

@@ -94,7 +94,8 @@ pub enum ErrorCode {
     NotFound,
     /// The job conflicts with what is already stored (e.g. a different page under the same index).
     Conflict,
-    /// The object store failed; the page was not stored and may be retried.
+    /// A store the server depends on failed (the object store, or its metadata database);
+    /// the request was not carried out and may be retried.
     StoreUnavailable,
     /// The caller lacks the role for this request.
     Forbidden,

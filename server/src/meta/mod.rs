@@ -55,6 +55,35 @@ pub enum MetaError {
     Committed(String),
 }
 
+/// What the store being unreachable or failing tells a client: not the client's fault.
+pub const UNAVAILABLE: &str = "the server's metadata store is unavailable (a problem on the \
+     server's side, not the scanner's; the operator finds the cause in the server log): retry later";
+
+impl MetaError {
+    /// The error code and message a client gets for this error. A failing or unreachable
+    /// store is the server's side and retryable; damaged records are a bug or damage for the
+    /// operator (`Internal`); the rest say what the client asked for that cannot be.
+    pub fn refusal(&self) -> (quire_codecs::wire::ErrorCode, String) {
+        use quire_codecs::wire::ErrorCode;
+        match self {
+            MetaError::Db(_) => (ErrorCode::StoreUnavailable, UNAVAILABLE.into()),
+            MetaError::Corrupt(_) => (
+                ErrorCode::Internal,
+                "internal error; see the server log".into(),
+            ),
+            MetaError::NoSuchTenant(_) | MetaError::NoSuchDevice(_) | MetaError::NotFound(_) => {
+                (ErrorCode::NotFound, self.to_string())
+            }
+            MetaError::BadToken => (ErrorCode::BadCredential, self.to_string()),
+            MetaError::Exists(_)
+            | MetaError::Revoked(_)
+            | MetaError::Owned { .. }
+            | MetaError::OtherUpload { .. }
+            | MetaError::Committed(_) => (ErrorCode::Conflict, self.to_string()),
+        }
+    }
+}
+
 /// A support partner's time-boxed access to a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {

@@ -97,8 +97,11 @@ impl From<PipelineError> for Refusal {
 
 impl From<crate::meta::MetaError> for Refusal {
     fn from(e: crate::meta::MetaError) -> Self {
-        warn!(error = %e, "metadata failure");
-        Refusal::new(ErrorCode::Internal, "internal error; see the server log")
+        let (code, message) = e.refusal();
+        if matches!(code, ErrorCode::StoreUnavailable | ErrorCode::Internal) {
+            warn!(error = %e, "metadata failure");
+        }
+        Refusal::new(code, message)
     }
 }
 
