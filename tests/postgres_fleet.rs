@@ -184,3 +184,44 @@ fn six_scanners_on_three_nodes_survive_the_loss_of_one() {
     let e = rt.block_on(job_open(&live)).unwrap_err().to_string();
     assert!(e.contains("was disabled by an administrator"), "{e}");
 }
+
+/// `quire-loadtest --server A,B` spreads its scanners over both nodes and reports each
+/// node's part; every job it pushed is verified.
+#[test]
+fn the_load_test_reports_each_node() {
+    let loadtest = std::path::Path::new(BIN).with_file_name("quire-loadtest");
+    assert!(
+        loadtest.exists(),
+        "build the load generator first (cargo build -p quire-loadtest)"
+    );
+    let url = fresh_database();
+    let a = TestServer::start_with_config(&meta_toml(&url));
+    let b = second_node(&a, &url, "");
+    let out = Command::new(&loadtest)
+        .args(["--server", &format!("{},{}", a.addr, b.addr)])
+        .args(["--credential", "quire-data/dev/device.cred"])
+        .args(["--generate", "50k:2,500k:1", "--pages-per-job", "3"])
+        .args(["--generated-jobs", "4", "--scanners", "4", "--jobs", "1"])
+        .current_dir(a.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    assert_eq!(
+        (report["pages"].as_u64(), report["verified"].as_bool()),
+        (Some(12), Some(true)),
+        "{report}"
+    );
+    let nodes = report["nodes"].as_array().expect("a part per node");
+    assert_eq!(nodes.len(), 2, "{report}");
+    for (node, addr) in nodes.iter().zip([a.addr, b.addr]) {
+        assert_eq!(node["addr"], addr.to_string());
+        assert_eq!(node["connections"], 2, "{report}");
+        assert_eq!(node["pages"], 6, "{report}");
+    }
+}

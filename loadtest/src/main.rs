@@ -10,6 +10,7 @@
 
 mod generate;
 mod idle;
+mod nodes;
 mod plot;
 mod scanner;
 mod server;
@@ -102,9 +103,11 @@ struct Args {
     /// its own `--concurrency` pages in flight.
     #[arg(long, default_value_t = 1)]
     jobs_in_flight: usize,
-    /// Server to load; without it one is started in this process.
+    /// Server to load (host:port), or several nodes of one deployment separated by commas
+    /// (scanners spread over them evenly; the report has each node's part); without it one
+    /// is started in this process.
     #[arg(long)]
-    server: Option<std::net::SocketAddr>,
+    server: Option<String>,
     /// Device credential (with --server).
     #[arg(long)]
     credential: Option<PathBuf>,
@@ -121,7 +124,7 @@ struct Args {
 }
 
 #[derive(Serialize)]
-struct Latency {
+pub(crate) struct Latency {
     p50: f64,
     p90: f64,
     p99: f64,
@@ -165,6 +168,9 @@ struct Report {
     connections: std::collections::BTreeMap<String, u64>,
     /// The idle scanners (`--idle-scanners`), if any.
     idle: Option<idle::IdleReport>,
+    /// Each node's part, with `--server A,B,…`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nodes: Option<Vec<nodes::NodeReport>>,
     verified: bool,
     timeline: Vec<plot::Sample>,
 }
@@ -206,7 +212,9 @@ async fn main() -> Result<()> {
     let corpus = corpus_for(&args, work.path())?;
     let corpus = Arc::new(corpus);
 
-    let (started, cred, addr) = server_for(&args, work.path()).await?;
+    let (started, cred, addrs) = server_for(&args, work.path()).await?;
+    let nodes = Arc::new(nodes::Nodes::new(addrs)?);
+    let addr = nodes.first();
     let idle = match args.idle_scanners {
         0 => None,
         n => {
@@ -266,7 +274,7 @@ async fn main() -> Result<()> {
         committed: committed.clone(),
         bar: bar.clone(),
         cred: cred.clone(),
-        addr,
+        nodes: nodes.clone(),
         concurrency: args.concurrency,
         jobs_in_flight: args.jobs_in_flight.max(1),
         jobs: args.jobs,
@@ -327,6 +335,7 @@ async fn main() -> Result<()> {
         errors_by_kind: error_kinds.lock().expect("lock").clone(),
         connections: connections.lock().expect("lock").clone(),
         idle,
+        nodes: nodes.report(seconds),
         verified,
         timeline: timeline.lock().expect("timeline lock").clone(),
     };
@@ -344,7 +353,7 @@ async fn main() -> Result<()> {
 }
 
 /// Microseconds from 1 µs to 10 minutes, 3 significant digits.
-fn latency_histogram() -> Result<Histogram<u64>> {
+pub(crate) fn latency_histogram() -> Result<Histogram<u64>> {
     Ok(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?)
 }
 
@@ -400,13 +409,13 @@ impl Usage {
 async fn server_for(
     args: &Args,
     work: &Path,
-) -> Result<(Option<server::Started>, Credential, SocketAddr)> {
-    if let Some(addr) = args.server {
+) -> Result<(Option<server::Started>, Credential, Vec<SocketAddr>)> {
+    if let Some(list) = &args.server {
         let path = args
             .credential
             .clone()
             .unwrap_or_else(|| PathBuf::from("quire-data/dev/device.cred"));
-        return Ok((None, Credential::load(&path)?, addr));
+        return Ok((None, Credential::load(&path)?, nodes::parse(list)?));
     }
     let setup = server::Setup {
         store: args.store,
@@ -416,7 +425,7 @@ async fn server_for(
         server_cpus: args.server_cpus.clone(),
     };
     let (s, addr, cred) = server::Started::start(work, &setup, args.child).await?;
-    Ok((Some(s), Credential::load(&cred)?, addr))
+    Ok((Some(s), Credential::load(&cred)?, vec![addr]))
 }
 
 impl Latency {
@@ -597,7 +606,7 @@ struct Ctx {
     committed: Arc<Mutex<Vec<(String, usize)>>>,
     bar: ProgressBar,
     cred: Credential,
-    addr: std::net::SocketAddr,
+    nodes: Arc<nodes::Nodes>,
     concurrency: usize,
     jobs_in_flight: usize,
     jobs: u32,
@@ -637,9 +646,10 @@ impl Ctx {
 /// (counted as one error) rather than failing every page that follows.
 /// Bad handshakes as fast as `n` tasks can make them, for `--hammer-seconds`.
 async fn hammer(args: &Args, n: u32) -> Result<()> {
-    let Some(addr) = args.server else {
+    let Some(list) = &args.server else {
         bail!("--hammer needs --server");
     };
+    let addr = nodes::parse(list)?[0];
     let path = args
         .credential
         .clone()

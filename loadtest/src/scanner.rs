@@ -14,9 +14,14 @@ use super::Ctx;
 
 pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
     let next_job = AtomicU32::new(0);
+    let mut attempt = 0;
     while ctx.more_jobs(next_job.load(Ordering::Relaxed)) {
-        let conn = match Connection::connect(&ctx.cred, Some(ctx.addr)).await {
+        // Each new connection goes to the next node (one node: the same one again).
+        let (node, addr) = ctx.nodes.for_scanner(s, attempt);
+        attempt += 1;
+        let conn = match Connection::connect(&ctx.cred, Some(addr)).await {
             Ok(c) => {
+                ctx.nodes.connected(node);
                 let way = format!("{:?}", c.transport).to_lowercase();
                 *ctx.connections
                     .lock()
@@ -26,6 +31,7 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
                 c
             }
             Err(e) => {
+                ctx.nodes.error(node);
                 ctx.error(&format!("scanner {s}"), &e);
                 if ctx.deadline.is_none() {
                     return;
@@ -34,7 +40,7 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
                 continue;
             }
         };
-        let lanes = (0..ctx.jobs_in_flight).map(|_| run_lane(&ctx, s, &conn, &next_job));
+        let lanes = (0..ctx.jobs_in_flight).map(|_| run_lane(&ctx, s, node, &conn, &next_job));
         futures::future::join_all(lanes).await;
         if !conn.is_closed() {
             conn.close().await;
@@ -45,7 +51,7 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
 
 /// Pushes the scanner's next job, then the next, until there are no more or the connection
 /// ends (the scanner then reconnects).
-async fn run_lane(ctx: &Ctx, s: u32, conn: &Connection, next_job: &AtomicU32) {
+async fn run_lane(ctx: &Ctx, s: u32, node: usize, conn: &Connection, next_job: &AtomicU32) {
     while !conn.is_closed() {
         let j = next_job.fetch_add(1, Ordering::Relaxed);
         if !ctx.more_jobs(j) {
@@ -66,7 +72,7 @@ async fn run_lane(ctx: &Ctx, s: u32, conn: &Connection, next_job: &AtomicU32) {
             loop {
                 while inflight.len() < ctx.concurrency.max(1) {
                     match next.next() {
-                        Some(p) => inflight.push(push_one(ctx, conn, &upload, p)),
+                        Some(p) => inflight.push(push_one(ctx, node, conn, &upload, p)),
                         None => break,
                     }
                 }
@@ -89,13 +95,22 @@ async fn run_lane(ctx: &Ctx, s: u32, conn: &Connection, next_job: &AtomicU32) {
             .await;
         match commit {
             Ok(_) => ctx.committed.lock().expect("lock").push((job_id, idx)),
-            Err(e) => ctx.error(&format!("scanner {s} commit {job_id}"), &e),
+            Err(e) => {
+                ctx.nodes.error(node);
+                ctx.error(&format!("scanner {s} commit {job_id}"), &e)
+            }
         }
     }
 }
 
 /// Pushes one page and records its acknowledgement latency.
-async fn push_one(ctx: &Ctx, conn: &Connection, upload: &Upload, p: &LocalPage) -> bool {
+async fn push_one(
+    ctx: &Ctx,
+    node: usize,
+    conn: &Connection,
+    upload: &Upload,
+    p: &LocalPage,
+) -> bool {
     let t = Instant::now();
     ctx.in_flight.fetch_add(1, Ordering::Relaxed);
     let r = send_page(conn, upload, p, &ProgressBar::hidden()).await;
@@ -110,11 +125,13 @@ async fn push_one(ctx: &Ctx, conn: &Connection, upload: &Upload, p: &LocalPage) 
                 .record(us)
                 .ok();
             ctx.pages_done.fetch_add(1, Ordering::Relaxed);
+            ctx.nodes.page(node, p.entry.size, us);
             ctx.bytes_done.fetch_add(p.entry.size, Ordering::Relaxed);
             ctx.bar.inc(1);
             true
         }
         Err(e) => {
+            ctx.nodes.error(node);
             ctx.error(&format!("job {} page {}", upload.job_id, p.entry.index), &e);
             false
         }
