@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::common::postgres::{fresh_database, fresh_database_with, psql, with_dbname};
+use crate::common::postgres::{
+    database_with_login, fresh_database, fresh_database_with, psql, with_dbname,
+};
 use crate::common::*;
 use quire_server::meta::postgres::MIGRATIONS;
 use quire_server::meta::{MetaStore, PgMeta, PgTarget};
@@ -160,17 +162,7 @@ fn an_unreachable_database_is_named() {
 /// a wrong one is refused with PostgreSQL's own reason, and neither shows up in the log.
 #[test]
 fn the_password_comes_from_a_file_and_a_wrong_one_is_named() {
-    let url = fresh_database();
-    let dbname = url.rsplit("dbname=").next().unwrap().to_string();
-    let role = format!("r_{dbname}");
-    let secret = format!("pw-{}", &dbname[dbname.len() - 8..]);
-    psql(
-        &url,
-        &format!(
-            "CREATE ROLE {role} LOGIN PASSWORD '{secret}'; \
-             GRANT ALL ON DATABASE {dbname} TO {role}; GRANT ALL ON SCHEMA public TO {role}"
-        ),
-    );
+    let (dbname, role, secret) = database_with_login();
     let port = required_env("QUIRE_TEST_POSTGRES_PORT");
     let tcp = with_dbname(&format!("host=127.0.0.1 port={port} user={role}"), &dbname);
 

@@ -2,27 +2,9 @@
 //! that CA and the host name; a certificate from another CA, or for another name, is refused
 //! with the reason, and a database across a network without TLS is refused before connecting.
 
-use crate::common::postgres::{fresh_database, psql, with_dbname};
+use crate::common::postgres::{database_with_login, psql, with_dbname};
 use crate::common::*;
 use quire_server::meta::{PgMeta, PgTarget};
-
-/// A fresh database and a role that may log in to it over TCP with a password; returns the
-/// database's name, the role and its password.
-fn tcp_login() -> (String, String, String) {
-    let url = fresh_database();
-    let dbname = url.rsplit("dbname=").next().unwrap().to_string();
-    let role = format!("r_{dbname}");
-    let secret = format!("pw-{}", &dbname[dbname.len() - 8..]);
-    psql(
-        &url,
-        &format!(
-            "CREATE ROLE {role} LOGIN PASSWORD '{secret}'; \
-             GRANT ALL ON DATABASE {dbname} TO {role}; GRANT ALL ON SCHEMA public TO {role}"
-        ),
-    );
-    psql(&url, &format!("ALTER SCHEMA public OWNER TO {role}"));
-    (dbname, role, secret)
-}
 
 fn target(url: String, password: &str, ca: Option<std::path::PathBuf>) -> PgTarget {
     PgTarget {
@@ -42,7 +24,7 @@ fn open_error(t: &PgTarget) -> String {
 
 #[test]
 fn with_a_ca_every_connection_is_tls_and_the_certificate_is_checked() {
-    let (dbname, role, secret) = tcp_login();
+    let (dbname, role, secret) = database_with_login();
     let port = required_env("QUIRE_TEST_POSTGRES_PORT");
     let ca = std::path::PathBuf::from(required_env("QUIRE_TEST_POSTGRES_CA"));
     let by_name = with_dbname(&format!("host=localhost port={port} user={role}"), &dbname);

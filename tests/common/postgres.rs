@@ -48,3 +48,20 @@ pub fn with_dbname(url: &str, name: &str) -> String {
         .collect();
     format!("{} dbname={name}", kept.join(" "))
 }
+
+/// A fresh database and a role that logs in to it over TCP with a password (SCRAM) and owns
+/// its schema: the database's name, the role and the password.
+pub fn database_with_login() -> (String, String, String) {
+    let url = fresh_database();
+    let dbname = url.rsplit("dbname=").next().unwrap().to_string();
+    let role = format!("r_{dbname}");
+    let secret = format!("pw-{}", &dbname[dbname.len() - 8..]);
+    psql(
+        &url,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{secret}'; \
+             GRANT ALL ON DATABASE {dbname} TO {role}; ALTER SCHEMA public OWNER TO {role}"
+        ),
+    );
+    (dbname, role, secret)
+}
