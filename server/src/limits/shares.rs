@@ -15,6 +15,7 @@
 //! [`spawn_exchange`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Shares {
     inner: Mutex<Inner>,
+    /// Whether other nodes share the rates (demand is only counted then).
+    active: AtomicBool,
 }
 
 impl Shares {
@@ -63,6 +66,9 @@ impl Shares {
     /// Notes that `n` tokens of `key` (configured at `rate`) were asked for, and whether the
     /// caller had to wait for them.
     pub fn note(&self, key: &str, n: f64, waited: bool, rate: f64) {
+        if !self.active.load(Ordering::Relaxed) {
+            return;
+        }
         let mut inner = self.inner();
         let d = inner.demand.entry(key.to_string()).or_default();
         d.asked += n;
@@ -80,8 +86,10 @@ impl Shares {
             .collect()
     }
 
-    /// Sets this node's shares from its `claims` and the sum of the other nodes' claims.
+    /// Sets this node's shares from its `claims` and the sum of the other nodes' claims (and
+    /// from then on counts demand: there are other nodes to tell).
     pub fn apply(&self, claims: &[(String, f64)], others: &HashMap<String, f64>) {
+        self.active.store(true, Ordering::Relaxed);
         self.inner().share = claims
             .iter()
             .filter_map(|(key, mine)| {
@@ -188,7 +196,11 @@ mod tests {
     fn two_saturated_nodes_split_a_rate_and_an_idle_one_gives_its_share_back() {
         let (a, b) = (Shares::default(), Shares::default());
         let key = "bytes/t/acme";
+        // Nothing is counted until an exchange has found other nodes.
+        a.note(key, 500.0, true, 100.0);
+        assert!(a.take_claims(1.0).is_empty());
         for node in [&a, &b] {
+            node.apply(&[], &HashMap::new());
             node.note(key, 500.0, true, 100.0);
         }
         let (ca, cb) = (a.take_claims(1.0), b.take_claims(1.0));
