@@ -159,17 +159,21 @@ pub(super) async fn job_commit(
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
     blocking(move || meta.commit_job(&t, &j, page_count, bytes)).await?;
     // A node killed while writing one of these pages (the scanner then sent it again) left
-    // a partial copy beside it.
-    match state.pipeline.remove_job_leftovers(tenant, job_id).await {
-        Ok(0) => {}
-        Ok(n) => info!(
-            tenant,
-            job = job_id,
-            files = n,
-            "removed partial page copies a killed writer left"
-        ),
-        Err(e) => {
-            warn!(tenant, job = job_id, error = %e, "cannot remove partial page copies a killed writer left; they go when the job is deleted")
+    // a partial copy beside it. Only with ack = "stored", where every page was written before
+    // it was recorded; spooled pages may still be on their way (a crashed node's spool
+    // removes its own leftovers when it recovers them).
+    if state.pipeline.config.ack == quire_pipeline::AckMode::Stored {
+        match state.pipeline.remove_job_leftovers(tenant, job_id).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                tenant,
+                job = job_id,
+                files = n,
+                "removed partial page copies a killed writer left"
+            ),
+            Err(e) => {
+                warn!(tenant, job = job_id, error = %e, "cannot remove partial page copies a killed writer left; they go when the job is deleted")
+            }
         }
     }
     info!(
