@@ -52,7 +52,7 @@ fn writers_on_two_nodes_make_one_chain_per_tenant() {
     let url = fresh_database();
     let nodes = [node(&url), node(&url)];
     let trails: Vec<_> = nodes.iter().map(|n| n.audit_trail(1000).unwrap()).collect();
-    // 1,100 records of acme: more than one page of the reader (1,000).
+    // 1,100 records of acme: several pages of the reader (256 records each).
     std::thread::scope(|s| {
         for i in 0..8 {
             let trail = &trails[i % 2];

@@ -17,8 +17,9 @@ use quire_audit::{Entry, Head, LogLine, Record, Trail, TrailLines, GENESIS};
 use super::{pg, PgMeta};
 use crate::meta::MetaError;
 
-/// Records read per query when reading a chain back.
-const PAGE: i64 = 1000;
+/// Records read per query when reading a chain back (at most 16 MiB held at once: each line
+/// is fetched only up to `MAX_LINE_LEN`).
+const PAGE: i64 = 256;
 
 /// The audit chains of every tenant, in the shared database.
 #[derive(Debug)]
