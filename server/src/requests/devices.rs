@@ -78,9 +78,7 @@ pub(super) async fn devices(
                 None => return Err(missing()),
             }
             let id = device_id.clone();
-            blocking(move || meta.set_device_state(&id, new_state))
-                .await
-                .map_err(revoked_is_conflict)?;
+            blocking(move || meta.set_device_state(&id, new_state)).await?;
             if new_state != DeviceState::Enabled {
                 state.disconnect_device(
                     &device_id,
@@ -122,9 +120,7 @@ pub(super) async fn devices(
             }
             let secret = quire_net::random_secret();
             let (id, hash) = (rec.device_id.clone(), auth::hash_secret(&secret));
-            let rec = blocking(move || meta.rotate_secret(&id, hash))
-                .await
-                .map_err(revoked_is_conflict)?;
+            let rec = blocking(move || meta.rotate_secret(&id, hash)).await?;
             // The old secret is void; connections opened with it go now.
             state.disconnect_device(
                 &device_id,

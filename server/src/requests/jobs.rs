@@ -25,20 +25,7 @@ pub(super) async fn claim(
         job_id.to_string(),
         principal.device_id.clone(),
     );
-    blocking(move || meta.claim_job(&t, &j, &d, upload))
-        .await
-        .map_err(claim_refused)
-}
-
-/// A claim the metadata store refused: another device or upload owns the job (the caller's
-/// conflict), or the store failed.
-fn claim_refused(e: MetaError) -> Refusal {
-    match e {
-        MetaError::Owned { .. } | MetaError::OtherUpload { .. } => {
-            Refusal::new(ErrorCode::Conflict, e.to_string())
-        }
-        e => e.into(),
-    }
+    Ok(blocking(move || meta.claim_job(&t, &j, &d, upload)).await?)
 }
 
 /// For a scanner's page, in one metadata call (one hand-off to a blocking thread, and one
@@ -63,8 +50,8 @@ pub(super) async fn claim_for_page(
         let seen = meta.page_context(&t, &j, &d, index)?;
         device_usable(seen.device, &d)?;
         let job = match seen.job {
-            Some(row) if crate::meta::held_by(&row, &j, &d, upload).map_err(claim_refused)? => row,
-            _ => meta.claim_job(&t, &j, &d, upload).map_err(claim_refused)?,
+            Some(row) if crate::meta::held_by(&row, &j, &d, upload)? => row,
+            _ => meta.claim_job(&t, &j, &d, upload)?,
         };
         let prior = match seen.recorded {
             true => Prior::Unknown,

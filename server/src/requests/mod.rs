@@ -31,7 +31,6 @@ use quire_pipeline::{keys, PageInput, PipelineError, Prior};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::meta::MetaError;
 use crate::State;
 use quire_net::stream::{write_data, write_frame, FrameReader};
 
@@ -404,14 +403,6 @@ fn misrouted(req: &AdminRequest) -> Refusal {
         "administrative request misrouted"
     );
     Refusal::new(ErrorCode::Internal, "internal error; see the server log")
-}
-
-/// A revoked device stays revoked: changing it is a conflict with its state, explained.
-fn revoked_is_conflict(e: crate::meta::MetaError) -> Refusal {
-    match e {
-        crate::meta::MetaError::Revoked(_) => Refusal::new(ErrorCode::Conflict, e.to_string()),
-        other => other.into(),
-    }
 }
 
 /// Refuses a request about a tenant that does not exist, as not found.
