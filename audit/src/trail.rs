@@ -40,9 +40,6 @@ pub trait Trail: Send + Sync + std::fmt::Debug {
 
     /// The most records any chain has that no checkpoint covers, as last seen here.
     fn unsigned_records(&self) -> u64;
-
-    /// Where the trail is, for messages (a path, a database).
-    fn place(&self) -> String;
 }
 
 impl Trail for AuditLog {
@@ -77,10 +74,6 @@ impl Trail for AuditLog {
 
     fn unsigned_records(&self) -> u64 {
         AuditLog::unsigned_records(self)
-    }
-
-    fn place(&self) -> String {
-        self.path().display().to_string()
     }
 }
 

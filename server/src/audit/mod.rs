@@ -44,11 +44,11 @@ impl AuditLog {
                 path.display()
             )));
         }
-        Ok(AuditLog::shared(trail))
+        Ok(AuditLog::over(trail))
     }
 
-    /// A trail kept elsewhere than a log file of this node's (a shared database).
-    pub fn shared(trail: Box<dyn quire_audit::Trail>) -> AuditLog {
+    /// The server's log over `trail`.
+    fn over(trail: Box<dyn quire_audit::Trail>) -> AuditLog {
         AuditLog {
             trail,
             compared: Default::default(),
@@ -73,7 +73,7 @@ impl AuditLog {
         if unreadable_lines > 0 {
             error!(path = %path.display(), lines = unreadable_lines, "the audit log has lines that are not records: it was damaged or tampered with. Run `quire admin audit verify` for each tenant");
         }
-        Ok(AuditLog::shared(Box::new(log)))
+        Ok(AuditLog::over(Box::new(log)))
     }
 
     /// Appends one record to `tenant`'s chain (empty: the service chain) and syncs it; the

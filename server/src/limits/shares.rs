@@ -58,8 +58,12 @@ impl Shares {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// This node's fraction of the rate limited under `key`.
+    /// This node's fraction of the rate limited under `key` (all of it, without a lock,
+    /// while no other node shares the rates: every page and chunk asks).
     pub fn share(&self, key: &str) -> f64 {
+        if !self.active.load(Ordering::Relaxed) {
+            return 1.0;
+        }
         self.inner().share.get(key).copied().unwrap_or(1.0)
     }
 

@@ -221,10 +221,6 @@ impl Trail for PgTrail {
     fn unsigned_records(&self) -> u64 {
         self.unsigned.load(Ordering::Relaxed)
     }
-
-    fn place(&self) -> String {
-        format!("the audit tables of PostgreSQL at {}", self.meta.place)
-    }
 }
 
 /// Reads one chain a page at a time, in sequence order. A line longer than a record can be
