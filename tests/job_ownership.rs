@@ -148,6 +148,82 @@ async fn an_abandoned_upload_is_aborted_by_an_admin_and_its_id_freed() {
     assert_eq!(page_objects(&server, "stuck"), 1);
 }
 
+/// A connection remembers the jobs it opened, so their later pages read nothing before they
+/// are stored; the write recording each page still checks the job is this upload's. A job
+/// aborted, or committed, while the connection holds it open takes no more pages: the next
+/// one is refused with the reason, its object is removed, and the id is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_changed_behind_an_open_connection_takes_no_more_pages() {
+    let server = TestServer::in_process();
+    let a = server.connect().await;
+    let bar = indicatif::ProgressBar::hidden();
+    let files = scan_dir(&pages(&server, "a", 4)).unwrap();
+    let open = |job: &str, up: &Upload| Frame::JobOpen {
+        tenant: "dev".into(),
+        job_id: job.into(),
+        upload: Some(up.id),
+    };
+    let up = Upload::new("aborted");
+    a.call(&open("aborted", &up)).await.unwrap();
+    send_page(&a, &up, &files[0], &bar).await.unwrap();
+    send_page(&a, &up, &files[1], &bar).await.unwrap();
+    let cred = server.admin_cred_path();
+    let o = server.quire(&[
+        "admin",
+        "--credential",
+        cred.to_str().unwrap(),
+        "job",
+        "abort",
+        "--tenant",
+        "dev",
+        "--job",
+        "aborted",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = send_page(&a, &up, &files[2], &bar).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e}");
+    assert!(e.to_string().contains("was aborted"), "{e}");
+    assert_eq!(
+        page_objects(&server, "aborted"),
+        0,
+        "nothing left under the job"
+    );
+    // The id is free: another upload pushes it whole.
+    let again = Upload::new("aborted");
+    a.call(&open("aborted", &again)).await.unwrap();
+    for p in &files {
+        send_page(&a, &again, p, &bar).await.unwrap();
+    }
+    assert_eq!(page_objects(&server, "aborted"), 4);
+
+    // Committed on another connection of the same upload: this one's next page is refused.
+    let up = Upload::new("done");
+    a.call(&open("done", &up)).await.unwrap();
+    send_page(&a, &up, &files[0], &bar).await.unwrap();
+    let b = server.connect().await;
+    b.call(&Frame::JobCommit {
+        tenant: "dev".into(),
+        job_id: "done".into(),
+        page_count: 1,
+        upload: Some(up.id),
+    })
+    .await
+    .unwrap();
+    let e = send_page(&a, &up, &files[1], &bar).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Conflict), "{e}");
+    assert!(e.to_string().contains("already committed"), "{e}");
+    match b.call(&open("done", &up)).await.unwrap() {
+        Frame::JobStatus { committed, pages } => {
+            assert!(committed);
+            assert_eq!(pages.len(), 1, "the committed job keeps its one page");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(page_objects(&server, "done"), 1);
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncommitted_uploads_are_collected_after_their_time() {
     let server = TestServer::start_with_config(

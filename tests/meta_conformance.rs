@@ -90,6 +90,7 @@ fn stored(tenant: &str, job: &str, e: PageEntry, upload: Option<UploadId>) -> St
         entry: e,
         stored_bytes: 64,
         upload,
+        holder: None,
     }
 }
 
@@ -574,6 +575,84 @@ fn a_page_context_is_what_the_lookups_say(b: &dyn Backend) {
     assert_eq!((other.job, other.recorded), (None, false));
 }
 
+/// A page with a holder is recorded only while its device is enabled and its upload holds
+/// the job uncommitted, decided in the write itself (the check a node skips reading for the
+/// later pages of a job its connection opened); a refused page leaves nothing behind, and the
+/// rest of its batch is recorded.
+fn a_held_page_is_recorded_only_while_its_upload_holds_the_job(b: &dyn Backend) {
+    let m = b.store();
+    m.create_tenant("acme").unwrap();
+    for id in ["d1", "d2"] {
+        m.put_device(&DeviceRecord {
+            device_id: id.into(),
+            tenant: "acme".into(),
+            role: Role::Device,
+            state: DeviceState::Enabled,
+            secret_hash: [3; 32],
+        })
+        .unwrap();
+    }
+    let (mine, theirs) = (UploadId([4; 16]), UploadId([5; 16]));
+    let held = |job: &str, index: u32, upload: UploadId, device: &str| StoredPage {
+        holder: Some(device.into()),
+        ..stored("acme", job, entry(index), Some(upload))
+    };
+    m.claim_job("acme", "j", "d1", Some(mine)).unwrap();
+    m.claim_job("acme", "k", "d1", Some(mine)).unwrap();
+    let batch = [
+        held("j", 0, mine, "d1"),
+        held("j", 1, theirs, "d1"),    // another upload of the device
+        held("j", 2, mine, "d2"),      // another device
+        held("absent", 0, mine, "d1"), // never opened, or aborted
+        held("k", 0, mine, "d1"),
+        held("j", 3, mine, "nobody"), // an unknown device
+    ];
+    assert_eq!(m.record_pages(&batch).unwrap(), vec![1, 2, 3, 5]);
+    let indexes = |job: &str| -> Vec<u32> {
+        m.pages("acme", job)
+            .unwrap()
+            .iter()
+            .map(|p| p.index)
+            .collect()
+    };
+    assert_eq!(indexes("j"), vec![0]);
+    assert_eq!(indexes("k"), vec![0]);
+    assert_eq!(m.job("acme", "absent").unwrap(), None, "no job row made");
+
+    m.set_device_state("d1", DeviceState::Disabled).unwrap();
+    assert_eq!(
+        m.record_pages(&[held("j", 4, mine, "d1")]).unwrap(),
+        vec![0]
+    );
+    m.set_device_state("d1", DeviceState::Enabled).unwrap();
+    assert!(m
+        .record_pages(&[held("j", 4, mine, "d1")])
+        .unwrap()
+        .is_empty());
+
+    m.commit_job("acme", "j", 2, 20).unwrap();
+    assert_eq!(
+        m.record_pages(&[held("j", 5, mine, "d1")]).unwrap(),
+        vec![0]
+    );
+    assert_eq!(indexes("j"), vec![0, 4]);
+
+    m.forget_uncommitted("acme", "k").unwrap();
+    assert_eq!(
+        m.record_pages(&[held("k", 1, mine, "d1")]).unwrap(),
+        vec![0]
+    );
+    assert_eq!(
+        m.job("acme", "k").unwrap(),
+        None,
+        "an aborted job stays gone"
+    );
+    // Without a holder (an older caller, or a tool), the job's row is made as before.
+    m.record_pages(&[stored("acme", "new", entry(0), None)])
+        .unwrap();
+    assert!(m.job("acme", "new").unwrap().is_some());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod redb {
@@ -602,4 +681,5 @@ conformance!(
     holds_cover_a_job_or_the_whole_tenant,
     grants_and_key_versions,
     a_page_context_is_what_the_lookups_say,
+    a_held_page_is_recorded_only_while_its_upload_holds_the_job,
 );

@@ -549,6 +549,7 @@ async fn handle_connection(
     };
     debug!(%remote, device = %principal.device_id, tenant = %principal.tenant, "authenticated");
     let principal = Arc::new(principal);
+    let open_jobs = Arc::new(requests::OpenJobs::default());
     state.register(&principal.device_id, &conn);
     state.metrics.connection(1);
     loop {
@@ -561,9 +562,10 @@ async fn handle_connection(
                 return;
             }
         };
-        let (state, principal) = (state.clone(), principal.clone());
+        let (state, principal, open) = (state.clone(), principal.clone(), open_jobs.clone());
         tokio::spawn(async move {
-            requests::handle_stream(state, principal, send, FrameReader::requests(recv)).await;
+            let reader = FrameReader::requests(recv);
+            requests::handle_stream(state, principal, open, send, reader).await;
         });
     }
 }

@@ -26,6 +26,26 @@ pub struct StoredPage {
     pub object_key: String,
     pub stored_bytes: u64,
     pub upload: Option<UploadId>,
+    /// The device whose upload pushed the page. When set, the page is recorded only while
+    /// that device is enabled and its upload holds the job uncommitted, checked in the write
+    /// itself: a connection that remembers its open jobs can skip reading them per page.
+    pub holder: Option<String>,
+}
+
+/// Whether a page held by `holder` may be recorded into the job in `row` (see
+/// [`StoredPage::holder`]): the device is enabled, owns the job for this upload, and the job
+/// is not committed.
+pub(super) fn still_held(
+    row: Option<&JobRow>,
+    device: Option<&crate::auth::DeviceRecord>,
+    holder: &str,
+    upload: Option<&str>,
+) -> bool {
+    let enabled = device.is_some_and(|d| d.state == quire_codecs::wire::DeviceState::Enabled);
+    let held = row.is_some_and(|r| {
+        !r.committed && r.owner.as_deref() == Some(holder) && r.upload.as_deref() == upload
+    });
+    enabled && held
 }
 
 /// What a page reads before it is stored (see [`MetaStore::page_context`]).
@@ -149,15 +169,36 @@ impl Meta {
         Ok(row)
     }
 
-    /// Records stored pages in one transaction (creating job records where needed).
-    pub(super) fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError> {
+    /// Records stored pages in one transaction (creating job records where needed for pages
+    /// without a holder); returns the positions of pages refused because their holder no
+    /// longer holds the job (see [`StoredPage::holder`]).
+    pub(super) fn record_pages(&self, pages: &[StoredPage]) -> Result<Vec<usize>, MetaError> {
         let txn = self.db.begin_write().map_err(db)?;
+        let mut refused = Vec::new();
         {
             let mut jobs = txn.open_table(JOBS).map_err(db)?;
             let mut rows = txn.open_table(PAGES).map_err(db)?;
-            for p in pages {
+            let devices = txn.open_table(super::DEVICES).map_err(db)?;
+            for (at, p) in pages.iter().enumerate() {
                 let jk = job_key(&p.tenant, &p.job);
-                if jobs.get(jk.as_str()).map_err(db)?.is_none() {
+                let upload = p.upload.map(|u| u.to_hex());
+                let row: Option<JobRow> = match jobs.get(jk.as_str()).map_err(db)? {
+                    Some(v) => Some(
+                        serde_json::from_slice(v.value())
+                            .map_err(|e| MetaError::Corrupt(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                if let Some(holder) = &p.holder {
+                    let device = match devices.get(holder.as_str()).map_err(db)? {
+                        Some(v) => Some(super::devices::decode_device(holder, v.value())?),
+                        None => None,
+                    };
+                    if !still_held(row.as_ref(), device.as_ref(), holder, upload.as_deref()) {
+                        refused.push(at);
+                        continue;
+                    }
+                } else if row.is_none() {
                     let fresh = serde_json::to_vec(&JobRow {
                         created_unix: now_unix(),
                         ..JobRow::default()
@@ -171,14 +212,15 @@ impl Meta {
                     sha256: hex::encode(p.entry.sha256),
                     object_key: p.object_key.clone(),
                     stored_bytes: p.stored_bytes,
-                    upload: p.upload.map(|u| u.to_hex()),
+                    upload,
                 };
                 let value = serde_json::to_vec(&row).expect("row serialises");
                 let key = page_row_key(&p.tenant, &p.job, p.entry.index);
                 rows.insert(key.as_str(), value.as_slice()).map_err(db)?;
             }
         }
-        txn.commit().map_err(db)
+        txn.commit().map_err(db)?;
+        Ok(refused)
     }
 
     /// The page rows of a job, by index.

@@ -53,6 +53,11 @@ pub enum MetaError {
     OtherUpload { job: String },
     #[error("job {0} is committed; only unfinished uploads can be aborted")]
     Committed(String),
+    #[error(
+        "job {job} is no longer open for this upload (committed, aborted, or its device \
+         disabled meanwhile): open the job again"
+    )]
+    NotHeld { job: String },
 }
 
 /// What the store being unreachable or failing tells a client: not the client's fault.
@@ -79,6 +84,7 @@ impl MetaError {
             | MetaError::Revoked(_)
             | MetaError::Owned { .. }
             | MetaError::OtherUpload { .. }
+            | MetaError::NotHeld { .. }
             | MetaError::Committed(_) => (ErrorCode::Conflict, self.to_string()),
         }
     }
@@ -551,7 +557,7 @@ impl MetaStore for Meta {
         )
     }
 
-    fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError> {
+    fn record_pages(&self, pages: &[StoredPage]) -> Result<Vec<usize>, MetaError> {
         Meta::record_pages(self, pages)
     }
 

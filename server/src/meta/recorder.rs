@@ -38,7 +38,7 @@ impl PageRecorder {
 
     /// Starts the recording thread with `commit` recording each batch.
     fn committing(
-        commit: impl FnMut(&[StoredPage]) -> Result<(), MetaError> + Send + 'static,
+        commit: impl FnMut(&[StoredPage]) -> Result<Vec<usize>, MetaError> + Send + 'static,
     ) -> std::io::Result<PageRecorder> {
         let (queue, requests) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -51,6 +51,7 @@ impl PageRecorder {
     }
 
     /// Records `page`; returns once the transaction holding it is committed.
+    /// [`MetaError::NotHeld`] if the page's holder no longer held the job then.
     pub async fn record(&self, page: StoredPage) -> Result<(), MetaError> {
         let (done, answer) = oneshot::channel();
         let stopped = || MetaError::Db("the page recorder stopped (see the log)".into());
@@ -74,7 +75,7 @@ impl Drop for PageRecorder {
 
 fn record_batches(
     requests: mpsc::Receiver<Request>,
-    mut commit: impl FnMut(&[StoredPage]) -> Result<(), MetaError>,
+    mut commit: impl FnMut(&[StoredPage]) -> Result<Vec<usize>, MetaError>,
 ) {
     while let Ok(first) = requests.recv() {
         let mut batch = vec![first];
@@ -87,8 +88,15 @@ fn record_batches(
         let (pages, answers): (Vec<StoredPage>, Vec<_>) =
             batch.into_iter().map(|r| (r.page, r.done)).unzip();
         let result = commit(&pages);
-        for done in answers {
-            let _ = done.send(result.clone());
+        for (at, done) in answers.into_iter().enumerate() {
+            let answer = match &result {
+                Ok(refused) if refused.contains(&at) => Err(MetaError::NotHeld {
+                    job: pages[at].job.clone(),
+                }),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = done.send(answer);
         }
     }
 }
@@ -112,6 +120,7 @@ mod tests {
             object_key: format!("k/{job}/{index}"),
             stored_bytes: 50,
             upload: None,
+            holder: None,
         }
     }
 
@@ -171,7 +180,7 @@ mod tests {
             calls += 1;
             match calls {
                 1 => Err(MetaError::Db(format!("disk gone ({} pages)", pages.len()))),
-                2 => Ok(()),
+                2 => Ok(Vec::new()),
                 _ => panic!("the database code had a bug"),
             }
         })

@@ -110,10 +110,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         bytes: u64,
     ) -> Result<(), MetaError>;
 
-    /// Records stored pages (creating their jobs' records if needed), all in one
-    /// transaction: one commit and one sync however many pages (see [`super::PageRecorder`]).
-    /// All or none are recorded.
-    fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError>;
+    /// Records stored pages, all in one transaction: one commit and one sync however many
+    /// pages (see [`super::PageRecorder`]). A page with a holder is recorded only while its
+    /// device is enabled and its upload holds the job uncommitted, checked in the write
+    /// (see [`StoredPage::holder`]); the positions of those refused are returned. A page
+    /// without one creates its job's record if needed. On error none is recorded.
+    fn record_pages(&self, pages: &[StoredPage]) -> Result<Vec<usize>, MetaError>;
 
     /// Records one stored page (creating the job record if needed), in one transaction.
     fn record_page(
@@ -132,7 +134,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
             object_key: object_key.to_string(),
             stored_bytes,
             upload,
+            holder: None,
         }])
+        .map(drop)
     }
 
     /// The pages of a job recorded as stored, by index.
@@ -142,7 +146,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn page_recorded(&self, tenant: &str, job: &str, index: u32) -> Result<bool, MetaError>;
 
     /// What a scanner's page needs read before it is stored: the device's record, the job's
-    /// row, and whether the page is on record. A shared database answers in one round trip.
+    /// row, and whether the page is on record. A shared database answers in one round trip;
+    /// a connection that opened the job reads it only for the first page (see
+    /// `requests/open_jobs.rs`).
     fn page_context(
         &self,
         tenant: &str,

@@ -62,6 +62,48 @@ pub(super) async fn claim_for_page(
     .await
 }
 
+/// Why a page's record was refused (`MetaError::NotHeld`): the device was disabled or
+/// revoked, or the job committed, aborted or taken by another upload since the connection
+/// opened it. Read again to tell the scanner which.
+pub(super) async fn why_not_held(
+    state: &State,
+    principal: &Principal,
+    at: &UploadRef<'_>,
+    index: u32,
+) -> Refusal {
+    let not_held = crate::meta::MetaError::NotHeld {
+        job: at.job_id.to_string(),
+    };
+    let (meta, t, j, d) = (
+        state.meta.clone(),
+        at.tenant.to_string(),
+        at.job_id.to_string(),
+        principal.device_id.clone(),
+    );
+    let seen = match blocking(move || meta.page_context(&t, &j, &d, index)).await {
+        Ok(seen) => seen,
+        Err(e) => return e.into(),
+    };
+    if let Err(refusal) = device_usable(seen.device, &principal.device_id) {
+        return refusal;
+    }
+    let job_id = at.job_id;
+    match seen.job {
+        None => Refusal::new(
+            ErrorCode::NotFound,
+            format!("job {job_id} was aborted while its pages were arriving; push it again"),
+        ),
+        Some(row) if row.committed => Refusal::new(
+            ErrorCode::Conflict,
+            format!("job {job_id} is already committed; push new pages as a new job"),
+        ),
+        Some(row) => match crate::meta::held_by(&row, job_id, &principal.device_id, at.upload) {
+            Err(e) => e.into(),
+            Ok(_) => not_held.into(),
+        },
+    }
+}
+
 /// A job's record and its stored pages, read off the async workers.
 pub(super) async fn job_and_pages(
     state: &State,
@@ -75,13 +117,12 @@ pub(super) async fn job_and_pages(
     .await?)
 }
 
-pub(super) async fn job_open(
-    state: &State,
-    tenant: &str,
-    job_id: &str,
+/// Answers a `JobOpen` with what [`job_and_pages`] read.
+pub(super) async fn job_status(
+    job: Option<crate::meta::JobRow>,
+    pages: Vec<PageEntry>,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let (job, pages) = job_and_pages(state, tenant, job_id).await?;
     reply(
         send,
         &Frame::JobStatus {

@@ -11,10 +11,12 @@ mod grants;
 mod holds;
 mod jobs;
 mod key_versions;
+mod open_jobs;
 mod pages;
 
 use admin::admin;
-use jobs::{claim, claim_for_page, job_commit, job_get, job_open, UploadRef};
+use jobs::{claim, claim_for_page, job_and_pages, job_commit, job_get, job_status, UploadRef};
+pub(crate) use open_jobs::OpenJobs;
 use pages::page_put;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,10 +116,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 pub(super) async fn handle_stream(
     state: Arc<State>,
     principal: Arc<Principal>,
+    open: Arc<OpenJobs>,
     mut send: quinn::SendStream,
     mut reader: FrameReader,
 ) {
-    let outcome = serve_request(&state, &principal, &mut send, &mut reader).await;
+    let connection = Connection {
+        principal: &principal,
+        open: &open,
+    };
+    let outcome = serve_request(&state, connection, &mut send, &mut reader).await;
     if let Err(r) = outcome {
         state.metrics.refused(r.code);
         if let Some(left_out) = state.refusal_log.take(std::time::Instant::now()) {
@@ -136,9 +143,16 @@ pub(super) async fn handle_stream(
     let _ = send.finish();
 }
 
+/// Who a request comes from, and what its connection remembers.
+#[derive(Clone, Copy)]
+struct Connection<'a> {
+    principal: &'a Principal,
+    open: &'a OpenJobs,
+}
+
 async fn serve_request(
     state: &Arc<State>,
-    principal: &Principal,
+    Connection { principal, open }: Connection<'_>,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
@@ -156,7 +170,8 @@ async fn serve_request(
         ));
     };
     // Credentials can be disabled while a connection is open: check on every request. A
-    // scanner's page checks it in the metadata call that claims the job (`claim_for_page`).
+    // scanner's page checks it in the metadata call that claims the job (`claim_for_page`)
+    // or, for a job its connection opened, in the write recording it (`open_jobs.rs`).
     let page_from_device = principal.role == Role::Device && matches!(first, Frame::PagePut { .. });
     if !page_from_device {
         let meta = state.meta.clone();
@@ -171,10 +186,15 @@ async fn serve_request(
             upload,
         } => {
             allow(state, principal, &tenant, Action::JobStatus, "").await?;
-            if principal.role == Role::Device {
-                claim(state, principal, &tenant, &job_id, upload).await?;
+            let claimed = match principal.role {
+                Role::Device => Some(claim(state, principal, &tenant, &job_id, upload).await?),
+                _ => None,
+            };
+            let (job, pages) = job_and_pages(state, &tenant, &job_id).await?;
+            if claimed.is_some_and(|row| !row.committed) {
+                open.open(&tenant, &job_id, upload, pages.iter().map(|p| p.index));
             }
-            job_open(state, &tenant, &job_id, send).await
+            job_status(job, pages, send).await
         }
         Frame::PagePut {
             tenant,
@@ -183,24 +203,38 @@ async fn serve_request(
             upload,
         } => {
             allow(state, principal, &tenant, Action::PagePut, "").await?;
-            let (job, prior) = if page_from_device {
-                claim_for_page(state, principal, &tenant, &job_id, page.index, upload).await?
-            } else {
-                let job = claim(state, principal, &tenant, &job_id, upload).await?;
-                (job, Prior::Unknown)
+            let known = match page_from_device {
+                true => open.prior(&tenant, &job_id, upload, page.index),
+                false => None,
             };
-            if job.committed {
-                return Err(Refusal::new(
-                    ErrorCode::Conflict,
-                    format!("job {job_id} is already committed; push new pages as a new job"),
-                ));
-            }
+            let prior = match known {
+                Some(prior) => prior,
+                None => {
+                    let (job, prior) = if page_from_device {
+                        claim_for_page(state, principal, &tenant, &job_id, page.index, upload)
+                            .await?
+                    } else {
+                        let job = claim(state, principal, &tenant, &job_id, upload).await?;
+                        (job, Prior::Unknown)
+                    };
+                    if job.committed {
+                        return Err(Refusal::new(
+                            ErrorCode::Conflict,
+                            format!(
+                                "job {job_id} is already committed; push new pages as a new job"
+                            ),
+                        ));
+                    }
+                    prior
+                }
+            };
             let at = UploadRef {
                 tenant: &tenant,
                 job_id: &job_id,
                 upload,
             };
-            page_put(state, principal, &at, (page, prior), send, reader).await
+            let connection = Connection { principal, open };
+            page_put(state, connection, &at, (page, prior), send, reader).await
         }
         Frame::JobCommit {
             tenant,
@@ -209,6 +243,8 @@ async fn serve_request(
             upload,
         } => {
             allow(state, principal, &tenant, Action::JobCommit, "").await?;
+            // Pages arriving from now on read the job again, and see it committed.
+            open.close(&tenant, &job_id);
             claim(state, principal, &tenant, &job_id, upload).await?;
             // A job becomes the tenant's document only once this is on record.
             let detail = format!("job={job_id} pages={page_count}");

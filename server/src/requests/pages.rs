@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) async fn page_put(
     state: &Arc<State>,
-    principal: &Principal,
+    Connection { principal, open }: Connection<'_>,
     at: &UploadRef<'_>,
     (page, prior): (PageEntry, Prior),
     send: &mut quinn::SendStream,
@@ -133,9 +133,37 @@ pub(super) async fn page_put(
         object_key: receipt.object_key.clone(),
         stored_bytes: receipt.stored_bytes,
         upload,
+        holder: Some(principal.device_id.clone()),
     };
-    state.recorder.record(stored).await?;
+    match state.recorder.record(stored).await {
+        Ok(()) => open.recorded(tenant, job_id, page.index),
+        Err(crate::meta::MetaError::NotHeld { .. }) => {
+            open.close(tenant, job_id);
+            if !receipt.already_stored {
+                discard(state, tenant, &receipt.object_key).await;
+            }
+            return Err(super::jobs::why_not_held(state, principal, at, page.index).await);
+        }
+        Err(e) => return Err(e.into()),
+    }
     acknowledge(state, tenant, job_id, &receipt, began, send).await
+}
+
+/// Deletes the object of a page whose record was refused (its job was aborted or committed,
+/// or its device disabled, while it was being stored), so that no unrecorded object blocks
+/// the job id's next use. One still in the spool (`ack = "spooled"`) is delivered later
+/// anyway; that is logged.
+async fn discard(state: &State, tenant: &str, key: &str) {
+    if state.pipeline.spool.pending(key).is_some() {
+        warn!(
+            tenant,
+            key, "a refused page is still in the spool; it is delivered unrecorded"
+        );
+        return;
+    }
+    if let Err(e) = state.pipeline.store_for(tenant).delete(key).await {
+        warn!(tenant, key, error = %e, "could not delete the object of a refused page");
+    }
 }
 
 /// Logs the stored page, tells the scanner, and counts it.

@@ -4,24 +4,41 @@
 //! that call is one statement (one round trip, one commit): the rows travel as arrays,
 //! `unnest` turns them back into rows, and a data-modifying `WITH` creates the jobs' rows
 //! where they are missing in the same statement, so all or none are recorded.
+//!
+//! A page with a holder (a scanner's) is inserted only while its device is enabled and its
+//! upload holds the job uncommitted: the check is part of the write, so a node need not read
+//! the job and the device before each page (see `requests/open_jobs.rs`). The statement
+//! returns the rows it wrote; a page missing from them was refused.
+
+use std::collections::HashSet;
 
 use super::convert::big;
 use super::{pg, PgMeta};
 use crate::meta::{now_unix, MetaError, StoredPage};
 
 const RECORD: &str = "\
-WITH new_jobs AS (
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
+                         $6::bytea[], $7::text[], $8::bigint[], $10::text[], $11::text[])
+        AS u(tenant, job, idx, name, size, sha256, object_key, stored_bytes, upload, holder)
+), new_jobs AS (
     INSERT INTO jobs (tenant, job, created_unix)
-    SELECT DISTINCT t, j, $9::bigint FROM unnest($1::text[], $2::text[]) AS u(t, j)
+    SELECT DISTINCT tenant, job, $9::bigint FROM input WHERE holder IS NULL
     ON CONFLICT DO NOTHING
 )
 INSERT INTO pages (tenant, job, idx, name, size, sha256, object_key, stored_bytes, upload)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
-                     $6::bytea[], $7::text[], $8::bigint[], $10::text[])
+SELECT i.tenant, i.job, i.idx, i.name, i.size, i.sha256, i.object_key, i.stored_bytes, i.upload
+FROM input i
+WHERE i.holder IS NULL OR EXISTS (
+    SELECT 1 FROM jobs j JOIN devices d ON d.device_id = i.holder
+    WHERE j.tenant = i.tenant AND j.job = i.job AND NOT j.committed
+      AND j.owner = i.holder AND j.upload IS NOT DISTINCT FROM i.upload
+      AND d.state = 'enabled')
 ON CONFLICT (tenant, job, idx) DO UPDATE SET
     name = EXCLUDED.name, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
     object_key = EXCLUDED.object_key, stored_bytes = EXCLUDED.stored_bytes,
-    upload = EXCLUDED.upload";
+    upload = EXCLUDED.upload
+RETURNING tenant, job, idx";
 
 /// Columns of a batch, as the statement takes them.
 #[derive(Default)]
@@ -35,6 +52,7 @@ struct Columns {
     object_key: Vec<String>,
     stored_bytes: Vec<i64>,
     upload: Vec<Option<String>>,
+    holder: Vec<Option<String>>,
 }
 
 impl Columns {
@@ -59,6 +77,7 @@ impl Columns {
             c.object_key.push(String::new());
             c.stored_bytes.push(0);
             c.upload.push(None);
+            c.holder.push(None);
             c.set(c.tenant.len() - 1, p)?;
         }
         Ok(c)
@@ -71,19 +90,20 @@ impl Columns {
         self.object_key[at] = p.object_key.clone();
         self.stored_bytes[at] = big(p.stored_bytes, "stored size")?;
         self.upload[at] = p.upload.map(|u| u.to_hex());
+        self.holder[at] = p.holder.clone();
         Ok(())
     }
 }
 
-pub(super) fn record_pages(meta: &PgMeta, pages: &[StoredPage]) -> Result<(), MetaError> {
+pub(super) fn record_pages(meta: &PgMeta, pages: &[StoredPage]) -> Result<Vec<usize>, MetaError> {
     if pages.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let c = Columns::of(pages)?;
-    meta.with(move |client| async move {
+    let written = meta.with(move |client| async move {
         let statement = client.prepare_cached(RECORD).await.map_err(pg)?;
-        client
-            .execute(
+        let rows = client
+            .query(
                 &statement,
                 &[
                     &c.tenant,
@@ -96,10 +116,29 @@ pub(super) fn record_pages(meta: &PgMeta, pages: &[StoredPage]) -> Result<(), Me
                     &c.stored_bytes,
                     &now_unix(),
                     &c.upload,
+                    &c.holder,
                 ],
             )
             .await
             .map_err(pg)?;
-        Ok(())
-    })
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                )
+            })
+            .collect::<HashSet<_>>())
+    })?;
+    Ok(pages
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            let key = (p.tenant.clone(), p.job.clone(), i64::from(p.entry.index));
+            !written.contains(&key)
+        })
+        .map(|(at, _)| at)
+        .collect())
 }

@@ -441,7 +441,7 @@ impl MetaStore for PgMeta {
         })
     }
 
-    fn record_pages(&self, pages: &[StoredPage]) -> Result<(), MetaError> {
+    fn record_pages(&self, pages: &[StoredPage]) -> Result<Vec<usize>, MetaError> {
         super::batch::record_pages(self, pages)
     }
 
