@@ -14,6 +14,7 @@ use quire_server::Server;
 
 mod admin;
 mod agent;
+mod verify;
 use admin::{admin, AdminArgs};
 
 /// Quire: scanners push jobs over QUIC; every page is hashed, compressed, encrypted under
@@ -62,8 +63,11 @@ enum Command {
     /// Watch a folder scanners drop files into: push each job once it is complete, then move
     /// the originals to .sent/ (or delete them). Survives restarts and server outages.
     Agent(agent::AgentArgs),
-    /// Fetch a job's pages back, verified against the job manifest.
+    /// Fetch a job's pages back, verified against the job manifest and its signature.
     Get(GetArgs),
+    /// Prove a folder holds exactly the pages of a job as signed at commit: offline with the
+    /// signed manifest and the tenant's public key, or fetching the manifest with --job.
+    Verify(verify::VerifyArgs),
     /// Manage tenants and devices (needs an admin credential).
     Admin(AdminArgs),
     /// Pull every committed job of a tenant not yet delivered, verify it, write it to
@@ -191,6 +195,14 @@ struct GetArgs {
     /// grant of the tenant); recorded in the audit log.
     #[arg(long, default_value = "")]
     reason: String,
+    /// Trusted public signing keys: a file `quire admin signing-key export` wrote, or
+    /// `sign-N=HEX` [default: the key the server names in the manifest].
+    #[arg(long)]
+    public_key: Option<String>,
+    /// Also write the job's signed manifest here, for `quire verify --manifest` (offline)
+    /// or anyone holding the tenant's public key.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -266,6 +278,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Push(a) => push(a).await,
         Command::Agent(a) => agent::agent(a).await,
         Command::Get(a) => get(a).await,
+        Command::Verify(a) => verify::verify_cmd(a).await,
         Command::Admin(a) => admin(a).await,
         Command::Deliver(a) => deliver(a).await,
         Command::Enroll(a) => enroll(a).await,
@@ -531,6 +544,14 @@ async fn get(a: GetArgs) -> Result<()> {
     let fetched = client::get::get_job_for(&conn, &tenant, &a.job, a.page, &a.reason, &a.out)
         .await
         .with_context(|| format!("fetching job {}", a.job))?;
+    let asked = verify::Fetch {
+        tenant: &tenant,
+        job: &a.job,
+        reason: &a.reason,
+        public_key: a.public_key.as_deref(),
+        manifest: a.manifest.as_deref(),
+    };
+    verify::after_get(&conn, asked, &fetched).await?;
     conn.close().await;
     for f in &fetched {
         println!(

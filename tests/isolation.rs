@@ -290,10 +290,27 @@ fn each_tenants_bytes_stay_in_its_regions_store() {
         &samples,
         &["--no-progress", "--credential", acme.to_str().unwrap()],
     );
-    let eu = walk(&server.path().join("store-eu"));
-    let us = walk(&server.path().join("store-us"));
+    // Each store holds its tenant's documents, and its tenant's public signing key.
+    let (eu, eu_keys): (Vec<_>, Vec<_>) = walk(&server.path().join("store-eu"))
+        .into_iter()
+        .partition(|p| !p.to_string_lossy().contains("/signing/"));
+    let (us, us_keys): (Vec<_>, Vec<_>) = walk(&server.path().join("store-us"))
+        .into_iter()
+        .partition(|p| !p.to_string_lossy().contains("/signing/"));
     assert_eq!(eu.len(), 6);
     assert_eq!(us.len(), 6);
+    assert!(
+        eu_keys.len() == 1
+            && eu_keys[0]
+                .to_string_lossy()
+                .contains("/signing/tenant/dev/")
+    );
+    assert!(
+        us_keys.len() == 1
+            && us_keys[0]
+                .to_string_lossy()
+                .contains("/signing/tenant/acme/")
+    );
     assert!(
         eu.iter()
             .all(|p| p.to_string_lossy().contains("/tenants/dev/")),

@@ -66,6 +66,7 @@ pub mod get;
 pub mod journal;
 pub mod push;
 pub mod transport;
+pub mod verify;
 
 /// Credential files, stream framing and TLS, shared with the server (`quire-net`).
 pub use quire_net::{credential, stream, tls};
@@ -95,6 +96,8 @@ pub enum ClientError {
     Local { path: String, message: String },
     #[error(transparent)]
     Stream(StreamError),
+    #[error("the signed manifest does not verify: {0}")]
+    Signature(#[from] quire_codecs::signed::SignedError),
 }
 
 /// A connection the server closed because an administrator disabled or revoked the device

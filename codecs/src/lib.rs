@@ -6,6 +6,7 @@
 //! - [`lists`]: lists longer than one frame, split and joined again.
 //! - [`spool_record`]: the commit record of a spool record.
 //! - [`manifest`]: the job manifest, itself stored as a sealed object.
+//! - [`signed`]: the manifest's signature, and the signed manifest document anyone can check.
 //!
 //! Keeping these sans-IO (as quinn-proto and rustls do) means every parser is tested and
 //! fuzzed by feeding bytes, and the server shell stays thin.
@@ -18,5 +19,6 @@ pub mod fuzzing;
 pub mod lists;
 pub mod manifest;
 pub mod sealed;
+pub mod signed;
 pub mod spool_record;
 pub mod wire;

@@ -4,32 +4,45 @@
 //! alone. Two encodings exist; [`Manifest::decode`] reads both and [`Manifest::encode`]
 //! writes the newest (`docs/FORMAT.md`, "Manifest"):
 //!
+//! - **v3**: v2 followed by the job's [`Seal`] (`tenant:string | committed_unix_ms:u64 |
+//!   key_id:string | signature:[64]`): the manifest signed at commit (see [`crate::signed`]).
 //! - **v2**: `"QMAN" | version:u8 = 2 | job_id:string | entries`, any number of pages up to
-//!   [`MAX_PAGES`].
+//!   [`MAX_PAGES`]; still written for a manifest without a seal.
 //! - **v1** (written until v2 existed): one `Manifest` wire frame. Its writer did not respect
 //!   the 64 KiB control-frame limit, so v1 manifests beyond it exist in stores; they are read
 //!   here at any length the page limit allows.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::signed::Seal;
+use crate::signed::MAX_KEY_ID_LEN;
 use crate::wire::{
-    self, kind, PageEntry, Reader, WireError, MAX_JOB_ID_LEN, MAX_NAME_LEN, MAX_PAGES,
+    self, kind, PageEntry, Reader, WireError, MAX_ID_LEN, MAX_JOB_ID_LEN, MAX_NAME_LEN, MAX_PAGES,
 };
 
-/// The first bytes of a v2 manifest.
+/// The first bytes of a v2 or v3 manifest.
 pub const MAGIC: &[u8; 4] = b"QMAN";
-/// The version [`Manifest::encode`] writes.
-pub const VERSION: u8 = 2;
-/// Longest encoding of a manifest either version allows: the most pages with the longest
-/// names. Anything longer is refused before it is parsed.
-pub const MAX_ENCODED_LEN: usize =
-    5 + 2 + MAX_JOB_ID_LEN + 4 + MAX_PAGES as usize * (4 + 2 + MAX_NAME_LEN + 8 + 32);
+/// The version [`Manifest::encode`] writes for a signed manifest.
+pub const VERSION: u8 = 3;
+/// The version written for one without a seal.
+pub const UNSIGNED_VERSION: u8 = 2;
+/// Longest encoding of a manifest any version allows: the most pages with the longest
+/// names, and a seal. Anything longer is refused before it is parsed.
+pub const MAX_ENCODED_LEN: usize = 5
+    + 2
+    + MAX_JOB_ID_LEN
+    + 4
+    + MAX_PAGES as usize * (4 + 2 + MAX_NAME_LEN + 8 + 32)
+    + SEAL_MAX_LEN;
+const SEAL_MAX_LEN: usize = 2 + MAX_ID_LEN + 8 + 2 + MAX_KEY_ID_LEN + 64;
 
-/// A committed job's list of pages, ordered by index.
+/// A committed job's list of pages, ordered by index, and its signature (`None` for jobs
+/// committed before manifests were signed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub job_id: String,
     pub pages: Vec<PageEntry>,
+    pub seal: Option<Seal>,
 }
 
 fn malformed(reason: &'static str) -> WireError {
@@ -45,7 +58,7 @@ impl Manifest {
         self.pages.iter().map(|p| p.size).sum()
     }
 
-    /// Serialises the manifest in the current version (v2).
+    /// Serialises the manifest in the current version (v3; v2 without a seal).
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(
             16 + self.job_id.len()
@@ -56,8 +69,22 @@ impl Manifest {
                     .sum::<usize>(),
         );
         b.put_slice(MAGIC);
-        b.put_u8(VERSION);
-        put_body(&mut b, &self.job_id, &self.pages);
+        match &self.seal {
+            Some(seal) => {
+                b.put_u8(VERSION);
+                put_body(&mut b, &self.job_id, &self.pages);
+                b.put_u16(seal.tenant.len() as u16);
+                b.put_slice(seal.tenant.as_bytes());
+                b.put_u64(seal.committed_unix_ms);
+                b.put_u16(seal.key_id.len() as u16);
+                b.put_slice(seal.key_id.as_bytes());
+                b.put_slice(&seal.signature);
+            }
+            None => {
+                b.put_u8(UNSIGNED_VERSION);
+                put_body(&mut b, &self.job_id, &self.pages);
+            }
+        }
         b.freeze()
     }
 
@@ -66,25 +93,39 @@ impl Manifest {
         if bytes.len() > MAX_ENCODED_LEN {
             return Err(malformed("longer than the most pages a job may hold"));
         }
-        let (job_id, pages) = if bytes.starts_with(MAGIC) {
+        let (job_id, pages, seal) = if bytes.starts_with(MAGIC) {
             let mut r = Reader::new(kind::MANIFEST, &bytes[MAGIC.len()..]);
-            match r.u8()? {
-                VERSION => {}
-                _ => return Err(malformed("unknown manifest version")),
+            let version = r.u8()?;
+            if version != VERSION && version != UNSIGNED_VERSION {
+                return Err(malformed("unknown manifest version"));
             }
             let job_id = r.job_id()?;
             let pages = r.entries()?;
+            let seal = match version {
+                VERSION => Some(Seal {
+                    tenant: r.id("tenant")?,
+                    committed_unix_ms: r.u64()?,
+                    key_id: r.string(MAX_KEY_ID_LEN)?,
+                    signature: r.array64()?,
+                }),
+                _ => None,
+            };
             r.finish()?;
-            (job_id, pages)
+            (job_id, pages, seal)
         } else {
-            Self::decode_v1(&bytes)?
+            let (job_id, pages) = Self::decode_v1(&bytes)?;
+            (job_id, pages, None)
         };
         for (i, p) in pages.iter().enumerate() {
             if p.index as usize != i {
                 return Err(malformed("page indexes are not 0..n in order"));
             }
         }
-        Ok(Manifest { job_id, pages })
+        Ok(Manifest {
+            job_id,
+            pages,
+            seal,
+        })
     }
 
     /// A v1 manifest: one `Manifest` frame, header included, of any length.
@@ -132,13 +173,44 @@ mod tests {
         let m = Manifest {
             job_id: "j".into(),
             pages: vec![p(0), p(1)],
+            seal: None,
         };
         assert_eq!(Manifest::decode(m.encode()).unwrap(), m);
         let bad = Manifest {
             job_id: "j".into(),
             pages: vec![p(1)],
+            seal: None,
         };
         assert!(Manifest::decode(bad.encode()).is_err());
+    }
+
+    /// A signed manifest (v3) keeps its seal; one without (v2, as written before manifests
+    /// were signed) still opens, with none.
+    #[test]
+    fn a_seal_round_trips_and_unsigned_manifests_still_open() {
+        let pages: Vec<PageEntry> = (0..3).map(longest).collect();
+        let signer = crate::signed::ManifestSigner::derive(&[9; 32], 4);
+        let signed = Manifest {
+            job_id: "j".into(),
+            seal: Some(signer.sign("acme", "j", &pages, 1_796_000_000_000)),
+            pages,
+        };
+        let bytes = signed.encode();
+        assert_eq!(bytes[4], VERSION);
+        assert_eq!(Manifest::decode(bytes.clone()).unwrap(), signed);
+        for cut in [bytes.len() - 1, bytes.len() - 64] {
+            assert!(
+                Manifest::decode(bytes.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let unsigned = Manifest {
+            seal: None,
+            ..signed
+        };
+        let bytes = unsigned.encode();
+        assert_eq!(bytes[4], UNSIGNED_VERSION);
+        assert_eq!(Manifest::decode(bytes).unwrap(), unsigned);
     }
 
     fn longest(i: u32) -> PageEntry {
@@ -155,6 +227,12 @@ mod tests {
         let m = Manifest {
             job_id: "j".repeat(MAX_JOB_ID_LEN),
             pages: (0..MAX_PAGES).map(longest).collect(),
+            seal: Some(Seal {
+                tenant: "t".repeat(MAX_ID_LEN),
+                committed_unix_ms: u64::MAX,
+                key_id: "k".repeat(MAX_KEY_ID_LEN),
+                signature: [5; 64],
+            }),
         };
         let encoded = m.encode();
         assert_eq!(encoded.len(), MAX_ENCODED_LEN);
@@ -178,11 +256,13 @@ mod tests {
         let small = Manifest {
             job_id: "old".into(),
             pages: (0..3).map(longest).collect(),
+            seal: None,
         };
         assert_eq!(Manifest::decode(v1_bytes(&small)).unwrap(), small);
         let big = Manifest {
             job_id: "old-big".into(),
             pages: (0..3000).map(longest).collect(),
+            seal: None,
         };
         let bytes = v1_bytes(&big);
         assert!(bytes.len() > 64 * 1024);
@@ -194,6 +274,7 @@ mod tests {
         let m = Manifest {
             job_id: "j".into(),
             pages: (0..4).map(longest).collect(),
+            seal: None,
         };
         let good = m.encode();
         for cut in [0, 3, 4, 5, 10, good.len() - 1] {

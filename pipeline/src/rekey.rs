@@ -143,6 +143,7 @@ mod tests {
             &Manifest {
                 job_id: job.into(),
                 pages: vec![entry],
+                seal: None,
             },
         )
         .await

@@ -92,6 +92,8 @@ pub(crate) struct State {
     pub refusal_log: crate::ratelog::LogBudget,
     /// Failed authentications not yet written to the audit log.
     pub auth_failures: crate::audit::AuthFailures,
+    /// Manifest signing keys already published to the stores.
+    pub signing_keys: crate::signing::Published,
 }
 
 impl State {
@@ -306,6 +308,7 @@ impl Server {
                 metrics: Default::default(),
                 refusal_log: Default::default(),
                 auth_failures: Default::default(),
+                signing_keys: Default::default(),
                 audit,
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),

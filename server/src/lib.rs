@@ -34,6 +34,7 @@ mod ratelog;
 mod readiness;
 mod requests;
 pub mod retention;
+mod signing;
 pub mod slots;
 mod sweep;
 mod tunnel;

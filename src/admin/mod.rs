@@ -13,6 +13,7 @@ use quire_server::config::ServerConfig;
 use crate::{connect, ClientArgs};
 
 mod audit;
+mod signing;
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {
@@ -96,6 +97,11 @@ enum AdminCommand {
     Audit {
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// The public keys that check a tenant's signed manifests.
+    SigningKey {
+        #[command(subcommand)]
+        command: signing::SigningKeyCommand,
     },
     /// The server's TLS certificate.
     Tls {
@@ -326,6 +332,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         AdminCommand::Call { action, fields, .. } => call(&conn, action, &fields).await?,
         AdminCommand::Hold { command } => hold(&conn, command).await?,
         AdminCommand::Audit { command } => audit::audit(&conn, command).await?,
+        AdminCommand::SigningKey { command } => signing::signing_key(&conn, command).await?,
         AdminCommand::Tls {
             command: TlsCommand::Reload,
         } => {

@@ -401,12 +401,14 @@ impl TestServer {
     }
 
     /// Every sealed object in the object store: documents and manifests, not the audit
-    /// checkpoints the server keeps under `audit/` (tests/audit_chain.rs checks those).
+    /// checkpoints under `audit/` (tests/audit_chain.rs checks those) nor the public signing
+    /// keys under `signing/` (tests/signed_manifests.rs).
     pub fn stored_files(&self) -> Vec<PathBuf> {
         let audit = self.store_dir().join("audit");
+        let signing = self.store_dir().join("signing");
         walk(&self.store_dir())
             .into_iter()
-            .filter(|f| !f.starts_with(&audit))
+            .filter(|f| !f.starts_with(&audit) && !f.starts_with(&signing))
             .collect()
     }
 }

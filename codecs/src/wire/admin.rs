@@ -333,6 +333,14 @@ admin_requests! {
     /// A tenant's audit trail as JSON lines, from `since_unix_ms` (0: all of it), with the
     /// checkpoints and public keys that prove it.
     22 "audit.export" AuditExport { tenant: String = id("tenant"), since_unix_ms: u64 = u64() }
+    /// A committed job's signed manifest, as the JSON document `quire verify` checks.
+    23 "manifest.get" ManifestGet {
+        tenant: String = id("tenant"),
+        job_id: String = job_id(),
+        reason: String = string(MAX_REASON_LEN),
+    }
+    /// A tenant's public manifest signing keys with the periods they signed in, as JSON.
+    24 "signing_key.export" SigningKeyExport { tenant: String = id("tenant") }
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }
-    pub(super) fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
     /// A trailing upload id, absent in requests of clients older than the field.
@@ -54,7 +54,10 @@ impl<'a> Reader<'a> {
     pub(super) fn array32(&mut self) -> Result<[u8; 32], WireError> {
         Ok(self.take(32)?.try_into().unwrap())
     }
-    pub(super) fn string(&mut self, max: usize) -> Result<String, WireError> {
+    pub(crate) fn array64(&mut self) -> Result<[u8; 64], WireError> {
+        Ok(self.take(64)?.try_into().unwrap())
+    }
+    pub(crate) fn string(&mut self, max: usize) -> Result<String, WireError> {
         let len = self.u16()? as usize;
         if len > max {
             return Err(self.err("string longer than its limit"));
@@ -62,7 +65,7 @@ impl<'a> Reader<'a> {
         let raw = self.take(len)?;
         String::from_utf8(raw.to_vec()).map_err(|_| self.err("string is not UTF-8"))
     }
-    pub(super) fn id(&mut self, field: &'static str) -> Result<String, WireError> {
+    pub(crate) fn id(&mut self, field: &'static str) -> Result<String, WireError> {
         let s = self.string(MAX_ID_LEN)?;
         validate_id(field, &s)?;
         Ok(s)

@@ -249,6 +249,14 @@ fn frames_second_half() -> Vec<Frame> {
             tenant: "beta".into(),
             since_unix_ms: 1_790_000_000_000,
         }),
+        Frame::Admin(AdminRequest::ManifestGet {
+            tenant: "beta".into(),
+            job_id: "Rechnung-17.2026".into(),
+            reason: "ticket 4711".into(),
+        }),
+        Frame::Admin(AdminRequest::SigningKeyExport {
+            tenant: "beta".into(),
+        }),
         Frame::AdminAuditReport(AuditReport {
             tenant: "beta".into(),
             records: 10,

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use quire_codecs::manifest::Manifest;
-use quire_codecs::sealed::{self, ChunkCipher, Chunker, Compression, PlainChunk};
+use quire_codecs::sealed::{ChunkCipher, Chunker, Compression, PlainChunk};
 use quire_codecs::wire::PageEntry;
 use rayon::prelude::*;
 use tokio::sync::mpsc;
@@ -593,70 +592,6 @@ impl Pipeline {
             Err(e) => Err(e),
         }
     }
-
-    /// Seals and stores a job's manifest (through the spool, acknowledged like a page).
-    /// Storing the same manifest twice is a no-op; a different one under the same job is a
-    /// conflict.
-    pub async fn write_manifest(
-        &self,
-        tenant: &str,
-        manifest: &Manifest,
-    ) -> Result<(), PipelineError> {
-        let key = keys::manifest_key(tenant, &manifest.job_id);
-        let body = manifest.encode();
-        let as_entry = PageEntry {
-            index: 0,
-            name: "manifest".into(),
-            size: body.len() as u64,
-            sha256: crate::hash::sha256(&body),
-        };
-        if let Some(record) = self.spool.pending(&key) {
-            return self.same_or_conflict(&record, &as_entry).await.map(drop);
-        }
-        if self.stored_already(tenant, &key).await? {
-            let existing = self.read_manifest(tenant, &manifest.job_id).await?;
-            return if &existing == manifest {
-                Ok(())
-            } else {
-                Err(PipelineError::Conflict { index: 0 })
-            };
-        }
-        let (kek_ref, kek) = self.current_key(tenant).await?;
-        let sealed = sealed::seal_all(
-            &kek,
-            kek_ref,
-            &key,
-            Compression::None,
-            self.config.chunk_size,
-            &body,
-        );
-        drop(kek);
-        let record = if self.config.ack == AckMode::Stored {
-            let reservation = self
-                .spool
-                .reserve(tenant, spool::reservation_for(as_entry.size))
-                .await?;
-            match self
-                .put_direct(tenant, &key, &as_entry, sealed, reservation)
-                .await?
-            {
-                Direct::Stored(_) => return Ok(()),
-                Direct::Exists => {
-                    let existing = self.read_manifest(tenant, &manifest.job_id).await?;
-                    return if &existing == manifest {
-                        Ok(())
-                    } else {
-                        Err(PipelineError::Conflict { index: 0 })
-                    };
-                }
-                Direct::Spilled(record) => record,
-            }
-        } else {
-            self.spool_whole(tenant, &key, as_entry.sha256, as_entry.size, sealed)
-                .await?
-        };
-        self.same_or_conflict(&record, &as_entry).await.map(drop)
-    }
 }
 
 struct StageTarget {
@@ -692,5 +627,6 @@ fn stage_object(
     Ok(None) // dropped uncommitted: the writer erases what it wrote
 }
 
+mod manifest;
 #[cfg(test)]
 mod tests;

@@ -219,3 +219,29 @@ async fn a_store_outage_spools_the_page_and_delivery_finishes_it() {
     assert_eq!(store.list("tenants").await.unwrap().len(), 1);
     assert!(faults.refused() > 1, "delivery retried");
 }
+
+/// Committing a job again (a lost answer, a crash before the commit was recorded, two
+/// nodes at once) signs it at another time: the same pages are success and keep the stored
+/// signature; different pages are a conflict.
+#[tokio::test]
+async fn a_manifest_signed_again_keeps_the_first_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path());
+    let pages = vec![entry(0, b"page zero"), entry(1, b"page one")];
+    let signer = quire_codecs::signed::ManifestSigner::derive(&[3; 32], 1);
+    let signed_at = |ms| quire_codecs::manifest::Manifest {
+        job_id: "j".into(),
+        pages: pages.clone(),
+        seal: Some(signer.sign("acme", "j", &pages, ms)),
+    };
+    p.write_manifest("acme", &signed_at(1_000)).await.unwrap();
+    p.write_manifest("acme", &signed_at(2_000)).await.unwrap();
+    let stored = p.read_manifest("acme", "j").await.unwrap();
+    assert_eq!(stored, signed_at(1_000));
+    let mut other = signed_at(3_000);
+    other.pages.pop();
+    assert!(matches!(
+        p.write_manifest("acme", &other).await,
+        Err(PipelineError::Conflict { .. })
+    ));
+}

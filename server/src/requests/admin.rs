@@ -55,6 +55,9 @@ async fn route(
         R::AuditVerify { .. } | R::AuditExport { .. } => {
             super::audit_trail::audit_trail(state, principal, req, send).await
         }
+        R::ManifestGet { .. } | R::SigningKeyExport { .. } => {
+            super::signatures::signatures(state, principal, req, send).await
+        }
         R::TlsReload {} => {
             allow(state, principal, "", Action::TlsReload, "").await?;
             state.tls.reload().map_err(|e| {

@@ -178,10 +178,33 @@ pub(super) async fn job_commit(
             ),
         ));
     }
-    let manifest = Manifest {
+    if let Some(row) = job.as_ref().filter(|row| row.committed) {
+        // Committed before (a scanner that lost the answer commits again): the manifest
+        // and its signature stay as they were.
+        return reply(
+            send,
+            &Frame::JobCommitted {
+                pages: page_count,
+                bytes: row.bytes,
+            },
+        )
+        .await;
+    }
+    let mut manifest = Manifest {
         job_id: job_id.to_string(),
         pages,
+        seal: None,
     };
+    // Signed with the commit time, before it is stored: every committed job is signed.
+    let now = crate::signing::now_unix_ms();
+    crate::signing::sign(
+        &state.pipeline,
+        &state.signing_keys,
+        tenant,
+        &mut manifest,
+        now,
+    )
+    .await?;
     state.pipeline.write_manifest(tenant, &manifest).await?;
     let bytes = manifest.total_bytes();
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());

@@ -13,6 +13,7 @@ mod jobs;
 mod key_versions;
 mod open_jobs;
 mod pages;
+mod signatures;
 
 use admin::admin;
 use jobs::{claim, claim_for_page, job_and_pages, job_commit, job_get, job_status, UploadRef};
