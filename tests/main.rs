@@ -43,6 +43,7 @@ mod refusals;
 mod resume;
 mod retention;
 mod roles;
+mod scrub;
 mod signed_manifests;
 mod storage_conformance;
 mod tls_ca;

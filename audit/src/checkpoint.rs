@@ -5,9 +5,9 @@
 //! store as a write-once object: whoever rewrites, truncates or restores `audit.log` cannot
 //! make it agree with the checkpoints again without the signing key.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use quire_codecs::signed::DerivedSigningKey;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use crate::record::hex_bytes;
 
@@ -81,53 +81,39 @@ pub fn signed_message(
 
 /// The server's audit signing key, derived from a key the vault holds (so it is as well
 /// kept as the tenants' keys: in a KMS or HSM where one is configured). Zeroized on drop.
-pub struct AuditSigner {
-    key: SigningKey,
-    key_id: String,
-}
-
-impl std::fmt::Debug for AuditSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditSigner")
-            .field("key_id", &self.key_id)
-            .field("public_key", &hex::encode(self.public_key()))
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct AuditSigner(DerivedSigningKey);
 
 impl AuditSigner {
     /// Derives the signing key of vault key `version` from its bytes (HKDF-SHA-256).
     pub fn derive(vault_key: &[u8; 32], version: u32) -> AuditSigner {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        hkdf::Hkdf::<sha2::Sha256>::new(None, vault_key)
-            .expand(SIGNING_KEY_INFO, seed.as_mut())
-            .expect("32 bytes is a valid HKDF-SHA-256 output length");
-        AuditSigner {
-            key: SigningKey::from_bytes(&seed),
-            key_id: key_id(version),
-        }
+        AuditSigner(DerivedSigningKey::derive(
+            vault_key,
+            SIGNING_KEY_INFO,
+            key_id(version),
+        ))
     }
 
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        self.0.key_id()
     }
 
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.0.public_key()
     }
 
     /// Signs the head `(seq, hash)` of `tenant`'s chain.
     pub fn sign(&self, tenant: &str, seq: u64, hash: [u8; 32], now_unix_ms: u64) -> Checkpoint {
-        let message = signed_message(tenant, seq, &hash, now_unix_ms, &self.key_id);
+        let message = signed_message(tenant, seq, &hash, now_unix_ms, self.key_id());
         Checkpoint {
             v: CHECKPOINT_VERSION,
             tenant: tenant.to_string(),
             seq,
             hash,
             signed_unix_ms: now_unix_ms,
-            key_id: self.key_id.clone(),
+            key_id: self.key_id().to_string(),
             public_key: self.public_key(),
-            signature: self.key.sign(&message).to_bytes(),
+            signature: self.0.sign(&message),
         }
     }
 }

@@ -217,3 +217,41 @@ pub async fn export_audit(
         }
     }
 }
+
+/// Scrubs a tenant's stored objects on the server: every finding (one JSON object: missing,
+/// corrupt, orphaned, progress, done) is handed to `on_finding` as it arrives.
+pub async fn scrub(
+    conn: &Connection,
+    tenant: &str,
+    after: Option<&str>,
+    max_mb_per_s: u32,
+    mut on_finding: impl FnMut(serde_json::Value),
+) -> Result<(), ClientError> {
+    let (mut send, mut reader) = conn
+        .open(&Frame::Admin(AdminRequest::Scrub {
+            tenant: tenant.into(),
+            after: after.map(str::to_string),
+            max_mb_per_s,
+        }))
+        .await?;
+    let _ = send.finish();
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        match super::expect_answer(&mut reader).await? {
+            Frame::Data(b) => {
+                pending.extend_from_slice(&b);
+                while let Some(end) = pending.iter().position(|&c| c == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let finding = serde_json::from_slice(&line)
+                        .map_err(|e| ClientError::Protocol(format!("scrub finding: {e}")))?;
+                    on_finding(finding);
+                }
+                if pending.len() > 64 * 1024 {
+                    return Err(ClientError::Protocol("a scrub finding is too long".into()));
+                }
+            }
+            Frame::Done => return Ok(()),
+            f => return Err(unexpected(f)),
+        }
+    }
+}

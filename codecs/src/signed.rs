@@ -105,33 +105,33 @@ pub fn key_version(key_id: &str) -> Option<u32> {
     }
 }
 
-/// A tenant's manifest signing key, derived from its vault key, so it is kept exactly as
-/// well as the keys that encrypt the tenant's pages (wrapped by the master key, a KMS or an
-/// HSM) and is never stored. Zeroized on drop.
-pub struct ManifestSigner {
+/// An Ed25519 key derived from a vault key (HKDF-SHA-256, no salt) under a purpose's own
+/// info string: how Quire makes its signing keys (manifests here, audit checkpoints in
+/// `quire-audit`), so they are kept exactly as well as the vault key and never stored.
+/// Zeroized on drop; its `Debug` shows the key id and public key only.
+pub struct DerivedSigningKey {
     key: SigningKey,
     key_id: String,
 }
 
-impl std::fmt::Debug for ManifestSigner {
+impl std::fmt::Debug for DerivedSigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ManifestSigner")
+        f.debug_struct("DerivedSigningKey")
             .field("key_id", &self.key_id)
             .field("public_key", &hex::encode(self.public_key()))
             .finish_non_exhaustive()
     }
 }
 
-impl ManifestSigner {
-    /// Derives the signing key of the tenant's vault key `version` (HKDF-SHA-256, no salt).
-    pub fn derive(vault_key: &[u8; 32], version: u32) -> ManifestSigner {
+impl DerivedSigningKey {
+    pub fn derive(vault_key: &[u8; 32], info: &[u8], key_id: String) -> DerivedSigningKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         hkdf::Hkdf::<sha2::Sha256>::new(None, vault_key)
-            .expand(SIGNING_KEY_INFO, seed.as_mut())
+            .expand(info, seed.as_mut())
             .expect("32 bytes is a valid HKDF-SHA-256 output length");
-        ManifestSigner {
+        DerivedSigningKey {
             key: SigningKey::from_bytes(&seed),
-            key_id: key_id(version),
+            key_id,
         }
     }
 
@@ -143,6 +143,35 @@ impl ManifestSigner {
         self.key.verifying_key().to_bytes()
     }
 
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+}
+
+/// A tenant's manifest signing key, derived from its vault key, so it is kept exactly as
+/// well as the keys that encrypt the tenant's pages (wrapped by the master key, a KMS or an
+/// HSM).
+#[derive(Debug)]
+pub struct ManifestSigner(DerivedSigningKey);
+
+impl ManifestSigner {
+    /// The signing key of the tenant's vault key `version`.
+    pub fn derive(vault_key: &[u8; 32], version: u32) -> ManifestSigner {
+        ManifestSigner(DerivedSigningKey::derive(
+            vault_key,
+            SIGNING_KEY_INFO,
+            key_id(version),
+        ))
+    }
+
+    pub fn key_id(&self) -> &str {
+        self.0.key_id()
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.0.public_key()
+    }
+
     /// Signs a job of `tenant` committed at `committed_unix_ms`.
     pub fn sign(
         &self,
@@ -151,12 +180,12 @@ impl ManifestSigner {
         pages: &[PageEntry],
         committed_unix_ms: u64,
     ) -> Seal {
-        let message = signed_message(tenant, job_id, committed_unix_ms, &self.key_id, pages);
+        let message = signed_message(tenant, job_id, committed_unix_ms, self.key_id(), pages);
         Seal {
             tenant: tenant.to_string(),
             committed_unix_ms,
-            key_id: self.key_id.clone(),
-            signature: self.key.sign(&message).to_bytes(),
+            key_id: self.key_id().to_string(),
+            signature: self.0.sign(&message),
         }
     }
 }

@@ -34,6 +34,7 @@ mod ratelog;
 mod readiness;
 mod requests;
 pub mod retention;
+mod scrub;
 mod signing;
 pub mod slots;
 mod sweep;

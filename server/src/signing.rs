@@ -117,6 +117,26 @@ async fn publish(
     Ok(())
 }
 
+/// The public key `derive` makes from vault key `version` of `owner`, derived again from the
+/// vault; `None` if the vault has no such version (never issued, or retired).
+pub(crate) async fn derived_public_key(
+    pipeline: &Pipeline,
+    owner: &str,
+    version: u32,
+    derive: impl FnOnce(&[u8; 32]) -> [u8; 32],
+) -> Result<Option<[u8; 32]>, PipelineError> {
+    let kek = KekRef {
+        tenant: owner.into(),
+        kek_id: quire_pipeline::vault::KEK_ID.into(),
+        version,
+    };
+    match pipeline.key_named(&kek).await {
+        Ok(key) => Ok(Some(derive(key.expose()))),
+        Err(PipelineError::Vault(quire_pipeline::vault::VaultError::UnknownKey { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The public key of the tenant's `key_id`: derived again from the vault while it holds
 /// that version, else as published (a retired version).
 pub(crate) async fn public_key(
@@ -127,15 +147,9 @@ pub(crate) async fn public_key(
     let Some(version) = signed::key_version(key_id) else {
         return Ok(None);
     };
-    let kek = KekRef {
-        tenant: tenant.into(),
-        kek_id: quire_pipeline::vault::KEK_ID.into(),
-        version,
-    };
-    if let Ok(key) = pipeline.key_named(&kek).await {
-        return Ok(Some(
-            ManifestSigner::derive(key.expose(), version).public_key(),
-        ));
+    let derive = |key: &[u8; 32]| ManifestSigner::derive(key, version).public_key();
+    if let Ok(Some(key)) = derived_public_key(pipeline, tenant, version, derive).await {
+        return Ok(Some(key));
     }
     let store = pipeline.store_for(tenant);
     match store.get(&key_object(tenant, version)).await {

@@ -13,6 +13,7 @@ use quire_server::config::ServerConfig;
 use crate::{connect, ClientArgs};
 
 mod audit;
+mod scrub;
 mod signing;
 
 #[derive(Args, Debug)]
@@ -98,6 +99,9 @@ enum AdminCommand {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Read every stored object of a tenant through (no plaintext leaves the server) and
+    /// report those missing, corrupt, or stored without a record. Exits non-zero if any.
+    Scrub(scrub::ScrubArgs),
     /// The public keys that check a tenant's signed manifests.
     SigningKey {
         #[command(subcommand)]
@@ -333,6 +337,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         AdminCommand::Hold { command } => hold(&conn, command).await?,
         AdminCommand::Audit { command } => audit::audit(&conn, command).await?,
         AdminCommand::SigningKey { command } => signing::signing_key(&conn, command).await?,
+        AdminCommand::Scrub(a) => scrub::scrub(&conn, a).await?,
         AdminCommand::Tls {
             command: TlsCommand::Reload,
         } => {

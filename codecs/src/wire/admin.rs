@@ -341,6 +341,14 @@ admin_requests! {
     }
     /// A tenant's public manifest signing keys with the periods they signed in, as JSON.
     24 "signing_key.export" SigningKeyExport { tenant: String = id("tenant") }
+    /// Read every stored object of a tenant through and report missing, corrupt and orphaned
+    /// ones as JSON lines; jobs after `after` only (to go on with a stopped scrub), reading at
+    /// most `max_mb_per_s` (0: unbounded).
+    25 "scrub" Scrub {
+        tenant: String = id("tenant"),
+        after: Option<String> = optional_job_id(),
+        max_mb_per_s: u32 = u32(),
+    }
 }
 
 #[cfg(test)]

@@ -257,6 +257,11 @@ fn frames_second_half() -> Vec<Frame> {
         Frame::Admin(AdminRequest::SigningKeyExport {
             tenant: "beta".into(),
         }),
+        Frame::Admin(AdminRequest::Scrub {
+            tenant: "beta".into(),
+            after: Some("job-7".into()),
+            max_mb_per_s: 50,
+        }),
         Frame::AdminAuditReport(AuditReport {
             tenant: "beta".into(),
             records: 10,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quire_audit::checkpoint::{self, AuditSigner, Checkpoint};
-use quire_codecs::sealed::KekRef;
 use quire_pipeline::{Pipeline, PipelineError};
 use quire_storage::StoreError;
 use tracing::{debug, error, warn};
@@ -35,18 +34,8 @@ pub(crate) async fn public_key(
     let Some(version) = checkpoint::key_version(key_id) else {
         return Ok(None);
     };
-    let kek = KekRef {
-        tenant: AUDIT_KEY_OWNER.into(),
-        kek_id: quire_pipeline::vault::KEK_ID.into(),
-        version,
-    };
-    match pipeline.key_named(&kek).await {
-        Ok(key) => Ok(Some(
-            AuditSigner::derive(key.expose(), version).public_key(),
-        )),
-        Err(PipelineError::Vault(quire_pipeline::vault::VaultError::UnknownKey { .. })) => Ok(None),
-        Err(e) => Err(e),
-    }
+    let derive = |key: &[u8; 32]| AuditSigner::derive(key, version).public_key();
+    crate::signing::derived_public_key(pipeline, AUDIT_KEY_OWNER, version, derive).await
 }
 
 /// Signs and stores the head of every chain with records no checkpoint covers. Returns how

@@ -58,6 +58,7 @@ async fn route(
         R::ManifestGet { .. } | R::SigningKeyExport { .. } => {
             super::signatures::signatures(state, principal, req, send).await
         }
+        R::Scrub { .. } => super::scrub::scrub_request(state, principal, req, send).await,
         R::TlsReload {} => {
             allow(state, principal, "", Action::TlsReload, "").await?;
             state.tls.reload().map_err(|e| {

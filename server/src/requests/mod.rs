@@ -13,6 +13,7 @@ mod jobs;
 mod key_versions;
 mod open_jobs;
 mod pages;
+mod scrub;
 mod signatures;
 
 use admin::admin;
