@@ -377,7 +377,7 @@ mod tests {
                         "role" => "device",
                         "state" => "enabled",
                         "enabled" => "true",
-                        "ttl_secs" | "hours" | "version" | "since_unix_ms" => "24",
+                        "ttl_secs" | "hours" | "version" | "since_unix_ms" | "max_mb_per_s" => "24",
                         _ => "acme",
                     };
                     (*f, v)
