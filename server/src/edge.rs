@@ -345,6 +345,7 @@ impl Server {
             )?;
         }
         crate::cutoff::spawn(&server.state);
+        crate::keywatch::spawn(&server.state);
         sweep::spawn(
             server.state.clone(),
             config.sweep_interval,

@@ -26,6 +26,7 @@ pub mod gate;
 mod hello;
 pub mod identity;
 pub mod keycheck;
+mod keywatch;
 pub mod limits;
 pub mod meta;
 pub mod metrics;

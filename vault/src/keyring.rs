@@ -359,6 +359,10 @@ impl KeyVault for Keyring {
         Ok(self.read_ring(tenant)?.len() as u32)
     }
 
+    fn forget(&self, tenant: &str) {
+        self.cache.invalidate(tenant);
+    }
+
     fn expect_versions(&self, tenant: &str, versions: u32) {
         let mut known = self.known.write().expect("keyring lock poisoned");
         let floor = known.entry(tenant.to_string()).or_insert(0);

@@ -106,6 +106,9 @@ pub trait KeyVault: Send + Sync + std::fmt::Debug {
     /// metadata store records them): while fewer are present, no new version is created and
     /// [`KeyVault::current_kek`] fails with [`VaultError::KeysMissing`].
     fn expect_versions(&self, tenant: &str, versions: u32);
+    /// Forgets what is cached of the tenant's keys: another node rotated, retired or
+    /// shredded them, so the next lookup reads the ring again.
+    fn forget(&self, _tenant: &str) {}
     /// The backend's name, for messages and `serve --check`.
     fn backend(&self) -> &'static str;
     /// Reaches the backend (for readiness checks): `Ok` when keys can be had.

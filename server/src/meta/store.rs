@@ -226,6 +226,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tenants whose keys change, whichever node changes them, if the store is shared (so
+    /// that every node drops its cached keys at once); `None` for a store one node holds.
+    fn key_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
+
     /// The hold covering a job: its own, or its tenant's.
     fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError>;
 }

@@ -232,7 +232,22 @@ impl PgMeta {
     pub(super) fn watch_devices(
         &self,
     ) -> tokio::sync::mpsc::UnboundedReceiver<crate::meta::DeviceEvent> {
-        watch::start(&self.io.handle, self.pool.clone(), self.dial.clone())
+        watch::start(
+            &self.io.handle,
+            self.pool.clone(),
+            self.dial.clone(),
+            &watch::DEVICES,
+        )
+    }
+
+    /// Tenants whose keys another node (or this one) changed, from now on (see `watch.rs`).
+    pub(super) fn watch_keys(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        watch::start(
+            &self.io.handle,
+            self.pool.clone(),
+            self.dial.clone(),
+            &watch::KEYS,
+        )
     }
 
     /// The version the database's schema is at now.

@@ -72,9 +72,12 @@ impl PgMeta {
             )
             .await
             .map_err(pg)?;
-            txn.execute("SELECT pg_notify($1, '')", &[&super::watch::CHANNEL])
-                .await
-                .map_err(pg)?;
+            txn.execute(
+                "SELECT pg_notify($1, '')",
+                &[&super::watch::DEVICES.channel],
+            )
+            .await
+            .map_err(pg)?;
             txn.commit().await.map_err(pg)?;
             Ok(rec)
         })
@@ -607,6 +610,10 @@ impl MetaStore for PgMeta {
 
     fn device_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<DeviceEvent>> {
         Some(self.watch_devices())
+    }
+
+    fn key_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        Some(self.watch_keys())
     }
 
     fn exchange_claims(

@@ -139,6 +139,29 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node, key)
     );
     "#,
+    // 6: every change to a tenant's keys (a new version, a retirement, a shred) numbered and
+    // announced, so other nodes drop their cached keys at once (meta/postgres/watch.rs).
+    r#"
+    CREATE TABLE key_changes (
+        seq          bigserial PRIMARY KEY,
+        backend      text NOT NULL,
+        tenant       text NOT NULL
+    );
+    CREATE FUNCTION key_ring_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        changed record;
+    BEGIN
+        IF TG_OP = 'DELETE' THEN changed := OLD; ELSE changed := NEW; END IF;
+        INSERT INTO key_changes (backend, tenant) VALUES (changed.backend, changed.tenant);
+        PERFORM pg_notify('quire_keys', '');
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER key_rings_changed AFTER INSERT OR UPDATE OR DELETE ON key_rings
+        FOR EACH ROW EXECUTE FUNCTION key_ring_changed();
+    CREATE TRIGGER key_rings_shredded_changed AFTER INSERT ON key_rings_shredded
+        FOR EACH ROW EXECUTE FUNCTION key_ring_changed();
+    "#,
 ];
 
 /// An arbitrary constant naming the lock nodes take while migrating.
