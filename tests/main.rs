@@ -9,6 +9,7 @@ mod common;
 mod agent;
 mod audit_chain;
 mod audit_events;
+mod backup;
 mod bootstrap;
 mod bulk_jobs;
 mod check;

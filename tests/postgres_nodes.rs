@@ -100,7 +100,10 @@ async fn a_device_disabled_on_one_node_is_cut_off_on_the_other() {
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE datname = current_database() AND query = 'LISTEN quire_devices'",
     );
-    assert_eq!(cut, "2", "one connection per node listening for device changes");
+    assert_eq!(
+        cut, "2",
+        "one connection per node listening for device changes"
+    );
     let t = Instant::now();
     let o = a.quire(&["admin", "--credential", admin, "device", "revoke", "scan-2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -94,6 +94,9 @@ pub(crate) struct State {
     pub auth_failures: crate::audit::AuthFailures,
     /// Manifest signing keys already published to the stores.
     pub signing_keys: crate::signing::Published,
+    /// The node's data directory (what a backup copies) and how many backups to keep.
+    pub data_dir: std::path::PathBuf,
+    pub backup: crate::config::BackupConfig,
 }
 
 impl State {
@@ -309,6 +312,8 @@ impl Server {
                 refusal_log: Default::default(),
                 auth_failures: Default::default(),
                 signing_keys: Default::default(),
+                data_dir: config.data_dir.clone(),
+                backup: config.backup.clone(),
                 audit,
             }),
             trust_anchor_pem: identity.trust_anchor_pem().to_string(),
@@ -346,6 +351,7 @@ impl Server {
         }
         crate::cutoff::spawn(&server.state);
         crate::keywatch::spawn(&server.state);
+        crate::backup::schedule(&server.state);
         sweep::spawn(
             server.state.clone(),
             config.sweep_interval,

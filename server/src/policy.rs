@@ -43,13 +43,15 @@ pub enum Action {
     DeliveryAck,
     JobAbort,
     TlsReload,
+    /// Write a backup of the metadata store and the keyring files.
+    Backup,
     /// Verify or export a tenant's audit trail (no document content; who did what).
     AuditRead,
 }
 
 impl Action {
     /// Every action, for tables and tests.
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 28] = [
         Action::JobStatus,
         Action::PagePut,
         Action::JobCommit,
@@ -76,6 +78,7 @@ impl Action {
         Action::DeliveryAck,
         Action::JobAbort,
         Action::TlsReload,
+        Action::Backup,
         Action::AuditRead,
     ];
 
@@ -156,7 +159,9 @@ pub fn decide(s: Subject, a: Action) -> Result<Allowed, Denial> {
         }
     };
     match a {
-        Action::TenantCreate | Action::TenantShred | Action::TlsReload => only_service_admin(),
+        Action::TenantCreate | Action::TenantShred | Action::TlsReload | Action::Backup => {
+            only_service_admin()
+        }
         Action::DeviceCreate(ServiceAdmin) | Action::DeviceRotate(ServiceAdmin) => {
             manage(s).and_then(|_| only_service_admin())
         }

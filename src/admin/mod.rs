@@ -13,6 +13,7 @@ use quire_server::config::ServerConfig;
 use crate::{connect, ClientArgs};
 
 mod audit;
+mod backup;
 mod scrub;
 mod signing;
 
@@ -99,6 +100,12 @@ enum AdminCommand {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Back up this node's metadata store, keyring files and audit log to its default
+    /// object store now (service admin; `[backup] every` makes them on a schedule).
+    Backup,
+    /// Fill a new node's data directory from a backup (run with the server stopped; the
+    /// node's vault must be the backed-up node's).
+    Restore(backup::RestoreArgs),
     /// Read every stored object of a tenant through (no plaintext leaves the server) and
     /// report those missing, corrupt, or stored without a record. Exits non-zero if any.
     Scrub(scrub::ScrubArgs),
@@ -320,6 +327,9 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
     if let AdminCommand::Bootstrap { .. } = &a.command {
         return bootstrap(&a.command);
     }
+    if let AdminCommand::Restore(args) = &a.command {
+        return backup::restore(args).await;
+    }
     if let AdminCommand::Call { list: true, .. } = &a.command {
         for (action, fields) in AdminRequest::FIELDS {
             println!("{action}\t{}", fields.join(" "));
@@ -330,6 +340,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
     match a.command {
         AdminCommand::Vault { .. }
         | AdminCommand::Bootstrap { .. }
+        | AdminCommand::Restore(_)
         | AdminCommand::Call { list: true, .. } => {
             unreachable!("answered above without a connection")
         }
@@ -338,6 +349,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         AdminCommand::Audit { command } => audit::audit(&conn, command).await?,
         AdminCommand::SigningKey { command } => signing::signing_key(&conn, command).await?,
         AdminCommand::Scrub(a) => scrub::scrub(&conn, a).await?,
+        AdminCommand::Backup => backup::backup(&conn).await?,
         AdminCommand::Tls {
             command: TlsCommand::Reload,
         } => {

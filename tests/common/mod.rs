@@ -401,14 +401,14 @@ impl TestServer {
     }
 
     /// Every sealed object in the object store: documents and manifests, not the audit
-    /// checkpoints under `audit/` (tests/audit_chain.rs checks those) nor the public signing
-    /// keys under `signing/` (tests/signed_manifests.rs).
+    /// checkpoints under `audit/` (tests/audit_chain.rs checks those), the public signing
+    /// keys under `signing/` (tests/signed_manifests.rs) nor backups (tests/backup.rs).
     pub fn stored_files(&self) -> Vec<PathBuf> {
         let audit = self.store_dir().join("audit");
-        let signing = self.store_dir().join("signing");
+        let others = ["signing", "backups"].map(|d| self.store_dir().join(d));
         walk(&self.store_dir())
             .into_iter()
-            .filter(|f| !f.starts_with(&audit) && !f.starts_with(&signing))
+            .filter(|f| !f.starts_with(&audit) && !others.iter().any(|o| f.starts_with(o)))
             .collect()
     }
 }

@@ -17,6 +17,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 mod keys;
 pub use keys::*;
+mod part;
+pub use part::{open_part, part_version, seal_part};
 
 /// First bytes of every sealed object.
 pub const MAGIC: [u8; 4] = *b"QRSO";

@@ -349,6 +349,9 @@ admin_requests! {
         after: Option<String> = optional_job_id(),
         max_mb_per_s: u32 = u32(),
     }
+    /// Back up the node's metadata store, keyring files and audit log to the default store
+    /// (service admin only); answered with the backup's index as JSON.
+    26 "backup.create" BackupCreate {}
 }
 
 #[cfg(test)]

@@ -262,6 +262,7 @@ fn frames_second_half() -> Vec<Frame> {
             after: Some("job-7".into()),
             max_mb_per_s: 50,
         }),
+        Frame::Admin(AdminRequest::BackupCreate {}),
         Frame::AdminAuditReport(AuditReport {
             tenant: "beta".into(),
             records: 10,

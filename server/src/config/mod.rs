@@ -12,6 +12,7 @@ use std::time::Duration;
 use quire_pipeline::{AckMode, PipelineConfig, SpoolConfig};
 use serde::Deserialize;
 
+pub use backup::BackupConfig;
 pub use meta::MetaConfig;
 pub use observe::AuditConfig;
 pub use tcp::TcpListen;
@@ -65,6 +66,8 @@ struct FileConfig {
     metrics: observe::MetricsSection,
     #[serde(default)]
     audit: observe::AuditSection,
+    #[serde(default)]
+    backup: backup::BackupSection,
     #[serde(default)]
     tcp: tcp::TcpSection,
     #[serde(default)]
@@ -283,6 +286,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// When audit chains are checkpointed.
     pub audit: AuditConfig,
+    /// Scheduled backups.
+    pub backup: BackupConfig,
     /// Where QUIC over TLS over TCP is served, for networks that drop UDP.
     pub tcp: TcpListen,
     /// Which database keeps the metadata.
@@ -386,9 +391,20 @@ impl ServerConfig {
         let vault = fc.vault.resolve(development)?;
         let metrics_listen = fc.metrics.resolve()?;
         let audit = fc.audit.resolve()?;
+        let backup = fc.backup.resolve()?;
+        let meta = fc.meta.resolve()?;
+        if backup.every.is_some() && matches!(meta, meta::MetaConfig::Postgres(_)) {
+            return Err(ConfigError::Invalid {
+                key: "backup.every".into(),
+                reason: "the metadata is in PostgreSQL: back it up with pg_dump or continuous \
+                         archiving (docs/METADATA.md); [backup] copies the embedded store"
+                    .into(),
+            });
+        }
         Ok(ServerConfig {
+            backup,
             tcp: fc.tcp.resolve()?,
-            meta: fc.meta.resolve()?,
+            meta,
             audit,
             config_sha256: None,
             metrics_listen,
@@ -644,6 +660,7 @@ fn config_digest(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
+mod backup;
 mod meta;
 mod observe;
 mod secret;

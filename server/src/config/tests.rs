@@ -171,3 +171,17 @@ fn store_secrets_come_from_a_private_file_or_the_environment() {
         "{e}"
     );
 }
+
+#[test]
+fn backups_are_scheduled_for_the_embedded_store_only() {
+    let c = ServerConfig::from_toml("[backup]\nevery = \"6h\"\nkeep = 3\n").unwrap();
+    assert_eq!(c.backup.every, Some(Duration::from_secs(6 * 3600)));
+    assert_eq!(c.backup.keep, 3);
+    assert_eq!(ServerConfig::from_toml("").unwrap().backup.every, None);
+    let e = ServerConfig::from_toml("[backup]\nevery = \"soon\"\n").unwrap_err();
+    assert!(e.to_string().contains("backup.every"), "{e}");
+    let pg =
+        "[meta]\nkind = \"postgres\"\nurl = \"host=/tmp dbname=q\"\n[backup]\nevery = \"1d\"\n";
+    let e = ServerConfig::from_toml(pg).unwrap_err().to_string();
+    assert!(e.contains("backup.every") && e.contains("pg_dump"), "{e}");
+}

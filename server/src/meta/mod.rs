@@ -23,6 +23,17 @@ const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("legal_holds");
 /// Tenant → how many KEK versions the vault was seen to hold (u32, big-endian). Created
 /// empty in stores written before it existed; filled in on the next start.
 const KEK_VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("kek_versions");
+/// Every table, as a new store creates them and a backup copies them.
+const ALL_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
+    DEVICES,
+    TENANTS,
+    JOBS,
+    PAGES,
+    TOKENS,
+    GRANTS,
+    HOLDS,
+    KEK_VERSIONS,
+];
 
 /// The metadata store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -256,16 +267,7 @@ impl Meta {
             other => db(other),
         })?;
         let txn = database.begin_write().map_err(db)?;
-        for t in [
-            DEVICES,
-            TENANTS,
-            JOBS,
-            PAGES,
-            TOKENS,
-            GRANTS,
-            HOLDS,
-            KEK_VERSIONS,
-        ] {
+        for t in ALL_TABLES {
             txn.open_table(t).map_err(db)?;
         }
         txn.commit().map_err(db)?;
@@ -630,6 +632,10 @@ impl MetaStore for Meta {
         Ok(had)
     }
 
+    fn snapshot(&self, to: &Path) -> Result<u64, MetaError> {
+        Meta::snapshot(self, to)
+    }
+
     fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError> {
         for key in [job_key(tenant, job), tenant.to_string()] {
             if let Some(raw) = self.get(HOLDS, &key)? {
@@ -661,6 +667,7 @@ mod events;
 pub use events::{DeviceChange, DeviceEvent};
 mod forget;
 mod jobs;
+mod snapshot;
 pub use jobs::{held_by, CommitView, PageContext, StoredPage};
 pub mod postgres;
 pub use postgres::{PgMeta, PgTarget};

@@ -234,4 +234,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
 
     /// The hold covering a job: its own, or its tenant's.
     fn hold_on(&self, tenant: &str, job: &str) -> Result<Option<Hold>, MetaError>;
+
+    /// Writes a consistent copy of the whole store, as of one moment, to a new database file
+    /// at `to` (for `quire admin backup`); returns the rows copied. A shared database is
+    /// backed up with its own tools instead.
+    fn snapshot(&self, _to: &std::path::Path) -> Result<u64, MetaError> {
+        Err(MetaError::Db(
+            "the metadata is in PostgreSQL: back it up with pg_dump or continuous archiving \
+             (docs/METADATA.md, \"Backups\"); `quire admin backup` copies the embedded store"
+                .into(),
+        ))
+    }
 }

@@ -26,7 +26,7 @@ const SITUATIONS: [(bool, bool, bool); 4] = [
 /// One letter per role (device, tenant-admin, service-admin, operator, support-partner):
 /// A allowed, R allowed and audited with its reason, M tenant mismatch, H hidden (not
 /// found), F forbidden, Q reason required.
-const TABLE: [(Action, [&str; 4]); 27] = [
+const TABLE: [(Action, [&str; 4]); 28] = [
     (Action::JobStatus, ["AAAAF", "MMMMM", "MMMMM", "AAAAF"]),
     (Action::PagePut, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
     (Action::JobCommit, ["AFFFF", "MMMMM", "MMMMM", "AFFFF"]),
@@ -65,6 +65,7 @@ const TABLE: [(Action, [&str; 4]); 27] = [
     (Action::DeliveryAck, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::JobAbort, ["FAAFH", "FHAHH", "FHAHF", "FAAFF"]),
     (Action::TlsReload, ["FFAFF", "FFAFF", "FFAFF", "FFAFF"]),
+    (Action::Backup, ["FFAFF", "FFAFF", "FFAFF", "FFAFF"]),
     (Action::AuditRead, ["FAAAF", "FHAHF", "FHAHF", "FAAAF"]),
 ];
 

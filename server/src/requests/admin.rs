@@ -59,6 +59,23 @@ async fn route(
             super::signatures::signatures(state, principal, req, send).await
         }
         R::Scrub { .. } => super::scrub::scrub_request(state, principal, req, send).await,
+        R::BackupCreate {} => {
+            allow(state, principal, "", Action::Backup, "").await?;
+            let keep = state.backup.keep;
+            let made =
+                crate::backup::create(&state.pipeline, state.meta.as_ref(), &state.data_dir, keep)
+                    .await
+                    .map_err(|e| {
+                        error!(error = %e, "backup failed");
+                        Refusal::new(ErrorCode::Conflict, format!("the backup failed: {e}"))
+                    })?;
+            info!(id = %made.id, parts = made.parts.len(), by = %principal.device_id, "backup written");
+            let json = serde_json::to_vec_pretty(&made).expect("an index serialises");
+            write_data(send, Bytes::from(json))
+                .await
+                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+            reply(send, &Frame::Done).await
+        }
         R::TlsReload {} => {
             allow(state, principal, "", Action::TlsReload, "").await?;
             state.tls.reload().map_err(|e| {

@@ -1,0 +1,137 @@
+//! Bringing a new node up from a backup: the keyring files first (so the configured vault
+//! can open the backup key), then the sealed metadata store and audit log, each checked
+//! against the backup's index before it is written.
+
+use std::path::Path;
+
+use quire_codecs::sealed::{self, KekRef};
+use quire_pipeline::vault::KeyVault;
+use sha2::{Digest, Sha256};
+
+use super::{io, list, object, BackupError, BackupIndex, BACKUP_KEY_OWNER, SEALED};
+use crate::config::ServerConfig;
+
+/// What a restore wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub id: String,
+    pub created_unix_ms: u64,
+    pub files: Vec<String>,
+}
+
+/// Restores backup `id` (the newest complete one if `None`) from the configured default
+/// store into the configured data directory, which must not hold a node already.
+pub async fn restore(config: &ServerConfig, id: Option<&str>) -> Result<Restored, BackupError> {
+    let data_dir = &config.data_dir;
+    let taken = data_dir.join("meta.redb");
+    if taken.exists() {
+        return Err(BackupError::Refused(format!(
+            "{} exists: restore into a new, empty data directory (a node's data is never \
+             overwritten)",
+            taken.display()
+        )));
+    }
+    let store = config.store.open()?;
+    let ids = list(&store).await?;
+    let id = match id {
+        Some(id) if ids.iter().any(|i| i == id) => id.to_string(),
+        Some(id) => {
+            return Err(BackupError::Refused(format!(
+                "no complete backup {id} in the store (there are: {})",
+                ids.join(", ")
+            )))
+        }
+        None => ids
+            .last()
+            .cloned()
+            .ok_or_else(|| BackupError::Refused("the store holds no complete backup".into()))?,
+    };
+    let index: BackupIndex = serde_json::from_slice(&store.get(&object(&id, "index.json")).await?)
+        .map_err(|e| BackupError::Refused(format!("backup {id}: index.json: {e}")))?;
+    let fetch = |name: String, size: u64, sha: String| {
+        let store = store.clone();
+        let key = object(&id, &name);
+        async move {
+            let bytes = store.get(&key).await?;
+            if bytes.len() as u64 != size || hex::encode(Sha256::digest(&bytes)) != sha {
+                return Err(BackupError::Refused(format!(
+                    "{key} is not what the backup's index says (size or SHA-256): the backup \
+                     is damaged; restore an earlier one"
+                )));
+            }
+            Ok(bytes)
+        }
+    };
+    let mut files = Vec::new();
+    for part in index.parts.iter().filter(|p| !p.sealed) {
+        let rel = part.name.strip_prefix("vault/").filter(|r| safe(r));
+        let Some(rel) = rel else {
+            return Err(BackupError::Refused(format!(
+                "backup {id}: part {} is not a keyring file",
+                part.name
+            )));
+        };
+        let bytes = fetch(part.name.clone(), part.size, part.sha256.clone()).await?;
+        write_new(&data_dir.join("vault").join(rel), &bytes)?;
+        files.push(part.name.clone());
+    }
+    let vault = config
+        .vault
+        .open(data_dir, &config.store, None)
+        .map_err(|e| BackupError::Refused(format!("opening the vault: {e}")))?;
+    for part in index.parts.iter().filter(|p| p.sealed) {
+        if !SEALED.contains(&part.name.as_str()) {
+            return Err(BackupError::Refused(format!(
+                "backup {id}: unknown part {}",
+                part.name
+            )));
+        }
+        let bytes = fetch(part.name.clone(), part.size, part.sha256.clone()).await?;
+        let key = object(&id, &part.name);
+        let not_open = |e: &dyn std::fmt::Display| {
+            BackupError::Refused(format!(
+                "{key} does not open ({e}): is this node's vault (master key, KMS or HSM) the \
+                 one the backup was made with?"
+            ))
+        };
+        let kek_ref = KekRef {
+            tenant: BACKUP_KEY_OWNER.into(),
+            kek_id: quire_pipeline::vault::KEK_ID.into(),
+            version: sealed::part_version(&bytes).map_err(|e| not_open(&e))?,
+        };
+        let kek = vault.kek(&kek_ref).map_err(|e| not_open(&e))?;
+        let plain = sealed::open_part(&kek, &kek_ref, &key, &bytes).map_err(|e| not_open(&e))?;
+        write_new(&data_dir.join(&part.name), &plain)?;
+        files.push(part.name.clone());
+    }
+    Ok(Restored {
+        id,
+        created_unix_ms: index.created_unix_ms,
+        files,
+    })
+}
+
+/// A relative path of plain names, which cannot leave the directory it is joined to.
+fn safe(rel: &str) -> bool {
+    !rel.is_empty()
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Writes a file that must not exist yet, readable by its owner only.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
