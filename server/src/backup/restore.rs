@@ -23,6 +23,14 @@ pub struct Restored {
 /// store into the configured data directory, which must not hold a node already.
 pub async fn restore(config: &ServerConfig, id: Option<&str>) -> Result<Restored, BackupError> {
     let data_dir = &config.data_dir;
+    if matches!(config.meta, crate::config::MetaConfig::Postgres(_)) {
+        return Err(BackupError::Refused(
+            "this configuration keeps the metadata in PostgreSQL: restore it with its own \
+             tools (pg_restore, point-in-time recovery); `quire admin restore` fills an \
+             embedded store"
+                .into(),
+        ));
+    }
     let taken = data_dir.join("meta.redb");
     if taken.exists() {
         return Err(BackupError::Refused(format!(
@@ -134,4 +142,34 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
         .map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_postgres_node_is_restored_with_postgres_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "data_dir = \"{}\"\n[meta]\nkind = \"postgres\"\nurl = \"host=/tmp dbname=q\"\n",
+            dir.path().display()
+        );
+        let config = ServerConfig::from_toml(&toml).unwrap();
+        let e = restore(&config, None).await.unwrap_err().to_string();
+        assert!(e.contains("PostgreSQL") && e.contains("pg_restore"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn keyring_paths_from_a_backup_stay_under_the_vault() {
+        assert!(safe("file/acme.kek"));
+        for bad in ["", "../master.key", "/etc/passwd", "file/../../x"] {
+            assert!(!safe(bad), "{bad}");
+        }
+    }
 }
