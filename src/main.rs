@@ -630,7 +630,7 @@ async fn deliver(a: DeliverArgs) -> Result<()> {
         );
     }
     conn.close().await;
-    eprintln!("{delivered} jobs delivered ({pages} pages, {bytes} bytes), every page verified against its manifest");
+    eprintln!("{delivered} jobs delivered ({pages} pages, {bytes} bytes), every page verified against its manifest and each signed manifest written beside its job (<job>.manifest.json)");
     if !failed.is_empty() {
         bail!(
             "{} jobs could not be delivered and stay on the server: {}",

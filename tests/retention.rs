@@ -106,6 +106,35 @@ fn delete_on_delivery_deletes_acknowledged_jobs_unless_held() {
         listing.contains("kept: legal hold: case 2026-17"),
         "{listing}"
     );
+    // Each delivered job has its signed manifest beside it: the folder is provably what was
+    // scanned even after quire deleted its copy, offline, with the tenant's exported keys.
+    let keys = server.path().join("keys.json");
+    ok(
+        &server,
+        &[
+            "admin",
+            "signing-key",
+            "export",
+            "--tenant",
+            "dev",
+            "--out",
+            keys.to_str().unwrap(),
+        ],
+    );
+    let manifest = out.join(format!("{a}.manifest.json"));
+    let proved = server.quire(&[
+        "verify",
+        out.join(&a).to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--public-key",
+        keys.to_str().unwrap(),
+    ]);
+    assert!(
+        proved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proved.stderr)
+    );
 
     // `admin jobs` shows each job where it is: the delivered one deleted, the held one
     // delivered and held; one job alone with --job.

@@ -1,7 +1,9 @@
 //! `quire deliver`: the delivery consumer. Pulls every committed job of a tenant that no
 //! consumer has acknowledged yet, verifies each page against the job manifest (see
-//! [`super::get`]), moves the job into place only once all of it is verified, and then
-//! acknowledges it, which lets the tenant's retention policy (e.g. delete-on-delivery) act.
+//! [`super::get`]) and the manifest's signature, moves the job into place only once all of
+//! it is verified, writes the signed manifest beside it (`<job>.manifest.json`, for
+//! `quire verify` later), and then acknowledges it, which lets the tenant's retention
+//! policy (e.g. delete-on-delivery) act.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,9 @@ pub struct Delivered {
     pub deleted_objects: u32,
     /// Why the server kept the job, if it did.
     pub kept_because: String,
+    /// The signed manifest written beside the job; `None` for a job committed before
+    /// manifests were signed.
+    pub manifest: Option<PathBuf>,
 }
 
 /// The tenant's jobs waiting for delivery.
@@ -47,11 +52,14 @@ pub async fn deliver_job(
             .await
             .map_err(|e| local_err(&partial, e))?;
     }
-    if let Err(e) = super::get::get_job(conn, &job.job_id, None, &partial).await {
-        // Nothing unverified stays behind: the pages verified so far go with the rest.
-        let _ = tokio::fs::remove_dir_all(&partial).await;
-        return Err(e);
-    }
+    let signed = match fetch_verified(conn, tenant, &job.job_id, &partial).await {
+        Ok(signed) => signed,
+        Err(e) => {
+            // Nothing unverified stays behind: the pages verified so far go with the rest.
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            return Err(e);
+        }
+    };
     // A job delivered before whose acknowledgement was lost is replaced by the fresh copy.
     if dest.exists() {
         tokio::fs::remove_dir_all(&dest)
@@ -61,6 +69,16 @@ pub async fn deliver_job(
     tokio::fs::rename(&partial, &dest)
         .await
         .map_err(|e| local_err(&dest, e))?;
+    let manifest = match signed {
+        Some(doc) => {
+            let path = out_dir.join(format!("{}.manifest.json", job.job_id));
+            tokio::fs::write(&path, doc.to_json() + "\n")
+                .await
+                .map_err(|e| local_err(&path, e))?;
+            Some(path)
+        }
+        None => None,
+    };
     match conn
         .call(&Frame::Admin(AdminRequest::DeliveryAck {
             tenant: tenant.into(),
@@ -76,7 +94,33 @@ pub async fn deliver_job(
             dir: dest,
             deleted_objects,
             kept_because,
+            manifest,
         }),
         f => Err(ClientError::Protocol(format!("unexpected answer {f:?}"))),
     }
+}
+
+/// Fetches the job into `dir`, every page checked against the manifest, and the signed
+/// manifest checked (with the key the server names) to list exactly those pages. `None`:
+/// the job was committed before manifests were signed.
+async fn fetch_verified(
+    conn: &Connection,
+    tenant: &str,
+    job_id: &str,
+    dir: &Path,
+) -> Result<Option<quire_codecs::signed::SignedManifest>, ClientError> {
+    let fetched = super::get::get_job(conn, job_id, None, dir).await?;
+    let doc = match super::verify::signed_manifest(conn, tenant, job_id, "").await? {
+        Ok(doc) => doc,
+        Err(_unsigned) => return Ok(None),
+    };
+    let trusted = super::verify::TrustedKeys::named_by(&doc).map_err(ClientError::Protocol)?;
+    let pages = doc.verify(|id| trusted.get(id))?;
+    let got: Vec<_> = fetched.into_iter().map(|f| f.entry).collect();
+    if got != pages {
+        return Err(ClientError::Protocol(format!(
+            "job {job_id}: the pages fetched are not the ones its signed manifest lists"
+        )));
+    }
+    Ok(Some(doc))
 }

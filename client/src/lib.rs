@@ -133,7 +133,10 @@ impl ClientError {
     /// verification), so that work on other jobs may go on; connection and local failures
     /// concern everything.
     pub fn is_about_one_job(&self) -> bool {
-        matches!(self, ClientError::Refused { .. } | ClientError::Protocol(_))
+        matches!(
+            self,
+            ClientError::Refused { .. } | ClientError::Protocol(_) | ClientError::Signature(_)
+        )
     }
 
     /// Whether the connection was lost or could not be used (the server or the network went
