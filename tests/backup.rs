@@ -70,6 +70,24 @@ fn a_new_node_restored_from_a_backup_serves_the_earlier_jobs() {
     );
     let config = restored.path().join("quire.toml");
     std::fs::write(&config, &toml).unwrap();
+    let listed = a.quire(&[
+        "admin",
+        "restore",
+        "--config",
+        config.to_str().unwrap(),
+        "--list",
+    ]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        !restored.path().join("node").exists(),
+        "listing restores nothing"
+    );
     let restore = || a.quire(&["admin", "restore", "--config", config.to_str().unwrap()]);
     let o = restore();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

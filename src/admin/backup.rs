@@ -22,6 +22,9 @@ pub(super) struct RestoreArgs {
     /// Which backup [default: the newest complete one].
     #[arg(long)]
     from: Option<String>,
+    /// Only list the complete backups in the store (id, time, parts), restoring nothing.
+    #[arg(long)]
+    list: bool,
 }
 
 /// Asks the server for a backup now and prints what it wrote.
@@ -55,6 +58,12 @@ pub(super) async fn backup(conn: &Connection) -> Result<()> {
 /// Fills a new data directory from a backup.
 pub(super) async fn restore(a: &RestoreArgs) -> Result<()> {
     let config = ServerConfig::load(a.config.as_deref(), None, a.data_dir.clone())?;
+    if a.list {
+        for b in quire_server::backup::available(&config).await? {
+            println!("{}\t{}\t{} parts", b.id, b.created_unix_ms, b.parts.len());
+        }
+        return Ok(());
+    }
     let done = quire_server::backup::restore(&config, a.from.as_deref()).await?;
     for f in &done.files {
         println!("{}", config.data_dir.join(f).display());

@@ -255,4 +255,4 @@ pub(crate) fn schedule(state: &std::sync::Arc<crate::edge::State>) {
 }
 
 mod restore;
-pub use restore::{restore, Restored};
+pub use restore::{available, restore, Restored};

@@ -119,6 +119,20 @@ pub async fn restore(config: &ServerConfig, id: Option<&str>) -> Result<Restored
     })
 }
 
+/// The complete backups in the configured default store, oldest first, with their indexes.
+pub async fn available(config: &ServerConfig) -> Result<Vec<BackupIndex>, BackupError> {
+    let store = config.store.open()?;
+    let mut out = Vec::new();
+    for id in list(&store).await? {
+        let bytes = store.get(&object(&id, "index.json")).await?;
+        out.push(
+            serde_json::from_slice(&bytes)
+                .map_err(|e| BackupError::Refused(format!("backup {id}: index.json: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
 /// A relative path of plain names, which cannot leave the directory it is joined to.
 fn safe(rel: &str) -> bool {
     !rel.is_empty()
