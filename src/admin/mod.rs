@@ -14,6 +14,7 @@ use crate::{connect, ClientArgs};
 
 mod audit;
 mod backup;
+mod bootstrap;
 mod scrub;
 mod signing;
 
@@ -325,7 +326,7 @@ pub async fn admin(a: AdminArgs) -> Result<()> {
         return Ok(());
     }
     if let AdminCommand::Bootstrap { .. } = &a.command {
-        return bootstrap(&a.command);
+        return bootstrap::bootstrap(&a.command);
     }
     if let AdminCommand::Restore(args) = &a.command {
         return backup::restore(args).await;
@@ -616,43 +617,6 @@ async fn call(conn: &Connection, action: Option<String>, fields: &[String]) -> R
     let req = AdminRequest::from_text(&action, &pairs).map_err(anyhow::Error::msg)?;
     let answer = conn.call(&quire_codecs::wire::Frame::Admin(req)).await?;
     println!("{answer:?}");
-    Ok(())
-}
-
-/// `quire admin bootstrap`: the first service administrator, on the data directory.
-fn bootstrap(command: &AdminCommand) -> Result<()> {
-    let AdminCommand::Bootstrap {
-        config,
-        data_dir,
-        server,
-        tenant,
-        device_id,
-        out,
-    } = command
-    else {
-        unreachable!("called for the bootstrap command only");
-    };
-    if out.exists() {
-        bail!(
-            "{} exists: the bootstrap writes a new credential and overwrites none",
-            out.display()
-        );
-    }
-    let config = ServerConfig::load(config.as_deref(), None, data_dir.clone())?;
-    let cred = quire_server::bootstrap::first_admin(
-        &config,
-        &quire_server::bootstrap::FirstAdmin {
-            server,
-            tenant,
-            device_id,
-        },
-    )?;
-    cred.save(out)?;
-    println!(
-        "service admin {device_id} of tenant {tenant}: credential written to {} (mode 0600, \
-         the only copy of its secret)",
-        out.display()
-    );
     Ok(())
 }
 
