@@ -81,12 +81,7 @@ pub(crate) async fn scrub(
         .filter(|(id, row)| row.deleted_unix.is_none() && after.is_none_or(|a| id.as_str() > a))
         .collect();
     let mut pace = Pace::new(max_bytes_per_sec);
-    let (mut objects, mut bytes) = (0u64, 0u64);
-    let (mut missing, mut corrupt, mut orphaned) = (0u32, 0u32, 0u32);
-    let send = |f: Finding| {
-        let out = out.clone();
-        async move { out.send(f).await.map_err(|_| ScrubError::Gone) }
-    };
+    let mut report = Report::to(out);
     for (done, (job, row)) in jobs.iter().enumerate() {
         let store = state.pipeline.store_for(tenant);
         let listed: HashSet<String> = store
@@ -100,97 +95,144 @@ pub(crate) async fn scrub(
         let pages = tokio::task::spawn_blocking(move || meta.pages(&t, &j))
             .await
             .expect("metadata task panicked")?;
+        // Every object the records name, noted as expected: `Ok` if the store lists it.
         let mut expected: HashSet<String> = HashSet::new();
-        for page in &pages {
-            let key = keys::page_key(tenant, job, page.index);
+        let mut check = |key: String| {
             expected.insert(key.clone());
-            if !listed.contains(&key) {
-                missing += 1;
-                send(Finding::Missing {
-                    job: job.clone(),
-                    key,
-                })
-                .await?;
-                continue;
+            if listed.contains(&key) {
+                Ok(key)
+            } else {
+                Err(key)
             }
-            objects += 1;
-            match read_through(state, tenant, &key).await {
-                Ok((digest, len)) if digest == page.sha256 && len == page.size => bytes += len,
-                Ok((_, len)) => {
-                    bytes += len;
-                    corrupt += 1;
-                    let reason = "opens, but is not the page on record (digest or size)".into();
-                    send(Finding::Corrupt {
-                        job: job.clone(),
-                        key,
-                        reason,
-                    })
-                    .await?;
+        };
+        for page in &pages {
+            let key = match check(keys::page_key(tenant, job, page.index)) {
+                Ok(key) => key,
+                Err(key) => {
+                    report.missing(job, key).await?;
+                    continue;
                 }
-                Err(e) => {
-                    corrupt += 1;
-                    let reason = e.to_string();
-                    send(Finding::Corrupt {
-                        job: job.clone(),
-                        key,
-                        reason,
-                    })
-                    .await?;
-                }
+            };
+            let (read, problem) = page_problem(state, tenant, &key, page).await;
+            report.read(read);
+            if let Some(reason) = problem {
+                report.corrupt(job, key, reason).await?;
             }
             pace.after(page.size).await;
         }
         if row.committed {
-            let key = keys::manifest_key(tenant, job);
-            expected.insert(key.clone());
-            if !listed.contains(&key) {
-                missing += 1;
-                send(Finding::Missing {
-                    job: job.clone(),
-                    key,
-                })
-                .await?;
-            } else {
-                objects += 1;
-                if let Some(reason) = manifest_problem(state, tenant, job, &pages).await {
-                    corrupt += 1;
-                    send(Finding::Corrupt {
-                        job: job.clone(),
-                        key,
-                        reason,
-                    })
-                    .await?;
+            match check(keys::manifest_key(tenant, job)) {
+                Err(key) => report.missing(job, key).await?,
+                Ok(key) => {
+                    report.read(0);
+                    if let Some(reason) = manifest_problem(state, tenant, job, &pages).await {
+                        report.corrupt(job, key, reason).await?;
+                    }
                 }
             }
         }
         let mut strays: Vec<&String> = listed.difference(&expected).collect();
         strays.sort();
         for key in strays {
-            orphaned += 1;
-            send(Finding::Orphaned {
-                job: job.clone(),
-                key: key.clone(),
-            })
-            .await?;
+            report.orphaned(job, key.clone()).await?;
         }
-        send(Finding::Progress {
-            job: job.clone(),
-            jobs_done: done as u32 + 1,
-            jobs: jobs.len() as u32,
-            objects,
-            bytes,
-        })
-        .await?;
+        report
+            .progress(job, done as u32 + 1, jobs.len() as u32)
+            .await?;
     }
-    send(Finding::Done {
-        jobs: jobs.len() as u32,
-        objects,
-        bytes,
-        missing,
-        corrupt,
-        orphaned,
-    })
-    .await
+    report.done(jobs.len() as u32).await
+}
+
+/// The findings sent so far, counted as they go.
+struct Report {
+    out: mpsc::Sender<Finding>,
+    objects: u64,
+    bytes: u64,
+    missing: u32,
+    corrupt: u32,
+    orphaned: u32,
+}
+
+impl Report {
+    fn to(out: mpsc::Sender<Finding>) -> Report {
+        Report {
+            out,
+            objects: 0,
+            bytes: 0,
+            missing: 0,
+            corrupt: 0,
+            orphaned: 0,
+        }
+    }
+
+    /// An object read through, `bytes` of plaintext long.
+    fn read(&mut self, bytes: u64) {
+        self.objects += 1;
+        self.bytes += bytes;
+    }
+
+    async fn send(&self, f: Finding) -> Result<(), ScrubError> {
+        self.out.send(f).await.map_err(|_| ScrubError::Gone)
+    }
+
+    async fn missing(&mut self, job: &str, key: String) -> Result<(), ScrubError> {
+        self.missing += 1;
+        let job = job.to_string();
+        self.send(Finding::Missing { job, key }).await
+    }
+
+    async fn corrupt(&mut self, job: &str, key: String, reason: String) -> Result<(), ScrubError> {
+        self.corrupt += 1;
+        let job = job.to_string();
+        self.send(Finding::Corrupt { job, key, reason }).await
+    }
+
+    async fn orphaned(&mut self, job: &str, key: String) -> Result<(), ScrubError> {
+        self.orphaned += 1;
+        let job = job.to_string();
+        self.send(Finding::Orphaned { job, key }).await
+    }
+
+    async fn progress(&self, job: &str, jobs_done: u32, jobs: u32) -> Result<(), ScrubError> {
+        self.send(Finding::Progress {
+            job: job.to_string(),
+            jobs_done,
+            jobs,
+            objects: self.objects,
+            bytes: self.bytes,
+        })
+        .await
+    }
+
+    async fn done(self, jobs: u32) -> Result<(), ScrubError> {
+        self.send(Finding::Done {
+            jobs,
+            objects: self.objects,
+            bytes: self.bytes,
+            missing: self.missing,
+            corrupt: self.corrupt,
+            orphaned: self.orphaned,
+        })
+        .await
+    }
+}
+
+/// Reads a page through: how much plaintext it gave, and why it is not the page on record,
+/// if it is not.
+async fn page_problem(
+    state: &State,
+    tenant: &str,
+    key: &str,
+    page: &quire_codecs::wire::PageEntry,
+) -> (u64, Option<String>) {
+    match read_through(state, tenant, key).await {
+        Ok((digest, len)) if digest == page.sha256 && len == page.size => (len, None),
+        Ok((_, len)) => (
+            len,
+            Some("opens, but is not the page on record (digest or size)".into()),
+        ),
+        Err(e) => (0, Some(e.to_string())),
+    }
 }
 
 /// Reads an object through, authenticating every chunk; the plaintext is dropped as it comes.
