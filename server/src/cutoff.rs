@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Weak};
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::info;
 
 use crate::edge::State;
@@ -11,19 +12,31 @@ use crate::edge::State;
 /// Follows the metadata store's device changes, if it has any to tell (a shared database),
 /// for as long as the server's state lives.
 pub(crate) fn spawn(state: &Arc<State>) {
-    let Some(mut events) = state.meta.device_events() else {
+    follow(state, state.meta.device_events(), |state, event| {
+        if let Some(reason) = event.cut_off_reason() {
+            info!(device = %event.device_id, change = event.change.as_str(), "device changed on another node");
+            state.disconnect_device(&event.device_id, &reason);
+        }
+    });
+}
+
+/// Hands each change from `changes` (none if the store has none to tell) to `each`, for as
+/// long as the server's state lives.
+pub(crate) fn follow<E: Send + 'static>(
+    state: &Arc<State>,
+    changes: Option<UnboundedReceiver<E>>,
+    each: fn(&State, E),
+) {
+    let Some(mut changes) = changes else {
         return;
     };
     let state: Weak<State> = Arc::downgrade(state);
     tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
+        while let Some(change) = changes.recv().await {
             let Some(state) = state.upgrade() else {
                 return;
             };
-            if let Some(reason) = event.cut_off_reason() {
-                info!(device = %event.device_id, change = event.change.as_str(), "device changed on another node");
-                state.disconnect_device(&event.device_id, &reason);
-            }
+            each(&state, change);
         }
     });
 }

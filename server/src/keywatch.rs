@@ -2,7 +2,7 @@
 //! node that makes the change updates its own cache; this drops the copies every other node
 //! sharing the metadata store holds, within about a second instead of the cache's lifetime.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use tracing::debug;
 
@@ -11,17 +11,8 @@ use crate::edge::State;
 /// Follows the metadata store's key changes, if it has any to tell (a shared database), for
 /// as long as the server's state lives.
 pub(crate) fn spawn(state: &Arc<State>) {
-    let Some(mut changes) = state.meta.key_changes() else {
-        return;
-    };
-    let state: Weak<State> = Arc::downgrade(state);
-    tokio::spawn(async move {
-        while let Some(tenant) = changes.recv().await {
-            let Some(state) = state.upgrade() else {
-                return;
-            };
-            debug!(tenant = %tenant, "keys changed; cached keys dropped");
-            state.pipeline.vault.forget(&tenant);
-        }
+    crate::cutoff::follow(state, state.meta.key_changes(), |state, tenant| {
+        debug!(tenant = %tenant, "keys changed; cached keys dropped");
+        state.pipeline.vault.forget(&tenant);
     });
 }

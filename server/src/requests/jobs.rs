@@ -62,6 +62,14 @@ pub(super) async fn claim_for_page(
     .await
 }
 
+/// A page for a job that is committed: it cannot change any more.
+pub(super) fn already_committed(job_id: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Conflict,
+        format!("job {job_id} is already committed; push new pages as a new job"),
+    )
+}
+
 /// Why a page's record was refused (`MetaError::NotHeld`): the device was disabled or
 /// revoked, or the job committed, aborted or taken by another upload since the connection
 /// opened it. Read again to tell the scanner which.
@@ -93,10 +101,7 @@ pub(super) async fn why_not_held(
             ErrorCode::NotFound,
             format!("job {job_id} was aborted while its pages were arriving; push it again"),
         ),
-        Some(row) if row.committed => Refusal::new(
-            ErrorCode::Conflict,
-            format!("job {job_id} is already committed; push new pages as a new job"),
-        ),
+        Some(row) if row.committed => already_committed(job_id),
         Some(row) => match crate::meta::held_by(&row, job_id, &principal.device_id, at.upload) {
             Err(e) => e.into(),
             Ok(_) => not_held.into(),

@@ -220,12 +220,7 @@ async fn serve_request(
                         (job, Prior::Unknown)
                     };
                     if job.committed {
-                        return Err(Refusal::new(
-                            ErrorCode::Conflict,
-                            format!(
-                                "job {job_id} is already committed; push new pages as a new job"
-                            ),
-                        ));
+                        return Err(jobs::already_committed(&job_id));
                     }
                     prior
                 }
