@@ -66,15 +66,20 @@ impl TrustedKeys {
     }
 }
 
-/// An administrative request answered with one JSON document (Data frames, then Done).
-async fn document(conn: &Connection, req: AdminRequest) -> Result<Vec<u8>, ClientError> {
+/// An administrative request answered with one JSON document (Data frames, then Done) of at
+/// most `max_len` bytes.
+pub async fn document(
+    conn: &Connection,
+    req: AdminRequest,
+    max_len: usize,
+) -> Result<Vec<u8>, ClientError> {
     let (mut send, mut reader) = conn.open(&Frame::Admin(req)).await?;
     let _ = send.finish();
     let mut out = Vec::new();
     loop {
         match super::expect_answer(&mut reader).await? {
             Frame::Data(b) => {
-                if out.len() + b.len() > signed::MAX_DOCUMENT_LEN {
+                if out.len() + b.len() > max_len {
                     return Err(ClientError::Protocol("the document is too long".into()));
                 }
                 out.extend_from_slice(&b);
@@ -98,7 +103,7 @@ pub async fn signed_manifest(
         job_id: job_id.into(),
         reason: reason.into(),
     };
-    match document(conn, req).await {
+    match document(conn, req, signed::MAX_DOCUMENT_LEN).await {
         Ok(bytes) => Ok(Ok(
             SignedManifest::parse(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?
         )),
@@ -123,6 +128,7 @@ pub async fn export_signing_keys(conn: &Connection, tenant: &str) -> Result<Stri
         AdminRequest::SigningKeyExport {
             tenant: tenant.into(),
         },
+        signed::MAX_DOCUMENT_LEN,
     )
     .await?;
     String::from_utf8(bytes).map_err(|_| ClientError::Protocol("the keys are not UTF-8".into()))

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use quire_client::Connection;
-use quire_codecs::wire::{AdminRequest, Frame};
+use quire_codecs::wire::AdminRequest;
 use quire_server::config::ServerConfig;
 
 #[derive(Args, Debug)]
@@ -29,18 +29,8 @@ pub(super) struct RestoreArgs {
 
 /// Asks the server for a backup now and prints what it wrote.
 pub(super) async fn backup(conn: &Connection) -> Result<()> {
-    let (mut send, mut reader) = conn
-        .open(&Frame::Admin(AdminRequest::BackupCreate {}))
-        .await?;
-    let _ = send.finish();
-    let mut json = Vec::new();
-    loop {
-        match quire_client::expect_answer(&mut reader).await? {
-            Frame::Data(b) if json.len() + b.len() <= 16 << 20 => json.extend_from_slice(&b),
-            Frame::Done => break,
-            other => bail!("unexpected answer {other:?}"),
-        }
-    }
+    let json =
+        quire_client::verify::document(conn, AdminRequest::BackupCreate {}, 16 << 20).await?;
     let index: quire_server::backup::BackupIndex =
         serde_json::from_slice(&json).context("the server's backup index")?;
     for p in &index.parts {

@@ -70,11 +70,8 @@ async fn route(
                         Refusal::new(ErrorCode::Conflict, format!("the backup failed: {e}"))
                     })?;
             info!(id = %made.id, parts = made.parts.len(), by = %principal.device_id, "backup written");
-            let json = serde_json::to_vec_pretty(&made).expect("an index serialises");
-            write_data(send, Bytes::from(json))
-                .await
-                .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
-            reply(send, &Frame::Done).await
+            let json = serde_json::to_string_pretty(&made).expect("an index serialises");
+            send_document(send, json).await
         }
         R::TlsReload {} => {
             allow(state, principal, "", Action::TlsReload, "").await?;

@@ -438,6 +438,18 @@ fn misrouted(req: &AdminRequest) -> Refusal {
     Refusal::new(ErrorCode::Internal, "internal error; see the server log")
 }
 
+/// A JSON document as Data frames, then Done.
+async fn send_document(send: &mut quinn::SendStream, json: String) -> Result<(), Refusal> {
+    let bytes = Bytes::from(json);
+    for at in (0..bytes.len()).step_by(1 << 20) {
+        let piece = bytes.slice(at..(at + (1 << 20)).min(bytes.len()));
+        write_data(send, piece)
+            .await
+            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+    }
+    reply(send, &Frame::Done).await
+}
+
 /// Refuses a request about a tenant that does not exist, as not found.
 async fn tenant_exists(state: &State, tenant: &str) -> Result<(), Refusal> {
     let (meta, t) = (state.meta.clone(), tenant.to_string());

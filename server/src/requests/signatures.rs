@@ -59,15 +59,3 @@ pub(super) async fn signatures(
         other => Err(misrouted(&other)),
     }
 }
-
-/// A JSON document as Data frames, then Done.
-async fn send_document(send: &mut quinn::SendStream, json: String) -> Result<(), Refusal> {
-    let bytes = Bytes::from(json);
-    for at in (0..bytes.len()).step_by(1 << 20) {
-        let piece = bytes.slice(at..(at + (1 << 20)).min(bytes.len()));
-        write_data(send, piece)
-            .await
-            .map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
-    }
-    reply(send, &Frame::Done).await
-}
