@@ -218,22 +218,32 @@ pub async fn export_audit(
     }
 }
 
-/// Scrubs a tenant's stored objects on the server: every finding (one JSON object: missing,
-/// corrupt, orphaned, progress, done) is handed to `on_finding` as it arrives.
+/// Scrubs a tenant's stored objects on the server, in every copy, and with `repair` replaces
+/// bad copies with good ones: every finding (one JSON object: missing, corrupt, orphaned,
+/// repaired, not_repaired, progress, done) is handed to `on_finding` as it arrives.
 pub async fn scrub(
     conn: &Connection,
     tenant: &str,
     after: Option<&str>,
     max_mb_per_s: u32,
+    repair: bool,
     mut on_finding: impl FnMut(serde_json::Value),
 ) -> Result<(), ClientError> {
-    let (mut send, mut reader) = conn
-        .open(&Frame::Admin(AdminRequest::Scrub {
-            tenant: tenant.into(),
-            after: after.map(str::to_string),
+    let (tenant, after) = (tenant.to_string(), after.map(str::to_string));
+    let request = if repair {
+        AdminRequest::ScrubRepair {
+            tenant,
+            after,
             max_mb_per_s,
-        }))
-        .await?;
+        }
+    } else {
+        AdminRequest::Scrub {
+            tenant,
+            after,
+            max_mb_per_s,
+        }
+    };
+    let (mut send, mut reader) = conn.open(&Frame::Admin(request)).await?;
     let _ = send.finish();
     let mut pending: Vec<u8> = Vec::new();
     loop {

@@ -28,6 +28,9 @@ pub mod seal;
 pub mod spool;
 pub mod store;
 pub mod work;
+
+#[cfg(test)]
+mod replicas_tests;
 pub use quire_vault as vault;
 
 use std::sync::Arc;
@@ -181,6 +184,8 @@ pub struct Pipeline {
     pub store: Store,
     /// Tenants whose data lives in a store of their own (their region's).
     pub routes: Arc<std::collections::HashMap<String, Store>>,
+    /// Tenants whose objects are also copied, as stored, to these stores (see `copies_for`).
+    pub replicas: Arc<std::collections::HashMap<String, Vec<Store>>>,
     pub vault: Arc<dyn KeyVault>,
     /// Sealed objects on their way to the store.
     pub spool: Arc<Spool>,
@@ -203,6 +208,7 @@ impl Pipeline {
         Pipeline {
             store,
             routes: Arc::default(),
+            replicas: Arc::default(),
             vault,
             spool,
             active: Arc::new(tokio::sync::Semaphore::new(config.max_active_pages.max(1))),
@@ -214,6 +220,21 @@ impl Pipeline {
     /// Routes `tenant`'s objects to `store` (checked against regions by the caller's config).
     pub fn with_routes(mut self, routes: std::collections::HashMap<String, Store>) -> Self {
         self.routes = Arc::new(routes);
+        self
+    }
+
+    /// Copies `tenant`'s objects, as stored, to `replicas` too (checked against the tenant's
+    /// residency by the caller's config).
+    pub fn with_replicas(
+        mut self,
+        replicas: std::collections::HashMap<String, Vec<Store>>,
+    ) -> Self {
+        self.replicas = Arc::new(
+            replicas
+                .into_iter()
+                .filter(|(_, r)| !r.is_empty())
+                .collect(),
+        );
         self
     }
 
@@ -251,19 +272,39 @@ impl Pipeline {
         self.routes.get(tenant).unwrap_or(&self.store)
     }
 
+    /// The stores that hold copies of `tenant`'s objects besides [`Pipeline::store_for`]
+    /// (empty for most tenants). They get the sealed bytes exactly as stored: ciphertext only.
+    pub fn replicas_for(&self, tenant: &str) -> &[Store] {
+        self.replicas.get(tenant).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every store that holds a copy of `tenant`'s objects: the primary first, then the
+    /// replicas. Deletions go to all of them; reads try them in this order.
+    pub fn copies_for(&self, tenant: &str) -> Vec<&Store> {
+        std::iter::once(self.store_for(tenant))
+            .chain(self.replicas_for(tenant))
+            .collect()
+    }
+
     /// Removes what writers killed mid-upload left among a finished job's objects (a local
-    /// store's staging files: partial ciphertext, never visible as objects), so that a
-    /// committed or deleted job leaves no such bytes behind. Returns how many files went.
+    /// store's staging files: partial ciphertext, never visible as objects) in every copy, so
+    /// that a committed or deleted job leaves no such bytes behind. Returns how many files
+    /// went.
     pub async fn remove_job_leftovers(
         &self,
         tenant: &str,
         job_id: &str,
     ) -> Result<u32, StoreError> {
-        let store = self.store_for(tenant).clone();
+        let stores: Vec<Store> = self.copies_for(tenant).into_iter().cloned().collect();
         let prefix = keys::job_prefix(tenant, job_id);
-        tokio::task::spawn_blocking(move || store.remove_leftovers_under(&prefix))
-            .await
-            .expect("leftover removal panicked")
+        tokio::task::spawn_blocking(move || {
+            stores
+                .iter()
+                .map(|s| s.remove_leftovers_under(&prefix))
+                .sum::<Result<u32, StoreError>>()
+        })
+        .await
+        .expect("leftover removal panicked")
     }
 }
 

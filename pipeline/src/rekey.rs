@@ -4,6 +4,8 @@
 use futures::StreamExt;
 use quire_codecs::sealed::{Header, SealError, MAX_HEADER_LEN};
 
+use quire_storage::Store;
+
 use crate::{keys, Pipeline, PipelineError};
 
 /// What a re-wrap pass did.
@@ -26,13 +28,13 @@ struct Head {
 }
 
 impl Pipeline {
-    /// Reads just enough of `key` to parse its header.
-    async fn read_head(&self, tenant: &str, key: &str) -> Result<Head, PipelineError> {
+    /// Reads just enough of `key` in `store` to parse its header.
+    async fn read_head(&self, store: &Store, key: &str) -> Result<Head, PipelineError> {
         let corrupt = |source| PipelineError::Corrupt {
             key: key.to_string(),
             source,
         };
-        let mut rest = self.store_for(tenant).get_stream(key).await?;
+        let mut rest = store.get_stream(key).await?;
         let mut read = Vec::new();
         let header = loop {
             match Header::parse(&read).map_err(corrupt)? {
@@ -47,52 +49,52 @@ impl Pipeline {
         Ok(Head { header, read, rest })
     }
 
-    /// Re-wraps the data key of every object of `tenant` that is not under its newest KEK.
-    /// Safe to interrupt and run again: each object is replaced atomically.
+    /// Re-wraps the data key of every object of `tenant` that is not under its newest KEK,
+    /// in the primary store and every replica (each copy's header separately; bodies are
+    /// not touched). Safe to interrupt and run again: each object is replaced atomically.
     pub async fn rewrap_tenant(&self, tenant: &str) -> Result<RewrapReport, PipelineError> {
         let (new_ref, new_kek) = self.current_key(tenant).await?;
         let mut report = RewrapReport {
             version: new_ref.version,
             ..RewrapReport::default()
         };
-        for obj in self
-            .store_for(tenant)
-            .list(&keys::tenant_prefix(tenant))
-            .await?
-        {
-            let Head {
-                header,
-                read,
-                mut rest,
-            } = self.read_head(tenant, &obj.key).await?;
-            if header.kek == new_ref {
-                report.current += 1;
-                continue;
+        for store in self.copies_for(tenant) {
+            for obj in store.list(&keys::tenant_prefix(tenant)).await? {
+                let Head {
+                    header,
+                    read,
+                    mut rest,
+                } = self.read_head(store, &obj.key).await?;
+                if header.kek == new_ref {
+                    report.current += 1;
+                    continue;
+                }
+                let old_kek = self.key_named(&header.kek).await?;
+                let fresh =
+                    header
+                        .rewrap(&old_kek, &new_kek, new_ref.clone())
+                        .map_err(|source| PipelineError::Corrupt {
+                            key: obj.key.clone(),
+                            source,
+                        })?;
+                let mut up = store.begin_replace(&obj.key).await?;
+                let body_start = header.encoded().len();
+                up.write(bytes::Bytes::copy_from_slice(fresh.encoded()))
+                    .await?;
+                up.write(bytes::Bytes::copy_from_slice(&read[body_start..]))
+                    .await?;
+                while let Some(piece) = rest.next().await {
+                    up.write(piece?).await?;
+                }
+                up.finish().await?;
+                report.rewrapped += 1;
             }
-            let old_kek = self.key_named(&header.kek).await?;
-            let fresh = header
-                .rewrap(&old_kek, &new_kek, new_ref.clone())
-                .map_err(|source| PipelineError::Corrupt {
-                    key: obj.key.clone(),
-                    source,
-                })?;
-            let mut up = self.store_for(tenant).begin_replace(&obj.key).await?;
-            let body_start = header.encoded().len();
-            up.write(bytes::Bytes::copy_from_slice(fresh.encoded()))
-                .await?;
-            up.write(bytes::Bytes::copy_from_slice(&read[body_start..]))
-                .await?;
-            while let Some(piece) = rest.next().await {
-                up.write(piece?).await?;
-            }
-            up.finish().await?;
-            report.rewrapped += 1;
         }
         Ok(report)
     }
 
-    /// How many stored objects of `tenant` have their data key wrapped under key `version`:
-    /// a version may be retired only when none is.
+    /// How many stored objects of `tenant` have their data key wrapped under key `version`,
+    /// counting every copy: a version may be retired only when none is.
     /// Records still in the spool count too: they were sealed before they were stored, so
     /// they may be under any version.
     pub async fn objects_under_key(
@@ -101,14 +103,12 @@ impl Pipeline {
         version: u32,
     ) -> Result<u64, PipelineError> {
         let mut count = self.spool.pending_under(&keys::tenant_prefix(tenant)) as u64;
-        for obj in self
-            .store_for(tenant)
-            .list(&keys::tenant_prefix(tenant))
-            .await?
-        {
-            let head = self.read_head(tenant, &obj.key).await?;
-            if head.header.kek.tenant == tenant && head.header.kek.version == version {
-                count += 1;
+        for store in self.copies_for(tenant) {
+            for obj in store.list(&keys::tenant_prefix(tenant)).await? {
+                let head = self.read_head(store, &obj.key).await?;
+                if head.header.kek.tenant == tenant && head.header.kek.version == version {
+                    count += 1;
+                }
             }
         }
         Ok(count)

@@ -114,7 +114,16 @@ impl crate::Pipeline {
         })
     }
 
+    /// Stores `record` in the tenant's primary store, then in each replica, retrying each
+    /// copy until its store takes it; the record is erased only when every copy is stored.
     async fn deliver(&self, record: Arc<Record>) {
+        let copies: Vec<Store> = self
+            .copies_for(&record.meta.tenant)
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut stored: Vec<Option<u64>> = vec![None; copies.len()];
+        let mut attempts = vec![0u32; copies.len()];
         // Forever, capped and jittered, so retries of many records do not align.
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(RETRY_FIRST)
@@ -122,40 +131,65 @@ impl crate::Pipeline {
             .with_jitter()
             .without_max_times()
             .build();
-        let mut attempts = 0u32;
         loop {
-            attempts += 1;
-            match self.upload(&record, attempts).await {
-                Ok(stored_bytes) => {
-                    if let Err(e) = self.spool.delivered(&record, stored_bytes) {
-                        warn!(error = %e, "spool record delivered but not fully erased");
-                    }
-                    debug!(object = %record.meta.object_key, attempts, "delivered");
-                    return;
+            let mut failed = None;
+            for (i, store) in copies.iter().enumerate() {
+                if stored[i].is_some() {
+                    continue;
                 }
-                Err(Attempt::Never(kind, why)) => {
-                    self.delivery.error(kind);
-                    self.spool.quarantine(&record, &why);
-                    return;
-                }
-                Err(Attempt::Retry(why)) => {
-                    self.delivery.error(StoreErrorKind::Unavailable);
-                    self.delivery.retry();
-                    if attempts == 1 || attempts.is_multiple_of(10) {
-                        warn!(object = %record.meta.object_key, attempts, error = %why, "store write failed; will retry");
+                attempts[i] += 1;
+                match self.upload(store, &record, attempts[i]).await {
+                    Ok(bytes) => {
+                        stored[i] = Some(bytes);
+                        if i == 0 && copies.len() > 1 {
+                            record.set_status(Delivery::Replicating {
+                                stored_bytes: bytes,
+                            });
+                        }
                     }
-                    record.set_status(Delivery::Retrying(why));
-                    tokio::time::sleep(delays.next().unwrap_or(RETRY_MAX)).await;
+                    Err(Attempt::Never(kind, why)) => {
+                        self.delivery.error(kind);
+                        self.spool
+                            .quarantine(&record, &format!("{}: {why}", store.name()));
+                        return;
+                    }
+                    Err(Attempt::Retry(why)) => {
+                        failed = Some((store.name().to_string(), attempts[i], why));
+                        if i == 0 {
+                            break; // replicas follow the primary, never lead it
+                        }
+                    }
                 }
             }
+            let Some((store, attempt, why)) = failed else {
+                let stored_bytes = stored[0].expect("the primary is stored first");
+                if let Err(e) = self.spool.delivered(&record, stored_bytes) {
+                    warn!(error = %e, "spool record delivered but not fully erased");
+                }
+                debug!(object = %record.meta.object_key, attempts = ?attempts, "delivered");
+                return;
+            };
+            self.delivery.error(StoreErrorKind::Unavailable);
+            self.delivery.retry();
+            if attempt == 1 || attempt.is_multiple_of(10) {
+                warn!(object = %record.meta.object_key, store, attempts = attempt, error = %why, "store write failed; will retry");
+            }
+            if stored[0].is_none() {
+                record.set_status(Delivery::Retrying(why));
+            }
+            tokio::time::sleep(delays.next().unwrap_or(RETRY_MAX)).await;
         }
     }
 
     /// One attempt: stream the record's body from the spool into the store, and commit the
     /// object only if every byte read back matches the SHA-256 recorded when it was spooled.
-    async fn upload(&self, record: &Arc<Record>, attempt: u32) -> Result<u64, Attempt> {
+    async fn upload(
+        &self,
+        store: &Store,
+        record: &Arc<Record>,
+        attempt: u32,
+    ) -> Result<u64, Attempt> {
         let meta = &record.meta;
-        let store = self.store_for(&meta.tenant).clone();
         let retry = |e: StoreError| {
             if e.is_retryable() {
                 Attempt::Retry(e.to_string())
@@ -180,7 +214,7 @@ impl crate::Pipeline {
         if (record.recovered || attempt > 1)
             && store.exists(&meta.object_key).await.map_err(retry)?
         {
-            return self.check_stored(record).await;
+            return self.check_stored(store, record).await;
         }
         let (body_tx, mut body_rx) = mpsc::channel::<Bytes>(4);
         let spool = self.spool.clone();
@@ -188,7 +222,7 @@ impl crate::Pipeline {
         let reader = tokio::task::spawn_blocking(move || spool.read_body(&rec, &body_tx));
         let (to_store, store_rx) = mpsc::channel(4);
         let writer = tokio::spawn(write_object(
-            store,
+            store.clone(),
             meta.object_key.clone(),
             meta.sealed_size,
             self.config.single_put_limit,
@@ -212,24 +246,22 @@ impl crate::Pipeline {
             (Err(e), _) => Err(Attempt::Never(StoreErrorKind::Damaged, e.to_string())),
             (Ok(()), Ok(Some(n))) => Ok(n),
             (Ok(()), Ok(None)) => Err(Attempt::Retry("upload stopped early".into())),
-            (Ok(()), Err(StoreError::AlreadyExists(_))) => self.check_stored(record).await,
+            (Ok(()), Err(StoreError::AlreadyExists(_))) => self.check_stored(store, record).await,
             (Ok(()), Err(e)) => Err(retry(e)),
         }
     }
 
-    /// The store already has an object at the record's key: it counts as delivered only if
+    /// `store` already has an object at the record's key: it counts as delivered only if
     /// it opens to the same plaintext.
-    async fn check_stored(&self, record: &Record) -> Result<u64, Attempt> {
+    async fn check_stored(&self, store: &Store, record: &Record) -> Result<u64, Attempt> {
         let meta = &record.meta;
-        let (tx, mut rx) = mpsc::channel(4);
-        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        let read = self.read_object(&meta.tenant, &meta.object_key, tx).await;
-        let _ = drain.await;
+        let read = self
+            .read_through(store, &meta.tenant, &meta.object_key)
+            .await;
         match read {
             Ok((digest, size))
                 if hex::encode(digest) == meta.plain_sha256 && size == meta.plain_size =>
             {
-                let store = self.store_for(&meta.tenant);
                 Ok(store
                     .size(&meta.object_key)
                     .await
@@ -282,6 +314,15 @@ impl crate::Pipeline {
         sealed: Bytes,
         reservation: spool::Reservation,
     ) -> Result<Direct, PipelineError> {
+        if !self.replicas_for(tenant).is_empty() {
+            // Copies to replicas follow through the spool (with its retries), so a tenant
+            // with replicas has every object spooled; the record lives until every copy is
+            // stored.
+            let record = self
+                .spool_sealed(reservation, key, entry.sha256, entry.size, sealed)
+                .await?;
+            return Ok(Direct::Spilled(record));
+        }
         let store = self.store_for(tenant);
         let len = sealed.len() as u64;
         let why =

@@ -50,6 +50,14 @@ pub async fn check(config: &ServerConfig) -> Vec<Finding> {
             .iter()
             .map(|(tenant, kind)| (format!("store of tenant {tenant}"), kind)),
     );
+    for (tenant, kinds) in &config.replicas {
+        stores.extend(
+            kinds
+                .iter()
+                .enumerate()
+                .map(|(i, kind)| (format!("replica {} of tenant {tenant}", i + 1), kind)),
+        );
+    }
     for (what, kind) in stores {
         found.push(finding(what, probe_store(kind).await));
     }

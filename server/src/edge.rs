@@ -243,6 +243,14 @@ impl Server {
         for (tenant, kind) in &config.routes {
             routes.insert(tenant.clone(), kind.open()?);
         }
+        let mut replicas = std::collections::HashMap::new();
+        for (tenant, kinds) in &config.replicas {
+            let stores = kinds
+                .iter()
+                .map(|k| k.open())
+                .collect::<Result<Vec<_>, _>>()?;
+            replicas.insert(tenant.clone(), stores);
+        }
         let identity_source = IdentitySource::of(&config);
         let identity = Identity::read(&identity_source)?;
         let certs = Arc::new(CertResolver::new(&identity)?);
@@ -284,7 +292,8 @@ impl Server {
             Arc::new(spool),
             config.pipeline.clone(),
         )
-        .with_routes(routes);
+        .with_routes(routes)
+        .with_replicas(replicas);
         pipeline.spawn_delivery();
         let audit =
             crate::audit::AuditLog::open_for(dir, meta.as_ref(), config.audit.checkpoint_records)?;

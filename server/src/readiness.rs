@@ -44,7 +44,15 @@ async fn readiness(state: &State) -> Vec<String> {
     let vault = state.pipeline.vault.clone();
     problems.extend(blocking_check("vault", move || vault.probe()).await);
     let pipeline = &state.pipeline;
-    let stores = std::iter::once(&pipeline.store).chain(pipeline.routes.values());
+    // Replicas hold pages back only where the scanner waits for them (`ack = "replicated"`);
+    // otherwise their copies wait in the spool, which the high-water check below watches.
+    let replicas = (pipeline.config.ack == quire_pipeline::AckMode::Replicated)
+        .then(|| pipeline.replicas.values().flatten())
+        .into_iter()
+        .flatten();
+    let stores = std::iter::once(&pipeline.store)
+        .chain(pipeline.routes.values())
+        .chain(replicas);
     for store in stores {
         match tokio::time::timeout(CHECK_TIMEOUT, store.exists("quire-readiness-probe")).await {
             Ok(Ok(_)) => {}

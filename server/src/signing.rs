@@ -104,16 +104,26 @@ async fn publish(
         public_key: hex::encode(signer.public_key()),
         valid_from_unix_ms: now_unix_ms,
     };
-    let json = serde_json::to_vec(&record).expect("a key record serialises");
-    let store = pipeline.store_for(tenant);
-    match store
-        .put_new(&key_object(tenant, version), json.into())
-        .await
-    {
-        Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
+    let json = bytes::Bytes::from(serde_json::to_vec(&record).expect("a key record serialises"));
+    // The primary must have it before anything is signed; a replica that cannot take it now
+    // gets it at a later commit.
+    let mut everywhere = true;
+    for (i, store) in pipeline.copies_for(tenant).into_iter().enumerate() {
+        match store
+            .put_new(&key_object(tenant, version), json.clone())
+            .await
+        {
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) if i == 0 => return Err(e.into()),
+            Err(e) => {
+                warn!(tenant, store = store.name(), error = %e, "cannot publish the signing key to a replica yet");
+                everywhere = false;
+            }
+        }
     }
-    published.0.lock().expect("not poisoned").insert(id);
+    if everywhere {
+        published.0.lock().expect("not poisoned").insert(id);
+    }
     Ok(())
 }
 
@@ -151,14 +161,21 @@ pub(crate) async fn public_key(
     if let Ok(Some(key)) = derived_public_key(pipeline, tenant, version, derive).await {
         return Ok(Some(key));
     }
-    let store = pipeline.store_for(tenant);
-    match store.get(&key_object(tenant, version)).await {
-        Ok(bytes) => {
-            Ok(parse_published(&bytes, tenant).and_then(|k| signed::hex32(&k.public_key).ok()))
+    let copies = pipeline.copies_for(tenant);
+    for (i, store) in copies.iter().enumerate() {
+        let last = i + 1 == copies.len();
+        match store.get(&key_object(tenant, version)).await {
+            Ok(bytes) => {
+                return Ok(
+                    parse_published(&bytes, tenant).and_then(|k| signed::hex32(&k.public_key).ok())
+                )
+            }
+            Err(StoreError::NotFound(_)) if last => return Ok(None),
+            Err(e) if last => return Err(e.into()),
+            Err(_) => {} // a replica may have it
         }
-        Err(StoreError::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
     }
+    Ok(None)
 }
 
 fn parse_published(bytes: &[u8], tenant: &str) -> Option<PublishedKey> {

@@ -52,20 +52,35 @@ pub(crate) async fn delete_job(
             error!(error = %e, tenant, job, "cannot write the audit log; job not deleted");
             format!("the audit log cannot be written ({e}); the job was not deleted")
         })?;
-    let store = state.pipeline.store_for(tenant);
+    let copies = state.pipeline.copies_for(tenant);
+    let failed = |store: &quire_storage::Store, e: quire_storage::StoreError| {
+        format!("{}: {e}", store.name())
+    };
     let manifest = keys::manifest_key(tenant, job);
     let mut deleted = 0u32;
-    if store.exists(&manifest).await.map_err(|e| e.to_string())? {
-        store.delete(&manifest).await.map_err(|e| e.to_string())?;
-        deleted += 1;
+    // The manifest first, from every copy, so that no copy serves the job any more.
+    for store in &copies {
+        if store
+            .exists(&manifest)
+            .await
+            .map_err(|e| failed(store, e))?
+        {
+            store
+                .delete(&manifest)
+                .await
+                .map_err(|e| failed(store, e))?;
+            deleted += 1;
+        }
     }
-    for obj in store
-        .list(&keys::job_prefix(tenant, job))
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        store.delete(&obj.key).await.map_err(|e| e.to_string())?;
-        deleted += 1;
+    for store in &copies {
+        let listed = store
+            .list(&keys::job_prefix(tenant, job))
+            .await
+            .map_err(|e| failed(store, e))?;
+        for obj in listed {
+            store.delete(&obj.key).await.map_err(|e| failed(store, e))?;
+            deleted += 1;
+        }
     }
     // Partial copies a killed writer left are ciphertext of this job too (not objects).
     let leftovers = state
@@ -80,7 +95,10 @@ pub(crate) async fn delete_job(
         .await
         .expect("metadata task panicked")
         .map_err(|e| e.to_string())?;
-    let detail = format!("job={job} objects={deleted} reason={why}");
+    let detail = format!(
+        "job={job} objects={deleted} copies={} reason={why}",
+        copies.len()
+    );
     let done = state
         .audit
         .append(actor, "system", "job.delete", tenant, &detail, "ok")
@@ -142,11 +160,12 @@ pub(crate) async fn abort_job(
     let keys = tokio::task::spawn_blocking(move || meta.forget_uncommitted(&t, &j))
         .await
         .expect("metadata task panicked")?;
-    let store = state.pipeline.store_for(tenant);
     for key in &keys {
-        // Gone already is fine; anything else is left for the store's own cleanup and said.
-        if let Err(e) = store.delete(key).await {
-            warn!(tenant, job, key, error = %e, "could not delete a page of an aborted job");
+        for store in state.pipeline.copies_for(tenant) {
+            // Gone already is fine; anything else is left for the store's own cleanup and said.
+            if let Err(e) = store.delete(key).await {
+                warn!(tenant, job, key, store = store.name(), error = %e, "could not delete a page of an aborted job");
+            }
         }
     }
     Ok(keys.len() as u32)

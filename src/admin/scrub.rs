@@ -14,12 +14,17 @@ pub(super) struct ScrubArgs {
     /// Read at most this many MB/s of stored objects (0: as fast as the store goes).
     #[arg(long, default_value_t = 50)]
     max_mb_per_s: u32,
+    /// Replace every missing or corrupt copy (primary store or replica) with the stored
+    /// bytes of a good copy.
+    #[arg(long)]
+    repair: bool,
     /// Print every finding as the JSON line the server sent.
     #[arg(long)]
     json: bool,
 }
 
-/// Prints the findings; fails if any object is missing, corrupt or orphaned.
+/// Prints the findings; fails if any object is missing, corrupt or orphaned and was not
+/// repaired.
 pub(super) async fn scrub(conn: &Connection, a: ScrubArgs) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -27,11 +32,13 @@ pub(super) async fn scrub(conn: &Connection, a: ScrubArgs) -> Result<()> {
             .expect("a valid template"),
     );
     let mut done = serde_json::Value::Null;
-    client::admin::scrub(conn, &a.tenant, a.after.as_deref(), a.max_mb_per_s, |f| {
+    let after = a.after.as_deref();
+    client::admin::scrub(conn, &a.tenant, after, a.max_mb_per_s, a.repair, |f| {
         if a.json {
             bar.suspend(|| println!("{f}"));
         }
         let key = f["key"].as_str().unwrap_or_default();
+        let store = f["store"].as_str().unwrap_or_default();
         match f["event"].as_str().unwrap_or_default() {
             "progress" => {
                 bar.set_length(f["jobs"].as_u64().unwrap_or(0));
@@ -39,10 +46,17 @@ pub(super) async fn scrub(conn: &Connection, a: ScrubArgs) -> Result<()> {
                 bar.set_message(format!("(last: {})", f["job"].as_str().unwrap_or("")));
             }
             "done" => done = f,
-            "corrupt" if !a.json => {
-                bar.suspend(|| println!("corrupt\t{key}\t{}", f["reason"].as_str().unwrap_or("")))
-            }
-            event if !a.json => bar.suspend(|| println!("{event}\t{key}")),
+            "corrupt" | "not_repaired" if !a.json => bar.suspend(|| {
+                let (event, reason) = (&f["event"], f["reason"].as_str().unwrap_or(""));
+                println!("{}\t{key}\t{store}\t{reason}", event.as_str().unwrap_or(""))
+            }),
+            "repaired" if !a.json => bar.suspend(|| {
+                println!(
+                    "repaired\t{key}\t{store}\tfrom {}",
+                    f["from"].as_str().unwrap_or("")
+                )
+            }),
+            event if !a.json => bar.suspend(|| println!("{event}\t{key}\t{store}")),
             _ => {}
         }
     })
@@ -50,8 +64,17 @@ pub(super) async fn scrub(conn: &Connection, a: ScrubArgs) -> Result<()> {
     bar.finish_and_clear();
     let count = |k: &str| done[k].as_u64().unwrap_or(0);
     let found = count("missing") + count("corrupt") + count("orphaned");
+    let repaired = if a.repair {
+        format!(
+            "; {} repaired, {} not repaired",
+            count("repaired"),
+            count("not_repaired")
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "tenant {}: {} jobs, {} objects ({} bytes) read through; {} missing, {} corrupt, {} orphaned",
+        "tenant {}: {} jobs, {} objects ({} bytes) read through; {} missing, {} corrupt, {} orphaned{repaired}",
         a.tenant,
         count("jobs"),
         count("objects"),
@@ -60,8 +83,17 @@ pub(super) async fn scrub(conn: &Connection, a: ScrubArgs) -> Result<()> {
         count("corrupt"),
         count("orphaned")
     );
-    if found > 0 {
-        bail!("tenant {}: {found} problem(s) found (listed above; restore them from a backup or a replica)", a.tenant);
+    let left = found - count("repaired").min(found);
+    if left > 0 {
+        let what_to_do = if a.repair {
+            "orphans are left for you to look at; a copy with no good copy anywhere must come from a backup"
+        } else {
+            "scrub --repair mends a copy from a good one in another store; otherwise restore it from a backup"
+        };
+        bail!(
+            "tenant {}: {left} problem(s) left (listed above): {what_to_do}",
+            a.tenant
+        );
     }
     Ok(())
 }

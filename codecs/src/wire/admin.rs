@@ -352,6 +352,13 @@ admin_requests! {
     /// Back up the node's metadata store, keyring files and audit log to the default store
     /// (service admin only); answered with the backup's index as JSON.
     26 "backup.create" BackupCreate {}
+    /// A scrub (as `scrub`) that also replaces every missing or corrupt copy of an object,
+    /// in the primary store or a replica, with the stored bytes of a good copy.
+    27 "scrub.repair" ScrubRepair {
+        tenant: String = id("tenant"),
+        after: Option<String> = optional_job_id(),
+        max_mb_per_s: u32 = u32(),
+    }
 }
 
 #[cfg(test)]

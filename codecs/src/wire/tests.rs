@@ -263,6 +263,11 @@ fn frames_second_half() -> Vec<Frame> {
             max_mb_per_s: 50,
         }),
         Frame::Admin(AdminRequest::BackupCreate {}),
+        Frame::Admin(AdminRequest::ScrubRepair {
+            tenant: "beta".into(),
+            after: None,
+            max_mb_per_s: 0,
+        }),
         Frame::AdminAuditReport(AuditReport {
             tenant: "beta".into(),
             records: 10,

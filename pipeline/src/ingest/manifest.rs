@@ -85,7 +85,7 @@ impl Pipeline {
             &body,
         );
         drop(kek);
-        let record = if self.config.ack == AckMode::Stored {
+        let record = if self.config.ack != AckMode::Spooled {
             let reservation = self
                 .spool
                 .reserve(tenant, spool::reservation_for(as_entry.size))

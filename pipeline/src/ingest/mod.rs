@@ -218,7 +218,7 @@ impl Pipeline {
             return Ok(Receipt::new(entry, key, stored_bytes, true));
         }
         let small =
-            self.config.ack == AckMode::Stored && entry.size <= self.config.single_put_limit;
+            self.config.ack != AckMode::Spooled && entry.size <= self.config.single_put_limit;
         let unchecked = prior == Prior::NotRecorded && small;
         if !unchecked && self.stored_already(tenant, &key).await? {
             return self.verify_existing(tenant, entry, key).await;
@@ -409,9 +409,14 @@ impl Pipeline {
         }
         let mut status = record.watch();
         let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
+        let primary_is_enough = self.config.ack == AckMode::Stored;
         loop {
             let last_error = match &*status.borrow_and_update() {
                 Delivery::Stored { stored_bytes } => return Ok(*stored_bytes),
+                Delivery::Replicating { stored_bytes } if primary_is_enough => {
+                    return Ok(*stored_bytes)
+                }
+                Delivery::Replicating { .. } => Some("a replica has not confirmed yet".into()),
                 Delivery::Failed(why) => return Err(PipelineError::Undeliverable(why.clone())),
                 Delivery::Retrying(why) => Some(why.clone()),
                 Delivery::Queued => None,
@@ -420,7 +425,15 @@ impl Pipeline {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(PipelineError::Undeliverable("spool closed".into())),
                 Err(_) => {
-                    let store = self.store_for(&record.meta.tenant).name().to_string();
+                    let store = match &*status.borrow() {
+                        Delivery::Replicating { .. } => self
+                            .replicas_for(&record.meta.tenant)
+                            .iter()
+                            .map(|s| s.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        _ => self.store_for(&record.meta.tenant).name().to_string(),
+                    };
                     return Err(PipelineError::Store(StoreError::Unavailable {
                         store,
                         message: format!(

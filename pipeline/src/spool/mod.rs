@@ -75,6 +75,9 @@ pub enum AckMode {
     Stored,
     /// As soon as the sealed page is fsync'd in the spool.
     Spooled,
+    /// After the primary store and every replica of the tenant confirmed the write (for a
+    /// tenant without replicas, the same as `Stored`).
+    Replicated,
 }
 
 /// Tunables of the spool.
@@ -117,7 +120,10 @@ pub enum Delivery {
     Queued,
     /// The last attempt failed and will be retried.
     Retrying(String),
-    /// The store has the object; the record is gone.
+    /// The primary store has the object; copies to the tenant's replicas are still on
+    /// their way (the record stays until every replica has it).
+    Replicating { stored_bytes: u64 },
+    /// Every store has the object; the record is gone.
     Stored { stored_bytes: u64 },
     /// Cannot ever be delivered (damaged record, conflicting object); kept for an operator.
     Failed(String),

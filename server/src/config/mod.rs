@@ -91,6 +91,9 @@ struct TenantSection {
     region: Option<String>,
     /// How long committed jobs are kept: see [`crate::retention::Policy`].
     retention: Option<String>,
+    /// `[stores.NAME]`s that keep a second copy of every object, in the same residency.
+    #[serde(default)]
+    replicas: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -269,6 +272,8 @@ pub struct ServerConfig {
     pub limits: crate::limits::LimitConfig,
     /// Tenants whose objects go to a store other than the default, in their region.
     pub routes: Vec<(String, StoreKind)>,
+    /// Tenants whose objects are copied to further stores, in their region.
+    pub replicas: Vec<(String, Vec<StoreKind>)>,
     pub spool: quire_pipeline::SpoolConfig,
     /// Where spool keys live; `None` picks RAM (`/dev/shm`) when the machine has it.
     pub spool_key_dir: Option<PathBuf>,
@@ -358,8 +363,11 @@ impl ServerConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let tls = resolve_tls(fc.tls)?;
         let (store, default_region) = parse_store(fc.store, "store", &data_dir)?;
-        let (routes, retention) =
-            resolve_tenants(fc.stores, fc.tenants, &data_dir, default_region)?;
+        let Tenants {
+            routes,
+            replicas,
+            retention,
+        } = resolve_tenants(fc.stores, fc.tenants, &data_dir, default_region)?;
         let (pipeline, spool, max_streams_per_connection) =
             resolve_pipeline(&fc.pipeline, &fc.spool)?;
         let dev_tenant = fc.dev.tenant.unwrap_or_else(|| "dev".into());
@@ -416,6 +424,7 @@ impl ServerConfig {
             spool,
             spool_key_dir: fc.spool.key_dir,
             routes,
+            replicas,
             limits,
             listen,
             data_dir,
@@ -434,17 +443,21 @@ impl ServerConfig {
     }
 }
 
-type Routes = Vec<(String, StoreKind)>;
-type Retention = std::collections::HashMap<String, crate::retention::Policy>;
+/// What `[tenants.*]` say, resolved against `[stores.*]`.
+struct Tenants {
+    routes: Vec<(String, StoreKind)>,
+    replicas: Vec<(String, Vec<StoreKind>)>,
+    retention: std::collections::HashMap<String, crate::retention::Policy>,
+}
 
-/// The named stores and the tenants routed to them, each checked against its region, and
-/// the tenants' retention policies.
+/// The named stores and the tenants routed to them, each checked against its region, the
+/// tenants' replicas (checked the same way), and their retention policies.
 fn resolve_tenants(
     stores: std::collections::HashMap<String, StoreSection>,
     tenants: std::collections::HashMap<String, TenantSection>,
     data_dir: &Path,
     default_region: Option<String>,
-) -> Result<(Routes, Retention), ConfigError> {
+) -> Result<Tenants, ConfigError> {
     let mut named = std::collections::HashMap::new();
     for (name, section) in stores {
         let prefix = format!("stores.{name}");
@@ -457,6 +470,7 @@ fn resolve_tenants(
         named.insert(name, (kind, region));
     }
     let mut routes = Vec::new();
+    let mut replicas = Vec::new();
     let mut retention = std::collections::HashMap::new();
     for (tenant, t) in tenants {
         let key = format!("tenants.{tenant}.store");
@@ -499,11 +513,64 @@ fn resolve_tenants(
             })?;
             retention.insert(tenant.clone(), policy);
         }
+        if !t.replicas.is_empty() {
+            let copies = resolve_replicas(&tenant, &t, &named)?;
+            replicas.push((tenant.clone(), copies));
+        }
         if let Some(kind) = kind {
             routes.push((tenant, kind));
         }
     }
-    Ok((routes, retention))
+    Ok(Tenants {
+        routes,
+        replicas,
+        retention,
+    })
+}
+
+/// A tenant's `replicas`: named stores, each other than its primary, listed once, and
+/// keeping data where the tenant must stay.
+fn resolve_replicas(
+    tenant: &str,
+    t: &TenantSection,
+    named: &std::collections::HashMap<String, (StoreKind, String)>,
+) -> Result<Vec<StoreKind>, ConfigError> {
+    let key = format!("tenants.{tenant}.replicas");
+    let Some(residency) = t.residency.as_ref().or(t.region.as_ref()) else {
+        return Err(ConfigError::Invalid {
+            key: format!("tenants.{tenant}.residency"),
+            reason: "a tenant with replicas must state its residency, which every replica must \
+                     keep"
+                .into(),
+        });
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut copies = Vec::new();
+    for name in &t.replicas {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: key.clone(),
+            reason,
+        };
+        if t.store.as_ref() == Some(name) {
+            return Err(invalid(format!(
+                "{name} is the tenant's own store; a replica must be another store"
+            )));
+        }
+        if !seen.insert(name) {
+            return Err(invalid(format!("{name} is listed twice")));
+        }
+        let (kind, region) = named
+            .get(name)
+            .ok_or_else(|| invalid(format!("no [stores.{name}] section")))?;
+        if region != residency {
+            return Err(invalid(format!(
+                "tenant {tenant} must stay in {residency}, but replica {name} keeps data in \
+                 {region}"
+            )));
+        }
+        copies.push(kind.clone());
+    }
+    Ok(copies)
 }
 
 /// `[pipeline]` and `[spool]`: the stages' settings and the spool's, and the streams one
@@ -546,10 +613,13 @@ fn resolve_pipeline(
     match sp.ack.as_deref() {
         None | Some("stored") => pipeline.ack = AckMode::Stored,
         Some("spooled") => pipeline.ack = AckMode::Spooled,
+        Some("replicated") => pipeline.ack = AckMode::Replicated,
         Some(other) => {
             return Err(ConfigError::Invalid {
                 key: "spool.ack".into(),
-                reason: format!("{other:?} is neither \"stored\" nor \"spooled\""),
+                reason: format!(
+                    "{other:?} is not one of \"stored\", \"spooled\" or \"replicated\""
+                ),
             })
         }
     }

@@ -84,6 +84,55 @@ fn tenants_stay_in_their_region() {
 }
 
 #[test]
+fn replicas_keep_the_tenants_residency() {
+    let stores = "[store]\nresidency = \"eu\"\n\
+         [stores.eu2]\nkind = \"local\"\npath = \"/eu2\"\nresidency = \"eu\"\n\
+         [stores.eu3]\nkind = \"local\"\npath = \"/eu3\"\nresidency = \"eu\"\n\
+         [stores.us]\nkind = \"local\"\npath = \"/us\"\nresidency = \"us\"\n";
+    let ok = ServerConfig::from_toml(&format!(
+        "{stores}[tenants.acme]\nresidency = \"eu\"\nreplicas = [\"eu2\", \"eu3\"]\n\
+         [tenants.solo]\nresidency = \"eu\"\n[spool]\nack = \"replicated\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.replicas.len(), 1);
+    assert_eq!(
+        (ok.replicas[0].0.as_str(), ok.replicas[0].1.len()),
+        ("acme", 2)
+    );
+    assert_eq!(ok.pipeline.ack, AckMode::Replicated);
+    for (tenant, why) in [
+        ("replicas = [\"eu2\"]\n", "must state its residency"),
+        (
+            "residency = \"eu\"\nreplicas = [\"us\"]\n",
+            "replica us keeps data in us",
+        ),
+        (
+            "residency = \"eu\"\nreplicas = [\"mars\"]\n",
+            "no [stores.mars] section",
+        ),
+        (
+            "residency = \"eu\"\nreplicas = [\"eu2\", \"eu2\"]\n",
+            "listed twice",
+        ),
+        (
+            "residency = \"eu\"\nstore = \"eu2\"\nreplicas = [\"eu2\"]\n",
+            "the tenant's own store",
+        ),
+    ] {
+        let text = format!("{stores}[tenants.acme]\n{tenant}");
+        let e = ServerConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("tenants.acme.") && e.contains(why),
+            "{text:?}: {e}"
+        );
+    }
+    let e = ServerConfig::from_toml("[spool]\nack = \"everywhere\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"replicated\""), "{e}");
+}
+
+#[test]
 fn a_stores_api_region_is_not_its_residency() {
     // S3 in eu-central-1, which tenants know as "eu": the residency is its own key. (The test
     // above is the configuration of earlier versions, where `region` was read as both.)

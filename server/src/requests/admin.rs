@@ -58,7 +58,9 @@ async fn route(
         R::ManifestGet { .. } | R::SigningKeyExport { .. } => {
             super::signatures::signatures(state, principal, req, send).await
         }
-        R::Scrub { .. } => super::scrub::scrub_request(state, principal, req, send).await,
+        R::Scrub { .. } | R::ScrubRepair { .. } => {
+            super::scrub::scrub_request(state, principal, req, send).await
+        }
         R::BackupCreate {} => {
             allow(state, principal, "", Action::Backup, "").await?;
             let keep = state.backup.keep;

@@ -215,10 +215,16 @@ pub(super) async fn job_commit(
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
     blocking(move || meta.commit_job(&t, &j, page_count, bytes)).await?;
     // A node killed while writing one of these pages (the scanner then sent it again) left
-    // a partial copy beside it. Only with ack = "stored", where every page was written before
-    // it was recorded; spooled pages may still be on their way (a crashed node's spool
-    // removes its own leftovers when it recovers them).
-    if state.pipeline.config.ack == quire_pipeline::AckMode::Stored {
+    // a partial copy beside it. Only where every copy of every page was written before it
+    // was recorded (ack = "stored" without replicas, or "replicated"); spooled pages and
+    // replica copies may still be on their way (a crashed node's spool removes its own
+    // leftovers when it recovers them).
+    let all_written = match state.pipeline.config.ack {
+        quire_pipeline::AckMode::Stored => state.pipeline.replicas_for(tenant).is_empty(),
+        quire_pipeline::AckMode::Replicated => true,
+        quire_pipeline::AckMode::Spooled => false,
+    };
+    if all_written {
         match state.pipeline.remove_job_leftovers(tenant, job_id).await {
             Ok(0) => {}
             Ok(n) => info!(

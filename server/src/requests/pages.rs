@@ -161,8 +161,10 @@ async fn discard(state: &State, tenant: &str, key: &str) {
         );
         return;
     }
-    if let Err(e) = state.pipeline.store_for(tenant).delete(key).await {
-        warn!(tenant, key, error = %e, "could not delete the object of a refused page");
+    for store in state.pipeline.copies_for(tenant) {
+        if let Err(e) = store.delete(key).await {
+            warn!(tenant, key, store = store.name(), error = %e, "could not delete the object of a refused page");
+        }
     }
 }
 

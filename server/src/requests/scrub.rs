@@ -9,20 +9,38 @@ pub(super) async fn scrub_request(
     req: AdminRequest,
     send: &mut quinn::SendStream,
 ) -> Result<(), Refusal> {
-    let AdminRequest::Scrub {
-        tenant,
-        after,
-        max_mb_per_s,
-    } = req
-    else {
-        return Err(misrouted(&req));
+    let (tenant, after, max_mb_per_s, repair) = match req {
+        AdminRequest::Scrub {
+            tenant,
+            after,
+            max_mb_per_s,
+        } => (tenant, after, max_mb_per_s, false),
+        AdminRequest::ScrubRepair {
+            tenant,
+            after,
+            max_mb_per_s,
+        } => (tenant, after, max_mb_per_s, true),
+        _ => return Err(misrouted(&req)),
     };
-    // Reads no document out: allowed as listing the tenant's jobs is.
-    allow(state, principal, &tenant, Action::JobList, "").await?;
+    if repair {
+        // Writes stored ciphertext (never a document out), as a key rewrap does.
+        allow(state, principal, &tenant, Action::KeyRewrap, "").await?;
+    } else {
+        // Reads no document out: allowed as listing the tenant's jobs is.
+        allow(state, principal, &tenant, Action::JobList, "").await?;
+    }
     tenant_exists(state, &tenant).await?;
     let (tx, mut rx) = mpsc::channel::<Finding>(64);
     let rate = u64::from(max_mb_per_s) * 1_000_000;
-    let working = scrub::scrub(state, &tenant, after.as_deref(), rate, tx);
+    let actor = (principal.device_id.as_str(), principal.role.as_str());
+    let working = scrub::scrub(
+        state,
+        &tenant,
+        after.as_deref(),
+        rate,
+        repair.then_some(actor),
+        tx,
+    );
     let sending = async {
         while let Some(finding) = rx.recv().await {
             if !matches!(finding, Finding::Progress { .. } | Finding::Done { .. }) {

@@ -1,0 +1,188 @@
+//! What a scrub finds, sent as it goes and counted for the closing line.
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::ScrubError;
+
+/// What a scrub reports, one JSON line each. `store` names the copy (the primary store or a
+/// replica) a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub(crate) enum Finding {
+    /// An object the metadata records is not in the store.
+    Missing {
+        job: String,
+        key: String,
+        store: String,
+    },
+    /// An object does not open, or is not what the metadata records.
+    Corrupt {
+        job: String,
+        key: String,
+        store: String,
+        reason: String,
+    },
+    /// An object under a job that no record names.
+    Orphaned {
+        job: String,
+        key: String,
+        store: String,
+    },
+    /// A missing or corrupt copy was replaced by the bytes of a good one (`--repair`), and
+    /// reads through as the record says.
+    Repaired {
+        job: String,
+        key: String,
+        store: String,
+        from: String,
+    },
+    /// A missing or corrupt copy could not be repaired: no good copy, or the write failed.
+    NotRepaired {
+        job: String,
+        key: String,
+        store: String,
+        reason: String,
+    },
+    /// A job finished: scrub again with `--after` this job to go on from here.
+    Progress {
+        job: String,
+        jobs_done: u32,
+        jobs: u32,
+        objects: u64,
+        bytes: u64,
+    },
+    /// The end, with the totals.
+    Done {
+        jobs: u32,
+        objects: u64,
+        bytes: u64,
+        missing: u32,
+        corrupt: u32,
+        orphaned: u32,
+        repaired: u32,
+        not_repaired: u32,
+    },
+}
+
+/// Where a finding was made: which job, which object, which copy.
+pub(crate) struct At<'a> {
+    pub job: &'a str,
+    pub key: &'a str,
+    pub store: &'a str,
+}
+
+/// The findings sent so far, counted as they go.
+pub(crate) struct Report {
+    out: mpsc::Sender<Finding>,
+    objects: u64,
+    bytes: u64,
+    missing: u32,
+    corrupt: u32,
+    orphaned: u32,
+    repaired: u32,
+    not_repaired: u32,
+}
+
+impl Report {
+    pub fn to(out: mpsc::Sender<Finding>) -> Report {
+        Report {
+            out,
+            objects: 0,
+            bytes: 0,
+            missing: 0,
+            corrupt: 0,
+            orphaned: 0,
+            repaired: 0,
+            not_repaired: 0,
+        }
+    }
+
+    /// An object read through, `bytes` of plaintext long.
+    pub fn read(&mut self, bytes: u64) {
+        self.objects += 1;
+        self.bytes += bytes;
+    }
+
+    async fn send(&self, f: Finding) -> Result<(), ScrubError> {
+        self.out.send(f).await.map_err(|_| ScrubError::Gone)
+    }
+
+    pub async fn missing(&mut self, at: &At<'_>) -> Result<(), ScrubError> {
+        self.missing += 1;
+        self.send(Finding::Missing {
+            job: at.job.into(),
+            key: at.key.into(),
+            store: at.store.into(),
+        })
+        .await
+    }
+
+    pub async fn corrupt(&mut self, at: &At<'_>, reason: String) -> Result<(), ScrubError> {
+        self.corrupt += 1;
+        self.send(Finding::Corrupt {
+            job: at.job.into(),
+            key: at.key.into(),
+            store: at.store.into(),
+            reason,
+        })
+        .await
+    }
+
+    pub async fn orphaned(&mut self, at: &At<'_>) -> Result<(), ScrubError> {
+        self.orphaned += 1;
+        self.send(Finding::Orphaned {
+            job: at.job.into(),
+            key: at.key.into(),
+            store: at.store.into(),
+        })
+        .await
+    }
+
+    pub async fn repaired(&mut self, at: &At<'_>, from: &str) -> Result<(), ScrubError> {
+        self.repaired += 1;
+        self.send(Finding::Repaired {
+            job: at.job.into(),
+            key: at.key.into(),
+            store: at.store.into(),
+            from: from.into(),
+        })
+        .await
+    }
+
+    pub async fn not_repaired(&mut self, at: &At<'_>, reason: String) -> Result<(), ScrubError> {
+        self.not_repaired += 1;
+        self.send(Finding::NotRepaired {
+            job: at.job.into(),
+            key: at.key.into(),
+            store: at.store.into(),
+            reason,
+        })
+        .await
+    }
+
+    pub async fn progress(&self, job: &str, jobs_done: u32, jobs: u32) -> Result<(), ScrubError> {
+        self.send(Finding::Progress {
+            job: job.to_string(),
+            jobs_done,
+            jobs,
+            objects: self.objects,
+            bytes: self.bytes,
+        })
+        .await
+    }
+
+    pub async fn done(self, jobs: u32) -> Result<(), ScrubError> {
+        self.send(Finding::Done {
+            jobs,
+            objects: self.objects,
+            bytes: self.bytes,
+            missing: self.missing,
+            corrupt: self.corrupt,
+            orphaned: self.orphaned,
+            repaired: self.repaired,
+            not_repaired: self.not_repaired,
+        })
+        .await
+    }
+}
