@@ -41,6 +41,7 @@ mod postgres_tls;
 mod production;
 mod push_input;
 mod refusals;
+mod replication;
 mod resume;
 mod retention;
 mod roles;

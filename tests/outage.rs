@@ -4,90 +4,12 @@
 //! page is in the store exactly once.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::moto::Moto;
 use crate::common::*;
-
-/// A moto S3 server of this test's own, so that stopping it disturbs no other test.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let python = python();
-        let moto = Path::new(&python).with_file_name("moto_server");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (run scripts/test.sh, which installs it)");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        third_party(
-            r#"
-import sys, time, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
-                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
-deadline = time.time() + 30
-while True:
-    try:
-        s3.create_bucket(Bucket="outage", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-        break
-    except Exception:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.2)
-"#,
-            &[&endpoint],
-        );
-        Moto { child, endpoint }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} moto");
-    }
-
-    fn count(&self, prefix: &str) -> usize {
-        third_party(
-            r#"
-import sys, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
-                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
-pages = s3.get_paginator("list_objects_v2").paginate(Bucket="outage", Prefix=sys.argv[2])
-print(sum(len(p.get("Contents", [])) for p in pages))
-"#,
-            &[&self.endpoint, prefix],
-        )
-        .trim()
-        .parse()
-        .unwrap()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn spooled(server: &TestServer) -> usize {
     std::fs::read_dir(server.path().join("quire-data/spool"))
@@ -106,12 +28,11 @@ fn spooled(server: &TestServer) -> usize {
 
 #[test]
 fn a_stopped_store_fills_the_spool_then_pushes_back_then_drains_without_loss() {
-    let moto = Moto::start();
+    let moto = Moto::start("outage");
     let server = TestServer::start_with_config(&format!(
-        "[store]\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"eu-central-1\"\nbucket = \"outage\"\n\
-         access_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n\
+        "[store]\n{}\
          [spool]\nack = \"spooled\"\ncapacity = 3000000\nbusy_wait_secs = 1\nkey_dir = \"spool-keys\"\n",
-        moto.endpoint
+        moto.store_toml()
     ));
 
     // Before the outage: a job goes all the way into S3.

@@ -94,8 +94,10 @@ enum Attempt {
 
 impl crate::Pipeline {
     /// Starts the delivery stage: spool records go to their tenant's store, a few at a time,
-    /// each retried with capped exponential backoff and jitter until the store takes it.
-    /// Call once per pipeline, inside a tokio runtime.
+    /// each retried with capped exponential backoff and jitter until the store takes it; then
+    /// to the tenant's replicas, if it has any, in slots of their own, so that a replica
+    /// outage never holds up writes to primary stores. Call once per pipeline, inside a tokio
+    /// runtime.
     pub fn spawn_delivery(&self) -> tokio::task::JoinHandle<()> {
         let p = self.clone();
         tokio::spawn(async move {
@@ -103,27 +105,55 @@ impl crate::Pipeline {
                 return;
             };
             let slots = Arc::new(Semaphore::new(p.config.upload_concurrency.max(1)));
+            let replica_slots = Arc::new(Semaphore::new(p.config.upload_concurrency.max(1)));
             while let Some(record) = queue.recv().await {
                 let permit = slots.clone().acquire_owned().await.expect("never closed");
-                let p = p.clone();
+                let (p, replica_slots) = (p.clone(), replica_slots.clone());
                 tokio::spawn(async move {
-                    p.deliver(record).await;
+                    p.deliver(record, replica_slots).await;
                     drop(permit);
                 });
             }
         })
     }
 
-    /// Stores `record` in the tenant's primary store, then in each replica, retrying each
-    /// copy until its store takes it; the record is erased only when every copy is stored.
-    async fn deliver(&self, record: Arc<Record>) {
-        let copies: Vec<Store> = self
-            .copies_for(&record.meta.tenant)
-            .into_iter()
-            .cloned()
-            .collect();
-        let mut stored: Vec<Option<u64>> = vec![None; copies.len()];
-        let mut attempts = vec![0u32; copies.len()];
+    /// Stores `record` in the tenant's primary store, then hands it to a replica slot that
+    /// copies it to each replica; the record is erased only once every copy is stored.
+    async fn deliver(&self, record: Arc<Record>, replica_slots: Arc<Semaphore>) {
+        let primary = self.store_for(&record.meta.tenant).clone();
+        let Some(stored_bytes) = self.store_copy(&primary, &record, true).await else {
+            return; // quarantined
+        };
+        let replicas = self.replicas_for(&record.meta.tenant).to_vec();
+        if replicas.is_empty() {
+            self.erase_delivered(&record, stored_bytes);
+            return;
+        }
+        record.set_status(Delivery::Replicating { stored_bytes });
+        let p = self.clone();
+        tokio::spawn(async move {
+            let _slot = replica_slots.acquire_owned().await.expect("never closed");
+            for replica in &replicas {
+                if p.store_copy(replica, &record, false).await.is_none() {
+                    return; // quarantined
+                }
+            }
+            p.erase_delivered(&record, stored_bytes);
+        });
+    }
+
+    fn erase_delivered(&self, record: &Record, stored_bytes: u64) {
+        if let Err(e) = self.spool.delivered(record, stored_bytes) {
+            warn!(error = %e, "spool record delivered but not fully erased");
+        }
+        debug!(object = %record.meta.object_key, "delivered");
+    }
+
+    /// Writes `record` into `store`, retrying until it takes it; the stored size, or `None`
+    /// when it never can (the record is then quarantined). Only the primary's failures are
+    /// the record's status: once the primary has it, the page is stored as far as `ack =
+    /// "stored"` is concerned.
+    async fn store_copy(&self, store: &Store, record: &Arc<Record>, primary: bool) -> Option<u64> {
         // Forever, capped and jittered, so retries of many records do not align.
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(RETRY_FIRST)
@@ -131,53 +161,29 @@ impl crate::Pipeline {
             .with_jitter()
             .without_max_times()
             .build();
+        let mut attempts = 0u32;
         loop {
-            let mut failed = None;
-            for (i, store) in copies.iter().enumerate() {
-                if stored[i].is_some() {
-                    continue;
+            attempts += 1;
+            match self.upload(store, record, attempts).await {
+                Ok(stored_bytes) => return Some(stored_bytes),
+                Err(Attempt::Never(kind, why)) => {
+                    self.delivery.error(kind);
+                    self.spool
+                        .quarantine(record, &format!("{}: {why}", store.name()));
+                    return None;
                 }
-                attempts[i] += 1;
-                match self.upload(store, &record, attempts[i]).await {
-                    Ok(bytes) => {
-                        stored[i] = Some(bytes);
-                        if i == 0 && copies.len() > 1 {
-                            record.set_status(Delivery::Replicating {
-                                stored_bytes: bytes,
-                            });
-                        }
+                Err(Attempt::Retry(why)) => {
+                    self.delivery.error(StoreErrorKind::Unavailable);
+                    self.delivery.retry();
+                    if attempts == 1 || attempts.is_multiple_of(10) {
+                        warn!(object = %record.meta.object_key, store = store.name(), attempts, error = %why, "store write failed; will retry");
                     }
-                    Err(Attempt::Never(kind, why)) => {
-                        self.delivery.error(kind);
-                        self.spool
-                            .quarantine(&record, &format!("{}: {why}", store.name()));
-                        return;
+                    if primary {
+                        record.set_status(Delivery::Retrying(why));
                     }
-                    Err(Attempt::Retry(why)) => {
-                        failed = Some((store.name().to_string(), attempts[i], why));
-                        if i == 0 {
-                            break; // replicas follow the primary, never lead it
-                        }
-                    }
+                    tokio::time::sleep(delays.next().unwrap_or(RETRY_MAX)).await;
                 }
             }
-            let Some((store, attempt, why)) = failed else {
-                let stored_bytes = stored[0].expect("the primary is stored first");
-                if let Err(e) = self.spool.delivered(&record, stored_bytes) {
-                    warn!(error = %e, "spool record delivered but not fully erased");
-                }
-                debug!(object = %record.meta.object_key, attempts = ?attempts, "delivered");
-                return;
-            };
-            self.delivery.error(StoreErrorKind::Unavailable);
-            self.delivery.retry();
-            if attempt == 1 || attempt.is_multiple_of(10) {
-                warn!(object = %record.meta.object_key, store, attempts = attempt, error = %why, "store write failed; will retry");
-            }
-            if stored[0].is_none() {
-                record.set_status(Delivery::Retrying(why));
-            }
-            tokio::time::sleep(delays.next().unwrap_or(RETRY_MAX)).await;
         }
     }
 

@@ -14,6 +14,7 @@ use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{Connection, Login};
 use quire_codecs::wire::ALPN;
 
+pub mod moto;
 pub mod netns;
 pub mod pki;
 pub mod postgres;

@@ -1,0 +1,97 @@
+//! A moto S3 server of a test's own, so that stopping it (SIGSTOP: an outage that accepts
+//! connections and never answers) disturbs no other test.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::{python, third_party};
+
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl Moto {
+    /// Starts moto on a free loopback port and creates `bucket` in it.
+    pub fn start(bucket: &str) -> Moto {
+        let python = python();
+        let moto = Path::new(&python).with_file_name("moto_server");
+        let port = super::free_port();
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (run scripts/test.sh, which installs it)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        third_party(
+            r#"
+import sys, time, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+deadline = time.time() + 30
+while True:
+    try:
+        s3.create_bucket(Bucket=sys.argv[2], CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        break
+    except Exception:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.2)
+"#,
+            &[&endpoint, bucket],
+        );
+        Moto {
+            child,
+            endpoint,
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// A `[store]`-style section body for this server (`kind` to `secret_access_key`).
+    pub fn store_toml(&self) -> String {
+        format!(
+            "kind = \"s3\"\nendpoint = \"{}\"\nregion = \"eu-central-1\"\nbucket = \"{}\"\n\
+             access_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n",
+            self.endpoint, self.bucket
+        )
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} moto");
+    }
+
+    /// How many objects are under `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        third_party(
+            r#"
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3])
+print(sum(len(p.get("Contents", [])) for p in pages))
+"#,
+            &[&self.endpoint, &self.bucket, prefix],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
