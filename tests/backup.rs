@@ -186,3 +186,71 @@ fn backups_are_made_on_schedule_and_the_oldest_go() {
     }
     assert!(server.log_text().contains("backup written"));
 }
+
+/// With `[backup] replicas`, every backup is written to the default store and to each
+/// replica, byte for byte; a restore whose default store holds a damaged copy takes the
+/// replica's.
+#[test]
+fn a_backup_has_a_second_copy_that_a_restore_falls_back_to() {
+    let stores = tempfile::tempdir().unwrap();
+    let (first, second) = (stores.path().join("first"), stores.path().join("second"));
+    let stores_toml = format!(
+        "[store]\nkind = \"local\"\npath = \"{}\"\nresidency = \"eu\"\n\
+         [stores.second]\nkind = \"local\"\npath = \"{}\"\nresidency = \"eu\"\n\
+         [backup]\nreplicas = [\"second\"]\n",
+        first.display(),
+        second.display()
+    );
+    let mut a = TestServer::start_with_config(&stores_toml);
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job");
+    a.push_ok(&samples, &["--no-progress", "--job", "alpha"]);
+    let o = admin(&a, &["backup"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(complete_backups(&first), 1);
+    assert_eq!(complete_backups(&second), 1);
+    let in_first = walk(&first.join("backups"));
+    assert!(in_first.len() >= 4, "{in_first:?}");
+    for part in &in_first {
+        let twin = second.join(part.strip_prefix(&first).unwrap());
+        assert_eq!(std::fs::read(part).unwrap(), std::fs::read(&twin).unwrap());
+    }
+    // The default store's copy of the sealed metadata is damaged.
+    let meta = in_first
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "meta.redb"))
+        .unwrap();
+    let mut bytes = std::fs::read(meta).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(meta, bytes).unwrap();
+    a.kill();
+
+    let data = a.path().join("quire-data");
+    let node = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "data_dir = \"{dir}\"\n[dev]\nbootstrap = false\n\
+         [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [vault]\nmaster_key = \"{master}\"\nallow_master_key_in_data_dir = true\n{stores_toml}",
+        dir = node.path().join("node").display(),
+        cert = data.join("tls/dev-cert.pem").display(),
+        key = data.join("tls/dev-key.pem").display(),
+        master = data.join("vault/master.key").display(),
+    );
+    let config = node.path().join("quire.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let o = a.quire(&["admin", "restore", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = TestServer::start_with_config(&toml);
+    let out = a.path().join("out-alpha");
+    let o = a.quire(&[
+        "get",
+        "--job",
+        "alpha",
+        "--out",
+        out.to_str().unwrap(),
+        "--server",
+        &b.addr.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    same_files(&samples, &out);
+}

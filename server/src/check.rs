@@ -50,12 +50,16 @@ pub async fn check(config: &ServerConfig) -> Vec<Finding> {
             .iter()
             .map(|(tenant, kind)| (format!("store of tenant {tenant}"), kind)),
     );
-    for (tenant, kinds) in &config.replicas {
+    for (owner, kinds) in &config.replicas {
+        let whose = match owner.as_str() {
+            crate::backup::BACKUP_KEY_OWNER => "the backups".to_string(),
+            tenant => format!("tenant {tenant}"),
+        };
         stores.extend(
             kinds
                 .iter()
                 .enumerate()
-                .map(|(i, kind)| (format!("replica {} of tenant {tenant}", i + 1), kind)),
+                .map(|(i, kind)| (format!("replica {} of {whose}", i + 1), kind)),
         );
     }
     for (what, kind) in stores {

@@ -80,7 +80,8 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 /// Writes a backup of the node at `data_dir` (its metadata store `meta`) to the default
-/// store, then keeps the newest `keep` complete backups (0: all). Returns its index.
+/// store and every `[backup] replicas` store, then keeps the newest `keep` complete backups
+/// in each (0: all). Returns its index.
 pub(crate) async fn create(
     pipeline: &Pipeline,
     meta: &dyn crate::meta::MetaStore,
@@ -89,34 +90,41 @@ pub(crate) async fn create(
 ) -> Result<BackupIndex, BackupError> {
     let now_ms = crate::signing::now_unix_ms();
     let id = format!("{now_ms:013}");
-    let store = pipeline.store_for(BACKUP_KEY_OWNER).clone();
     let snapshot = data_dir.join(format!(".backup-{id}.redb"));
     let _ = std::fs::remove_file(&snapshot); // left by a crash mid-backup
     meta.snapshot(&snapshot)?;
-    let written = write_parts(pipeline, data_dir, &snapshot, &id).await;
+    let gathered = gather_parts(pipeline, data_dir, &snapshot, &id).await;
     let _ = std::fs::remove_file(&snapshot);
+    let gathered = gathered?;
     let index = BackupIndex {
         v: 1,
         id: id.clone(),
         created_unix_ms: now_ms,
-        parts: written?,
+        parts: gathered.iter().map(|(part, _)| part.clone()).collect(),
     };
-    let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
-    store
-        .put_new(&object(&id, "index.json"), json.into())
-        .await?;
-    prune(&store, keep).await?;
+    let json = Bytes::from(serde_json::to_vec_pretty(&index).expect("an index serialises"));
+    for store in pipeline.copies_for(BACKUP_KEY_OWNER) {
+        for (part, bytes) in &gathered {
+            store
+                .put_new(&object(&id, &part.name), bytes.clone())
+                .await?;
+        }
+        // The index last: a backup without one is incomplete, and ignored.
+        store
+            .put_new(&object(&id, "index.json"), json.clone())
+            .await?;
+        prune(store, keep).await?;
+    }
     Ok(index)
 }
 
-/// Stores the sealed parts and the keyring files of backup `id`.
-async fn write_parts(
+/// The sealed parts and the keyring files of backup `id`, with what the index says of each.
+async fn gather_parts(
     pipeline: &Pipeline,
     data_dir: &Path,
     snapshot: &Path,
     id: &str,
-) -> Result<Vec<Part>, BackupError> {
-    let store = pipeline.store_for(BACKUP_KEY_OWNER);
+) -> Result<Vec<(Part, Bytes)>, BackupError> {
     let mut parts = Vec::new();
     // Sealed first: sealing creates the backup key, whose wrapped copy the keyring files
     // below then include.
@@ -126,15 +134,13 @@ async fn write_parts(
         let Some(plain) = read_whole_lines(path)? else {
             continue;
         };
-        let key = object(id, name);
-        let bytes = sealed::seal_part(&kek, &kek_ref, &key, &plain);
-        parts.push(put(store, &key, name, true, bytes.into()).await?);
+        let bytes = sealed::seal_part(&kek, &kek_ref, &object(id, name), &plain);
+        parts.push(part(name, true, bytes.into()));
     }
     drop(kek);
     for (rel, path) in keyring_files(&data_dir.join("vault"))? {
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let name = format!("vault/{rel}");
-        parts.push(put(store, &object(id, &name), &name, false, bytes.into()).await?);
+        parts.push(part(&format!("vault/{rel}"), false, bytes.into()));
     }
     Ok(parts)
 }
@@ -154,21 +160,14 @@ fn read_whole_lines(path: &Path) -> Result<Option<Vec<u8>>, BackupError> {
     Ok(Some(bytes))
 }
 
-async fn put(
-    store: &Store,
-    key: &str,
-    name: &str,
-    sealed: bool,
-    bytes: Bytes,
-) -> Result<Part, BackupError> {
+fn part(name: &str, sealed: bool, bytes: Bytes) -> (Part, Bytes) {
     let part = Part {
         name: name.to_string(),
         sealed,
         size: bytes.len() as u64,
         sha256: digest(&bytes),
     };
-    store.put_new(key, bytes).await?;
-    Ok(part)
+    (part, bytes)
 }
 
 /// The keyring files under `vault_dir` (`<kind>/<tenant>.kek`, `.shredded`), by path

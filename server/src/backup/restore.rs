@@ -39,8 +39,81 @@ pub async fn restore(config: &ServerConfig, id: Option<&str>) -> Result<Restored
             taken.display()
         )));
     }
-    let store = config.store.open()?;
-    let ids = list(&store).await?;
+    // The default store first, then the backup replicas: the first that holds the backup
+    // whole, every part as its index says, is restored from.
+    let mut fetched = None;
+    let mut failures = Vec::new();
+    for store in backup_stores(config)? {
+        match fetch(&store, id).await {
+            Ok(f) => {
+                fetched = Some(f);
+                break;
+            }
+            Err(e) => failures.push(format!("{}: {e}", store.name())),
+        }
+    }
+    let Some((index, parts)) = fetched else {
+        return Err(BackupError::Refused(failures.join("; ")));
+    };
+    let id = index.id.clone();
+    let mut files = Vec::new();
+    for (part, bytes) in parts.iter().filter(|(p, _)| !p.sealed) {
+        let rel = part
+            .name
+            .strip_prefix("vault/")
+            .expect("checked when fetched");
+        write_new(&data_dir.join("vault").join(rel), bytes)?;
+        files.push(part.name.clone());
+    }
+    let vault = config
+        .vault
+        .open(data_dir, &config.store, None)
+        .map_err(|e| BackupError::Refused(format!("opening the vault: {e}")))?;
+    for (part, bytes) in parts.iter().filter(|(p, _)| p.sealed) {
+        let key = object(&id, &part.name);
+        let not_open = |e: &dyn std::fmt::Display| {
+            BackupError::Refused(format!(
+                "{key} does not open ({e}): is this node's vault (master key, KMS or HSM) the \
+                 one the backup was made with?"
+            ))
+        };
+        let kek_ref = KekRef {
+            tenant: BACKUP_KEY_OWNER.into(),
+            kek_id: quire_pipeline::vault::KEK_ID.into(),
+            version: sealed::part_version(bytes).map_err(|e| not_open(&e))?,
+        };
+        let kek = vault.kek(&kek_ref).map_err(|e| not_open(&e))?;
+        let plain = sealed::open_part(&kek, &kek_ref, &key, bytes).map_err(|e| not_open(&e))?;
+        write_new(&data_dir.join(&part.name), &plain)?;
+        files.push(part.name.clone());
+    }
+    Ok(Restored {
+        id,
+        created_unix_ms: index.created_unix_ms,
+        files,
+    })
+}
+
+/// Where the configuration keeps backups: the default store, then the backup replicas.
+fn backup_stores(config: &ServerConfig) -> Result<Vec<quire_storage::Store>, BackupError> {
+    let mut stores = vec![config.store.open()?];
+    for (owner, kinds) in &config.replicas {
+        if owner == BACKUP_KEY_OWNER {
+            for kind in kinds {
+                stores.push(kind.open()?);
+            }
+        }
+    }
+    Ok(stores)
+}
+
+/// Backup `id` (the newest complete one if `None`) as `store` holds it: its index and every
+/// part, each checked against the index; nothing is written.
+async fn fetch(
+    store: &quire_storage::Store,
+    id: Option<&str>,
+) -> Result<(BackupIndex, Vec<(super::Part, bytes::Bytes)>), BackupError> {
+    let ids = list(store).await?;
     let id = match id {
         Some(id) if ids.iter().any(|i| i == id) => id.to_string(),
         Some(id) => {
@@ -56,67 +129,36 @@ pub async fn restore(config: &ServerConfig, id: Option<&str>) -> Result<Restored
     };
     let index: BackupIndex = serde_json::from_slice(&store.get(&object(&id, "index.json")).await?)
         .map_err(|e| BackupError::Refused(format!("backup {id}: index.json: {e}")))?;
-    let fetch = |name: String, size: u64, sha: String| {
-        let store = store.clone();
-        let key = object(&id, &name);
-        async move {
-            let bytes = store.get(&key).await?;
-            if bytes.len() as u64 != size || hex::encode(Sha256::digest(&bytes)) != sha {
-                return Err(BackupError::Refused(format!(
-                    "{key} is not what the backup's index says (size or SHA-256): the backup \
-                     is damaged; restore an earlier one"
-                )));
-            }
-            Ok(bytes)
-        }
-    };
-    let mut files = Vec::new();
-    for part in index.parts.iter().filter(|p| !p.sealed) {
-        let rel = part.name.strip_prefix("vault/").filter(|r| safe(r));
-        let Some(rel) = rel else {
-            return Err(BackupError::Refused(format!(
-                "backup {id}: part {} is not a keyring file",
-                part.name
-            )));
-        };
-        let bytes = fetch(part.name.clone(), part.size, part.sha256.clone()).await?;
-        write_new(&data_dir.join("vault").join(rel), &bytes)?;
-        files.push(part.name.clone());
+    if index.id != id {
+        return Err(BackupError::Refused(format!(
+            "backup {id}: its index names backup {}: the backup is damaged",
+            index.id
+        )));
     }
-    let vault = config
-        .vault
-        .open(data_dir, &config.store, None)
-        .map_err(|e| BackupError::Refused(format!("opening the vault: {e}")))?;
-    for part in index.parts.iter().filter(|p| p.sealed) {
-        if !SEALED.contains(&part.name.as_str()) {
+    let mut parts = Vec::new();
+    for part in &index.parts {
+        let known = if part.sealed {
+            SEALED.contains(&part.name.as_str())
+        } else {
+            part.name.strip_prefix("vault/").is_some_and(safe)
+        };
+        if !known {
             return Err(BackupError::Refused(format!(
-                "backup {id}: unknown part {}",
+                "backup {id}: part {} is neither a sealed part nor a keyring file",
                 part.name
             )));
         }
-        let bytes = fetch(part.name.clone(), part.size, part.sha256.clone()).await?;
         let key = object(&id, &part.name);
-        let not_open = |e: &dyn std::fmt::Display| {
-            BackupError::Refused(format!(
-                "{key} does not open ({e}): is this node's vault (master key, KMS or HSM) the \
-                 one the backup was made with?"
-            ))
-        };
-        let kek_ref = KekRef {
-            tenant: BACKUP_KEY_OWNER.into(),
-            kek_id: quire_pipeline::vault::KEK_ID.into(),
-            version: sealed::part_version(&bytes).map_err(|e| not_open(&e))?,
-        };
-        let kek = vault.kek(&kek_ref).map_err(|e| not_open(&e))?;
-        let plain = sealed::open_part(&kek, &kek_ref, &key, &bytes).map_err(|e| not_open(&e))?;
-        write_new(&data_dir.join(&part.name), &plain)?;
-        files.push(part.name.clone());
+        let bytes = store.get(&key).await?;
+        if bytes.len() as u64 != part.size || hex::encode(Sha256::digest(&bytes)) != part.sha256 {
+            return Err(BackupError::Refused(format!(
+                "{key} is not what the backup's index says (size or SHA-256): the backup is \
+                 damaged; restore an earlier one"
+            )));
+        }
+        parts.push((part.clone(), bytes));
     }
-    Ok(Restored {
-        id,
-        created_unix_ms: index.created_unix_ms,
-        files,
-    })
+    Ok((index, parts))
 }
 
 /// The complete backups in the configured default store, oldest first, with their indexes.

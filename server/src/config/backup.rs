@@ -14,6 +14,9 @@ pub(super) struct BackupSection {
     every: Option<String>,
     /// How many complete backups to keep (the oldest go first); 0 keeps all.
     keep: Option<u32>,
+    /// `[stores.NAME]`s that get a second copy of every backup (resolved with the stores).
+    #[serde(default)]
+    pub(super) replicas: Vec<String>,
 }
 
 /// When backups are made and how many are kept.
@@ -34,10 +37,10 @@ impl Default for BackupConfig {
 }
 
 impl BackupSection {
-    pub(super) fn resolve(self) -> Result<BackupConfig, ConfigError> {
-        let every = match self.every {
+    pub(super) fn resolve(&self) -> Result<BackupConfig, ConfigError> {
+        let every = match &self.every {
             None => None,
-            Some(text) => Some(interval(&text).ok_or_else(|| ConfigError::Invalid {
+            Some(text) => Some(interval(text).ok_or_else(|| ConfigError::Invalid {
                 key: "backup.every".into(),
                 reason: format!("{text:?} is not an interval like \"30m\", \"6h\" or \"1d\""),
             })?),

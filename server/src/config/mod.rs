@@ -367,7 +367,13 @@ impl ServerConfig {
             routes,
             replicas,
             retention,
-        } = resolve_tenants(fc.stores, fc.tenants, &data_dir, default_region)?;
+        } = resolve_tenants(
+            fc.stores,
+            fc.tenants,
+            &data_dir,
+            default_region,
+            &fc.backup.replicas,
+        )?;
         let (pipeline, spool, max_streams_per_connection) =
             resolve_pipeline(&fc.pipeline, &fc.spool)?;
         let dev_tenant = fc.dev.tenant.unwrap_or_else(|| "dev".into());
@@ -457,6 +463,7 @@ fn resolve_tenants(
     tenants: std::collections::HashMap<String, TenantSection>,
     data_dir: &Path,
     default_region: Option<String>,
+    backup_replicas: &[String],
 ) -> Result<Tenants, ConfigError> {
     let mut named = std::collections::HashMap::new();
     for (name, section) in stores {
@@ -514,12 +521,42 @@ fn resolve_tenants(
             retention.insert(tenant.clone(), policy);
         }
         if !t.replicas.is_empty() {
-            let copies = resolve_replicas(&tenant, &t, &named)?;
+            let Some(residency) = t.residency.as_ref().or(t.region.as_ref()) else {
+                return Err(ConfigError::Invalid {
+                    key: format!("tenants.{tenant}.residency"),
+                    reason: "a tenant with replicas must state its residency, which every \
+                             replica must keep"
+                        .into(),
+                });
+            };
+            let copies = Replicas {
+                key: format!("tenants.{tenant}.replicas"),
+                owner: format!("tenant {tenant}"),
+                residency,
+                own_store: t.store.as_ref(),
+            }
+            .resolve(&t.replicas, &named)?;
             replicas.push((tenant.clone(), copies));
         }
         if let Some(kind) = kind {
             routes.push((tenant, kind));
         }
+    }
+    if !backup_replicas.is_empty() {
+        let residency = default_region.as_ref().ok_or(ConfigError::Invalid {
+            key: "store.residency".into(),
+            reason: "backups with replicas must know where the default store keeps data, which \
+                     every replica must keep too"
+                .into(),
+        })?;
+        let copies = Replicas {
+            key: "backup.replicas".into(),
+            owner: "the backups".into(),
+            residency,
+            own_store: None,
+        }
+        .resolve(backup_replicas, &named)?;
+        replicas.push((crate::backup::BACKUP_KEY_OWNER.to_string(), copies));
     }
     Ok(Tenants {
         routes,
@@ -528,49 +565,53 @@ fn resolve_tenants(
     })
 }
 
-/// A tenant's `replicas`: named stores, each other than its primary, listed once, and
-/// keeping data where the tenant must stay.
-fn resolve_replicas(
-    tenant: &str,
-    t: &TenantSection,
-    named: &std::collections::HashMap<String, (StoreKind, String)>,
-) -> Result<Vec<StoreKind>, ConfigError> {
-    let key = format!("tenants.{tenant}.replicas");
-    let Some(residency) = t.residency.as_ref().or(t.region.as_ref()) else {
-        return Err(ConfigError::Invalid {
-            key: format!("tenants.{tenant}.residency"),
-            reason: "a tenant with replicas must state its residency, which every replica must \
-                     keep"
-                .into(),
-        });
-    };
-    let mut seen = std::collections::HashSet::new();
-    let mut copies = Vec::new();
-    for name in &t.replicas {
-        let invalid = |reason: String| ConfigError::Invalid {
-            key: key.clone(),
-            reason,
-        };
-        if t.store.as_ref() == Some(name) {
-            return Err(invalid(format!(
-                "{name} is the tenant's own store; a replica must be another store"
-            )));
+/// Whose `replicas` list is being resolved, and what its stores must keep to.
+struct Replicas<'a> {
+    /// The configuration key, for errors.
+    key: String,
+    /// Whose copies, for errors ("tenant acme", "the backups").
+    owner: String,
+    residency: &'a str,
+    /// The `[stores.NAME]` the owner's primary copies go to, if not the default store.
+    own_store: Option<&'a String>,
+}
+
+impl Replicas<'_> {
+    /// Named stores, each other than the owner's primary, listed once, and keeping data
+    /// where the owner must stay.
+    fn resolve(
+        &self,
+        names: &[String],
+        named: &std::collections::HashMap<String, (StoreKind, String)>,
+    ) -> Result<Vec<StoreKind>, ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut copies = Vec::new();
+        for name in names {
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: self.key.clone(),
+                reason,
+            };
+            if self.own_store == Some(name) {
+                return Err(invalid(format!(
+                    "{name} is the tenant's own store; a replica must be another store"
+                )));
+            }
+            if !seen.insert(name) {
+                return Err(invalid(format!("{name} is listed twice")));
+            }
+            let (kind, region) = named
+                .get(name)
+                .ok_or_else(|| invalid(format!("no [stores.{name}] section")))?;
+            if region != self.residency {
+                return Err(invalid(format!(
+                    "{} must stay in {}, but replica {name} keeps data in {region}",
+                    self.owner, self.residency
+                )));
+            }
+            copies.push(kind.clone());
         }
-        if !seen.insert(name) {
-            return Err(invalid(format!("{name} is listed twice")));
-        }
-        let (kind, region) = named
-            .get(name)
-            .ok_or_else(|| invalid(format!("no [stores.{name}] section")))?;
-        if region != residency {
-            return Err(invalid(format!(
-                "tenant {tenant} must stay in {residency}, but replica {name} keeps data in \
-                 {region}"
-            )));
-        }
-        copies.push(kind.clone());
+        Ok(copies)
     }
-    Ok(copies)
 }
 
 /// `[pipeline]` and `[spool]`: the stages' settings and the spool's, and the streams one

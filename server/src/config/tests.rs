@@ -126,6 +126,23 @@ fn replicas_keep_the_tenants_residency() {
             "{text:?}: {e}"
         );
     }
+    let backups =
+        ServerConfig::from_toml(&format!("{stores}[backup]\nreplicas = [\"eu2\"]\n")).unwrap();
+    assert_eq!(backups.replicas[0].0, crate::backup::BACKUP_KEY_OWNER);
+    let e = ServerConfig::from_toml(&format!("{stores}[backup]\nreplicas = [\"us\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("backup.replicas") && e.contains("the backups must stay in eu"),
+        "{e}"
+    );
+    let e = ServerConfig::from_toml(
+        "[stores.eu2]\nkind = \"local\"\npath = \"/eu2\"\nresidency = \"eu\"\n\
+         [backup]\nreplicas = [\"eu2\"]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("store.residency"), "{e}");
     let e = ServerConfig::from_toml("[spool]\nack = \"everywhere\"\n")
         .unwrap_err()
         .to_string();
