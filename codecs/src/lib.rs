@@ -21,4 +21,5 @@ pub mod manifest;
 pub mod sealed;
 pub mod signed;
 pub mod spool_record;
+pub mod timestamp;
 pub mod wire;

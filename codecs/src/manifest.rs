@@ -4,6 +4,8 @@
 //! alone. Two encodings exist; [`Manifest::decode`] reads both and [`Manifest::encode`]
 //! writes the newest (`docs/FORMAT.md`, "Manifest"):
 //!
+//! - **v4**: v3 followed by `token_len:u16 | token`, the RFC 3161 time-stamp token over the
+//!   signature (see [`crate::timestamp`]); written only for a time-stamped seal.
 //! - **v3**: v2 followed by the job's [`Seal`] (`tenant:string | committed_unix_ms:u64 |
 //!   key_id:string | signature:[64]`): the manifest signed at commit (see [`crate::signed`]).
 //! - **v2**: `"QMAN" | version:u8 = 2 | job_id:string | entries`, any number of pages up to
@@ -24,6 +26,8 @@ use crate::wire::{
 pub const MAGIC: &[u8; 4] = b"QMAN";
 /// The version [`Manifest::encode`] writes for a signed manifest.
 pub const VERSION: u8 = 3;
+/// The version written for a signed manifest whose signature is time-stamped.
+pub const TIMESTAMPED_VERSION: u8 = 4;
 /// The version written for one without a seal.
 pub const UNSIGNED_VERSION: u8 = 2;
 /// Longest encoding of a manifest any version allows: the most pages with the longest
@@ -34,7 +38,8 @@ pub const MAX_ENCODED_LEN: usize = 5
     + 4
     + MAX_PAGES as usize * (4 + 2 + MAX_NAME_LEN + 8 + 32)
     + SEAL_MAX_LEN;
-const SEAL_MAX_LEN: usize = 2 + MAX_ID_LEN + 8 + 2 + MAX_KEY_ID_LEN + 64;
+const SEAL_MAX_LEN: usize =
+    2 + MAX_ID_LEN + 8 + 2 + MAX_KEY_ID_LEN + 64 + 2 + crate::timestamp::MAX_TOKEN_LEN;
 
 /// A committed job's list of pages, ordered by index, and its signature (`None` for jobs
 /// committed before manifests were signed).
@@ -71,7 +76,10 @@ impl Manifest {
         b.put_slice(MAGIC);
         match &self.seal {
             Some(seal) => {
-                b.put_u8(VERSION);
+                b.put_u8(match seal.timestamp {
+                    Some(_) => TIMESTAMPED_VERSION,
+                    None => VERSION,
+                });
                 put_body(&mut b, &self.job_id, &self.pages);
                 b.put_u16(seal.tenant.len() as u16);
                 b.put_slice(seal.tenant.as_bytes());
@@ -79,6 +87,11 @@ impl Manifest {
                 b.put_u16(seal.key_id.len() as u16);
                 b.put_slice(seal.key_id.as_bytes());
                 b.put_slice(&seal.signature);
+                if let Some(token) = &seal.timestamp {
+                    assert!(token.len() <= crate::timestamp::MAX_TOKEN_LEN);
+                    b.put_u16(token.len() as u16);
+                    b.put_slice(token);
+                }
             }
             None => {
                 b.put_u8(UNSIGNED_VERSION);
@@ -96,19 +109,23 @@ impl Manifest {
         let (job_id, pages, seal) = if bytes.starts_with(MAGIC) {
             let mut r = Reader::new(kind::MANIFEST, &bytes[MAGIC.len()..]);
             let version = r.u8()?;
-            if version != VERSION && version != UNSIGNED_VERSION {
+            if ![UNSIGNED_VERSION, VERSION, TIMESTAMPED_VERSION].contains(&version) {
                 return Err(malformed("unknown manifest version"));
             }
             let job_id = r.job_id()?;
             let pages = r.entries()?;
             let seal = match version {
-                VERSION => Some(Seal {
+                UNSIGNED_VERSION => None,
+                _ => Some(Seal {
                     tenant: r.id("tenant")?,
                     committed_unix_ms: r.u64()?,
                     key_id: r.string(MAX_KEY_ID_LEN)?,
                     signature: r.array64()?,
+                    timestamp: match version {
+                        TIMESTAMPED_VERSION => Some(timestamp_token(&mut r)?),
+                        _ => None,
+                    },
                 }),
-                _ => None,
             };
             r.finish()?;
             (job_id, pages, seal)
@@ -142,6 +159,17 @@ impl Manifest {
             _ => Err(malformed("not a manifest")),
         }
     }
+}
+
+/// A v4 seal's time-stamp token: `len:u16 | der`, at most [`crate::timestamp::MAX_TOKEN_LEN`].
+fn timestamp_token(r: &mut Reader<'_>) -> Result<Vec<u8>, WireError> {
+    let len = usize::from(u16::from_be_bytes(
+        r.take(2)?.try_into().expect("two bytes"),
+    ));
+    if len == 0 || len > crate::timestamp::MAX_TOKEN_LEN {
+        return Err(malformed("time-stamp token length out of bounds"));
+    }
+    Ok(r.take(len)?.to_vec())
 }
 
 /// The part both versions share: `job_id:string | count:u32 | entry*count`.
@@ -232,6 +260,7 @@ mod tests {
                 committed_unix_ms: u64::MAX,
                 key_id: "k".repeat(MAX_KEY_ID_LEN),
                 signature: [5; 64],
+                timestamp: Some(vec![3; crate::timestamp::MAX_TOKEN_LEN]),
             }),
         };
         let encoded = m.encode();

@@ -10,14 +10,18 @@
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::wire::{validate_page_name, PageEntry, MAX_ID_LEN, MAX_PAGES};
 
 /// The document type a [`SignedManifest`] names.
 pub const DOCUMENT_TYPE: &str = "quire-signed-manifest";
-/// The document version [`SignedManifest::to_json`] writes.
+/// The document version [`SignedManifest::to_json`] writes for a manifest without a
+/// time-stamp (version 1 verifiers read it).
 pub const DOCUMENT_VERSION: u32 = 1;
+/// The version written with a time-stamp (`timestamp`, the token's DER in hex).
+pub const TIMESTAMPED_DOCUMENT_VERSION: u32 = 2;
 /// Longest key id a seal carries.
 pub const MAX_KEY_ID_LEN: usize = MAX_ID_LEN;
 /// Longest signed manifest document read: the most pages with the longest names, escaped.
@@ -39,6 +43,9 @@ pub struct Seal {
     /// Which of the tenant's signing keys signed it: `sign-N` for vault key version N.
     pub key_id: String,
     pub signature: [u8; 64],
+    /// An RFC 3161 time-stamp token over the SHA-256 of `signature` (DER), where the tenant
+    /// names a time-stamp authority (see [`crate::timestamp`]). Not signed: it signs.
+    pub timestamp: Option<Vec<u8>>,
 }
 
 /// Why a signed manifest does not verify.
@@ -56,6 +63,8 @@ pub enum SignedError {
          the tenant or the commit time) was altered after it was signed, or signed by another key"
     )]
     BadSignature,
+    #[error("the time-stamp does not belong to this signature: {0}")]
+    Timestamp(#[from] crate::timestamp::TimestampError),
 }
 
 /// The exact bytes signed: the context and a zero byte; the tenant, the job id and the key
@@ -186,6 +195,7 @@ impl ManifestSigner {
             committed_unix_ms,
             key_id: self.key_id().to_string(),
             signature: self.0.sign(&message),
+            timestamp: None,
         }
     }
 }
@@ -217,6 +227,9 @@ pub struct SignedManifest {
     /// The signer's public key, for convenience: a verifier uses the key it trusts.
     pub public_key: String,
     pub signature: String,
+    /// The RFC 3161 time-stamp token over SHA-256(signature), DER in lowercase hex (v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
 }
 
 impl SignedManifest {
@@ -230,7 +243,10 @@ impl SignedManifest {
     ) -> Self {
         SignedManifest {
             kind: DOCUMENT_TYPE.into(),
-            v: DOCUMENT_VERSION,
+            v: match seal.timestamp {
+                Some(_) => TIMESTAMPED_DOCUMENT_VERSION,
+                None => DOCUMENT_VERSION,
+            },
             tenant: seal.tenant.clone(),
             job_id: job_id.into(),
             committed_unix_ms: seal.committed_unix_ms,
@@ -246,6 +262,7 @@ impl SignedManifest {
             key_id: seal.key_id.clone(),
             public_key: public_key.map(hex::encode).unwrap_or_default(),
             signature: hex::encode(seal.signature),
+            timestamp: seal.timestamp.as_ref().map(hex::encode),
         }
     }
 
@@ -261,7 +278,12 @@ impl SignedManifest {
             return Err(bad(format!("longer than {MAX_DOCUMENT_LEN} bytes")));
         }
         let doc: SignedManifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        if doc.kind != DOCUMENT_TYPE || doc.v != DOCUMENT_VERSION {
+        let version_fits = match doc.v {
+            DOCUMENT_VERSION => doc.timestamp.is_none(),
+            TIMESTAMPED_DOCUMENT_VERSION => doc.timestamp.is_some(),
+            _ => false,
+        };
+        if doc.kind != DOCUMENT_TYPE || !version_fits {
             return Err(bad(format!("type {:?} version {}", doc.kind, doc.v)));
         }
         if doc.pages.len() > MAX_PAGES as usize || doc.key_id.len() > MAX_KEY_ID_LEN {
@@ -269,7 +291,32 @@ impl SignedManifest {
         }
         doc.entries()?;
         doc.signature_bytes()?;
+        doc.timestamp_token()?;
         Ok(doc)
+    }
+
+    /// The time-stamp token's DER, if the document has one.
+    fn timestamp_token(&self) -> Result<Option<Vec<u8>>, SignedError> {
+        let Some(text) = &self.timestamp else {
+            return Ok(None);
+        };
+        if text.len() > 2 * crate::timestamp::MAX_TOKEN_LEN {
+            return Err(crate::timestamp::TimestampError::TooLong.into());
+        }
+        hex::decode(text)
+            .map(Some)
+            .map_err(|_| SignedError::Malformed("timestamp is not hex".into()))
+    }
+
+    /// What the time-stamp says, once it is shown to be over this document's signature
+    /// (`None` without one). The TSA's own signature on it is checked apart, with the TSA's
+    /// certificate (docs/SIGNING.md).
+    pub fn stamp(&self) -> Result<Option<crate::timestamp::Stamp>, SignedError> {
+        let Some(token) = self.timestamp_token()? else {
+            return Ok(None);
+        };
+        let digest: [u8; 32] = sha2::Sha256::digest(self.signature_bytes()?).into();
+        Ok(Some(crate::timestamp::check_token(&token, &digest, None)?))
     }
 
     /// The pages as entries, checked: indexes 0..n in order, valid names, 32-byte digests.
@@ -321,6 +368,7 @@ impl SignedManifest {
         let signature = ed25519_dalek::Signature::from_bytes(&self.signature_bytes()?);
         key.verify_strict(&message, &signature)
             .map_err(|_| SignedError::BadSignature)?;
+        self.stamp()?;
         Ok(pages)
     }
 }

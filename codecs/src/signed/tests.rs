@@ -134,3 +134,44 @@ fn the_committed_vector_is_what_the_signer_makes() {
     let committed = std::fs::read_to_string(path).unwrap();
     assert_eq!(committed.trim_end(), doc.to_json());
 }
+
+/// A time-stamp travels in v2 documents and v4 manifests; one over anything but this
+/// signature fails verification, and a v1 document cannot smuggle one in.
+#[test]
+fn a_timestamp_must_be_over_this_signature() {
+    let signer = ManifestSigner::derive(&[0x42; 32], 1);
+    let mut seal = signer.sign("acme", "job-2026-11", &pages(), 1_796_000_000_123);
+    // An openssl TSA's token, over the digest 07…07: a real token, for another signature.
+    let token = crate::timestamp::token_from_response(
+        include_bytes!("../../vectors/tsa-granted.tsr"),
+        &[7; 32],
+        0x4BE2_B077_D0AD_765A,
+    )
+    .unwrap();
+    seal.timestamp = Some(token);
+    let manifest = crate::manifest::Manifest {
+        job_id: "job-2026-11".into(),
+        pages: pages(),
+        seal: Some(seal.clone()),
+    };
+    let bytes = manifest.encode();
+    assert_eq!(bytes[4], crate::manifest::TIMESTAMPED_VERSION);
+    assert_eq!(crate::manifest::Manifest::decode(bytes).unwrap(), manifest);
+
+    let doc = SignedManifest::new("job-2026-11", &pages(), &seal, Some(signer.public_key()));
+    assert_eq!(doc.v, TIMESTAMPED_DOCUMENT_VERSION);
+    let parsed = SignedManifest::parse(doc.to_json().as_bytes()).unwrap();
+    assert_eq!(parsed, doc);
+    assert!(matches!(
+        parsed.verify(trust(&signer)),
+        Err(SignedError::Timestamp(
+            crate::timestamp::TimestampError::WrongImprint
+        ))
+    ));
+    let mut v1 = doc.clone();
+    v1.v = DOCUMENT_VERSION;
+    assert!(SignedManifest::parse(v1.to_json().as_bytes()).is_err());
+    let mut bare = doc;
+    bare.timestamp = None;
+    assert!(SignedManifest::parse(bare.to_json().as_bytes()).is_err());
+}
