@@ -111,19 +111,33 @@ fn print_report(doc: &SignedManifest, report: &FolderReport, dir: &Path) -> Resu
         );
     }
     eprintln!(
-        "{}: all {} pages of job {} (tenant {}) match the manifest signed by {} at {} (Unix ms){}",
+        "{}: all {} pages of job {} (tenant {}) match the manifest signed by {} at {} (Unix ms){}{}",
         dir.display(),
         report.matching,
         doc.job_id,
         doc.tenant,
         doc.key_id,
         doc.committed_unix_ms,
+        time_stamped(doc)?,
         match report.unlisted.len() {
             0 => String::new(),
             n => format!("; {n} other files are not part of it"),
         }
     );
     Ok(())
+}
+
+/// What the document's RFC 3161 time-stamp says (already shown to be over its signature by
+/// `verify`), as the end of a sentence; empty without one.
+fn time_stamped(doc: &SignedManifest) -> Result<String> {
+    Ok(match doc.stamp()? {
+        None => String::new(),
+        Some(s) => format!(
+            ", time-stamped at {} (Unix s) under TSA policy {}, serial {} (check the TSA's \
+             signature with `openssl ts -verify`, docs/SIGNING.md)",
+            s.gen_time_unix, s.policy, s.serial
+        ),
+    })
 }
 
 /// What `quire get` was asked for, for the signature check after it.
@@ -173,8 +187,11 @@ pub(crate) async fn after_get(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(
-        "manifest signed by {} of tenant {} at {} (Unix ms): verified",
-        doc.key_id, doc.tenant, doc.committed_unix_ms
+        "manifest signed by {} of tenant {} at {} (Unix ms){}: verified",
+        doc.key_id,
+        doc.tenant,
+        doc.committed_unix_ms,
+        time_stamped(&doc)?
     );
     Ok(())
 }

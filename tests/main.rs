@@ -48,6 +48,7 @@ mod roles;
 mod scrub;
 mod signed_manifests;
 mod storage_conformance;
+mod timestamps;
 mod tls_ca;
 mod transport;
 mod udp_blocked;

@@ -94,6 +94,8 @@ pub(crate) struct State {
     pub auth_failures: crate::audit::AuthFailures,
     /// Manifest signing keys already published to the stores.
     pub signing_keys: crate::signing::Published,
+    /// The tenants' time-stamp authorities.
+    pub(crate) timestamps: crate::timestamps::Timestamper,
     /// The node's data directory (what a backup copies) and how many backups to keep.
     pub data_dir: std::path::PathBuf,
     pub backup: crate::config::BackupConfig,
@@ -321,6 +323,8 @@ impl Server {
                 refusal_log: Default::default(),
                 auth_failures: Default::default(),
                 signing_keys: Default::default(),
+                timestamps: crate::timestamps::Timestamper::new(config.timestamp_urls.clone())
+                    .map_err(|e| ServeError::Bootstrap(format!("time-stamp client: {e}")))?,
                 data_dir: config.data_dir.clone(),
                 backup: config.backup.clone(),
                 audit,

@@ -40,6 +40,7 @@ mod scrub;
 mod signing;
 pub mod slots;
 mod sweep;
+mod timestamps;
 mod tunnel;
 
 pub use edge::{connection_window, transport_config, ServeError, Server};

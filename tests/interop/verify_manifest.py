@@ -3,9 +3,12 @@
 
 Written from docs/SIGNING.md alone, with the standard library and `cryptography`: rebuilds the
 signed bytes from the manifest's fields, checks the Ed25519 signature with a trusted key, then
-(with --folder) that every listed page is in the folder with its size and SHA-256.
+(with --folder) that every listed page is in the folder with its size and SHA-256. A version 2
+manifest carries an RFC 3161 time-stamp token over SHA-256(signature); with --tsa-ca it is
+checked by OpenSSL's own verifier (`openssl ts -verify`) against that trusted TSA certificate.
 
-    verify_manifest.py MANIFEST.json (--public-key sign-N=HEX | --keys EXPORT.json) [--folder DIR]
+    verify_manifest.py MANIFEST.json (--public-key sign-N=HEX | --keys EXPORT.json)
+                       [--folder DIR] [--tsa-ca TSA.pem]
 
 Prints a summary and exits 0, or names the first problem and exits 1.
 """
@@ -15,7 +18,9 @@ import hashlib
 import json
 import os
 import struct
+import subprocess
 import sys
+import tempfile
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -82,18 +87,36 @@ def check_folder(m, folder):
             raise Bad(f"page {p['index']} ({name}) differs from what was signed")
 
 
+def check_timestamp(m, signature, ca):
+    token = bytes.fromhex(m["timestamp"])
+    with tempfile.NamedTemporaryFile(suffix=".tst") as f:
+        f.write(token)
+        f.flush()
+        done = subprocess.run(
+            ["openssl", "ts", "-verify", "-digest", hashlib.sha256(signature).hexdigest(),
+             "-in", f.name, "-token_in", "-CAfile", ca],
+            capture_output=True, text=True)
+    if done.returncode != 0 or "Verification: OK" not in done.stdout:
+        raise Bad("the time-stamp is not the TSA's over this signature: "
+                  + (done.stdout + done.stderr).strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("manifest")
     parser.add_argument("--public-key", action="append")
     parser.add_argument("--keys")
     parser.add_argument("--folder")
+    parser.add_argument("--tsa-ca")
     args = parser.parse_args()
     try:
         with open(args.manifest, encoding="utf-8") as f:
             m = json.load(f)
-        if m.get("type") != "quire-signed-manifest" or m.get("v") != 1:
-            raise Bad("not a version 1 quire-signed-manifest")
+        version = m.get("v")
+        if m.get("type") != "quire-signed-manifest" or version not in (1, 2):
+            raise Bad("not a version 1 or 2 quire-signed-manifest")
+        if (version == 2) != ("timestamp" in m):
+            raise Bad("a version 2 manifest, and only one, carries a time-stamp")
         keys = trusted_keys(args)
         key = keys.get(m["key_id"])
         if key is None:
@@ -103,6 +126,10 @@ def main():
             Ed25519PublicKey.from_public_bytes(key).verify(signature, signed_bytes(m))
         except InvalidSignature:
             raise Bad("the signature does not match the manifest") from None
+        stamped = ""
+        if "timestamp" in m and args.tsa_ca:
+            check_timestamp(m, signature, args.tsa_ca)
+            stamped = " timestamp=verified"
         if args.folder:
             check_folder(m, args.folder)
     except Bad as e:
@@ -111,7 +138,7 @@ def main():
     folder = f" folder={args.folder}" if args.folder else ""
     print(
         f"ok tenant={m['tenant']} job={m['job_id']} pages={len(m['pages'])} "
-        f"key={m['key_id']} committed_unix_ms={m['committed_unix_ms']}{folder}"
+        f"key={m['key_id']} committed_unix_ms={m['committed_unix_ms']}{folder}{stamped}"
     )
     return 0
 

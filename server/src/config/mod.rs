@@ -94,6 +94,9 @@ struct TenantSection {
     /// `[stores.NAME]`s that keep a second copy of every object, in the same residency.
     #[serde(default)]
     replicas: Vec<String>,
+    /// An RFC 3161 time-stamp authority (HTTP or HTTPS) that time-stamps every commit's
+    /// signature.
+    timestamp_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -274,6 +277,8 @@ pub struct ServerConfig {
     pub routes: Vec<(String, StoreKind)>,
     /// Tenants whose objects are copied to further stores, in their region.
     pub replicas: Vec<(String, Vec<StoreKind>)>,
+    /// Tenants whose commits are time-stamped, and by which authority (URL).
+    pub timestamp_urls: std::collections::HashMap<String, String>,
     pub spool: quire_pipeline::SpoolConfig,
     /// Where spool keys live; `None` picks RAM (`/dev/shm`) when the machine has it.
     pub spool_key_dir: Option<PathBuf>,
@@ -366,6 +371,7 @@ impl ServerConfig {
         let Tenants {
             routes,
             replicas,
+            timestamp_urls,
             retention,
         } = resolve_tenants(
             fc.stores,
@@ -431,6 +437,7 @@ impl ServerConfig {
             spool_key_dir: fc.spool.key_dir,
             routes,
             replicas,
+            timestamp_urls,
             limits,
             listen,
             data_dir,
@@ -453,6 +460,7 @@ impl ServerConfig {
 struct Tenants {
     routes: Vec<(String, StoreKind)>,
     replicas: Vec<(String, Vec<StoreKind>)>,
+    timestamp_urls: std::collections::HashMap<String, String>,
     retention: std::collections::HashMap<String, crate::retention::Policy>,
 }
 
@@ -478,8 +486,18 @@ fn resolve_tenants(
     }
     let mut routes = Vec::new();
     let mut replicas = Vec::new();
+    let mut timestamp_urls = std::collections::HashMap::new();
     let mut retention = std::collections::HashMap::new();
     for (tenant, t) in tenants {
+        if let Some(url) = &t.timestamp_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Invalid {
+                    key: format!("tenants.{tenant}.timestamp_url"),
+                    reason: format!("{url:?} is not an http:// or https:// URL"),
+                });
+            }
+            timestamp_urls.insert(tenant.clone(), url.clone());
+        }
         let key = format!("tenants.{tenant}.store");
         quire_codecs::wire::validate_id("tenant", &tenant).map_err(|e| ConfigError::Invalid {
             key: format!("tenants.{tenant}"),
@@ -561,6 +579,7 @@ fn resolve_tenants(
     Ok(Tenants {
         routes,
         replicas,
+        timestamp_urls,
         retention,
     })
 }

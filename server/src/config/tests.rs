@@ -178,6 +178,10 @@ fn a_stores_api_region_is_not_its_residency() {
 fn errors_name_the_key() {
     let cases = [
         ("listen = \"nowhere\"", "listen"),
+        (
+            "[tenants.acme]\ntimestamp_url = \"ftp://tsa\"",
+            "tenants.acme.timestamp_url",
+        ),
         ("[pipeline]\nchunk_size = 12", "pipeline.chunk_size"),
         ("[store]\nkind = \"floppy\"", "store.kind"),
         ("[tls]\ncert = \"a.pem\"", "tls.key"),

@@ -210,6 +210,11 @@ pub(super) async fn job_commit(
         now,
     )
     .await?;
+    state
+        .timestamps
+        .stamp(tenant, &mut manifest)
+        .await
+        .map_err(|why| Refusal::new(ErrorCode::StoreUnavailable, why))?;
     state.pipeline.write_manifest(tenant, &manifest).await?;
     let bytes = manifest.total_bytes();
     let (meta, t, j) = (state.meta.clone(), tenant.to_string(), job_id.to_string());
