@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::common::moto::download_s3;
 use crate::common::*;
 
 fn env(name: &str) -> String {
@@ -64,25 +65,7 @@ fn pages_sealed_into_s3_are_readable_by_boto3_and_open_in_quire() {
         "[store]\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nregion = \"eu-central-1\"\nbucket = \"{bucket}\"\naccess_key_id = \"quire-test\"\nsecret_access_key = \"quire-test-secret\"\n"
     );
     round_trip_through(&toml, |prefix, dest| {
-        let script = r#"
-import os, sys, boto3
-endpoint, bucket, prefix, dest = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="quire-test",
-                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
-keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-for k in keys:
-    path = os.path.join(dest, k)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    s3.download_file(bucket, k, path)
-print(len(keys))
-"#;
-        third_party(
-            script,
-            &[&endpoint, &bucket, prefix, dest.to_str().unwrap()],
-        )
-        .trim()
-        .parse()
-        .unwrap()
+        download_s3(&endpoint, &bucket, prefix, dest)
     });
 }
 

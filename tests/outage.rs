@@ -3,11 +3,9 @@
 //! busy error; when the store comes back the spool drains, the scanner finishes, and every
 //! page is in the store exactly once.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::background::BackgroundPush;
 use crate::common::moto::Moto;
 use crate::common::*;
 
@@ -50,49 +48,10 @@ fn a_stopped_store_fills_the_spool_then_pushes_back_then_drains_without_loss() {
     for i in 0..12 {
         write_random_file(&during.join(format!("p{i:02}.tif")), 500_000, 100 + i);
     }
-    let mut push = Command::new(BIN)
-        .args(["push", during.to_str().unwrap(), "--job", "during"])
-        .args(["--concurrency", "2", "--no-progress"])
-        .current_dir(server.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        let stderr = push.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(l);
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let busy = loop {
-        let seen = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("retrying"))
-            .cloned();
-        if let Some(l) = seen {
-            break l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no push-back: {:?}",
-            lines.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let push = BackgroundPush::start(&server, &during, "during", &["--concurrency", "2"]);
+    let busy = push.wait_for_line("retrying", Duration::from_secs(60));
     assert!(busy.contains("spool is full"), "unclear busy error: {busy}");
-    let acked_in_outage = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l.starts_with("stored page"))
-        .count();
+    let acked_in_outage = push.acknowledged();
     let waiting = spooled(&server);
     assert!(acked_in_outage >= 1, "nothing was accepted into the spool");
     assert!(
@@ -103,12 +62,9 @@ fn a_stopped_store_fills_the_spool_then_pushes_back_then_drains_without_loss() {
 
     // The store comes back: the spool drains and the scanner, which kept retrying, finishes.
     moto.signal("-CONT");
-    let status = push.wait().unwrap();
-    reader.join().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut push.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(status.success(), "push failed: {:?}", lines.lock().unwrap());
-    assert_eq!(last_line(out.as_bytes()), "during");
+    let pushed = push.finish();
+    assert!(pushed.status.success(), "push failed: {:?}", pushed.lines);
+    assert_eq!(last_line(pushed.stdout.as_bytes()), "during");
     let deadline = Instant::now() + Duration::from_secs(60);
     while spooled(&server) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -5,13 +5,12 @@
 //! legal hold keeps both; a replica outage holds `ack = "replicated"` back, acknowledging
 //! nothing early.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-use crate::common::moto::Moto;
+use crate::common::background::BackgroundPush;
+use crate::common::moto::{download_s3, Moto};
 use crate::common::*;
 
 const AZURITE_KEY: &str =
@@ -82,24 +81,7 @@ print(len(names))
 
 /// Downloads every object under `prefix` of `s3` into `dest`; how many.
 fn dump_s3(s3: &Moto, prefix: &str, dest: &Path) -> usize {
-    third_party(
-        r#"
-import os, sys, boto3
-endpoint, bucket, prefix, dest = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="quire-test",
-                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
-keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
-for k in keys:
-    path = os.path.join(dest, k)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    s3.download_file(bucket, k, path)
-print(len(keys))
-"#,
-        &[&s3.endpoint, &s3.bucket, prefix, dest.to_str().unwrap()],
-    )
-    .trim()
-    .parse()
-    .unwrap()
+    download_s3(&s3.endpoint, &s3.bucket, prefix, dest)
 }
 
 fn delete_s3(s3: &Moto, key: &str) {
@@ -157,16 +139,6 @@ fn of(found: &[serde_json::Value], event: &str) -> Vec<(String, String)> {
             (f["key"].as_str().unwrap().to_string(), kind)
         })
         .collect()
-}
-
-fn ok(server: &TestServer, args: &[&str]) -> String {
-    let o = server.quire(args);
-    assert!(
-        o.status.success(),
-        "quire {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -245,23 +217,17 @@ fn a_replica_serves_what_the_primary_lost_and_scrub_repairs_either_copy() {
     // Deletion reaches both copies; a legal hold keeps both.
     let held = unique("held");
     server.push_ok(&samples, &["--no-progress", "--job", &held]);
-    ok(
-        &server,
-        &[
-            "admin", "hold", "set", "--tenant", "dev", "--job", &held, "--reason", "case 7",
-        ],
-    );
+    server.quire_ok(&[
+        "admin", "hold", "set", "--tenant", "dev", "--job", &held, "--reason", "case 7",
+    ]);
     let delivered = server.path().join("delivered");
-    ok(
-        &server,
-        &[
-            "deliver",
-            "--tenant",
-            "dev",
-            "--out",
-            delivered.to_str().unwrap(),
-        ],
-    );
+    server.quire_ok(&[
+        "deliver",
+        "--tenant",
+        "dev",
+        "--out",
+        delivered.to_str().unwrap(),
+    ]);
     let empty = server.path().join("after-delivery");
     assert_eq!(dump_s3(&s3, &prefix, &empty), 0, "deleted from the primary");
     assert_eq!(azure.dump(&prefix, &empty), 0, "deleted from the replica");
@@ -291,57 +257,20 @@ fn a_replica_outage_holds_the_acknowledgement_back() {
     }
 
     replica.signal("-STOP");
-    let mut push = Command::new(BIN)
-        .args(["push", job_dir.to_str().unwrap(), "--job", "held"])
-        .args(["--no-progress"])
-        .current_dir(server.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        let stderr = push.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(l);
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let retried = loop {
-        let seen = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("retrying"))
-            .cloned();
-        if let Some(l) = seen {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "{:?}", lines.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let push = BackgroundPush::start(&server, &job_dir, "held", &[]);
+    let retried = push.wait_for_line("retrying", Duration::from_secs(60));
     assert!(retried.contains("retry later"), "unclear: {retried}");
     let log = server.log_text();
     assert!(log.contains("a replica has not confirmed yet"), "{log}");
     // The primary has the pages; the scanner was told none of them is stored.
     let in_primary = walk(&server.store_dir().join("tenants/dev/jobs/held/pages")).len();
     assert!(in_primary >= 1, "the primary write does not wait");
-    let acked = |lines: &[String]| {
-        lines
-            .iter()
-            .filter(|l| l.starts_with("stored page"))
-            .count()
-    };
-    assert_eq!(acked(&lines.lock().unwrap()), 0, "acknowledged early");
+    assert_eq!(push.acknowledged(), 0, "acknowledged early");
 
     replica.signal("-CONT");
-    let status = push.wait().unwrap();
-    reader.join().unwrap();
-    assert!(status.success(), "{:?}", lines.lock().unwrap());
-    assert_eq!(acked(&lines.lock().unwrap()), 3);
+    let pushed = push.finish();
+    assert!(pushed.status.success(), "{:?}", pushed.lines);
+    assert_eq!(pushed.acknowledged(), 3);
     assert_eq!(
         replica.count("tenants/dev/jobs/held/"),
         4,

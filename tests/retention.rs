@@ -26,13 +26,7 @@ fn objects_of(server: &TestServer, job: &str) -> usize {
 }
 
 fn ok(server: &TestServer, args: &[&str]) -> String {
-    let o = server.quire(args);
-    assert!(
-        o.status.success(),
-        "quire {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    server.quire_ok(args)
 }
 
 /// `quire admin hold VERB --tenant dev EXTRA…`, which must succeed.

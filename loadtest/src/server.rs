@@ -13,6 +13,8 @@ use anyhow::{bail, Context, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
     Local,
+    /// The server's memory: the server's own cost without a store's.
+    Memory,
     S3,
     Azure,
 }
@@ -43,6 +45,7 @@ impl Setup {
         let mut t = format!("[dev]\nbootstrap = true\n[spool]\nack = \"{}\"\n", self.ack);
         match self.store {
             StoreKind::Local => {}
+            StoreKind::Memory => t += "[store]\nkind = \"memory\"\n",
             StoreKind::S3 => {
                 let Some(endpoint) = &self.endpoint else {
                     bail!("--store s3 needs --store-endpoint (e.g. http://127.0.0.1:9000)");

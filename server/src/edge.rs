@@ -241,6 +241,9 @@ impl Server {
             .open(dir, &config.store, meta.key_rings(config.vault.kind()))?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
         let store = config.store.open()?;
+        if config.store == crate::config::StoreKind::Memory {
+            warn!("[store] kind = \"memory\": objects live in this process only and are gone when it stops (for measurements, never for data)");
+        }
         let mut routes = std::collections::HashMap::new();
         for (tenant, kind) in &config.routes {
             routes.insert(tenant.clone(), kind.open()?);

@@ -14,6 +14,7 @@ use quire_client::credential::{Credential, CredentialFile};
 use quire_client::{Connection, Login};
 use quire_codecs::wire::ALPN;
 
+pub mod background;
 pub mod moto;
 pub mod netns;
 pub mod pki;
@@ -328,6 +329,17 @@ impl TestServer {
             .stdin(Stdio::null())
             .output()
             .expect("run quire")
+    }
+
+    /// Runs `quire ARGS…`, which must succeed; its stdout.
+    pub fn quire_ok(&self, args: &[&str]) -> String {
+        let o = self.quire(args);
+        assert!(
+            o.status.success(),
+            "quire {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Pushes one directory and returns the job id (last stdout line); panics on failure.

@@ -95,3 +95,26 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Downloads every object under `prefix` of `bucket` at the S3 `endpoint` (moto's static test
+/// credentials) into `dest`, laid out as a local store lays them out; how many.
+pub fn download_s3(endpoint: &str, bucket: &str, prefix: &str, dest: &Path) -> usize {
+    third_party(
+        r#"
+import os, sys, boto3
+endpoint, bucket, prefix, dest = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="quire-test",
+                  aws_secret_access_key="quire-test-secret", region_name="eu-central-1")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+for k in keys:
+    path = os.path.join(dest, k)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    s3.download_file(bucket, k, path)
+print(len(keys))
+"#,
+        &[endpoint, bucket, prefix, dest.to_str().unwrap()],
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}

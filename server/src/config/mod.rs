@@ -166,10 +166,14 @@ fn parse_store(
             )?,
             container: need("container", st.container)?,
         }),
+        "memory" => StoreKind::Memory,
         other => {
             return Err(ConfigError::Invalid {
                 key: format!("{prefix}.kind"),
-                reason: format!("{other:?} is not a known store (expected local, s3 or azure)"),
+                reason: format!(
+                    "{other:?} is not a known store (expected local, s3, azure, or memory for \
+                     measurements)"
+                ),
             })
         }
     };
@@ -217,6 +221,9 @@ pub enum StoreKind {
     S3(quire_storage::S3Options),
     /// An Azure Blob container.
     Azure(quire_storage::AzureOptions),
+    /// The server's memory: for measuring the server without a store's costs (everything is
+    /// gone when it stops).
+    Memory,
 }
 
 impl StoreKind {
@@ -226,6 +233,7 @@ impl StoreKind {
             StoreKind::Local { path } => quire_storage::Store::local(path),
             StoreKind::S3(o) => quire_storage::Store::s3(o),
             StoreKind::Azure(o) => quire_storage::Store::azure(o),
+            StoreKind::Memory => Ok(quire_storage::Store::memory()),
         }
     }
 }
@@ -234,6 +242,7 @@ impl PartialEq for StoreKind {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (StoreKind::Local { path: a }, StoreKind::Local { path: b }) => a == b,
+            (StoreKind::Memory, StoreKind::Memory) => true,
             _ => false,
         }
     }

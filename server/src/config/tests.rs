@@ -150,6 +150,14 @@ fn replicas_keep_the_tenants_residency() {
 }
 
 #[test]
+fn a_memory_store_is_for_measurements() {
+    let c = ServerConfig::from_toml("[store]\nkind = \"memory\"\n").unwrap();
+    assert_eq!(c.store, StoreKind::Memory);
+    let e = ServerConfig::from_toml("[store]\nkind = \"tape\"\n").unwrap_err();
+    assert!(e.to_string().contains("memory for measurements"), "{e}");
+}
+
+#[test]
 fn a_stores_api_region_is_not_its_residency() {
     // S3 in eu-central-1, which tenants know as "eu": the residency is its own key. (The test
     // above is the configuration of earlier versions, where `region` was read as both.)
