@@ -212,8 +212,10 @@ async fn ack_replicated_waits_for_every_replica_and_stored_does_not() {
     }
     let waiting = p.spool.pending_under("tenants");
     assert_eq!(waiting as u32, slots + 4, "kept for the replica");
+    assert_eq!(p.delivery.replica_pending(), u64::from(slots + 4));
     faults.set_down(false);
     drained(&p).await;
+    assert_eq!(p.delivery.replica_pending(), 0);
     for i in 0..slots + 4 {
         let key = keys::page_key("acme", "job1", i);
         assert!(p.replicas_for("acme")[0].exists(&key).await.unwrap());

@@ -130,15 +130,21 @@ impl crate::Pipeline {
             return;
         }
         record.set_status(Delivery::Replicating { stored_bytes });
+        self.delivery.replicating(true);
         let p = self.clone();
         tokio::spawn(async move {
             let _slot = replica_slots.acquire_owned().await.expect("never closed");
+            let mut all = true;
             for replica in &replicas {
                 if p.store_copy(replica, &record, false).await.is_none() {
-                    return; // quarantined
+                    all = false; // quarantined
+                    break;
                 }
             }
-            p.erase_delivered(&record, stored_bytes);
+            p.delivery.replicating(false);
+            if all {
+                p.erase_delivered(&record, stored_bytes);
+            }
         });
     }
 

@@ -106,6 +106,8 @@ impl StoreErrorKind {
 pub struct DeliveryStats {
     retries: AtomicU64,
     errors: [AtomicU64; 4],
+    /// Objects in their primary store whose replica copies are not all stored yet.
+    replicating: AtomicU64,
 }
 
 impl DeliveryStats {
@@ -115,6 +117,19 @@ impl DeliveryStats {
 
     pub(crate) fn retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn replicating(&self, more: bool) {
+        if more {
+            self.replicating.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.replicating.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Objects stored in their primary store whose copies to replicas are still on their way.
+    pub fn replica_pending(&self) -> u64 {
+        self.replicating.load(Ordering::Relaxed)
     }
 
     /// Delivery attempts repeated after a failure.

@@ -24,6 +24,7 @@ impl Operator for State {
             audit_unsigned_records: self.audit.chains().unsigned_records(),
             spool_oldest: spool.oldest_age(),
             delivery_retries: self.pipeline.delivery.retries(),
+            replica_pending: self.pipeline.delivery.replica_pending(),
             store_errors: quire_pipeline::StoreErrorKind::ALL
                 .map(|k| self.pipeline.delivery.errors(k)),
         })

@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub delivery_retries: u64,
     /// Store write failures by kind (`StoreErrorKind::ALL` order), since start.
     pub store_errors: [u64; 4],
+    /// Objects in their primary store whose replica copies are still on their way.
+    pub replica_pending: u64,
 }
 
 /// What the operator's listener asks of the server (implemented by its shared state in
@@ -88,6 +90,7 @@ pub struct Metrics {
     spool_records: IntGauge,
     spool_capacity: IntGauge,
     spool_oldest: prometheus::Gauge,
+    replica_pending: IntGauge,
     delivery_retries: IntCounter,
     store_errors: IntCounterVec,
     key_cache_hits: IntCounter,
@@ -173,6 +176,14 @@ impl Metrics {
                 prometheus::Gauge::new(
                     "quire_spool_oldest_seconds",
                     "How long the oldest spooled object has waited for the object store",
+                )
+                .expect("valid metric"),
+            ),
+            replica_pending: register(
+                &r,
+                IntGauge::new(
+                    "quire_replica_pending_objects",
+                    "Objects stored in their primary store whose copies to the tenant's replicas are still on their way",
                 )
                 .expect("valid metric"),
             ),
@@ -352,6 +363,7 @@ impl Metrics {
         self.spool_capacity.set(now.spool_capacity as i64);
         self.audit_unsigned.set(now.audit_unsigned_records as i64);
         self.spool_oldest.set(now.spool_oldest.as_secs_f64());
+        self.replica_pending.set(now.replica_pending as i64);
         {
             let mut seen = self.seen.lock().expect("metrics lock");
             let grown = |now: u64, before: u64| now.saturating_sub(before);
