@@ -308,6 +308,26 @@ impl Pipeline {
     }
 }
 
+/// Reads the plaintext of `key` back whole (tests): the bytes passed on, and what the read
+/// returned.
+#[cfg(test)]
+pub(crate) async fn read_plain(
+    p: &Pipeline,
+    tenant: &str,
+    key: &str,
+) -> (Vec<u8>, Result<([u8; 32], u64), PipelineError>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::new();
+        while let Some(b) = rx.recv().await {
+            v.extend_from_slice(&b);
+        }
+        v
+    });
+    let read = p.read_object(tenant, key, tx).await;
+    (collect.await.expect("collector"), read)
+}
+
 /// A pipeline over the in-memory store with vault and spool under `dir`, delivering.
 #[cfg(test)]
 pub(crate) fn test_pipeline(dir: &std::path::Path, config: PipelineConfig) -> Pipeline {

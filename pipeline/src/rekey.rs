@@ -152,17 +152,8 @@ mod tests {
     }
 
     async fn read(p: &Pipeline, key: &str) -> Result<Vec<u8>, PipelineError> {
-        let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(4);
-        let collect = tokio::spawn(async move {
-            let mut v = Vec::new();
-            while let Some(b) = rx.recv().await {
-                v.extend_from_slice(&b);
-            }
-            v
-        });
-        let r = p.read_object("acme", key, tx).await;
-        let v = collect.await.unwrap();
-        r.map(|_| v)
+        let (v, read) = crate::read_plain(p, "acme", key).await;
+        read.map(|_| v)
     }
 
     #[tokio::test]

@@ -71,17 +71,8 @@ async fn push(p: &Pipeline, index: u32, data: &[u8]) -> Result<crate::Receipt, P
 }
 
 async fn read(p: &Pipeline, key: &str) -> Result<Vec<u8>, PipelineError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-    let collect = tokio::spawn(async move {
-        let mut v = Vec::new();
-        while let Some(b) = rx.recv().await {
-            v.extend_from_slice(&b);
-        }
-        v
-    });
-    let r = p.read_object("acme", key, tx).await;
-    let v = collect.await.unwrap();
-    r.map(|(digest, len)| {
+    let (v, read) = crate::read_plain(p, "acme", key).await;
+    read.map(|(digest, len)| {
         assert_eq!(
             (digest, len),
             (sha256(&v), v.len() as u64),

@@ -54,16 +54,9 @@ fn split(data: &[u8], n: usize) -> Vec<PageInput> {
 }
 
 async fn read_back(p: &Pipeline, key: &str) -> Vec<u8> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-    let collect = tokio::spawn(async move {
-        let mut v = Vec::new();
-        while let Some(b) = rx.recv().await {
-            v.extend_from_slice(&b);
-        }
-        v
-    });
-    p.read_object("acme", key, tx).await.unwrap();
-    collect.await.unwrap()
+    let (v, read) = crate::read_plain(p, "acme", key).await;
+    read.unwrap();
+    v
 }
 
 #[tokio::test]

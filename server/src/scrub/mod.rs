@@ -112,7 +112,7 @@ pub(crate) async fn scrub(
                     key,
                     store: store.name(),
                 };
-                scrub.report.orphaned(&at).await?;
+                scrub.report.found(at.orphaned()).await?;
             }
         }
         scrub
@@ -161,7 +161,7 @@ impl Scrub<'_> {
                 store: store.name(),
             };
             if !self.listed[i].contains(key) {
-                self.report.missing(&at).await?;
+                self.report.found(at.missing()).await?;
                 bad.push(i);
                 continue;
             }
@@ -169,7 +169,7 @@ impl Scrub<'_> {
             self.report.read(read);
             match problem {
                 Some(reason) => {
-                    self.report.corrupt(&at, reason).await?;
+                    self.report.found(at.corrupt(reason)).await?;
                     bad.push(i);
                 }
                 None => good = good.or(Some(i)),
@@ -187,7 +187,7 @@ impl Scrub<'_> {
             };
             let Some(g) = good else {
                 let reason = "no copy reads through as the record says".to_string();
-                self.report.not_repaired(&at, reason).await?;
+                self.report.found(at.not_repaired(reason)).await?;
                 continue;
             };
             let from = &self.copies[g];
@@ -198,9 +198,9 @@ impl Scrub<'_> {
             match mended {
                 None => {
                     self.audit_repair(actor, &at, from.name()).await;
-                    self.report.repaired(&at, from.name()).await?;
+                    self.report.found(at.repaired(from.name())).await?;
                 }
-                Some(reason) => self.report.not_repaired(&at, reason).await?,
+                Some(reason) => self.report.found(at.not_repaired(reason)).await?,
             }
         }
         Ok(())

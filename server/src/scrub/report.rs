@@ -72,6 +72,53 @@ pub(crate) struct At<'a> {
     pub store: &'a str,
 }
 
+impl At<'_> {
+    pub fn missing(&self) -> Finding {
+        let (job, key, store) = self.owned();
+        Finding::Missing { job, key, store }
+    }
+
+    pub fn corrupt(&self, reason: String) -> Finding {
+        let (job, key, store) = self.owned();
+        Finding::Corrupt {
+            job,
+            key,
+            store,
+            reason,
+        }
+    }
+
+    pub fn orphaned(&self) -> Finding {
+        let (job, key, store) = self.owned();
+        Finding::Orphaned { job, key, store }
+    }
+
+    pub fn repaired(&self, from: &str) -> Finding {
+        let (job, key, store) = self.owned();
+        let from = from.to_string();
+        Finding::Repaired {
+            job,
+            key,
+            store,
+            from,
+        }
+    }
+
+    pub fn not_repaired(&self, reason: String) -> Finding {
+        let (job, key, store) = self.owned();
+        Finding::NotRepaired {
+            job,
+            key,
+            store,
+            reason,
+        }
+    }
+
+    fn owned(&self) -> (String, String, String) {
+        (self.job.into(), self.key.into(), self.store.into())
+    }
+}
+
 /// The findings sent so far, counted as they go.
 pub(crate) struct Report {
     out: mpsc::Sender<Finding>,
@@ -104,61 +151,21 @@ impl Report {
         self.bytes += bytes;
     }
 
+    /// Counts a finding about an object and sends it.
+    pub async fn found(&mut self, f: Finding) -> Result<(), ScrubError> {
+        match f {
+            Finding::Missing { .. } => self.missing += 1,
+            Finding::Corrupt { .. } => self.corrupt += 1,
+            Finding::Orphaned { .. } => self.orphaned += 1,
+            Finding::Repaired { .. } => self.repaired += 1,
+            Finding::NotRepaired { .. } => self.not_repaired += 1,
+            Finding::Progress { .. } | Finding::Done { .. } => {}
+        }
+        self.send(f).await
+    }
+
     async fn send(&self, f: Finding) -> Result<(), ScrubError> {
         self.out.send(f).await.map_err(|_| ScrubError::Gone)
-    }
-
-    pub async fn missing(&mut self, at: &At<'_>) -> Result<(), ScrubError> {
-        self.missing += 1;
-        self.send(Finding::Missing {
-            job: at.job.into(),
-            key: at.key.into(),
-            store: at.store.into(),
-        })
-        .await
-    }
-
-    pub async fn corrupt(&mut self, at: &At<'_>, reason: String) -> Result<(), ScrubError> {
-        self.corrupt += 1;
-        self.send(Finding::Corrupt {
-            job: at.job.into(),
-            key: at.key.into(),
-            store: at.store.into(),
-            reason,
-        })
-        .await
-    }
-
-    pub async fn orphaned(&mut self, at: &At<'_>) -> Result<(), ScrubError> {
-        self.orphaned += 1;
-        self.send(Finding::Orphaned {
-            job: at.job.into(),
-            key: at.key.into(),
-            store: at.store.into(),
-        })
-        .await
-    }
-
-    pub async fn repaired(&mut self, at: &At<'_>, from: &str) -> Result<(), ScrubError> {
-        self.repaired += 1;
-        self.send(Finding::Repaired {
-            job: at.job.into(),
-            key: at.key.into(),
-            store: at.store.into(),
-            from: from.into(),
-        })
-        .await
-    }
-
-    pub async fn not_repaired(&mut self, at: &At<'_>, reason: String) -> Result<(), ScrubError> {
-        self.not_repaired += 1;
-        self.send(Finding::NotRepaired {
-            job: at.job.into(),
-            key: at.key.into(),
-            store: at.store.into(),
-            reason,
-        })
-        .await
     }
 
     pub async fn progress(&self, job: &str, jobs_done: u32, jobs: u32) -> Result<(), ScrubError> {
