@@ -6,8 +6,10 @@
 # With META=postgres the metadata goes to a throwaway PostgreSQL cluster (scripts/postgres.sh)
 # and each round also prints, per page, the statements the server ran (pg_stat_statements:
 # one round trip each), the transactions it committed and the WAL syncs (fsyncs) they cost.
-# Usage: [META=redb|postgres] scripts/measure-push.sh [CORPUS_JOBS_DIR] [ROUNDS] [ACK]
-#        (ACK: stored | spooled)
+# With REPLICA=1 the dev tenant keeps a second copy in a local replica store (another
+# directory, fsync'd like the primary).
+# Usage: [META=redb|postgres] [REPLICA=1] scripts/measure-push.sh [CORPUS_JOBS_DIR] [ROUNDS] [ACK]
+#        (ACK: stored | spooled | replicated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -21,6 +23,9 @@ source scripts/postgres.sh
 work=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; stop_postgres' EXIT
 printf '[dev]\nbootstrap = true\n[spool]\nack = "%s"\n' "$ack" > "$work/quire.toml"
+if [ "${REPLICA:-0}" = 1 ]; then
+  printf '[store]\nresidency = "eu"\n[stores.replica]\nkind = "local"\npath = "%s/replica"\nresidency = "eu"\n[tenants.dev]\nresidency = "eu"\nreplicas = ["replica"]\n' "$work" >> "$work/quire.toml"
+fi
 if [ "$meta" = postgres ]; then
   start_postgres
   psql "$QUIRE_PG_URL" -qc "CREATE DATABASE quire"
