@@ -90,6 +90,13 @@ fn operators_and_support_partners_see_only_what_they_may() {
     assert!(!ok && out.contains("tenant-admin"), "{out}");
     let (ok, out) = ops.admin(&["status", "--tenant", "dev"]);
     assert!(!ok && out.contains("tenant dev not found"), "{out}");
+    // A scrub only reads; repairing writes stored objects, which is the tenant admin's.
+    let (ok, out) = ops.admin(&["scrub", "--tenant", "acme"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ops.admin(&["scrub", "--tenant", "acme", "--repair"]);
+    assert!(!ok && out.contains("tenant-admin"), "{out}");
+    let (ok, out) = acme_admin.admin(&["scrub", "--tenant", "acme", "--repair"]);
+    assert!(ok && out.contains("0 repaired, 0 not repaired"), "{out}");
 
     // No grant: the partner cannot tell the tenant exists.
     let (ok, out) = partner.admin(&["status", "--tenant", "acme", "--reason", "curious"]);
