@@ -88,12 +88,13 @@ fn imprint(digest: &[u8; 32]) -> MessageImprint {
     }
 }
 
-/// The token of a TSA's answer to [`request`]`(digest, nonce)`, checked with [`check_token`].
+/// The token of a TSA's answer to [`request`]`(digest, nonce)`, checked with [`check_token`],
+/// and what it says.
 pub fn token_from_response(
     response: &[u8],
     digest: &[u8; 32],
     nonce: u64,
-) -> Result<Vec<u8>, TimestampError> {
+) -> Result<(Vec<u8>, Stamp), TimestampError> {
     if response.len() > MAX_RESPONSE_LEN {
         return Err(TimestampError::TooLong);
     }
@@ -119,8 +120,8 @@ pub fn token_from_response(
         .ok_or_else(|| TimestampError::Malformed("granted, but no token".into()))?
         .to_der()
         .map_err(|e| malformed("token", e))?;
-    check_token(&token, digest, Some(nonce))?;
-    Ok(token)
+    let stamp = check_token(&token, digest, Some(nonce))?;
+    Ok((token, stamp))
 }
 
 /// The content a token's `SignedData` signs. Read field by field up to it: what follows (the
@@ -204,19 +205,19 @@ mod tests {
     #[test]
     fn an_openssl_answer_is_read_and_bound_to_its_digest_and_nonce() {
         let digest = [7u8; 32];
-        let token = token_from_response(GRANTED, &digest, NONCE).unwrap();
-        let stamp = check_token(&token, &digest, None).unwrap();
+        let (token, stamp) = token_from_response(GRANTED, &digest, NONCE).unwrap();
+        assert_eq!(check_token(&token, &digest, None).unwrap(), stamp);
         assert_eq!(stamp.gen_time_unix, 1_796_141_987); // 2026-12-01 16:19:47 UTC
         assert_eq!(
             (stamp.serial.as_str(), stamp.policy.as_str()),
             ("02", "1.2.3.4.1")
         );
         assert_eq!(
-            token_from_response(GRANTED, &[8u8; 32], NONCE),
+            token_from_response(GRANTED, &[8u8; 32], NONCE).map(|(_, s)| s),
             Err(TimestampError::WrongImprint)
         );
         assert_eq!(
-            token_from_response(GRANTED, &digest, NONCE + 1),
+            token_from_response(GRANTED, &digest, NONCE + 1).map(|(_, s)| s),
             Err(TimestampError::WrongNonce)
         );
         assert_eq!(

@@ -75,9 +75,7 @@ impl Timestamper {
             }
             body.extend_from_slice(&piece);
         }
-        let token = timestamp::token_from_response(&body, &digest, nonce)
-            .map_err(|e| failed(e.to_string()))?;
-        let stamp = timestamp::check_token(&token, &digest, Some(nonce))
+        let (token, stamp) = timestamp::token_from_response(&body, &digest, nonce)
             .map_err(|e| failed(e.to_string()))?;
         info!(tenant, job = %manifest.job_id, gen_time_unix = stamp.gen_time_unix, serial = %stamp.serial, "signature time-stamped");
         seal.timestamp = Some(token);

@@ -142,7 +142,7 @@ fn a_timestamp_must_be_over_this_signature() {
     let signer = ManifestSigner::derive(&[0x42; 32], 1);
     let mut seal = signer.sign("acme", "job-2026-11", &pages(), 1_796_000_000_123);
     // An openssl TSA's token, over the digest 07…07: a real token, for another signature.
-    let token = crate::timestamp::token_from_response(
+    let (token, _) = crate::timestamp::token_from_response(
         include_bytes!("../../vectors/tsa-granted.tsr"),
         &[7; 32],
         0x4BE2_B077_D0AD_765A,
