@@ -73,19 +73,6 @@ fn verify_offline(server: &TestServer, dir: &Path, manifest: &Path, keys: &Path)
     ])
 }
 
-/// `quire get` of `job` into `out`, writing its signed manifest to `manifest`.
-fn get(server: &TestServer, job: &str, out: &Path, manifest: &Path) -> String {
-    ok(server.quire(&[
-        "get",
-        "--job",
-        job,
-        "--out",
-        out.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]))
-}
-
 fn python(manifest: &Path, keys: &Path, folder: &Path) -> Output {
     std::process::Command::new(crate::common::python())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_manifest.py"))
@@ -112,7 +99,7 @@ fn a_delivered_folder_is_proven_against_its_signed_manifest() {
         &["--no-progress", "--job", "signed"],
     );
     let (out, manifest) = (server.path().join("out"), server.path().join("signed.json"));
-    let got = get(&server, &job, &out, &manifest);
+    let got = server.get_with_manifest(&job, &out, &manifest);
     assert!(
         got.contains("signed by sign-1") && got.contains("verified"),
         "{got}"
@@ -235,9 +222,9 @@ fn rotation_and_retirement_keep_older_manifests_verifiable() {
     ok(admin(&server, &["key", "rotate", "--tenant", "dev"]));
     let new = server.push_ok(&job_dir(&server, "b"), &["--no-progress", "--job", "new"]);
     let (old_out, new_out) = (server.path().join("old"), server.path().join("new"));
-    let got = get(&server, &new, &new_out, &server.path().join("new.json"));
+    let got = server.get_with_manifest(&new, &new_out, &server.path().join("new.json"));
     assert!(got.contains("signed by sign-2"), "{got}");
-    get(&server, &old, &old_out, &server.path().join("old.json"));
+    server.get_with_manifest(&old, &old_out, &server.path().join("old.json"));
 
     ok(admin(&server, &["key", "rewrap", "--tenant", "dev"]));
     ok(admin(

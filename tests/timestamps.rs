@@ -173,15 +173,7 @@ fn commits_are_time_stamped_by_the_tenants_authority() {
 
     let out = server.path().join("out");
     let manifest = server.path().join("stamped.json");
-    let got = ok(server.quire(&[
-        "get",
-        "--job",
-        "stamped",
-        "--out",
-        out.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]));
+    let got = server.get_with_manifest("stamped", &out, &manifest);
     assert!(got.contains("time-stamped at"), "{got}");
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
@@ -223,15 +215,7 @@ fn commits_are_time_stamped_by_the_tenants_authority() {
     // Another job's token in this manifest: a real token, of this TSA, but not over this
     // signature; both verifiers refuse it.
     let other = server.path().join("other.json");
-    ok(server.quire(&[
-        "get",
-        "--job",
-        "other",
-        "--out",
-        server.path().join("out-other").to_str().unwrap(),
-        "--manifest",
-        other.to_str().unwrap(),
-    ]));
+    server.get_with_manifest("other", &server.path().join("out-other"), &other);
     let other: serde_json::Value = serde_json::from_slice(&std::fs::read(&other).unwrap()).unwrap();
     let mut swapped = doc.clone();
     swapped["timestamp"] = other["timestamp"].clone();

@@ -342,6 +342,27 @@ impl TestServer {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// `quire get` of `job` into `out`, writing its signed manifest to `manifest`, which must
+    /// succeed; what it printed (stdout and stderr).
+    pub fn get_with_manifest(&self, job: &str, out: &Path, manifest: &Path) -> String {
+        let o = self.quire(&[
+            "get",
+            "--job",
+            job,
+            "--out",
+            out.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "quire get {job}: {said}");
+        said
+    }
+
     /// Pushes one directory and returns the job id (last stdout line); panics on failure.
     pub fn push_ok(&self, dir: &Path, extra: &[&str]) -> String {
         let mut args = vec!["push", dir.to_str().unwrap()];
