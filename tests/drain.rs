@@ -28,6 +28,7 @@ fn local_page(i: u32) -> LocalPage {
             size: bytes.len() as u64,
             sha256: sha2::Sha256::digest(&bytes).into(),
         },
+        hashed: true,
         bytes: Some(bytes.into()),
     }
 }

@@ -383,7 +383,8 @@ async fn a_push_an_older_client_left_unfinished_is_resumed() {
     let conn = server.connect().await;
     // An older client stored a page without naming an upload, and its journal is the
     // one-line form of older versions: the job id alone.
-    let page = &scan_dir(&dir).unwrap()[0];
+    let mut page = scan_dir(&dir).unwrap().swap_remove(0);
+    page.hash().unwrap();
     let (mut send, mut reader) = conn
         .open(&Frame::PagePut {
             tenant: "dev".into(),

@@ -162,6 +162,7 @@ async fn pages_held_in_memory_are_pushed_resumed_and_read_back() {
                 size: bytes.len() as u64,
                 sha256: Sha256::digest(bytes).into(),
             },
+            hashed: true,
             bytes: Some(bytes.clone().into()),
         };
         send_page(&conn, &upload, &page, &bar).await.unwrap();
@@ -183,4 +184,51 @@ async fn pages_held_in_memory_are_pushed_resumed_and_read_back() {
         assert_eq!(&std::fs::read(&f.path).unwrap(), bytes);
     }
     conn.close().await;
+}
+
+/// A page file is read once, hashed while it is sent: one that grows or shrinks after it
+/// was listed is refused by the scanner itself, naming the file, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_file_that_changes_while_it_is_sent_is_not_stored() {
+    use quire_client::push::{scan_dir, send_page, Upload};
+    let server = TestServer::in_process();
+    let conn = server.connect().await;
+    let job = server.path().join("changing");
+    std::fs::create_dir(&job).unwrap();
+    std::fs::write(job.join("a.tif"), vec![1u8; 3_000_000]).unwrap();
+    std::fs::write(job.join("b.tif"), vec![2u8; 3_000_000]).unwrap();
+    let pages = scan_dir(&job).unwrap();
+    assert!(pages.iter().all(|p| !p.hashed), "listing reads no page");
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(job.join("a.tif"))
+        .unwrap();
+    std::io::Write::write_all(&mut grown, b"more").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(job.join("b.tif"))
+        .unwrap()
+        .set_len(1_000)
+        .unwrap();
+    let bar = indicatif::ProgressBar::hidden();
+    let upload = Upload::new("changing");
+    for (page, how) in pages.iter().zip(["grew", "shrank"]) {
+        let e = send_page(&conn, &upload, page, &bar).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("the file {how} while it was being sent")),
+            "{text}"
+        );
+        assert!(text.contains(page.path.to_str().unwrap()), "{text}");
+    }
+    conn.close().await;
+    assert!(
+        server.stored_files().is_empty(),
+        "{:?}",
+        server.stored_files()
+    );
+
+    // Pushed as it is now, the folder is stored as it is now.
+    server.push_ok(&job, &["--no-progress"]);
+    assert_eq!(server.stored_files().len(), 3, "two pages and the manifest");
 }

@@ -53,11 +53,19 @@ fn refused(r: Result<Frame, ClientError>) -> (ErrorCode, String) {
 }
 
 async fn stored_pages(conn: &Connection, job: &str) -> Vec<PageEntry> {
+    stored_pages_of(conn, job, None).await
+}
+
+async fn stored_pages_of(
+    conn: &Connection,
+    job: &str,
+    upload: Option<quire_codecs::wire::UploadId>,
+) -> Vec<PageEntry> {
     match conn
         .call(&Frame::JobOpen {
             tenant: conn.tenant.clone(),
             job_id: job.into(),
-            upload: None,
+            upload,
         })
         .await
         .unwrap()
@@ -289,6 +297,98 @@ async fn bad_pages_are_refused_and_nothing_is_stored() {
         .unwrap();
     assert!(matches!(ok, Frame::PageStored { index: 0, .. }));
     assert_eq!(stored_pages(&conn, "j1").await.len(), 1);
+}
+
+const UPLOAD: quire_codecs::wire::UploadId = quire_codecs::wire::UploadId([4; 16]);
+
+/// Sends a page whose digest comes after its bytes (`PagePutDigestAfter`) by hand: `data`
+/// as Data frames, then `end`, then finishes.
+async fn put_digest_after(
+    conn: &Connection,
+    job: &str,
+    size: usize,
+    data: &[u8],
+    end: Frame,
+) -> Result<Frame, ClientError> {
+    let (mut send, mut reader) = conn
+        .open(&Frame::PagePutDigestAfter {
+            tenant: "dev".into(),
+            job_id: job.into(),
+            index: 0,
+            name: "Übersicht ».tif".into(),
+            size: size as u64,
+            upload: UPLOAD,
+        })
+        .await?;
+    let _ = write_data(&mut send, Bytes::copy_from_slice(data)).await;
+    let _ = write_frame(&mut send, &end).await;
+    let _ = send.finish();
+    expect_answer(&mut reader).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_after_the_bytes_is_checked_as_one_before_them() {
+    let server = TestServer::in_process();
+    let conn = server.connect().await;
+    let data = vec![9u8; 300_000];
+    let digest: [u8; 32] = sha2::Sha256::digest(&data).into();
+    let n = data.len();
+
+    let mut wrong = digest;
+    wrong[0] ^= 1;
+    let (code, msg) =
+        refused(put_digest_after(&conn, "j2", n, &data, Frame::PageEndDigest(wrong)).await);
+    assert_eq!(code, ErrorCode::IntegrityMismatch, "{msg}");
+    let (code, msg) = refused(
+        put_digest_after(&conn, "j2", n, &data[..1000], Frame::PageEndDigest(digest)).await,
+    );
+    assert_eq!(code, ErrorCode::Truncated, "{msg}");
+    // Each way of declaring the digest has its own end.
+    let (code, msg) = refused(put_digest_after(&conn, "j2", n, &data, Frame::PageEnd).await);
+    assert_eq!(code, ErrorCode::Malformed, "{msg}");
+    assert!(
+        msg.contains("PageEnd ends a page begun with PagePutDigestAfter"),
+        "{msg}"
+    );
+    let (mut send, mut reader) = conn
+        .open(&Frame::PagePut {
+            tenant: "dev".into(),
+            job_id: "j2".into(),
+            page: entry(0, &data),
+            upload: Some(UPLOAD),
+        })
+        .await
+        .unwrap();
+    let _ = write_data(&mut send, Bytes::copy_from_slice(&data)).await;
+    let _ = write_frame(&mut send, &Frame::PageEndDigest(digest)).await;
+    let _ = send.finish();
+    let (code, msg) = refused(expect_answer(&mut reader).await);
+    assert_eq!(code, ErrorCode::Malformed, "{msg}");
+    assert!(stored_pages_of(&conn, "j2", Some(UPLOAD)).await.is_empty());
+    assert!(server.stored_files().is_empty());
+
+    // The right digest: stored and acknowledged with it; sent again, the page is received
+    // whole, found stored and acknowledged; other bytes at its index are a conflict.
+    for _ in 0..2 {
+        let ok = put_digest_after(&conn, "j2", n, &data, Frame::PageEndDigest(digest))
+            .await
+            .unwrap();
+        assert_eq!(
+            ok,
+            Frame::PageStored {
+                index: 0,
+                sha256: digest
+            }
+        );
+    }
+    let other = vec![8u8; n];
+    let other_digest: [u8; 32] = sha2::Sha256::digest(&other).into();
+    let (code, msg) =
+        refused(put_digest_after(&conn, "j2", n, &other, Frame::PageEndDigest(other_digest)).await);
+    assert_eq!(code, ErrorCode::Conflict, "{msg}");
+    let stored = stored_pages_of(&conn, "j2", Some(UPLOAD)).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].sha256, stored[0].size), (digest, n as u64));
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub async fn ingest_and_forget(
             let part = rest.split_to(rest.len().min(64 * 1024));
             tx.send(PageInput::Data(part)).await.unwrap();
         }
-        tx.send(PageInput::End).await.unwrap();
+        tx.send(PageInput::End(None)).await.unwrap();
     });
     let receipt = pipeline.ingest_page("bench", job, entry, rx).await.unwrap();
     feed.await.unwrap();

@@ -130,6 +130,12 @@ impl Journal {
         }
     }
 
+    /// Whether this journal noted any commit of the directory (only then can its pages be
+    /// ones committed before).
+    pub fn remembers_commits(&self) -> bool {
+        self.done.exists()
+    }
+
     /// The job these exact pages were committed as, if they were.
     pub fn committed(&self, contents: &str) -> Result<Option<String>, ClientError> {
         let text = match std::fs::read_to_string(&self.done) {

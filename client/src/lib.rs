@@ -170,6 +170,9 @@ pub struct Connection {
     pub tenant: String,
     pub device_id: String,
     pub role: Role,
+    /// The server refused a page whose digest comes after its bytes (it is older than
+    /// `PagePutDigestAfter`): hash pages before sending them.
+    pub(crate) digest_after_refused: std::sync::atomic::AtomicBool,
 }
 
 /// What identifies a client to the server.
@@ -325,6 +328,7 @@ impl Connection {
                 tenant,
                 device_id: l.device_id.into(),
                 role,
+                digest_after_refused: Default::default(),
             }),
             Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
             other => Err(ClientError::Protocol(format!(

@@ -26,7 +26,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use quire_client::credential::{Credential, CredentialFile};
-use quire_client::push::{scan_dir, LocalPage};
+use quire_client::push::{hash_pages, scan_dir, LocalPage};
 use quire_client::Connection;
 use quire_codecs::wire::Frame;
 use serde::Serialize;
@@ -542,14 +542,14 @@ async fn verify(
                 upload: None,
             })
             .await?;
+        // The scanners hashed each page while sending it; hash the files here to compare.
+        let mut pushed = corpus[*idx].clone();
+        hash_pages(&mut pushed)?;
         let ok = match status {
             Frame::JobStatus { committed, pages } => {
                 committed
-                    && pages.len() == corpus[*idx].len()
-                    && pages
-                        .iter()
-                        .zip(corpus[*idx].iter())
-                        .all(|(a, b)| a == &b.entry)
+                    && pages.len() == pushed.len()
+                    && pages.iter().zip(pushed.iter()).all(|(a, b)| a == &b.entry)
             }
             _ => false,
         };

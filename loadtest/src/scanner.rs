@@ -116,7 +116,7 @@ async fn push_one(
     let r = send_page(conn, upload, p, &ProgressBar::hidden()).await;
     ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
     match r {
-        Ok(()) => {
+        Ok(_) => {
             let us = t.elapsed().as_micros().max(1) as u64;
             ctx.hist.lock().expect("histogram lock").record(us).ok();
             ctx.interval_hist

@@ -39,7 +39,7 @@ use quire_codecs::sealed::{KekRef, SealError, SecretKey, DEFAULT_CHUNK_SIZE};
 use quire_codecs::wire::ErrorCode;
 use quire_storage::{Store, StoreError};
 
-pub use ingest::{PageInput, Receipt};
+pub use ingest::{DigestAt, PageInput, Receipt};
 pub use quire_vault::{KeyVault, Keyring, VaultError};
 pub use spool::{AckMode, Spool, SpoolConfig, SpoolError};
 pub use work::{DeliveryStats, PageFormat, Prior, StageTimes, StoreErrorKind};

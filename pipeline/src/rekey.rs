@@ -130,7 +130,7 @@ mod tests {
         tx.send(PageInput::Data(bytes::Bytes::copy_from_slice(data)))
             .await
             .unwrap();
-        tx.send(PageInput::End).await.unwrap();
+        tx.send(PageInput::End(None)).await.unwrap();
         let entry = PageEntry {
             index: 0,
             name: "p".into(),

@@ -63,7 +63,7 @@ async fn push(p: &Pipeline, index: u32, data: &[u8]) -> Result<crate::Receipt, P
                 return;
             }
         }
-        let _ = tx.send(PageInput::End).await;
+        let _ = tx.send(PageInput::End(None)).await;
     });
     let r = p.ingest_page("acme", "job1", entry, rx).await;
     feeder.await.unwrap();

@@ -27,6 +27,9 @@ pub enum FromSeal {
     Sealed(Bytes),
     /// Every byte was sent and the page checked out: make the object visible.
     Commit,
+    /// As `Commit`, naming the page's SHA-256, which a scanner may declare only after the
+    /// bytes (the spool records it).
+    CommitAs([u8; 32]),
 }
 
 enum Sink {
@@ -69,7 +72,7 @@ pub async fn write_object(
                     return Err(e);
                 }
             }
-            FromSeal::Commit => {
+            FromSeal::Commit | FromSeal::CommitAs(_) => {
                 match sink {
                     Sink::Buffer(buf) => store.put_new(&key, buf.freeze()).await?,
                     Sink::Upload(up) => up.finish().await?,

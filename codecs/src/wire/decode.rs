@@ -84,13 +84,17 @@ impl<'a> Reader<'a> {
         validate_job_id(&s)?;
         Ok(Some(s))
     }
-    pub(super) fn entry(&mut self) -> Result<PageEntry, WireError> {
+    pub(super) fn index_and_name(&mut self) -> Result<(u32, String), WireError> {
         let index = self.u32()?;
         if index >= MAX_PAGES {
             return Err(self.err("page index beyond the page limit"));
         }
         let name = self.string(MAX_NAME_LEN)?;
         validate_page_name(&name)?;
+        Ok((index, name))
+    }
+    pub(super) fn entry(&mut self) -> Result<PageEntry, WireError> {
+        let (index, name) = self.index_and_name()?;
         Ok(PageEntry {
             index,
             name,
@@ -174,6 +178,20 @@ pub(crate) fn decode_control(k: u8, payload: &[u8]) -> Result<Frame, WireError> 
             upload: r.optional_upload()?,
         },
         kind::PAGE_END => Frame::PageEnd,
+        kind::PAGE_PUT_DIGEST_AFTER => {
+            let tenant = r.id("tenant")?;
+            let job_id = r.job_id()?;
+            let (index, name) = r.index_and_name()?;
+            Frame::PagePutDigestAfter {
+                tenant,
+                job_id,
+                index,
+                name,
+                size: r.u64()?,
+                upload: UploadId(r.take(16)?.try_into().expect("took 16 bytes")),
+            }
+        }
+        kind::PAGE_END_DIGEST => Frame::PageEndDigest(r.array32()?),
         kind::PAGE_STORED => Frame::PageStored {
             index: r.u32()?,
             sha256: r.array32()?,

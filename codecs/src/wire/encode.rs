@@ -138,6 +138,26 @@ fn encode_body(frame: &Frame, out: &mut BytesMut) -> u8 {
         }
         Frame::Data(_) => unreachable!("handled by encode"),
         Frame::PageEnd => kind::PAGE_END,
+        Frame::PagePutDigestAfter {
+            tenant,
+            job_id,
+            index,
+            name,
+            size,
+            upload,
+        } => {
+            put_str(out, tenant);
+            put_str(out, job_id);
+            out.put_u32(*index);
+            put_str(out, name);
+            out.put_u64(*size);
+            out.put_slice(&upload.0);
+            kind::PAGE_PUT_DIGEST_AFTER
+        }
+        Frame::PageEndDigest(sha256) => {
+            out.put_slice(sha256);
+            kind::PAGE_END_DIGEST
+        }
         Frame::PageStored { index, sha256 } => {
             out.put_u32(*index);
             out.put_slice(sha256);

@@ -452,6 +452,19 @@ pub enum Frame {
     Data(#[educe(Debug(method(byte_count)))] Bytes),
     /// End of a page's bytes.
     PageEnd,
+    /// Client: a page whose SHA-256 comes after its bytes, in [`Frame::PageEndDigest`], so
+    /// that a scanner reads each page file once and hashes it while sending. Otherwise as
+    /// `PagePut`; servers older than this frame answer `Malformed`.
+    PagePutDigestAfter {
+        tenant: String,
+        job_id: String,
+        index: u32,
+        name: String,
+        size: u64,
+        upload: UploadId,
+    },
+    /// Client: ends the bytes of a `PagePutDigestAfter` page with their SHA-256.
+    PageEndDigest([u8; 32]),
     /// Server: the page is durably stored; the client may forget it.
     PageStored { index: u32, sha256: [u8; 32] },
     /// Client: every page is sent; write the manifest.
@@ -572,6 +585,8 @@ pub(crate) mod kind {
     pub const MANIFEST: u8 = 0x19;
     pub const PAGE_BEGIN: u8 = 0x1a;
     pub const DONE: u8 = 0x1b;
+    pub const PAGE_PUT_DIGEST_AFTER: u8 = 0x1c;
+    pub const PAGE_END_DIGEST: u8 = 0x1d;
     pub const ADMIN: u8 = 0x30;
     pub const ADMIN_ISSUED: u8 = 0x31;
     pub const ADMIN_DEVICES: u8 = 0x32;

@@ -156,6 +156,15 @@ fn frames_second_half() -> Vec<Frame> {
         },
         Frame::Data(Bytes::from_static(b"hello page")),
         Frame::PageEnd,
+        Frame::PagePutDigestAfter {
+            tenant: "acme".into(),
+            job_id: "j1".into(),
+            index: 99_999,
+            name: "é".repeat(127),
+            size: 100 << 20,
+            upload: UploadId([7; 16]),
+        },
+        Frame::PageEndDigest([3; 32]),
         Frame::PageStored {
             index: 3,
             sha256: [9; 32],
@@ -371,6 +380,14 @@ fn malformed_frames_get_typed_errors() {
             vec![kind::JOB_GET, 0, 0, 0, 7, 0, 1, b'a', 0, 1, b'j', 7],
             "bad bool",
         ),
+        (
+            [vec![kind::PAGE_END_DIGEST, 0, 0, 0, 31], vec![0; 31]].concat(),
+            "short digest",
+        ),
+        (
+            digest_after_without_upload(),
+            "a digest-after page without its upload",
+        ),
     ];
     for (bytes, what) in cases {
         let mut d = Decoder::new();
@@ -378,6 +395,22 @@ fn malformed_frames_get_typed_errors() {
         assert!(d.next_frame().is_err(), "{what} accepted");
         assert!(d.next_frame().is_err(), "{what}: decoder recovered");
     }
+}
+
+/// A `PagePutDigestAfter` cut before its (required) upload id.
+fn digest_after_without_upload() -> Vec<u8> {
+    let whole = encode_to_bytes(&Frame::PagePutDigestAfter {
+        tenant: "a".into(),
+        job_id: "j".into(),
+        index: 0,
+        name: "p".into(),
+        size: 1,
+        upload: UploadId([1; 16]),
+    });
+    let mut cut = whole[..whole.len() - 16].to_vec();
+    let len = (cut.len() - 5) as u32;
+    cut[1..5].copy_from_slice(&len.to_be_bytes());
+    cut
 }
 
 #[test]

@@ -3,20 +3,18 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use quire_codecs::sealed::{ChunkCipher, Chunker, Compression, PlainChunk};
+use bytes::Bytes;
+use quire_codecs::sealed::{ChunkCipher, Compression};
 use quire_codecs::wire::PageEntry;
-use rayon::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::compress::{self, Compressor};
-use crate::erase;
-use crate::hash::{self, PageHasher};
+use crate::compress;
+use crate::hash;
 use crate::keys;
 use crate::seal::{on_rayon, SealWindow};
 use crate::spool::{self, AckMode, Delivery, Record, SpoolError};
 use crate::store::{Direct, FromSeal};
-use crate::work::{PageFormat, Prior, SealClock, StageTimes};
+use crate::work::{PageFormat, Prior, StageTimes};
 use crate::{Pipeline, PipelineError};
 use quire_storage::StoreError;
 use std::time::Instant;
@@ -26,8 +24,9 @@ use std::time::Instant;
 pub enum PageInput {
     /// The next bytes of the page, in order.
     Data(Bytes),
-    /// The sender says the page is complete.
-    End,
+    /// The sender says the page is complete; with the page's SHA-256 when the sender
+    /// declares it after the bytes ([`DigestAt::End`]).
+    End(Option<[u8; 32]>),
 }
 
 /// Proof that a page is stored: what the scanner is acknowledged with.
@@ -66,113 +65,6 @@ impl Receipt {
     }
 }
 
-/// The sequential part of a page's processing: hashing, compression and chunking all carry
-/// state from one byte to the next. It moves into a rayon task per batch and back.
-struct Sequential {
-    hasher: PageHasher,
-    compressor: Compressor,
-    chunker: Chunker,
-    times: StageTimes,
-}
-
-impl Sequential {
-    fn new(compression: Compression, chunk_size: u32) -> Self {
-        Sequential {
-            hasher: PageHasher::new(),
-            compressor: Compressor::new(compression),
-            chunker: Chunker::new(chunk_size),
-            times: StageTimes::default(),
-        }
-    }
-
-    fn absorb(&mut self, batch: Vec<Bytes>) -> Vec<PlainChunk> {
-        let mut out = Vec::new();
-        for data in batch {
-            let start = Instant::now();
-            self.hasher.update(&data);
-            let hashed = Instant::now();
-            let packed = self.compressor.push(&data);
-            out.extend(self.chunker.push(&packed));
-            self.times.hash += hashed - start;
-            self.times.compress += hashed.elapsed();
-            drop(packed);
-            erase::wipe_bytes(data);
-        }
-        out
-    }
-
-    fn finish(self) -> ([u8; 32], u64, Vec<PlainChunk>, StageTimes) {
-        let start = Instant::now();
-        let (digest, len) = self.hasher.finish();
-        let hashed = Instant::now();
-        let mut chunker = self.chunker;
-        let mut out = chunker.push(&self.compressor.finish());
-        out.push(chunker.finish());
-        let mut times = self.times;
-        times.hash += hashed - start;
-        times.compress += hashed.elapsed();
-        (digest, len, out, times)
-    }
-}
-
-/// Wipes received plaintext that will not be processed.
-fn wipe_all(parts: Vec<Bytes>) {
-    for p in parts {
-        erase::wipe_bytes(p);
-    }
-}
-
-/// The compression for a page, chosen from a sample of its first bytes (wiped after use),
-/// and the format the sample shows.
-fn choose_compression(first: &[Bytes]) -> (Compression, PageFormat) {
-    let mut sample = Vec::with_capacity(compress::SAMPLE_LEN);
-    for part in first {
-        let want = compress::SAMPLE_LEN - sample.len();
-        sample.extend_from_slice(&part[..want.min(part.len())]);
-    }
-    let compression = compress::choose(&sample);
-    let format = PageFormat::detect(&sample);
-    erase::wipe_vec(sample);
-    (compression, format)
-}
-
-/// Hash, compress and seal a whole page held in memory, on the calling (rayon) thread.
-/// Fails, having wiped the plaintext, if the page is not the one the scanner declared.
-fn seal_whole_page(
-    kek: &quire_codecs::sealed::SecretKey,
-    kek_ref: quire_codecs::sealed::KekRef,
-    object_key: &str,
-    chunk_size: u32,
-    parts: Vec<Bytes>,
-    declared: [u8; 32],
-) -> Result<(Bytes, StageTimes, (Compression, PageFormat)), PipelineError> {
-    let kind = choose_compression(&parts);
-    let (header, cipher) = ChunkCipher::create(kek, kek_ref, object_key, kind.0, chunk_size);
-    let mut seq = Sequential::new(kind.0, chunk_size);
-    let mut chunks = seq.absorb(parts);
-    let (digest, _, tail, mut times) = seq.finish();
-    chunks.extend(tail);
-    if let Err(e) = hash::check_digest(declared, digest) {
-        chunks.into_iter().for_each(|c| erase::wipe_vec(c.data));
-        return Err(e);
-    }
-    // Chunks are independent: an idle rayon worker takes some; a busy one leaves them here.
-    let sealing = SealClock::default();
-    chunks.par_iter_mut().for_each(|c| {
-        let start = Instant::now();
-        cipher.seal_chunk(c.index, c.last, &mut c.data);
-        sealing.add(start.elapsed());
-    });
-    times.seal = sealing.total();
-    let body: usize = chunks.iter().map(|c| c.data.len()).sum();
-    let mut out = BytesMut::with_capacity(header.encoded().len() + body);
-    out.extend_from_slice(header.encoded());
-    for c in chunks {
-        out.extend_from_slice(&c.data);
-    }
-    Ok((out.freeze(), times, kind))
-}
-
 /// Most page bytes gathered into one rayon task; amortises the hand-off for small network reads.
 const BATCH_BYTES: usize = 1024 * 1024;
 
@@ -196,6 +88,22 @@ impl Pipeline {
             .await
     }
 
+    /// [`Pipeline::ingest_page_after`] for a page whose SHA-256 comes after its bytes, in
+    /// [`PageInput::End`]; `entry.sha256` is not read. A page already stored is then
+    /// received whole and hashed before it is compared, since only its end says which page
+    /// it is.
+    pub async fn ingest_page_digest_after(
+        &self,
+        prior: Prior,
+        tenant: &str,
+        job_id: &str,
+        entry: PageEntry,
+        input: mpsc::Receiver<PageInput>,
+    ) -> Result<Receipt, PipelineError> {
+        self.ingest(prior, DigestAt::End, tenant, job_id, entry, input)
+            .await
+    }
+
     /// [`Pipeline::ingest_page`] for a caller that knows from its records whether the page
     /// was stored before (see [`Prior`]).
     pub async fn ingest_page_after(
@@ -204,6 +112,19 @@ impl Pipeline {
         tenant: &str,
         job_id: &str,
         entry: PageEntry,
+        input: mpsc::Receiver<PageInput>,
+    ) -> Result<Receipt, PipelineError> {
+        self.ingest(prior, DigestAt::Start, tenant, job_id, entry, input)
+            .await
+    }
+
+    async fn ingest(
+        &self,
+        prior: Prior,
+        at: DigestAt,
+        tenant: &str,
+        job_id: &str,
+        mut entry: PageEntry,
         mut input: mpsc::Receiver<PageInput>,
     ) -> Result<Receipt, PipelineError> {
         if entry.size > self.config.max_page_size {
@@ -214,6 +135,9 @@ impl Pipeline {
         }
         let key = keys::page_key(tenant, job_id, entry.index);
         if let Some(record) = self.spool.pending(&key) {
+            if at == DigestAt::End {
+                entry.sha256 = receive_digest(&entry, &mut input).await?;
+            }
             let stored_bytes = self.same_or_conflict(&record, &entry).await?;
             return Ok(Receipt::new(entry, key, stored_bytes, true));
         }
@@ -221,6 +145,9 @@ impl Pipeline {
             self.config.ack != AckMode::Spooled && entry.size <= self.config.single_put_limit;
         let unchecked = prior == Prior::NotRecorded && small;
         if !unchecked && self.stored_already(tenant, &key).await? {
+            if at == DigestAt::End {
+                entry.sha256 = receive_digest(&entry, &mut input).await?;
+            }
             return self.verify_existing(tenant, entry, key).await;
         }
         // Room in the spool first: while there is none, the page is not read, and QUIC flow
@@ -236,6 +163,9 @@ impl Pipeline {
         // Only the small path's conditional write finds an object left unrecorded: a page
         // that goes the streamed way after all is checked now.
         if unchecked && in_memory.is_none() && self.stored_already(tenant, &key).await? {
+            if at == DigestAt::End {
+                entry.sha256 = receive_digest(&entry, &mut input).await?;
+            }
             return self.verify_existing(tenant, entry, key).await;
         }
         let active = self
@@ -246,7 +176,7 @@ impl Pipeline {
             .expect("never closed");
         if let Some(memory) = in_memory {
             return self
-                .ingest_small(tenant, key, entry, input, reservation, memory, active)
+                .ingest_small(tenant, key, (entry, at), input, reservation, memory, active)
                 .await;
         }
 
@@ -255,15 +185,15 @@ impl Pipeline {
         // Gather a sample to choose the compression, then start the spool stage.
         let mut first: Vec<Bytes> = Vec::new();
         let mut sampled = 0usize;
-        let mut ended = false;
+        let mut ended = None;
         while sampled < compress::SAMPLE_LEN && (sampled as u64) < entry.size {
             match input.recv().await {
                 Some(PageInput::Data(b)) => {
                     sampled += b.len();
                     first.push(b);
                 }
-                Some(PageInput::End) => {
-                    ended = true;
+                Some(PageInput::End(after)) => {
+                    ended = Some(after);
                     break;
                 }
                 None => return Err(PipelineError::Abandoned),
@@ -287,7 +217,7 @@ impl Pipeline {
             tokio::task::spawn_blocking(move || stage_object(target, reservation, spool_rx));
         let outcome = self
             .run_stages(
-                &entry,
+                (&mut entry, at),
                 header.encoded(),
                 cipher,
                 compression,
@@ -298,7 +228,7 @@ impl Pipeline {
             )
             .await;
         if outcome.is_ok() {
-            let _ = to_spool.send(FromSeal::Commit).await;
+            let _ = to_spool.send(FromSeal::CommitAs(entry.sha256)).await;
         }
         drop(to_spool);
         let written = writer.await.expect("spool stage panicked");
@@ -333,7 +263,7 @@ impl Pipeline {
         &self,
         tenant: &str,
         key: String,
-        entry: PageEntry,
+        (mut entry, at): (PageEntry, DigestAt),
         mut input: mpsc::Receiver<PageInput>,
         reservation: spool::Reservation,
         memory: spool::MemoryReservation,
@@ -341,7 +271,7 @@ impl Pipeline {
     ) -> Result<Receipt, PipelineError> {
         let mut parts = Vec::new();
         let mut received = 0u64;
-        loop {
+        let after = loop {
             match input.recv().await {
                 Some(PageInput::Data(b)) => {
                     received += b.len() as u64;
@@ -353,21 +283,26 @@ impl Pipeline {
                     }
                     parts.push(b);
                 }
-                Some(PageInput::End) => break,
+                Some(PageInput::End(after)) => break after,
                 None => {
                     wipe_all(parts);
                     return Err(PipelineError::Abandoned);
                 }
             }
-        }
-        if let Err(e) = hash::check_length(entry.size, received) {
-            wipe_all(parts);
-            return Err(e);
-        }
+        };
+        let declared = hash::check_length(entry.size, received)
+            .and_then(|()| declared_digest(at, &entry, after));
+        let declared = match declared {
+            Ok(d) => d,
+            Err(e) => {
+                wipe_all(parts);
+                return Err(e);
+            }
+        };
+        entry.sha256 = declared;
         let (kek_ref, kek) = self.current_key(tenant).await?;
         let chunk_size = self.config.chunk_size;
         let object_key = key.clone();
-        let declared = entry.sha256;
         let (sealed, mut times, kind) = on_rayon(move || {
             seal_whole_page(&kek, kek_ref, &object_key, chunk_size, parts, declared)
         })
@@ -492,12 +427,12 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     async fn run_stages(
         &self,
-        entry: &PageEntry,
+        (entry, at): (&mut PageEntry, DigestAt),
         header: &[u8],
         cipher: ChunkCipher,
         compression: Compression,
         first: Vec<Bytes>,
-        mut ended: bool,
+        mut ended: Option<Option<[u8; 32]>>,
         input: &mut mpsc::Receiver<PageInput>,
         to_spool: &mpsc::Sender<FromSeal>,
     ) -> Result<StageTimes, PipelineError> {
@@ -521,14 +456,14 @@ impl Pipeline {
             }
             // Take whatever else is already queued, up to a batch, without waiting.
             let mut batch_len: usize = batch.iter().map(|b| b.len()).sum();
-            while !ended && batch_len < BATCH_BYTES {
+            while ended.is_none() && batch_len < BATCH_BYTES {
                 match input.try_recv() {
                     Ok(PageInput::Data(b)) => {
                         received += b.len() as u64;
                         batch_len += b.len();
                         batch.push(b);
                     }
-                    Ok(PageInput::End) => ended = true,
+                    Ok(PageInput::End(after)) => ended = Some(after),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         return Err(PipelineError::Abandoned)
@@ -556,7 +491,7 @@ impl Pipeline {
                     window.submit(c);
                 }
             }
-            if ended {
+            if ended.is_some() {
                 break;
             }
             match input.recv().await {
@@ -564,7 +499,7 @@ impl Pipeline {
                     received += b.len() as u64;
                     batch.push(b);
                 }
-                Some(PageInput::End) => ended = true,
+                Some(PageInput::End(after)) => ended = Some(after),
                 None => return Err(PipelineError::Abandoned),
             }
         }
@@ -572,7 +507,9 @@ impl Pipeline {
         let s = seq.take().expect("sequential state present");
         let (digest, len, tail, mut times) = on_rayon(move || s.finish()).await;
         debug_assert_eq!(len, received);
-        hash::check_digest(entry.sha256, digest)?;
+        let declared = declared_digest(at, entry, ended.flatten())?;
+        hash::check_digest(declared, digest)?;
+        entry.sha256 = declared;
         for c in tail {
             if !window.has_room() {
                 send(window.next_sealed().await.expect("window non-empty")).await?;
@@ -630,7 +567,10 @@ fn stage_object(
         let start = Instant::now();
         match msg {
             FromSeal::Sealed(b) => writer.write(&b)?,
-            FromSeal::Commit => {
+            FromSeal::Commit | FromSeal::CommitAs(_) => {
+                if let FromSeal::CommitAs(plain_sha256) = msg {
+                    writer.set_plain_sha256(plain_sha256);
+                }
                 let record = writer.commit()?;
                 return Ok(Some((record, spent + start.elapsed())));
             }
@@ -640,6 +580,12 @@ fn stage_object(
     Ok(None) // dropped uncommitted: the writer erases what it wrote
 }
 
+mod declared;
 mod manifest;
+mod whole;
+
+pub use declared::DigestAt;
+use declared::{declared_digest, receive_digest};
+use whole::{choose_compression, seal_whole_page, wipe_all, Sequential};
 #[cfg(test)]
 mod tests;

@@ -49,7 +49,7 @@ fn split(data: &[u8], n: usize) -> Vec<PageInput> {
         .chunks(n)
         .map(|c| PageInput::Data(Bytes::copy_from_slice(c)))
         .collect();
-    v.push(PageInput::End);
+    v.push(PageInput::End(None));
     v
 }
 
@@ -237,4 +237,122 @@ async fn a_manifest_signed_again_keeps_the_first_signature() {
         p.write_manifest("acme", &other).await,
         Err(PipelineError::Conflict { .. })
     ));
+}
+
+/// The page's bytes, then its SHA-256 (`PagePutDigestAfter`).
+fn split_digest_after(data: &[u8], n: usize) -> Vec<PageInput> {
+    let mut v = split(data, n);
+    v.pop();
+    v.push(PageInput::End(Some(sha256(data))));
+    v
+}
+
+async fn push_digest_after(
+    p: &Pipeline,
+    index: u32,
+    parts: Vec<PageInput>,
+    size: usize,
+) -> Result<Receipt, PipelineError> {
+    let e = PageEntry {
+        index,
+        name: format!("p{index}"),
+        size: size as u64,
+        sha256: [0; 32], // not read: the digest comes after the bytes
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        for part in parts {
+            if tx.send(part).await.is_err() {
+                break;
+            }
+        }
+    });
+    let r = p
+        .ingest_page_digest_after(Prior::Unknown, "acme", "job1", e, rx)
+        .await;
+    feeder.await.unwrap();
+    r
+}
+
+#[tokio::test]
+async fn a_digest_after_the_bytes_is_checked_like_one_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let streamed = pipeline(&dir.path().join("streamed")); // 300 kB > single_put_limit
+    let whole = crate::test_pipeline(&dir.path().join("whole"), PipelineConfig::default());
+    let mut data = vec![0u8; 300_000];
+    getrandom::fill(&mut data).unwrap();
+    for p in [streamed, whole] {
+        let r = push_digest_after(&p, 0, split_digest_after(&data, 4096), data.len())
+            .await
+            .unwrap();
+        assert!(!r.already_stored);
+        assert_eq!(
+            r.entry.sha256,
+            sha256(&data),
+            "acknowledged with its digest"
+        );
+        assert_eq!(read_back(&p, &r.object_key).await, data);
+
+        // A retry is received whole, hashed, and found stored; other bytes at that index
+        // are a conflict.
+        let again = push_digest_after(&p, 0, split_digest_after(&data, 4096), data.len())
+            .await
+            .unwrap();
+        assert!(again.already_stored);
+        let other = vec![7u8; data.len()];
+        let e = push_digest_after(&p, 0, split_digest_after(&other, 4096), other.len())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PipelineError::Conflict { index: 0 }), "{e}");
+
+        // Bytes that do not hash to the digest after them are refused, here and for a
+        // page already stored; so is a page that ends without the promised digest.
+        let mut wrong = split_digest_after(&data, 4096);
+        *wrong.last_mut().unwrap() = PageInput::End(Some(sha256(b"another page")));
+        let e = push_digest_after(&p, 1, wrong, data.len())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PipelineError::IntegrityMismatch { .. }), "{e}");
+        let mut wrong_again = split_digest_after(&data, 4096);
+        *wrong_again.last_mut().unwrap() = PageInput::End(Some(sha256(b"another page")));
+        let e = push_digest_after(&p, 0, wrong_again, data.len())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PipelineError::IntegrityMismatch { .. }), "{e}");
+        let e = push_digest_after(&p, 2, split(&data, 4096), data.len())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PipelineError::Internal(_)), "{e}");
+        assert_eq!(p.store.list("tenants").await.unwrap().len(), 1);
+    }
+}
+
+/// A spooled page whose digest came after its bytes carries that digest in its spool
+/// record, which a retry (and the store's record of the page) is compared with.
+#[tokio::test]
+async fn a_spool_record_names_a_digest_declared_after_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(quire_vault::Keyring::file(&dir.path().join("vault")).unwrap());
+    let spool = spool::Spool::open(
+        &dir.path().join("spool"),
+        &dir.path().join("spool-keys"),
+        spool::SpoolConfig::default(),
+    )
+    .unwrap();
+    let config = PipelineConfig {
+        ack: AckMode::Spooled,
+        ..PipelineConfig::default()
+    };
+    // No delivery: the record stays in the spool.
+    let p = Pipeline::new(Store::memory(), vault, Arc::new(spool), config);
+    let data = b"Lieferschein ".repeat(30_000);
+    let r = push_digest_after(&p, 0, split_digest_after(&data, 8192), data.len())
+        .await
+        .unwrap();
+    let record = p.spool.pending(&r.object_key).expect("spooled");
+    assert_eq!(record.meta.plain_sha256, hex::encode(sha256(&data)));
+    let again = push_digest_after(&p, 0, split_digest_after(&data, 8192), data.len())
+        .await
+        .unwrap();
+    assert!(again.already_stored);
 }

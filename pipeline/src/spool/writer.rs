@@ -50,6 +50,12 @@ impl RecordWriter {
         Ok(())
     }
 
+    /// Names the plaintext's SHA-256 when it was not known as the record began (a scanner
+    /// declared it after the page's bytes).
+    pub fn set_plain_sha256(&mut self, plain_sha256: [u8; 32]) {
+        self.meta.plain_sha256 = hex::encode(plain_sha256);
+    }
+
     /// Finishes the body, writes the commit record and queues the record for delivery; with
     /// `durable`, both files (and the directory) are fsync'd before this returns. If a record
     /// for the same object is already waiting, that one is returned and this one erased.

@@ -31,7 +31,7 @@ use quire_codecs::manifest::Manifest;
 use quire_codecs::wire::{AdminRequest, DeviceState, ErrorCode, Frame, PageEntry, Role, UploadId};
 
 use crate::policy::{self, Action, Allowed, Denial, Subject};
-use quire_pipeline::{keys, PageInput, PipelineError, Prior};
+use quire_pipeline::{keys, DigestAt, PageInput, PipelineError, Prior};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -163,6 +163,7 @@ async fn serve_request(
         Ok(None) => return Err(Refusal::new(ErrorCode::Malformed, "empty request stream")),
         Err(e) => return Err(Refusal::new(ErrorCode::Malformed, e.to_string())),
     };
+    let (first, digest_at) = page_put_digest_after(first);
     let new_work = matches!(first, Frame::JobOpen { .. } | Frame::PagePut { .. });
     let Some(_running) = state.drain.enter(new_work) else {
         return Err(Refusal::new(
@@ -231,7 +232,15 @@ async fn serve_request(
                 upload,
             };
             let connection = Connection { principal, open };
-            page_put(state, connection, &at, (page, prior), send, reader).await
+            page_put(
+                state,
+                connection,
+                &at,
+                (page, prior, digest_at),
+                send,
+                reader,
+            )
+            .await
         }
         Frame::JobCommit {
             tenant,
@@ -398,11 +407,43 @@ async fn audit(
         })
 }
 
+/// A page whose digest comes after its bytes is served as a `PagePut` whose entry's digest
+/// is not read ([`DigestAt::End`]) and whose end must carry the digest.
+fn page_put_digest_after(first: Frame) -> (Frame, DigestAt) {
+    match first {
+        Frame::PagePutDigestAfter {
+            tenant,
+            job_id,
+            index,
+            name,
+            size,
+            upload,
+        } => {
+            let page = PageEntry {
+                index,
+                name,
+                size,
+                sha256: [0; 32],
+            };
+            let upload = Some(upload);
+            let put = Frame::PagePut {
+                tenant,
+                job_id,
+                page,
+                upload,
+            };
+            (put, DigestAt::End)
+        }
+        other => (other, DigestAt::Start),
+    }
+}
+
 fn frame_name(f: &Frame) -> &'static str {
     match f {
         Frame::Hello { .. } => "Hello",
         Frame::Data(_) => "Data",
         Frame::PageEnd => "PageEnd",
+        Frame::PageEndDigest(_) => "PageEndDigest",
         _ => "this frame",
     }
 }

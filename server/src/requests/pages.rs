@@ -6,7 +6,7 @@ pub(super) async fn page_put(
     state: &Arc<State>,
     Connection { principal, open }: Connection<'_>,
     at: &UploadRef<'_>,
-    (page, prior): (PageEntry, Prior),
+    (page, prior, digest_at): (PageEntry, Prior, DigestAt),
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
@@ -49,8 +49,16 @@ pub(super) async fn page_put(
     let (tx, rx) = mpsc::channel::<PageInput>(16);
     let pipeline = state.pipeline.clone();
     let (t, j, entry) = (tenant.to_string(), job_id.to_string(), page.clone());
-    let ingest =
-        tokio::spawn(async move { pipeline.ingest_page_after(prior, &t, &j, entry, rx).await });
+    let ingest = tokio::spawn(async move {
+        match digest_at {
+            DigestAt::Start => pipeline.ingest_page_after(prior, &t, &j, entry, rx).await,
+            DigestAt::End => {
+                pipeline
+                    .ingest_page_digest_after(prior, &t, &j, entry, rx)
+                    .await
+            }
+        }
+    });
     let mut received = 0u64;
     let mut protocol_error: Option<Refusal> = None;
     let mut saw_end = false;
@@ -74,16 +82,34 @@ pub(super) async fn page_put(
                     break; // the pipeline finished early (already stored, or refused)
                 }
             }
-            Ok(Some(Frame::PageEnd)) => {
+            Ok(Some(end @ (Frame::PageEnd | Frame::PageEndDigest(_)))) => {
+                let after = match (end, digest_at) {
+                    (Frame::PageEnd, DigestAt::Start) => None,
+                    (Frame::PageEndDigest(d), DigestAt::End) => Some(d),
+                    (other, _) => {
+                        protocol_error = Some(Refusal::new(
+                            ErrorCode::Malformed,
+                            format!(
+                                "{} ends a page begun with {}",
+                                frame_name(&other),
+                                match digest_at {
+                                    DigestAt::Start => "PagePut (digest before the bytes)",
+                                    DigestAt::End => "PagePutDigestAfter (digest after the bytes)",
+                                }
+                            ),
+                        ));
+                        break;
+                    }
+                };
                 saw_end = true;
-                let _ = tx.send(PageInput::End).await;
+                let _ = tx.send(PageInput::End(after)).await;
                 break;
             }
             Ok(Some(other)) => {
                 protocol_error = Some(Refusal::new(
                     ErrorCode::Malformed,
                     format!(
-                        "{} inside a page; expected Data or PageEnd",
+                        "{} inside a page; expected Data or the page's end",
                         frame_name(&other)
                     ),
                 ));

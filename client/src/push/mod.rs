@@ -16,57 +16,13 @@ use quire_codecs::wire::{self, ErrorCode, Frame, PageEntry, UploadId};
 use sha2::{Digest, Sha256};
 
 use super::journal::{self, Journal};
-use super::{expect_answer, local_err, ClientError, Connection};
-use quire_net::stream::{write_data, write_frame, StreamError};
+use super::{local_err, ClientError, Connection};
 
-/// Bytes read from a page file at a time (sent as one or more `Data` frames).
-const READ_SIZE: usize = 1024 * 1024;
+mod scan;
+mod send;
 
-/// Pieces read ahead of the network per page.
-const READ_AHEAD: usize = 4;
-
-/// Reads a page file on one blocking thread and hands its bytes over in pieces of up to
-/// `READ_SIZE`, at most `READ_AHEAD` ahead of the sender. One thread hand-off per page, not
-/// one per read as with `tokio::fs`, and no copy through an intermediate buffer: the
-/// scanner shares its CPU with everything else a fleet host does. Dropping the receiver
-/// stops the reading.
-fn read_pieces(path: PathBuf) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        loop {
-            let mut piece = Vec::with_capacity(READ_SIZE);
-            let piece = match (&mut file).take(READ_SIZE as u64).read_to_end(&mut piece) {
-                Ok(0) => return,
-                Ok(_) => Ok(bytes::Bytes::from(piece)),
-                Err(e) => Err(e),
-            };
-            let failed = piece.is_err();
-            if tx.blocking_send(piece).is_err() || failed {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// A page held in memory, handed over in pieces of up to `READ_SIZE` (slices, not copies).
-fn in_pieces(b: bytes::Bytes) -> tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>> {
-    let pieces = b.len().div_ceil(READ_SIZE);
-    let (tx, rx) = tokio::sync::mpsc::channel(pieces.max(1));
-    for i in 0..pieces {
-        let piece = b.slice(i * READ_SIZE..((i + 1) * READ_SIZE).min(b.len()));
-        tx.try_send(Ok(piece))
-            .expect("the channel holds every piece");
-    }
-    rx
-}
+pub use scan::{hash_pages, scan, scan_dir, LocalPage, Scan};
+pub use send::send_page;
 
 /// How a push should run.
 #[derive(Debug, Clone)]
@@ -98,115 +54,6 @@ pub struct PushReport {
     /// The directory was committed before as this job, with the same pages, and was not
     /// pushed again.
     pub already_committed: bool,
-}
-
-/// A page to send, hashed: a file, or bytes the caller handed over ([`push_pages`]).
-#[derive(Debug, Clone)]
-pub struct LocalPage {
-    /// The file (for a page in memory, its name: errors name it).
-    pub path: PathBuf,
-    pub entry: PageEntry,
-    /// The page's bytes when it is held in memory; `None` reads `path`.
-    pub bytes: Option<bytes::Bytes>,
-}
-
-/// What a scan of a job directory found.
-#[derive(Debug, Clone, Default)]
-pub struct Scan {
-    /// The pages, hashed, in file-name order.
-    pub pages: Vec<LocalPage>,
-    /// Entries that are not pages, with the reason each was left out.
-    pub skipped: Vec<(PathBuf, &'static str)>,
-}
-
-/// Lists and hashes the pages of a job directory, in file-name order, with the defaults of
-/// [`scan`]: symbolic links are not followed.
-pub fn scan_dir(dir: &Path) -> Result<Vec<LocalPage>, ClientError> {
-    scan(dir, false).map(|s| s.pages)
-}
-
-/// Lists and hashes the pages of a job directory. A page is a regular file whose name does
-/// not start with `.`; hidden files, subdirectories, FIFOs, sockets and devices are skipped
-/// and listed in [`Scan::skipped`], and so are symbolic links unless `follow_symlinks` (a
-/// link could otherwise send `/etc/passwd` as a page).
-pub fn scan(dir: &Path, follow_symlinks: bool) -> Result<Scan, ClientError> {
-    let mut files = Vec::new();
-    let mut skipped = Vec::new();
-    for item in std::fs::read_dir(dir).map_err(|e| local_err(dir, e))? {
-        let item = item.map_err(|e| local_err(dir, e))?;
-        let path = item.path();
-        let own = std::fs::symlink_metadata(&path).map_err(|e| local_err(&path, e))?;
-        let kind = if own.file_type().is_symlink() {
-            if !follow_symlinks {
-                skipped.push((
-                    path,
-                    "a symbolic link (--follow-symlinks to send its target)",
-                ));
-                continue;
-            }
-            match std::fs::metadata(&path) {
-                Ok(m) => m.file_type(),
-                Err(_) => {
-                    skipped.push((path, "a symbolic link to nothing"));
-                    continue;
-                }
-            }
-        } else {
-            own.file_type()
-        };
-        if item.file_name().as_encoded_bytes().starts_with(b".") {
-            skipped.push((path, "a hidden file"));
-        } else if kind.is_dir() {
-            skipped.push((path, "a subdirectory (push it as a job of its own)"));
-        } else if !kind.is_file() {
-            skipped.push((path, "not a regular file (FIFO, socket or device)"));
-        } else {
-            files.push((item.file_name(), path));
-        }
-    }
-    files.sort();
-    skipped.sort();
-    if files.len() > wire::MAX_PAGES as usize {
-        return Err(local_err(
-            dir,
-            format!("more than {} pages in one job", wire::MAX_PAGES),
-        ));
-    }
-    let mut pages = Vec::with_capacity(files.len());
-    for (i, (name, path)) in files.into_iter().enumerate() {
-        let name = name
-            .into_string()
-            .map_err(|_| local_err(&path, "file name is not valid UTF-8"))?;
-        wire::validate_page_name(&name).map_err(|e| local_err(&path, e))?;
-        let (sha256, size) = hash_file(&path)?;
-        pages.push(LocalPage {
-            path,
-            entry: PageEntry {
-                index: i as u32,
-                name,
-                size,
-                sha256,
-            },
-            bytes: None,
-        });
-    }
-    Ok(Scan { pages, skipped })
-}
-
-fn hash_file(path: &Path) -> Result<([u8; 32], u64), ClientError> {
-    let mut f = std::fs::File::open(path).map_err(|e| local_err(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| local_err(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((h.finalize().into(), size))
 }
 
 /// A new job id: time-ordered and unique.
@@ -256,11 +103,14 @@ pub async fn push_dir(
     for (path, why) in &found.skipped {
         eprintln!("warning: skipped {}: {why}", path.display());
     }
-    let pages = found.pages;
+    let mut pages = found.pages;
     let journal = Journal::open(&opts.state_dir, dir, &conn.tenant, &conn.device_id)?;
     let _lock = journal.lock(dir)?;
-    let contents = journal::contents_digest(pages.iter().map(|p| &p.entry));
-    if opts.job.is_none() && !opts.again {
+    // Only a directory this journal saw committed can be committed already: its pages are
+    // hashed first, to compare. Any other is read once, hashed while it is sent.
+    if opts.job.is_none() && !opts.again && journal.remembers_commits() {
+        pages = hashed(pages).await?;
+        let contents = journal::contents_digest(pages.iter().map(|p| &p.entry));
         if let Some(done) = journal.committed(&contents)? {
             return Ok(PushReport {
                 job_id: done,
@@ -274,9 +124,9 @@ pub async fn push_dir(
     }
     let upload = choose_upload(&journal, opts)?;
     journal.begin(&upload.job_id, upload.id)?;
-    let (todo, skipped) = open_job(conn, &upload, &pages).await?;
+    let (mut pages, todo, skipped) = open_job(conn, &upload, pages).await?;
     let progress = opts.progress.as_ref();
-    send_all(
+    let sent = send_all(
         conn,
         &upload,
         todo,
@@ -286,6 +136,11 @@ pub async fn push_dir(
         progress,
     )
     .await?;
+    for (index, sha256) in sent {
+        let page = &mut pages[index as usize];
+        (page.entry.sha256, page.hashed) = (sha256, true);
+    }
+    let contents = journal::contents_digest(pages.iter().map(|p| &p.entry));
     let (n, bytes) = commit(conn, &upload, pages.len() as u32).await?;
     journal.committed_as(&upload.job_id, &contents)?;
     Ok(PushReport {
@@ -325,10 +180,11 @@ pub async fn push_pages<R: Read>(
                 size: buf.len() as u64,
                 sha256: Sha256::digest(&buf).into(),
             },
+            hashed: true,
             bytes: Some(buf.into()),
         });
     }
-    let (todo, skipped) = open_job(conn, upload, &held).await?;
+    let (held, todo, skipped) = open_job(conn, upload, held).await?;
     send_all(conn, upload, todo, skipped, held.len(), concurrency, None).await?;
     let (pages, bytes) = commit(conn, upload, held.len() as u32).await?;
     Ok(PushReport {
@@ -363,13 +219,21 @@ fn choose_upload(journal: &Journal, opts: &PushOptions) -> Result<Upload, Client
     })
 }
 
-/// Opens the job on the server and returns the pages it does not hold yet, and how many it
-/// does. A page the server holds with other contents means the directory changed.
+/// Hashes every page not hashed yet, on a blocking thread.
+async fn hashed(mut pages: Vec<LocalPage>) -> Result<Vec<LocalPage>, ClientError> {
+    tokio::task::spawn_blocking(move || hash_pages(&mut pages).map(|()| pages))
+        .await
+        .expect("hashing task panicked")
+}
+
+/// Opens the job on the server and returns the pages (those it holds now hashed, to
+/// compare), the pages it does not hold yet, and how many it does. A page the server holds
+/// with other contents means the directory changed.
 async fn open_job(
     conn: &Connection,
     upload: &Upload,
-    pages: &[LocalPage],
-) -> Result<(Vec<LocalPage>, u32), ClientError> {
+    pages: Vec<LocalPage>,
+) -> Result<(Vec<LocalPage>, Vec<LocalPage>, u32), ClientError> {
     let job_id = &upload.job_id;
     let status = conn
         .call(&Frame::JobOpen {
@@ -387,10 +251,24 @@ async fn open_job(
             "expected JobStatus, got {status:?}"
         )));
     };
+    let stored: std::collections::HashMap<u32, &PageEntry> =
+        stored.iter().map(|s| (s.index, s)).collect();
+    let mut pages = pages;
+    if pages
+        .iter()
+        .any(|p| !p.hashed && stored.contains_key(&p.entry.index))
+    {
+        let (held, rest): (Vec<_>, Vec<_>) = pages
+            .into_iter()
+            .partition(|p| stored.contains_key(&p.entry.index));
+        pages = hashed(held).await?;
+        pages.extend(rest);
+        pages.sort_by_key(|p| p.entry.index);
+    }
     let mut todo = Vec::new();
     let mut skipped = 0u32;
-    for p in pages {
-        match stored.iter().find(|s| s.index == p.entry.index) {
+    for p in &pages {
+        match stored.get(&p.entry.index) {
             Some(s) if s.sha256 == p.entry.sha256 && s.size == p.entry.size => skipped += 1,
             Some(_) => {
                 return Err(local_err(
@@ -407,7 +285,7 @@ async fn open_job(
             message: format!("job {job_id} is already committed with other pages"),
         });
     }
-    Ok((todo, skipped))
+    Ok((pages, todo, skipped))
 }
 
 /// A progress bar over `total_bytes` when stderr is a terminal and bars were asked for.
@@ -433,7 +311,7 @@ fn progress_bar(
 }
 
 /// Sends `todo` on up to `concurrency` streams at once, with a bar in `progress` if given;
-/// the first error, if any.
+/// the index and acknowledged SHA-256 of each page, or the first error.
 async fn send_all(
     conn: &Connection,
     upload: &Upload,
@@ -442,7 +320,7 @@ async fn send_all(
     page_total: usize,
     concurrency: usize,
     progress: Option<&indicatif::MultiProgress>,
-) -> Result<(), ClientError> {
+) -> Result<Vec<(u32, [u8; 32])>, ClientError> {
     let job_id = &upload.job_id;
     let total_bytes: u64 = todo.iter().map(|p| p.entry.size).sum();
     let tty = std::io::stderr().is_terminal();
@@ -452,7 +330,7 @@ async fn send_all(
         format!("{job_id} pages {skipped}/{page_total}"),
     );
     let done = Arc::new(std::sync::atomic::AtomicU32::new(skipped));
-    let results: Vec<Result<(), ClientError>> = stream::iter(todo)
+    let results: Vec<Result<(u32, [u8; 32]), ClientError>> = stream::iter(todo)
         .map(|p| {
             let (bar, done) = (bar.clone(), done.clone());
             async move {
@@ -464,7 +342,7 @@ async fn send_all(
                         eprintln!("stored page {n}/{page_total} of {job_id}: {}", p.entry.name);
                     }
                 }
-                r
+                r.map(|sha256| (p.entry.index, sha256))
             }
         })
         .buffer_unordered(concurrency.max(1))
@@ -481,7 +359,7 @@ async fn send_with_retry(
     upload: &Upload,
     p: &LocalPage,
     bar: &ProgressBar,
-) -> Result<(), ClientError> {
+) -> Result<[u8; 32], ClientError> {
     let mut r = send_page(conn, upload, p, bar).await;
     let delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
@@ -539,56 +417,6 @@ async fn commit(
         Frame::JobCommitted { pages, bytes } => Ok((pages, bytes)),
         other => Err(ClientError::Protocol(format!(
             "expected JobCommitted, got {other:?}"
-        ))),
-    }
-}
-
-/// Streams one page and waits for its acknowledgement.
-pub async fn send_page(
-    conn: &Connection,
-    upload: &Upload,
-    page: &LocalPage,
-    bar: &ProgressBar,
-) -> Result<(), ClientError> {
-    let (mut send, mut reader) = conn
-        .open(&Frame::PagePut {
-            tenant: conn.tenant.clone(),
-            job_id: upload.job_id.clone(),
-            page: page.entry.clone(),
-            upload: Some(upload.id),
-        })
-        .await?;
-    let mut pieces = match &page.bytes {
-        Some(b) => in_pieces(b.clone()),
-        None => read_pieces(page.path.clone()),
-    };
-    let written = async {
-        while let Some(piece) = pieces.recv().await {
-            let piece = piece.map_err(|e| local_err(&page.path, e))?;
-            let n = piece.len();
-            write_data(&mut send, piece).await?;
-            bar.inc(n as u64);
-        }
-        write_frame(&mut send, &Frame::PageEnd).await?;
-        let _ = send.finish();
-        Ok::<(), ClientError>(())
-    }
-    .await;
-    match written {
-        Ok(()) => {}
-        // The server stopped reading: it already has the page, or refused it. Its answer says which.
-        Err(ClientError::Stream(StreamError::Write(quinn::WriteError::Stopped(_)))) => {}
-        Err(e) => return Err(e),
-    }
-    match expect_answer(&mut reader).await? {
-        Frame::PageStored { index, sha256 }
-            if index == page.entry.index && sha256 == page.entry.sha256 =>
-        {
-            Ok(())
-        }
-        other => Err(ClientError::Protocol(format!(
-            "expected PageStored for page {}, got {other:?}",
-            page.entry.index
         ))),
     }
 }
