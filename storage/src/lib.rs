@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod faults;
+mod sync;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -125,24 +126,39 @@ pub struct Store {
     name: String,
     /// The directory of a local store: where a crashed writer's staging files may be.
     local_root: Option<std::path::PathBuf>,
+    /// A local store's writes wait for this before they count as stored.
+    syncer: Option<Arc<sync::Syncer>>,
 }
 
 impl Store {
     /// A store on the local filesystem under `root` (created if missing). Objects are written
-    /// to a staging file and renamed into place, with fsync, so none is ever seen half-written.
+    /// to a staging file and renamed into place, so none is ever seen half-written, and a
+    /// write returns only once it is on stable storage: on Linux after a `syncfs` of the
+    /// filesystem shared with the writes finishing at the same time ([`sync`]), elsewhere
+    /// after an fsync of the file and its directory.
     pub fn local(root: &FsPath) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(root).map_err(|e| StoreError::Unavailable {
-            store: format!("local:{}", root.display()),
+        let name = format!("local:{}", root.display());
+        let unavailable = |e: std::io::Error| StoreError::Unavailable {
+            store: name.clone(),
             message: e.to_string(),
-        })?;
+        };
+        std::fs::create_dir_all(root).map_err(unavailable)?;
+        let syncer = if cfg!(target_os = "linux") {
+            Some(Arc::new(
+                sync::Syncer::for_directory(root).map_err(unavailable)?,
+            ))
+        } else {
+            None
+        };
         let fs = object_store::local::LocalFileSystem::new_with_prefix(root)
             .map_err(|e| map_err("local", "", e))?
             .with_automatic_cleanup(true)
-            .with_fsync(true);
+            .with_fsync(syncer.is_none());
         Ok(Store {
             inner: Arc::new(fs),
-            name: format!("local:{}", root.display()),
+            name,
             local_root: Some(root.to_path_buf()),
+            syncer,
         })
     }
 
@@ -174,6 +190,7 @@ impl Store {
             inner: Arc::new(s3),
             name,
             local_root: None,
+            syncer: None,
         })
     }
 
@@ -197,6 +214,7 @@ impl Store {
             inner: Arc::new(az),
             name,
             local_root: None,
+            syncer: None,
         })
     }
 
@@ -206,6 +224,7 @@ impl Store {
             inner: Arc::new(object_store::memory::InMemory::new()),
             name: "memory".into(),
             local_root: None,
+            syncer: None,
         }
     }
 
@@ -215,6 +234,7 @@ impl Store {
             inner,
             name: name.into(),
             local_root: None,
+            syncer: None,
         }
     }
 
@@ -227,6 +247,7 @@ impl Store {
                 inner,
                 name: self.name.clone(),
                 local_root: self.local_root.clone(),
+                syncer: self.syncer.clone(),
             },
             f,
         )
@@ -254,8 +275,8 @@ impl Store {
         self.inner
             .put_opts(&path, PutPayload::from_bytes(bytes), opts)
             .await
-            .map(|_| ())
-            .map_err(|e| map_err(&self.name, key, e))
+            .map_err(|e| map_err(&self.name, key, e))?;
+        durable(&self.syncer, &self.inner, &path, &self.name).await
     }
 
     /// Starts a streamed upload of a large object. Fails with `AlreadyExists` if an object is
@@ -281,6 +302,7 @@ impl Store {
             writer: Some(WriteMultipart::new_with_chunk_size(up, PART_SIZE)),
             key: key.into(),
             store: self.name.clone(),
+            durable: self.syncer.clone().map(|s| (s, self.inner.clone(), path)),
         })
     }
 
@@ -453,6 +475,9 @@ pub struct Upload {
     writer: Option<WriteMultipart>,
     key: String,
     store: String,
+    /// A local store's syncer, the store and the object: the finished object counts only
+    /// once synced.
+    durable: Option<(Arc<sync::Syncer>, Arc<dyn ObjectStore>, Path)>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -477,8 +502,11 @@ impl Upload {
         let w = self.writer.take().expect("upload already finished");
         w.finish()
             .await
-            .map(|_| ())
-            .map_err(|e| map_err(&self.store, &self.key, e))
+            .map_err(|e| map_err(&self.store, &self.key, e))?;
+        match self.durable.take() {
+            Some((syncer, inner, path)) => durable(&Some(syncer), &inner, &path, &self.store).await,
+            None => Ok(()),
+        }
     }
 
     /// Discards the upload and everything written so far.
@@ -507,6 +535,30 @@ impl Drop for Upload {
     }
 }
 
+/// Waits until the object just written at `path` is on stable storage (a local store's
+/// batched sync; nothing to wait for elsewhere). If that fails the object is deleted: it was
+/// never acknowledged, and a retry must write it again rather than find it and trust it.
+async fn durable(
+    syncer: &Option<Arc<sync::Syncer>>,
+    inner: &Arc<dyn ObjectStore>,
+    path: &Path,
+    store: &str,
+) -> Result<(), StoreError> {
+    let Some(syncer) = syncer else {
+        return Ok(());
+    };
+    match syncer.sync().await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = inner.delete(path).await;
+            Err(StoreError::Unavailable {
+                store: store.into(),
+                message: format!("the object could not be made durable (syncfs: {e})"),
+            })
+        }
+    }
+}
+
 fn map_err(store: &str, key: &str, e: object_store::Error) -> StoreError {
     match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound(key.into()),
@@ -528,160 +580,4 @@ fn staging_suffix(n: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn crash_leftovers_of_one_key_are_removed_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::local(dir.path()).unwrap();
-        store
-            .put_new("t/j/p1", Bytes::from_static(b"kept"))
-            .await
-            .unwrap();
-        let d = dir.path().join("t/j");
-        for f in ["p1#17", "p1#3", "p1#x", "p10#1", "p2#1"] {
-            std::fs::write(d.join(f), b"staged").unwrap();
-        }
-        assert_eq!(store.remove_crash_leftovers("t/j/p1").unwrap(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["p1", "p1#x", "p10#1", "p2#1"]);
-        assert_eq!(store.remove_crash_leftovers("t/none/p1").unwrap(), 0);
-        assert_eq!(Store::memory().remove_crash_leftovers("t/j/p1").unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn every_crash_leftover_under_a_prefix_is_removed_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::local(dir.path()).unwrap();
-        for key in ["t/j/pages/000001", "t/j/manifest", "t/j2/pages/000001"] {
-            store
-                .put_new(key, Bytes::from_static(b"kept"))
-                .await
-                .unwrap();
-        }
-        for f in [
-            "j/pages/000001#1",
-            "j/pages/000002#12",
-            "j/manifest#3",
-            "j/pages/x#y",
-            "j2/pages/000001#1",
-        ] {
-            std::fs::write(dir.path().join("t").join(f), b"staged").unwrap();
-        }
-        assert_eq!(store.remove_leftovers_under("t/j").unwrap(), 3);
-        let root = format!("{}/", dir.path().display());
-        let mut left: Vec<String> = walk(dir.path())
-            .into_iter()
-            .map(|p| p.strip_prefix(&root).unwrap().to_string())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                "t/j/manifest",
-                "t/j/pages/000001",
-                "t/j/pages/x#y",
-                "t/j2/pages/000001",
-                "t/j2/pages/000001#1"
-            ]
-        );
-        assert_eq!(store.remove_leftovers_under("t/none").unwrap(), 0);
-        assert_eq!(Store::memory().remove_leftovers_under("t/j").unwrap(), 0);
-    }
-
-    async fn exercise(store: Store) {
-        store
-            .put_new("t/a/1", Bytes::from_static(b"one"))
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.put_new("t/a/1", Bytes::from_static(b"two")).await,
-            Err(StoreError::AlreadyExists(_))
-        ));
-        assert_eq!(
-            store.get("t/a/1").await.unwrap(),
-            Bytes::from_static(b"one")
-        );
-
-        let mut up = store.begin_upload("t/a/big").await.unwrap();
-        let part = Bytes::from(vec![7u8; 3 * 1024 * 1024]);
-        for _ in 0..4 {
-            up.write(part.clone()).await.unwrap();
-        }
-        assert!(
-            !store.exists("t/a/big").await.unwrap(),
-            "visible before finish"
-        );
-        up.finish().await.unwrap();
-        let got: Vec<Bytes> = store
-            .get_stream("t/a/big")
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(got.iter().map(|b| b.len()).sum::<usize>(), 12 * 1024 * 1024);
-        assert!(matches!(
-            store.begin_upload("t/a/big").await,
-            Err(StoreError::AlreadyExists(_))
-        ));
-
-        let mut up = store.begin_upload("t/a/aborted").await.unwrap();
-        up.write(part.clone()).await.unwrap();
-        up.abort().await.unwrap();
-        assert!(!store.exists("t/a/aborted").await.unwrap());
-
-        store
-            .put_new("t/b/1", Bytes::from_static(b"x"))
-            .await
-            .unwrap();
-        let keys: Vec<String> = store
-            .list("t/a")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        assert_eq!(keys, vec!["t/a/1".to_string(), "t/a/big".to_string()]);
-        store.delete("t/a/1").await.unwrap();
-        store.delete("t/a/1").await.unwrap();
-        assert!(matches!(
-            store.get("t/a/1").await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn memory_store_behaves() {
-        exercise(Store::memory()).await;
-    }
-
-    #[tokio::test]
-    async fn local_store_behaves_and_leaves_no_staging_files() {
-        let dir = tempfile::tempdir().unwrap();
-        exercise(Store::local(dir.path()).unwrap()).await;
-        let mut names = Vec::new();
-        for e in walk(dir.path()) {
-            names.push(e);
-        }
-        assert!(names.iter().all(|n| !n.contains('#')), "{names:?}");
-    }
-
-    fn walk(p: &FsPath) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(p).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-        out
-    }
-}
+mod tests;
