@@ -437,15 +437,24 @@ impl ChunkCipher {
     /// Encrypts `buf` in place and appends the tag. `buf` must hold exactly `chunk_size`
     /// bytes unless `last`.
     pub fn seal_chunk(&self, index: u64, last: bool, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&[0; TAG_LEN]);
+        self.seal_chunk_in_place(index, last, buf);
+    }
+
+    /// As [`ChunkCipher::seal_chunk`] for a chunk laid out where the sealed object will hold
+    /// it: `chunk` is the plaintext followed by `TAG_LEN` bytes of room for the tag.
+    pub fn seal_chunk_in_place(&self, index: u64, last: bool, chunk: &mut [u8]) {
         assert!(index < MAX_CHUNKS, "object exceeds the chunk limit");
-        assert!(buf.len() <= self.chunk_size() && (last || buf.len() == self.chunk_size()));
+        assert!(chunk.len() >= TAG_LEN, "no room for the tag");
+        let (plain, tag_room) = chunk.split_at_mut(chunk.len() - TAG_LEN);
+        assert!(plain.len() <= self.chunk_size() && (last || plain.len() == self.chunk_size()));
         // Unique per key: one chunk key per object, one index per chunk (docs/FORMAT.md).
         let nonce = ring::aead::Nonce::assume_unique_for_key(chunk_nonce(index, last));
         let tag = self
             .aead
-            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(&self.aad), buf.as_mut_slice())
+            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(&self.aad), plain)
             .expect("chunk within AES-GCM limits");
-        buf.extend_from_slice(tag.as_ref());
+        tag_room.copy_from_slice(tag.as_ref());
     }
 
     /// Verifies and decrypts a sealed chunk in place, removing the tag.

@@ -27,6 +27,30 @@ fn round_trips_at_every_chunk_boundary() {
     }
 }
 
+/// A chunk sealed where it lies in a larger buffer is the same bytes as one sealed in its
+/// own vector: same nonce, same tag.
+#[test]
+fn sealing_in_place_matches_sealing_a_chunk_vector() {
+    let kek = SecretKey::generate();
+    let cs = MIN_CHUNK_SIZE as usize;
+    let (_, cipher) = ChunkCipher::create(&kek, kek_ref(), "t/o", Compression::None, cs as u32);
+    for (index, last, n) in [(0, false, cs), (1, true, 5), (7, true, 0)] {
+        let mut own = sample(n);
+        cipher.seal_chunk(index, last, &mut own);
+        let mut laid_out = [vec![1u8; 3], sample(n), vec![0u8; TAG_LEN], vec![2u8; 4]].concat();
+        cipher.seal_chunk_in_place(index, last, &mut laid_out[3..3 + n + TAG_LEN]);
+        assert_eq!(
+            &laid_out[3..3 + n + TAG_LEN],
+            own.as_slice(),
+            "chunk {index}"
+        );
+        assert_eq!(
+            (&laid_out[..3], &laid_out[3 + n + TAG_LEN..]),
+            (&[1u8; 3][..], &[2u8; 4][..])
+        );
+    }
+}
+
 #[test]
 fn wrong_key_object_key_or_kek_ref_fail() {
     let kek = SecretKey::generate();

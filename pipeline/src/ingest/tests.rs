@@ -356,3 +356,25 @@ async fn a_spool_record_names_a_digest_declared_after_the_bytes() {
         .unwrap();
     assert!(again.already_stored);
 }
+
+/// A page sealed whole is laid out chunk by chunk in one buffer: pages ending just before,
+/// at and after chunk boundaries, compressed or not, open to exactly what was sent.
+#[tokio::test]
+async fn pages_sealed_whole_round_trip_at_every_chunk_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::test_pipeline(dir.path(), PipelineConfig::default());
+    let cs = p.config.chunk_size as usize;
+    let text = b"Rechnung Nr. 2026-0815 ".repeat(cs);
+    let mut noise = vec![0u8; 3 * cs + 17];
+    getrandom::fill(&mut noise).unwrap();
+    let sizes = [0, 1, cs - 1, cs, cs + 1, 2 * cs, 3 * cs + 17];
+    for (i, n) in sizes.into_iter().enumerate() {
+        for (j, data) in [&noise[..n], &text[..n]].into_iter().enumerate() {
+            let index = (i * 2 + j) as u32;
+            let r = push(&p, entry(index, data), split(data, 5000))
+                .await
+                .unwrap();
+            assert_eq!(read_back(&p, &r.object_key).await, data, "{n} bytes");
+        }
+    }
+}

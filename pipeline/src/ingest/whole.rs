@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use quire_codecs::sealed::{ChunkCipher, Chunker, Compression, PlainChunk};
+use bytes::Bytes;
+use quire_codecs::sealed::{ChunkCipher, Chunker, Compression, PlainChunk, TAG_LEN};
 use rayon::prelude::*;
 
 use crate::compress::{self, Compressor};
@@ -83,6 +83,51 @@ pub(super) fn choose_compression(first: &[Bytes]) -> (Compression, PageFormat) {
     (compression, format)
 }
 
+/// A whole page's compressed plaintext laid out as its sealed object will hold it: the
+/// header, then each chunk followed by room for its tag. The chunks are then sealed where they
+/// lie, and the buffer is the object: one copy of the page instead of one into chunk buffers
+/// and another into the object. Chunk boundaries are [`quire_codecs::sealed::Chunker`]'s: a
+/// full chunk is final only if nothing follows it.
+struct Layout {
+    out: Vec<u8>,
+    chunk_size: usize,
+    /// Plaintext bytes in the chunk being filled.
+    filled: usize,
+}
+
+impl Layout {
+    fn new(header: &[u8], chunk_size: usize, plain_len: usize) -> Layout {
+        let chunks = plain_len / chunk_size.max(1) + 1;
+        let mut out = Vec::with_capacity(header.len() + plain_len + chunks * TAG_LEN);
+        out.extend_from_slice(header);
+        Layout {
+            out,
+            chunk_size,
+            filled: 0,
+        }
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.filled == self.chunk_size {
+                // More bytes follow: the full chunk is not the last; leave room for its tag.
+                self.out.extend_from_slice(&[0; TAG_LEN]);
+                self.filled = 0;
+            }
+            let n = (self.chunk_size - self.filled).min(data.len());
+            self.out.extend_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+        }
+    }
+
+    /// The buffer with room for the final chunk's tag.
+    fn finish(mut self) -> Vec<u8> {
+        self.out.extend_from_slice(&[0; TAG_LEN]);
+        self.out
+    }
+}
+
 /// Hash, compress and seal a whole page held in memory, on the calling (rayon) thread.
 /// Fails, having wiped the plaintext, if the page is not the one the scanner declared.
 pub(super) fn seal_whole_page(
@@ -95,27 +140,42 @@ pub(super) fn seal_whole_page(
 ) -> Result<(Bytes, StageTimes, (Compression, PageFormat)), PipelineError> {
     let kind = choose_compression(&parts);
     let (header, cipher) = ChunkCipher::create(kek, kek_ref, object_key, kind.0, chunk_size);
-    let mut seq = Sequential::new(kind.0, chunk_size);
-    let mut chunks = seq.absorb(parts);
-    let (digest, _, tail, mut times) = seq.finish();
-    chunks.extend(tail);
+    let plain_len = parts.iter().map(|p| p.len()).sum();
+    let mut layout = Layout::new(header.encoded(), cipher.chunk_size(), plain_len);
+    let (mut hasher, mut compressor) = (PageHasher::new(), Compressor::new(kind.0));
+    let mut times = StageTimes::default();
+    for data in parts {
+        let start = Instant::now();
+        hasher.update(&data);
+        let hashed = Instant::now();
+        layout.push(&compressor.push(&data));
+        times.hash += hashed - start;
+        times.compress += hashed.elapsed();
+        erase::wipe_bytes(data);
+    }
+    let start = Instant::now();
+    let (digest, _) = hasher.finish();
+    let hashed = Instant::now();
+    layout.push(&compressor.finish());
+    let mut out = layout.finish();
+    times.hash += hashed - start;
+    times.compress += hashed.elapsed();
     if let Err(e) = hash::check_digest(declared, digest) {
-        chunks.into_iter().for_each(|c| erase::wipe_vec(c.data));
+        erase::wipe_vec(out);
         return Err(e);
     }
     // Chunks are independent: an idle rayon worker takes some; a busy one leaves them here.
     let sealing = SealClock::default();
-    chunks.par_iter_mut().for_each(|c| {
-        let start = Instant::now();
-        cipher.seal_chunk(c.index, c.last, &mut c.data);
-        sealing.add(start.elapsed());
-    });
+    let region = cipher.chunk_size() + TAG_LEN;
+    let body = &mut out[header.encoded().len()..];
+    let last = body.len().div_ceil(region) - 1;
+    body.par_chunks_mut(region)
+        .enumerate()
+        .for_each(|(index, chunk)| {
+            let start = Instant::now();
+            cipher.seal_chunk_in_place(index as u64, index == last, chunk);
+            sealing.add(start.elapsed());
+        });
     times.seal = sealing.total();
-    let body: usize = chunks.iter().map(|c| c.data.len()).sum();
-    let mut out = BytesMut::with_capacity(header.encoded().len() + body);
-    out.extend_from_slice(header.encoded());
-    for c in chunks {
-        out.extend_from_slice(&c.data);
-    }
-    Ok((out.freeze(), times, kind))
+    Ok((Bytes::from(out), times, kind))
 }
