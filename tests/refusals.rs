@@ -29,17 +29,27 @@ async fn put_raw(
     data: &[u8],
     end: bool,
 ) -> Result<Frame, ClientError> {
-    let (mut send, mut reader) = conn
-        .open(&Frame::PagePut {
-            tenant: tenant.into(),
-            job_id: job.into(),
-            page: e,
-            upload: None,
-        })
-        .await?;
+    let put = Frame::PagePut {
+        tenant: tenant.into(),
+        job_id: job.into(),
+        page: e,
+        upload: None,
+    };
+    send_frames(conn, &put, data, end.then_some(Frame::PageEnd)).await
+}
+
+/// Opens a stream with `first`, sends `data` as Data frames, then `end` if any, finishes,
+/// and reads the answer.
+async fn send_frames(
+    conn: &Connection,
+    first: &Frame,
+    data: &[u8],
+    end: Option<Frame>,
+) -> Result<Frame, ClientError> {
+    let (mut send, mut reader) = conn.open(first).await?;
     let _ = write_data(&mut send, Bytes::copy_from_slice(data)).await;
-    if end {
-        let _ = write_frame(&mut send, &Frame::PageEnd).await;
+    if let Some(end) = end {
+        let _ = write_frame(&mut send, &end).await;
     }
     let _ = send.finish();
     expect_answer(&mut reader).await
@@ -310,20 +320,15 @@ async fn put_digest_after(
     data: &[u8],
     end: Frame,
 ) -> Result<Frame, ClientError> {
-    let (mut send, mut reader) = conn
-        .open(&Frame::PagePutDigestAfter {
-            tenant: "dev".into(),
-            job_id: job.into(),
-            index: 0,
-            name: "Übersicht ».tif".into(),
-            size: size as u64,
-            upload: UPLOAD,
-        })
-        .await?;
-    let _ = write_data(&mut send, Bytes::copy_from_slice(data)).await;
-    let _ = write_frame(&mut send, &end).await;
-    let _ = send.finish();
-    expect_answer(&mut reader).await
+    let put = Frame::PagePutDigestAfter {
+        tenant: "dev".into(),
+        job_id: job.into(),
+        index: 0,
+        name: "Übersicht ».tif".into(),
+        size: size as u64,
+        upload: UPLOAD,
+    };
+    send_frames(conn, &put, data, Some(end)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,19 +355,14 @@ async fn a_digest_after_the_bytes_is_checked_as_one_before_them() {
         msg.contains("PageEnd ends a page begun with PagePutDigestAfter"),
         "{msg}"
     );
-    let (mut send, mut reader) = conn
-        .open(&Frame::PagePut {
-            tenant: "dev".into(),
-            job_id: "j2".into(),
-            page: entry(0, &data),
-            upload: Some(UPLOAD),
-        })
-        .await
-        .unwrap();
-    let _ = write_data(&mut send, Bytes::copy_from_slice(&data)).await;
-    let _ = write_frame(&mut send, &Frame::PageEndDigest(digest)).await;
-    let _ = send.finish();
-    let (code, msg) = refused(expect_answer(&mut reader).await);
+    let put = Frame::PagePut {
+        tenant: "dev".into(),
+        job_id: "j2".into(),
+        page: entry(0, &data),
+        upload: Some(UPLOAD),
+    };
+    let answer = send_frames(&conn, &put, &data, Some(Frame::PageEndDigest(digest))).await;
+    let (code, msg) = refused(answer);
     assert_eq!(code, ErrorCode::Malformed, "{msg}");
     assert!(stored_pages_of(&conn, "j2", Some(UPLOAD)).await.is_empty());
     assert!(server.stored_files().is_empty());

@@ -84,44 +84,24 @@ impl Pipeline {
         entry: PageEntry,
         input: mpsc::Receiver<PageInput>,
     ) -> Result<Receipt, PipelineError> {
-        self.ingest_page_after(Prior::Unknown, tenant, job_id, entry, input)
-            .await
-    }
-
-    /// [`Pipeline::ingest_page_after`] for a page whose SHA-256 comes after its bytes, in
-    /// [`PageInput::End`]; `entry.sha256` is not read. A page already stored is then
-    /// received whole and hashed before it is compared, since only its end says which page
-    /// it is.
-    pub async fn ingest_page_digest_after(
-        &self,
-        prior: Prior,
-        tenant: &str,
-        job_id: &str,
-        entry: PageEntry,
-        input: mpsc::Receiver<PageInput>,
-    ) -> Result<Receipt, PipelineError> {
-        self.ingest(prior, DigestAt::End, tenant, job_id, entry, input)
-            .await
+        self.ingest_page_after(
+            (Prior::Unknown, DigestAt::Start),
+            tenant,
+            job_id,
+            entry,
+            input,
+        )
+        .await
     }
 
     /// [`Pipeline::ingest_page`] for a caller that knows from its records whether the page
-    /// was stored before (see [`Prior`]).
+    /// was stored before (see [`Prior`]), and whose scanner may declare the page's SHA-256
+    /// after its bytes ([`DigestAt::End`], in [`PageInput::End`]; `entry.sha256` is then not
+    /// read). Such a page already stored is received whole and hashed before it is compared,
+    /// since only its end says which page it is.
     pub async fn ingest_page_after(
         &self,
-        prior: Prior,
-        tenant: &str,
-        job_id: &str,
-        entry: PageEntry,
-        input: mpsc::Receiver<PageInput>,
-    ) -> Result<Receipt, PipelineError> {
-        self.ingest(prior, DigestAt::Start, tenant, job_id, entry, input)
-            .await
-    }
-
-    async fn ingest(
-        &self,
-        prior: Prior,
-        at: DigestAt,
+        (prior, at): (Prior, DigestAt),
         tenant: &str,
         job_id: &str,
         mut entry: PageEntry,

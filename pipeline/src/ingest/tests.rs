@@ -31,6 +31,15 @@ async fn push_after(
     e: PageEntry,
     parts: Vec<PageInput>,
 ) -> Result<Receipt, PipelineError> {
+    push_declared((prior, DigestAt::Start), p, e, parts).await
+}
+
+async fn push_declared(
+    declared: (Prior, DigestAt),
+    p: &Pipeline,
+    e: PageEntry,
+    parts: Vec<PageInput>,
+) -> Result<Receipt, PipelineError> {
     let (tx, rx) = mpsc::channel(4);
     let feeder = tokio::spawn(async move {
         for part in parts {
@@ -39,7 +48,7 @@ async fn push_after(
             }
         }
     });
-    let r = p.ingest_page_after(prior, "acme", "job1", e, rx).await;
+    let r = p.ingest_page_after(declared, "acme", "job1", e, rx).await;
     feeder.await.unwrap();
     r
 }
@@ -259,19 +268,7 @@ async fn push_digest_after(
         size: size as u64,
         sha256: [0; 32], // not read: the digest comes after the bytes
     };
-    let (tx, rx) = mpsc::channel(4);
-    let feeder = tokio::spawn(async move {
-        for part in parts {
-            if tx.send(part).await.is_err() {
-                break;
-            }
-        }
-    });
-    let r = p
-        .ingest_page_digest_after(Prior::Unknown, "acme", "job1", e, rx)
-        .await;
-    feeder.await.unwrap();
-    r
+    push_declared((Prior::Unknown, DigestAt::End), p, e, parts).await
 }
 
 #[tokio::test]

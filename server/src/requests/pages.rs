@@ -50,14 +50,9 @@ pub(super) async fn page_put(
     let pipeline = state.pipeline.clone();
     let (t, j, entry) = (tenant.to_string(), job_id.to_string(), page.clone());
     let ingest = tokio::spawn(async move {
-        match digest_at {
-            DigestAt::Start => pipeline.ingest_page_after(prior, &t, &j, entry, rx).await,
-            DigestAt::End => {
-                pipeline
-                    .ingest_page_digest_after(prior, &t, &j, entry, rx)
-                    .await
-            }
-        }
+        pipeline
+            .ingest_page_after((prior, digest_at), &t, &j, entry, rx)
+            .await
     });
     let mut received = 0u64;
     let mut protocol_error: Option<Refusal> = None;
