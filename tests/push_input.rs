@@ -232,3 +232,47 @@ async fn a_page_file_that_changes_while_it_is_sent_is_not_stored() {
     server.push_ok(&job, &["--no-progress"]);
     assert_eq!(server.stored_files().len(), 3, "two pages and the manifest");
 }
+
+/// `quire push` reads each page file once (its SHA-256 is computed while it is sent): the
+/// bytes this process read while pushing a folder (client and in-process server together,
+/// from `/proc/self/io`) stay well under twice the folder's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_file_is_read_once() {
+    use quire_client::push::{push_dir, PushOptions};
+    fn bytes_read() -> u64 {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap();
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+    let server = TestServer::in_process();
+    let conn = server.connect().await;
+    let job = server.path().join("read-once");
+    std::fs::create_dir(&job).unwrap();
+    let size = 20_000_000u64;
+    for i in 0..4u8 {
+        let mut page = vec![0u8; (size / 4) as usize];
+        getrandom::fill(&mut page).unwrap();
+        page[0] = i;
+        std::fs::write(job.join(format!("p{i}.tif")), page).unwrap();
+    }
+    let options = PushOptions {
+        job: None,
+        concurrency: 4,
+        progress: None,
+        state_dir: server.path().join(".quire-push"),
+        again: false,
+        follow_symlinks: false,
+    };
+    let before = bytes_read();
+    let report = push_dir(&conn, &job, &options).await.unwrap();
+    let read = bytes_read() - before;
+    assert_eq!((report.pages, report.bytes), (4, size));
+    assert!(
+        (size..size * 3 / 2).contains(&read),
+        "read {read} bytes to push {size}"
+    );
+    conn.close().await;
+}
