@@ -119,6 +119,18 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// How a local store makes a write durable before it counts as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalSync {
+    /// One `syncfs(2)` of the store's filesystem, shared by the writes finishing together
+    /// (Linux; elsewhere as `Each`). It also flushes whatever else is dirty on that
+    /// filesystem, so it suits a filesystem the store does not share with busy writers.
+    #[default]
+    Batched,
+    /// An fsync of each object's file and of its directory.
+    Each,
+}
+
 /// A handle on one object store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -137,13 +149,18 @@ impl Store {
     /// filesystem shared with the writes finishing at the same time ([`sync`]), elsewhere
     /// after an fsync of the file and its directory.
     pub fn local(root: &FsPath) -> Result<Store, StoreError> {
+        Store::local_with(root, LocalSync::Batched)
+    }
+
+    /// [`Store::local`], syncing each write as `sync` says.
+    pub fn local_with(root: &FsPath, sync: LocalSync) -> Result<Store, StoreError> {
         let name = format!("local:{}", root.display());
         let unavailable = |e: std::io::Error| StoreError::Unavailable {
             store: name.clone(),
             message: e.to_string(),
         };
         std::fs::create_dir_all(root).map_err(unavailable)?;
-        let syncer = if cfg!(target_os = "linux") {
+        let syncer = if cfg!(target_os = "linux") && sync == LocalSync::Batched {
             Some(Arc::new(
                 sync::Syncer::for_directory(root).map_err(unavailable)?,
             ))

@@ -216,3 +216,20 @@ async fn concurrent_local_writes_are_each_stored() {
     }
     assert_eq!(store.list("t").await.unwrap().len(), 50);
 }
+
+/// A local store asked to sync each write does so itself (object_store's fsync of the file
+/// and its directory), without the batching thread.
+#[tokio::test]
+async fn a_local_store_can_sync_each_write_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local_with(dir.path(), LocalSync::Each).unwrap();
+    assert!(store.syncer.is_none());
+    store
+        .put_new("t/j/p", Bytes::from_static(b"page"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("t/j/p").await.unwrap(),
+        Bytes::from_static(b"page")
+    );
+}

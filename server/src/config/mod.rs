@@ -105,6 +105,8 @@ struct LimitsSection {
 struct StoreSection {
     kind: Option<String>,
     path: Option<PathBuf>,
+    /// A local store's syncs: `batched` (default) or `each`.
+    sync: Option<String>,
     endpoint: Option<String>,
     /// The store API's region (S3's `eu-central-1`).
     region: Option<String>,
@@ -135,9 +137,24 @@ fn parse_store(
             reason: "required for this store kind".into(),
         })
     };
+    let local = st.kind.as_deref().unwrap_or("local") == "local";
+    let sync = match (st.sync.as_deref(), local) {
+        (None | Some("batched"), _) => quire_storage::LocalSync::Batched,
+        (Some("each"), true) => quire_storage::LocalSync::Each,
+        (Some(other), _) => {
+            return Err(ConfigError::Invalid {
+                key: format!("{prefix}.sync"),
+                reason: match local {
+                    true => format!("{other:?} is not \"batched\" or \"each\""),
+                    false => "only a local store has syncs to choose".into(),
+                },
+            })
+        }
+    };
     let kind = match st.kind.as_deref().unwrap_or("local") {
         "local" => StoreKind::Local {
             path: st.path.unwrap_or_else(|| data_dir.join("store")),
+            sync,
         },
         "s3" => StoreKind::S3(quire_storage::S3Options {
             endpoint: need("endpoint", st.endpoint)?,
@@ -215,8 +232,11 @@ struct DevSection {
 /// Which object store holds sealed objects.
 #[derive(Debug, Clone)]
 pub enum StoreKind {
-    /// A directory on this machine.
-    Local { path: PathBuf },
+    /// A directory on this machine, and how its writes are synced.
+    Local {
+        path: PathBuf,
+        sync: quire_storage::LocalSync,
+    },
     /// An S3-compatible service.
     S3(quire_storage::S3Options),
     /// An Azure Blob container.
@@ -230,7 +250,7 @@ impl StoreKind {
     /// The store this names, ready to use.
     pub fn open(&self) -> Result<quire_storage::Store, quire_storage::StoreError> {
         match self {
-            StoreKind::Local { path } => quire_storage::Store::local(path),
+            StoreKind::Local { path, sync } => quire_storage::Store::local_with(path, *sync),
             StoreKind::S3(o) => quire_storage::Store::s3(o),
             StoreKind::Azure(o) => quire_storage::Store::azure(o),
             StoreKind::Memory => Ok(quire_storage::Store::memory()),
@@ -241,7 +261,7 @@ impl StoreKind {
 impl PartialEq for StoreKind {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (StoreKind::Local { path: a }, StoreKind::Local { path: b }) => a == b,
+            (StoreKind::Local { path: a, .. }, StoreKind::Local { path: b, .. }) => a == b,
             (StoreKind::Memory, StoreKind::Memory) => true,
             _ => false,
         }

@@ -19,10 +19,40 @@ fn defaults_hold_without_a_file() {
     assert_eq!(
         c.store,
         StoreKind::Local {
-            path: PathBuf::from("quire-data/store")
+            path: PathBuf::from("quire-data/store"),
+            sync: quire_storage::LocalSync::Batched,
         }
     );
     assert!(c.dev_bootstrap);
+}
+
+#[test]
+fn a_local_store_syncs_in_batches_or_each_write() {
+    let each = ServerConfig::from_toml(
+        "[store]
+sync = \"each\"\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        each.store,
+        StoreKind::Local {
+            sync: quire_storage::LocalSync::Each,
+            ..
+        }
+    ));
+    for (text, why) in [
+        (
+            "[store]\nsync = \"never\"\n",
+            "is not \"batched\" or \"each\"",
+        ),
+        (
+            "[store]\nkind = \"memory\"\nsync = \"each\"\n",
+            "only a local store",
+        ),
+    ] {
+        let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+        assert!(e.contains("store.sync") && e.contains(why), "{e}");
+    }
 }
 
 #[test]

@@ -323,7 +323,7 @@ fn beside_data(key: &Path, data_dir: &Path, local_store: Option<&Path>) -> Optio
 
 fn local_store(store: &StoreKind) -> Option<&Path> {
     match store {
-        StoreKind::Local { path } => Some(path),
+        StoreKind::Local { path, .. } => Some(path),
         _ => None,
     }
 }
