@@ -293,7 +293,10 @@ impl Store {
             .put_opts(&path, PutPayload::from_bytes(bytes), opts)
             .await
             .map_err(|e| map_err(&self.name, key, e))?;
-        durable(&self.syncer, &self.inner, &path, &self.name).await
+        match &self.syncer {
+            Some(syncer) => durable(syncer, &self.inner, &path, &self.name).await,
+            None => Ok(()),
+        }
     }
 
     /// Starts a streamed upload of a large object. Fails with `AlreadyExists` if an object is
@@ -521,7 +524,7 @@ impl Upload {
             .await
             .map_err(|e| map_err(&self.store, &self.key, e))?;
         match self.durable.take() {
-            Some((syncer, inner, path)) => durable(&Some(syncer), &inner, &path, &self.store).await,
+            Some((syncer, inner, path)) => durable(&syncer, &inner, &path, &self.store).await,
             None => Ok(()),
         }
     }
@@ -553,17 +556,14 @@ impl Drop for Upload {
 }
 
 /// Waits until the object just written at `path` is on stable storage (a local store's
-/// batched sync; nothing to wait for elsewhere). If that fails the object is deleted: it was
-/// never acknowledged, and a retry must write it again rather than find it and trust it.
+/// batched sync). If that fails the object is deleted: it was never acknowledged, and a
+/// retry must write it again rather than find it and trust it.
 async fn durable(
-    syncer: &Option<Arc<sync::Syncer>>,
+    syncer: &sync::Syncer,
     inner: &Arc<dyn ObjectStore>,
     path: &Path,
     store: &str,
 ) -> Result<(), StoreError> {
-    let Some(syncer) = syncer else {
-        return Ok(());
-    };
     match syncer.sync().await {
         Ok(()) => Ok(()),
         Err(e) => {

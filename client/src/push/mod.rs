@@ -109,7 +109,7 @@ pub async fn push_dir(
     // Only a directory this journal saw committed can be committed already: its pages are
     // hashed first, to compare. Any other is read once, hashed while it is sent.
     if opts.job.is_none() && !opts.again && journal.remembers_commits() {
-        pages = hashed(pages).await?;
+        pages = hashed(pages, |_| true).await?;
         let contents = journal::contents_digest(pages.iter().map(|p| &p.entry));
         if let Some(done) = journal.committed(&contents)? {
             return Ok(PushReport {
@@ -219,11 +219,20 @@ fn choose_upload(journal: &Journal, opts: &PushOptions) -> Result<Upload, Client
     })
 }
 
-/// Hashes every page not hashed yet, on a blocking thread.
-async fn hashed(mut pages: Vec<LocalPage>) -> Result<Vec<LocalPage>, ClientError> {
-    tokio::task::spawn_blocking(move || hash_pages(&mut pages).map(|()| pages))
-        .await
-        .expect("hashing task panicked")
+/// Hashes the pages `which` selects (those not hashed yet), on a blocking thread.
+async fn hashed(
+    mut pages: Vec<LocalPage>,
+    which: impl Fn(&LocalPage) -> bool + Send + 'static,
+) -> Result<Vec<LocalPage>, ClientError> {
+    tokio::task::spawn_blocking(move || {
+        pages
+            .iter_mut()
+            .filter(|p| which(p))
+            .try_for_each(LocalPage::hash)
+            .map(|()| pages)
+    })
+    .await
+    .expect("hashing task panicked")
 }
 
 /// Opens the job on the server and returns the pages (those it holds now hashed, to
@@ -254,16 +263,9 @@ async fn open_job(
     let stored: std::collections::HashMap<u32, &PageEntry> =
         stored.iter().map(|s| (s.index, s)).collect();
     let mut pages = pages;
-    if pages
-        .iter()
-        .any(|p| !p.hashed && stored.contains_key(&p.entry.index))
-    {
-        let (held, rest): (Vec<_>, Vec<_>) = pages
-            .into_iter()
-            .partition(|p| stored.contains_key(&p.entry.index));
-        pages = hashed(held).await?;
-        pages.extend(rest);
-        pages.sort_by_key(|p| p.entry.index);
+    if !stored.is_empty() {
+        let held: std::collections::HashSet<u32> = stored.keys().copied().collect();
+        pages = hashed(pages, move |p| held.contains(&p.entry.index)).await?;
     }
     let mut todo = Vec::new();
     let mut skipped = 0u32;

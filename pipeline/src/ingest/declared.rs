@@ -33,13 +33,17 @@ pub(super) fn declared_digest(
     }
 }
 
-/// Receives a whole page only to learn its SHA-256, declared after its bytes: for a page
-/// already stored (or spooled), whose stored copy is then compared with it. The bytes are
-/// checked against that digest and wiped.
-pub(super) async fn receive_digest(
+/// The digest a page already stored (or spooled) is compared with: the entry's, or, when the
+/// scanner declares it after the bytes, the one learnt by receiving the whole page (its
+/// bytes checked against that digest and wiped).
+pub(super) async fn digest_to_compare(
     entry: &PageEntry,
+    at: DigestAt,
     input: &mut mpsc::Receiver<PageInput>,
 ) -> Result<[u8; 32], PipelineError> {
+    if at == DigestAt::Start {
+        return Ok(entry.sha256);
+    }
     let mut hasher = PageHasher::new();
     loop {
         match input.recv().await {

@@ -115,9 +115,7 @@ impl Pipeline {
         }
         let key = keys::page_key(tenant, job_id, entry.index);
         if let Some(record) = self.spool.pending(&key) {
-            if at == DigestAt::End {
-                entry.sha256 = receive_digest(&entry, &mut input).await?;
-            }
+            entry.sha256 = digest_to_compare(&entry, at, &mut input).await?;
             let stored_bytes = self.same_or_conflict(&record, &entry).await?;
             return Ok(Receipt::new(entry, key, stored_bytes, true));
         }
@@ -125,9 +123,7 @@ impl Pipeline {
             self.config.ack != AckMode::Spooled && entry.size <= self.config.single_put_limit;
         let unchecked = prior == Prior::NotRecorded && small;
         if !unchecked && self.stored_already(tenant, &key).await? {
-            if at == DigestAt::End {
-                entry.sha256 = receive_digest(&entry, &mut input).await?;
-            }
+            entry.sha256 = digest_to_compare(&entry, at, &mut input).await?;
             return self.verify_existing(tenant, entry, key).await;
         }
         // Room in the spool first: while there is none, the page is not read, and QUIC flow
@@ -143,9 +139,7 @@ impl Pipeline {
         // Only the small path's conditional write finds an object left unrecorded: a page
         // that goes the streamed way after all is checked now.
         if unchecked && in_memory.is_none() && self.stored_already(tenant, &key).await? {
-            if at == DigestAt::End {
-                entry.sha256 = receive_digest(&entry, &mut input).await?;
-            }
+            entry.sha256 = digest_to_compare(&entry, at, &mut input).await?;
             return self.verify_existing(tenant, entry, key).await;
         }
         let active = self
@@ -565,7 +559,7 @@ mod manifest;
 mod whole;
 
 pub use declared::DigestAt;
-use declared::{declared_digest, receive_digest};
+use declared::{declared_digest, digest_to_compare};
 use whole::{choose_compression, seal_whole_page, wipe_all, Sequential};
 #[cfg(test)]
 mod tests;
