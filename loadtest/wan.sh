@@ -15,6 +15,7 @@
 # same corpus folders in the same order, scanners x jobs of them) across the same link with
 # rclone to `rclone serve webdav` over HTTPS with a crypt remote (what office scanners do
 # natively: scan to WebDAV), SCANNERS transfers at once, and prints its rate.
+# BIN: a directory holding another build's binaries to run instead of building these.
 # Release builds; rclone and openssl are installed (Debian) when missing and PEER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,12 @@ scanners=${4:-4}
 corpus=${CORPUS:-../shared/corpus/jobs}
 jobs=${JOBS:-7}
 
-cargo build --release --quiet -p quire -p quire-loadtest --bins
-bin=$PWD/target/release
+if [ -n "${BIN:-}" ]; then
+  bin=$(cd "$BIN" && pwd)   # another build's quire, quire-loadtest and linkemu, side by side
+else
+  cargo build --release --quiet -p quire -p quire-loadtest --bins
+  bin=$PWD/target/release
+fi
 
 work=$(mktemp -d)
 cleanup() {
@@ -57,8 +62,11 @@ ip link set qwan-b netns qwan-srv
 ip -n qwan-scan addr add 10.77.0.1/24 dev qwan-a
 ip -n qwan-srv addr add 10.77.0.2/24 dev qwan-b
 for ns in qwan-scan qwan-srv; do ip -n "$ns" link set lo up; done
-ip -n qwan-scan link set qwan-a up
-ip -n qwan-srv link set qwan-b up
+# The queues in front of linkemu hold what it has yet to read: a short one (the default 500
+# packets is 4 ms at 1 Gbit/s) drops bursts while the emulator waits for a core, which the
+# senders would take for link loss. The link's own queue is linkemu's.
+ip -n qwan-scan link set qwan-a txqueuelen 20000 up
+ip -n qwan-srv link set qwan-b txqueuelen 20000 up
 
 # The server, on its embedded defaults, in its namespace.
 mkdir "$work/srv"
@@ -97,9 +105,18 @@ echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONG
 ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
   --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
   --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" --jobs-in-flight "${JOBS_IN_FLIGHT:-1}" 3>&-
+# Packets dropped outside the emulated link (a TUN device's queue towards linkemu, a full
+# socket receive buffer) would read as link loss to the senders: say how many there were.
+for ns in qwan-scan qwan-srv; do
+  ip netns exec "$ns" nstat -az UdpRcvbufErrors UdpInErrors 2>/dev/null | awk -v ns="$ns" \
+    '/^Udp/ { printf "%s: %s %s\n", ns, $1, $2 }' >&2
+  ip -n "$ns" -s link show | awk -v ns="$ns" \
+    '/^[0-9]+:/ { dev = $2 } /TX:/ { getline; printf "%s: %s TX dropped %s\n", ns, dev, $4 }' >&2
+done
 if [ "${PEER:-0}" = 1 ]; then
   command -v rclone > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone > /dev/null
-  # The same folders the scanners pushed: job j of scanner s is corpus job (j*S + s) mod N.
+  # The same folders the scanners pushed: round j of the scanners takes corpus jobs j*S ..
+  # j*S+S-1 (mod N), one each.
   mapfile -t all < <(find "$corpus" -mindepth 1 -maxdepth 1 -type d | sort)
   mkdir "$work/peer-src"
   for i in $(seq 0 $(( scanners * jobs - 1 ))); do

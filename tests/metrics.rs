@@ -1,7 +1,8 @@
 //! The operator's HTTP listener against a real server: `/metrics` counts what a push stored
 //! and what was refused, and passes `promtool check metrics`; `/healthz` answers; `/readyz`
 //! turns unready while the object store (a moto S3 server of this test's own) is down and
-//! ready again once it is back; `--log-format json` writes one JSON object per line.
+//! ready again once it is back; datagrams the kernel drops from the QUIC socket's buffer are
+//! counted; `--log-format json` writes one JSON object per line.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -275,4 +276,52 @@ fn json_logs_are_one_object_per_line() {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
     }
+}
+
+/// The QUIC socket asks for a large receive buffer, and what the kernel drops from it when
+/// the server cannot read in time is counted: a server stopped (SIGSTOP) while datagrams
+/// arrive overflows its buffer, and `/metrics` shows the drops once it runs again.
+#[test]
+fn the_quic_sockets_buffer_and_its_drops_are_on_the_metrics() {
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server =
+        TestServer::start_with_config(&format!("[metrics]\nlisten = \"{metrics_addr}\"\n"));
+    let before = wait_for(metrics_addr, "/metrics", 200);
+    let buffer = sample(&before, "quire_udp_receive_buffer_bytes ");
+    // Linux reports twice the size set; the kernel's default is 208 KiB (416 KiB reported).
+    assert!(buffer > 425_984.0, "{before}");
+    if rustix::process::geteuid().is_root() {
+        assert!(buffer >= quire_net::udp::RECEIVE_BUFFER as f64, "{buffer}");
+    }
+    assert_eq!(sample(&before, "quire_udp_receive_drops_total "), 0.0);
+
+    let stop = |signal: &str| {
+        let ok = Command::new("kill")
+            .args([signal, &server.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal}");
+    };
+    stop("-STOP");
+    let flood = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Twice what the buffer can hold, even counting each datagram at its payload alone.
+    let datagrams = (2.0 * buffer / 1200.0) as usize;
+    for _ in 0..datagrams {
+        // A full buffer makes the kernel drop, not the sender fail.
+        let _ = flood.send_to(&[0x40; 1200], server.addr);
+    }
+    stop("-CONT");
+    let after = wait_for(metrics_addr, "/metrics", 200);
+    let drops = sample(&after, "quire_udp_receive_drops_total ");
+    assert!(
+        drops > 0.0 && drops < datagrams as f64,
+        "{drops} of {datagrams}: {after}"
+    );
+    promtool_accepts(&after);
+    // Still serving: the garbage was read and dropped.
+    server.push_ok(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job"),
+        &["--no-progress"],
+    );
 }

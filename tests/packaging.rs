@@ -1,5 +1,6 @@
 //! What an operator installs besides the binary: the systemd unit (accepted by systemd itself,
-//! sandboxed as the README says), the sample configuration it points at, and the licence.
+//! sandboxed as the README says), the sample configuration it points at, the sysctl file that
+//! lets the QUIC socket have its receive buffer, and the licence.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,4 +106,25 @@ fn the_licence_is_the_one_cargo_toml_names() {
     assert!(licence.contains("Apache License") && licence.contains("Version 2.0, January 2004"));
     let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
     assert!(manifest.contains("license = \"Apache-2.0\""));
+}
+
+/// The sysctl file lifts the kernel's cap far enough for the QUIC socket's whole buffer
+/// (Linux caps the size set, which is half the size it reports), and `sysctl` reads it.
+#[test]
+fn the_sysctl_file_lets_the_quic_socket_have_its_buffer() {
+    let path = root().join("dist/60-quire-udp.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let settings: Vec<(&str, &str)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once('=').expect("key = value"))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    assert_eq!(settings.len(), 1, "{settings:?}");
+    assert_eq!(settings[0].0, "net.core.rmem_max");
+    let cap: usize = settings[0].1.parse().unwrap();
+    assert!(cap >= quire_net::udp::RECEIVE_BUFFER / 2, "{cap}");
+    // The key exists on this kernel (what `sysctl --system` would set).
+    assert!(Path::new("/proc/sys/net/core/rmem_max").exists());
 }

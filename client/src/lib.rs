@@ -200,10 +200,12 @@ pub(crate) fn client_endpoint(
     }
     .parse()
     .expect("valid");
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
-        addr: addr.to_string(),
-        message: e.to_string(),
-    })?;
+    // A large receive buffer for downloads (`get`); pushing receives little.
+    let (mut endpoint, _) =
+        quire_net::udp::endpoint(bind, None).map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        })?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -57,8 +57,7 @@ async fn run_lane(ctx: &Ctx, s: u32, node: usize, conn: &Connection, next_job: &
         if !ctx.more_jobs(j) {
             return;
         }
-        // Round robin: with scanners x jobs = corpus size, every job is pushed exactly once.
-        let idx = (j as usize * ctx.scanners as usize + s as usize) % ctx.corpus.len();
+        let idx = corpus_job(j, s, ctx.scanners, ctx.corpus.len());
         let pages = &ctx.corpus[idx];
         let upload = Upload::new(new_job_id());
         let job_id = upload.job_id.clone();
@@ -103,6 +102,19 @@ async fn run_lane(ctx: &Ctx, s: u32, node: usize, conn: &Connection, next_job: &
     }
 }
 
+/// The corpus job that scanner `s` (of `scanners`) pushes as its `j`-th: round `j` of all
+/// scanners takes the next `scanners` jobs of the corpus in turn (so with scanners x jobs =
+/// corpus size every job is pushed exactly once), and who takes which one rotates from round
+/// to round, so that every scanner pushes the same mix. (Without the rotation, scanner `s`
+/// got only the jobs at `s` modulo the scanner count: with 4 scanners and the corpus's 14
+/// jobs, two scanners got 105 MB each of 240 and the other two 15 MB, and the run measured
+/// two scanners for most of its length.)
+pub(crate) fn corpus_job(j: u32, s: u32, scanners: u32, corpus: usize) -> usize {
+    let scanners = scanners.max(1) as usize;
+    let (j, s) = (j as usize, s as usize);
+    (j * scanners + (s + j) % scanners) % corpus.max(1)
+}
+
 /// Pushes one page and records its acknowledgement latency.
 async fn push_one(
     ctx: &Ctx,
@@ -134,6 +146,42 @@ async fn push_one(
             ctx.nodes.error(node);
             ctx.error(&format!("job {} page {}", upload.job_id, p.entry.index), &e);
             false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::corpus_job;
+
+    #[test]
+    fn scanners_times_jobs_equal_to_the_corpus_push_every_job_once() {
+        for (scanners, jobs) in [(2u32, 7u32), (7, 2), (1, 14), (14, 1)] {
+            let mut taken: Vec<usize> = (0..scanners)
+                .flat_map(|s| (0..jobs).map(move |j| corpus_job(j, s, scanners, 14)))
+                .collect();
+            taken.sort_unstable();
+            assert_eq!(taken, (0..14).collect::<Vec<_>>(), "{scanners} x {jobs}");
+        }
+    }
+
+    /// Every scanner gets jobs of every residue modulo the scanner count, not only its own.
+    #[test]
+    fn each_scanner_pushes_the_whole_mix() {
+        let (scanners, corpus) = (4u32, 14usize);
+        for s in 0..scanners {
+            let mut residues: Vec<usize> = (0..56)
+                .map(|j| corpus_job(j, s, scanners, corpus) % scanners as usize)
+                .collect();
+            residues.sort_unstable();
+            residues.dedup();
+            assert_eq!(residues, vec![0, 1, 2, 3], "scanner {s}");
+            let mut jobs: Vec<usize> = (0..56)
+                .map(|j| corpus_job(j, s, scanners, corpus))
+                .collect();
+            jobs.sort_unstable();
+            jobs.dedup();
+            assert_eq!(jobs.len(), corpus, "scanner {s} sees every job");
         }
     }
 }

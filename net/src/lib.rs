@@ -1,5 +1,5 @@
 //! What both ends of a Quire connection share: frames over QUIC streams ([`stream`]), TLS
-//! configuration and certificate pins ([`tls`]), and credential files ([`credential`]).
+//! configuration and certificate pins ([`tls`]), and credential files ([`credential`]), UDP sockets with room for a burst ([`udp`]).
 //!
 //! The client crate (`quire-client`) and the server crate (`quire-server`) both build on this
 //! one, so neither depends on the other and a scanner vendor's build never pulls in the
@@ -12,6 +12,7 @@ pub mod credential;
 pub mod stream;
 pub mod tls;
 pub mod tunnel;
+pub mod udp;
 
 use zeroize::Zeroizing;
 

@@ -96,6 +96,8 @@ pub(crate) struct State {
     pub signing_keys: crate::signing::Published,
     /// The tenants' time-stamp authorities.
     pub(crate) timestamps: crate::timestamps::Timestamper,
+    /// The QUIC socket's receive buffer, and where to read what it dropped (for `/metrics`).
+    pub udp: quire_net::udp::ReceiveBuffer,
     /// The node's data directory (what a backup copies) and how many backups to keep.
     pub data_dir: std::path::PathBuf,
     pub backup: crate::config::BackupConfig,
@@ -262,7 +264,7 @@ impl Server {
         let mut server_config = crate::identity::server_config(certs.clone())?;
         server_config.transport_config(Arc::new(transport_config(&config)));
         let tcp_tls = crate::identity::tcp_server_config(certs.clone())?;
-        let (endpoint, tunnels) =
+        let (endpoint, udp, tunnels) =
             crate::tunnel::bind_both(config.listen, config.tcp, server_config, tcp_tls)
                 .await
                 .map_err(|source| ServeError::Bind {
@@ -328,6 +330,7 @@ impl Server {
                 signing_keys: Default::default(),
                 timestamps: crate::timestamps::Timestamper::new(config.timestamp_urls.clone())
                     .map_err(|e| ServeError::Bootstrap(format!("time-stamp client: {e}")))?,
+                udp,
                 data_dir: config.data_dir.clone(),
                 backup: config.backup.clone(),
                 audit,

@@ -27,6 +27,8 @@ impl Operator for State {
             replica_pending: self.pipeline.delivery.replica_pending(),
             store_errors: quire_pipeline::StoreErrorKind::ALL
                 .map(|k| self.pipeline.delivery.errors(k)),
+            udp_receive_buffer: self.udp.granted as u64,
+            udp_receive_drops: self.udp.drops().unwrap_or(0),
         })
     }
 

@@ -33,19 +33,27 @@ pub(crate) struct Tunnels {
 
 /// Binds the QUIC endpoint at `listen` and the TCP port `tcp` says, and starts accepting
 /// tunnels. With port 0 (the system picks) and TCP on the same port, a port free for both is
-/// found: one taken on TCP is given back and another tried.
+/// found: one taken on TCP is given back and another tried. A QUIC socket whose receive
+/// buffer the kernel caps short of [`quire_net::udp::RECEIVE_BUFFER`] is logged with advice.
 pub(crate) async fn bind_both(
     listen: SocketAddr,
     tcp: TcpListen,
     server_config: quinn::ServerConfig,
     tls: rustls::ServerConfig,
-) -> std::io::Result<(quinn::Endpoint, Option<Tunnels>)> {
+) -> std::io::Result<(
+    quinn::Endpoint,
+    quire_net::udp::ReceiveBuffer,
+    Option<Tunnels>,
+)> {
     let mut attempts = 0;
     loop {
-        let endpoint = quinn::Endpoint::server(server_config.clone(), listen)?;
+        let (endpoint, buffer) = quire_net::udp::endpoint(listen, Some(server_config.clone()))?;
+        if buffer.is_short() && attempts == 0 {
+            warn!("{}", buffer.advice());
+        }
         let quic = endpoint.local_addr()?;
         match bind(tcp, quic, server_config.clone(), tls.clone()).await {
-            Ok(tunnels) => return Ok((endpoint, tunnels)),
+            Ok(tunnels) => return Ok((endpoint, buffer, tunnels)),
             Err(e) if listen.port() == 0 && tcp == TcpListen::SamePort && attempts < 20 => {
                 debug!(port = quic.port(), error = %e, "port taken on TCP; trying another");
                 attempts += 1;

@@ -54,6 +54,10 @@ pub struct Snapshot {
     pub store_errors: [u64; 4],
     /// Objects in their primary store whose replica copies are still on their way.
     pub replica_pending: u64,
+    /// The QUIC socket's receive buffer as the kernel granted it, in bytes.
+    pub udp_receive_buffer: u64,
+    /// Datagrams the kernel dropped because that buffer was full, since start.
+    pub udp_receive_drops: u64,
 }
 
 /// What the operator's listener asks of the server (implemented by its shared state in
@@ -95,6 +99,8 @@ pub struct Metrics {
     store_errors: IntCounterVec,
     key_cache_hits: IntCounter,
     vault_unwraps: IntCounter,
+    udp_receive_buffer: IntGauge,
+    udp_receive_drops: IntCounter,
     /// The cumulative counts read at the last scrape, of which each scrape adds the growth.
     seen: Mutex<Snapshot>,
 }
@@ -271,6 +277,16 @@ impl Metrics {
                 "quire_vault_unwraps_total",
                 "Unwrap calls to the vault backend (file, KMS or HSM)",
             ),
+            udp_receive_buffer: gauge(
+                &r,
+                "quire_udp_receive_buffer_bytes",
+                "The QUIC socket's receive buffer as the kernel granted it (net.core.rmem_max caps it)",
+            ),
+            udp_receive_drops: counter(
+                &r,
+                "quire_udp_receive_drops_total",
+                "Datagrams the kernel dropped because the QUIC socket's receive buffer was full: scanners take them for network loss and slow down",
+            ),
             registry: r,
             tenants: Mutex::new(HashSet::new()),
             seen: Mutex::new(Default::default()),
@@ -364,6 +380,7 @@ impl Metrics {
         self.audit_unsigned.set(now.audit_unsigned_records as i64);
         self.spool_oldest.set(now.spool_oldest.as_secs_f64());
         self.replica_pending.set(now.replica_pending as i64);
+        self.udp_receive_buffer.set(now.udp_receive_buffer as i64);
         {
             let mut seen = self.seen.lock().expect("metrics lock");
             let grown = |now: u64, before: u64| now.saturating_sub(before);
@@ -375,6 +392,8 @@ impl Metrics {
                 .inc_by(grown(now.audit_records, seen.audit_records));
             self.delivery_retries
                 .inc_by(grown(now.delivery_retries, seen.delivery_retries));
+            self.udp_receive_drops
+                .inc_by(grown(now.udp_receive_drops, seen.udp_receive_drops));
             for (i, kind) in quire_pipeline::StoreErrorKind::ALL.iter().enumerate() {
                 self.store_errors
                     .with_label_values(&[kind.as_str()])
