@@ -113,6 +113,26 @@ for ns in qwan-scan qwan-srv; do
   ip -n "$ns" -s link show | awk -v ns="$ns" \
     '/^[0-9]+:/ { dev = $2 } /TX:/ { getline; printf "%s: %s TX dropped %s\n", ns, dev, $4 }' >&2
 done
+if [ "${GET:-0}" = 1 ]; then
+  # Downloads across the same link: the corpus's job folders pushed GET_COPIES times (default
+  # 4), then fetched back with `quire get`, SCANNERS at once (what the server sends runs its
+  # congestion controller: QUIRE_CONGESTION applies to it too).
+  cred="$work/srv/quire-data/dev/device.cred"
+  mapfile -t folders < <(find "$corpus" -mindepth 1 -maxdepth 1 -type d | sort)
+  for _ in $(seq "${GET_COPIES:-4}"); do
+    ip netns exec qwan-scan "$bin/quire" push --no-progress --again --credential "$cred" \
+      --server 10.77.0.2:4433 --state-dir "$work/push-state" "${folders[@]}" 3>&- \
+      >> "$work/jobs" 2> /dev/null   # one job id per line
+  done
+  got_bytes=$(( $(du -cb "${folders[@]}" | tail -1 | cut -f1) * ${GET_COPIES:-4} ))
+  t0=$(date +%s.%N)
+  xargs -P "$scanners" -I{} ip netns exec qwan-scan "$bin/quire" get --credential "$cred" \
+    --server 10.77.0.2:4433 --job {} --out "$work/got/{}" < "$work/jobs" > /dev/null 3>&-
+  t1=$(date +%s.%N)
+  awk -v b="$got_bytes" -v t0="$t0" -v t1="$t1" -v n="$(wc -l < "$work/jobs")" 'BEGIN {
+    printf "downloads (%d jobs, quire get, %d at once): %.2f MB/s, %d bytes in %.1f s\n", n, '"$scanners"', b / (t1 - t0) / 1e6, b, t1 - t0
+  }' >&2
+fi
 if [ "${PEER:-0}" = 1 ]; then
   command -v rclone > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q rclone > /dev/null
   # The same folders the scanners pushed: round j of the scanners takes corpus jobs j*S ..

@@ -1,5 +1,6 @@
-//! Scanners' connections run Quire's own congestion controller (README, "Performance"; the
-//! controller's behaviour on lossy, shared and long links is tested in `net/src/congestion`).
+//! Scanners' connections, and what the server sends back, run Quire's own congestion
+//! controller (README, "Performance"; the controller's behaviour on lossy, shared and long
+//! links is tested in `net/src/congestion`).
 
 use crate::common::*;
 use quire_client::push::{push_pages, Upload};
@@ -30,4 +31,53 @@ async fn a_scanner_pushes_with_the_bdp_controller_and_its_window_follows_the_ack
         "8 MB acknowledged and the window is still {window} (initial {initial})"
     );
     conn.close().await;
+}
+
+/// What the server sends in bulk (pages to `quire get` and `deliver`) runs the same
+/// controller: an endpoint with the server's own identity and transport settings sends 8 MB,
+/// and its side of the connection has a `BdpController` whose window grew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sends_with_the_bdp_controller() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let id = quire_server::identity::Identity::dev(dir.path()).unwrap();
+    let certs = Arc::new(quire_server::identity::CertResolver::new(&id).unwrap());
+    let mut server_config = quire_server::identity::server_config(certs).unwrap();
+    let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
+    server_config.transport_config(Arc::new(quire_server::transport_config(&config)));
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let sending = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let initial = conn.congestion_state().initial_window();
+        let mut send = conn.open_uni().await.unwrap();
+        send.write_all(&vec![0x5a; 8_000_000]).await.unwrap();
+        send.finish().unwrap();
+        send.stopped().await.unwrap();
+        let controller = conn.congestion_state();
+        (
+            initial,
+            controller.window(),
+            controller.into_any().downcast::<BdpController>().is_ok(),
+        )
+    });
+    let mut client_config =
+        quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN).unwrap();
+    client_config.transport_config(Arc::new(quire_client::transport_config()));
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(client_config);
+    let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+    let mut recv = conn.accept_uni().await.unwrap();
+    assert_eq!(recv.read_to_end(10_000_000).await.unwrap().len(), 8_000_000);
+    let (initial, window, bdp) = sending.await.unwrap();
+    assert!(
+        bdp,
+        "the server's connection does not use quire_net::congestion::BdpController \
+         (is QUIRE_CONGESTION set?)"
+    );
+    assert!(
+        window > initial,
+        "8 MB sent and the window is still {window} (initial {initial})"
+    );
+    conn.close(0u32.into(), b"done");
 }

@@ -413,14 +413,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     // the bottleneck; quinn's Cubic fell to 1.3 and 0.67 MB/s under loss, and quinn's BBR, as
     // fast, had the bottleneck drop more packets than it delivered (`loadtest/wan.sh`,
     // docs/PERFORMANCE.md). `QUIRE_CONGESTION` = bbr, cubic or newreno picks quinn's instead.
-    let factory: std::sync::Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
-        match std::env::var("QUIRE_CONGESTION").as_deref() {
-            Ok("cubic") => std::sync::Arc::new(quinn::congestion::CubicConfig::default()),
-            Ok("newreno") => std::sync::Arc::new(quinn::congestion::NewRenoConfig::default()),
-            Ok("bbr") => std::sync::Arc::new(quinn::congestion::BbrConfig::default()),
-            _ => std::sync::Arc::new(quire_net::congestion::BdpConfig),
-        };
-    transport.congestion_controller_factory(factory);
+    transport.congestion_controller_factory(quire_net::congestion::factory());
     transport.stream_receive_window((8u32 * 1024 * 1024).into());
     transport.receive_window((32u32 * 1024 * 1024).into());
     transport.send_window(16 * 1024 * 1024);

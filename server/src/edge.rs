@@ -215,6 +215,10 @@ pub fn transport_config(config: &ServerConfig) -> quinn::TransportConfig {
     t.receive_window(quinn::VarInt::from_u64(gate::PRE_AUTH_WINDOW).expect("fits"));
     t.send_window(16 * 1024 * 1024);
     t.initial_rtt(quire_net::INITIAL_RTT);
+    // What the server sends in bulk (pages to `quire get` and `deliver`) crosses the same
+    // lossy links as what scanners send: the same controller (quinn's Cubic, before, reads
+    // every random loss as congestion).
+    t.congestion_controller_factory(quire_net::congestion::factory());
     t.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("30 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t

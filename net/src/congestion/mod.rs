@@ -1,4 +1,5 @@
-//! Quire's congestion controller for scanners on lossy branch-office links.
+//! Quire's congestion controller for scanners on lossy branch-office links, and for what the
+//! server sends back across them (downloads with `quire get` and `deliver`).
 //!
 //! quinn's Cubic and NewReno read every lost packet as congestion: at 0.5 % random loss on a
 //! 40 ms link they hold four scanners to a tenth of it. quinn's BBR ignores random loss but
@@ -34,6 +35,18 @@ use std::time::Instant;
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
+
+/// The controller both ends use for what they send: [`BdpConfig`], or quinn's own where
+/// `QUIRE_CONGESTION` says `bbr`, `cubic` or `newreno` (for side-by-side measurements,
+/// docs/PERFORMANCE.md, "Lossy links").
+pub fn factory() -> Arc<dyn ControllerFactory + Send + Sync> {
+    match std::env::var("QUIRE_CONGESTION").as_deref() {
+        Ok("cubic") => Arc::new(quinn::congestion::CubicConfig::default()),
+        Ok("newreno") => Arc::new(quinn::congestion::NewRenoConfig::default()),
+        Ok("bbr") => Arc::new(quinn::congestion::BbrConfig::default()),
+        _ => Arc::new(BdpConfig),
+    }
+}
 
 /// Builds a [`BdpController`] per connection; give it to
 /// `TransportConfig::congestion_controller_factory`.
