@@ -30,10 +30,11 @@ fn a_good_configuration_passes_and_each_fault_is_named() {
     assert!(ok, "{out}{err}");
     assert_eq!(
         out.matches("\nok    ").count() + usize::from(out.starts_with("ok    ")),
-        4,
+        5,
         "{out}"
     );
     assert!(out.contains("write, read and delete work"), "{out}");
+    assert!(out.contains("ok    udp receive buffer: "), "{out}");
     assert!(
         !dir.path().join("quire-data/meta.redb").exists(),
         "--check created the metadata store"

@@ -1,7 +1,7 @@
 //! `quire serve --check`: after the configuration is read, everything the server needs at
 //! start is reached without starting it: the TLS files, the metadata store and vault, every
-//! object store (a probe object written, read back and deleted), the spool key directory.
-//! Besides the probe objects (and a local store's directory) nothing is created. Each line
+//! object store (a probe object written, read back and deleted), the spool key directory,
+//! and what the kernel lets the QUIC socket have of its receive buffer. Besides the probe objects (and a local store's directory) nothing is created. Each line
 //! says what was checked and, on failure, what is wrong.
 
 use std::path::Path;
@@ -66,7 +66,34 @@ pub async fn check(config: &ServerConfig) -> Vec<Finding> {
         found.push(finding(what, probe_store(kind).await));
     }
     found.push(check_key_dir(config));
+    found.extend(check_udp_buffer(Path::new("/proc/sys/net/core/rmem_max")));
     found
+}
+
+/// What the kernel's cap (`rmem_max`, read at `cap_file`) lets the QUIC socket's receive
+/// buffer be for a server without the capability to exceed it, as `dist/quire.service` runs
+/// it (the check itself may run as root, which could). Not a failure when short: the server
+/// runs, and drops datagrams under bursts; the advice says what to do. `None` where the
+/// kernel keeps no such file.
+fn check_udp_buffer(cap_file: &Path) -> Option<Finding> {
+    let cap: usize = std::fs::read_to_string(cap_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let wanted = quire_net::udp::RECEIVE_BUFFER;
+    // Linux caps the size set (half of what it reports) at rmem_max.
+    let buffer = quire_net::udp::ReceiveBuffer {
+        wanted,
+        granted: (wanted / 2).min(cap) * 2,
+        inode: None,
+    };
+    let found = if buffer.is_short() {
+        buffer.advice()
+    } else {
+        format!("{} KiB (net.core.rmem_max is {cap})", buffer.granted / 1024)
+    };
+    Some(finding("udp receive buffer", Ok(found)))
 }
 
 fn check_tls(config: &ServerConfig) -> Finding {
@@ -166,4 +193,29 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
         .map_err(|e| format!("cannot write in {}: {e}", existing.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_udp_buffer_line_follows_the_kernels_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap_file = dir.path().join("rmem_max");
+        std::fs::write(&cap_file, "212992\n").unwrap();
+        let line = check_udp_buffer(&cap_file).unwrap().to_string();
+        assert!(line.starts_with("ok    udp receive buffer: "), "{line}");
+        assert!(
+            line.contains("416 KiB") && line.contains("net.core.rmem_max="),
+            "{line}"
+        );
+        std::fs::write(&cap_file, "16777216\n").unwrap();
+        let line = check_udp_buffer(&cap_file).unwrap().to_string();
+        assert_eq!(
+            line,
+            "ok    udp receive buffer: 16384 KiB (net.core.rmem_max is 16777216)"
+        );
+        assert!(check_udp_buffer(&dir.path().join("missing")).is_none());
+    }
 }
