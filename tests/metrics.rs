@@ -2,7 +2,8 @@
 //! and what was refused, and passes `promtool check metrics`; `/healthz` answers; `/readyz`
 //! turns unready while the object store (a moto S3 server of this test's own) is down and
 //! ready again once it is back; datagrams the kernel drops from the QUIC socket's buffer are
-//! counted; `--log-format json` writes one JSON object per line.
+//! counted, and a server the kernel caps says so; `--log-format json` writes one JSON object per
+//! line.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -323,5 +324,56 @@ fn the_quic_sockets_buffer_and_its_drops_are_on_the_metrics() {
     server.push_ok(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples/scan-job"),
         &["--no-progress"],
+    );
+}
+
+/// A server without the privilege to exceed the kernel's cap, as `dist/quire.service` runs it
+/// (here: user nobody, no capabilities), gets the capped buffer, says so at start with the
+/// sysctl that lifts the cap, and reports the buffer it has.
+#[test]
+fn a_server_the_kernel_caps_says_so_and_reports_what_it_got() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test becomes user nobody: run the suite as root (scripts/test.sh does)"
+    );
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("quire.toml");
+    std::fs::write(
+        &config,
+        with_dev_bootstrap(&format!("[metrics]\nlisten = \"{metrics_addr}\"\n")),
+    )
+    .unwrap();
+    for path in [dir.path(), &config] {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    }
+    let log = dir.path().join("serve.log");
+    let mut server = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all", BIN])
+        .args(["serve", "--listen", "127.0.0.1:0", "--config", "quire.toml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let metrics = wait_for(metrics_addr, "/metrics", 200);
+    let _ = server.kill();
+    let _ = server.wait();
+    let granted = sample(&metrics, "quire_udp_receive_buffer_bytes ") as usize;
+    let wanted = quire_net::udp::RECEIVE_BUFFER;
+    // Linux caps the size set (half the size reported) at rmem_max.
+    assert_eq!(granted, (wanted / 2).min(cap) * 2, "{metrics}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warned = text.contains("net.core.rmem_max=16777216");
+    assert_eq!(
+        warned,
+        granted < wanted,
+        "cap {cap}, granted {granted}: {text}"
     );
 }
