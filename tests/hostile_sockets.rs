@@ -131,3 +131,45 @@ async fn a_silent_connection_is_closed_as_too_slow_not_as_a_bad_credential() {
         other => panic!("closed by {other:?}"),
     }
 }
+
+/// A server that answers over UDP only to refuse (CONNECTION_REFUSED: busy, or too many
+/// handshakes from this address, as for scanners behind one branch office's NAT connecting at
+/// once) is reachable over UDP: a scanner on `auto` keeps trying QUIC, backing off, instead of
+/// going over TCP (slow on lossy links, and kept for the whole session). Here UDP at the port
+/// is an endpoint that refuses everything and TCP at the same port is a real server, so a
+/// scanner that took TCP would connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_refused_over_udp_keeps_to_quic_rather_than_take_tcp() {
+    let port = free_port();
+    let server = TestServer::start_with_config(&format!("[tcp]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let id = quire_server::identity::Identity::dev(dir.path()).unwrap();
+    let certs = Arc::new(quire_server::identity::CertResolver::new(&id).unwrap());
+    let refuser =
+        quinn::Endpoint::server(quire_server::identity::server_config(certs).unwrap(), at).unwrap();
+    let refusals = Arc::new(AtomicU64::new(0));
+    tokio::spawn({
+        let refusals = refusals.clone();
+        async move {
+            while let Some(incoming) = refuser.accept().await {
+                refusals.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+            }
+        }
+    });
+    match quire_client::Connection::connect(&server.device_cred(), Some(at)).await {
+        Ok(conn) => panic!(
+            "connected over {:?}: a refusal over UDP sent the scanner to TCP",
+            conn.transport
+        ),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("refused") && e.contains("not tried"), "{e}");
+        }
+    }
+    assert!(
+        refusals.load(Ordering::Relaxed) > 1,
+        "QUIC was not tried again"
+    );
+}

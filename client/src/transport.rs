@@ -205,8 +205,8 @@ struct Peer<'a> {
     server_name: &'a str,
 }
 
-/// QUIC over UDP; `heard` is set once the server's first answer arrives (UDP gets through
-/// both ways).
+/// QUIC over UDP; `heard` is set once the server first answers (its first flight, or a refusal:
+/// UDP gets through both ways).
 async fn over_udp(
     l: &Peer<'_>,
     config: quinn::ClientConfig,
@@ -310,6 +310,12 @@ async fn handshake(
             Ok(Err(quinn::ConnectionError::ConnectionClosed(c)))
                 if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
             {
+                // A refusal is an answer over UDP: the server is busy (or has too many
+                // handshakes from this address, as for scanners behind one NAT connecting at
+                // once), not out of reach, so TCP would not help: wait for a turn over QUIC.
+                if let Some(h) = heard {
+                    h.send_replace(true);
+                }
                 match delays.next() {
                     Some(d) => tokio::time::sleep(d).await,
                     None => {
