@@ -15,7 +15,9 @@
 # same corpus folders in the same order, scanners x jobs of them) across the same link with
 # rclone to `rclone serve webdav` over HTTPS with a crypt remote (what office scanners do
 # natively: scan to WebDAV), SCANNERS transfers at once, and prints its rate.
-# BIN: a directory holding another build's binaries to run instead of building these.
+# BIN: a directory holding another build's binaries to run instead of building these. IDLE=N
+# connects N more scanners that stay idle (keep-alives) over IDLE_RAMP seconds (default 30)
+# before the pushing ones start: a large fleet behind the same link.
 # Release builds; rclone and openssl are installed (Debian) when missing and PEER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,7 +106,8 @@ fi
 echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONGESTION:-bdp}; ${scanners} scanners x ${jobs} jobs" >&2
 ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
   --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
-  --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" --jobs-in-flight "${JOBS_IN_FLIGHT:-1}" 3>&-
+  --scanners "$scanners" --jobs "$jobs" --concurrency "${CONCURRENCY:-8}" --jobs-in-flight "${JOBS_IN_FLIGHT:-1}" \
+  ${IDLE:+--idle-scanners "$IDLE" --idle-ramp-up "${IDLE_RAMP:-30}"} 3>&-
 # Packets dropped outside the emulated link (a TUN device's queue towards linkemu, a full
 # socket receive buffer) would read as link loss to the senders: say how many there were.
 for ns in qwan-scan qwan-srv; do

@@ -158,16 +158,38 @@ async fn a_scanner_refused_over_udp_keeps_to_quic_rather_than_take_tcp() {
             }
         }
     });
-    match quire_client::Connection::connect(&server.device_cred(), Some(at)).await {
-        Ok(conn) => panic!(
-            "connected over {:?}: a refusal over UDP sent the scanner to TCP",
-            conn.transport
-        ),
-        Err(e) => {
-            let e = e.to_string();
-            assert!(e.contains("refused") && e.contains("not tried"), "{e}");
+    // The command line's own `--transport auto` (the suite also runs with QUIRE_TRANSPORT=tcp).
+    let job = server.path().join("job");
+    std::fs::create_dir(&job).unwrap();
+    write_random_file(&job.join("p0.tif"), 10_000, 1);
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let (dir, job, at) = (server.path().to_path_buf(), job.clone(), at.to_string());
+        move || {
+            let job = job.to_str().unwrap();
+            run(
+                &dir,
+                &[
+                    "push",
+                    job,
+                    "--no-progress",
+                    "--server",
+                    &at,
+                    "--transport",
+                    "auto",
+                ],
+            )
         }
-    }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !ok,
+        "the push went through: a refusal over UDP sent the scanner to TCP: {err}"
+    );
+    assert!(
+        err.contains("refused") && err.contains("not tried"),
+        "{err}"
+    );
     assert!(
         refusals.load(Ordering::Relaxed) > 1,
         "QUIC was not tried again"

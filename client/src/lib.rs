@@ -392,6 +392,12 @@ impl Connection {
         self.conn.congestion_state()
     }
 
+    /// The connection's transport statistics (round trip, congestion window, losses, frames
+    /// sent and received), for diagnostics.
+    pub fn transport_stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
     /// Whether the connection has ended (lost, closed by the server, or timed out).
     pub fn is_closed(&self) -> bool {
         self.conn.close_reason().is_some()
