@@ -1,7 +1,6 @@
 //! Scanners' connections, and what the server sends back, run Quire's own congestion
 //! controller (README, "Performance"; the controller's behaviour on lossy, shared and long
-//! links is tested in `net/src/congestion`); a connection sending a page has its share of the
-//! server's receive budget, not the idle window (`server/src/windows.rs`).
+//! links is tested in `net/src/congestion`); a scanner alone has the largest receive window.
 
 use crate::common::*;
 use quire_client::push::{push_pages, Upload};
@@ -83,11 +82,10 @@ async fn the_server_sends_with_the_bdp_controller() {
     conn.close(0u32.into(), b"done");
 }
 
-/// While a page is being sent the connection has its share of the receive budget (alone: the
-/// largest window, 16 MiB), not the idle window (64 KiB): an 8 MB page never finds the
-/// connection's flow control closed, so the scanner sends no DATA_BLOCKED frame.
+/// A scanner alone on the server has the largest receive window (16 MiB): an 8 MB page never
+/// finds the connection's flow control closed, so the scanner sends no DATA_BLOCKED frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_sending_a_page_has_its_share_of_the_receive_budget() {
+async fn a_scanner_alone_has_the_largest_receive_window() {
     let server = TestServer::in_process();
     let conn = server.connect().await;
     let page: Vec<u8> = (0..8_000_000u32).map(|b| (b * 13 + 5) as u8).collect();
