@@ -36,6 +36,17 @@ impl ReceiveBuffer {
             .find_map(|table| drops_in(&read_bounded(table)?, inode))
     }
 
+    /// What a process that may not exceed the kernel's cap (`net.core.rmem_max` = `cap`)
+    /// gets when it asks for `wanted`: Linux caps the size set, half of what it then reports
+    /// (see [`bind`]).
+    pub fn under_cap(wanted: usize, cap: usize) -> ReceiveBuffer {
+        ReceiveBuffer {
+            wanted,
+            granted: (wanted / 2).min(cap) * 2,
+            inode: None,
+        }
+    }
+
     /// The kernel capped the buffer below what was asked for.
     pub fn is_short(&self) -> bool {
         self.granted < self.wanted

@@ -1,8 +1,9 @@
 //! `quire serve --check`: after the configuration is read, everything the server needs at
 //! start is reached without starting it: the TLS files, the metadata store and vault, every
 //! object store (a probe object written, read back and deleted), the spool key directory,
-//! and what the kernel lets the QUIC socket have of its receive buffer. Besides the probe objects (and a local store's directory) nothing is created. Each line
-//! says what was checked and, on failure, what is wrong.
+//! and what the kernel lets the QUIC socket have of its receive buffer. Besides the probe
+//! objects (and a local store's directory) nothing is created. Each line says what was
+//! checked and, on failure, what is wrong.
 
 use std::path::Path;
 use std::time::Duration;
@@ -81,13 +82,7 @@ fn check_udp_buffer(cap_file: &Path) -> Option<Finding> {
         .trim()
         .parse()
         .ok()?;
-    let wanted = quire_net::udp::RECEIVE_BUFFER;
-    // Linux caps the size set (half of what it reports) at rmem_max.
-    let buffer = quire_net::udp::ReceiveBuffer {
-        wanted,
-        granted: (wanted / 2).min(cap) * 2,
-        inode: None,
-    };
+    let buffer = quire_net::udp::ReceiveBuffer::under_cap(quire_net::udp::RECEIVE_BUFFER, cap);
     let found = if buffer.is_short() {
         buffer.advice()
     } else {

@@ -137,7 +137,8 @@ fn parse_store(
             reason: "required for this store kind".into(),
         })
     };
-    let local = st.kind.as_deref().unwrap_or("local") == "local";
+    let kind = st.kind.as_deref().unwrap_or("local");
+    let local = kind == "local";
     let sync = match (st.sync.as_deref(), local) {
         (None | Some("batched"), _) => quire_storage::LocalSync::Batched,
         (Some("each"), true) => quire_storage::LocalSync::Each,
@@ -151,7 +152,7 @@ fn parse_store(
             })
         }
     };
-    let kind = match st.kind.as_deref().unwrap_or("local") {
+    let kind = match kind {
         "local" => StoreKind::Local {
             path: st.path.unwrap_or_else(|| data_dir.join("store")),
             sync,
