@@ -63,12 +63,7 @@ fn start_enrollments_and_failed_logins_are_on_the_record() {
     }
 
     // Failed logins are written at the minute's end or at shutdown: stop the server.
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    server.signal("-TERM");
     assert!(
         server.wait_exit(Duration::from_secs(30)).is_some(),
         "no exit"

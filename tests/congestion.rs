@@ -40,9 +40,7 @@ async fn a_scanner_pushes_with_the_bdp_controller_and_its_window_follows_the_ack
 async fn the_server_sends_with_the_bdp_controller() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let id = quire_server::identity::Identity::dev(dir.path()).unwrap();
-    let certs = Arc::new(quire_server::identity::CertResolver::new(&id).unwrap());
-    let mut server_config = quire_server::identity::server_config(certs).unwrap();
+    let (mut server_config, id) = dev_quic_server_config(dir.path());
     let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
     server_config.transport_config(Arc::new(quire_server::transport_config(&config)));
     let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();

@@ -76,11 +76,7 @@ fn sigterm_finishes_what_runs_loses_nothing_acknowledged_and_the_scanner_resumes
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    server.signal("-TERM");
     let status = server
         .wait_exit(Duration::from_secs(40))
         .expect("the drain ended");

@@ -144,10 +144,7 @@ async fn a_scanner_refused_over_udp_keeps_to_quic_rather_than_take_tcp() {
     let server = TestServer::start_with_config(&format!("[tcp]\nlisten = \"127.0.0.1:{port}\"\n"));
     let at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let id = quire_server::identity::Identity::dev(dir.path()).unwrap();
-    let certs = Arc::new(quire_server::identity::CertResolver::new(&id).unwrap());
-    let refuser =
-        quinn::Endpoint::server(quire_server::identity::server_config(certs).unwrap(), at).unwrap();
+    let refuser = quinn::Endpoint::server(dev_quic_server_config(dir.path()).0, at).unwrap();
     let refusals = Arc::new(AtomicU64::new(0));
     tokio::spawn({
         let refusals = refusals.clone();

@@ -296,15 +296,7 @@ fn the_quic_sockets_buffer_and_its_drops_are_on_the_metrics() {
     }
     assert_eq!(sample(&before, "quire_udp_receive_drops_total "), 0.0);
 
-    let stop = |signal: &str| {
-        let ok = Command::new("kill")
-            .args([signal, &server.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal}");
-    };
-    stop("-STOP");
+    server.signal("-STOP");
     let flood = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     // Twice what the buffer can hold, even counting each datagram at its payload alone.
     let datagrams = (2.0 * buffer / 1200.0) as usize;
@@ -312,7 +304,7 @@ fn the_quic_sockets_buffer_and_its_drops_are_on_the_metrics() {
         // A full buffer makes the kernel drop, not the sender fail.
         let _ = flood.send_to(&[0x40; 1200], server.addr);
     }
-    stop("-CONT");
+    server.signal("-CONT");
     let after = wait_for(metrics_addr, "/metrics", 200);
     let drops = sample(&after, "quire_udp_receive_drops_total ");
     assert!(

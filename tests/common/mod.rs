@@ -226,6 +226,16 @@ impl TestServer {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`, `-HUP`, `-TERM`) to the child server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} quire");
+    }
+
     /// Peak resident memory of the server so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -659,4 +669,14 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// A QUIC server configuration with a development identity made in `dir` (the server's own
+/// TLS setup, without a server behind it), and that identity, whose certificate clients trust.
+pub fn dev_quic_server_config(
+    dir: &Path,
+) -> (quinn::ServerConfig, quire_server::identity::Identity) {
+    let id = quire_server::identity::Identity::dev(dir).unwrap();
+    let certs = std::sync::Arc::new(quire_server::identity::CertResolver::new(&id).unwrap());
+    (quire_server::identity::server_config(certs).unwrap(), id)
 }

@@ -64,12 +64,7 @@ pub fn pem_der(pem_text: &str) -> Vec<u8> {
 }
 
 pub fn hangup(server: &TestServer, reloads_before: usize) {
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    server.signal("-HUP");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let log = server.log_text();
