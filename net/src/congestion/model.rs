@@ -36,6 +36,9 @@ pub const OVERRUN_DECREASE: f64 = 0.7;
 /// A window never shrinks below this many packets.
 pub const MIN_WINDOW_PACKETS: u64 = 4;
 
+/// Nor grows past this: 8 Gbit/s across a one-second round trip.
+pub const MAX_WINDOW: u64 = 1 << 30;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Doubling each round trip until a queue forms, losses pass the ceiling or the rate
@@ -205,7 +208,11 @@ impl Model {
                     ((self.window as f64 * OVERRUN_DECREASE) as u64).max(self.min_window());
             }
             Phase::Steady => {
-                self.steer(min_rtt, mean_rtt, interval.app_limited, interval.lost > 0);
+                // A flow that delivered under half its window in a round trip is held back by
+                // something else (the receiver's flow control, the application): more window
+                // would not be used, and growing it anyway compounds without bound.
+                let held_elsewhere = interval.app_limited || interval.acked < self.window / 2;
+                self.steer(min_rtt, mean_rtt, held_elsewhere, interval.lost > 0);
             }
         }
     }
@@ -214,7 +221,7 @@ impl Model {
     /// counted queue at all the path has room the flows have not found: the window then grows
     /// by a quarter at once, so that a long fat path fills in a few round trips rather than a
     /// few hundred.
-    fn steer(&mut self, min_rtt: Duration, mean_rtt: Duration, app_limited: bool, lost: bool) {
+    fn steer(&mut self, min_rtt: Duration, mean_rtt: Duration, held: bool, lost: bool) {
         let uncounted = min_rtt + TOLERANCE;
         self.adapt_alpha(mean_rtt.saturating_sub(uncounted), min_rtt, lost);
         let window = self.window as f64;
@@ -225,11 +232,12 @@ impl Model {
             let target = window * uncounted.as_secs_f64() / mean_rtt.as_secs_f64() + alpha;
             (1.0 - SMOOTHING) * window + SMOOTHING * target
         };
-        if app_limited && next > window {
+        if held && next > window {
             // Not using the window says nothing about whether more would fit.
             return;
         }
-        self.window = (next as u64).clamp(self.min_window(), 2 * self.window);
+        let most = self.window.saturating_mul(2).min(MAX_WINDOW);
+        self.window = (next as u64).min(most).max(self.min_window());
     }
 
     /// A queue longer than flows of this kind keep (see [`COMPETING_QUEUE`]) means a flow that

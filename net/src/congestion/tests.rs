@@ -506,6 +506,41 @@ fn an_idle_sender_does_not_grow_its_window() {
     assert_eq!(m.window(), before);
 }
 
+/// A sender its receiver's flow control holds to less than half its window, on a clean path,
+/// keeps its window: growing it each round trip (as it did) overflowed after a minute on
+/// loopback and killed the connection.
+#[test]
+fn a_sender_held_back_by_flow_control_does_not_grow_its_window() {
+    let min_rtt = Duration::from_millis(40);
+    let (mut m, mut now) = steady_model();
+    let before = m.window();
+    for _ in 0..10_000 {
+        // A quarter of the window acknowledged per round trip, none of it queued.
+        for _ in 0..before / 4 / 1200 {
+            m.on_ack(now, now - min_rtt, 1200, false, min_rtt);
+        }
+        now += min_rtt;
+        m.on_end_acks(now, false);
+        assert!(m.window() <= before, "{before} -> {}", m.window());
+    }
+}
+
+/// A path that keeps taking more never takes the window past its ceiling.
+#[test]
+fn the_window_stops_at_its_ceiling() {
+    let min_rtt = Duration::from_millis(40);
+    let (mut m, mut now) = steady_model();
+    for _ in 0..1_000 {
+        // The whole window acknowledged each round trip, in 64 KB acks.
+        for _ in 0..m.window().div_ceil(65_536) {
+            m.on_ack(now, now - min_rtt, 65_536, false, min_rtt);
+        }
+        now += min_rtt;
+        m.on_end_acks(now, false);
+    }
+    assert_eq!(m.window(), super::model::MAX_WINDOW);
+}
+
 #[test]
 fn a_late_joiner_gets_an_equal_share() {
     let mut sim = Sim::new(Link::wan(40, 100.0, 0.0), 2);
