@@ -52,3 +52,4 @@ mod timestamps;
 mod tls_ca;
 mod transport;
 mod udp_blocked;
+mod windows;

@@ -2,8 +2,8 @@
 //! and what was refused, and passes `promtool check metrics`; `/healthz` answers; `/readyz`
 //! turns unready while the object store (a moto S3 server of this test's own) is down and
 //! ready again once it is back; datagrams the kernel drops from the QUIC socket's buffer are
-//! counted, and a server the kernel caps says so; `--log-format json` writes one JSON object per
-//! line.
+//! counted, and a server the kernel caps says so; the credit granted to connected scanners is
+//! reported; `--log-format json` writes one JSON object per line.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -368,4 +368,38 @@ fn a_server_the_kernel_caps_says_so_and_reports_what_it_got() {
         granted < wanted,
         "cap {cap}, granted {granted}: {text}"
     );
+}
+
+/// What connected scanners may make the server buffer is on the metrics: a scanner alone has
+/// the whole 16 MiB share, none of it grown; gone, it holds nothing.
+#[test]
+fn the_credit_granted_to_scanners_is_on_the_metrics() {
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server =
+        TestServer::start_with_config(&format!("[metrics]\nlisten = \"{metrics_addr}\"\n"));
+    let before = wait_for(metrics_addr, "/metrics", 200);
+    assert_eq!(sample(&before, "quire_receive_credit_bytes "), 0.0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conn = rt.block_on(server.connect());
+    let connected = http_get(metrics_addr, "/metrics").unwrap().1;
+    assert_eq!(
+        sample(&connected, "quire_receive_credit_bytes "),
+        quire_server::windows::MAX_CONNECTION_WINDOW as f64,
+        "{connected}"
+    );
+    assert_eq!(sample(&connected, "quire_receive_credit_grown_bytes "), 0.0);
+    promtool_accepts(&connected);
+    rt.block_on(conn.close());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = http_get(metrics_addr, "/metrics").unwrap().1;
+        if sample(&now, "quire_receive_credit_bytes ") == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still granted after the close: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

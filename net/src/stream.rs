@@ -29,6 +29,8 @@ pub struct FrameReader {
     decoder: Decoder,
     lists: Option<Reassembler>,
     finished: bool,
+    /// Adds every byte read, for the server's receive windows (see `FrameReader::counting`).
+    consumed: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl FrameReader {
@@ -39,6 +41,7 @@ impl FrameReader {
             decoder: Decoder::new(),
             lists: Some(Reassembler::new()),
             finished: false,
+            consumed: None,
         }
     }
 
@@ -48,6 +51,13 @@ impl FrameReader {
             lists: None,
             ..Self::new(recv)
         }
+    }
+
+    /// Adds what this reader takes from its stream to `consumed` (shared by a connection's
+    /// streams): the server grows a connection's receive window by what is read from it.
+    pub fn counting(mut self, consumed: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.consumed = Some(consumed);
+        self
     }
 
     /// The next frame; `None` when the peer finished the stream cleanly between frames.
@@ -70,7 +80,15 @@ impl FrameReader {
                 return Ok(self.lists.as_mut().and_then(Reassembler::finish));
             }
             match self.recv.read_chunk(READ_CHUNK, true).await? {
-                Some(chunk) => self.decoder.feed(chunk.bytes),
+                Some(chunk) => {
+                    if let Some(c) = &self.consumed {
+                        c.fetch_add(
+                            chunk.bytes.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                    self.decoder.feed(chunk.bytes)
+                }
                 None => self.finished = true,
             }
         }

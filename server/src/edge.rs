@@ -76,8 +76,8 @@ pub(crate) struct State {
     pub audit: Arc<crate::audit::AuditLog>,
     /// Retention policy per tenant (absent: keep).
     pub retention: std::collections::HashMap<String, crate::retention::Policy>,
-    /// The receive window every authenticated connection has now (see RECEIVE_BUDGET).
-    pub window: std::sync::atomic::AtomicU64,
+    /// Every authenticated connection's receive window (see [`crate::windows`]).
+    pub windows: Arc<crate::windows::Windows>,
     /// Open connections by device, so that disabling a device cuts it off at once.
     pub live: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
     /// The time retention and collection decisions go by.
@@ -116,72 +116,34 @@ impl State {
         }
     }
 
-    fn register(&self, device_id: &str, conn: &quinn::Connection) {
-        let mut live = self.live.lock().expect("live lock poisoned");
-        let list = live.entry(device_id.to_string()).or_default();
-        list.retain(|c| c.close_reason().is_none());
-        list.push(conn.clone());
-        if !self.rebalance_windows(&live) {
-            // The share did not change: only the newcomer needs it.
-            conn.set_receive_window(self.window_varint());
+    /// Lists `conn` under its device and follows its receive window; returns the counter
+    /// its streams' readers add what they read to.
+    fn register(
+        &self,
+        device_id: &str,
+        conn: &quinn::Connection,
+    ) -> Arc<std::sync::atomic::AtomicU64> {
+        {
+            let mut live = self.live.lock().expect("live lock poisoned");
+            let list = live.entry(device_id.to_string()).or_default();
+            list.retain(|c| c.close_reason().is_none());
+            list.push(conn.clone());
         }
+        self.windows.connected(conn)
     }
 
     fn unregister(&self, device_id: &str, conn: &quinn::Connection) {
-        let mut live = self.live.lock().expect("live lock poisoned");
-        if let Some(list) = live.get_mut(device_id) {
-            list.retain(|c| c.stable_id() != conn.stable_id());
-            if list.is_empty() {
-                live.remove(device_id);
+        {
+            let mut live = self.live.lock().expect("live lock poisoned");
+            if let Some(list) = live.get_mut(device_id) {
+                list.retain(|c| c.stable_id() != conn.stable_id());
+                if list.is_empty() {
+                    live.remove(device_id);
+                }
             }
         }
-        self.rebalance_windows(&live);
+        self.windows.closed(conn);
     }
-
-    fn window_varint(&self) -> quinn::VarInt {
-        quinn::VarInt::from_u64(self.window.load(std::sync::atomic::Ordering::Relaxed))
-            .expect("window fits a VarInt")
-    }
-
-    /// Re-sets every connection's receive window if the share of the budget changed (it
-    /// changes only when the count crosses a power of two). Says whether it did.
-    fn rebalance_windows(
-        &self,
-        live: &std::collections::HashMap<String, Vec<quinn::Connection>>,
-    ) -> bool {
-        let n: usize = live.values().map(Vec::len).sum();
-        let window = connection_window(n);
-        if self
-            .window
-            .swap(window, std::sync::atomic::Ordering::Relaxed)
-            == window
-        {
-            return false;
-        }
-        let w = self.window_varint();
-        for c in live.values().flatten() {
-            c.set_receive_window(w);
-        }
-        true
-    }
-}
-
-/// Page bytes all connections together may have in flight towards the server, not yet read
-/// by the pipeline: QUIC buffers up to a connection's receive window for it, so the windows
-/// are this budget shared out, and a fleet of a thousand scanners cannot make the server
-/// buffer gigabytes. A connection alone gets up to [`MAX_CONNECTION_WINDOW`].
-pub const RECEIVE_BUDGET: u64 = 192 * 1024 * 1024;
-/// The largest receive window of one connection.
-pub const MAX_CONNECTION_WINDOW: u64 = 16 * 1024 * 1024;
-/// The smallest: below this a scanner on a long link would stall.
-pub const MIN_CONNECTION_WINDOW: u64 = 128 * 1024;
-
-/// A connection's share of [`RECEIVE_BUDGET`], rounded down to a power of two so that it
-/// changes, and every window is re-set, only a few times as a fleet connects.
-pub fn connection_window(connections: usize) -> u64 {
-    let share = RECEIVE_BUDGET / connections.max(1) as u64;
-    let pow2 = 1u64 << (63 - share.max(1).leading_zeros());
-    pow2.clamp(MIN_CONNECTION_WINDOW, MAX_CONNECTION_WINDOW)
 }
 
 /// A running server.
@@ -210,8 +172,8 @@ pub fn transport_config(config: &ServerConfig) -> quinn::TransportConfig {
     // Windows sized for a few pages in flight per connection on a fast LAN; these bound
     // the memory a scanner can make the server hold.
     t.stream_receive_window((4u32 * 1024 * 1024).into());
-    // Small until the connection authenticates; then re-set as connections come and go
-    // (see RECEIVE_BUDGET).
+    // Small until the connection authenticates; then re-set as connections come and go and
+    // as their links need (see `windows`).
     t.receive_window(quinn::VarInt::from_u64(gate::PRE_AUTH_WINDOW).expect("fits"));
     t.send_window(16 * 1024 * 1024);
     t.initial_rtt(quire_net::INITIAL_RTT);
@@ -319,7 +281,11 @@ impl Server {
                 pipeline,
                 in_flight: slots::PageSlots::default(),
                 live: Default::default(),
-                window: std::sync::atomic::AtomicU64::new(0),
+                windows: crate::windows::Windows::new(
+                    gate::PRE_AUTH_WINDOW,
+                    crate::windows::RECEIVE_BUDGET,
+                    crate::windows::GROWN_BUDGET,
+                ),
                 limits: limits::Limits::new(config.limits),
                 retention: config.retention.clone(),
                 clock,
@@ -372,6 +338,7 @@ impl Server {
                 &config.dev_tenant,
             )?;
         }
+        crate::windows::Windows::spawn_tuner(&server.state.windows);
         crate::cutoff::spawn(&server.state);
         crate::keywatch::spawn(&server.state);
         crate::backup::schedule(&server.state);
@@ -583,7 +550,7 @@ async fn handle_connection(
     debug!(%remote, device = %principal.device_id, tenant = %principal.tenant, "authenticated");
     let principal = Arc::new(principal);
     let open_jobs = Arc::new(requests::OpenJobs::default());
-    state.register(&principal.device_id, &conn);
+    let consumed = state.register(&principal.device_id, &conn);
     state.metrics.connection(1);
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -596,29 +563,10 @@ async fn handle_connection(
             }
         };
         let (state, principal, open) = (state.clone(), principal.clone(), open_jobs.clone());
+        let consumed = consumed.clone();
         tokio::spawn(async move {
-            let reader = FrameReader::requests(recv);
+            let reader = FrameReader::requests(recv).counting(consumed);
             requests::handle_stream(state, principal, open, send, reader).await;
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_receive_budget_is_shared_out_within_bounds() {
-        assert_eq!(connection_window(1), MAX_CONNECTION_WINDOW);
-        assert_eq!(connection_window(12), MAX_CONNECTION_WINDOW);
-        assert_eq!(connection_window(13), 8 * 1024 * 1024);
-        assert_eq!(connection_window(100), 1024 * 1024);
-        assert_eq!(connection_window(1000), 128 * 1024);
-        assert_eq!(connection_window(100_000), MIN_CONNECTION_WINDOW);
-        for n in [1, 7, 13, 100, 999, 1000, 1500] {
-            let w = connection_window(n);
-            assert!(w.is_power_of_two(), "{n}: {w}");
-            assert!(n as u64 * w <= RECEIVE_BUDGET.max(n as u64 * MIN_CONNECTION_WINDOW));
-        }
     }
 }

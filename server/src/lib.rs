@@ -42,11 +42,13 @@ pub mod slots;
 mod sweep;
 mod timestamps;
 mod tunnel;
+pub mod windows;
 
-pub use edge::{connection_window, transport_config, ServeError, Server};
+pub use edge::{transport_config, ServeError, Server};
 pub use gate::{HELLO_DEADLINE, MAX_PENDING_AUTH, MAX_PENDING_PER_SOURCE};
 pub use quire_codecs::wire::{
     CLOSE_AUTH_FAILED, CLOSE_DEVICE_DISABLED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW,
 };
+pub use windows::connection_window;
 
 use edge::State;

@@ -15,6 +15,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 impl Operator for State {
     fn metrics_text(&self) -> String {
         let spool = &self.pipeline.spool;
+        let (receive_credit, receive_credit_grown) = self.windows.credit();
         self.metrics.encode(&Snapshot {
             spool_bytes: spool.used(),
             spool_records: spool.len(),
@@ -29,6 +30,8 @@ impl Operator for State {
                 .map(|k| self.pipeline.delivery.errors(k)),
             udp_receive_buffer: self.udp.granted as u64,
             udp_receive_drops: self.udp.drops().unwrap_or(0),
+            receive_credit,
+            receive_credit_grown,
         })
     }
 

@@ -58,6 +58,10 @@ pub struct Snapshot {
     pub udp_receive_buffer: u64,
     /// Datagrams the kernel dropped because that buffer was full, since start.
     pub udp_receive_drops: u64,
+    /// Page bytes connections may send that the pipeline has not read (their windows and
+    /// the credit granted under larger ones), and the part of it grown beyond the shares.
+    pub receive_credit: u64,
+    pub receive_credit_grown: u64,
 }
 
 /// What the operator's listener asks of the server (implemented by its shared state in
@@ -101,6 +105,8 @@ pub struct Metrics {
     vault_unwraps: IntCounter,
     udp_receive_buffer: IntGauge,
     udp_receive_drops: IntCounter,
+    receive_credit: IntGauge,
+    receive_credit_grown: IntGauge,
     /// The cumulative counts read at the last scrape, of which each scrape adds the growth.
     seen: Mutex<Snapshot>,
 }
@@ -287,6 +293,16 @@ impl Metrics {
                 "quire_udp_receive_drops_total",
                 "Datagrams the kernel dropped because the QUIC socket's receive buffer was full: scanners take them for network loss and slow down",
             ),
+            receive_credit: gauge(
+                &r,
+                "quire_receive_credit_bytes",
+                "Page bytes connected scanners may send that the pipeline has not read yet: the most the server can be made to buffer",
+            ),
+            receive_credit_grown: gauge(
+                &r,
+                "quire_receive_credit_grown_bytes",
+                "The part of quire_receive_credit_bytes granted beyond each connection's share of the budget, to scanners whose link needs a larger window",
+            ),
             registry: r,
             tenants: Mutex::new(HashSet::new()),
             seen: Mutex::new(Default::default()),
@@ -381,6 +397,9 @@ impl Metrics {
         self.spool_oldest.set(now.spool_oldest.as_secs_f64());
         self.replica_pending.set(now.replica_pending as i64);
         self.udp_receive_buffer.set(now.udp_receive_buffer as i64);
+        self.receive_credit.set(now.receive_credit as i64);
+        self.receive_credit_grown
+            .set(now.receive_credit_grown as i64);
         {
             let mut seen = self.seen.lock().expect("metrics lock");
             let grown = |now: u64, before: u64| now.saturating_sub(before);

@@ -1,0 +1,105 @@
+//! Receive windows on real QUIC connections (`quire_server::windows`; the ledger's rules are
+//! tested without sockets beside it): a scanner its window holds back is given a larger one
+//! while it sends, within the grown budget, and gives it back when it stops; a connection
+//! beside it keeps its share.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use quire_codecs::wire::Frame;
+use quire_net::stream::{write_data, FrameReader};
+use quire_server::windows::{Windows, MIN_CONNECTION_WINDOW};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_its_window_holds_back_gets_a_larger_one_and_gives_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server_config, id) = dev_quic_server_config(dir.path());
+    let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
+    server_config.transport_config(Arc::new(quire_server::transport_config(&config)));
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut client_config =
+        quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN).unwrap();
+    client_config.transport_config(Arc::new(quire_client::transport_config()));
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(client_config);
+
+    // Two connections share 256 KiB: each has the smallest share, as in a fleet of 1,500.
+    let grown_budget = 4 * 1024 * 1024;
+    let windows = Windows::new(
+        quire_server::gate::PRE_AUTH_WINDOW,
+        2 * MIN_CONNECTION_WINDOW,
+        grown_budget,
+    );
+    Windows::spawn_tuner(&windows);
+    let connect_one = || async {
+        let (client_side, server_side) = tokio::join!(
+            async { client.connect(addr, "localhost").unwrap().await.unwrap() },
+            async { server.accept().await.unwrap().await.unwrap() }
+        );
+        (client_side, server_side)
+    };
+    let (scanner, sending) = connect_one().await;
+    let (_other, idle) = connect_one().await;
+    let consumed = windows.connected(&sending);
+    windows.connected(&idle);
+    assert_eq!(windows.window(&sending), Some(MIN_CONNECTION_WINDOW));
+
+    let (mut send, _) = scanner.open_bi().await.unwrap();
+    // The server reads what arrives as the request layer does, counting it.
+    let conn = sending.clone();
+    let reading = tokio::spawn(async move {
+        let (_, recv) = conn.accept_bi().await.unwrap();
+        let mut reader = FrameReader::requests(recv).counting(consumed);
+        let mut page_bytes = 0;
+        while let Some(frame) = reader.next().await.unwrap() {
+            if let Frame::Data(d) = frame {
+                page_bytes += d.len();
+            }
+        }
+        page_bytes
+    });
+    // Send until the window has grown (a generous limit: this is not a speed test).
+    let chunk = bytes::Bytes::from(vec![0x42u8; 1024 * 1024]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    let grown = loop {
+        write_data(&mut send, chunk.clone()).await.unwrap();
+        sent += chunk.len();
+        let w = windows.window(&sending).unwrap();
+        if w >= 1024 * 1024 {
+            break w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sent {sent} bytes and the window is still {w}"
+        );
+    };
+    send.finish().unwrap();
+    assert_eq!(reading.await.unwrap(), sent);
+    assert!(
+        scanner.stats().frame_tx.data_blocked > 0,
+        "the scanner never reported its window closed, yet it grew to {grown}"
+    );
+    let (_, grown_credit) = windows.credit();
+    assert!(
+        grown_credit <= grown_budget,
+        "{grown_credit} granted beyond the shares"
+    );
+    assert_eq!(windows.window(&idle), Some(MIN_CONNECTION_WINDOW));
+
+    // Stopped sending: the window halves back to the share.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while windows.window(&sending) != Some(MIN_CONNECTION_WINDOW) {
+        assert!(
+            Instant::now() < deadline,
+            "the window stayed at {:?} after the scanner stopped",
+            windows.window(&sending)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    windows.closed(&sending);
+    windows.closed(&idle);
+    assert_eq!(windows.credit(), (0, 0));
+}
