@@ -17,7 +17,8 @@
 # natively: scan to WebDAV), SCANNERS transfers at once, and prints its rate.
 # BIN: a directory holding another build's binaries to run instead of building these. IDLE=N
 # connects N more scanners that stay idle (keep-alives) over IDLE_RAMP seconds (default 30)
-# before the pushing ones start: a large fleet behind the same link.
+# before the pushing ones start: a large fleet behind the same link. SERVER_TOML: more lines for
+# the server's quire.toml (`\n` between them).
 # Release builds; rclone and openssl are installed (Debian) when missing and PEER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +73,9 @@ ip -n qwan-srv link set qwan-b txqueuelen 20000 up
 
 # The server, on its embedded defaults, in its namespace.
 mkdir "$work/srv"
-printf '[dev]\nbootstrap = true\n' > "$work/srv/quire.toml"   # the scanners use the dev credential
+# The scanners use the dev credential; /metrics says what receive credit the scanners had.
+printf '[dev]\nbootstrap = true\n[metrics]\nlisten = "10.77.0.2:9100"\n' > "$work/srv/quire.toml"
+printf '%b\n' "${SERVER_TOML:-}" >> "$work/srv/quire.toml"   # more of the server's settings
 (cd "$work/srv" && exec ip netns exec qwan-srv "$bin/quire" serve --config quire.toml --listen 10.77.0.2:4433) \
   > "$work/serve.out" 2> "$work/serve.err" 3>&- &
 server_pid=$!
@@ -103,6 +106,11 @@ while True: c.sendall(b)
   sleep 2
 fi
 
+# Receive credit granted to the scanners, sampled each second (the largest is printed).
+(while kill -0 "$server_pid" 2>/dev/null; do
+  ip netns exec qwan-srv curl -s --max-time 1 http://10.77.0.2:9100/metrics | grep '^quire_receive_credit'
+  sleep 1
+done > "$work/credit.log" 2>/dev/null 3>&-) &
 echo "link: RTT ${rtt} ms, ${rate} Mbit/s, loss ${loss}; congestion ${QUIRE_CONGESTION:-bdp}; ${scanners} scanners x ${jobs} jobs" >&2
 ip netns exec qwan-scan "$bin/quire-loadtest" --server 10.77.0.2:4433 \
   --credential "$work/srv/quire-data/dev/device.cred" --corpus "$corpus" \
@@ -116,6 +124,8 @@ for ns in qwan-scan qwan-srv; do
   ip -n "$ns" -s link show | awk -v ns="$ns" \
     '/^[0-9]+:/ { dev = $2 } /TX:/ { getline; printf "%s: %s TX dropped %s\n", ns, dev, $4 }' >&2
 done
+awk '{ if ($2 > max[$1]) max[$1] = $2 } END { for (m in max) printf "largest %s: %.1f MiB\n", m, max[m] / 1048576 }' \
+  "$work/credit.log" >&2
 if [ "${GET:-0}" = 1 ]; then
   # Downloads across the same link: the corpus's job folders pushed GET_COPIES times (default
   # 4), then fetched back with `quire get`, SCANNERS at once (what the server sends runs its

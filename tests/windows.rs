@@ -1,7 +1,7 @@
 //! Receive windows on real QUIC connections (`quire_server::windows`; the ledger's rules are
 //! tested without sockets beside it): a scanner its window holds back is given a larger one
 //! while it sends, within the grown budget, and gives it back when it stops; a connection
-//! beside it keeps its share.
+//! beside it keeps its share. Pages the pipeline has not taken cannot starve the ones it has.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ async fn a_scanner_its_window_holds_back_gets_a_larger_one_and_gives_it_back() {
     };
     let (scanner, sending) = connect_one().await;
     let (_other, idle) = connect_one().await;
-    let consumed = windows.connected(&sending);
+    let flow = windows.connected(&sending);
     windows.connected(&idle);
     assert_eq!(windows.window(&sending), Some(MIN_CONNECTION_WINDOW));
 
@@ -51,7 +51,7 @@ async fn a_scanner_its_window_holds_back_gets_a_larger_one_and_gives_it_back() {
     let conn = sending.clone();
     let reading = tokio::spawn(async move {
         let (_, recv) = conn.accept_bi().await.unwrap();
-        let mut reader = FrameReader::requests(recv).counting(consumed);
+        let mut reader = FrameReader::requests(recv).counting(flow.consumed.clone());
         let mut page_bytes = 0;
         while let Some(frame) = reader.next().await.unwrap() {
             if let Frame::Data(d) = frame {
@@ -102,4 +102,37 @@ async fn a_scanner_its_window_holds_back_gets_a_larger_one_and_gives_it_back() {
     windows.closed(&sending);
     windows.closed(&idle);
     assert_eq!(windows.credit(), (0, 0));
+}
+
+/// The pipeline stores one page at a time here; a scanner sends eight 6 MB pages at once on
+/// one connection. The seven waiting can hold 4 MiB each of what was sent in QUIC's buffers,
+/// more than the connection's 16 MiB window: the page being stored then got no more bytes
+/// and the push stalled for good. Now the waiting pages give their place back (refused as
+/// busy, sent again) and every page is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_the_pipeline_has_not_taken_do_not_starve_the_one_it_has() {
+    use quire_client::push::{push_pages, Upload};
+    let server = TestServer::in_process_with(
+        "[pipeline]\nmax_active_pages = 1\n",
+        Arc::new(quire_server::clock::SystemClock),
+    );
+    let conn = server.connect().await;
+    let pages: Vec<(String, std::io::Cursor<Vec<u8>>)> = (0..8u32)
+        .map(|i| {
+            let body: Vec<u8> = (0..6_000_000u32)
+                .map(|b| (b.wrapping_mul(2_654_435_761) >> (i + 3)) as u8)
+                .collect();
+            (format!("page-{i}.bin"), std::io::Cursor::new(body))
+        })
+        .collect();
+    let upload = Upload::new("starving-job");
+    // A bound on a hang, not a speed test: the push took under 10 s here.
+    let pushed = tokio::time::timeout(
+        Duration::from_secs(180),
+        push_pages(&conn, &upload, pages, 8),
+    )
+    .await
+    .expect("the push stalled: the page being stored got no bytes");
+    pushed.unwrap();
+    conn.close().await;
 }

@@ -116,13 +116,9 @@ impl State {
         }
     }
 
-    /// Lists `conn` under its device and follows its receive window; returns the counter
-    /// its streams' readers add what they read to.
-    fn register(
-        &self,
-        device_id: &str,
-        conn: &quinn::Connection,
-    ) -> Arc<std::sync::atomic::AtomicU64> {
+    /// Lists `conn` under its device and follows its receive window; returns what its
+    /// requests share about its flow.
+    fn register(&self, device_id: &str, conn: &quinn::Connection) -> Arc<crate::windows::Flow> {
         {
             let mut live = self.live.lock().expect("live lock poisoned");
             let list = live.entry(device_id.to_string()).or_default();
@@ -550,7 +546,7 @@ async fn handle_connection(
     debug!(%remote, device = %principal.device_id, tenant = %principal.tenant, "authenticated");
     let principal = Arc::new(principal);
     let open_jobs = Arc::new(requests::OpenJobs::default());
-    let consumed = state.register(&principal.device_id, &conn);
+    let flow = state.register(&principal.device_id, &conn);
     state.metrics.connection(1);
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -563,10 +559,10 @@ async fn handle_connection(
             }
         };
         let (state, principal, open) = (state.clone(), principal.clone(), open_jobs.clone());
-        let consumed = consumed.clone();
+        let flow = flow.clone();
         tokio::spawn(async move {
-            let reader = FrameReader::requests(recv).counting(consumed);
-            requests::handle_stream(state, principal, open, send, reader).await;
+            let reader = FrameReader::requests(recv).counting(flow.consumed.clone());
+            requests::handle_stream(state, (principal, open, flow), send, reader).await;
         });
     }
 }

@@ -3,7 +3,8 @@
 //! A page's way through this crate, from the QUIC edge to the pipeline:
 //! - [`edge`]: the endpoint; accepts connections, holds them at the pre-authentication
 //!   [`gate`] (QUIC Retry, per-source caps, a short `Hello` deadline), authenticates them
-//!   ([`auth`]) and hands each stream to the request layer.
+//!   ([`auth`]) and hands each stream to the request layer; [`windows`] sizes each
+//!   connection's receive window (what QUIC may buffer for it) within a memory budget.
 //! - [`requests`]: one function per request kind; every request is first put to the access
 //!   [`policy`] (a pure function of principal and request), then admitted by the [`limits`],
 //!   then handed to `quire-pipeline` (hash, compress, seal, spool, store).

@@ -17,7 +17,7 @@
 //! scanners then made the server hold 1,142 MiB; docs/PERFORMANCE.md.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ pub const MIN_CONNECTION_WINDOW: u64 = 128 * 1024;
 /// How often windows are grown or shrunk: growing from the smallest share to 4 MiB takes
 /// five ticks.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Ticks a connection may go without a byte read while one of its pages waits for bytes,
+/// before it counts as starved (see [`Flow`]).
+pub const STARVED_TICKS: u32 = 10;
 
 /// A connection's share of [`RECEIVE_BUDGET`], rounded down to a power of two so that it
 /// changes, and every window is re-set, only a few times as a fleet connects.
@@ -237,12 +240,72 @@ impl Ledger {
     }
 }
 
-/// A connection the windows follow: its QUIC handle, the bytes read from it (counted by its
-/// streams' readers) and the DATA_BLOCKED frames its scanner had sent when last asked.
+/// What a connection's requests share about its flow.
+///
+/// Pages the pipeline has not taken yet (it stores a few at a time) stop being read, and
+/// what their scanner already sent stays in QUIC's buffers, on the connection's credit. If
+/// such pages hold all of it, a page the pipeline did take can get no more bytes: the
+/// connection is starved, and with it the pipeline's place. So when a page of a connection
+/// waits for bytes and nothing at all is read from the connection for [`STARVED_TICKS`],
+/// the pages not yet taken are told to give their place back (they are refused as busy,
+/// their streams stopped, and the scanner sends them again).
+#[derive(Debug, Default)]
+pub struct Flow {
+    /// Bytes read from the connection (added by its streams' readers).
+    pub consumed: Arc<AtomicU64>,
+    awaiting: AtomicUsize,
+    starved: tokio::sync::Notify,
+}
+
+impl Flow {
+    /// Counts a page as waiting for bytes until the guard is dropped.
+    pub fn awaiting(&self) -> Awaiting<'_> {
+        self.awaiting.fetch_add(1, Ordering::Relaxed);
+        Awaiting(self)
+    }
+
+    /// Resolves the next time the connection starves.
+    pub async fn starved(&self) {
+        self.starved.notified().await
+    }
+}
+
+/// A page waiting for bytes (see [`Flow::awaiting`]).
+pub struct Awaiting<'a>(&'a Flow);
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        self.0.awaiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection the windows follow: its QUIC handle, its flow, and what was seen of it at
+/// the last tick.
 struct Followed {
     conn: quinn::Connection,
-    consumed: Arc<AtomicU64>,
+    flow: Arc<Flow>,
+    /// DATA_BLOCKED frames its scanner had sent when last asked.
     blocked_seen: u64,
+    consumed_seen: u64,
+    /// Ticks in a row without a byte read while a page waited for bytes.
+    stalled: u32,
+}
+
+impl Followed {
+    /// Notes this tick's reading; tells the connection's pages when it has starved.
+    fn watch_starvation(&mut self) {
+        let now = self.flow.consumed.load(Ordering::Relaxed);
+        let moved = std::mem::replace(&mut self.consumed_seen, now) != now;
+        if moved || self.flow.awaiting.load(Ordering::Relaxed) == 0 {
+            self.stalled = 0;
+            return;
+        }
+        self.stalled += 1;
+        if self.stalled >= STARVED_TICKS {
+            self.flow.starved.notify_waiters();
+            self.stalled = 0;
+        }
+    }
 }
 
 /// The [`Ledger`] applied to the server's QUIC connections.
@@ -264,23 +327,25 @@ impl Windows {
         })
     }
 
-    /// Follows `conn` from now on; the counter returned is for its streams' readers to add
-    /// what they read.
-    pub fn connected(&self, conn: &quinn::Connection) -> Arc<AtomicU64> {
-        let consumed = Arc::new(AtomicU64::new(0));
+    /// Follows `conn` from now on; its requests share the [`Flow`] returned (its streams'
+    /// readers add what they read to `consumed`).
+    pub fn connected(&self, conn: &quinn::Connection) -> Arc<Flow> {
+        let flow = Arc::new(Flow::default());
         let mut inner = self.lock();
         let (ledger, conns) = &mut *inner;
         conns.insert(
             conn.stable_id(),
             Followed {
                 conn: conn.clone(),
-                consumed: consumed.clone(),
+                flow: flow.clone(),
                 blocked_seen: conn.stats().frame_rx.data_blocked,
+                consumed_seen: 0,
+                stalled: 0,
             },
         );
         let changes = ledger.connected(conn.stable_id(), 0);
         apply(conns, &changes);
-        consumed
+        flow
     }
 
     /// Stops following `conn`.
@@ -292,12 +357,12 @@ impl Windows {
         apply(conns, &changes);
     }
 
-    /// One [`Ledger::tick`] over the connections followed.
+    /// One [`Ledger::tick`] over the connections followed, and a look for starved ones.
     pub fn tick(&self) {
         let mut inner = self.lock();
         let (ledger, conns) = &mut *inner;
         let changes = {
-            let read = |id: usize| conns[&id].consumed.load(Ordering::Relaxed);
+            let read = |id: usize| conns[&id].flow.consumed.load(Ordering::Relaxed);
             let mut asked = Vec::new();
             let changes = ledger.tick(read, |id| {
                 let f = &conns[&id];
@@ -310,6 +375,7 @@ impl Windows {
             }
             changes
         };
+        conns.values_mut().for_each(Followed::watch_starvation);
         apply(conns, &changes);
     }
 

@@ -117,14 +117,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 pub(super) async fn handle_stream(
     state: Arc<State>,
-    principal: Arc<Principal>,
-    open: Arc<OpenJobs>,
+    (principal, open, flow): (Arc<Principal>, Arc<OpenJobs>, Arc<crate::windows::Flow>),
     mut send: quinn::SendStream,
     mut reader: FrameReader,
 ) {
     let connection = Connection {
         principal: &principal,
         open: &open,
+        flow: &flow,
     };
     let outcome = serve_request(&state, connection, &mut send, &mut reader).await;
     if let Err(r) = outcome {
@@ -150,11 +150,16 @@ pub(super) async fn handle_stream(
 struct Connection<'a> {
     principal: &'a Principal,
     open: &'a OpenJobs,
+    flow: &'a crate::windows::Flow,
 }
 
 async fn serve_request(
     state: &Arc<State>,
-    Connection { principal, open }: Connection<'_>,
+    Connection {
+        principal,
+        open,
+        flow,
+    }: Connection<'_>,
     send: &mut quinn::SendStream,
     reader: &mut FrameReader,
 ) -> Result<(), Refusal> {
@@ -231,7 +236,11 @@ async fn serve_request(
                 job_id: &job_id,
                 upload,
             };
-            let connection = Connection { principal, open };
+            let connection = Connection {
+                principal,
+                open,
+                flow,
+            };
             page_put(
                 state,
                 connection,

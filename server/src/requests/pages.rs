@@ -2,9 +2,16 @@
 
 use super::*;
 
+/// Chunks of a page queued between the network and the pipeline.
+const INPUT_QUEUE: usize = 16;
+
 pub(super) async fn page_put(
     state: &Arc<State>,
-    Connection { principal, open }: Connection<'_>,
+    Connection {
+        principal,
+        open,
+        flow,
+    }: Connection<'_>,
     at: &UploadRef<'_>,
     (page, prior, digest_at): (PageEntry, Prior, DigestAt),
     send: &mut quinn::SendStream,
@@ -46,7 +53,7 @@ pub(super) async fn page_put(
 
     // The network stage: frames from QUIC into the pipeline's bounded queue. When the queue
     // is full this loop stops reading, QUIC stops granting credit, and the scanner waits.
-    let (tx, rx) = mpsc::channel::<PageInput>(16);
+    let (tx, rx) = mpsc::channel::<PageInput>(INPUT_QUEUE);
     let pipeline = state.pipeline.clone();
     let (t, j, entry) = (tenant.to_string(), job_id.to_string(), page.clone());
     let ingest = tokio::spawn(async move {
@@ -58,12 +65,17 @@ pub(super) async fn page_put(
     let mut protocol_error: Option<Refusal> = None;
     let mut saw_end = false;
     let mut superseded = false;
+    let mut starved = false;
+    let mut chunks_sent = 0usize;
     loop {
-        let next = tokio::select! {
-            next = reader.next() => next,
-            _ = slot.superseded.changed() => {
-                superseded = true;
-                break;
+        let next = {
+            let _awaiting = flow.awaiting();
+            tokio::select! {
+                next = reader.next() => next,
+                _ = slot.superseded.changed() => {
+                    superseded = true;
+                    break;
+                }
             }
         };
         match next {
@@ -73,9 +85,21 @@ pub(super) async fn page_put(
                     .limits
                     .pace_bytes(&principal.device_id, tenant, b.len())
                     .await;
-                if tx.send(PageInput::Data(b)).await.is_err() {
+                // A page the pipeline has not taken a byte of yet gives its place back if
+                // its connection starves (see `windows::Flow`).
+                let untaken = chunks_sent == INPUT_QUEUE - tx.capacity();
+                let sent = tokio::select! {
+                    biased;
+                    sent = tx.send(PageInput::Data(b)) => sent.is_ok(),
+                    () = flow.starved(), if untaken => {
+                        starved = true;
+                        false
+                    }
+                };
+                if !sent {
                     break; // the pipeline finished early (already stored, or refused)
                 }
+                chunks_sent += 1;
             }
             Ok(Some(end @ (Frame::PageEnd | Frame::PageEndDigest(_)))) => {
                 let after = match (end, digest_at) {
@@ -118,6 +142,21 @@ pub(super) async fn page_put(
         }
     }
     drop(tx);
+    if starved {
+        // Stopping the stream gives its buffered bytes' credit back to the connection at
+        // once; the pipeline abandons the page when it takes it (the slot is held until
+        // then, so that the scanner's next try does not race it).
+        reader.stop();
+        let _ = ingest.await;
+        return Err(Refusal::new(
+            ErrorCode::Busy,
+            format!(
+                "page {} waited for the pipeline while pages ahead of it on this connection \
+                 could get no bytes: send it again",
+                page.index
+            ),
+        ));
+    }
     let result = ingest.await.expect("ingest task panicked");
     if superseded {
         return Err(Refusal::new(
