@@ -26,7 +26,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use quire_client::credential::{Credential, CredentialFile};
-use quire_client::push::{hash_pages, scan_dir, LocalPage};
+use quire_client::push::{hash_pages, LocalPage};
 use quire_client::Connection;
 use quire_codecs::wire::Frame;
 use serde::Serialize;
@@ -162,6 +162,9 @@ struct Report {
     store: String,
     ack: String,
     errors: u64,
+    /// Pages refused as a "later" (busy, rate limit, full spool, store outage) and sent
+    /// again, as `quire push` does.
+    retries: u64,
     /// Errors by kind (the message's first words).
     errors_by_kind: std::collections::BTreeMap<String, u64>,
     /// Connections the scanners made, by the way they went ("quic", "tcp").
@@ -173,26 +176,6 @@ struct Report {
     nodes: Option<Vec<nodes::NodeReport>>,
     verified: bool,
     timeline: Vec<plot::Sample>,
-}
-
-fn load_corpus(dir: &Path) -> Result<Vec<Vec<LocalPage>>> {
-    let mut jobs = Vec::new();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading corpus {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    for d in dirs {
-        let pages = scan_dir(&d)?;
-        if !pages.is_empty() {
-            jobs.push(pages);
-        }
-    }
-    if jobs.is_empty() {
-        bail!("no job folders with pages under {}", dir.display());
-    }
-    Ok(jobs)
 }
 
 #[tokio::main]
@@ -228,6 +211,7 @@ async fn main() -> Result<()> {
     let pages_done = Arc::new(AtomicU64::new(0));
     let bytes_done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
     let error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -268,6 +252,7 @@ async fn main() -> Result<()> {
         pages_done: pages_done.clone(),
         bytes_done: bytes_done.clone(),
         errors: errors.clone(),
+        retries: retries.clone(),
         error_kinds: error_kinds.clone(),
         connections: connections.clone(),
         in_flight: in_flight.clone(),
@@ -332,6 +317,7 @@ async fn main() -> Result<()> {
         store: format!("{:?}", args.store).to_lowercase(),
         ack: args.ack.clone(),
         errors: errors.load(Ordering::Relaxed),
+        retries: retries.load(Ordering::Relaxed),
         errors_by_kind: error_kinds.lock().expect("lock").clone(),
         connections: connections.lock().expect("lock").clone(),
         idle,
@@ -461,9 +447,9 @@ fn corpus_for(args: &Args, work: &Path) -> Result<Vec<Vec<LocalPage>>> {
                 args.pages_per_job,
                 bytes as f64 / 1e6
             );
-            load_corpus(&dir)?
+            scanner::load_corpus(&dir)?
         }
-        None => load_corpus(&args.corpus)?,
+        None => scanner::load_corpus(&args.corpus)?,
     })
 }
 
@@ -600,6 +586,7 @@ struct Ctx {
     pages_done: Arc<AtomicU64>,
     bytes_done: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
     error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
     connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
     in_flight: Arc<AtomicU64>,

@@ -6,11 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use quire_client::push::{new_job_id, send_page, LocalPage, Upload};
+use quire_client::push::{new_job_id, send_with_retry, LocalPage, Upload};
 use quire_client::Connection;
 use quire_codecs::wire::Frame;
 
 use super::Ctx;
+use anyhow::{bail, Context, Result};
+use quire_client::push::scan_dir;
+use std::path::{Path, PathBuf};
 
 pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
     let next_job = AtomicU32::new(0);
@@ -115,7 +118,8 @@ pub(crate) fn corpus_job(j: u32, s: u32, scanners: u32, corpus: usize) -> usize 
     (j * scanners + (s + j) % scanners) % corpus.max(1)
 }
 
-/// Pushes one page and records its acknowledgement latency.
+/// Pushes one page (sending it again after a "later", as `quire push` does) and records its
+/// acknowledgement latency, retries included.
 async fn push_one(
     ctx: &Ctx,
     node: usize,
@@ -125,7 +129,10 @@ async fn push_one(
 ) -> bool {
     let t = Instant::now();
     ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-    let r = send_page(conn, upload, p, &ProgressBar::hidden()).await;
+    let r = send_with_retry(conn, upload, p, &ProgressBar::hidden(), |_, _| {
+        ctx.retries.fetch_add(1, Ordering::Relaxed);
+    })
+    .await;
     ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
     match r {
         Ok(_) => {
@@ -148,6 +155,27 @@ async fn push_one(
             false
         }
     }
+}
+
+/// The corpus: each folder under `dir` with pages in it is one job, in name order.
+pub(crate) fn load_corpus(dir: &Path) -> Result<Vec<Vec<LocalPage>>> {
+    let mut jobs = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading corpus {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let pages = scan_dir(&d)?;
+        if !pages.is_empty() {
+            jobs.push(pages);
+        }
+    }
+    if jobs.is_empty() {
+        bail!("no job folders with pages under {}", dir.display());
+    }
+    Ok(jobs)
 }
 
 #[cfg(test)]

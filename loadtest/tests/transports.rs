@@ -18,6 +18,7 @@ fn the_load_test_runs_over_quic_and_over_tcp() {
             .env("QUIRE_TRANSPORT", transport),
         );
         assert_eq!(report["errors"], 0, "{transport}: {report}");
+        assert!(report["retries"].is_u64(), "{transport}: {report}");
         assert_eq!(report["pages"], 12, "{transport}: {report}");
         assert_eq!(report["verified"], true, "{transport}: {report}");
     }

@@ -336,7 +336,13 @@ async fn send_all(
         .map(|p| {
             let (bar, done) = (bar.clone(), done.clone());
             async move {
-                let r = send_with_retry(conn, upload, &p, &bar).await;
+                let r = send_with_retry(conn, upload, &p, &bar, |e, backoff| {
+                    eprintln!(
+                        "page {} ({}): {e}; retrying in {backoff:?}",
+                        p.entry.index, p.entry.name
+                    )
+                })
+                .await;
                 if r.is_ok() {
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     bar.set_message(format!("{job_id} pages {n}/{page_total}"));
@@ -354,13 +360,15 @@ async fn send_all(
     results.into_iter().collect()
 }
 
-/// Sends one page; a rate limit, a full spool or a store that did not answer in time is a
-/// "later", not a "no": back off and retry. A refusal names the page.
-async fn send_with_retry(
+/// Sends one page; a rate limit, a busy pipeline, a full spool or a store that did not answer
+/// in time is a "later", not a "no": back off and retry (telling `on_retry` what was refused
+/// and how long it waits). A refusal names the page.
+pub async fn send_with_retry(
     conn: &Connection,
     upload: &Upload,
     p: &LocalPage,
     bar: &ProgressBar,
+    on_retry: impl Fn(&ClientError, Duration),
 ) -> Result<[u8; 32], ClientError> {
     let mut r = send_page(conn, upload, p, bar).await;
     let delays = ExponentialBuilder::default()
@@ -382,10 +390,7 @@ async fn send_with_retry(
                     )
                 ) =>
             {
-                eprintln!(
-                    "page {} ({}): {e}; retrying in {backoff:?}",
-                    p.entry.index, p.entry.name
-                );
+                on_retry(e, backoff);
                 tokio::time::sleep(backoff).await;
                 r = send_page(conn, upload, p, bar).await;
             }
