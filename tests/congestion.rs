@@ -38,12 +38,8 @@ async fn a_scanner_pushes_with_the_bdp_controller_and_its_window_follows_the_ack
 /// and its side of the connection has a `BdpController` whose window grew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_sends_with_the_bdp_controller() {
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let (mut server_config, id) = dev_quic_server_config(dir.path());
-    let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
-    server_config.transport_config(Arc::new(quire_server::transport_config(&config)));
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (server, client) = quic_endpoints(dir.path());
     let addr = server.local_addr().unwrap();
     let sending = tokio::spawn(async move {
         let conn = server.accept().await.unwrap().await.unwrap();
@@ -59,11 +55,6 @@ async fn the_server_sends_with_the_bdp_controller() {
             controller.into_any().downcast::<BdpController>().is_ok(),
         )
     });
-    let mut client_config =
-        quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN).unwrap();
-    client_config.transport_config(Arc::new(quire_client::transport_config()));
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
     let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
     let mut recv = conn.accept_uni().await.unwrap();
     assert_eq!(recv.read_to_end(10_000_000).await.unwrap().len(), 8_000_000);

@@ -1,6 +1,6 @@
 //! Receive windows on real QUIC connections (`quire_server::windows`; the ledger's rules are
-//! tested without sockets beside it): a scanner its window holds back is given a larger one
-//! while it sends, within the grown budget, and gives it back when it stops; a connection
+//! tested without sockets beside it): a scanner 80 ms away that its window holds back is
+//! given a larger one while it sends, within the grown budget, and gives it back when it stops; a connection
 //! beside it keeps its share. Pages the pipeline has not taken cannot starve the ones it has.
 
 use std::sync::Arc;
@@ -12,18 +12,13 @@ use quire_net::stream::{write_data, FrameReader};
 use quire_server::windows::{Windows, MIN_CONNECTION_WINDOW};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scanner_its_window_holds_back_gets_a_larger_one_and_gives_it_back() {
+async fn a_scanner_its_window_holds_back_across_a_long_link_gets_a_larger_one_and_gives_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server_config, id) = dev_quic_server_config(dir.path());
-    let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
-    server_config.transport_config(Arc::new(quire_server::transport_config(&config)));
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = server.local_addr().unwrap();
-    let mut client_config =
-        quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN).unwrap();
-    client_config.transport_config(Arc::new(quire_client::transport_config()));
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    client.set_default_client_config(client_config);
+    let (server, client) = quic_endpoints(dir.path());
+    // An 80 ms round trip: what a window of 128 KiB holds to 1.6 MB/s.
+    let addr =
+        crate::common::delay::delay_relay(server.local_addr().unwrap(), Duration::from_millis(40))
+            .await;
 
     // Two connections share 256 KiB: each has the smallest share, as in a fleet of 1,500.
     let grown_budget = 4 * 1024 * 1024;

@@ -193,14 +193,14 @@ impl Ledger {
     }
 
     /// Once per [`TICK`]: `consumed(id)` is what has been read from each connection so far,
-    /// `blocked(id)` whether its scanner reported its window closed since it was last asked
-    /// (asked only of connections that used at least half their window this tick). Grows the
-    /// windows of blocked connections (doubling) within the grown budget, smallest first;
-    /// halves, towards the share, those that used less than an eighth of theirs.
+    /// `held(id, used, window)` whether its window is what holds it back, having read `used`
+    /// bytes this tick (asked only of connections that used at least half their window).
+    /// Grows the windows of held connections (doubling) within the grown budget, smallest
+    /// first; halves, towards the share, those that used less than an eighth of theirs.
     pub fn tick(
         &mut self,
         mut consumed: impl FnMut(usize) -> u64,
-        mut blocked: impl FnMut(usize) -> bool,
+        mut held: impl FnMut(usize, u64, u64) -> bool,
     ) -> Vec<Change> {
         let share = self.share;
         let mut changes = Vec::new();
@@ -215,13 +215,13 @@ impl Ledger {
                 a.set(w, true);
                 changes.push((*id, w));
             } else if used >= a.window / 2 && a.window < MAX_CONNECTION_WINDOW {
-                busy.push((a.window, *id));
+                busy.push((a.window, *id, used));
             }
         }
         busy.sort_unstable();
         let mut grown = self.grown_credit();
-        for (_, id) in busy {
-            if !blocked(id) {
+        for (window, id, used) in busy {
+            if !held(id, used, window) {
                 continue;
             }
             let a = self.accounts.get_mut(&id).expect("listed above");
@@ -364,11 +364,12 @@ impl Windows {
         let changes = {
             let read = |id: usize| conns[&id].flow.consumed.load(Ordering::Relaxed);
             let mut asked = Vec::new();
-            let changes = ledger.tick(read, |id| {
+            let changes = ledger.tick(read, |id, used, window| {
                 let f = &conns[&id];
-                let now = f.conn.stats().frame_rx.data_blocked;
+                let stats = f.conn.stats();
+                let now = stats.frame_rx.data_blocked;
                 asked.push((id, now));
-                now > f.blocked_seen
+                now > f.blocked_seen && held_by_round_trip(used, window, stats.path.rtt)
             });
             for (id, now) in asked {
                 conns.get_mut(&id).expect("followed").blocked_seen = now;
@@ -407,6 +408,15 @@ impl Windows {
     fn lock(&self) -> std::sync::MutexGuard<'_, (Ledger, HashMap<usize, Followed>)> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Whether a window, not the reader, holds a connection back: a window lets through at most one
+/// window per round trip, and the connection read at least half that this tick. Its scanner
+/// reporting the window closed is not enough: when the pipeline is what is slow (a loaded
+/// server, a LAN scanner) the window fills too, and more of it would only buffer more (growing
+/// those cost a ten-thousand-scanner run a third of its throughput).
+fn held_by_round_trip(used: u64, window: u64, rtt: Duration) -> bool {
+    used as f64 * rtt.as_secs_f64() >= 0.5 * window as f64 * TICK.as_secs_f64()
 }
 
 fn apply(conns: &HashMap<usize, Followed>, changes: &[Change]) {

@@ -63,7 +63,7 @@ fn a_window_that_holds_its_scanner_back_doubles_each_tick_up_to_the_largest() {
         // Connection 7 is held to its window (one window per 80 ms round trip); the rest idle.
         let w7 = l.window(7).unwrap();
         read_all(&mut consumed, |id| if id == 7 { w7 * 5 / 4 } else { 0 });
-        l.tick(|id| consumed[&id], |id| id == 7);
+        l.tick(|id| consumed[&id], |id, _, _| id == 7);
         windows.push(l.window(7).unwrap());
     }
     assert_eq!(
@@ -89,7 +89,7 @@ fn a_window_grows_only_for_a_scanner_that_is_both_held_back_and_sending() {
         read_all(&mut consumed, |id| [share, share / 4, 0][id]);
         let changes = l.tick(
             |id| consumed.get(&id).copied().unwrap_or(0),
-            |id| {
+            |id, _, _| {
                 asked.push(id);
                 id != 0
             },
@@ -108,7 +108,7 @@ fn windows_grown_together_stay_within_the_grown_budget_smallest_first() {
         let windows: HashMap<usize, u64> =
             (0..1000).map(|id| (id, l.window(id).unwrap())).collect();
         read_all(&mut consumed, |id| windows[&id]);
-        l.tick(|id| consumed[&id], |_| true);
+        l.tick(|id| consumed[&id], |_, _, _| true);
         assert!(l.grown_credit() <= 8 * 1024 * 1024, "{}", l.grown_credit());
     }
     // Growing the smallest first spreads the budget instead of giving it to a few.
@@ -128,7 +128,7 @@ fn a_grown_window_left_unused_halves_back_and_its_credit_is_owed_until_used() {
     for _ in 0..6 {
         let w = l.window(1).unwrap();
         read_all(&mut consumed, |id| if id == 1 { w } else { 0 });
-        l.tick(|id| consumed[&id], |id| id == 1);
+        l.tick(|id| consumed[&id], |id, _, _| id == 1);
     }
     let top = l.window(1).unwrap();
     assert_eq!(top, 4 * 1024 * 1024);
@@ -136,7 +136,7 @@ fn a_grown_window_left_unused_halves_back_and_its_credit_is_owed_until_used() {
     // It stops sending: its window halves each tick back to the share.
     let mut seen = Vec::new();
     for _ in 0..8 {
-        l.tick(|id| consumed[&id], |_| true);
+        l.tick(|id| consumed[&id], |_, _, _| true);
         seen.push(l.window(1).unwrap());
     }
     assert_eq!(seen[..5], [top / 2, top / 4, top / 8, top / 16, share]);
@@ -146,7 +146,7 @@ fn a_grown_window_left_unused_halves_back_and_its_credit_is_owed_until_used() {
     for _ in 0..3 {
         let w = l.window(2).unwrap();
         read_all(&mut consumed, |id| if id == 2 { w } else { 0 });
-        l.tick(|id| consumed[&id], |id| id == 2);
+        l.tick(|id| consumed[&id], |id, _, _| id == 2);
     }
     assert_eq!(l.window(2), Some(2 * share));
     // Connection 1 sends all it was owed (what its share granted while the fleet connected
@@ -154,11 +154,11 @@ fn a_grown_window_left_unused_halves_back_and_its_credit_is_owed_until_used() {
     let owed = l.accounts[&1].credit();
     assert!(owed > top, "{owed}");
     read_all(&mut consumed, |id| if id == 1 { owed } else { 0 });
-    l.tick(|id| consumed[&id], |_| false);
+    l.tick(|id| consumed[&id], |_, _, _| false);
     for _ in 0..3 {
         let w = l.window(2).unwrap();
         read_all(&mut consumed, |id| if id == 2 { w } else { 0 });
-        l.tick(|id| consumed[&id], |id| id == 2);
+        l.tick(|id| consumed[&id], |id, _, _| id == 2);
     }
     assert!(l.window(2).unwrap() >= 1024 * 1024, "{:?}", l.window(2));
 }
@@ -249,7 +249,7 @@ fn the_ledger_counts_exactly_the_credit_quinn_grants() {
                 let before = l.grown_credit();
                 let reads: HashMap<usize, u64> =
                     quinn.iter().map(|(id, q)| (*id, q.read)).collect();
-                let changes = l.tick(|id| reads[&id], |_| next(2) == 0);
+                let changes = l.tick(|id| reads[&id], |_, _, _| next(2) == 0);
                 assert!(
                     l.grown_credit() <= budget.max(before),
                     "step {step}: grown credit {} (budget {budget}, before {before})",
@@ -267,4 +267,15 @@ fn the_ledger_counts_exactly_the_credit_quinn_grants() {
         let granted: u64 = quinn.values().map(QuinnCredit::outstanding).sum();
         assert_eq!(l.credit(), granted, "step {step}");
     }
+}
+
+#[test]
+fn only_a_window_that_a_round_trip_limits_counts_as_holding_its_scanner_back() {
+    let w = 256 * 1024;
+    // 80 ms away, a 256 KiB window passes 320 KiB per 100 ms tick: reading that, it is full.
+    assert!(held_by_round_trip(320 * 1024, w, Duration::from_millis(80)));
+    // A scanner on the LAN (1 ms) reading the same is held back by the reader, not the window.
+    assert!(!held_by_round_trip(320 * 1024, w, Duration::from_millis(1)));
+    // Nor is one 80 ms away that reads a tenth of what its window passes.
+    assert!(!held_by_round_trip(32 * 1024, w, Duration::from_millis(80)));
 }

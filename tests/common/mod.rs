@@ -15,6 +15,7 @@ use quire_client::{Connection, Login};
 use quire_codecs::wire::ALPN;
 
 pub mod background;
+pub mod delay;
 pub mod moto;
 pub mod netns;
 pub mod pki;
@@ -679,4 +680,20 @@ pub fn dev_quic_server_config(
     let id = quire_server::identity::Identity::dev(dir).unwrap();
     let certs = std::sync::Arc::new(quire_server::identity::CertResolver::new(&id).unwrap());
     (quire_server::identity::server_config(certs).unwrap(), id)
+}
+
+/// A QUIC server endpoint on loopback with the dev identity and the server's real transport
+/// settings, and a client endpoint that trusts it with a scanner's transport settings (for
+/// tests of the transport itself, below the request layer). Needs a Tokio runtime.
+pub fn quic_endpoints(dir: &Path) -> (quinn::Endpoint, quinn::Endpoint) {
+    let (mut server_config, id) = dev_quic_server_config(dir);
+    let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
+    server_config.transport_config(std::sync::Arc::new(quire_server::transport_config(&config)));
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client_config =
+        quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN).unwrap();
+    client_config.transport_config(std::sync::Arc::new(quire_client::transport_config()));
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    client.set_default_client_config(client_config);
+    (server, client)
 }
