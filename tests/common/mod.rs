@@ -187,8 +187,11 @@ impl TestServer {
         let listen = self.addr.to_string();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            // The old socket may linger for a moment.
-            if std::net::UdpSocket::bind(self.addr).is_ok() || Instant::now() > deadline {
+            // The old sockets may linger for a moment: the QUIC port's and the TCP port's
+            // (the same number; a restart once found the TCP one still taken).
+            let free = std::net::UdpSocket::bind(self.addr).is_ok()
+                && std::net::TcpListener::bind(self.addr).is_ok();
+            if free || Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
