@@ -35,8 +35,6 @@ pub const MIN_CONNECTION_WINDOW: u64 = 128 * 1024;
 /// How often windows are grown or shrunk: growing from the smallest share to 4 MiB takes
 /// five ticks.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Connections asked per tick whether their window holds them back (smallest windows first).
-pub const MAX_ASKED_PER_TICK: usize = 32;
 /// Ticks a connection may go without a byte read while one of its pages waits for bytes,
 /// before it counts as starved (see [`Flow`]).
 pub const STARVED_TICKS: u32 = 10;
@@ -196,8 +194,7 @@ impl Ledger {
 
     /// Once per [`TICK`]: `consumed(id)` is what has been read from each connection so far,
     /// `held(id, used, window)` whether its window is what holds it back, having read `used`
-    /// bytes this tick (asked only of connections that used at least half their window and
-    /// whose growth the budget has room for, at most [`MAX_ASKED_PER_TICK`] a tick).
+    /// bytes this tick (asked only of connections that used at least half their window).
     /// Grows the windows of held connections (doubling) within the grown budget, smallest
     /// first; halves, towards the share, those that used less than an eighth of theirs.
     pub fn tick(
@@ -223,23 +220,16 @@ impl Ledger {
         }
         busy.sort_unstable();
         let mut grown = self.grown_credit();
-        let mut asked = 0;
         for (window, id, used) in busy {
+            if !held(id, used, window) {
+                continue;
+            }
             let a = self.accounts.get_mut(&id).expect("listed above");
             let w = (a.window * 2).min(MAX_CONNECTION_WINDOW);
             let mut after = *a;
             after.set(w, true);
             let cost = after.grown(share) - a.grown(share);
-            // Asking costs the connection's lock in quinn: only where growing could follow,
-            // and a bounded number of times per tick.
             if grown + cost > self.grown_budget {
-                continue;
-            }
-            if asked == MAX_ASKED_PER_TICK {
-                break;
-            }
-            asked += 1;
-            if !held(id, used, window) {
                 continue;
             }
             grown += cost;
@@ -401,19 +391,18 @@ impl Windows {
         (inner.0.credit(), inner.0.grown_credit())
     }
 
-    /// Ticks every [`TICK`] while `windows` is alive, on a thread of its own: a tick walks
-    /// every connection under one lock and takes some connections' locks in quinn, which on
-    /// one of the runtime's workers would hold up the requests queued behind it.
+    /// Ticks every [`TICK`] while `windows` is alive.
     pub fn spawn_tuner(windows: &Arc<Windows>) {
         let windows: Weak<Windows> = Arc::downgrade(windows);
-        std::thread::Builder::new()
-            .name("quire-windows".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
                 let Some(w) = windows.upgrade() else { return };
                 w.tick();
-            })
-            .expect("a thread for the receive windows");
+            }
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Ledger, HashMap<usize, Followed>)> {

@@ -279,24 +279,3 @@ fn only_a_window_that_a_round_trip_limits_counts_as_holding_its_scanner_back() {
     // Nor is one 80 ms away that reads a tenth of what its window passes.
     assert!(!held_by_round_trip(32 * 1024, w, Duration::from_millis(80)));
 }
-
-/// Asking whether a window holds its connection back takes that connection's lock in quinn:
-/// with no room in the budget nobody is asked, and never more than a bounded number a tick.
-#[test]
-fn connections_are_asked_only_while_the_budget_has_room_and_a_few_at_a_time() {
-    let mut consumed: HashMap<usize, u64> = (0..1000).map(|id| (id, 0)).collect();
-    for (budget, most) in [(0, 0), (GROWN_BUDGET, MAX_ASKED_PER_TICK)] {
-        let mut l = fleet(1000, budget);
-        let share = l.share();
-        read_all(&mut consumed, |_| share);
-        let mut asked = 0;
-        l.tick(
-            |id| consumed[&id],
-            |_, _, _| {
-                asked += 1;
-                true
-            },
-        );
-        assert_eq!(asked, most, "budget {budget}");
-    }
-}
