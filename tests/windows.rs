@@ -131,3 +131,69 @@ async fn pages_the_pipeline_has_not_taken_do_not_starve_the_one_it_has() {
     pushed.unwrap();
     conn.close().await;
 }
+
+/// quinn 0.11 looks at the connection's credit before a stream's stop: a write the
+/// connection's credit holds back, on a stream whose own credit is spent, did not see the
+/// server stop that stream and waited for good. A scanner's page refused as busy (above)
+/// hung its push that way about one run in six. Stream A spends its own credit, B the
+/// connection's; the server lowers its window (as the windows do), so stopping A pays off
+/// the lowered window and sends no credit; then reading B sends some, and only B may use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_connection_holds_back_still_sees_its_stream_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = quic_endpoints_with(dir.path(), |t| {
+        t.stream_receive_window(16_384u32.into());
+        t.receive_window(24_576u32.into());
+    });
+    let addr = server.local_addr().unwrap();
+    let (scanner, served) = tokio::join!(
+        async { client.connect(addr, "localhost").unwrap().await.unwrap() },
+        async { server.accept().await.unwrap().await.unwrap() }
+    );
+    let page = bytes::Bytes::from(vec![0x42u8; 64 * 1024]);
+    let spawn_writer = |mut send: quinn::SendStream| {
+        let page = page.clone();
+        tokio::spawn(async move {
+            let written = write_data(&mut send, page).await;
+            let _ = send.finish();
+            written
+        })
+    };
+    let (a, _) = scanner.open_bi().await.unwrap();
+    let a_written = spawn_writer(a);
+    let (_, mut a_recv) = served.accept_bi().await.unwrap();
+    let (b, _) = scanner.open_bi().await.unwrap();
+    let b_written = spawn_writer(b);
+    let (_, mut b_recv) = served.accept_bi().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scanner.stats().frame_tx.data_blocked == 0
+        || scanner.stats().frame_tx.stream_data_blocked == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the writers never ran out of credit"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    served.set_receive_window(8_192u32.into());
+    a_recv.stop(0u32.into()).unwrap();
+    // Time for the stop to reach the scanner while the connection's credit is spent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b_read = b_recv.read_to_end(1024 * 1024).await.unwrap();
+    assert!(b_read.len() > page.len());
+    b_written.await.unwrap().unwrap();
+    // A bound on a hang, not a speed test.
+    let a_result = tokio::time::timeout(Duration::from_secs(30), a_written)
+        .await
+        .expect("the write on the stopped stream never returned")
+        .unwrap();
+    assert!(
+        matches!(
+            a_result,
+            Err(quire_net::stream::StreamError::Write(
+                quinn::WriteError::Stopped(_)
+            ))
+        ),
+        "{a_result:?}"
+    );
+}

@@ -103,8 +103,8 @@ impl FrameReader {
 /// Writes one control frame.
 pub async fn write_frame(send: &mut quinn::SendStream, frame: &Frame) -> Result<(), StreamError> {
     let b = wire::encode_to_bytes(frame);
-    send.write_chunk(b).await?;
-    Ok(())
+    let stopped = send.stopped();
+    unless_stopped(stopped, send.write_chunk(b)).await
 }
 
 /// Writes page bytes as `Data` frames without copying them.
@@ -113,7 +113,23 @@ pub async fn write_data(send: &mut quinn::SendStream, mut data: Bytes) -> Result
         let part = data.split_to(data.len().min(MAX_DATA_LEN as usize));
         let mut head = BytesMut::with_capacity(wire::FRAME_HEADER_LEN);
         wire::encode_data_header(part.len() as u32, &mut head);
-        send.write_all_chunks(&mut [head.freeze(), part]).await?;
+        let stopped = send.stopped();
+        unless_stopped(stopped, send.write_all_chunks(&mut [head.freeze(), part])).await?;
     }
     Ok(())
+}
+
+/// Runs `write` until it is done or the peer stops the stream. quinn 0.11 looks at the
+/// connection's credit before a stream's stop: a write the connection holds back, on a
+/// stream whose own credit is spent, is not woken when the peer stops that stream, and would
+/// wait for good (a page the server refused as busy hung its scanner's push).
+async fn unless_stopped(
+    stopped: impl std::future::Future<Output = Result<Option<quinn::VarInt>, quinn::StoppedError>>,
+    write: impl std::future::Future<Output = Result<(), quinn::WriteError>>,
+) -> Result<(), StreamError> {
+    tokio::select! {
+        biased;
+        written = write => Ok(written?),
+        Ok(Some(code)) = stopped => Err(quinn::WriteError::Stopped(code).into()),
+    }
 }

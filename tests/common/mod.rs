@@ -689,9 +689,19 @@ pub fn dev_quic_server_config(
 /// settings, and a client endpoint that trusts it with a scanner's transport settings (for
 /// tests of the transport itself, below the request layer). Needs a Tokio runtime.
 pub fn quic_endpoints(dir: &Path) -> (quinn::Endpoint, quinn::Endpoint) {
+    quic_endpoints_with(dir, |_| {})
+}
+
+/// [`quic_endpoints`] with the server's transport settings changed by `adjust`.
+pub fn quic_endpoints_with(
+    dir: &Path,
+    adjust: impl FnOnce(&mut quinn::TransportConfig),
+) -> (quinn::Endpoint, quinn::Endpoint) {
     let (mut server_config, id) = dev_quic_server_config(dir);
     let config = quire_server::config::ServerConfig::load(None, None, None).unwrap();
-    server_config.transport_config(std::sync::Arc::new(quire_server::transport_config(&config)));
+    let mut transport = quire_server::transport_config(&config);
+    adjust(&mut transport);
+    server_config.transport_config(std::sync::Arc::new(transport));
     let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let mut client_config =
         quire_client::tls::client_config(&id.cert_pem, quire_codecs::wire::ALPN).unwrap();
