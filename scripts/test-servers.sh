@@ -8,7 +8,7 @@
 venv=target/interop-venv
 if ! "$venv/bin/python" -c "import cryptography, zstandard, moto, flask_cors, boto3, azure.storage.blob" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     cryptography zstandard "moto[s3]==5.2.5" flask flask-cors boto3 azure-storage-blob
 fi
 export QUIRE_PYTHON="$PWD/$venv/bin/python"
@@ -23,7 +23,7 @@ free_port() { "$QUIRE_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127
 s3_port=$(free_port)
 az_port=$(free_port)
 store_tmp=$(mktemp -d)
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$s3_port" > "$store_tmp/moto.log" 2>&1 &
+"$QUIRE_PYTHON" -m moto.server -H 127.0.0.1 -p "$s3_port" > "$store_tmp/moto.log" 2>&1 &
 moto_pid=$!
 "$azurite_dir/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$az_port" \
   --location "$store_tmp/azurite" --silent --skipApiVersionCheck --disableTelemetry > "$store_tmp/azurite.log" 2>&1 &
@@ -43,7 +43,7 @@ export QUIRE_TEST_AZURE_CONTAINER=quire-test
 # Never let any cloud SDK wander off to instance metadata or real endpoints.
 export AWS_EC2_METADATA_DISABLED=true
 
-"$QUIRE_PYTHON" - <<'PY'
+if ! "$QUIRE_PYTHON" - <<'PY'
 import os, time
 import boto3
 from azure.storage.blob import BlobServiceClient
@@ -66,6 +66,11 @@ while True:
         time.sleep(0.5)
 print("test object stores: S3 at", os.environ["QUIRE_TEST_S3_ENDPOINT"], "and Azure at", os.environ["QUIRE_TEST_AZURE_ENDPOINT"])
 PY
+then
+  echo "--- moto's log:"; tail -n 20 "$store_tmp/moto.log"
+  echo "--- azurite's log:"; tail -n 20 "$store_tmp/azurite.log"
+  false
+fi
 
 # PKCS#11: SoftHSM2 with one token, initialised afresh on every run.
 if [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
