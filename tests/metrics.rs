@@ -69,13 +69,19 @@ struct Moto {
 impl Moto {
     fn start(port: u16) -> Moto {
         let python = PathBuf::from(python());
-        let moto = python.parent().unwrap().join("moto_server");
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server (scripts/test-servers.sh installs it)");
+            .expect("moto (scripts/test-servers.sh installs it)");
         let script = format!(
             "import boto3, time\n\
              deadline = time.time() + 30\n\

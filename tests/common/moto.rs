@@ -16,14 +16,22 @@ impl Moto {
     /// Starts moto on a free loopback port and creates `bucket` in it.
     pub fn start(bucket: &str) -> Moto {
         let python = python();
-        let moto = Path::new(&python).with_file_name("moto_server");
         let port = super::free_port();
-        let child = Command::new(moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // `python -m`, not the venv's `moto_server` script: a script keeps the path its venv
+        // was made at.
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server (run scripts/test.sh, which installs it)");
+            .expect("moto (run scripts/test.sh, which installs it)");
         let endpoint = format!("http://127.0.0.1:{port}");
         third_party(
             r#"
