@@ -8,9 +8,10 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::moto::Moto;
 use crate::common::*;
 use quire_client::credential::CredentialFile;
 
@@ -60,60 +61,6 @@ fn promtool_accepts(metrics: &str) {
     );
 }
 
-/// A moto S3 server of this test's own, with one bucket.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(port: u16) -> Moto {
-        let python = PathBuf::from(python());
-        let child = Command::new(&python)
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto (scripts/test-servers.sh installs it)");
-        let script = format!(
-            "import boto3, time\n\
-             deadline = time.time() + 30\n\
-             while True:\n\
-             \x20   try:\n\
-             \x20       boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='k', aws_secret_access_key='s', region_name='eu-central-1').create_bucket(Bucket='readyz', CreateBucketConfiguration={{'LocationConstraint': 'eu-central-1'}})\n\
-             \x20       break\n\
-             \x20   except Exception as e:\n\
-             \x20       if time.time() > deadline: raise\n\
-             \x20       time.sleep(0.2)\n"
-        );
-        let ok = Command::new(&python)
-            .args(["-c", &script])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "the test's moto did not come up");
-        Moto { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn pages_of(dir: &Path) -> (usize, u64) {
     let files = walk(dir);
     let bytes = files
@@ -125,12 +72,11 @@ fn pages_of(dir: &Path) -> (usize, u64) {
 
 #[test]
 fn metrics_count_a_push_and_readiness_follows_the_store() {
-    let mut moto = Moto::start(free_port());
+    let mut moto = Moto::start("readyz");
     let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let server = TestServer::start_with_config(&format!(
-        "[metrics]\nlisten = \"{metrics_addr}\"\n\
-         [store]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"eu-central-1\"\nbucket = \"readyz\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"\n",
-        moto.port
+        "[metrics]\nlisten = \"{metrics_addr}\"\n[store]\n{}",
+        moto.store_toml()
     ));
     assert_eq!(wait_for(metrics_addr, "/healthz", 200), "ok\n");
     wait_for(metrics_addr, "/readyz", 200);
@@ -238,7 +184,7 @@ fn metrics_count_a_push_and_readiness_follows_the_store() {
         })
         .sum();
     assert!(failed >= 1.0, "{during}");
-    let _moto = Moto::start(moto.port);
+    let _moto = Moto::start_on(moto.port, "readyz");
     wait_for(metrics_addr, "/readyz", 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -8,6 +8,7 @@ use super::{python, third_party};
 
 pub struct Moto {
     child: Child,
+    pub port: u16,
     pub endpoint: String,
     pub bucket: String,
 }
@@ -15,8 +16,12 @@ pub struct Moto {
 impl Moto {
     /// Starts moto on a free loopback port and creates `bucket` in it.
     pub fn start(bucket: &str) -> Moto {
+        Moto::start_on(super::free_port(), bucket)
+    }
+
+    /// Starts moto on `port` (a restart where an earlier one ran) and creates `bucket`.
+    pub fn start_on(port: u16, bucket: &str) -> Moto {
         let python = python();
-        let port = super::free_port();
         // `python -m`, not the venv's `moto_server` script: a script keeps the path its venv
         // was made at.
         let child = Command::new(&python)
@@ -52,6 +57,7 @@ while True:
         );
         Moto {
             child,
+            port,
             endpoint,
             bucket: bucket.to_string(),
         }
@@ -94,13 +100,20 @@ print(sum(len(p.get("Contents", [])) for p in pages))
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
+impl Moto {
+    /// Stops the server for good (an outage that refuses connections).
+    pub fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
