@@ -173,6 +173,8 @@ pub struct Connection {
     /// The server refused a page whose digest comes after its bytes (it is older than
     /// `PagePutDigestAfter`): hash pages before sending them.
     pub(crate) digest_after_refused: std::sync::atomic::AtomicBool,
+    /// Pages this connection may send at once, cut when the server says "later".
+    pub(crate) pages: push::gate::PageGate,
 }
 
 /// What identifies a client to the server.
@@ -331,6 +333,7 @@ impl Connection {
                 device_id: l.device_id.into(),
                 role,
                 digest_after_refused: Default::default(),
+                pages: Default::default(),
             }),
             Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
             other => Err(ClientError::Protocol(format!(

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::journal::{self, Journal};
 use super::{local_err, ClientError, Connection};
 
+pub mod gate;
 mod scan;
 mod send;
 
@@ -362,7 +363,9 @@ async fn send_all(
 
 /// Sends one page; a rate limit, a busy pipeline, a full spool or a store that did not answer
 /// in time is a "later", not a "no": back off and retry (telling `on_retry` what was refused
-/// and how long it waits). A refusal names the page.
+/// and how long it waits). Each "later" also halves the pages the connection sends at once
+/// ([`gate`]), so a scanner that keeps more pages in flight than the server has places for
+/// stops sending pages only to have them refused. A refusal names the page.
 pub async fn send_with_retry(
     conn: &Connection,
     upload: &Upload,
@@ -370,6 +373,7 @@ pub async fn send_with_retry(
     bar: &ProgressBar,
     on_retry: impl Fn(&ClientError, Duration),
 ) -> Result<[u8; 32], ClientError> {
+    let mut place = conn.pages.place().await;
     let mut r = send_page(conn, upload, p, bar).await;
     let delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(500))
@@ -390,12 +394,19 @@ pub async fn send_with_retry(
                     )
                 ) =>
             {
+                // Fewer pages in flight on this connection, and none held while waiting.
+                place.refused();
+                drop(place);
                 on_retry(e, backoff);
                 tokio::time::sleep(backoff).await;
+                place = conn.pages.place().await;
                 r = send_page(conn, upload, p, bar).await;
             }
             _ => break,
         }
+    }
+    if r.is_ok() {
+        place.delivered();
     }
     r.map_err(|e| match e {
         ClientError::Refused { code, message } => ClientError::Refused {
