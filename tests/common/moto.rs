@@ -98,11 +98,13 @@ print(sum(len(p.get("Contents", [])) for p in pages))
         .parse()
         .unwrap()
     }
-}
 
-impl Moto {
-    /// Stops the server for good (an outage that refuses connections).
+    /// Stops the server for good (an outage that refuses connections). Once it is gone
+    /// (stopped before, then dropped), its pid may be another process's: not signalled again.
     pub fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
             .status();
