@@ -50,7 +50,7 @@ impl PageLimit {
         })
     }
 
-    /// A page taken in `epoch` is done with its place (sent, refused or failed).
+    /// A page is done with its place (sent, refused or failed).
     pub fn give_back(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
     }
