@@ -175,6 +175,8 @@ pub struct Connection {
     pub(crate) digest_after_refused: std::sync::atomic::AtomicBool,
     /// Pages this connection may send at once, cut when the server says "later".
     pub(crate) pages: push::gate::PageGate,
+    /// Buffers of page pieces the server has acknowledged, for the next pieces.
+    pub(crate) buffers: std::sync::Arc<push::buffers::Buffers>,
 }
 
 /// What identifies a client to the server.
@@ -334,6 +336,7 @@ impl Connection {
                 role,
                 digest_after_refused: Default::default(),
                 pages: Default::default(),
+                buffers: Default::default(),
             }),
             Some(Frame::Error { code, message }) => Err(ClientError::Refused { code, message }),
             other => Err(ClientError::Protocol(format!(

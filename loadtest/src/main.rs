@@ -169,6 +169,8 @@ struct Report {
     errors_by_kind: std::collections::BTreeMap<String, u64>,
     /// Connections the scanners made, by the way they went ("quic", "tcp").
     connections: std::collections::BTreeMap<String, u64>,
+    /// What the scanners' connections sent and received, summed over them as they ended.
+    scanner_transport: scanner::TransportTotals,
     /// The idle scanners (`--idle-scanners`), if any.
     idle: Option<idle::IdleReport>,
     /// Each node's part, with `--server A,B,…`.
@@ -214,6 +216,7 @@ async fn main() -> Result<()> {
     let retries = Arc::new(AtomicU64::new(0));
     let error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
     let connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
+    let transport: Arc<Mutex<scanner::TransportTotals>> = Arc::default();
     let in_flight = Arc::new(AtomicU64::new(0));
     let committed: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
     let bar = match args.duration {
@@ -255,6 +258,7 @@ async fn main() -> Result<()> {
         retries: retries.clone(),
         error_kinds: error_kinds.clone(),
         connections: connections.clone(),
+        transport: transport.clone(),
         in_flight: in_flight.clone(),
         committed: committed.clone(),
         bar: bar.clone(),
@@ -320,6 +324,7 @@ async fn main() -> Result<()> {
         retries: retries.load(Ordering::Relaxed),
         errors_by_kind: error_kinds.lock().expect("lock").clone(),
         connections: connections.lock().expect("lock").clone(),
+        scanner_transport: transport.lock().expect("lock").clone(),
         idle,
         nodes: nodes.report(seconds),
         verified,
@@ -589,6 +594,7 @@ struct Ctx {
     retries: Arc<AtomicU64>,
     error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
     connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>>,
+    transport: Arc<Mutex<scanner::TransportTotals>>,
     in_flight: Arc<AtomicU64>,
     committed: Arc<Mutex<Vec<(String, usize)>>>,
     bar: ProgressBar,

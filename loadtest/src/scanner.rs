@@ -45,10 +45,36 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
         };
         let lanes = (0..ctx.jobs_in_flight).map(|_| run_lane(&ctx, s, node, &conn, &next_job));
         futures::future::join_all(lanes).await;
+        ctx.transport
+            .lock()
+            .expect("lock")
+            .add(&conn.transport_stats());
         if !conn.is_closed() {
             conn.close().await;
             return;
         }
+    }
+}
+
+/// What the scanners' connections sent and received: how many packets a megabyte of pages
+/// costs, and how many acknowledgements came back for them.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub(crate) struct TransportTotals {
+    /// UDP datagrams sent (several QUIC packets may share one).
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    /// ACK frames received from the server.
+    pub acks_received: u64,
+    /// Packets the scanners' loss detection declared lost.
+    pub packets_lost: u64,
+}
+
+impl TransportTotals {
+    fn add(&mut self, stats: &quinn::ConnectionStats) {
+        self.datagrams_sent += stats.udp_tx.datagrams;
+        self.datagrams_received += stats.udp_rx.datagrams;
+        self.acks_received += stats.frame_rx.acks;
+        self.packets_lost += stats.path.lost_packets;
     }
 }
 

@@ -21,6 +21,22 @@ fn the_load_test_runs_over_quic_and_over_tcp() {
         assert!(report["retries"].is_u64(), "{transport}: {report}");
         assert_eq!(report["pages"], 12, "{transport}: {report}");
         assert_eq!(report["verified"], true, "{transport}: {report}");
+        // Every byte pushed crossed in one of the datagrams counted (at most 1,500 bytes
+        // each on these links), and the server acknowledged them.
+        let sent = &report["scanner_transport"];
+        let bytes = report["bytes"].as_u64().unwrap();
+        assert!(
+            sent["datagrams_sent"].as_u64().unwrap() * 1500 >= bytes,
+            "{transport}: {report}"
+        );
+        assert!(
+            sent["acks_received"].as_u64().unwrap() > 0,
+            "{transport}: {report}"
+        );
+        assert!(
+            sent["datagrams_received"].as_u64().unwrap() > 0,
+            "{transport}: {report}"
+        );
     }
 }
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::journal::{self, Journal};
 use super::{local_err, ClientError, Connection};
 
+pub(crate) mod buffers;
 pub mod gate;
 mod scan;
 mod send;

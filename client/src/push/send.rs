@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use indicatif::ProgressBar;
@@ -11,11 +12,12 @@ use quire_codecs::wire::{ErrorCode, Frame};
 use quire_net::stream::{write_data, write_frame, StreamError};
 use sha2::{Digest, Sha256};
 
+use super::buffers::Buffers;
 use super::{LocalPage, Upload};
 use crate::{expect_answer, local_err, ClientError, Connection};
 
 /// Bytes read from a page file at a time (sent as one or more `Data` frames).
-const READ_SIZE: usize = 1024 * 1024;
+const READ_SIZE: usize = super::buffers::LARGEST;
 
 /// Pieces read ahead of the network per page.
 const READ_AHEAD: usize = 4;
@@ -37,6 +39,7 @@ fn read_pieces(
     path: PathBuf,
     size: u64,
     hash: bool,
+    buffers: Arc<Buffers>,
 ) -> tokio::sync::mpsc::Receiver<std::io::Result<Piece>> {
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
@@ -49,7 +52,7 @@ fn read_pieces(
         let mut left = size;
         while left > 0 {
             let want = left.min(READ_SIZE as u64);
-            let mut piece = Vec::with_capacity(want as usize);
+            let mut piece = buffers.take(want as usize);
             match (&mut file).take(want).read_to_end(&mut piece) {
                 Ok(0) => return send(Err(changed(size, "shrank", size - left))),
                 Ok(n) => left -= n as u64,
@@ -58,7 +61,7 @@ fn read_pieces(
             if let Some(h) = &mut hasher {
                 h.update(&piece);
             }
-            if !send(Ok(Piece::Bytes(Bytes::from(piece)))) {
+            if !send(Ok(Piece::Bytes(Buffers::freeze(&buffers, piece)))) {
                 return false;
             }
         }
@@ -157,7 +160,12 @@ async fn send(
     let (mut send, mut reader) = conn.open(&first).await?;
     let mut pieces = match &page.bytes {
         Some(b) => in_pieces(b.clone()),
-        None => read_pieces(page.path.clone(), e.size, !page.hashed),
+        None => read_pieces(
+            page.path.clone(),
+            e.size,
+            !page.hashed,
+            conn.buffers.clone(),
+        ),
     };
     let written = async {
         let mut end = Frame::PageEnd;
