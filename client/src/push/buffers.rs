@@ -89,7 +89,7 @@ impl Buffers {
 
     /// Bytes held idle now.
     #[cfg(test)]
-    fn idle_bytes(&self) -> usize {
+    pub(crate) fn idle_bytes(&self) -> usize {
         self.idle.lock().expect("buffers lock poisoned").bytes
     }
 }

@@ -215,3 +215,56 @@ async fn send(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(
+        path: &std::path::Path,
+        size: u64,
+        buffers: &Arc<Buffers>,
+    ) -> (Vec<u8>, [u8; 32]) {
+        let mut rx = read_pieces(path.to_path_buf(), size, true, buffers.clone());
+        let (mut bytes, mut pieces, mut digest) = (Vec::new(), Vec::new(), None);
+        while let Some(piece) = rx.recv().await {
+            match piece.expect("read") {
+                Piece::Bytes(b) => {
+                    bytes.extend_from_slice(&b);
+                    pieces.push(b);
+                }
+                Piece::Digest(d) => digest = Some(d),
+            }
+        }
+        assert_eq!(
+            buffers.idle_bytes(),
+            0,
+            "every buffer is out while its piece lives"
+        );
+        drop(pieces);
+        (bytes, digest.expect("a digest after the bytes"))
+    }
+
+    /// The pieces of a page file come back whole and hashed, and once the last reference to
+    /// them is dropped (the server acknowledged them) the next page is read into their buffers.
+    #[tokio::test]
+    async fn a_page_file_is_read_into_the_buffers_its_connection_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("page.tif");
+        let page: Vec<u8> = (0..READ_SIZE * 3 + 300_000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &page).unwrap();
+        let buffers = Arc::new(Buffers::default());
+
+        let (bytes, digest) = read_all(&path, page.len() as u64, &buffers).await;
+        assert!(bytes == page);
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&page)));
+        let kept = 3 * READ_SIZE + 512 * 1024;
+        assert_eq!(buffers.idle_bytes(), kept);
+
+        let (again, _) = read_all(&path, page.len() as u64, &buffers).await;
+        assert!(again == page, "a reused buffer holds only the new piece");
+        assert_eq!(buffers.idle_bytes(), kept, "no new buffer was needed");
+    }
+}
