@@ -38,10 +38,15 @@ struct Idle {
 
 /// The size class of a piece of `len` bytes: the smallest kept size that holds it.
 fn class_of(len: usize) -> Option<usize> {
-    if !(SMALLEST..=LARGEST).contains(&len.next_power_of_two()) {
-        return None;
-    }
-    Some((len.next_power_of_two() / SMALLEST).trailing_zeros() as usize)
+    let size = len.next_power_of_two();
+    (SMALLEST..=LARGEST)
+        .contains(&size)
+        .then(|| (size / SMALLEST).trailing_zeros() as usize)
+}
+
+/// The class of a buffer whose capacity is exactly a kept size (only those go back).
+fn class_of_capacity(capacity: usize) -> Option<usize> {
+    class_of(capacity).filter(|&c| SMALLEST << c == capacity)
 }
 
 impl Buffers {
@@ -65,19 +70,17 @@ impl Buffers {
     /// `buf` as `Bytes` that give the buffer back to `home` when the last of them is
     /// dropped (if the connection is still there).
     pub fn freeze(home: &Arc<Buffers>, buf: Vec<u8>) -> Bytes {
-        if class_of(buf.capacity()).is_none_or(|c| SMALLEST << c != buf.capacity()) {
+        let Some(class) = class_of_capacity(buf.capacity()) else {
             return Bytes::from(buf);
-        }
+        };
         Bytes::from_owner(Lent {
             buf,
+            class,
             home: Arc::downgrade(home),
         })
     }
 
-    fn give_back(&self, mut buf: Vec<u8>) {
-        let Some(class) = class_of(buf.capacity()) else {
-            return;
-        };
+    fn give_back(&self, class: usize, mut buf: Vec<u8>) {
         let mut idle = self.idle.lock().expect("buffers lock poisoned");
         if idle.bytes + buf.capacity() > KEEP_BYTES {
             return;
@@ -97,6 +100,8 @@ impl Buffers {
 /// A buffer lent out as `Bytes`, going home when dropped.
 struct Lent {
     buf: Vec<u8>,
+    /// The class of `buf`'s capacity.
+    class: usize,
     home: Weak<Buffers>,
 }
 
@@ -109,7 +114,7 @@ impl AsRef<[u8]> for Lent {
 impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(home) = self.home.upgrade() {
-            home.give_back(std::mem::take(&mut self.buf));
+            home.give_back(self.class, std::mem::take(&mut self.buf));
         }
     }
 }
