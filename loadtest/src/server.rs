@@ -12,7 +12,11 @@ use anyhow::{bail, Context, Result};
 /// Where the server keeps objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
+    /// The fsync'd local store, new objects written past the page cache (the default).
     Local,
+    /// The same store writing through the page cache (`[store] writes = "cached"`), to
+    /// measure what the direct writes change.
+    LocalCached,
     /// The server's memory: the server's own cost without a store's.
     Memory,
     S3,
@@ -45,6 +49,7 @@ impl Setup {
         let mut t = format!("[dev]\nbootstrap = true\n[spool]\nack = \"{}\"\n", self.ack);
         match self.store {
             StoreKind::Local => {}
+            StoreKind::LocalCached => t += "[store]\nwrites = \"cached\"\n",
             StoreKind::Memory => t += "[store]\nkind = \"memory\"\n",
             StoreKind::S3 => {
                 let Some(endpoint) = &self.endpoint else {

@@ -7,8 +7,12 @@
 //! that says whether the caller may retry.
 #![forbid(unsafe_code)]
 
+mod direct;
 pub mod faults;
 mod sync;
+mod upload;
+
+pub use upload::Upload;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
@@ -20,6 +24,11 @@ use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     WriteMultipart,
 };
+
+/// The alignment in memory at which an object's bytes are written to a local store without
+/// being copied first ([`LocalWrites::Direct`]): producers of large objects may lay them out
+/// so.
+pub const DIRECT_WRITE_ALIGN: usize = direct::ALIGN;
 
 /// Size of each part of a multipart upload.
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -131,6 +140,19 @@ pub enum LocalSync {
     Each,
 }
 
+/// How a local store writes a new object's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LocalWrites {
+    /// Past the page cache (`O_DIRECT`, Linux): sealed objects are seldom read soon after,
+    /// and filling cache pages is most of what a write costs. A filesystem that refuses it
+    /// is written through the cache instead. Streamed uploads (pages over the pipeline's
+    /// `single_put_limit`) always go through the cache.
+    #[default]
+    Direct,
+    /// Through the page cache, as any program writes.
+    Cached,
+}
+
 /// A handle on one object store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -140,6 +162,12 @@ pub struct Store {
     local_root: Option<std::path::PathBuf>,
     /// A local store's writes wait for this before they count as stored.
     syncer: Option<Arc<sync::Syncer>>,
+    /// A local store that writes new objects past the page cache: the path mapping of its
+    /// object_store and the writer.
+    direct: Option<(
+        Arc<object_store::local::LocalFileSystem>,
+        Arc<direct::DirectWriter>,
+    )>,
 }
 
 impl Store {
@@ -148,12 +176,18 @@ impl Store {
     /// write returns only once it is on stable storage: on Linux after a `syncfs` of the
     /// filesystem shared with the writes finishing at the same time ([`sync`]), elsewhere
     /// after an fsync of the file and its directory.
+    /// New objects are written past the page cache where the filesystem allows it
+    /// ([`LocalWrites::Direct`]).
     pub fn local(root: &FsPath) -> Result<Store, StoreError> {
-        Store::local_with(root, LocalSync::Batched)
+        Store::local_with(root, LocalSync::Batched, LocalWrites::Direct)
     }
 
-    /// [`Store::local`], syncing each write as `sync` says.
-    pub fn local_with(root: &FsPath, sync: LocalSync) -> Result<Store, StoreError> {
+    /// [`Store::local`], syncing and writing as `sync` and `writes` say.
+    pub fn local_with(
+        root: &FsPath,
+        sync: LocalSync,
+        writes: LocalWrites,
+    ) -> Result<Store, StoreError> {
         let name = format!("local:{}", root.display());
         let unavailable = |e: std::io::Error| StoreError::Unavailable {
             store: name.clone(),
@@ -171,11 +205,17 @@ impl Store {
             .map_err(|e| map_err("local", "", e))?
             .with_automatic_cleanup(true)
             .with_fsync(syncer.is_none());
+        let fs = Arc::new(fs);
+        // Direct writes rely on the batched sync for the file's size and directory entries.
+        let direct =
+            (cfg!(target_os = "linux") && writes == LocalWrites::Direct && syncer.is_some())
+                .then(|| (fs.clone(), Arc::new(direct::DirectWriter::new())));
         Ok(Store {
-            inner: Arc::new(fs),
+            inner: fs,
             name,
             local_root: Some(root.to_path_buf()),
             syncer,
+            direct,
         })
     }
 
@@ -208,6 +248,7 @@ impl Store {
             name,
             local_root: None,
             syncer: None,
+            direct: None,
         })
     }
 
@@ -232,6 +273,7 @@ impl Store {
             name,
             local_root: None,
             syncer: None,
+            direct: None,
         })
     }
 
@@ -242,6 +284,7 @@ impl Store {
             name: "memory".into(),
             local_root: None,
             syncer: None,
+            direct: None,
         }
     }
 
@@ -252,6 +295,7 @@ impl Store {
             name: name.into(),
             local_root: None,
             syncer: None,
+            direct: None,
         }
     }
 
@@ -265,6 +309,8 @@ impl Store {
                 name: self.name.clone(),
                 local_root: self.local_root.clone(),
                 syncer: self.syncer.clone(),
+                // Every write goes through the decorator, so its faults reach it.
+                direct: None,
             },
             f,
         )
@@ -285,17 +331,50 @@ impl Store {
     /// Writes `bytes` at `key` only if no object is there (conditional create).
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        self.inner
-            .put_opts(&path, PutPayload::from_bytes(bytes), opts)
-            .await
-            .map_err(|e| map_err(&self.name, key, e))?;
+        match &self.direct {
+            Some((fs, writer)) if writer.enabled() => {
+                self.put_new_direct(fs, writer.clone(), key, &path, bytes)
+                    .await?
+            }
+            _ => {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..Default::default()
+                };
+                self.inner
+                    .put_opts(&path, PutPayload::from_bytes(bytes), opts)
+                    .await
+                    .map_err(|e| map_err(&self.name, key, e))?;
+            }
+        }
         match &self.syncer {
             Some(syncer) => durable(syncer, &self.inner, &path, &self.name).await,
             None => Ok(()),
+        }
+    }
+
+    /// [`Store::put_new`]'s write past the page cache, on a blocking thread.
+    async fn put_new_direct(
+        &self,
+        fs: &object_store::local::LocalFileSystem,
+        writer: Arc<direct::DirectWriter>,
+        key: &str,
+        path: &Path,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        let dest = fs
+            .path_to_filesystem(path)
+            .map_err(|e| map_err(&self.name, key, e))?;
+        let written = tokio::task::spawn_blocking(move || writer.put_new(&dest, &bytes))
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                store: self.name.clone(),
+                message: format!("the writing thread failed: {e}"),
+            })?
+            .map_err(|e| upload::io_error(&self.name, key, e))?;
+        match written {
+            direct::Written::Stored => Ok(()),
+            direct::Written::AlreadyExists => Err(StoreError::AlreadyExists(key.into())),
         }
     }
 
@@ -305,21 +384,41 @@ impl Store {
         if self.exists(key).await? {
             return Err(StoreError::AlreadyExists(key.into()));
         }
-        self.begin_replace(key).await
+        self.begin(key, direct::Publish::Create).await
     }
 
     /// Starts a streamed upload that replaces whatever is at `key` when it completes
     /// (key rotation rewrites headers this way). Readers see the old object or the new one,
     /// never a mix.
     pub async fn begin_replace(&self, key: &str) -> Result<Upload, StoreError> {
+        self.begin(key, direct::Publish::Replace).await
+    }
+
+    /// Starts a streamed upload: past the page cache on a local store that writes so
+    /// (published as `how` says), else in object_store's parts (which replace).
+    async fn begin(&self, key: &str, how: direct::Publish) -> Result<Upload, StoreError> {
         let path = self.path(key)?;
-        let up = self
-            .inner
-            .put_multipart_opts(&path, PutMultipartOptions::default())
-            .await
-            .map_err(|e| map_err(&self.name, key, e))?;
+        let writer = match &self.direct {
+            Some((fs, writer)) if writer.enabled() => {
+                let dest = fs
+                    .path_to_filesystem(&path)
+                    .map_err(|e| map_err(&self.name, key, e))?;
+                let stream = direct::DirectStream::begin(writer.clone(), dest, how)
+                    .await
+                    .map_err(|e| upload::io_error(&self.name, key, e))?;
+                upload::Writer::Direct(stream)
+            }
+            _ => {
+                let up = self
+                    .inner
+                    .put_multipart_opts(&path, PutMultipartOptions::default())
+                    .await
+                    .map_err(|e| map_err(&self.name, key, e))?;
+                upload::Writer::Multipart(WriteMultipart::new_with_chunk_size(up, PART_SIZE))
+            }
+        };
         Ok(Upload {
-            writer: Some(WriteMultipart::new_with_chunk_size(up, PART_SIZE)),
+            writer: Some(writer),
             key: key.into(),
             store: self.name.clone(),
             durable: self.syncer.clone().map(|s| (s, self.inner.clone(), path)),
@@ -485,72 +584,6 @@ impl Store {
         match self.inner.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(&self.name, key, e)),
-        }
-    }
-}
-
-/// A streamed upload in progress. Nothing is visible at the key until [`Upload::finish`]
-/// succeeds; [`Upload::abort`] (or dropping it) discards what was written.
-pub struct Upload {
-    writer: Option<WriteMultipart>,
-    key: String,
-    store: String,
-    /// A local store's syncer, the store and the object: the finished object counts only
-    /// once synced.
-    durable: Option<(Arc<sync::Syncer>, Arc<dyn ObjectStore>, Path)>,
-}
-
-impl std::fmt::Debug for Upload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upload").field("key", &self.key).finish()
-    }
-}
-
-impl Upload {
-    /// Appends bytes, waiting while too many parts are in flight (backpressure).
-    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
-        let w = self.writer.as_mut().expect("upload already finished");
-        w.wait_for_capacity(PART_CONCURRENCY)
-            .await
-            .map_err(|e| map_err(&self.store, &self.key, e))?;
-        w.put(bytes);
-        Ok(())
-    }
-
-    /// Completes the upload; the object becomes visible atomically.
-    pub async fn finish(mut self) -> Result<(), StoreError> {
-        let w = self.writer.take().expect("upload already finished");
-        w.finish()
-            .await
-            .map_err(|e| map_err(&self.store, &self.key, e))?;
-        match self.durable.take() {
-            Some((syncer, inner, path)) => durable(&syncer, &inner, &path, &self.store).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Discards the upload and everything written so far.
-    pub async fn abort(mut self) -> Result<(), StoreError> {
-        match self.writer.take() {
-            Some(w) => w
-                .abort()
-                .await
-                .map_err(|e| map_err(&self.store, &self.key, e)),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
-            // Dropped without finish (the task was cancelled): abort in the background so no
-            // staging file or orphaned multipart upload is left behind.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = w.abort().await;
-                });
-            }
         }
     }
 }

@@ -156,14 +156,15 @@ fn walk(p: &FsPath) -> Vec<String> {
 
 /// A local store whose syncs fail (the disk reports an I/O error).
 fn failing_local(root: &FsPath) -> Store {
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(root).unwrap();
+    let fs = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).unwrap());
     Store {
-        inner: Arc::new(fs),
+        inner: fs.clone(),
         name: "local:failing".into(),
         local_root: Some(root.to_path_buf()),
         syncer: Some(Arc::new(
             sync::Syncer::with(|| Err(std::io::Error::other("Input/output error"))).unwrap(),
         )),
+        direct: Some((fs, Arc::new(direct::DirectWriter::new()))),
     }
 }
 
@@ -222,8 +223,12 @@ async fn concurrent_local_writes_are_each_stored() {
 #[tokio::test]
 async fn a_local_store_can_sync_each_write_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::local_with(dir.path(), LocalSync::Each).unwrap();
+    let store = Store::local_with(dir.path(), LocalSync::Each, LocalWrites::Direct).unwrap();
     assert!(store.syncer.is_none());
+    assert!(
+        store.direct.is_none(),
+        "direct writes need the batched sync"
+    );
     store
         .put_new("t/j/p", Bytes::from_static(b"page"))
         .await
@@ -232,4 +237,108 @@ async fn a_local_store_can_sync_each_write_on_its_own() {
         store.get("t/j/p").await.unwrap(),
         Bytes::from_static(b"page")
     );
+}
+
+/// A directory on the checkout's filesystem (`/tmp` may be a tmpfs, which older kernels do not
+/// let write past the cache).
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(".store-test")
+        .tempdir_in(env!("CARGO_MANIFEST_DIR"))
+        .unwrap()
+}
+
+/// A local store writes new objects past the page cache unless told to use it; either way
+/// each object reads back whole, and a second write of the same key is refused.
+#[tokio::test]
+async fn a_local_store_writes_past_the_cache_unless_told_otherwise() {
+    let dir = scratch();
+    for writes in [LocalWrites::Direct, LocalWrites::Cached] {
+        let root = dir.path().join(format!("{writes:?}"));
+        let store = Store::local_with(&root, LocalSync::Batched, writes).unwrap();
+        let page: Bytes = (0..300_001u32).map(|i| (i % 253) as u8).collect();
+        store.put_new("t/j/p", page.clone()).await.unwrap();
+        assert_eq!(store.get("t/j/p").await.unwrap(), page);
+        let again = store.put_new("t/j/p", Bytes::from_static(b"x")).await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists(_))),
+            "{again:?}"
+        );
+        assert_eq!(store.get("t/j/p").await.unwrap(), page);
+        let direct_bytes = store.direct.as_ref().map_or(0, |(_, w)| w.direct_bytes());
+        match writes {
+            LocalWrites::Direct => assert_eq!(direct_bytes, 300_001 / 4096 * 4096),
+            LocalWrites::Cached => assert_eq!(direct_bytes, 0),
+        }
+        assert!(walk(&root).iter().all(|n| !n.contains('#')));
+    }
+}
+
+/// A local store on a full filesystem refuses the write as retryable (the operator frees
+/// space, the scanner sends again), keeps every object it stored before and leaves no
+/// staging file behind.
+#[tokio::test]
+async fn a_full_disk_refuses_the_write_and_keeps_what_was_stored() {
+    let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !is_root {
+        eprintln!("skipped: mounting a small file system needs root (CI runs as root)");
+        return;
+    }
+    let dir = scratch();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mounting a 1 MiB tmpfs failed");
+    struct Unmount<'a>(&'a FsPath);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let store = Store::local(dir.path()).unwrap();
+    let page = |i: u8| Bytes::from(vec![i; 300_000]);
+    let mut stored = 0u8;
+    let e = loop {
+        match store.put_new(&format!("t/j/p{stored}"), page(stored)).await {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 10, "a 1 MiB filesystem took 3 MB");
+    };
+    assert!(e.is_retryable(), "{e}");
+    assert!(e.to_string().contains("No space left"), "{e}");
+    assert!(stored >= 2, "only {stored} objects fitted");
+    for i in 0..stored {
+        assert_eq!(store.get(&format!("t/j/p{i}")).await.unwrap(), page(i));
+    }
+    assert!(!store.exists(&format!("t/j/p{stored}")).await.unwrap());
+    // A streamed page fails as retryable too, at a write or at the end.
+    let mut up = store.begin_upload("t/j/large").await.unwrap();
+    let mut failed = None;
+    for _ in 0..8 {
+        if let Err(e) = up.write(page(9)).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = match failed {
+        Some(e) => {
+            up.abort().await.unwrap();
+            e
+        }
+        None => up.finish().await.unwrap_err(),
+    };
+    assert!(e.is_retryable() && e.to_string().contains("No space left"), "{e}");
+    assert!(!store.exists("t/j/large").await.unwrap());
+    assert!(walk(dir.path()).iter().all(|n| !n.contains('#')));
 }

@@ -107,6 +107,8 @@ struct StoreSection {
     path: Option<PathBuf>,
     /// A local store's syncs: `batched` (default) or `each`.
     sync: Option<String>,
+    /// How a local store writes new objects: `direct` (default) or `cached`.
+    writes: Option<String>,
     endpoint: Option<String>,
     /// The store API's region (S3's `eu-central-1`).
     region: Option<String>,
@@ -152,10 +154,24 @@ fn parse_store(
             })
         }
     };
+    let writes = match (st.writes.as_deref(), local) {
+        (None | Some("direct"), _) => quire_storage::LocalWrites::Direct,
+        (Some("cached"), true) => quire_storage::LocalWrites::Cached,
+        (Some(other), _) => {
+            return Err(ConfigError::Invalid {
+                key: format!("{prefix}.writes"),
+                reason: match local {
+                    true => format!("{other:?} is not \"direct\" or \"cached\""),
+                    false => "only a local store has writes to choose".into(),
+                },
+            })
+        }
+    };
     let kind = match kind {
         "local" => StoreKind::Local {
             path: st.path.unwrap_or_else(|| data_dir.join("store")),
             sync,
+            writes,
         },
         "s3" => StoreKind::S3(quire_storage::S3Options {
             endpoint: need("endpoint", st.endpoint)?,
@@ -233,10 +249,11 @@ struct DevSection {
 /// Which object store holds sealed objects.
 #[derive(Debug, Clone)]
 pub enum StoreKind {
-    /// A directory on this machine, and how its writes are synced.
+    /// A directory on this machine, and how its writes are made and synced.
     Local {
         path: PathBuf,
         sync: quire_storage::LocalSync,
+        writes: quire_storage::LocalWrites,
     },
     /// An S3-compatible service.
     S3(quire_storage::S3Options),
@@ -251,7 +268,9 @@ impl StoreKind {
     /// The store this names, ready to use.
     pub fn open(&self) -> Result<quire_storage::Store, quire_storage::StoreError> {
         match self {
-            StoreKind::Local { path, sync } => quire_storage::Store::local_with(path, *sync),
+            StoreKind::Local { path, sync, writes } => {
+                quire_storage::Store::local_with(path, *sync, *writes)
+            }
             StoreKind::S3(o) => quire_storage::Store::s3(o),
             StoreKind::Azure(o) => quire_storage::Store::azure(o),
             StoreKind::Memory => Ok(quire_storage::Store::memory()),

@@ -21,6 +21,7 @@ fn defaults_hold_without_a_file() {
         StoreKind::Local {
             path: PathBuf::from("quire-data/store"),
             sync: quire_storage::LocalSync::Batched,
+            writes: quire_storage::LocalWrites::Direct,
         }
     );
     assert!(c.dev_bootstrap);
@@ -52,6 +53,39 @@ sync = \"each\"\n",
     ] {
         let e = ServerConfig::from_toml(text).unwrap_err().to_string();
         assert!(e.contains("store.sync") && e.contains(why), "{e}");
+    }
+}
+
+#[test]
+fn a_local_store_writes_past_the_cache_or_through_it() {
+    let default = ServerConfig::from_toml("[store]\n").unwrap();
+    assert!(matches!(
+        default.store,
+        StoreKind::Local {
+            writes: quire_storage::LocalWrites::Direct,
+            ..
+        }
+    ));
+    let cached = ServerConfig::from_toml("[store]\nwrites = \"cached\"\n").unwrap();
+    assert!(matches!(
+        cached.store,
+        StoreKind::Local {
+            writes: quire_storage::LocalWrites::Cached,
+            ..
+        }
+    ));
+    for (text, why) in [
+        (
+            "[store]\nwrites = \"mmap\"\n",
+            "is not \"direct\" or \"cached\"",
+        ),
+        (
+            "[store]\nkind = \"memory\"\nwrites = \"direct\"\n",
+            "only a local store",
+        ),
+    ] {
+        let e = ServerConfig::from_toml(text).unwrap_err().to_string();
+        assert!(e.contains("store.writes") && e.contains(why), "{e}");
     }
 }
 
