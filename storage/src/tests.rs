@@ -338,7 +338,10 @@ async fn a_full_disk_refuses_the_write_and_keeps_what_was_stored() {
         }
         None => up.finish().await.unwrap_err(),
     };
-    assert!(e.is_retryable() && e.to_string().contains("No space left"), "{e}");
+    assert!(
+        e.is_retryable() && e.to_string().contains("No space left"),
+        "{e}"
+    );
     assert!(!store.exists("t/j/large").await.unwrap());
     assert!(walk(dir.path()).iter().all(|n| !n.contains('#')));
 }
