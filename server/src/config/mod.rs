@@ -127,6 +127,28 @@ struct StoreSection {
     container: Option<String>,
 }
 
+/// One of a local store's two-way settings (`[store] sync`, `writes`): the first choice when
+/// absent; naming the default is allowed for any store, the other choice only for a local one.
+fn local_choice<T: Copy>(
+    (prefix, field, what): (&str, &str, &str),
+    value: Option<&str>,
+    local: bool,
+    [(default_name, default), (other_name, other)]: [(&str, T); 2],
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if v == default_name => Ok(default),
+        Some(v) if v == other_name && local => Ok(other),
+        Some(v) => Err(ConfigError::Invalid {
+            key: format!("{prefix}.{field}"),
+            reason: match local {
+                true => format!("{v:?} is not \"{default_name}\" or \"{other_name}\""),
+                false => format!("only a local store has {what} to choose"),
+            },
+        }),
+    }
+}
+
 /// Parses one store section; `prefix` names it in errors (`store`, `stores.eu`).
 fn parse_store(
     st: StoreSection,
@@ -141,32 +163,24 @@ fn parse_store(
     };
     let kind = st.kind.as_deref().unwrap_or("local");
     let local = kind == "local";
-    let sync = match (st.sync.as_deref(), local) {
-        (None | Some("batched"), _) => quire_storage::LocalSync::Batched,
-        (Some("each"), true) => quire_storage::LocalSync::Each,
-        (Some(other), _) => {
-            return Err(ConfigError::Invalid {
-                key: format!("{prefix}.sync"),
-                reason: match local {
-                    true => format!("{other:?} is not \"batched\" or \"each\""),
-                    false => "only a local store has syncs to choose".into(),
-                },
-            })
-        }
-    };
-    let writes = match (st.writes.as_deref(), local) {
-        (None | Some("direct"), _) => quire_storage::LocalWrites::Direct,
-        (Some("cached"), true) => quire_storage::LocalWrites::Cached,
-        (Some(other), _) => {
-            return Err(ConfigError::Invalid {
-                key: format!("{prefix}.writes"),
-                reason: match local {
-                    true => format!("{other:?} is not \"direct\" or \"cached\""),
-                    false => "only a local store has writes to choose".into(),
-                },
-            })
-        }
-    };
+    let sync = local_choice(
+        (prefix, "sync", "syncs"),
+        st.sync.as_deref(),
+        local,
+        [
+            ("batched", quire_storage::LocalSync::Batched),
+            ("each", quire_storage::LocalSync::Each),
+        ],
+    )?;
+    let writes = local_choice(
+        (prefix, "writes", "writes"),
+        st.writes.as_deref(),
+        local,
+        [
+            ("direct", quire_storage::LocalWrites::Direct),
+            ("cached", quire_storage::LocalWrites::Cached),
+        ],
+    )?;
     let kind = match kind {
         "local" => StoreKind::Local {
             path: st.path.unwrap_or_else(|| data_dir.join("store")),

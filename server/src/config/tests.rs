@@ -80,7 +80,7 @@ fn a_local_store_writes_past_the_cache_or_through_it() {
             "is not \"direct\" or \"cached\"",
         ),
         (
-            "[store]\nkind = \"memory\"\nwrites = \"direct\"\n",
+            "[store]\nkind = \"memory\"\nwrites = \"cached\"\n",
             "only a local store",
         ),
     ] {
