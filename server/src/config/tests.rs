@@ -27,65 +27,45 @@ fn defaults_hold_without_a_file() {
     assert!(c.dev_bootstrap);
 }
 
+/// A local store's two-way settings: the default when absent, the other when named; a value
+/// that is neither, or the other one for a store that is not local, is refused by name.
 #[test]
-fn a_local_store_syncs_in_batches_or_each_write() {
-    let each = ServerConfig::from_toml(
-        "[store]
-sync = \"each\"\n",
-    )
-    .unwrap();
-    assert!(matches!(
-        each.store,
-        StoreKind::Local {
-            sync: quire_storage::LocalSync::Each,
-            ..
-        }
-    ));
-    for (text, why) in [
+fn a_local_store_chooses_how_it_syncs_and_writes() {
+    let local = |text: &str| match ServerConfig::from_toml(text).unwrap().store {
+        StoreKind::Local { sync, writes, .. } => (sync, writes),
+        other => panic!("{other:?}"),
+    };
+    use quire_storage::{LocalSync, LocalWrites};
+    assert_eq!(
+        local("[store]\n"),
+        (LocalSync::Batched, LocalWrites::Direct)
+    );
+    assert_eq!(
+        local("[store]\nsync = \"each\"\nwrites = \"cached\"\n"),
+        (LocalSync::Each, LocalWrites::Cached)
+    );
+    for (field, wrong, other, why) in [
+        ("sync", "never", "each", "is not \"batched\" or \"each\""),
         (
-            "[store]\nsync = \"never\"\n",
-            "is not \"batched\" or \"each\"",
-        ),
-        (
-            "[store]\nkind = \"memory\"\nsync = \"each\"\n",
-            "only a local store",
-        ),
-    ] {
-        let e = ServerConfig::from_toml(text).unwrap_err().to_string();
-        assert!(e.contains("store.sync") && e.contains(why), "{e}");
-    }
-}
-
-#[test]
-fn a_local_store_writes_past_the_cache_or_through_it() {
-    let default = ServerConfig::from_toml("[store]\n").unwrap();
-    assert!(matches!(
-        default.store,
-        StoreKind::Local {
-            writes: quire_storage::LocalWrites::Direct,
-            ..
-        }
-    ));
-    let cached = ServerConfig::from_toml("[store]\nwrites = \"cached\"\n").unwrap();
-    assert!(matches!(
-        cached.store,
-        StoreKind::Local {
-            writes: quire_storage::LocalWrites::Cached,
-            ..
-        }
-    ));
-    for (text, why) in [
-        (
-            "[store]\nwrites = \"mmap\"\n",
+            "writes",
+            "mmap",
+            "cached",
             "is not \"direct\" or \"cached\"",
         ),
-        (
-            "[store]\nkind = \"memory\"\nwrites = \"cached\"\n",
-            "only a local store",
-        ),
     ] {
-        let e = ServerConfig::from_toml(text).unwrap_err().to_string();
-        assert!(e.contains("store.writes") && e.contains(why), "{e}");
+        for (text, why) in [
+            (format!("[store]\n{field} = \"{wrong}\"\n"), why),
+            (
+                format!("[store]\nkind = \"memory\"\n{field} = \"{other}\"\n"),
+                "only a local store",
+            ),
+        ] {
+            let e = ServerConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("store.{field}")) && e.contains(why),
+                "{e}"
+            );
+        }
     }
 }
 
