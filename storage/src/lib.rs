@@ -146,7 +146,7 @@ pub enum LocalWrites {
     /// Past the page cache (`O_DIRECT`, Linux): sealed objects are seldom read soon after,
     /// and filling cache pages is most of what a write costs. A filesystem that refuses it
     /// is written through the cache instead. Streamed uploads (pages over the pipeline's
-    /// `single_put_limit`) always go through the cache.
+    /// `single_put_limit`) go past it too, into one staging file.
     #[default]
     Direct,
     /// Through the page cache, as any program writes.
@@ -176,6 +176,7 @@ impl Store {
     /// write returns only once it is on stable storage: on Linux after a `syncfs` of the
     /// filesystem shared with the writes finishing at the same time ([`sync`]), elsewhere
     /// after an fsync of the file and its directory.
+    ///
     /// New objects are written past the page cache where the filesystem allows it
     /// ([`LocalWrites::Direct`]).
     pub fn local(root: &FsPath) -> Result<Store, StoreError> {
@@ -331,12 +332,16 @@ impl Store {
     /// Writes `bytes` at `key` only if no object is there (conditional create).
     pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        match &self.direct {
-            Some((fs, writer)) if writer.enabled() => {
-                self.put_new_direct(fs, writer.clone(), key, &path, bytes)
-                    .await?
+        match self.direct_target(key, &path)? {
+            Some((writer, dest)) => {
+                let written = direct::blocking(move || writer.put_new(&dest, &bytes))
+                    .await
+                    .map_err(|e| upload::io_error(&self.name, key, e))?;
+                if written == direct::Written::AlreadyExists {
+                    return Err(StoreError::AlreadyExists(key.into()));
+                }
             }
-            _ => {
+            None => {
                 let opts = PutOptions {
                     mode: PutMode::Create,
                     ..Default::default()
@@ -353,28 +358,21 @@ impl Store {
         }
     }
 
-    /// [`Store::put_new`]'s write past the page cache, on a blocking thread.
-    async fn put_new_direct(
+    /// The writer and the file of the object at `path`, if this store writes new objects
+    /// past the page cache (and its filesystem has not refused that).
+    fn direct_target(
         &self,
-        fs: &object_store::local::LocalFileSystem,
-        writer: Arc<direct::DirectWriter>,
         key: &str,
         path: &Path,
-        bytes: Bytes,
-    ) -> Result<(), StoreError> {
-        let dest = fs
-            .path_to_filesystem(path)
-            .map_err(|e| map_err(&self.name, key, e))?;
-        let written = tokio::task::spawn_blocking(move || writer.put_new(&dest, &bytes))
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                store: self.name.clone(),
-                message: format!("the writing thread failed: {e}"),
-            })?
-            .map_err(|e| upload::io_error(&self.name, key, e))?;
-        match written {
-            direct::Written::Stored => Ok(()),
-            direct::Written::AlreadyExists => Err(StoreError::AlreadyExists(key.into())),
+    ) -> Result<Option<(Arc<direct::DirectWriter>, std::path::PathBuf)>, StoreError> {
+        match &self.direct {
+            Some((fs, writer)) if writer.enabled() => {
+                let dest = fs
+                    .path_to_filesystem(path)
+                    .map_err(|e| map_err(&self.name, key, e))?;
+                Ok(Some((writer.clone(), dest)))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -398,17 +396,14 @@ impl Store {
     /// (published as `how` says), else in object_store's parts (which replace).
     async fn begin(&self, key: &str, how: direct::Publish) -> Result<Upload, StoreError> {
         let path = self.path(key)?;
-        let writer = match &self.direct {
-            Some((fs, writer)) if writer.enabled() => {
-                let dest = fs
-                    .path_to_filesystem(&path)
-                    .map_err(|e| map_err(&self.name, key, e))?;
-                let stream = direct::DirectStream::begin(writer.clone(), dest, how)
+        let writer = match self.direct_target(key, &path)? {
+            Some((writer, dest)) => {
+                let stream = direct::DirectStream::begin(writer, dest, how)
                     .await
                     .map_err(|e| upload::io_error(&self.name, key, e))?;
                 upload::Writer::Direct(stream)
             }
-            _ => {
+            None => {
                 let up = self
                     .inner
                     .put_multipart_opts(&path, PutMultipartOptions::default())

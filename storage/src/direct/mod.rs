@@ -32,7 +32,7 @@ use std::sync::Mutex;
 use rustix::fs::OFlags;
 
 mod stream;
-pub(crate) use stream::DirectStream;
+pub(crate) use stream::{blocking, DirectStream};
 
 /// Offsets, lengths and buffer addresses of direct writes are multiples of this: the page
 /// size, which covers every logical block size in use (512 B and 4 KiB).

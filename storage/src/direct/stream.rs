@@ -91,11 +91,10 @@ impl DirectStream {
         let file = Arc::try_unwrap(file).map_err(|_| cancelled())?;
         let (staging, dest, how) = (self.staging.clone(), self.dest.clone(), self.how);
         let written = blocking(move || publish(file, &staging, &dest, how)).await;
-        if !matches!(written, Ok(Written::Stored)) {
-            let _ = std::fs::remove_file(&self.staging);
+        if matches!(written, Ok(Written::Stored)) {
+            // Published: no staging file left for `drop` to remove.
+            self.staging = PathBuf::new();
         }
-        // Published (or removed): nothing for `drop` to clean up.
-        self.staging = PathBuf::new();
         written
     }
 }
@@ -117,7 +116,7 @@ fn cancelled() -> std::io::Error {
 }
 
 /// Runs file I/O on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     tokio::task::spawn_blocking(f)
