@@ -257,7 +257,7 @@ async fn over_tcp(
         })?;
     let socket = TunnelSocket::client(stream, local, l.addr);
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
+        quire_net::cid::endpoint_config(),
         None,
         socket,
         std::sync::Arc::new(quinn::TokioRuntime),

@@ -1,5 +1,6 @@
 //! What both ends of a Quire connection share: frames over QUIC streams ([`stream`]), TLS
-//! configuration and certificate pins ([`tls`]), and credential files ([`credential`]), UDP sockets with room for a burst ([`udp`]).
+//! configuration and certificate pins ([`tls`]), and credential files ([`credential`]), UDP sockets with room for a burst ([`udp`]), the
+//! connection IDs endpoints hand out ([`cid`]).
 //!
 //! The client crate (`quire-client`) and the server crate (`quire-server`) both build on this
 //! one, so neither depends on the other and a scanner vendor's build never pulls in the
@@ -7,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod cid;
 pub mod congestion;
 pub mod credential;
 pub mod stream;

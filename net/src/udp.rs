@@ -156,7 +156,7 @@ pub fn endpoint(
     let (socket, buffer) = bind(addr, RECEIVE_BUFFER)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime to run the QUIC endpoint on"))?;
-    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)?;
+    let endpoint = quinn::Endpoint::new(crate::cid::endpoint_config(), server, socket, runtime)?;
     Ok((endpoint, buffer))
 }
 

@@ -85,7 +85,7 @@ async fn bind(
     let addr = listener.local_addr()?;
     let socket = TunnelSocket::server(addr);
     let endpoint = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
+        quire_net::cid::endpoint_config(),
         Some(server_config),
         socket.clone(),
         Arc::new(quinn::TokioRuntime),
