@@ -8,6 +8,7 @@
 //! `--store`. At the end every job is checked against the server's record of what it stored,
 //! a JSON report is written, and beside it an SVG of throughput and p99 latency over time.
 
+mod connects;
 mod generate;
 mod idle;
 mod nodes;
@@ -91,6 +92,9 @@ struct Args {
     /// measure what the server alone costs per MB.
     #[arg(long, requires = "child")]
     server_cpus: Option<String>,
+    /// With --child: write the server's log to this file (`QUIRE_LOG` chooses what it says).
+    #[arg(long, requires = "child")]
+    server_log: Option<PathBuf>,
     /// Measure the raw quinn bulk-upload ceiling of this machine first (one connection, Quire's
     /// TLS and windows, no protocol or pipeline), and report Quire's throughput as a share of it.
     #[arg(long)]
@@ -123,7 +127,7 @@ struct Args {
     hammer_seconds: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct Latency {
     p50: f64,
     p90: f64,
@@ -173,6 +177,9 @@ struct Report {
     scanner_transport: scanner::TransportTotals,
     /// The idle scanners (`--idle-scanners`), if any.
     idle: Option<idle::IdleReport>,
+    /// Every scanner's connect attempts, pushing and idle: those that failed before the
+    /// whole fleet had connected once, and after.
+    connects: connects::ConnectReport,
     /// Each node's part, with `--server A,B,…`.
     #[serde(skip_serializing_if = "Option::is_none")]
     nodes: Option<Vec<nodes::NodeReport>>,
@@ -183,6 +190,13 @@ struct Report {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // The scanners' own log (their QUIC stack's included), as `quire` reads it.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("QUIRE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Some(n) = args.hammer {
         return hammer(&args, n).await;
     }
@@ -200,11 +214,13 @@ async fn main() -> Result<()> {
     let (started, cred, addrs) = server_for(&args, work.path()).await?;
     let nodes = Arc::new(nodes::Nodes::new(addrs)?);
     let addr = nodes.first();
+    let fleet = u64::from(args.scanners) + u64::from(args.idle_scanners);
+    let connects = Arc::new(connects::ConnectLog::new(fleet));
     let idle = match args.idle_scanners {
         0 => None,
         n => {
             let ramp = Duration::from_secs_f64(args.idle_ramp_up.max(0.0));
-            Some(idle::IdleFleet::connect(&cred, addr, n, ramp).await)
+            Some(idle::IdleFleet::connect(&cred, addr, (n, ramp), &connects).await)
         }
     };
     let usage = Usage::start(started.as_ref().map(|s| s.pid()));
@@ -261,6 +277,7 @@ async fn main() -> Result<()> {
         transport: transport.clone(),
         in_flight: in_flight.clone(),
         committed: committed.clone(),
+        connects: connects.clone(),
         bar: bar.clone(),
         cred: cred.clone(),
         nodes: nodes.clone(),
@@ -326,6 +343,7 @@ async fn main() -> Result<()> {
         connections: connections.lock().expect("lock").clone(),
         scanner_transport: transport.lock().expect("lock").clone(),
         idle,
+        connects: connects.report(),
         nodes: nodes.report(seconds),
         verified,
         timeline: timeline.lock().expect("timeline lock").clone(),
@@ -414,6 +432,7 @@ async fn server_for(
         bucket: args.store_bucket.clone(),
         ack: args.ack.clone(),
         server_cpus: args.server_cpus.clone(),
+        server_log: args.server_log.clone(),
     };
     let (s, addr, cred) = server::Started::start(work, &setup, args.child).await?;
     Ok((Some(s), Credential::load(&cred)?, vec![addr]))
@@ -597,6 +616,7 @@ struct Ctx {
     transport: Arc<Mutex<scanner::TransportTotals>>,
     in_flight: Arc<AtomicU64>,
     committed: Arc<Mutex<Vec<(String, usize)>>>,
+    connects: Arc<connects::ConnectLog>,
     bar: ProgressBar,
     cred: Credential,
     nodes: Arc<nodes::Nodes>,

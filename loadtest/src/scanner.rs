@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indicatif::ProgressBar;
 use quire_client::push::{new_job_id, send_with_retry, LocalPage, Upload};
@@ -11,19 +11,23 @@ use quire_client::Connection;
 use quire_codecs::wire::Frame;
 
 use super::Ctx;
+use crate::connects::{backoff, Who};
 use anyhow::{bail, Context, Result};
 use quire_client::push::scan_dir;
 use std::path::{Path, PathBuf};
 
 pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
     let next_job = AtomicU32::new(0);
-    let mut attempt = 0;
+    let (mut attempt, mut failures) = (0, 0);
     while ctx.more_jobs(next_job.load(Ordering::Relaxed)) {
         // Each new connection goes to the next node (one node: the same one again).
         let (node, addr) = ctx.nodes.for_scanner(s, attempt);
         attempt += 1;
+        let began = Instant::now();
         let conn = match Connection::connect(&ctx.cred, Some(addr)).await {
             Ok(c) => {
+                failures = 0;
+                ctx.connects.connected(Who::Pushing(s), began);
                 ctx.nodes.connected(node);
                 let way = format!("{:?}", c.transport).to_lowercase();
                 *ctx.connections
@@ -34,12 +38,14 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
                 c
             }
             Err(e) => {
+                ctx.connects.failed(began, &e);
                 ctx.nodes.error(node);
                 ctx.error(&format!("scanner {s}"), &e);
                 if ctx.deadline.is_none() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(backoff(failures)).await;
+                failures += 1;
                 continue;
             }
         };

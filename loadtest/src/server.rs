@@ -32,6 +32,8 @@ pub struct Setup {
     pub ack: String,
     /// CPUs a child server may run on (`taskset -c`).
     pub server_cpus: Option<String>,
+    /// Where a child server's log goes (its stderr; `RUST_LOG` chooses what it says).
+    pub server_log: Option<PathBuf>,
 }
 
 /// Azurite's published development key: the default for `--store azure`.
@@ -116,7 +118,14 @@ impl Started {
                 .arg("--data-dir")
                 .arg(&data)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(match &setup.server_log {
+                    Some(path) => {
+                        Stdio::from(std::fs::File::create(path).with_context(|| {
+                            format!("creating the server log {}", path.display())
+                        })?)
+                    }
+                    None => Stdio::null(),
+                })
                 .spawn()
                 .with_context(|| {
                     format!(
