@@ -107,6 +107,12 @@ struct Args {
     /// its own `--concurrency` pages in flight.
     #[arg(long, default_value_t = 1)]
     jobs_in_flight: usize,
+    /// Seconds between the pages each job lane starts, as a scanner feeding pages at its own
+    /// pace; the first after a random part of one interval, so that a fleet does not start
+    /// in step. Without it scanners push as fast as they are acknowledged: the server's
+    /// capacity, with latency as long as its queue.
+    #[arg(long)]
+    page_interval: Option<f64>,
     /// Server to load (host:port), or several nodes of one deployment separated by commas
     /// (scanners spread over them evenly; the report has each node's part); without it one
     /// is started in this process.
@@ -146,6 +152,9 @@ struct Report {
     pages_per_s: f64,
     mb_per_s: f64,
     latency_ms: Latency,
+    /// Pages per second the scanners offer with `--page-interval` (each lane one page per
+    /// interval); without it they offer as many as the server takes.
+    offered_pages_per_s: Option<f64>,
     /// Peak RSS of the server process in MiB; when the server runs in this process this
     /// includes the scanners too, and `server_in_process` says so. `None` for `--server`.
     server_rss_mb: Option<f64>,
@@ -165,6 +174,8 @@ struct Report {
     share_of_transport_ceiling: Option<f64>,
     store: String,
     ack: String,
+    /// Work that failed: pages, commits, and with `--jobs` a scanner that could not connect
+    /// (with `--duration` it connects again; its failed attempts are in `connects`).
     errors: u64,
     /// Pages refused as a "later" (busy, rate limit, full spool, store outage) and sent
     /// again, as `quire push` does.
@@ -223,7 +234,7 @@ async fn main() -> Result<()> {
             Some(idle::IdleFleet::connect(&cred, addr, (n, ramp), &connects).await)
         }
     };
-    let usage = Usage::start(started.as_ref().map(|s| s.pid()));
+    let usage = server::Usage::start(started.as_ref().map(|s| s.pid()));
     let hist = Arc::new(Mutex::new(latency_histogram()?));
     let interval_hist = Arc::new(Mutex::new(latency_histogram()?));
     let pages_done = Arc::new(AtomicU64::new(0));
@@ -283,6 +294,9 @@ async fn main() -> Result<()> {
         nodes: nodes.clone(),
         concurrency: args.concurrency,
         jobs_in_flight: args.jobs_in_flight.max(1),
+        page_interval: args
+            .page_interval
+            .map(|s| Duration::from_secs_f64(s.max(0.001))),
         jobs: args.jobs,
         scanners: args.scanners,
         deadline,
@@ -324,6 +338,9 @@ async fn main() -> Result<()> {
         pages_per_s: pages as f64 / seconds,
         mb_per_s: bytes as f64 / seconds / 1e6,
         latency_ms: Latency::of(&hist.lock().expect("histogram lock")),
+        offered_pages_per_s: args
+            .page_interval
+            .map(|iv| f64::from(args.scanners) * args.jobs_in_flight.max(1) as f64 / iv.max(0.001)),
         server_rss_mb: used.server_rss_mb,
         server_cpu_s: used.server_cpu_s,
         server_cpu_ms_per_mb: used.server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
@@ -364,53 +381,6 @@ async fn main() -> Result<()> {
 /// Microseconds from 1 µs to 10 minutes, 3 significant digits.
 pub(crate) fn latency_histogram() -> Result<Histogram<u64>> {
     Ok(Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?)
-}
-
-/// CPU time of the child server and of this process, and the server's peak memory, over a run.
-struct Usage {
-    server_pid: Option<String>,
-    server_cpu_before: Option<f64>,
-    server_switches_before: Option<u64>,
-    own_cpu_before: Option<f64>,
-}
-
-/// What [`Usage::finish`] measured.
-struct Used {
-    server_cpu_s: Option<f64>,
-    server_rss_mb: Option<f64>,
-    server_switches: Option<u64>,
-    own_cpu_s: Option<f64>,
-}
-
-impl Usage {
-    fn start(server_pid: Option<String>) -> Usage {
-        Usage {
-            server_cpu_before: server_pid.as_deref().and_then(server::cpu_seconds),
-            server_switches_before: server_pid.as_deref().and_then(server::context_switches),
-            own_cpu_before: server::cpu_seconds("self"),
-            server_pid,
-        }
-    }
-
-    /// Server CPU seconds, peak RSS and context switches, and this process's CPU seconds,
-    /// since start.
-    fn finish(&self) -> Used {
-        let pid = self.server_pid.as_deref();
-        Used {
-            server_cpu_s: pid
-                .and_then(server::cpu_seconds)
-                .zip(self.server_cpu_before)
-                .map(|(after, before)| after - before),
-            server_rss_mb: pid.and_then(server::peak_rss_mib),
-            server_switches: pid
-                .and_then(server::context_switches)
-                .zip(self.server_switches_before)
-                .map(|(after, before)| after.saturating_sub(before)),
-            own_cpu_s: server::cpu_seconds("self")
-                .zip(self.own_cpu_before)
-                .map(|(after, before)| after - before),
-        }
-    }
 }
 
 /// The server to push to: `--server` with `--credential` (default the development device's),
@@ -622,6 +592,7 @@ struct Ctx {
     nodes: Arc<nodes::Nodes>,
     concurrency: usize,
     jobs_in_flight: usize,
+    page_interval: Option<Duration>,
     jobs: u32,
     scanners: u32,
     deadline: Option<Instant>,

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use tokio::time::{Interval, MissedTickBehavior};
 
 use indicatif::ProgressBar;
 use quire_client::push::{new_job_id, send_with_retry, LocalPage, Upload};
@@ -40,10 +43,13 @@ pub(crate) async fn run_scanner(ctx: Arc<Ctx>, s: u32) {
             Err(e) => {
                 ctx.connects.failed(began, &e);
                 ctx.nodes.error(node);
-                ctx.error(&format!("scanner {s}"), &e);
                 if ctx.deadline.is_none() {
+                    // Its jobs will not be pushed: work the run did not do.
+                    ctx.error(&format!("scanner {s}"), &e);
                     return;
                 }
+                // Tried again, as a scanner does: in the report's `connects`, not an error.
+                eprintln!("scanner {s}: {e}; connecting again");
                 tokio::time::sleep(backoff(failures)).await;
                 failures += 1;
                 continue;
@@ -87,6 +93,7 @@ impl TransportTotals {
 /// Pushes the scanner's next job, then the next, until there are no more or the connection
 /// ends (the scanner then reconnects).
 async fn run_lane(ctx: &Ctx, s: u32, node: usize, conn: &Connection, next_job: &AtomicU32) {
+    let pacer = ctx.page_interval.map(|every| Mutex::new(pacer(every)));
     while !conn.is_closed() {
         let j = next_job.fetch_add(1, Ordering::Relaxed);
         if !ctx.more_jobs(j) {
@@ -106,7 +113,9 @@ async fn run_lane(ctx: &Ctx, s: u32, node: usize, conn: &Connection, next_job: &
             loop {
                 while inflight.len() < ctx.concurrency.max(1) {
                     match next.next() {
-                        Some(p) => inflight.push(push_one(ctx, node, conn, &upload, p)),
+                        Some(p) => {
+                            inflight.push(push_one(ctx, (node, conn), &upload, p, pacer.as_ref()))
+                        }
                         None => break,
                     }
                 }
@@ -137,6 +146,16 @@ async fn run_lane(ctx: &Ctx, s: u32, node: usize, conn: &Connection, next_job: &
     }
 }
 
+/// A lane's schedule with `--page-interval`: a page every `every`, the first after a random
+/// part of one, and never two at once to catch up after a slow one (a scanner feeds the next
+/// page when it has scanned it, not earlier).
+fn pacer(every: Duration) -> Interval {
+    let first = tokio::time::Instant::now() + every.mul_f64(fastrand::f64());
+    let mut pacer = tokio::time::interval_at(first, every);
+    pacer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    pacer
+}
+
 /// The corpus job that scanner `s` (of `scanners`) pushes as its `j`-th: round `j` of all
 /// scanners takes the next `scanners` jobs of the corpus in turn (so with scanners x jobs =
 /// corpus size every job is pushed exactly once), and who takes which one rotates from round
@@ -154,11 +173,14 @@ pub(crate) fn corpus_job(j: u32, s: u32, scanners: u32, corpus: usize) -> usize 
 /// acknowledgement latency, retries included.
 async fn push_one(
     ctx: &Ctx,
-    node: usize,
-    conn: &Connection,
+    (node, conn): (usize, &Connection),
     upload: &Upload,
     p: &LocalPage,
+    pacer: Option<&Mutex<Interval>>,
 ) -> bool {
+    if let Some(pacer) = pacer {
+        pacer.lock().await.tick().await;
+    }
     let t = Instant::now();
     ctx.in_flight.fetch_add(1, Ordering::Relaxed);
     let r = send_with_retry(conn, upload, p, &ProgressBar::hidden(), |_, _| {

@@ -229,3 +229,50 @@ pub fn context_switches(pid: &str) -> Option<u64> {
     }
     Some(total)
 }
+
+/// CPU time of the child server and of this process, and the server's peak memory, over a run.
+pub(crate) struct Usage {
+    server_pid: Option<String>,
+    server_cpu_before: Option<f64>,
+    server_switches_before: Option<u64>,
+    own_cpu_before: Option<f64>,
+}
+
+/// What [`Usage::finish`] measured.
+pub(crate) struct Used {
+    pub server_cpu_s: Option<f64>,
+    pub server_rss_mb: Option<f64>,
+    pub server_switches: Option<u64>,
+    pub own_cpu_s: Option<f64>,
+}
+
+impl Usage {
+    pub(crate) fn start(server_pid: Option<String>) -> Usage {
+        Usage {
+            server_cpu_before: server_pid.as_deref().and_then(cpu_seconds),
+            server_switches_before: server_pid.as_deref().and_then(context_switches),
+            own_cpu_before: cpu_seconds("self"),
+            server_pid,
+        }
+    }
+
+    /// Server CPU seconds, peak RSS and context switches, and this process's CPU seconds,
+    /// since start.
+    pub(crate) fn finish(&self) -> Used {
+        let pid = self.server_pid.as_deref();
+        Used {
+            server_cpu_s: pid
+                .and_then(cpu_seconds)
+                .zip(self.server_cpu_before)
+                .map(|(after, before)| after - before),
+            server_rss_mb: pid.and_then(peak_rss_mib),
+            server_switches: pid
+                .and_then(context_switches)
+                .zip(self.server_switches_before)
+                .map(|(after, before)| after.saturating_sub(before)),
+            own_cpu_s: cpu_seconds("self")
+                .zip(self.own_cpu_before)
+                .map(|(after, before)| after - before),
+        }
+    }
+}
