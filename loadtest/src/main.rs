@@ -275,6 +275,9 @@ async fn main() -> Result<()> {
         timeline.clone(),
     );
 
+    let page_interval = args
+        .page_interval
+        .map(|s| Duration::from_secs_f64(s.max(0.001)));
     let ctx = Arc::new(Ctx {
         corpus: corpus.clone(),
         hist: hist.clone(),
@@ -294,9 +297,7 @@ async fn main() -> Result<()> {
         nodes: nodes.clone(),
         concurrency: args.concurrency,
         jobs_in_flight: args.jobs_in_flight.max(1),
-        page_interval: args
-            .page_interval
-            .map(|s| Duration::from_secs_f64(s.max(0.001))),
+        page_interval,
         jobs: args.jobs,
         scanners: args.scanners,
         deadline,
@@ -338,9 +339,9 @@ async fn main() -> Result<()> {
         pages_per_s: pages as f64 / seconds,
         mb_per_s: bytes as f64 / seconds / 1e6,
         latency_ms: Latency::of(&hist.lock().expect("histogram lock")),
-        offered_pages_per_s: args
-            .page_interval
-            .map(|iv| f64::from(args.scanners) * args.jobs_in_flight.max(1) as f64 / iv.max(0.001)),
+        offered_pages_per_s: page_interval.map(|every| {
+            f64::from(args.scanners) * args.jobs_in_flight.max(1) as f64 / every.as_secs_f64()
+        }),
         server_rss_mb: used.server_rss_mb,
         server_cpu_s: used.server_cpu_s,
         server_cpu_ms_per_mb: used.server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
