@@ -235,64 +235,25 @@ async fn main() -> Result<()> {
         }
     };
     let usage = server::Usage::start(started.as_ref().map(|s| s.pid()));
-    let hist = Arc::new(Mutex::new(latency_histogram()?));
-    let interval_hist = Arc::new(Mutex::new(latency_histogram()?));
-    let pages_done = Arc::new(AtomicU64::new(0));
-    let bytes_done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let retries = Arc::new(AtomicU64::new(0));
-    let error_kinds: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
-    let connections: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
-    let transport: Arc<Mutex<scanner::TransportTotals>> = Arc::default();
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let committed: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
-    let bar = match args.duration {
-        Some(_) => ProgressBar::new_spinner(),
-        None => ProgressBar::new(
-            (0..args.scanners as usize * args.jobs as usize)
-                .map(|i| corpus[i % corpus.len()].len() as u64)
-                .sum(),
-        ),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} pages {msg}").expect("template"),
-    );
     let started_at = Instant::now();
-    let deadline = args
-        .duration
-        .map(|d| started_at + Duration::from_secs_f64(d.max(0.1)));
-    let timeline: Arc<Mutex<Vec<plot::Sample>>> = Arc::default();
-    let ticker = spawn_ticker(
-        started_at,
-        bar.clone(),
-        Counters {
-            bytes: bytes_done.clone(),
-            pages: pages_done.clone(),
-            errors: errors.clone(),
-            in_flight: in_flight.clone(),
-        },
-        interval_hist.clone(),
-        timeline.clone(),
-    );
-
     let page_interval = args
         .page_interval
         .map(|s| Duration::from_secs_f64(s.max(0.001)));
     let ctx = Arc::new(Ctx {
         corpus: corpus.clone(),
-        hist: hist.clone(),
-        interval_hist: interval_hist.clone(),
-        pages_done: pages_done.clone(),
-        bytes_done: bytes_done.clone(),
-        errors: errors.clone(),
-        retries: retries.clone(),
-        error_kinds: error_kinds.clone(),
-        connections: connections.clone(),
-        transport: transport.clone(),
-        in_flight: in_flight.clone(),
-        committed: committed.clone(),
+        hist: Arc::new(Mutex::new(latency_histogram()?)),
+        interval_hist: Arc::new(Mutex::new(latency_histogram()?)),
+        pages_done: Arc::default(),
+        bytes_done: Arc::default(),
+        errors: Arc::default(),
+        retries: Arc::default(),
+        error_kinds: Arc::default(),
+        connections: Arc::default(),
+        transport: Arc::default(),
+        in_flight: Arc::default(),
+        committed: Arc::default(),
         connects: connects.clone(),
-        bar: bar.clone(),
+        bar: progress_bar(&args, &corpus),
         cred: cred.clone(),
         nodes: nodes.clone(),
         concurrency: args.concurrency,
@@ -300,8 +261,24 @@ async fn main() -> Result<()> {
         page_interval,
         jobs: args.jobs,
         scanners: args.scanners,
-        deadline,
+        deadline: args
+            .duration
+            .map(|d| started_at + Duration::from_secs_f64(d.max(0.1))),
     });
+    let timeline: Arc<Mutex<Vec<plot::Sample>>> = Arc::default();
+    let ticker = spawn_ticker(
+        started_at,
+        ctx.bar.clone(),
+        Counters {
+            bytes: ctx.bytes_done.clone(),
+            pages: ctx.pages_done.clone(),
+            errors: ctx.errors.clone(),
+            in_flight: ctx.in_flight.clone(),
+        },
+        ctx.interval_hist.clone(),
+        timeline.clone(),
+    );
+
     let step = Duration::from_secs_f64(args.ramp_up.max(0.0) / f64::from(args.scanners));
     let scanners: Vec<_> = (0..args.scanners)
         .map(|s| {
@@ -317,54 +294,23 @@ async fn main() -> Result<()> {
     }
     let seconds = started_at.elapsed().as_secs_f64();
     ticker.abort();
-    bar.finish_and_clear();
+    ctx.bar.finish_and_clear();
     let used = usage.finish();
     let idle = match idle {
         Some(fleet) => Some(fleet.finish().await),
         None => None,
     };
 
-    let done_jobs = committed.lock().expect("lock").clone();
+    let done_jobs = ctx.committed.lock().expect("lock").clone();
     let verified =
-        errors.load(Ordering::Relaxed) == 0 && verify(&cred, addr, &done_jobs, &corpus).await?;
-
-    let pages = pages_done.load(Ordering::Relaxed);
-    let bytes = bytes_done.load(Ordering::Relaxed);
+        ctx.errors.load(Ordering::Relaxed) == 0 && verify(&cred, addr, &done_jobs, &corpus).await?;
+    let timeline = timeline.lock().expect("timeline lock").clone();
     let report = Report {
-        scanners: args.scanners,
-        jobs: committed.lock().expect("lock").len() as u64,
-        pages,
-        bytes,
-        seconds,
-        pages_per_s: pages as f64 / seconds,
-        mb_per_s: bytes as f64 / seconds / 1e6,
-        latency_ms: Latency::of(&hist.lock().expect("histogram lock")),
-        offered_pages_per_s: page_interval.map(|every| {
-            f64::from(args.scanners) * args.jobs_in_flight.max(1) as f64 / every.as_secs_f64()
-        }),
-        server_rss_mb: used.server_rss_mb,
-        server_cpu_s: used.server_cpu_s,
-        server_cpu_ms_per_mb: used.server_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
-        client_cpu_ms_per_mb: used.own_cpu_s.map(|c| c * 1e3 / (bytes as f64 / 1e6)),
-        server_context_switches_per_page: used
-            .server_switches
-            .filter(|_| pages > 0)
-            .map(|n| n as f64 / pages as f64),
-        server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
-        transport_ceiling_mb_per_s: ceiling,
-        share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
-        store: format!("{:?}", args.store).to_lowercase(),
-        ack: args.ack.clone(),
-        errors: errors.load(Ordering::Relaxed),
-        retries: retries.load(Ordering::Relaxed),
-        errors_by_kind: error_kinds.lock().expect("lock").clone(),
-        connections: connections.lock().expect("lock").clone(),
-        scanner_transport: transport.lock().expect("lock").clone(),
         idle,
-        connects: connects.report(),
-        nodes: nodes.report(seconds),
+        server_in_process: started.as_ref().is_some_and(|s| s.in_process()),
         verified,
-        timeline: timeline.lock().expect("timeline lock").clone(),
+        timeline,
+        ..Report::of(&args, &ctx, seconds, &used, ceiling)
     };
     if let Some(path) = &args.report {
         write_report(path, &args, &report)?;
@@ -377,6 +323,75 @@ async fn main() -> Result<()> {
         bail!("verification failed");
     }
     Ok(())
+}
+
+impl Report {
+    /// The run's figures from its counters; what only `main` knows (the idle fleet, whether
+    /// every job verified, the timeline, whether the server ran in this process) is left
+    /// empty.
+    fn of(
+        args: &Args,
+        ctx: &Ctx,
+        seconds: f64,
+        used: &server::Used,
+        ceiling: Option<f64>,
+    ) -> Report {
+        let pages = ctx.pages_done.load(Ordering::Relaxed);
+        let bytes = ctx.bytes_done.load(Ordering::Relaxed);
+        let per_mb = |cpu_s: f64| cpu_s * 1e3 / (bytes as f64 / 1e6);
+        Report {
+            scanners: args.scanners,
+            jobs: ctx.committed.lock().expect("lock").len() as u64,
+            pages,
+            bytes,
+            seconds,
+            pages_per_s: pages as f64 / seconds,
+            mb_per_s: bytes as f64 / seconds / 1e6,
+            latency_ms: Latency::of(&ctx.hist.lock().expect("histogram lock")),
+            offered_pages_per_s: ctx.page_interval.map(|every| {
+                f64::from(args.scanners) * ctx.jobs_in_flight as f64 / every.as_secs_f64()
+            }),
+            server_rss_mb: used.server_rss_mb,
+            server_cpu_s: used.server_cpu_s,
+            server_cpu_ms_per_mb: used.server_cpu_s.map(per_mb),
+            client_cpu_ms_per_mb: used.own_cpu_s.map(per_mb),
+            server_context_switches_per_page: used
+                .server_switches
+                .filter(|_| pages > 0)
+                .map(|n| n as f64 / pages as f64),
+            server_in_process: false,
+            transport_ceiling_mb_per_s: ceiling,
+            share_of_transport_ceiling: ceiling.map(|c| bytes as f64 / seconds / 1e6 / c),
+            store: format!("{:?}", args.store).to_lowercase(),
+            ack: args.ack.clone(),
+            errors: ctx.errors.load(Ordering::Relaxed),
+            retries: ctx.retries.load(Ordering::Relaxed),
+            errors_by_kind: ctx.error_kinds.lock().expect("lock").clone(),
+            connections: ctx.connections.lock().expect("lock").clone(),
+            scanner_transport: ctx.transport.lock().expect("lock").clone(),
+            idle: None,
+            connects: ctx.connects.report(),
+            nodes: ctx.nodes.report(seconds),
+            verified: false,
+            timeline: Vec::new(),
+        }
+    }
+}
+
+/// A bar of pages for a run of so many jobs, a spinner for a run of so long.
+fn progress_bar(args: &Args, corpus: &[Vec<LocalPage>]) -> ProgressBar {
+    let bar = match args.duration {
+        Some(_) => ProgressBar::new_spinner(),
+        None => ProgressBar::new(
+            (0..args.scanners as usize * args.jobs as usize)
+                .map(|i| corpus[i % corpus.len()].len() as u64)
+                .sum(),
+        ),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} pages {msg}").expect("template"),
+    );
+    bar
 }
 
 /// Microseconds from 1 µs to 10 minutes, 3 significant digits.

@@ -204,22 +204,6 @@ impl Server {
             .vault
             .open(dir, &config.store, meta.key_rings(config.vault.kind()))?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
-        let store = config.store.open()?;
-        if config.store == crate::config::StoreKind::Memory {
-            warn!("[store] kind = \"memory\": objects live in this process only and are gone when it stops (for measurements, never for data)");
-        }
-        let mut routes = std::collections::HashMap::new();
-        for (tenant, kind) in &config.routes {
-            routes.insert(tenant.clone(), kind.open()?);
-        }
-        let mut replicas = std::collections::HashMap::new();
-        for (tenant, kinds) in &config.replicas {
-            let stores = kinds
-                .iter()
-                .map(|k| k.open())
-                .collect::<Result<Vec<_>, _>>()?;
-            replicas.insert(tenant.clone(), stores);
-        }
         let identity_source = IdentitySource::of(&config);
         let identity = Identity::read(&identity_source)?;
         let certs = Arc::new(CertResolver::new(&identity)?);
@@ -239,30 +223,7 @@ impl Server {
         {
             warn!("{w}");
         }
-        let key_dir = config.key_dir();
-        if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
-            warn!(
-                key_dir = %key_dir.display(),
-                "spool keys are on persistent storage: delivered spool records are only as \
-                 erased as that storage lets deleted files be (see docs/SECURITY.md)"
-            );
-        } else if config.pipeline.ack == quire_pipeline::AckMode::Spooled {
-            warn!(
-                key_dir = %key_dir.display(),
-                "ack = \"spooled\" with spool keys in RAM: acknowledged pages survive a crash \
-                 of quire, not a reboot before they reach the store (see README)"
-            );
-        }
-        let spool =
-            quire_pipeline::Spool::open(&dir.join("spool"), &key_dir, config.spool.clone())?;
-        let pipeline = Pipeline::new(
-            store,
-            Arc::new(vault),
-            Arc::new(spool),
-            config.pipeline.clone(),
-        )
-        .with_routes(routes)
-        .with_replicas(replicas);
+        let pipeline = open_pipeline(&config, vault)?;
         pipeline.spawn_delivery();
         let audit =
             crate::audit::AuditLog::open_for(dir, meta.as_ref(), config.audit.checkpoint_records)?;
@@ -321,10 +282,6 @@ impl Server {
         if let Err(e) = started {
             error!(error = %e, "cannot write the audit log: the start is not on the record, and audited requests are refused until it can be written");
         }
-        let state = server.state.clone();
-        crate::audit::spawn_auth_failure_flush(move || state.auth_failures.flush(&state.audit));
-        crate::audit::checkpoints::spawn(server.state.clone(), config.audit.checkpoint_interval);
-        crate::limits::shares::spawn_exchange(server.state.clone());
         if config.dev_bootstrap {
             crate::bootstrap::dev_credentials(
                 server.state.meta.as_ref(),
@@ -334,15 +291,7 @@ impl Server {
                 &config.dev_tenant,
             )?;
         }
-        crate::windows::Windows::spawn_tuner(&server.state.windows);
-        crate::cutoff::spawn(&server.state);
-        crate::keywatch::spawn(&server.state);
-        crate::backup::schedule(&server.state);
-        sweep::spawn(
-            server.state.clone(),
-            config.sweep_interval,
-            config.uncommitted_ttl,
-        );
+        spawn_background(&server.state, &config);
         if let Some(addr) = config.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -565,4 +514,66 @@ async fn handle_connection(
             requests::handle_stream(state, (principal, open, flow), send, reader).await;
         });
     }
+}
+
+/// Opens the store, the tenants' own routes and replicas, and the spool, and joins them into
+/// the pipeline.
+fn open_pipeline(
+    config: &ServerConfig,
+    vault: quire_pipeline::vault::Keyring,
+) -> Result<Pipeline, ServeError> {
+    let dir = &config.data_dir;
+    let store = config.store.open()?;
+    if config.store == crate::config::StoreKind::Memory {
+        warn!("[store] kind = \"memory\": objects live in this process only and are gone when it stops (for measurements, never for data)");
+    }
+    let mut routes = std::collections::HashMap::new();
+    for (tenant, kind) in &config.routes {
+        routes.insert(tenant.clone(), kind.open()?);
+    }
+    let mut replicas = std::collections::HashMap::new();
+    for (tenant, kinds) in &config.replicas {
+        let stores = kinds
+            .iter()
+            .map(|k| k.open())
+            .collect::<Result<Vec<_>, _>>()?;
+        replicas.insert(tenant.clone(), stores);
+    }
+    let key_dir = config.key_dir();
+    if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
+        warn!(
+            key_dir = %key_dir.display(),
+            "spool keys are on persistent storage: delivered spool records are only as \
+             erased as that storage lets deleted files be (see docs/SECURITY.md)"
+        );
+    } else if config.pipeline.ack == quire_pipeline::AckMode::Spooled {
+        warn!(
+            key_dir = %key_dir.display(),
+            "ack = \"spooled\" with spool keys in RAM: acknowledged pages survive a crash \
+             of quire, not a reboot before they reach the store (see README)"
+        );
+    }
+    let spool = quire_pipeline::Spool::open(&dir.join("spool"), &key_dir, config.spool.clone())?;
+    Ok(Pipeline::new(
+        store,
+        Arc::new(vault),
+        Arc::new(spool),
+        config.pipeline.clone(),
+    )
+    .with_routes(routes)
+    .with_replicas(replicas))
+}
+
+/// Starts the server's periodic work: audit flushes and checkpoints, tenants' share
+/// exchange, receive-window tuning, retention cut-offs, key watching, backups, the sweep.
+fn spawn_background(state: &Arc<State>, config: &ServerConfig) {
+    let flushed = state.clone();
+    crate::audit::spawn_auth_failure_flush(move || flushed.auth_failures.flush(&flushed.audit));
+    crate::audit::checkpoints::spawn(state.clone(), config.audit.checkpoint_interval);
+    crate::limits::shares::spawn_exchange(state.clone());
+    crate::windows::Windows::spawn_tuner(&state.windows);
+    crate::cutoff::spawn(state);
+    crate::keywatch::spawn(state);
+    crate::backup::schedule(state);
+    sweep::spawn(state.clone(), config.sweep_interval, config.uncommitted_ttl);
 }

@@ -12,7 +12,8 @@ fn entry(i: u32) -> PageEntry {
 
 fn all_frames() -> Vec<Frame> {
     let mut frames = frames_first_half();
-    frames.extend(frames_second_half());
+    frames.extend(frames_of_pages_and_jobs());
+    frames.extend(frames_of_admin());
     frames
 }
 
@@ -140,7 +141,7 @@ fn frames_first_half() -> Vec<Frame> {
     ]
 }
 
-fn frames_second_half() -> Vec<Frame> {
+fn frames_of_pages_and_jobs() -> Vec<Frame> {
     vec![
         Frame::PagePut {
             tenant: "acme".into(),
@@ -209,6 +210,11 @@ fn frames_second_half() -> Vec<Frame> {
         },
         Frame::PageBegin(entry(2)),
         Frame::Done,
+    ]
+}
+
+fn frames_of_admin() -> Vec<Frame> {
+    vec![
         Frame::Admin(AdminRequest::TenantCreate {
             tenant: "beta".into(),
         }),

@@ -146,35 +146,45 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     register(registry, IntGauge::new(name, help).expect("valid metric"))
 }
 
+/// From a page's first frame to its acknowledgement.
+fn page_histogram(r: &Registry) -> Histogram {
+    register(
+        r,
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "quire_page_seconds",
+                "From a page's first frame to its acknowledgement (hash, compress, seal, spool, store)",
+            )
+            // 1 ms .. ~33 s
+            .buckets(exponential_buckets(0.001, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid metric"),
+    )
+}
+
+/// Time per page in each stage.
+fn stage_histogram(r: &Registry) -> HistogramVec {
+    register(
+        r,
+        HistogramVec::new(
+            HistogramOpts::new(
+                "quire_stage_seconds",
+                "Time per page in each stage: authenticate (per connection), hash, compress, seal (work on the page's bytes, seal summed over threads), spool, store (to the store's confirmation), ack (first frame to acknowledgement)",
+            )
+            // 10 µs .. ~20 s
+            .buckets(exponential_buckets(0.00001, 2.6, 16).expect("valid buckets")),
+            &["stage"],
+        )
+        .expect("valid metric"),
+    )
+}
+
 impl Metrics {
     /// The families, registered under `quire_`.
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let page_seconds = register(
-            &r,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "quire_page_seconds",
-                    "From a page's first frame to its acknowledgement (hash, compress, seal, spool, store)",
-                )
-                // 1 ms .. ~33 s
-                .buckets(exponential_buckets(0.001, 2.0, 16).expect("valid buckets")),
-            )
-            .expect("valid metric"),
-        );
-        let stage_seconds = register(
-            &r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "quire_stage_seconds",
-                    "Time per page in each stage: authenticate (per connection), hash, compress, seal (work on the page's bytes, seal summed over threads), spool, store (to the store's confirmation), ack (first frame to acknowledgement)",
-                )
-                // 10 µs .. ~20 s
-                .buckets(exponential_buckets(0.00001, 2.6, 16).expect("valid buckets")),
-                &["stage"],
-            )
-            .expect("valid metric"),
-        );
+        let page_seconds = page_histogram(&r);
+        let stage_seconds = stage_histogram(&r);
         Metrics {
             stage_seconds: STAGES.map(|stage| stage_seconds.with_label_values(&[stage])),
             pages_by_format: counter_vec(
@@ -191,13 +201,10 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            replica_pending: register(
+            replica_pending: gauge(
                 &r,
-                IntGauge::new(
-                    "quire_replica_pending_objects",
-                    "Objects stored in their primary store whose copies to the tenant's replicas are still on their way",
-                )
-                .expect("valid metric"),
+                "quire_replica_pending_objects",
+                "Objects stored in their primary store whose copies to the tenant's replicas are still on their way",
             ),
             delivery_retries: counter(
                 &r,

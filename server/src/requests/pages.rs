@@ -61,88 +61,15 @@ pub(super) async fn page_put(
             .ingest_page_after((prior, digest_at), &t, &j, entry, rx)
             .await
     });
-    let mut received = 0u64;
-    let mut protocol_error: Option<Refusal> = None;
-    let mut saw_end = false;
-    let mut superseded = false;
-    let mut starved = false;
-    let mut chunks_sent = 0usize;
-    loop {
-        let next = {
-            let _awaiting = flow.awaiting();
-            tokio::select! {
-                next = reader.next() => next,
-                _ = slot.superseded.changed() => {
-                    superseded = true;
-                    break;
-                }
-            }
-        };
-        match next {
-            Ok(Some(Frame::Data(b))) => {
-                received += b.len() as u64;
-                state
-                    .limits
-                    .pace_bytes(&principal.device_id, tenant, b.len())
-                    .await;
-                // A page the pipeline has not taken a byte of yet gives its place back if
-                // its connection starves (see `windows::Flow`).
-                let untaken = chunks_sent == INPUT_QUEUE - tx.capacity();
-                let sent = tokio::select! {
-                    biased;
-                    sent = tx.send(PageInput::Data(b)) => sent.is_ok(),
-                    () = flow.starved(), if untaken => {
-                        starved = true;
-                        false
-                    }
-                };
-                if !sent {
-                    break; // the pipeline finished early (already stored, or refused)
-                }
-                chunks_sent += 1;
-            }
-            Ok(Some(end @ (Frame::PageEnd | Frame::PageEndDigest(_)))) => {
-                let after = match (end, digest_at) {
-                    (Frame::PageEnd, DigestAt::Start) => None,
-                    (Frame::PageEndDigest(d), DigestAt::End) => Some(d),
-                    (other, _) => {
-                        protocol_error = Some(Refusal::new(
-                            ErrorCode::Malformed,
-                            format!(
-                                "{} ends a page begun with {}",
-                                frame_name(&other),
-                                match digest_at {
-                                    DigestAt::Start => "PagePut (digest before the bytes)",
-                                    DigestAt::End => "PagePutDigestAfter (digest after the bytes)",
-                                }
-                            ),
-                        ));
-                        break;
-                    }
-                };
-                saw_end = true;
-                let _ = tx.send(PageInput::End(after)).await;
-                break;
-            }
-            Ok(Some(other)) => {
-                protocol_error = Some(Refusal::new(
-                    ErrorCode::Malformed,
-                    format!(
-                        "{} inside a page; expected Data or the page's end",
-                        frame_name(&other)
-                    ),
-                ));
-                break;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                protocol_error = Some(Refusal::new(ErrorCode::Malformed, e.to_string()));
-                break;
-            }
-        }
-    }
-    drop(tx);
-    if starved {
+    let feed = Feed {
+        state,
+        device: &principal.device_id,
+        tenant,
+        flow,
+        digest_at,
+    };
+    let (forwarded, received) = feed.forward(reader, &mut slot, tx).await;
+    if let Forwarded::Starved = forwarded {
         // Stopping the stream gives its buffered bytes' credit back to the connection at
         // once; the pipeline abandons the page when it takes it (the slot is held until
         // then, so that the scanner's next try does not race it).
@@ -158,7 +85,7 @@ pub(super) async fn page_put(
         ));
     }
     let result = ingest.await.expect("ingest task panicked");
-    if superseded {
+    if let Forwarded::Superseded = forwarded {
         return Err(Refusal::new(
             ErrorCode::Conflict,
             format!(
@@ -167,12 +94,12 @@ pub(super) async fn page_put(
             ),
         ));
     }
-    if let Some(r) = protocol_error {
+    if let Forwarded::Malformed(r) = forwarded {
         return Err(r);
     }
     let receipt = match result {
         Ok(r) => r,
-        Err(PipelineError::Abandoned) if !saw_end => {
+        Err(PipelineError::Abandoned) if !matches!(forwarded, Forwarded::Ended) => {
             return Err(Refusal::new(
                 ErrorCode::Truncated,
                 format!(
@@ -207,6 +134,116 @@ pub(super) async fn page_put(
         Err(e) => return Err(e.into()),
     }
     acknowledge(state, tenant, job_id, &receipt, began, send).await
+}
+
+/// How the network stage of a page ended.
+enum Forwarded {
+    /// The page's end reached the pipeline.
+    Ended,
+    /// The stream ended without it, or the pipeline stopped taking bytes (the page was
+    /// already stored, or it was refused): the pipeline's result says which.
+    Stopped,
+    /// A newer upload of the same page took its slot.
+    Superseded,
+    /// The connection starved before the pipeline took a byte of the page.
+    Starved,
+    /// A frame that does not belong in a page, or one that could not be read.
+    Malformed(Refusal),
+}
+
+/// What the network stage of one page needs to know.
+struct Feed<'a> {
+    state: &'a State,
+    device: &'a str,
+    tenant: &'a str,
+    flow: &'a crate::windows::Flow,
+    digest_at: DigestAt,
+}
+
+impl Feed<'_> {
+    /// Moves a page's frames from its stream into the pipeline's queue until the page's end,
+    /// the stream's end, or a reason to stop; returns how it ended and the bytes received.
+    async fn forward(
+        &self,
+        reader: &mut FrameReader,
+        slot: &mut crate::slots::Slot<'_>,
+        tx: mpsc::Sender<PageInput>,
+    ) -> (Forwarded, u64) {
+        let mut received = 0u64;
+        let mut chunks_sent = 0usize;
+        loop {
+            let next = {
+                let _awaiting = self.flow.awaiting();
+                tokio::select! {
+                    next = reader.next() => next,
+                    _ = slot.superseded.changed() => return (Forwarded::Superseded, received),
+                }
+            };
+            let b = match next {
+                Ok(Some(Frame::Data(b))) => b,
+                Ok(Some(end @ (Frame::PageEnd | Frame::PageEndDigest(_)))) => {
+                    return match self.digest_of(end) {
+                        Ok(after) => {
+                            let _ = tx.send(PageInput::End(after)).await;
+                            (Forwarded::Ended, received)
+                        }
+                        Err(r) => (Forwarded::Malformed(r), received),
+                    };
+                }
+                Ok(Some(other)) => {
+                    let why = format!(
+                        "{} inside a page; expected Data or the page's end",
+                        frame_name(&other)
+                    );
+                    return (
+                        Forwarded::Malformed(Refusal::new(ErrorCode::Malformed, why)),
+                        received,
+                    );
+                }
+                Ok(None) => return (Forwarded::Stopped, received),
+                Err(e) => {
+                    let why = Refusal::new(ErrorCode::Malformed, e.to_string());
+                    return (Forwarded::Malformed(why), received);
+                }
+            };
+            received += b.len() as u64;
+            self.state
+                .limits
+                .pace_bytes(self.device, self.tenant, b.len())
+                .await;
+            // A page the pipeline has not taken a byte of yet gives its place back if its
+            // connection starves (see `windows::Flow`).
+            let untaken = chunks_sent == INPUT_QUEUE - tx.capacity();
+            tokio::select! {
+                biased;
+                sent = tx.send(PageInput::Data(b)) => if sent.is_err() {
+                    return (Forwarded::Stopped, received);
+                },
+                () = self.flow.starved(), if untaken => return (Forwarded::Starved, received),
+            }
+            chunks_sent += 1;
+        }
+    }
+
+    /// The digest a page's end frame carries, if the page was begun with its digest after
+    /// the bytes; an end that does not match how the page was begun is malformed.
+    fn digest_of(&self, end: Frame) -> Result<Option<[u8; 32]>, Refusal> {
+        match (end, self.digest_at) {
+            (Frame::PageEnd, DigestAt::Start) => Ok(None),
+            (Frame::PageEndDigest(d), DigestAt::End) => Ok(Some(d)),
+            (other, _) => Err(Refusal::new(
+                ErrorCode::Malformed,
+                format!(
+                    "{} ends a page begun with {}",
+                    frame_name(&other),
+                    match self.digest_at {
+                        DigestAt::Start => "PagePut (digest before the bytes)",
+                        DigestAt::End => "PagePutDigestAfter (digest after the bytes)",
+                    }
+                ),
+            )),
+        }
+    }
 }
 
 /// Deletes the object of a page whose record was refused (its job was aborted or committed,
