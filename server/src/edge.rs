@@ -204,6 +204,7 @@ impl Server {
             .vault
             .open(dir, &config.store, meta.key_rings(config.vault.kind()))?;
         keycheck::enforce(meta.as_ref(), &vault).map_err(ServeError::KeysMissing)?;
+        let stores = open_stores(&config)?;
         let identity_source = IdentitySource::of(&config);
         let identity = Identity::read(&identity_source)?;
         let certs = Arc::new(CertResolver::new(&identity)?);
@@ -223,7 +224,7 @@ impl Server {
         {
             warn!("{w}");
         }
-        let pipeline = open_pipeline(&config, vault)?;
+        let pipeline = open_pipeline(&config, vault, stores)?;
         pipeline.spawn_delivery();
         let audit =
             crate::audit::AuditLog::open_for(dir, meta.as_ref(), config.audit.checkpoint_records)?;
@@ -516,13 +517,16 @@ async fn handle_connection(
     }
 }
 
-/// Opens the store, the tenants' own routes and replicas, and the spool, and joins them into
-/// the pipeline.
-fn open_pipeline(
-    config: &ServerConfig,
-    vault: quire_pipeline::vault::Keyring,
-) -> Result<Pipeline, ServeError> {
-    let dir = &config.data_dir;
+/// The default store, and each tenant's own route and replicas.
+struct Stores {
+    store: quire_storage::Store,
+    routes: std::collections::HashMap<String, quire_storage::Store>,
+    replicas: std::collections::HashMap<String, Vec<quire_storage::Store>>,
+}
+
+/// Opens the stores (before the port is bound, so a store that cannot be opened stops the
+/// start before any scanner can connect).
+fn open_stores(config: &ServerConfig) -> Result<Stores, ServeError> {
     let store = config.store.open()?;
     if config.store == crate::config::StoreKind::Memory {
         warn!("[store] kind = \"memory\": objects live in this process only and are gone when it stops (for measurements, never for data)");
@@ -539,6 +543,24 @@ fn open_pipeline(
             .collect::<Result<Vec<_>, _>>()?;
         replicas.insert(tenant.clone(), stores);
     }
+    Ok(Stores {
+        store,
+        routes,
+        replicas,
+    })
+}
+
+/// Opens the spool and joins it, the stores and the vault into the pipeline.
+fn open_pipeline(
+    config: &ServerConfig,
+    vault: quire_pipeline::vault::Keyring,
+    Stores {
+        store,
+        routes,
+        replicas,
+    }: Stores,
+) -> Result<Pipeline, ServeError> {
+    let dir = &config.data_dir;
     let key_dir = config.key_dir();
     if !quire_pipeline::spool::keydir::is_ram_backed(&key_dir) {
         warn!(
