@@ -71,7 +71,7 @@ enum Command {
     /// Manage tenants and devices (needs an admin credential).
     Admin(AdminArgs),
     /// Pull every committed job of a tenant not yet delivered, verify it, write it to
-    /// OUT/<job>/, and acknowledge it (which lets delete-on-delivery delete it). Needs a
+    /// `OUT/<job>/`, and acknowledge it (which lets delete-on-delivery delete it). Needs a
     /// tenant-admin credential of that tenant.
     Deliver(DeliverArgs),
     /// Enroll this scanner with a one-time token from `quire admin token create`; it stays
@@ -99,7 +99,7 @@ struct EnrollArgs {
     /// The token (qt1.…).
     #[arg(long)]
     token: String,
-    /// Device id to register [default: scanner-<random>].
+    /// Device id to register (by default `scanner-` and a random suffix).
     #[arg(long)]
     device_id: Option<String>,
     /// Where to write the credential file (mode 0600).

@@ -3,7 +3,7 @@
 //! A 100,000-page manifest with 255-byte names is about 30 MB, far beyond the 64 KiB a
 //! control frame may carry. So the sender splits a list frame (`JobStatus`, `Manifest`,
 //! `AdminDevices`, `AdminJobs`) into consecutive frames of the same type, each within
-//! [`MAX_CONTROL_LEN`](crate::wire::MAX_CONTROL_LEN), and the receiver joins them again with a
+//! [`MAX_CONTROL_LEN`], and the receiver joins them again with a
 //! [`Reassembler`] before it acts on the list. Each part is an ordinary frame, so the
 //! decoder's bounds stay what they are; the reassembler bounds the joined list.
 

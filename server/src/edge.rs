@@ -1,5 +1,5 @@
 //! `quire serve`: the ingest edge. Accepts QUIC connections, authenticates each one, and
-//! hands every request stream to its handler in [`crate::requests`]. Pages go from there into the
+//! hands every request stream to its handler in `crate::requests`. Pages go from there into the
 //! stages of `quire_pipeline`.
 
 use std::net::SocketAddr;

@@ -5,11 +5,11 @@
 //!   [`gate`] (QUIC Retry, per-source caps, a short `Hello` deadline), authenticates them
 //!   ([`auth`]) and hands each stream to the request layer; [`windows`] sizes each
 //!   connection's receive window (what QUIC may buffer for it) within a memory budget.
-//! - [`requests`]: one function per request kind; every request is first put to the access
+//! - `requests`: one function per request kind; every request is first put to the access
 //!   [`policy`] (a pure function of principal and request), then admitted by the [`limits`],
 //!   then handed to `quire-pipeline` (hash, compress, seal, spool, store).
 //! - [`meta`]: the metadata store (devices, tenants, jobs and their pages, grants, holds).
-//! - [`sweep`] and [`retention`]: deleting what is delivered or past its retention.
+//! - `sweep` and [`retention`]: deleting what is delivered or past its retention.
 //! - [`audit`]: the append-only record of every administrative action and document read.
 //! - [`config`], [`identity`] (TLS), [`keycheck`] (keys must match the stored data).
 #![forbid(unsafe_code)]

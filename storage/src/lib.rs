@@ -174,7 +174,7 @@ impl Store {
     /// A store on the local filesystem under `root` (created if missing). Objects are written
     /// to a staging file and renamed into place, so none is ever seen half-written, and a
     /// write returns only once it is on stable storage: on Linux after a `syncfs` of the
-    /// filesystem shared with the writes finishing at the same time ([`sync`]), elsewhere
+    /// filesystem shared with the writes finishing at the same time (`sync.rs`), elsewhere
     /// after an fsync of the file and its directory.
     ///
     /// New objects are written past the page cache where the filesystem allows it

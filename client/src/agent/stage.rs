@@ -47,7 +47,7 @@ pub struct Layout {
     root: PathBuf,
 }
 
-/// What [`Layout::recover`] put right after a crash.
+/// What [`Layout::open`] put right after a crash.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// Files of a half-gathered job put back in the watched folder.

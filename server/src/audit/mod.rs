@@ -2,8 +2,8 @@
 //! record — appended to its tenant's hash chain and synced — before it is carried out (a
 //! `started` record), and again with its outcome. A request whose record cannot be written is
 //! refused. Who, what, which tenant, why, and the outcome, with a UTC timestamp; never a
-//! secret. The chain format and its checkpoints are `quire_audit`'s; [`checkpoints`] signs
-//! chain heads and keeps them in the tenants' object stores, [`verify`] reads them back.
+//! secret. The chain format and its checkpoints are `quire_audit`'s; `checkpoints` signs
+//! chain heads and keeps them in the tenants' object stores, `verify` reads them back.
 
 pub(crate) mod checkpoints;
 pub(crate) mod verify;
@@ -99,7 +99,7 @@ impl AuditLog {
             .map(drop)
     }
 
-    /// [`AuditLog::record`] from async code (see [`off_workers`]).
+    /// [`AuditLog::record`] from async code (on a blocking thread, see `off_workers`).
     pub async fn append(
         self: &std::sync::Arc<Self>,
         actor: &str,

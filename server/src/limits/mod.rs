@@ -4,7 +4,7 @@
 //! [`MAX_WAIT`], then is refused with `LimitExceeded`; page bytes wait for theirs, which
 //! slows the reading of the stream and so, through QUIC flow control, the scanner. The
 //! bucket arithmetic is pure (it is given `now`) and tested without a clock. With several
-//! nodes on one database each node uses a share of every rate ([`shares`]).
+//! nodes on one database each node uses a share of every rate (`shares`).
 
 pub(crate) mod shares;
 

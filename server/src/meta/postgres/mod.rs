@@ -1,6 +1,6 @@
 //! The metadata store on PostgreSQL, for several ingest nodes sharing one database.
 //!
-//! The server asks its [`MetaStore`] synchronously (from blocking threads and, for quick
+//! The server asks its [`MetaStore`](crate::meta::MetaStore) synchronously (from blocking threads and, for quick
 //! lookups, from async tasks), while the PostgreSQL client is asynchronous. So the client runs
 //! on a small runtime of its own, on one thread that does nothing else: a call hands its query
 //! to that runtime and waits for the answer. Waiting never needs the caller's runtime, so a
@@ -57,7 +57,7 @@ impl std::fmt::Debug for PgTarget {
     }
 }
 
-/// The PostgreSQL [`MetaStore`]. Cheap to clone: clones share the pool and the client thread.
+/// The PostgreSQL [`MetaStore`](crate::meta::MetaStore). Cheap to clone: clones share the pool and the client thread.
 #[derive(Clone)]
 pub struct PgMeta {
     pool: Pool,
