@@ -40,6 +40,7 @@ mod postgres_nodes;
 mod postgres_tls;
 mod production;
 mod push_input;
+mod quickstart;
 mod refusals;
 mod replication;
 mod resume;
