@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quire");
+use crate::common::{contains, run, walk, BIN};
 
 /// Stops the server however the test ends, with SIGTERM as the script's trap does.
 struct Serving(Child);
@@ -31,32 +31,23 @@ impl Drop for Serving {
     }
 }
 
+/// Runs the CLI in `dir` (the harness's `run`, which kills a command still running after
+/// 60 s); the command must succeed. Its standard output.
 fn quire(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "quire {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let (ok, out, err) = run(dir, args);
+    assert!(ok, "quire {args:?}:\n{err}");
+    out
 }
 
+/// Every file under `dir` (the harness's `walk`, in name order) by name, with its bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut all: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
+    walk(dir)
+        .into_iter()
+        .map(|path| {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             (name, std::fs::read(&path).unwrap())
         })
-        .collect();
-    all.sort();
-    all
+        .collect()
 }
 
 #[test]
@@ -116,7 +107,7 @@ fn the_quickstart_serves_pushes_and_gets_the_sample_job_back_on_embedded_default
         let head = &page[..page.len().min(64)];
         assert!(!head.is_empty(), "{name}: the sample pages are not empty");
         assert!(
-            !object.windows(head.len()).any(|w| w == head),
+            !contains(object, head),
             "{name}'s first bytes are in its stored object in the clear"
         );
     }
