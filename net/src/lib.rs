@@ -1,6 +1,7 @@
 //! What both ends of a Quire connection share: frames over QUIC streams ([`stream`]), TLS
-//! configuration and certificate pins ([`tls`]), and credential files ([`credential`]), UDP sockets with room for a burst ([`udp`]), the
-//! connection IDs endpoints hand out ([`cid`]).
+//! configuration and certificate pins ([`tls`]), credential files ([`credential`]), UDP
+//! sockets with room for a burst ([`udp`]), and the connection IDs endpoints hand out
+//! ([`cid`]).
 //!
 //! The client crate (`quire-client`) and the server crate (`quire-server`) both build on this
 //! one, so neither depends on the other and a scanner vendor's build never pulls in the
